@@ -1,0 +1,621 @@
+"""The Python API: `Conveyor` registers tasks, enqueues, inspects and runs workers, sync and async.
+
+Async drivers (psycopg pools, redis-py asyncio clients) belong to the event loop that opened them, so the app
+binds its store to one *home loop*: the first running loop that uses it, or a private portal thread when the
+first call is a sync one. Calls from any other loop or thread are carried to the home loop and back, which keeps
+every store single-loop and lets sync and async callers share one app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+from conveyor.backoff import DEFAULT_BACKOFF, Backoff
+from conveyor.errors import (
+    NamespaceNotFound,
+    TaskAlreadyRegistered,
+    ValidationError,
+)
+from conveyor.events import EventBus
+from conveyor.model import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_NAMESPACE,
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT,
+    JSON,
+    Attempt,
+    Job,
+    JobFilter,
+    JobStatus,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    validate_name,
+    validate_task_name,
+)
+from conveyor.store import DEFAULT_URL, Store, open_store
+
+T = TypeVar("T")
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A registered task: its handler and the policy the worker applies to its jobs."""
+
+    name: str
+    fn: Handler
+    is_async: bool
+    max_attempts: int | None = None  # None: the namespace's default (3)
+    timeout: float = DEFAULT_TIMEOUT
+    backoff: Backoff = DEFAULT_BACKOFF
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    transactional: bool = False
+    takes_context: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Answer of `run_next` (GS2 Run): the job executed, its attempt record, and whether the user's queue is
+    now empty of due jobs. `job` and `attempt` are None when there was nothing to run."""
+
+    job: Job | None
+    attempt: Attempt | None
+    is_last: bool
+
+
+@dataclass(slots=True)
+class EnqueueSpec:
+    """One entry of `enqueue_many`. Dicts with the same keys are accepted too."""
+
+    task: str
+    payload: JSON = None
+    namespace: str = DEFAULT_NAMESPACE
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Conveyor:
+    """A job queue on one store.
+
+    >>> app = Conveyor("sqlite:///conveyor.db")
+    >>> @app.task("send_email", max_attempts=5, timeout=60)
+    ... async def send_email(payload: dict, ctx: JobContext) -> dict: ...
+    >>> app.enqueue("send_email", {"to": "a@b"}, delay=10)
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: Store | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        lease: timedelta = DEFAULT_LEASE,
+        **store_options: Any,
+    ) -> None:
+        self.url = url or (DEFAULT_URL if store is None else f"{store.scheme}://")
+        self.store: Store = store if store is not None else open_store(self.url, **store_options)
+        self.max_payload_bytes = max_payload_bytes
+        self.lease = lease
+        self.tasks: dict[str, TaskSpec] = {}
+        self.events = EventBus()
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._portal: _Portal | None = None
+        self._open_lock = threading.Lock()
+        self._opened: asyncio.Future[None] | None = None
+        self._namespace_cache: dict[str, tuple[float, Namespace | None]] = {}
+
+    # ---- task registration ---------------------------------------------------------------------------------
+
+    @overload
+    def task(self, name: Handler) -> Handler: ...
+
+    @overload
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        max_attempts: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        transactional: bool = False,
+    ) -> Callable[[Handler], Handler]: ...
+
+    def task(
+        self,
+        name: str | Handler | None = None,
+        *,
+        max_attempts: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        transactional: bool = False,
+    ) -> Handler | Callable[[Handler], Handler]:
+        """Register a handler: `@app.task`, `@app.task("name")` or `@app.task("name", max_attempts=5, ...)`.
+
+        A handler takes `(payload)` or `(payload, ctx)`; plain functions run in a thread pool, `async def` ones
+        on the worker's event loop. Its return value (JSON) becomes the attempt's result."""
+        if callable(name):
+            self.register(name.__name__, name)
+            return name
+
+        def decorator(fn: Handler) -> Handler:
+            self.register(
+                name or fn.__name__,
+                fn,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                backoff=backoff,
+                queue=queue,
+                priority=priority,
+                transactional=transactional,
+            )
+            return fn
+
+        return decorator
+
+    def register(
+        self,
+        name: str,
+        fn: Handler,
+        *,
+        max_attempts: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        transactional: bool = False,
+    ) -> TaskSpec:
+        validate_task_name(name)
+        validate_name(queue, "queue")
+        if name in self.tasks:
+            raise TaskAlreadyRegistered(name)
+        if timeout <= 0:
+            raise ValidationError(f"timeout must be > 0 seconds, got {timeout!r}", field="timeout")
+        if transactional and not self.store.supports_transactions:
+            raise ValidationError(
+                f"task {name!r} is transactional, which needs a store with transactions (PostgreSQL); "
+                f"this app uses {self.store.scheme}",
+                field="transactional",
+            )
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        spec = TaskSpec(
+            name=name,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            max_attempts=max_attempts,
+            timeout=timeout,
+            backoff=backoff or DEFAULT_BACKOFF,
+            queue=queue,
+            priority=priority,
+            transactional=transactional,
+            takes_context=len(params) >= 2,
+        )
+        self.tasks[name] = spec
+        return spec
+
+    # ---- loop plumbing -------------------------------------------------------------------------------------
+
+    async def _ensure_open(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._open_lock:
+            if self._home is None:
+                self._home = loop
+            opened = self._opened
+            if opened is None:
+                opened = self._opened = loop.create_future()
+                first = True
+            else:
+                first = False
+        if first:
+            try:
+                await self.store.open()
+            except BaseException as exc:
+                with self._open_lock:
+                    self._opened = None
+                opened.set_exception(exc)
+                opened.exception()  # mark retrieved
+                raise
+            opened.set_result(None)
+        else:
+            await asyncio.shield(opened) if opened.get_loop() is loop else None
+
+    async def _on_home(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a store coroutine on the home loop, from whichever loop we are on."""
+        loop = asyncio.get_running_loop()
+        if self._home is None or self._home is loop:
+            await self._ensure_open()
+            return await factory()
+        home = self._home
+        if home.is_closed() or not home.is_running():
+            raise RuntimeError(
+                "this Conveyor app's event loop has stopped; create the app inside the loop that uses it"
+            )
+
+        async def on_home() -> T:
+            await self._ensure_open()
+            return await factory()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_home(), home))
+
+    def _sync(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run from sync code: on the home loop (via its thread) or on a private portal loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is self._home:
+            raise RuntimeError(
+                "a sync Conveyor method was called from the app's own event loop, which would deadlock; "
+                "use the async twin (e.g. await app.aenqueue(...))"
+            )
+        if self._home is None:
+            with self._open_lock:
+                if self._home is None:
+                    self._portal = _Portal()
+                    self._home = self._portal.loop
+
+        async def call() -> T:
+            return await self._on_home(factory)
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(call(), self._home)
+        return future.result()
+
+    async def aopen(self) -> None:
+        await self._on_home(self._noop)
+
+    async def _noop(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        if self._opened is not None:
+            await self._on_home(self.store.close)
+            self._opened = None
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._sync(self.store.close)
+            self._opened = None
+        if self._portal is not None:
+            self._portal.stop()
+            self._portal = None
+            self._home = None
+
+    def open(self) -> None:
+        self._sync(self._noop)
+
+    # ---- enqueue -------------------------------------------------------------------------------------------
+
+    def build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
+        """Validate one job's options (task defaults applied) without storing anything."""
+        spec = self.tasks.get(task)
+        if spec is not None:
+            options.setdefault("queue", spec.queue)
+            options.setdefault("priority", spec.priority)
+            if spec.max_attempts is not None:
+                options.setdefault("max_attempts", spec.max_attempts)
+        for key in ("queue", "priority"):
+            if options.get(key) is None:
+                options.pop(key, None)
+        options.setdefault("max_payload_bytes", self.max_payload_bytes)
+        return NewJob.build(task, payload, **options)
+
+    def _build_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> list[NewJob]:
+        jobs: list[NewJob] = []
+        for index, spec in enumerate(specs):
+            values = _spec_dict(spec)
+            task = values.pop("task", None)
+            payload = values.pop("payload", None)
+            try:
+                jobs.append(self.build_job(task, payload, **values))  # type: ignore[arg-type]
+            except ValidationError as exc:
+                raise ValidationError(f"job #{index}: {exc.message}", field=exc.field) from None
+            except TypeError as exc:
+                raise ValidationError(f"job #{index}: {exc}") from None
+        return jobs
+
+    async def _with_namespace_defaults(self, jobs: list[NewJob], explicit: list[bool]) -> list[NewJob]:
+        """Apply each namespace's default max_attempts where the caller and the task gave none."""
+        out: list[NewJob] = []
+        for job, given in zip(jobs, explicit, strict=True):
+            if not given and job.namespace != DEFAULT_NAMESPACE:
+                ns = await self.store.get_namespace(job.namespace)
+                if ns is not None and ns.max_attempts != job.max_attempts:
+                    job = _replace_attempts(job, ns.max_attempts)
+            out.append(job)
+        return out
+
+    async def aenqueue(self, task: str, payload: JSON = None, *, connection: Any = None, **options: Any) -> Job:
+        """Enqueue one job. Options: namespace, queue, priority, delay, run_at, max_attempts, user_id,
+        group_key, unique_key. With `connection=`, the job is inserted through the caller's own connection and
+        transaction (psycopg AsyncConnection, sqlite3.Connection, SQLAlchemy Connection/Session)."""
+        jobs = await self.aenqueue_many([{"task": task, "payload": payload, **options}], connection=connection)
+        return jobs[0]
+
+    async def aenqueue_many(
+        self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[Job]:
+        """Enqueue several jobs in one round trip, all or nothing."""
+        if not specs:
+            return []
+        built = self._build_many(specs)
+        explicit = [_spec_dict(s).get("max_attempts") is not None or self._task_sets_attempts(s) for s in specs]
+        if connection is not None:
+            if _is_async_connection(connection):
+                return await self.store.aenqueue_on_connection(connection, built)
+            return self.store.enqueue_on_connection(_unwrap_connection(connection), built)
+
+        async def go() -> list[Job]:
+            jobs = await self._with_namespace_defaults(built, explicit)
+            stored = await self.store.enqueue(jobs)
+            for job in stored:
+                if not job.duplicate:
+                    self.events.publish_push(job)
+            return stored
+
+        return await self._on_home(go)
+
+    def _task_sets_attempts(self, spec: EnqueueSpec | Mapping[str, Any]) -> bool:
+        task = self.tasks.get(_spec_dict(spec).get("task") or "")
+        return task is not None and task.max_attempts is not None
+
+    def enqueue(self, task: str, payload: JSON = None, *, connection: Any = None, **options: Any) -> Job:
+        if connection is not None and not _is_async_connection(connection):
+            built = self._build_many([{"task": task, "payload": payload, **options}])
+            return self.store.enqueue_on_connection(_unwrap_connection(connection), built)[0]
+        return self._sync(lambda: self.aenqueue(task, payload, connection=connection, **options))
+
+    def enqueue_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
+        if connection is not None and not _is_async_connection(connection):
+            return self.store.enqueue_on_connection(_unwrap_connection(connection), self._build_many(specs))
+        return self._sync(lambda: self.aenqueue_many(specs, connection=connection))
+
+    # ---- inspection & management (async) -------------------------------------------------------------------
+
+    async def aget_job(self, job_id: str) -> Job | None:
+        return await self._on_home(lambda: self.store.get_job(job_id))
+
+    async def alist_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 20, offset: int = 0, **criteria: Any
+    ) -> Page[Job]:
+        flt = filter or JobFilter(**{k: (JobStatus(v) if k == "status" and v else v) for k, v in criteria.items()})
+        return await self._on_home(lambda: self.store.list_jobs(flt, limit, offset))
+
+    async def aattempts(self, job_id: str) -> list[Attempt]:
+        return await self._on_home(lambda: self.store.attempts(job_id))
+
+    async def astats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        return await self._on_home(lambda: self.store.stats(namespace, queue, task))
+
+    async def acancel(self, job_id: str) -> Job:
+        job = await self._on_home(lambda: self.store.cancel(job_id))
+        self.events.publish_cancel(job)
+        return job
+
+    async def arequeue(self, job_id: str) -> Job:
+        return await self._on_home(lambda: self.store.requeue(job_id))
+
+    async def adelete(self, job_id: str, *, force: bool = False) -> Job:
+        return await self._on_home(lambda: self.store.delete(job_id, force=force))
+
+    async def arun_now(self, job_id: str) -> Job:
+        return await self._on_home(lambda: self.store.run_now(job_id))
+
+    async def alist_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        return await self._on_home(lambda: self.store.list_queues(namespace))
+
+    async def apause_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE, *, paused: bool = True) -> None:
+        validate_name(queue, "queue")
+        validate_name(namespace, "namespace")
+        await self._on_home(lambda: self.store.put_queue_settings(QueueSettings(namespace, queue, paused=paused)))
+
+    async def aresume_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        await self.apause_queue(queue, namespace, paused=False)
+
+    async def alist_workers(self) -> list[WorkerInfo]:
+        return await self._on_home(self.store.list_workers)
+
+    async def aput_namespace(self, namespace: Namespace) -> Namespace:
+        validate_name(namespace.name, "namespace")
+        self._namespace_cache.pop(namespace.name, None)
+        return await self._on_home(lambda: self.store.put_namespace(namespace))
+
+    async def aget_namespace(self, name: str) -> Namespace:
+        ns = await self._on_home(lambda: self.store.get_namespace(name))
+        if ns is None:
+            raise NamespaceNotFound(name)
+        return ns
+
+    async def alist_namespaces(self) -> list[Namespace]:
+        return await self._on_home(self.store.list_namespaces)
+
+    async def adelete_namespace(self, name: str) -> bool:
+        self._namespace_cache.pop(name, None)
+        return await self._on_home(lambda: self.store.delete_namespace(name))
+
+    async def arun_next(self, namespace: str, user_id: str, *, worker_id: str | None = None) -> RunResult:
+        """GS2 Run: execute the user's next due job here, record the attempt, and tell whether more are due.
+
+        Raises Conflict (409) while another job of that user is processing."""
+        from conveyor.execution import run_user_job
+
+        return await self._on_home(lambda: run_user_job(self, namespace, user_id, worker_id=worker_id))
+
+    async def arun_worker(self, **options: Any) -> None:
+        """Run a worker in this process until cancelled or signalled (see conveyor.worker.Worker)."""
+        from conveyor.worker import Worker
+
+        worker = Worker(self, **options)
+        await self._on_home(worker.run)
+
+    # ---- sync twins ----------------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._sync(lambda: self.aget_job(job_id))
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 20, offset: int = 0, **criteria: Any
+    ) -> Page[Job]:
+        return self._sync(lambda: self.alist_jobs(filter, limit=limit, offset=offset, **criteria))
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return self._sync(lambda: self.aattempts(job_id))
+
+    def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        return self._sync(lambda: self.astats(namespace, queue, task))
+
+    def cancel(self, job_id: str) -> Job:
+        return self._sync(lambda: self.acancel(job_id))
+
+    def requeue(self, job_id: str) -> Job:
+        return self._sync(lambda: self.arequeue(job_id))
+
+    def delete(self, job_id: str, *, force: bool = False) -> Job:
+        return self._sync(lambda: self.adelete(job_id, force=force))
+
+    def run_now(self, job_id: str) -> Job:
+        return self._sync(lambda: self.arun_now(job_id))
+
+    def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        return self._sync(lambda: self.alist_queues(namespace))
+
+    def pause_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self._sync(lambda: self.apause_queue(queue, namespace))
+
+    def resume_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self._sync(lambda: self.aresume_queue(queue, namespace))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return self._sync(self.alist_workers)
+
+    def put_namespace(self, namespace: Namespace) -> Namespace:
+        return self._sync(lambda: self.aput_namespace(namespace))
+
+    def get_namespace(self, name: str) -> Namespace:
+        return self._sync(lambda: self.aget_namespace(name))
+
+    def list_namespaces(self) -> list[Namespace]:
+        return self._sync(self.alist_namespaces)
+
+    def delete_namespace(self, name: str) -> bool:
+        return self._sync(lambda: self.adelete_namespace(name))
+
+    def run_next(self, namespace: str, user_id: str) -> RunResult:
+        return self._sync(lambda: self.arun_next(namespace, user_id))
+
+    def run_worker(self, **options: Any) -> None:
+        """Run a worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
+        from conveyor.worker import Worker
+
+        if self._home is not None and self._portal is None:
+            raise RuntimeError("run_worker() blocks; from async code use `await app.arun_worker()`")
+        if self._portal is not None:  # the app was used synchronously before: run on its portal loop
+            self._sync(lambda: Worker(self, **options).run())
+            return
+        asyncio.run(self.arun_worker(**options))
+
+    def __enter__(self) -> Conveyor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Conveyor:
+        await self.aopen()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _spec_dict(spec: EnqueueSpec | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, EnqueueSpec):
+        values = {
+            "task": spec.task,
+            "payload": spec.payload,
+            "namespace": spec.namespace,
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "delay": spec.delay,
+            "run_at": spec.run_at,
+            "max_attempts": spec.max_attempts,
+            "user_id": spec.user_id,
+            "group_key": spec.group_key,
+            "unique_key": spec.unique_key,
+            **spec.extra,
+        }
+        return {k: v for k, v in values.items() if v is not None or k in ("task", "payload")}
+    return dict(spec)
+
+
+def _replace_attempts(job: NewJob, max_attempts: int) -> NewJob:
+    from dataclasses import replace
+
+    return replace(job, max_attempts=max_attempts)
+
+
+def _is_async_connection(connection: Any) -> bool:
+    module = type(connection).__module__
+    name = type(connection).__name__
+    return name.startswith("Async") and (module.startswith("psycopg") or module.startswith("sqlalchemy"))
+
+
+def _unwrap_connection(connection: Any) -> Any:
+    """Accept SQLAlchemy Session/Connection by reaching the DBAPI connection inside the current transaction."""
+    module = type(connection).__module__
+    if module.startswith("sqlalchemy"):
+        if hasattr(connection, "connection") and callable(getattr(connection, "connection", None)):
+            connection = connection.connection()  # Session.connection() -> Connection
+        dbapi = connection.connection  # Connection.connection -> PoolProxiedConnection
+        return getattr(dbapi, "driver_connection", dbapi)
+    return connection
+
+
+class _Portal:
+    """A private event loop in a daemon thread for sync callers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(ready.set)
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="conveyor-portal", daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()

@@ -1,0 +1,138 @@
+"""Every error Conveyor raises on purpose.
+
+Each error carries a message that says what was wrong and what to do about it, and an HTTP status so that the
+REST API can answer with the same words the Python API raises (one source of truth for error text).
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base class of every error Conveyor raises on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(ConveyorError):
+    """Input broke a rule; nothing was stored. `field` names the offending field when there is one."""
+
+    status_code = 400
+    code = "validation_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PayloadTooLarge(ValidationError):
+    """The JSON-encoded payload is larger than the configured limit (1 MiB by default)."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotFound(ConveyorError):
+    status_code = 404
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job not found: {job_id}")
+        self.job_id = job_id
+
+
+class NamespaceNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Namespace not found: {name!r}. Create it first (conveyor namespaces create {name}).")
+        self.name = name
+
+
+class InvalidTransition(ConveyorError):
+    """The job is not in a state that allows the requested change (e.g. requeue of a pending job)."""
+
+    status_code = 400
+    code = "invalid_state"
+
+
+class Conflict(ConveyorError):
+    """Another job of the same user/group is processing: GS2's "Job queue execution conflict. Retry required."."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class TaskNotRegistered(ConveyorError):
+    status_code = 400
+    code = "task_not_registered"
+
+    def __init__(self, task: str) -> None:
+        super().__init__(
+            f"No handler is registered for task {task!r}. Register it with @app.task({task!r}) "
+            "in the process that runs the worker."
+        )
+        self.task = task
+
+
+class TaskAlreadyRegistered(ConveyorError):
+    code = "task_already_registered"
+
+    def __init__(self, task: str) -> None:
+        super().__init__(f"Task {task!r} is already registered; each task name maps to exactly one handler.")
+        self.task = task
+
+
+class StoreUnavailable(ConveyorError):
+    """The backing store cannot be reached right now. Safe to retry later; nothing was acknowledged."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+
+class UnsupportedURL(ConveyorError):
+    code = "unsupported_url"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"Unsupported store URL {url!r}. Use sqlite:///path/to/file.db, postgresql://user@host/db, "
+            "redis://host:6379/0 or memory://."
+        )
+
+
+class Unsupported(ConveyorError):
+    """The feature exists but not on this store (e.g. transactional handlers on Redis)."""
+
+    status_code = 400
+    code = "unsupported"
+
+
+# ---- handler outcomes: raised by task handlers to steer what happens next --------------------------------------
+
+
+class Retry(Exception):
+    """Raise from a handler to retry the job later. `delay` is seconds (None → the task's backoff)."""
+
+    def __init__(self, delay: float | None = None, *, reason: str = "retry requested", status_code: int = 503) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+        self.status_code = status_code
+
+
+class Fail(Exception):
+    """Raise from a handler to fail the job permanently (dead letter) without further retries.
+
+    `status_code` is recorded on the attempt (GS2 JobResult). Codes 402, 409, 500, 502, 503 and 504 are
+    retryable under GS2's rules, so raising Fail with one of them retries instead of failing at once.
+    """
+
+    def __init__(self, reason: str = "failed", *, status_code: int = 400, result: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+        self.result = result

@@ -1,0 +1,40 @@
+"""UUIDv7 job ids: time-ordered, so ids sort by creation and the primary-key index stays append-only.
+
+Python 3.11 has no `uuid.uuid7`; this is RFC 9562's layout with the 12-bit `rand_a` field used as a counter so
+that ids made within the same millisecond by one process still sort in creation order (method 1 of §6.2).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> uuid.UUID:
+    global _last_ms, _counter
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave headroom for the counter
+        else:
+            ms = _last_ms
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted within one millisecond: borrow the next millisecond
+                _last_ms += 1
+                ms = _last_ms
+                _counter = 0
+        counter = _counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
+    return uuid.UUID(int=value)
+
+
+def new_job_id() -> str:
+    return str(uuid7())

@@ -1,0 +1,468 @@
+"""The job model: statuses, jobs, attempts, namespaces and the values that cross the store interface.
+
+Everything here is plain data (frozen dataclasses) so every store, the worker, the HTTP API and the CLI speak the
+same types. Times are timezone-aware UTC `datetime`s; stores choose their own storage format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from conveyor.errors import PayloadTooLarge, ValidationError
+
+JSON = Any
+"""A value that survives `json.dumps` (dict, list, str, int, float, bool, None)."""
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_RANGE = (1, 100)
+DEFAULT_PRIORITY = 0
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB, PocketBase's JobMaxPayloadSize
+MAX_RESULT_BYTES = 5 * 1024 * 1024  # GS2 JobResult.result ≤ 5 MB
+MAX_TASK_NAME = 1024
+MAX_NAME = 128
+DEFAULT_LEASE = timedelta(seconds=30)
+DEFAULT_TIMEOUT = 300.0  # seconds, per task
+RETRYABLE_STATUS_CODES = frozenset({402, 409, 500, 502, 503, 504})  # GS2 SDK's RecommendRetry table
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9\-_.]{1,128}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"  # dead letter: attempts exhausted or a permanent failure
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
+
+
+class AttemptOutcome(StrEnum):
+    """How one execution ended. Recorded on every attempt next to its GS2-style status code."""
+
+    COMPLETED = "completed"  # 2xx
+    RETRY = "retry"  # failed, will run again
+    FAILED = "failed"  # failed, job dead-lettered
+    LOST = "lost"  # worker died / lease expired; recorded by the rescuer
+    TIMEOUT = "timeout"  # exceeded the task timeout (504); retried or failed like any failure
+    CANCELLED = "cancelled"  # stopped on request while running
+
+
+LOST_STATUS_CODE = 0  # GS2's "no connection / unknown" code: the worker vanished, nothing was returned
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One call of a task. `attempts` counts toward `max_attempts` (reset by requeue); `try_number` is the
+    monotonic number of the latest try, never reset, the key of its Attempt record and the lease's fencing token.
+    """
+
+    id: str
+    namespace: str
+    queue: str
+    task: str
+    payload: JSON
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    try_number: int
+    created: datetime
+    updated: datetime
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: JSON = None
+    cancel_requested: bool = False
+    duplicate: bool = False
+    """True on the Job returned by enqueue when `unique_key` matched an active job and nothing new was stored."""
+
+    @property
+    def serial_key(self) -> str | None:
+        """The lane whose jobs run one at a time, oldest first: the group key, else the user's queue."""
+        return serial_key_for(self.group_key, self.user_id)
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.try_number)
+
+    def is_scheduled(self, now: datetime | None = None) -> bool:
+        return self.status is JobStatus.PENDING and self.run_at > (now or utcnow())
+
+
+def serial_key_for(group_key: str | None, user_id: str | None) -> str | None:
+    if group_key is not None:
+        return f"g:{group_key}"
+    if user_id is not None:
+        return f"u:{user_id}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof of a claim: the job id plus the try number it was claimed with (the fencing token)."""
+
+    job_id: str
+    try_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One execution of a job (GS2 JobResult)."""
+
+    job_id: str
+    try_number: int
+    outcome: AttemptOutcome
+    status_code: int
+    started_at: datetime
+    finished_at: datetime
+    worker_id: str | None = None
+    result: JSON = None
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job ready to be stored. Build it with `NewJob.build` which enforces every rule."""
+
+    id: str
+    namespace: str
+    queue: str
+    task: str
+    payload: JSON
+    payload_json: str
+    priority: int
+    run_at: datetime
+    max_attempts: int
+    created: datetime
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+
+    @property
+    def serial_key(self) -> str | None:
+        return serial_key_for(self.group_key, self.user_id)
+
+    @classmethod
+    def build(
+        cls,
+        task: str,
+        payload: JSON = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = DEFAULT_PRIORITY,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        user_id: str | None = None,
+        group_key: str | None = None,
+        unique_key: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        now: datetime | None = None,
+        job_id: str | None = None,
+    ) -> NewJob:
+        from conveyor.ids import new_job_id
+
+        now = now or utcnow()
+        validate_task_name(task)
+        validate_name(namespace, "namespace")
+        validate_name(queue, "queue")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**15) <= priority < 2**15:
+            raise ValidationError(
+                f"priority must be an integer from -32768 to 32767 (lower runs first), got {priority!r}",
+                field="priority",
+            )
+        attempts = DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
+        lo, hi = MAX_ATTEMPTS_RANGE
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not lo <= attempts <= hi:
+            raise ValidationError(
+                f"max_attempts must be an integer from {lo} to {hi}, got {attempts!r}", field="max_attempts"
+            )
+        if run_at is not None and delay is not None:
+            raise ValidationError("give either run_at or delay, not both", field="delay")
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            if not isinstance(seconds, int | float) or seconds < 0:
+                raise ValidationError(f"delay must be a number of seconds ≥ 0, got {delay!r}", field="delay")
+            run_at = now + timedelta(seconds=seconds)
+        if run_at is None:
+            run_at = now
+        elif run_at.tzinfo is None:
+            raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))", field="run_at")
+        for name, value in (("user_id", user_id), ("group_key", group_key), ("unique_key", unique_key)):
+            if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 1024):
+                raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
+        payload_json = encode_payload(payload, max_payload_bytes)
+        return cls(
+            id=job_id or new_job_id(),
+            namespace=namespace,
+            queue=queue,
+            task=task,
+            payload=payload,
+            payload_json=payload_json,
+            priority=priority,
+            run_at=run_at.astimezone(UTC),
+            max_attempts=attempts,
+            created=now,
+            user_id=user_id,
+            group_key=group_key,
+            unique_key=unique_key,
+        )
+
+    def to_job(self) -> Job:
+        """The Job as it looks right after enqueue (what stores return)."""
+        return Job(
+            id=self.id,
+            namespace=self.namespace,
+            queue=self.queue,
+            task=self.task,
+            payload=self.payload,
+            status=JobStatus.PENDING,
+            priority=self.priority,
+            run_at=self.run_at,
+            attempts=0,
+            max_attempts=self.max_attempts,
+            try_number=0,
+            created=self.created,
+            updated=self.created,
+            user_id=self.user_id,
+            group_key=self.group_key,
+            unique_key=self.unique_key,
+        )
+
+
+def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
+    """Serialise a payload, refusing non-JSON values and oversize payloads with a clear error."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"payload must be JSON-serialisable (dict, list, str, int, float, bool or None): {exc}", field="payload"
+        ) from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes when JSON-encoded; the limit is {max_bytes} bytes. "
+            "Store large data elsewhere and pass a reference, or raise max_payload_bytes.",
+            field="payload",
+        )
+    return text
+
+
+def encode_result(result: JSON) -> str:
+    """Serialise a handler's return value for its attempt record (≤ 5 MiB, GS2's limit)."""
+    try:
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"task result must be JSON-serialisable: {exc}", field="result") from None
+    if len(text) > MAX_RESULT_BYTES:
+        raise PayloadTooLarge(f"task result is {len(text)} bytes; the limit is {MAX_RESULT_BYTES}", field="result")
+    return text
+
+
+def validate_name(value: object, what: str) -> None:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ValidationError(
+            f"{what} must be 1-128 characters of letters, digits, '-', '_' or '.', got {value!r}", field=what
+        )
+
+
+def validate_task_name(task: object) -> None:
+    if not isinstance(task, str) or not task.strip():
+        raise ValidationError("task is required: give the name of a registered task", field="task")
+    if len(task) > MAX_TASK_NAME:
+        raise ValidationError(f"task name is {len(task)} characters; the limit is {MAX_TASK_NAME}", field="task")
+
+
+# ---- values passed to Store.finish ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What a worker reports at the end of one try. The store applies it only if the job is still processing
+    under the same lease (id + try_number); otherwise the report is stale and ignored (fencing).
+
+    `status` is the job's next status: COMPLETED, PENDING (retry at `run_at`), FAILED (dead letter) or CANCELLED.
+    `release=True` hands the job back without counting the try (graceful shutdown): status PENDING, attempts and
+    try_number decremented, no Attempt record, run_at unchanged unless given.
+    Otherwise `attempt` is the record to store for this try.
+    """
+
+    lease: Lease
+    status: JobStatus
+    attempt: Attempt | None = None
+    run_at: datetime | None = None
+    error: str | None = None
+    result: JSON = None
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """Answer to a heartbeat for one lease."""
+
+    lease: Lease
+    held: bool  # False: the job was rescued, deleted or re-claimed; stop reporting on it
+    cancel_requested: bool = False
+
+
+# ---- namespaces, queues, workers, stats -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """An isolated space with its own settings (GS2 namespace). Stores persist it as one JSON document."""
+
+    name: str
+    description: str = ""
+    auto_run: bool = True
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    completed_retention: float = 7 * 86400.0  # seconds
+    failed_retention: float = 30 * 86400.0
+    push_notification: bool = False
+    run_notification: bool = False
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    extra: Mapping[str, JSON] = field(default_factory=dict)  # GS2 passthrough settings (transactionSetting…)
+    created: datetime = field(default_factory=utcnow)
+    updated: datetime = field(default_factory=utcnow)
+    revision: int = 0
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "auto_run": self.auto_run,
+            "max_attempts": self.max_attempts,
+            "completed_retention": self.completed_retention,
+            "failed_retention": self.failed_retention,
+            "push_notification": self.push_notification,
+            "run_notification": self.run_notification,
+            "webhook_url": self.webhook_url,
+            "webhook_secret": self.webhook_secret,
+            "extra": dict(self.extra),
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, JSON]) -> Namespace:
+        values = dict(data)
+        for key in ("created", "updated"):
+            if isinstance(values.get(key), str):
+                values[key] = datetime.fromisoformat(values[key])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+DEFAULT_NAMESPACE_SETTINGS = Namespace(name=DEFAULT_NAMESPACE, auto_run=True)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    namespace: str
+    name: str
+    paused: bool = False
+    concurrency: int | None = None  # max processing jobs across all workers; None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    namespace: str
+    name: str
+    paused: bool
+    counts: Mapping[str, int]  # status -> count, plus "scheduled" (pending with run_at in the future)
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker registration. Expires by itself when `expires_at` passes without a heartbeat."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: Sequence[str]
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    running: Sequence[str] = ()  # job ids
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    pending: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    scheduled: int = 0  # subset of pending whose run_at is in the future
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.processing + self.completed + self.failed + self.cancelled
+
+    @property
+    def success_rate(self) -> float:
+        """PocketBase's rule: completed / (completed + failed), 0 when neither."""
+        done = self.completed + self.failed
+        return self.completed / done if done else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Filter for listing jobs. None means "any". Lists are newest first (created DESC, then id DESC)."""
+
+    namespace: str | None = None
+    queue: str | None = None
+    task: str | None = None
+    status: JobStatus | None = None
+    user_id: str | None = None
+    ids: Sequence[str] | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,263 @@
+"""The store interface: the one contract every backend (memory, SQLite, PostgreSQL, Redis) implements.
+
+In the spirit of River's driver and Oban's engine: the store owns persistence and the atomicity of every state
+change; the worker owns policy (backoff, timeouts, outcome classification) and hands the store finished decisions.
+Every method is async; the sync Python API runs them on a private event loop.
+
+Rules every implementation must honour (the conformance suite in tests/conformance checks each one):
+
+* **Atomic transitions.** Each method that changes state does so atomically: a crash between two statements
+  never leaves a job half-moved (one SQL transaction, one Lua script).
+* **Claim order.** Due jobs (`status='pending' AND run_at <= now`) are claimed in order of
+  (priority ASC, run_at ASC, id ASC), across the given (namespace, queue) targets, at most `limit` per call.
+  Claiming sets status `processing`, `attempts += 1`, `try_number += 1`, `started_at = now`,
+  `worker_id`, `lease_expires_at = now + lease`, `updated = now`, and clears `cancel_requested`.
+* **Serial lanes.** Jobs with a serial key (group key, else user id; `Job.serial_key`), scoped by namespace,
+  run one at a time in strict FIFO order: a lane's head is its pending job with the lowest (priority, id); only the
+  head may be claimed, only when it is due, and only while no job of the lane is processing. So a delayed or
+  backing-off head holds back the rest of its lane (GS2's FIFO guarantee). At most one job per lane per claim.
+* **Paused queues** (QueueSettings.paused) are not claimed from by `claim` (Run via `claim_user` ignores pauses).
+  A queue's `concurrency` limit, when set, caps its processing jobs across all workers.
+* **Fencing.** `finish` and `heartbeat` act only when the job is `processing` with the same `try_number` as the
+  lease; otherwise they do nothing and report it (a stale worker cannot finish or extend a re-claimed attempt).
+* **Unique keys.** Enqueuing a job whose (namespace, unique_key) matches an *active* job (pending or
+  processing) stores nothing and returns that existing job with `duplicate=True`. Within one enqueue batch the
+  first of equal keys wins.
+* **Rescue.** `rescue` finds processing jobs whose lease expired, records a LOST attempt (status code 0, the
+  job's worker_id and started_at, error "lease expired: worker … stopped heartbeating"), and moves each to
+  `pending` with run_at = now when attempts < max_attempts, else to `failed` (last_error set).
+* **Wake-ups.** After a successful enqueue the store wakes waiters in this process at once (`wait_for_jobs`)
+  and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll.
+* **Unavailability.** When the backend cannot be reached a method raises `StoreUnavailable` (never a driver
+  exception), and the store reconnects by itself on a later call.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from conveyor.errors import Unsupported
+from conveyor.model import (
+    Attempt,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+)
+
+
+class HandlerTransaction(abc.ABC):
+    """A transaction a transactional handler writes through; the job's completion commits inside it."""
+
+    connection: Any
+
+    @abc.abstractmethod
+    async def finish(self, finish: Finish) -> bool:
+        """Apply the completion inside this transaction (fenced like Store.finish) and commit. False if stale."""
+
+
+class Store(abc.ABC):
+    """A job store. Create with `conveyor.store.open_store(url)`, then `await store.open()`."""
+
+    #: URL scheme(s) this store serves, e.g. "sqlite".
+    scheme: str = ""
+    #: Whether `enqueue_on_connection`/transactional handlers work on this store.
+    supports_transactions: bool = False
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and run pending migrations (safe when several processes start at once). Idempotent.
+
+        Must not raise when the backend is down if `lazy=True` was passed to the constructor; then it warns and
+        methods raise StoreUnavailable until the backend is back."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and wake every waiter. Idempotent."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names of those applied (empty when up to date)."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable if the backend cannot be reached now."""
+        await self.stats()
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Store jobs in one round trip / transaction; all or nothing. Returns one Job per input, in order
+        (an existing active job with `duplicate=True` where a unique key matched)."""
+
+    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert jobs through the caller's own (sync) connection, inside the caller's open transaction: the jobs
+        exist if and only if the caller commits. No wake-up is sent until the caller commits (waiters poll, or
+        the backend's transactional notify fires on commit)."""
+        raise Unsupported(f"{type(self).__name__} does not support enqueue on a caller's connection")
+
+    async def aenqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+        """Async twin of enqueue_on_connection, for async driver connections (psycopg AsyncConnection)."""
+        raise Unsupported(f"{type(self).__name__} does not support enqueue on a caller's connection")
+
+    # ---- the worker's calls ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        worker_id: str,
+        targets: Sequence[tuple[str, str]],
+        limit: int,
+        lease: timedelta,
+    ) -> list[Job]:
+        """Claim up to `limit` due jobs from the (namespace, queue) targets, in claim order (see module doc)."""
+
+    @abc.abstractmethod
+    async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
+        """Claim the head of the user's lane (serial key `u:<user_id>`) if it is due — GS2 Run.
+
+        Raises Conflict when a job of that lane is processing. Returns None when the lane has no due head."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
+        """Extend held leases to now + lease; one LeaseState per input, in order (carries cancel_requested)."""
+
+    @abc.abstractmethod
+    async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
+        """Apply end-of-try reports in one round trip; True per report that applied, False when stale.
+
+        Applying sets status, `finished_at` (final statuses), clears lease/worker, `last_error` = error
+        (None on completion), `result` (on completion), `run_at` (retry), and stores `attempt` if given."""
+
+    @asynccontextmanager
+    async def handler_transaction(self, job: Job) -> AsyncIterator[HandlerTransaction]:
+        """A transaction for a transactional handler (PostgreSQL). Rolled back if the block raises."""
+        raise Unsupported(f"{type(self).__name__} does not support transactional handlers; use PostgreSQL")
+        yield  # pragma: no cover
+
+    @abc.abstractmethod
+    async def wait_for_jobs(self, timeout: float) -> None:
+        """Return when jobs may have become available (a local or remote enqueue), or after `timeout` seconds.
+        Spurious returns are allowed; callers simply claim again."""
+
+    # ---- maintenance ----------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        """Give back jobs whose lease expired (see module doc). Returns the jobs after the change."""
+
+    @abc.abstractmethod
+    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+        """Delete completed jobs finished before `completed_before`, and failed/cancelled ones finished before
+        `failed_before`, with their attempt records. Returns how many jobs were deleted."""
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        """Newest first (created DESC, id DESC), with the total count matching the filter."""
+
+    @abc.abstractmethod
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt record of the job, by try_number ascending."""
+
+    @abc.abstractmethod
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats: ...
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> Job:
+        """Pending → cancelled (finished_at set). Processing → cancel_requested=True (the worker stops it).
+        Raises JobNotFound, or InvalidTransition for completed/failed/cancelled jobs."""
+
+    @abc.abstractmethod
+    async def requeue(self, job_id: str) -> Job:
+        """Failed or cancelled → pending, attempts=0, run_at=now, last_error/finished_at cleared.
+        Raises JobNotFound, or InvalidTransition ("Job cannot be requeued (must be in 'failed' status)")."""
+
+    @abc.abstractmethod
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        """Delete a pending or failed job (PocketBase rule) with its attempts; any state with force=True
+        (GS2 rule). Returns the job as it was. Raises JobNotFound, or InvalidTransition
+        ("Job cannot be deleted (must be in 'pending' or 'failed' status)")."""
+
+    @abc.abstractmethod
+    async def run_now(self, job_id: str) -> Job:
+        """A pending job becomes due now (run_at = now). Raises JobNotFound / InvalidTransition otherwise."""
+
+    @abc.abstractmethod
+    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+        """Whether the user's lane has a pending job that is due now (GS2 Run's `isLastJob` = not this)."""
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_namespace(self, namespace: Namespace) -> Namespace:
+        """Create or replace (revision += 1, updated = now on replace). Returns what was stored."""
+
+    @abc.abstractmethod
+    async def get_namespace(self, name: str) -> Namespace | None:
+        """The namespace `default` always exists (returned with default settings if never stored)."""
+
+    @abc.abstractmethod
+    async def list_namespaces(self) -> list[Namespace]:
+        """All namespaces by name, always including `default`."""
+
+    @abc.abstractmethod
+    async def delete_namespace(self, name: str) -> bool:
+        """Delete the namespace record (not its jobs). `default` cannot be deleted (ValidationError)."""
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings: ...
+
+    @abc.abstractmethod
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        """Every (namespace, queue) that has jobs or settings, with counts by status and `scheduled`."""
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Create or refresh a registration (upsert); it expires at info.expires_at unless refreshed."""
+
+    @abc.abstractmethod
+    async def unregister_worker(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Live registrations only (expired ones are never returned, and may be deleted on the way)."""
+
+    # ---- small key-value space for settings, idempotency keys, cron de-duplication ----------------------------
+
+    @abc.abstractmethod
+    async def kv_get(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        """Set a value (expiring after ttl seconds if given). With only_if_absent, set only when no live value
+        exists and return whether it was set (an atomic test-and-set: cron de-duplication, first-start token)."""
+
+    @abc.abstractmethod
+    async def kv_delete(self, key: str) -> None: ...
+
+
+JOB_STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)
