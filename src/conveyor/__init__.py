@@ -1,0 +1,68 @@
+"""Conveyor: a job queue for Python that starts embedded on SQLite and grows onto PostgreSQL or Redis."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conveyor.app import Conveyor, EnqueueSpec, RunResult, TaskSpec
+from conveyor.backoff import Backoff
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    Fail,
+    InvalidTransition,
+    JobNotFound,
+    NotFound,
+    PayloadTooLarge,
+    Retry,
+    StoreUnavailable,
+    TaskNotRegistered,
+    ValidationError,
+)
+from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, Stats
+
+if TYPE_CHECKING:
+    from conveyor.context import JobContext
+    from conveyor.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "AttemptOutcome",
+    "Backoff",
+    "Conflict",
+    "Conveyor",
+    "ConveyorError",
+    "EnqueueSpec",
+    "Fail",
+    "InvalidTransition",
+    "Job",
+    "JobContext",
+    "JobFilter",
+    "JobNotFound",
+    "JobStatus",
+    "Namespace",
+    "NotFound",
+    "PayloadTooLarge",
+    "Retry",
+    "RunResult",
+    "Stats",
+    "StoreUnavailable",
+    "TaskNotRegistered",
+    "TaskSpec",
+    "ValidationError",
+    "Worker",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "JobContext":
+        from conveyor.context import JobContext
+
+        return JobContext
+    if name == "Worker":
+        from conveyor.worker import Worker
+
+        return Worker
+    raise AttributeError(name)
