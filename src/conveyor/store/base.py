@@ -9,7 +9,7 @@ Rules every implementation must honour (the conformance suite in tests/conforman
 * **Atomic transitions.** Each method that changes state does so atomically: a crash between two statements
   never leaves a job half-moved (one SQL transaction, one Lua script).
 * **Claim order.** Due jobs (`status='pending' AND run_at <= now`) are claimed in order of
-  (priority ASC, run_at ASC, id ASC), across the given (namespace, queue) targets, at most `limit` per call.
+  (priority ASC, run_at ASC, id ASC), across the given queues and namespaces, at most `limit` per call.
   Claiming sets status `processing`, `attempts += 1`, `try_number += 1`, `started_at = now`,
   `worker_id`, `lease_expires_at = now + lease`, `updated = now`, and clears `cancel_requested`.
 * **Serial lanes.** Jobs with a serial key (group key, else user id; `Job.serial_key`), scoped by namespace,
@@ -121,11 +121,17 @@ class Store(abc.ABC):
     async def claim(
         self,
         worker_id: str,
-        targets: Sequence[tuple[str, str]],
+        queues: Sequence[str],
         limit: int,
         lease: timedelta,
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
-        """Claim up to `limit` due jobs from the (namespace, queue) targets, in claim order (see module doc)."""
+        """Claim up to `limit` due jobs whose queue is in `queues`, in claim order (see module doc).
+
+        `namespaces=None` means every namespace except `exclude_namespaces` (the worker passes the namespaces
+        whose `auto_run` is off there). Queues paused in a namespace (QueueSettings) are skipped by the store."""
 
     @abc.abstractmethod
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
