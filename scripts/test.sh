@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The full test suite, exactly as CI runs it: install, bring up PostgreSQL and Redis, lint, type-check, test.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/conformance -k lanes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v -i warning || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i warning || true
+.venv/bin/python -c 'import conveyor, psycopg, redis, fastapi, pytest' \
+  || { echo "test: installing Conveyor and its test dependencies failed" >&2; exit 1; }
+
+bash scripts/services.sh
+
+echo "== ruff"; .venv/bin/ruff check src tests; .venv/bin/ruff format --check src tests
+echo "== mypy --strict"; .venv/bin/mypy
+echo "== pytest (stores: ${CONVEYOR_TEST_STORES:-memory,sqlite,postgresql,redis})"
+exec .venv/bin/pytest -n "${PYTEST_WORKERS:-4}" -q -p no:cacheprovider "$@"
