@@ -1,0 +1,818 @@
+"""The in-memory store: the reference implementation of the Store contract (store/base.py).
+
+It backs application tests and `conveyor.testing`, and every other store is checked against the same conformance
+suite, so it aims to be obviously correct first and reasonably fast second:
+
+* Jobs live in mutable records (`_Rec`) turned into frozen `Job` values on the way out.
+* Small indexes (pending jobs per queue in claim order, lanes, processing sets, unique keys, status counts) are
+  kept in step by the only two functions that touch them, `_index` and `_unindex`: every change un-indexes a
+  record, mutates it, and indexes it again. No method awaits in the middle of a change, and a `threading.Lock`
+  guards each data set, so every state change is atomic even when several event loops (threads) share one
+  named store.
+* `memory://NAME` URLs share one data set per NAME within the process (a class-level registry, dropped with
+  `MemoryStore.forget(url)`); `memory://` alone is private to its store object.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from conveyor.errors import Conflict, InvalidTransition, JobNotFound, ValidationError
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    JSON,
+    LOST_STATUS_CODE,
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    serial_key_for,
+    utcnow,
+)
+from conveyor.store.base import Store
+from conveyor.store.wake import LocalWaker
+
+__all__ = ["MemoryStore"]
+
+_QueueKey = tuple[str, str]  # (namespace, queue)
+_LaneKey = tuple[str, str]  # (namespace, serial key)
+_ClaimKey = tuple[int, datetime, str]  # (priority, run_at, id): claim order
+_LaneOrder = tuple[int, str]  # (priority, id): FIFO order inside a lane
+
+CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
+
+
+@dataclass(slots=True)
+class _Rec:
+    """A job's mutable state inside the store. Only `_Data` methods mutate it, always between un-index/index."""
+
+    id: str
+    namespace: str
+    queue: str
+    task: str
+    payload: JSON
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    try_number: int
+    created: datetime
+    updated: datetime
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: JSON = None
+    cancel_requested: bool = False
+    serial_key: str | None = None
+
+    @classmethod
+    def from_new(cls, new: NewJob) -> _Rec:
+        return cls(
+            id=new.id,
+            namespace=new.namespace,
+            queue=new.queue,
+            task=new.task,
+            payload=new.payload,
+            status=JobStatus.PENDING,
+            priority=new.priority,
+            run_at=new.run_at,
+            attempts=0,
+            max_attempts=new.max_attempts,
+            try_number=0,
+            created=new.created,
+            updated=new.created,
+            user_id=new.user_id,
+            group_key=new.group_key,
+            unique_key=new.unique_key,
+            serial_key=serial_key_for(new.group_key, new.user_id),
+        )
+
+    def to_job(self, *, duplicate: bool = False) -> Job:
+        return Job(
+            id=self.id,
+            namespace=self.namespace,
+            queue=self.queue,
+            task=self.task,
+            payload=self.payload,
+            status=self.status,
+            priority=self.priority,
+            run_at=self.run_at,
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+            try_number=self.try_number,
+            created=self.created,
+            updated=self.updated,
+            user_id=self.user_id,
+            group_key=self.group_key,
+            unique_key=self.unique_key,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            lease_expires_at=self.lease_expires_at,
+            worker_id=self.worker_id,
+            last_error=self.last_error,
+            result=self.result,
+            cancel_requested=self.cancel_requested,
+            duplicate=duplicate,
+        )
+
+    @property
+    def claim_key(self) -> _ClaimKey:
+        return (self.priority, self.run_at, self.id)
+
+    @property
+    def lane_key(self) -> _LaneKey | None:
+        return None if self.serial_key is None else (self.namespace, self.serial_key)
+
+
+@dataclass(slots=True)
+class _Data:
+    """One data set: what a `memory://NAME` URL names. Shared by every MemoryStore opened on that URL."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    waker: LocalWaker = field(default_factory=LocalWaker)
+    jobs: dict[str, _Rec] = field(default_factory=dict)
+    attempts: dict[str, dict[int, Attempt]] = field(default_factory=dict)
+    # indexes, maintained only by _index/_unindex
+    pending: dict[_QueueKey, list[_ClaimKey]] = field(default_factory=dict)
+    processing: dict[_QueueKey, set[str]] = field(default_factory=dict)
+    lane_pending: dict[_LaneKey, list[_LaneOrder]] = field(default_factory=dict)
+    lane_processing: dict[_LaneKey, set[str]] = field(default_factory=dict)
+    unique: dict[tuple[str, str], str] = field(default_factory=dict)
+    counts: Counter[tuple[str, str, str, JobStatus]] = field(default_factory=Counter)
+    # everything else
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    queue_settings: dict[_QueueKey, QueueSettings] = field(default_factory=dict)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    kv: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # key -> (value, monotonic expiry)
+
+    # ---- index maintenance ------------------------------------------------------------------------------------
+
+    def _index(self, rec: _Rec) -> None:
+        qk = (rec.namespace, rec.queue)
+        lk = rec.lane_key
+        self.counts[(rec.namespace, rec.queue, rec.task, rec.status)] += 1
+        if rec.status is JobStatus.PENDING:
+            bisect.insort(self.pending.setdefault(qk, []), rec.claim_key)
+            if lk is not None:
+                bisect.insort(self.lane_pending.setdefault(lk, []), (rec.priority, rec.id))
+        elif rec.status is JobStatus.PROCESSING:
+            self.processing.setdefault(qk, set()).add(rec.id)
+            if lk is not None:
+                self.lane_processing.setdefault(lk, set()).add(rec.id)
+        if rec.unique_key is not None and not rec.status.is_final:
+            self.unique[(rec.namespace, rec.unique_key)] = rec.id
+
+    def _unindex(self, rec: _Rec) -> None:
+        qk = (rec.namespace, rec.queue)
+        lk = rec.lane_key
+        ck = (rec.namespace, rec.queue, rec.task, rec.status)
+        self.counts[ck] -= 1
+        if self.counts[ck] <= 0:
+            del self.counts[ck]
+        if rec.status is JobStatus.PENDING:
+            _remove_sorted(self.pending, qk, rec.claim_key)
+            if lk is not None:
+                _remove_sorted(self.lane_pending, lk, (rec.priority, rec.id))
+        elif rec.status is JobStatus.PROCESSING:
+            _discard_set(self.processing, qk, rec.id)
+            if lk is not None:
+                _discard_set(self.lane_processing, lk, rec.id)
+        if rec.unique_key is not None and self.unique.get((rec.namespace, rec.unique_key)) == rec.id:
+            del self.unique[(rec.namespace, rec.unique_key)]
+
+    # ---- lanes ------------------------------------------------------------------------------------------------
+
+    def lane_head(self, lk: _LaneKey) -> _Rec | None:
+        """The lane's pending job with the lowest (priority, id), due or not."""
+        order = self.lane_pending.get(lk)
+        return self.jobs[order[0][1]] if order else None
+
+    def lane_busy(self, lk: _LaneKey) -> bool:
+        return bool(self.lane_processing.get(lk))
+
+    # ---- transitions ------------------------------------------------------------------------------------------
+
+    def start(self, rec: _Rec, worker_id: str, lease: timedelta, now: datetime) -> None:
+        """pending → processing (a claim)."""
+        self._unindex(rec)
+        rec.status = JobStatus.PROCESSING
+        rec.attempts += 1
+        rec.try_number += 1
+        rec.started_at = now
+        rec.worker_id = worker_id
+        rec.lease_expires_at = now + lease
+        rec.updated = now
+        rec.cancel_requested = False
+        self._index(rec)
+
+    def delete(self, rec: _Rec) -> None:
+        self._unindex(rec)
+        del self.jobs[rec.id]
+        self.attempts.pop(rec.id, None)
+
+    def held(self, lease: Lease) -> _Rec | None:
+        """The job when `lease` still holds it (fencing), else None."""
+        rec = self.jobs.get(lease.job_id)
+        if rec is None or rec.status is not JobStatus.PROCESSING or rec.try_number != lease.try_number:
+            return None
+        return rec
+
+    def scheduled(self, now: datetime, namespace: str | None, queue: str | None, task: str | None) -> int:
+        n = 0
+        for (ns, q), keys in self.pending.items():
+            if (namespace is not None and ns != namespace) or (queue is not None and q != queue):
+                continue
+            # keys are sorted by priority first, so every key must be looked at
+            for _, run_at, job_id in keys:
+                if run_at > now and (task is None or self.jobs[job_id].task == task):
+                    n += 1
+        return n
+
+
+def _remove_sorted(index: dict[Any, list[Any]], key: Any, item: Any) -> None:
+    items = index[key]
+    i = bisect.bisect_left(items, item)
+    if i < len(items) and items[i] == item:
+        del items[i]
+    if not items:
+        del index[key]
+
+
+def _discard_set(index: dict[Any, set[str]], key: Any, item: str) -> None:
+    items = index.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del index[key]
+
+
+def _matches(rec: _Rec, flt: JobFilter, ids: frozenset[str] | None) -> bool:
+    return (
+        (flt.namespace is None or rec.namespace == flt.namespace)
+        and (flt.queue is None or rec.queue == flt.queue)
+        and (flt.task is None or rec.task == flt.task)
+        and (flt.status is None or rec.status == flt.status)
+        and (flt.user_id is None or rec.user_id == flt.user_id)
+        and (ids is None or rec.id in ids)
+    )
+
+
+class MemoryStore(Store):
+    """Jobs in process memory. `memory://NAME` shares one data set per NAME in this process; `memory://` is
+    private. Nothing survives the process, and other processes cannot see it."""
+
+    scheme = "memory"
+    supports_transactions = False
+
+    _registry: ClassVar[dict[str, _Data]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, url: str = "memory://", *, lazy: bool = False, **options: Any) -> None:
+        self.url = url
+        self.lazy = lazy
+        self.options = options
+        name = self._name(url)
+        if name is None:
+            self._data = _Data()
+        else:
+            with self._registry_lock:
+                self._data = self._registry.setdefault(name, _Data())
+
+    @staticmethod
+    def _name(url: str) -> str | None:
+        scheme, _, rest = url.partition(":")
+        if scheme.lower() != "memory":
+            raise ValidationError(f"MemoryStore needs a memory:// URL, got {url!r}", field="url")
+        name = rest.removeprefix("//").split("?", 1)[0].strip("/")
+        return name or None
+
+    @classmethod
+    def forget(cls, url: str) -> None:
+        """Drop the data set a `memory://NAME` URL names (tests call this to clean up). Stores already open on
+        it keep their (now private) data."""
+        name = cls._name(url)
+        if name is not None:
+            with cls._registry_lock:
+                cls._registry.pop(name, None)
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Wake every waiter so that idle workers notice the shutdown; the data stays for other openers."""
+        self._data.waker.notify()
+
+    async def migrate(self) -> list[str]:
+        return []
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        d = self._data
+        out: list[Job] = []
+        with d.lock:
+            seen: set[str] = set()
+            for new in jobs:  # validate everything first: all or nothing
+                if new.id in d.jobs or new.id in seen:
+                    raise ValidationError(f"a job with id {new.id} already exists", field="id")
+                seen.add(new.id)
+            batch_unique: dict[tuple[str, str], _Rec] = {}
+            for new in jobs:
+                if new.unique_key is not None:
+                    uk = (new.namespace, new.unique_key)
+                    existing_id = d.unique.get(uk)
+                    if existing_id is not None:
+                        out.append(d.jobs[existing_id].to_job(duplicate=True))
+                        continue
+                    if uk in batch_unique:  # first of equal keys in one batch wins
+                        out.append(batch_unique[uk].to_job(duplicate=True))
+                        continue
+                rec = _Rec.from_new(new)
+                if new.unique_key is not None:
+                    batch_unique[(new.namespace, new.unique_key)] = rec
+                d.jobs[rec.id] = rec
+                d._index(rec)
+                out.append(rec.to_job())
+        if any(not job.duplicate for job in out):
+            d.waker.notify()
+        return out
+
+    # ---- the worker's calls ---------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        d = self._data
+        wanted_queues = set(queues)
+        wanted_ns = None if namespaces is None else set(namespaces)
+        excluded = set(exclude_namespaces)
+        claimed: list[Job] = []
+        with d.lock:
+            now = utcnow()
+            sources: list[list[_ClaimKey]] = []
+            room: dict[_QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
+            for qk, keys in d.pending.items():
+                ns, q = qk
+                if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
+                    continue
+                settings = d.queue_settings.get(qk)
+                if settings is not None and settings.paused:
+                    continue
+                cap = None if settings is None else settings.concurrency
+                if cap is not None:
+                    cap -= len(d.processing.get(qk, ()))
+                    if cap <= 0:
+                        continue
+                room[qk] = cap
+                sources.append(list(keys))  # a copy: claiming below changes the index
+            if not sources:
+                return []
+            lanes_taken: set[_LaneKey] = set()
+            for _, run_at, job_id in heapq.merge(*sources):
+                if run_at > now:
+                    continue
+                rec = d.jobs[job_id]
+                qk = (rec.namespace, rec.queue)
+                free = room[qk]
+                if free is not None and free <= 0:
+                    continue
+                lk = rec.lane_key
+                if lk is not None:
+                    if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
+                        continue
+                    lanes_taken.add(lk)
+                d.start(rec, worker_id, lease, now)
+                if free is not None:
+                    room[qk] = free - 1
+                claimed.append(rec.to_job())
+                if len(claimed) >= limit:
+                    break
+        return claimed
+
+    async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
+        d = self._data
+        lk = (namespace, f"u:{user_id}")
+        with d.lock:
+            if d.lane_busy(lk):
+                raise Conflict(CONFLICT_MESSAGE)
+            head = d.lane_head(lk)
+            now = utcnow()
+            if head is None or head.run_at > now:
+                return None
+            d.start(head, worker_id, lease, now)
+            return head.to_job()
+
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
+        d = self._data
+        out: list[LeaseState] = []
+        with d.lock:
+            now = utcnow()
+            for held_lease in leases:
+                rec = d.held(held_lease)
+                if rec is None:
+                    out.append(LeaseState(held_lease, held=False))
+                    continue
+                rec.lease_expires_at = now + lease  # not indexed: no re-index needed
+                rec.updated = now
+                out.append(LeaseState(held_lease, held=True, cancel_requested=rec.cancel_requested))
+        return out
+
+    async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
+        for f in finishes:
+            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+                raise ValidationError(
+                    f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
+                    f"got {f.status.value!r}",
+                    field="status",
+                )
+        d = self._data
+        out: list[bool] = []
+        woke = False
+        with d.lock:
+            now = utcnow()
+            for f in finishes:
+                rec = d.held(f.lease)
+                if rec is None:
+                    out.append(False)
+                    continue
+                d._unindex(rec)
+                rec.status = f.status
+                rec.updated = now
+                rec.lease_expires_at = None
+                rec.worker_id = None
+                if f.release:
+                    rec.attempts = max(0, rec.attempts - 1)
+                    rec.try_number = max(0, rec.try_number - 1)
+                    if f.run_at is not None:
+                        rec.run_at = f.run_at
+                    if f.error is not None:
+                        rec.last_error = f.error
+                    woke = True
+                else:
+                    rec.last_error = None if f.status is JobStatus.COMPLETED else f.error
+                    if f.status is JobStatus.COMPLETED:
+                        rec.result = f.result
+                    if f.status is JobStatus.PENDING:
+                        rec.run_at = f.run_at if f.run_at is not None else now
+                        rec.cancel_requested = False
+                        woke = woke or rec.run_at <= now
+                    if f.attempt is not None:
+                        d.attempts.setdefault(rec.id, {})[f.attempt.try_number] = f.attempt
+                rec.finished_at = now if rec.status.is_final else None
+                d._index(rec)
+                out.append(True)
+        if woke:
+            d.waker.notify()
+        return out
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        await self._data.waker.wait(max(0.0, timeout))
+
+    # ---- maintenance ----------------------------------------------------------------------------------------
+
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        d = self._data
+        out: list[Job] = []
+        with d.lock:
+            now = now or utcnow()
+            expired = [
+                rec
+                for ids in d.processing.values()
+                for rec in (d.jobs[i] for i in ids)
+                if rec.lease_expires_at is not None and rec.lease_expires_at <= now
+            ]
+            expired.sort(key=lambda r: (r.lease_expires_at or now, r.id))
+            for rec in expired[: max(0, limit)]:
+                error = f"lease expired: worker {rec.worker_id} stopped heartbeating"
+                d.attempts.setdefault(rec.id, {})[rec.try_number] = Attempt(
+                    job_id=rec.id,
+                    try_number=rec.try_number,
+                    outcome=AttemptOutcome.LOST,
+                    status_code=LOST_STATUS_CODE,
+                    started_at=rec.started_at or now,
+                    finished_at=now,
+                    worker_id=rec.worker_id,
+                    error=error,
+                )
+                d._unindex(rec)
+                rec.lease_expires_at = None
+                rec.worker_id = None
+                rec.last_error = error
+                rec.updated = now
+                if rec.attempts < rec.max_attempts:
+                    rec.status = JobStatus.PENDING
+                    rec.run_at = now
+                else:
+                    rec.status = JobStatus.FAILED
+                    rec.finished_at = now
+                d._index(rec)
+                out.append(rec.to_job())
+        if any(job.status is JobStatus.PENDING for job in out):
+            d.waker.notify()
+        return out
+
+    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+        d = self._data
+        with d.lock:
+            doomed = [
+                rec
+                for rec in d.jobs.values()
+                if rec.finished_at is not None
+                and (
+                    (rec.status is JobStatus.COMPLETED and rec.finished_at < completed_before)
+                    or (rec.status in (JobStatus.FAILED, JobStatus.CANCELLED) and rec.finished_at < failed_before)
+                )
+            ]
+            doomed.sort(key=lambda r: (r.finished_at or completed_before, r.id))
+            doomed = doomed[: max(0, limit)]
+            for rec in doomed:
+                d.delete(rec)
+            return len(doomed)
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        with self._data.lock:
+            rec = self._data.jobs.get(job_id)
+            return None if rec is None else rec.to_job()
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        d = self._data
+        ids = None if filter.ids is None else frozenset(filter.ids)
+        with d.lock:
+            source: Iterator[_Rec] = (
+                (d.jobs[i] for i in ids if i in d.jobs) if ids is not None else iter(d.jobs.values())
+            )
+            matched = [rec for rec in source if _matches(rec, filter, ids)]
+            matched.sort(key=lambda r: (r.created, r.id), reverse=True)
+            offset = max(0, offset)
+            page = matched[offset : offset + max(0, limit)]
+            return Page(items=[r.to_job() for r in page], total=len(matched), limit=limit, offset=offset)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        with self._data.lock:
+            records = self._data.attempts.get(job_id, {})
+            return [records[n] for n in sorted(records)]
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        d = self._data
+        by_status: Counter[JobStatus] = Counter()
+        with d.lock:
+            for (ns, q, t, status), n in d.counts.items():
+                if (
+                    (namespace is None or ns == namespace)
+                    and (queue is None or q == queue)
+                    and (task is None or t == task)
+                ):
+                    by_status[status] += n
+            scheduled = d.scheduled(utcnow(), namespace, queue, task)
+        return Stats(
+            pending=by_status[JobStatus.PENDING],
+            processing=by_status[JobStatus.PROCESSING],
+            completed=by_status[JobStatus.COMPLETED],
+            failed=by_status[JobStatus.FAILED],
+            cancelled=by_status[JobStatus.CANCELLED],
+            scheduled=scheduled,
+        )
+
+    def _get(self, job_id: str) -> _Rec:
+        rec = self._data.jobs.get(job_id)
+        if rec is None:
+            raise JobNotFound(job_id)
+        return rec
+
+    async def cancel(self, job_id: str) -> Job:
+        d = self._data
+        with d.lock:
+            rec = self._get(job_id)
+            now = utcnow()
+            if rec.status is JobStatus.PENDING:
+                d._unindex(rec)
+                rec.status = JobStatus.CANCELLED
+                rec.finished_at = now
+                rec.updated = now
+                d._index(rec)
+            elif rec.status is JobStatus.PROCESSING:
+                rec.cancel_requested = True  # not indexed
+                rec.updated = now
+            else:
+                raise InvalidTransition(
+                    f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {rec.status.value!r})"
+                )
+            return rec.to_job()
+
+    async def requeue(self, job_id: str) -> Job:
+        d = self._data
+        with d.lock:
+            rec = self._get(job_id)
+            if rec.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+            if rec.unique_key is not None:
+                holder = d.unique.get((rec.namespace, rec.unique_key))
+                if holder is not None and holder != rec.id:
+                    raise InvalidTransition(
+                        f"Job cannot be requeued: active job {holder} holds its unique key {rec.unique_key!r}"
+                    )
+            now = utcnow()
+            d._unindex(rec)
+            rec.status = JobStatus.PENDING
+            rec.attempts = 0
+            rec.run_at = now
+            rec.last_error = None
+            rec.finished_at = None
+            rec.cancel_requested = False
+            rec.updated = now
+            d._index(rec)
+            job = rec.to_job()
+        d.waker.notify()
+        return job
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        d = self._data
+        with d.lock:
+            rec = self._get(job_id)
+            if not force and rec.status not in (JobStatus.PENDING, JobStatus.FAILED):
+                raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+            job = rec.to_job()
+            d.delete(rec)
+            return job
+
+    async def run_now(self, job_id: str) -> Job:
+        d = self._data
+        with d.lock:
+            rec = self._get(job_id)
+            if rec.status is not JobStatus.PENDING:
+                raise InvalidTransition(
+                    f"Job cannot be run now (must be in 'pending' status; it is {rec.status.value!r})"
+                )
+            now = utcnow()
+            d._unindex(rec)
+            rec.run_at = now
+            rec.updated = now
+            d._index(rec)
+            job = rec.to_job()
+        d.waker.notify()
+        return job
+
+    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+        d = self._data
+        with d.lock:
+            order = d.lane_pending.get((namespace, f"u:{user_id}"), [])
+            now = utcnow()
+            return any(d.jobs[job_id].run_at <= now for _, job_id in order)
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def put_namespace(self, namespace: Namespace) -> Namespace:
+        d = self._data
+        with d.lock:
+            old = d.namespaces.get(namespace.name)
+            stored = replace(namespace, extra=dict(namespace.extra))
+            if old is not None:
+                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
+            d.namespaces[namespace.name] = stored
+            return stored
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        with self._data.lock:
+            ns = self._data.namespaces.get(name)
+        if ns is None and name == DEFAULT_NAMESPACE:
+            return DEFAULT_NAMESPACE_SETTINGS
+        return ns
+
+    async def list_namespaces(self) -> list[Namespace]:
+        with self._data.lock:
+            found = dict(self._data.namespaces)
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+        with self._data.lock:
+            return self._data.namespaces.pop(name, None) is not None
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        with self._data.lock:
+            self._data.queue_settings[(settings.namespace, settings.name)] = settings
+        d = self._data
+        d.waker.notify()  # a resumed queue or a raised limit may free jobs
+        return settings
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        d = self._data
+        with d.lock:
+            now = utcnow()
+            counts: dict[_QueueKey, dict[str, int]] = {}
+            for (ns, q, _task, status), n in d.counts.items():
+                if namespace is None or ns == namespace:
+                    c = counts.setdefault((ns, q), _zero_counts())
+                    c[status.value] += n
+            for qk in d.queue_settings:
+                if namespace is None or qk[0] == namespace:
+                    counts.setdefault(qk, _zero_counts())
+            for qk, c in counts.items():
+                c["scheduled"] = d.scheduled(now, qk[0], qk[1], None)
+            out: list[QueueInfo] = []
+            for qk in sorted(counts):
+                settings = d.queue_settings.get(qk)
+                out.append(
+                    QueueInfo(
+                        namespace=qk[0],
+                        name=qk[1],
+                        paused=settings is not None and settings.paused,
+                        counts=counts[qk],
+                        concurrency=None if settings is None else settings.concurrency,
+                    )
+                )
+            return out
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        with self._data.lock:
+            self._data.workers[info.id] = info
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        with self._data.lock:
+            self._data.workers.pop(worker_id, None)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        d = self._data
+        with d.lock:
+            now = utcnow()
+            for wid in [w.id for w in d.workers.values() if w.expires_at <= now]:
+                del d.workers[wid]
+            return sorted(d.workers.values(), key=lambda w: (w.started_at, w.id))
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    def _kv_live(self, key: str) -> str | None:
+        entry = self._data.kv.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            del self._data.kv[key]
+            return None
+        return value
+
+    async def kv_get(self, key: str) -> str | None:
+        with self._data.lock:
+            return self._kv_live(key)
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        with self._data.lock:
+            if only_if_absent and self._kv_live(key) is not None:
+                return False
+            self._data.kv[key] = (value, None if ttl is None else time.monotonic() + ttl)
+            return True
+
+    async def kv_delete(self, key: str) -> None:
+        with self._data.lock:
+            self._data.kv.pop(key, None)
+
+
+def _zero_counts() -> dict[str, int]:
+    return {status.value: 0 for status in JobStatus}
