@@ -1,0 +1,151 @@
+"""Small helpers shared by the store-level conformance tests (tests/conformance/test_store_*.py).
+
+They keep the tests short and, above all, tolerant of what legitimately differs between stores: each store keeps
+time with its own clock (the database's, Redis's), so "about now" comparisons allow a little slack, and
+conditions that need time to pass are waited for with a deadline instead of fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, utcnow
+from conveyor.store import Store
+
+LEASE = timedelta(seconds=30)
+SLACK = 2.0  # seconds of clock difference tolerated between the test process and a store's own clock
+T = TypeVar("T")
+
+
+def new(task: str = "task", payload: Any = None, **options: Any) -> NewJob:
+    """A NewJob built like the app builds it (every validation rule applied)."""
+    return NewJob.build(task, payload, **options)
+
+
+def ago(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def later(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def near(a: datetime | None, b: datetime, tolerance: float = SLACK) -> bool:
+    """Whether two instants are within `tolerance` seconds (clock skew and storage precision)."""
+    return a is not None and abs((a - b).total_seconds()) <= tolerance
+
+
+def same_instant(a: datetime | None, b: datetime | None) -> bool:
+    """Equal up to the millisecond: stores may keep time at millisecond precision."""
+    if a is None or b is None:
+        return a is b
+    return abs((a - b).total_seconds()) < 0.0015
+
+
+async def enqueue_one(store: Store, task: str = "task", payload: Any = None, **options: Any) -> Job:
+    (job,) = await store.enqueue([new(task, payload, **options)])
+    return job
+
+
+async def enqueue_many(store: Store, count: int, **options: Any) -> list[Job]:
+    return await store.enqueue([new("task", {"n": i}, **options) for i in range(count)])
+
+
+async def claim(
+    store: Store,
+    queues: Sequence[str] = ("default",),
+    limit: int = 100,
+    *,
+    worker_id: str = "worker-1",
+    lease: timedelta = LEASE,
+    **options: Any,
+) -> list[Job]:
+    return await store.claim(worker_id, list(queues), limit, lease, **options)
+
+
+async def claim_one(store: Store, **options: Any) -> Job:
+    jobs = await claim(store, limit=1, **options)
+    assert len(jobs) == 1, f"expected one claimable job, got {jobs}"
+    return jobs[0]
+
+
+def attempt(
+    job: Job,
+    *,
+    status_code: int = 200,
+    outcome: AttemptOutcome = AttemptOutcome.COMPLETED,
+    result: Any = None,
+    error: str | None = None,
+    traceback: str | None = None,
+) -> Attempt:
+    """The attempt record a worker would send for the job's current try."""
+    return Attempt(
+        job_id=job.id,
+        try_number=job.try_number,
+        outcome=outcome,
+        status_code=status_code,
+        started_at=job.started_at or utcnow(),
+        finished_at=utcnow(),
+        worker_id=job.worker_id,
+        result=result,
+        error=error,
+        traceback=traceback,
+    )
+
+
+async def complete(store: Store, job: Job, result: Any = None) -> bool:
+    (ok,) = await store.finish(
+        [Finish(job.lease, JobStatus.COMPLETED, attempt=attempt(job, result=result), result=result)]
+    )
+    return ok
+
+
+async def fail(store: Store, job: Job, error: str = "boom") -> bool:
+    (ok,) = await store.finish(
+        [
+            Finish(
+                job.lease,
+                JobStatus.FAILED,
+                attempt=attempt(job, status_code=400, outcome=AttemptOutcome.FAILED, error=error),
+                error=error,
+            )
+        ]
+    )
+    return ok
+
+
+async def retry(store: Store, job: Job, run_at: datetime, error: str = "try again") -> bool:
+    (ok,) = await store.finish(
+        [
+            Finish(
+                job.lease,
+                JobStatus.PENDING,
+                attempt=attempt(job, status_code=500, outcome=AttemptOutcome.RETRY, error=error),
+                run_at=run_at,
+                error=error,
+            )
+        ]
+    )
+    return ok
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> T:
+    """Call `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def ids(jobs: Sequence[Job]) -> list[str]:
+    return [j.id for j in jobs]
