@@ -149,3 +149,12 @@ async def eventually(
 
 def ids(jobs: Sequence[Job]) -> list[str]:
     return [j.id for j in jobs]
+
+
+async def expire_leases(store: Store) -> list[Job]:
+    """Rescue every processing job as if its lease had long expired, and make the rescued ones due at once.
+
+    `rescue(now=…)` in the future avoids waiting for real leases to run out; since rescued jobs get run_at = that
+    `now`, `run_now` brings them back to the present so the test can claim them."""
+    rescued = await store.rescue(now=later(3600))
+    return [await store.run_now(job.id) if job.status is JobStatus.PENDING else job for job in rescued]
