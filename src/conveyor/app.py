@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.errors import (
@@ -46,6 +46,9 @@ from conveyor.model import (
     validate_task_name,
 )
 from conveyor.store import DEFAULT_URL, Store, open_store
+
+if TYPE_CHECKING:
+    from conveyor.maintenance.scheduler import CronSchedule
 
 T = TypeVar("T")
 Handler = Callable[..., Any]
@@ -124,6 +127,7 @@ class Conveyor:
         self._open_lock = threading.Lock()
         self._opened: asyncio.Future[None] | None = None
         self._namespace_cache: dict[str, tuple[float, Namespace | None]] = {}
+        self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
 
     # ---- task registration ---------------------------------------------------------------------------------
 
@@ -220,6 +224,47 @@ class Conveyor:
         )
         self.tasks[name] = spec
         return spec
+
+    # ---- cron ----------------------------------------------------------------------------------------------
+
+    @overload
+    def cron(self, spec: str, task: str, payload: JSON = None, *, name: str | None = None, **options: Any) -> None: ...
+
+    @overload
+    def cron(
+        self, spec: str, task: None = None, payload: JSON = None, *, name: str | None = None, **options: Any
+    ) -> Callable[[Handler], Handler]: ...
+
+    def cron(
+        self, spec: str, task: str | None = None, payload: JSON = None, *, name: str | None = None, **options: Any
+    ) -> Callable[[Handler], Handler] | None:
+        """Enqueue `task` on a schedule: `app.cron("*/5 * * * *", "cleanup", {"days": 7})`, or as a decorator on a
+        sync or async handler, `@app.cron("@hourly")`, which also registers it as a task. Specs: 5-field crontab,
+        @hourly/@daily/@weekly/@monthly/@yearly, or `@every 10m` (UTC). Workers (maintenance on) enqueue each
+        occurrence exactly once across processes. `options` are enqueue options (queue, priority, namespace…)."""
+        from conveyor.maintenance.scheduler import make_schedule
+
+        def add(task_name: str) -> None:
+            entry = make_schedule(spec, task_name, payload, name, **options)
+            if entry.name in self.schedules:
+                raise ValidationError(
+                    f"a cron schedule named {entry.name!r} exists already; give this one a name= of its own",
+                    field="name",
+                )
+            self.schedules[entry.name] = entry
+
+        if task is not None:
+            add(task)
+            return None
+
+        def decorator(fn: Handler) -> Handler:
+            make_schedule(spec, fn.__name__, payload, name, **options)  # validate before registering the task
+            if fn.__name__ not in self.tasks:
+                self.register(fn.__name__, fn)
+            add(fn.__name__)
+            return fn
+
+        return decorator
 
     # ---- loop plumbing -------------------------------------------------------------------------------------
 

@@ -1,0 +1,369 @@
+"""Run ONE claimed job and decide what happens next: handler call, timeout, outcome classification → `Finish`.
+
+The worker owns policy (docs/design.md): the store only applies the `Finish` computed here. Classification, SPEC §2.3:
+
+- returns `v` → attempt 200 COMPLETED, job `completed` with result `v`;
+- raises `Retry(delay)` → attempt with its status code (503 by default) RETRY, job `pending` at now + delay (the
+  task's backoff when delay is None); it counts as an attempt;
+- raises `Fail(status_code=c)` → c not retryable: attempt c FAILED, job `failed` at once; c retryable
+  (402, 409, 500, 502, 503, 504): an ordinary retryable failure;
+- raises anything else → 500 with error text and traceback, retry with backoff;
+- exceeds the task timeout → 504 TIMEOUT, retry;
+- stopped on a cancel request → 499 CANCELLED, job `cancelled`;
+- stopped by a worker shutdown → `Finish(release=True)` (no attempt recorded, attempt not counted);
+- a retryable failure on the last allowed attempt → attempt outcome FAILED, job `failed` (dead letter).
+
+This module is on the hot path of every job, so the success path of an async handler does one `asyncio.timeout`
+and no extra task, thread hop or store call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import traceback
+from concurrent.futures import Executor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from conveyor.app import RunResult, TaskSpec
+from conveyor.context import JobCancelled, JobContext
+from conveyor.errors import Fail, Retry, TaskNotRegistered
+from conveyor.model import (
+    JSON,
+    LOST_STATUS_CODE,
+    RETRYABLE_STATUS_CODES,
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobStatus,
+    encode_result,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from conveyor.app import Conveyor
+
+STATUS_OK = 200
+STATUS_ERROR = 500
+STATUS_TIMEOUT = 504
+STATUS_CANCELLED = 499
+MAX_STATUS_CODE = 1000
+
+# Why a running job was told to stop (JobContext.cancel_reason).
+REASON_CANCEL = "cancel requested"
+REASON_TIMEOUT = "timeout"
+REASON_SHUTDOWN = "worker shutting down"
+REASON_LOST = "lease lost"
+
+_SIMPLE_RESULTS = (str, int, float, bool, type(None))
+
+
+class Execution(NamedTuple):
+    """What running a job produced. `committed` is True when the Finish was already applied inside the handler's
+    own transaction (transactional tasks), so the caller must not send it again; `applied` says whether it landed."""
+
+    finish: Finish
+    committed: bool = False
+    applied: bool = True
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---- running a handler ----------------------------------------------------------------------------------------
+
+
+async def execute(
+    app: Conveyor,
+    job: Job,
+    ctx: JobContext,
+    executor: Executor | None = None,
+    spec: TaskSpec | None = None,
+) -> Execution:
+    """Run `job`'s handler and classify the outcome. Never raises for a handler's error (that becomes the
+    Finish); a CancelledError caused by the caller's own cancellation is classified from `ctx.cancel_reason`."""
+    if spec is None:
+        spec = app.tasks.get(job.task)
+    started = utcnow()
+    if spec is None:
+        return Execution(_failure(job, started, ctx.worker_id, TaskNotRegistered(job.task), STATUS_ERROR, None))
+    if spec.transactional:
+        return await _execute_transactional(app, job, ctx, executor, spec, started)
+    try:
+        value = await _call(job, ctx, executor, spec)
+    except BaseException as exc:
+        return Execution(_classify_error(job, spec, ctx, started, exc))
+    return Execution(_success(job, spec, ctx, started, value))
+
+
+async def _call(job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec) -> Any:
+    """Call the handler under the task's timeout: async ones on this loop, sync ones in the executor."""
+    fn = spec.fn
+    deadline = asyncio.timeout(spec.timeout)
+    try:
+        async with deadline:
+            if spec.is_async:
+                if spec.takes_context:
+                    return await fn(job.payload, ctx)
+                return await fn(job.payload)
+            loop = asyncio.get_running_loop()
+            if spec.takes_context:
+                return await loop.run_in_executor(executor, fn, job.payload, ctx)
+            return await loop.run_in_executor(executor, fn, job.payload)
+    except TimeoutError:
+        if deadline.expired() and ctx.cancel_reason is None:
+            ctx._request_cancel(REASON_TIMEOUT)  # a sync handler still running in its thread can see it
+        raise
+
+
+async def _execute_transactional(
+    app: Conveyor, job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec, started: datetime
+) -> Execution:
+    """Run the handler inside the store's transaction and commit its writes together with the completion. On any
+    failure the transaction rolls back (the handler's writes vanish) and the failure is reported normally."""
+    try:
+        async with app.store.handler_transaction(job) as tx:
+            ctx.connection = tx.connection
+            value = await _call(job, ctx, executor, spec)
+            finish = _success(job, spec, ctx, started, value)
+            if finish.status is not JobStatus.COMPLETED:  # result not encodable: roll back, report the error
+                raise _ResultRejected(finish)
+            applied = await tx.finish(finish)
+            return Execution(finish, committed=True, applied=applied)
+    except _ResultRejected as rejected:
+        return Execution(rejected.finish)
+    except BaseException as exc:
+        return Execution(_classify_error(job, spec, ctx, started, exc))
+    finally:
+        ctx.connection = None
+
+
+class _ResultRejected(Exception):
+    def __init__(self, finish: Finish) -> None:
+        super().__init__("result rejected")
+        self.finish = finish
+
+
+# ---- classification -------------------------------------------------------------------------------------------
+
+
+def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value: Any) -> Finish:
+    if ctx.cancel_reason == REASON_CANCEL and not spec.is_async:
+        # A sync handler cannot be interrupted; when it ends after a cancel request it ended because of it.
+        return _cancelled(job, started, ctx.worker_id)
+    if not isinstance(value, _SIMPLE_RESULTS):
+        try:
+            value = json.loads(encode_result(value))  # normalise (datetimes → str) and enforce the 5 MiB cap
+        except Exception as exc:
+            return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec, with_traceback=False)
+    elif isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return _failure(
+            job, started, ctx.worker_id, ValueError(f"task result {value} is not valid JSON"), STATUS_ERROR, spec
+        )
+    finished = utcnow()
+    return Finish(
+        lease=job.lease,
+        status=JobStatus.COMPLETED,
+        attempt=Attempt(
+            job_id=job.id,
+            try_number=job.try_number,
+            outcome=AttemptOutcome.COMPLETED,
+            status_code=STATUS_OK,
+            started_at=started,
+            finished_at=finished,
+            worker_id=ctx.worker_id,
+            result=value,
+        ),
+        result=value,
+    )
+
+
+def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, exc: BaseException) -> Finish:
+    reason = ctx.cancel_reason
+    if isinstance(exc, asyncio.CancelledError) or (reason is not None and isinstance(exc, JobCancelled)):
+        if reason == REASON_SHUTDOWN:
+            return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
+        if reason == REASON_CANCEL:
+            return _cancelled(job, started, ctx.worker_id)
+        if reason == REASON_LOST:
+            # Nobody will apply this (the lease is gone); still a well-formed report.
+            return _failure(job, started, ctx.worker_id, exc, LOST_STATUS_CODE, spec, with_traceback=False)
+        if reason is None:
+            # Cancelled from outside without a reason (e.g. the event loop is shutting down): hand the job back.
+            return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
+    if isinstance(exc, TimeoutError) and reason == REASON_TIMEOUT:
+        err = TimeoutError(f"task {job.task!r} exceeded its timeout of {spec.timeout:g} s")
+        return _failure(job, started, ctx.worker_id, err, STATUS_TIMEOUT, spec, with_traceback=False)
+    if reason == REASON_CANCEL and not spec.is_async:
+        return _cancelled(job, started, ctx.worker_id)
+    if isinstance(exc, Retry):
+        delay = exc.delay
+        return _failure(
+            job,
+            started,
+            ctx.worker_id,
+            exc,
+            _clamp_code(exc.status_code),
+            spec,
+            with_traceback=False,
+            delay=delay,
+            forced_retry=True,
+        )
+    if isinstance(exc, Fail):
+        return _failure(job, started, ctx.worker_id, exc, _clamp_code(exc.status_code), spec, result=exc.result)
+    return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec)
+
+
+def _clamp_code(code: object) -> int:
+    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= MAX_STATUS_CODE:
+        return code
+    return STATUS_ERROR
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, Retry | Fail):
+        return exc.reason
+    message = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name
+
+
+def _failure(
+    job: Job,
+    started: datetime,
+    worker_id: str | None,
+    exc: BaseException,
+    status_code: int,
+    spec: TaskSpec | None,
+    *,
+    with_traceback: bool = True,
+    delay: float | None = None,
+    forced_retry: bool = False,
+    result: JSON = None,
+) -> Finish:
+    """A failed try: retry (with backoff or the given delay) when the code is retryable and attempts remain,
+    else dead-letter. `Retry` is always retryable whatever its status code."""
+    finished = utcnow()
+    error = _error_text(exc)
+    tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+    retryable = forced_retry or status_code in RETRYABLE_STATUS_CODES or status_code == LOST_STATUS_CODE
+    if retryable and job.attempts < job.max_attempts:
+        if delay is None:
+            backoff = spec.backoff if spec is not None else None
+            delay = backoff.delay(job.attempts) if backoff is not None else _default_delay(job.attempts)
+        outcome = AttemptOutcome.TIMEOUT if status_code == STATUS_TIMEOUT else AttemptOutcome.RETRY
+        status = JobStatus.PENDING
+        run_at: datetime | None = finished + timedelta(seconds=max(0.0, float(delay)))
+    else:
+        outcome = AttemptOutcome.FAILED
+        status = JobStatus.FAILED
+        run_at = None
+    return Finish(
+        lease=job.lease,
+        status=status,
+        attempt=Attempt(
+            job_id=job.id,
+            try_number=job.try_number,
+            outcome=outcome,
+            status_code=status_code,
+            started_at=started,
+            finished_at=finished,
+            worker_id=worker_id,
+            result=_safe_result(result),
+            error=error,
+            traceback=tb,
+        ),
+        run_at=run_at,
+        error=error,
+    )
+
+
+def _default_delay(attempt: int) -> float:
+    from conveyor.backoff import DEFAULT_BACKOFF
+
+    return DEFAULT_BACKOFF.delay(attempt)
+
+
+def _safe_result(value: JSON) -> JSON:
+    if value is None or isinstance(value, _SIMPLE_RESULTS):
+        return value
+    try:
+        return json.loads(encode_result(value))
+    except Exception:
+        return None
+
+
+def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
+    error = "cancelled on request while running"
+    return Finish(
+        lease=job.lease,
+        status=JobStatus.CANCELLED,
+        attempt=Attempt(
+            job_id=job.id,
+            try_number=job.try_number,
+            outcome=AttemptOutcome.CANCELLED,
+            status_code=STATUS_CANCELLED,
+            started_at=started,
+            finished_at=utcnow(),
+            worker_id=worker_id,
+            error=error,
+        ),
+        error=error,
+    )
+
+
+# ---- GS2 Run ---------------------------------------------------------------------------------------------------
+
+
+async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: str | None = None) -> RunResult:
+    """GS2 Run: claim the user's next due job, execute it here, record the attempt, report whether more are due.
+
+    Raises Conflict (409) while another job of the user is processing (from `Store.claim_user`). While the handler
+    runs, the lease is extended in the background so a long handler is not rescued from under us."""
+    store = app.store
+    wid = worker_id or f"run:{default_worker_id()}"
+    job = await store.claim_user(namespace, user_id, wid, app.lease)
+    if job is None:
+        return RunResult(job=None, attempt=None, is_last=True)
+    ctx = JobContext(job, app, wid)
+    keeper = asyncio.create_task(_keep_lease(app, job, ctx))
+    try:
+        execution = await execute(app, job, ctx)
+    finally:
+        keeper.cancel()
+        try:
+            await keeper
+        except asyncio.CancelledError:
+            pass
+    finish = execution.finish
+    if not execution.committed:
+        await store.finish([finish])
+    if finish.attempt is not None:
+        app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+    is_last = not await store.has_due_job(namespace, user_id)
+    after = await store.get_job(job.id)
+    return RunResult(job=after or job, attempt=finish.attempt, is_last=is_last)
+
+
+async def _keep_lease(app: Conveyor, job: Job, ctx: JobContext) -> None:
+    """Heartbeat for a job run in the caller (Run): extend every lease/3, stop it if cancelled or lost."""
+    interval = max(app.lease.total_seconds() / 3, 0.05)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            (state,) = await app.store.heartbeat([job.lease], app.lease)
+        except Exception:  # a store hiccup: try again next time, the lease has slack
+            continue
+        if not state.held:
+            ctx._request_cancel(REASON_LOST)
+            return
+        if state.cancel_requested:
+            ctx._request_cancel(REASON_CANCEL)
+            return

@@ -1,0 +1,660 @@
+"""The worker: claims jobs into a pool of slots, runs them, reports their outcomes, and shuts down gracefully.
+
+Shape (after River's producer/completer split):
+
+- **fetch loop** — whenever slots are free and work may exist, claims `min(free slots, batch)` jobs in one store
+  call and starts one task per job. It re-claims at once while claims come back full, then sleeps until woken:
+  by the store (`wait_for_jobs`: an in-process enqueue at once, NOTIFY/pub-sub, or the poll interval), or by a
+  slot coming free while the pool was full.
+- **completer** — finished jobs leave their slot at once and hand a `Finish` to the completer, which flushes
+  everything that accumulated in one `store.finish` call: immediately when idle, batched while a flush is in
+  flight. A flush that fails (store down) is retried with backoff until it lands; leases of unflushed jobs keep
+  being extended so the rescuer does not take them meanwhile.
+- **heartbeat** — every lease/6 extends every held lease in one call, stops jobs whose lease was lost or whose
+  cancel was requested elsewhere, and refreshes the worker's registration (ttl 3 × interval).
+- **local cancel** — a cancel published on `app.events` in this process stops a job running here at once.
+- **shutdown** (SIGTERM/SIGINT or `stop()`) — stop claiming, let running jobs finish within `grace_period`, then
+  stop the rest and hand them back with `Finish(release=True)` (no attempt counted), flush, unregister.
+
+Per-job overhead is kept small: one context object, one task, no store round trip of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.context import JobContext
+from conveyor.errors import StoreUnavailable
+from conveyor.events import Event
+from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_SHUTDOWN, execute
+from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor, TaskSpec
+    from conveyor.maintenance import Service
+
+log = logging.getLogger("conveyor.worker")
+
+MAX_FLUSH = 1000  # Finish values per store.finish call
+NAMESPACE_REFRESH = 1.0  # seconds between refreshes of the auto_run-off namespace list
+_MAX_BACKOFF = 5.0
+
+
+class Worker:
+    """Run jobs from `queues` with `concurrency` slots until stopped.
+
+    >>> worker = Worker(app, queues=["default", "mail"], concurrency=10)
+    >>> await worker.run()          # returns after SIGTERM/SIGINT or worker.stop()
+    """
+
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        namespaces: Sequence[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float = 1.0,
+        lease: timedelta | float | None = None,
+        grace_period: float = 30.0,
+        worker_id: str | None = None,
+        maintenance: bool = True,
+        install_signal_handlers: bool = True,
+        batch_size: int | None = None,
+        heartbeat_interval: float | None = None,
+        rescue_interval: float | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
+        if isinstance(queues, str):
+            queues = [queues]
+        self.app = app
+        self.store = app.store
+        self.queues: list[str] = list(queues) or [DEFAULT_QUEUE]
+        self.namespaces: list[str] | None = list(namespaces) if namespaces is not None else None
+        self.concurrency = concurrency
+        self.batch_size = max(1, batch_size or concurrency)
+        self.poll_interval = poll_interval
+        if lease is None:
+            lease = app.lease
+        self.lease: timedelta = lease if isinstance(lease, timedelta) else timedelta(seconds=lease)
+        self.grace_period = grace_period
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.maintenance = maintenance
+        self.install_signal_handlers = install_signal_handlers
+        lease_s = self.lease.total_seconds()
+        self.heartbeat_interval = heartbeat_interval or max(lease_s / 6, 0.05)
+        self.registration_ttl = max(3 * self.heartbeat_interval, 3.0)
+        self.rescue_interval = rescue_interval or max(lease_s / 2, 0.1)
+        self.started = Signal()
+        """Set once the worker is registered and claiming: `await worker.started.wait()` from any loop, or
+        `worker.started.wait_sync(timeout)` from a thread."""
+        self.stopped = Signal()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._force = False
+        self._stop_requested = False
+        self._wake: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._running: dict[str, JobContext] = {}
+        self._specs: dict[str, TaskSpec] = app.tasks
+        self._full = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[Finish, Job]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_done: asyncio.Event | None = None
+        self._exclude: list[str] = []
+        self._include: list[str] | None = None
+        self._known_namespaces: set[str] = set()
+        self._namespaces_stale = True
+        self._namespaces_at = 0.0
+        self._services: list[Service] = []
+        self._started_at = utcnow()
+        self._unavailable_since: float | None = None
+        self._last_warning = 0.0
+        self.processed = 0
+        """Jobs whose outcome was reported (applied or stale), for tests and the bench."""
+
+    # ---- control -------------------------------------------------------------------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Ask the worker to shut down gracefully (force: without waiting for the grace period). Thread-safe."""
+        self._stop_requested = True
+        self._force = self._force or force
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._begin_shutdown()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._begin_shutdown)
+
+    async def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait until the worker is claiming (or has stopped); True if it started."""
+        waits = [asyncio.ensure_future(self.started.wait()), asyncio.ensure_future(self.stopped.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return self.started.is_set()
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    def _begin_shutdown(self) -> None:
+        if self._stopping:
+            if self._force:
+                self._cancel_all(REASON_SHUTDOWN)
+            return
+        self._stopping = True
+        log.info(
+            "worker %s stopping: no new claims; waiting up to %gs for %d running job(s)",
+            self.worker_id,
+            0 if self._force else self.grace_period,
+            len(self._running),
+        )
+        if self._wake is not None:
+            self._wake.set()
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stopping:
+            log.warning("second %s: stopping running jobs now", signal.Signals(signum).name)
+            self._force = True
+            self._cancel_all(REASON_SHUTDOWN)
+            return
+        log.info("received %s", signal.Signals(signum).name)
+        self._begin_shutdown()
+
+    # ---- main ----------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stopped. Never raises for store outages: it logs and keeps retrying."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._flush_done = asyncio.Event()
+        self._flush_done.set()
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
+        self._running = {}
+        self._pending = []
+        signals = self._install_signals(loop)
+        self.app.events.add_listener(self._on_event)
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self._startup()
+            background.append(loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"))
+            background.append(loop.create_task(self._waiter_loop(), name="conveyor-waiter"))
+            if self.maintenance:
+                self._start_services()
+            if self._stop_requested:
+                self._begin_shutdown()
+            self.started.set()
+            log.info(
+                "worker %s started: queues=%s concurrency=%d store=%s",
+                self.worker_id,
+                ",".join(self.queues),
+                self.concurrency,
+                self.store.scheme,
+            )
+            await self._fetch_loop()
+            await self._drain_running()
+            await self._final_flush()
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._stop_services()
+            self._closed = True
+            self._remove_signals(loop, signals)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.unregister_worker(self.worker_id), 5.0)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.started.clear()
+            self.stopped.set()
+            log.info("worker %s stopped (%d jobs processed)", self.worker_id, self.processed)
+
+    _closed = False
+
+    async def _startup(self) -> None:
+        """Open the store and register, retrying while the store is unavailable (unless stopped meanwhile)."""
+        delay = 0.1
+        while True:
+            try:
+                await self.app._ensure_open()
+                await self._refresh_namespaces()
+                await self.store.register_worker(self._info())
+                self._recovered()
+                return
+            except Exception as exc:
+                if self._stop_requested:
+                    raise
+                self._unavailable(exc, "starting")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    # ---- fetching ------------------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        store = self.store
+        running = self._running
+        delay = 0.05
+        wake.set()  # claim at once on start
+        while not self._stopping:
+            await wake.wait()
+            wake.clear()
+            while not self._stopping:
+                free = self.concurrency - len(running)
+                if free <= 0:
+                    self._full = True
+                    break
+                if len(self._pending) > 4 * MAX_FLUSH:  # completer is behind (store slow or down): back off
+                    self._full = True
+                    break
+                if self._namespaces_stale or time.monotonic() - self._namespaces_at > NAMESPACE_REFRESH:
+                    try:
+                        await self._refresh_namespaces()
+                    except Exception as exc:
+                        self._unavailable(exc, "reading namespaces")
+                want = min(free, self.batch_size)
+                try:
+                    jobs = await store.claim(
+                        self.worker_id,
+                        self.queues,
+                        want,
+                        self.lease,
+                        namespaces=self._include,
+                        exclude_namespaces=self._exclude,
+                    )
+                except Exception as exc:
+                    self._unavailable(exc, "claiming jobs")
+                    await self._sleep_or_stop(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                delay = 0.05
+                if self._unavailable_since is not None:
+                    self._recovered()
+                if jobs:
+                    self._start_jobs(jobs)
+                if len(jobs) < want:
+                    break
+
+    async def _waiter_loop(self) -> None:
+        """Turn store wake-ups (local enqueue, NOTIFY, pub-sub, or the poll timeout) into fetch-loop wake-ups."""
+        wake = self._wake
+        assert wake is not None
+        while not self._stopping:
+            try:
+                await self.store.wait_for_jobs(self.poll_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(self.poll_interval)
+            wake.set()
+
+    async def _refresh_namespaces(self) -> None:
+        """Learn which namespaces have auto_run off (only Run consumes their jobs): the worker excludes them."""
+        spaces = await self.store.list_namespaces()
+        off = sorted(ns.name for ns in spaces if not ns.auto_run)
+        self._known_namespaces = {ns.name for ns in spaces}
+        if self.namespaces is not None:
+            self._include = [n for n in self.namespaces if n not in off]
+            self._exclude = []
+        else:
+            self._include = None
+            self._exclude = off
+        self._namespaces_stale = False
+        self._namespaces_at = time.monotonic()
+
+    def _start_jobs(self, jobs: list[Job]) -> None:
+        loop = self._loop
+        assert loop is not None
+        running = self._running
+        app = self.app
+        wid = self.worker_id
+        for job in jobs:
+            ctx = JobContext(job, app, wid)
+            running[job.id] = ctx
+            ctx._task = loop.create_task(self._run_job(job, ctx))
+
+    async def _run_job(self, job: Job, ctx: JobContext) -> None:
+        try:
+            execution = await execute(self.app, job, ctx, self._executor, self._specs.get(job.task))
+        except BaseException as exc:  # execute classifies everything; this is a last line of defence
+            log.exception("internal error running job %s: %s", job.id, exc)
+            self._job_done(job)
+            return
+        self._job_done(job)
+        task = ctx._task
+        if task is not None and task.cancelling():
+            task.uncancel()
+        if ctx.cancel_reason == REASON_LOST:
+            log.warning("job %s (%s): lease lost while running; its outcome is discarded", job.id, job.task)
+            return
+        finish = execution.finish
+        if execution.committed:
+            self.processed += 1
+            if execution.applied and finish.attempt is not None:
+                self.app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+            return
+        self._complete(finish, job)
+
+    def _job_done(self, job: Job) -> None:
+        self._running.pop(job.id, None)
+        if self._full:
+            self._full = False
+            if self._wake is not None:
+                self._wake.set()
+
+    # ---- completer -----------------------------------------------------------------------------------------
+
+    def _complete(self, finish: Finish, job: Job) -> None:
+        self._pending.append((finish, job))
+        if self._flush_task is None:
+            assert self._flush_done is not None
+            self._flush_done.clear()
+            loop = self._loop
+            assert loop is not None
+            self._flush_task = loop.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        """Flush accumulated Finish values until none are left; retry a failed flush with backoff (never drop)."""
+        delay = 0.05
+        wake_after = False
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_FLUSH]
+                try:
+                    applied = await self.store.finish([f for f, _ in batch])
+                except Exception as exc:
+                    self._unavailable(exc, f"reporting {len(batch)} finished job(s)")
+                    if self._closed:
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                delay = 0.05
+                if self._unavailable_since is not None:
+                    self._recovered()
+                del self._pending[: len(batch)]
+                self.processed += len(batch)
+                publish = self.app.events.publish_run
+                for (finish, job), ok in zip(batch, applied, strict=False):
+                    attempt = finish.attempt
+                    if ok and attempt is not None:
+                        publish(job, attempt.status_code, attempt.outcome.value)
+                    if job.group_key is not None or job.user_id is not None:
+                        wake_after = True  # the next job of its lane may be claimable now
+                    elif finish.status is JobStatus.PENDING and not finish.release:
+                        wake_after = True  # a retry may already be due
+                    if not ok:
+                        log.info("job %s: outcome not applied (lease was lost or job changed meanwhile)", job.id)
+        finally:
+            self._flush_task = None
+            if self._flush_done is not None:
+                self._flush_done.set()
+            if wake_after and self._wake is not None:
+                self._wake.set()
+
+    async def _final_flush(self) -> None:
+        """At shutdown: keep flushing for a while if the store is down; then report what could not be sent."""
+        deadline = time.monotonic() + max(self.grace_period, 10.0)
+        while self._pending or self._flush_task is not None:
+            if self._flush_task is None:
+                self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+            assert self._flush_done is not None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flush_done.wait()), remaining)
+        if self._pending:
+            log.error(
+                "could not report %d finished job(s) before exiting (store unavailable); "
+                "they will be rescued when their leases expire: %s",
+                len(self._pending),
+                ", ".join(j.id for _, j in self._pending[:20]),
+            )
+            if self._flush_task is not None:
+                self._flush_task.cancel()
+
+    # ---- heartbeats and registration -----------------------------------------------------------------------
+
+    def _info(self) -> WorkerInfo:
+        now = utcnow()
+        return WorkerInfo(
+            id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=tuple(self.queues),
+            concurrency=self.concurrency,
+            started_at=self._started_at,
+            heartbeat_at=now,
+            expires_at=now + timedelta(seconds=self.registration_ttl),
+            running=tuple(self._running),
+            version=_version(),
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        leases: list[Lease] = [ctx.job.lease for ctx in self._running.values()]
+        leases.extend(f.lease for f, _ in self._pending)
+        try:
+            if leases:
+                states = await self.store.heartbeat(leases, self.lease)
+                for state in states:
+                    ctx = self._running.get(state.lease.job_id)
+                    if ctx is None or ctx.job.try_number != state.lease.try_number:
+                        continue
+                    if not state.held:
+                        log.warning("job %s (%s): lease lost; stopping it", ctx.job.id, ctx.job.task)
+                        self._stop_job(ctx, REASON_LOST)
+                    elif state.cancel_requested:
+                        log.info("job %s (%s): cancel requested; stopping it", ctx.job.id, ctx.job.task)
+                        self._stop_job(ctx, REASON_CANCEL)
+            await self.store.register_worker(self._info())
+            if self._unavailable_since is not None:
+                self._recovered()
+        except Exception as exc:
+            self._unavailable(exc, "heartbeating")
+
+    def _stop_job(self, ctx: JobContext, reason: str) -> None:
+        """Tell a running job to stop. Async handlers are cancelled at once; sync ones see `ctx.cancelled`
+        (and for a shutdown or a lost lease we also stop waiting for their thread)."""
+        if not ctx._request_cancel(reason):
+            return
+        spec = self._specs.get(ctx.job.task)
+        task = ctx._task
+        if task is None or task.done():
+            return
+        if spec is None or spec.is_async or reason in (REASON_SHUTDOWN, REASON_LOST):
+            task.cancel()
+
+    def _cancel_all(self, reason: str) -> None:
+        for ctx in list(self._running.values()):
+            self._stop_job(ctx, reason)
+
+    def _on_event(self, event: Event) -> None:
+        """Event-bus listener (runs in the publisher's thread): local cancel fast path; new namespaces."""
+        if self._closed:
+            return
+        if event.type == "cancel":
+            job_id = event.job_id
+            if job_id is not None and job_id in self._running and self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._cancel_local, job_id)
+        elif event.type == "push" and event.namespace not in self._known_namespaces:
+            self._namespaces_stale = True  # maybe a namespace with auto_run off: look before claiming from it
+
+    def _cancel_local(self, job_id: str) -> None:
+        ctx = self._running.get(job_id)
+        if ctx is not None:
+            log.info("job %s (%s): cancel requested; stopping it", job_id, ctx.job.task)
+            self._stop_job(ctx, REASON_CANCEL)
+
+    # ---- shutdown ------------------------------------------------------------------------------------------
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        assert self._stop_event is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _drain_running(self) -> None:
+        tasks = [ctx._task for ctx in self._running.values() if ctx._task is not None]
+        if not tasks:
+            return
+        if not self._force and self.grace_period > 0:
+            _done, pending = await asyncio.wait(tasks, timeout=self.grace_period)
+            tasks = list(pending)
+        if tasks:
+            log.warning(
+                "grace period over: handing %d unfinished job(s) back to the queue: %s",
+                len(tasks),
+                ", ".join(list(self._running)[:20]),
+            )
+            self._cancel_all(REASON_SHUTDOWN)
+            await asyncio.wait(tasks, timeout=5.0)
+
+    # ---- services ------------------------------------------------------------------------------------------
+
+    def _start_services(self) -> None:
+        from conveyor.maintenance import default_services
+
+        self._services = default_services(self.app, rescue_interval=self.rescue_interval, worker_id=self.worker_id)
+        for service in self._services:
+            service.start()
+
+    async def _stop_services(self) -> None:
+        for service in self._services:
+            with contextlib.suppress(Exception):
+                await service.stop()
+        self._services = []
+
+    # ---- signals -------------------------------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return []
+        installed: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, int(sig))
+                installed.append(int(sig))
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        return installed
+
+    @staticmethod
+    def _remove_signals(loop: asyncio.AbstractEventLoop, signals: list[int]) -> None:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    # ---- store outages -------------------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException, doing: str) -> None:
+        now = time.monotonic()
+        first = self._unavailable_since is None
+        if first:
+            self._unavailable_since = now
+        if first or now - self._last_warning > 30.0:
+            self._last_warning = now
+            if isinstance(exc, StoreUnavailable):
+                log.warning("store unavailable while %s (%s); retrying", doing, exc.message)
+            else:
+                log.error("error while %s; retrying", doing, exc_info=exc)
+
+    def _recovered(self) -> None:
+        if self._unavailable_since is not None:
+            log.warning("store reachable again after %.1fs", time.monotonic() - self._unavailable_since)
+        self._unavailable_since = None
+
+
+class Signal:
+    """A set-once-style event usable from every loop and thread: `await sig.wait()` (any loop), `sig.wait_sync()`
+    (threads), `sig.is_set()`. The worker's loop is not the caller's loop when the worker runs on an app's home
+    loop, so a plain asyncio.Event would not do."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, fut)
+
+    def clear(self) -> None:
+        self._flag.clear()
+
+    async def wait(self) -> bool:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._flag.is_set():
+                return True
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, fut))
+        try:
+            await fut
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, fut))
+        return True
+
+    def wait_sync(self, timeout: float | None = None) -> bool:
+        return self._flag.wait(timeout)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _version() -> str:
+    try:
+        from conveyor import __version__
+
+        return __version__
+    except Exception:  # pragma: no cover
+        return ""
+
+
+def run(app: Conveyor, **options: Any) -> None:
+    """Run a worker in the foreground (convenience for scripts): `conveyor.worker.run(app, concurrency=20)`."""
+    app.run_worker(**options)
