@@ -1,0 +1,805 @@
+"""The GS2-JobQueue-compatible REST surface, so the official `gs2` Python SDK talks to Conveyor unchanged.
+
+Two routers:
+
+* `build_router(conveyor_app, auth)` — GS2's job-queue service at `/job-queue/...` (namespaces, per-user jobs,
+  Run, job results, dead letters, `/system/version`);
+* `build_identifier_router(auth)` — GS2's identifier login, `POST /identifier/projectToken/login`, which
+  `BasicGs2Credential` calls on `connect()`. It lives at the app root, not under `/job-queue`.
+
+Mount both with `app.include_router(router)`: each router carries its own prefix. The SDK's contract, which every
+route here follows (`/work/shared/reference/seed-systems.md` §1.3–1.5):
+
+* every POST/PUT body is gzip-compressed by default (`Content-Encoding: gzip`): `_GS2Request` inflates it;
+* success is HTTP 200 with a JSON body — anything else is an error to the SDK;
+* errors are `{"message": "<JSON string of [{component, message, code}]>"}` with the status that selects the
+  SDK's exception class (400/401/404/409/503). `_GS2Route` turns every exception, FastAPI's own validation
+  errors included, into that shape, because a router cannot install app-level exception handlers.
+
+Auth (the `GS2Auth` protocol below; the server's `conveyor.server.auth.ServerAuth` satisfies it): the SDK sends
+`Authorization: Bearer {projectToken}`. The admin token is the project token and reaches everything; a user token
+reaches that user's jobs only. `X-GS2-ACCESS-TOKEN` carries a user token and names the user of `/user/me/...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from conveyor.app import Conveyor
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    NotFound,
+    ValidationError,
+)
+from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, validate_name
+from conveyor.server.gs2_models import (
+    CONFLICT_MESSAGE,
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    Grn,
+    GS2Error,
+    GS2ErrorItem,
+    dead_letter_to_gs2,
+    error_body,
+    job_result_to_gs2,
+    job_to_gs2,
+    namespace_from_gs2,
+    namespace_to_gs2,
+    parse_job_entries,
+    result_body_to_gs2,
+)
+
+log = logging.getLogger("conveyor.server.gs2")
+
+T = TypeVar("T")
+
+JOB_QUEUE_PREFIX = "/job-queue"
+IDENTIFIER_PREFIX = "/identifier"
+DEFAULT_REGION = "ap-northeast-1"
+DEFAULT_OWNER_ID = "conveyor"
+DUPLICATION_TTL = 24 * 3600.0
+"""How long a request answered under an `X-GS2-DUPLICATION-AVOIDER` is replayed to retries."""
+DUPLICATION_PENDING_TTL = 300.0
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Inflated body limit: 10 entries × 128 KiB of args fit many times over; a gzip bomb does not."""
+ACCESS_TOKEN_HEADER = "X-GS2-ACCESS-TOKEN"
+DUPLICATION_HEADER = "X-GS2-DUPLICATION-AVOIDER"
+_PENDING = "__pending__"
+
+
+# ---- what the router needs from the server's auth ----------------------------------------------------------------
+
+
+class GS2Principal(Protocol):
+    """The caller a token stands for (`conveyor.server.auth.Principal` has this shape)."""
+
+    @property
+    def is_admin(self) -> bool: ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+    def may_see(self, namespace: str, user_id: str | None) -> bool: ...
+
+
+class GS2Auth(Protocol):
+    """What the GS2 routers need from the server's auth object.
+
+    `authenticate(token)` returns the principal of an admin or user token and raises a `ConveyorError` with
+    status 401 (or any exception) for a missing, forged or expired one. It may be sync or async.
+
+    Optionally, `issue_admin_token_for(client_id, client_secret) -> str | None` (sync or async) lets the GS2
+    login exchange a client id/secret for a project token; without it the login accepts any valid Conveyor token
+    as `client_secret` and hands that same token back as the project token (see `build_identifier_router`).
+    """
+
+    def authenticate(self, token: str | None) -> Any: ...
+
+
+async def _maybe_await(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def _principal_for(auth: GS2Auth, token: str | None) -> GS2Principal | None:
+    if not token:
+        return None
+    try:
+        principal: GS2Principal = await _maybe_await(auth.authenticate(token))
+    except ConveyorError as exc:
+        if exc.status_code == 401:
+            return None
+        raise
+    return principal
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _unauthorized(message: str) -> GS2Error:
+    return GS2Error(401, "auth", message, "jobQueue.auth.error.unauthorized")
+
+
+# ---- request/response plumbing -----------------------------------------------------------------------------------
+
+
+class _GS2Request(Request):
+    """A request whose body is inflated when the client sent `Content-Encoding: gzip` (the SDK always does)."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_gs2_body"):
+            raw = await super().body()
+            encoding = self.headers.get("content-encoding", "").lower()
+            if "gzip" in encoding and raw:
+                raw = _inflate(raw)
+            elif len(raw) > MAX_BODY_BYTES:
+                raise GS2Error(400, "body", f"request body exceeds {MAX_BODY_BYTES} bytes", "jobQueue.body.tooLarge")
+            self._gs2_body = raw
+        return self._gs2_body
+
+
+def _inflate(raw: bytes) -> bytes:
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(raw, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise GS2Error(400, "body", f"body is not valid gzip: {exc}", "jobQueue.body.invalidGzip") from None
+    if len(out) > MAX_BODY_BYTES or inflater.unconsumed_tail:
+        raise GS2Error(400, "body", f"inflated body exceeds {MAX_BODY_BYTES} bytes", "jobQueue.body.tooLarge")
+    return out
+
+
+def _error_response(exc: BaseException) -> JSONResponse:
+    """Every failure in GS2's error format, with the status that picks the SDK's exception class."""
+    if isinstance(exc, GS2Error):
+        return JSONResponse(error_body(exc.items), status_code=exc.status)
+    if isinstance(exc, Conflict):
+        return JSONResponse(error_body([GS2ErrorItem("job", CONFLICT_MESSAGE, "jobQueue.job.error.conflict")]), 409)
+    if isinstance(exc, ConveyorError):
+        status = exc.status_code
+        if isinstance(exc, ValidationError) or status == 413:
+            status = 400  # GS2 has no 413: an oversized value is a bad request to its SDK
+        component = getattr(exc, "field", None) or exc.code
+        return JSONResponse(error_body([GS2ErrorItem(component, exc.message, f"jobQueue.{exc.code}")]), status)
+    if isinstance(exc, RequestValidationError):
+        items = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+            items.append(GS2ErrorItem(".".join(loc) or "request", str(err.get("msg")), "jobQueue.request.invalid"))
+        return JSONResponse(error_body(items or [GS2ErrorItem("request", "invalid request", "invalid")]), 400)
+    if isinstance(exc, HTTPException):
+        return JSONResponse(
+            error_body([GS2ErrorItem("request", str(exc.detail), f"jobQueue.http.{exc.status_code}")]),
+            exc.status_code,
+            headers=exc.headers,
+        )
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        log.warning("store unreachable while serving a GS2 request: %s", exc)
+        return JSONResponse(
+            error_body([GS2ErrorItem("store", f"the job store is unavailable: {exc}", "jobQueue.store.unavailable")]),
+            503,
+        )
+    log.exception("unexpected error in a GS2 request", exc_info=exc)
+    return JSONResponse(
+        error_body([GS2ErrorItem("server", f"internal error: {type(exc).__name__}", "jobQueue.internal")]), 500
+    )
+
+
+class _GS2Route(APIRoute):
+    """Inflates gzip bodies and answers every exception in GS2's error format (see module docstring)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(_GS2Request(request.scope, request.receive))
+            except Exception as exc:
+                return _error_response(exc)
+
+        return handler
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise GS2Error(400, "body", f"body is not valid JSON: {exc}", "jobQueue.body.invalidJson") from None
+    if not isinstance(data, dict):
+        raise GS2Error(400, "body", "body must be a JSON object", "jobQueue.body.invalidJson")
+    return data
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    """GS2 pages with an opaque `pageToken` (here: the offset) and `limit` (default 30)."""
+    token = request.query_params.get("pageToken")
+    raw_limit = request.query_params.get("limit")
+    try:
+        offset = int(token) if token else 0
+    except ValueError:
+        raise GS2Error(400, "pageToken", "pageToken is invalid", "jobQueue.pageToken.error.invalid") from None
+    try:
+        limit = int(raw_limit) if raw_limit else DEFAULT_PAGE_LIMIT
+    except ValueError:
+        raise GS2Error(400, "limit", "limit must be an integer", "jobQueue.limit.error.invalid") from None
+    if offset < 0:
+        raise GS2Error(400, "pageToken", "pageToken is invalid", "jobQueue.pageToken.error.invalid")
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise GS2Error(
+            400, "limit", f"limit must be from 1 to {MAX_PAGE_LIMIT}, got {limit}", "jobQueue.limit.error.invalid"
+        )
+    return offset, limit
+
+
+def _next_token(offset: int, count: int, total: int) -> str | None:
+    return str(offset + count) if count and offset + count < total else None
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "description": "GS2 error: `message` is a JSON string of [{component, message, code}]",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+        }
+    },
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {code: _ERROR_SCHEMA for code in (400, 401, 404, 409, 500, 503)}
+
+
+# ---- the job-queue router ----------------------------------------------------------------------------------------
+
+
+def build_router(
+    conveyor_app: Conveyor,
+    auth: GS2Auth,
+    *,
+    region: str = DEFAULT_REGION,
+    owner_id: str = DEFAULT_OWNER_ID,
+    prefix: str = JOB_QUEUE_PREFIX,
+) -> APIRouter:
+    """The GS2 JobQueue API for `conveyor_app`, under `prefix` (`/job-queue`, where the SDK's
+    `steady_endpoint` sends `job-queue` calls). `region`/`owner_id` only appear inside GRNs."""
+    router = APIRouter(prefix=prefix, route_class=_GS2Route, tags=["gs2"], responses=_RESPONSES)
+    api = _GS2Api(conveyor_app, auth, Grn(region, owner_id))
+
+    # Order matters: literal segments (`system`, `me`, `run`) before the `{param}` routes they would match.
+    router.add_api_route("/system/version", api.get_service_version, methods=["GET"])
+    router.add_api_route("/", api.describe_namespaces, methods=["GET"])
+    router.add_api_route("/", api.create_namespace, methods=["POST"])
+    router.add_api_route("/{namespaceName}/status", api.get_namespace_status, methods=["GET"])
+    router.add_api_route("/{namespaceName}", api.get_namespace, methods=["GET"])
+    router.add_api_route("/{namespaceName}", api.update_namespace, methods=["PUT"])
+    router.add_api_route("/{namespaceName}", api.delete_namespace, methods=["DELETE"])
+
+    router.add_api_route("/{namespaceName}/user/me/job/run", api.run, methods=["POST"])
+    router.add_api_route("/{namespaceName}/user/me/job/{jobName}/result", api.get_job_result, methods=["GET"])
+    router.add_api_route("/{namespaceName}/user/me/job/{jobName}", api.delete_job, methods=["DELETE"])
+
+    router.add_api_route("/{namespaceName}/user/{userId}/job/run", api.run_by_user_id, methods=["POST"])
+    router.add_api_route("/{namespaceName}/user/{userId}/job", api.describe_jobs_by_user_id, methods=["GET"])
+    router.add_api_route("/{namespaceName}/user/{userId}/job", api.push_by_user_id, methods=["POST"])
+    router.add_api_route(
+        "/{namespaceName}/user/{userId}/job/{jobName}/result", api.get_job_result_by_user_id, methods=["GET"]
+    )
+    router.add_api_route("/{namespaceName}/user/{userId}/job/{jobName}", api.get_job_by_user_id, methods=["GET"])
+    router.add_api_route("/{namespaceName}/user/{userId}/job/{jobName}", api.delete_job_by_user_id, methods=["DELETE"])
+
+    router.add_api_route(
+        "/{namespaceName}/user/{userId}/dead", api.describe_dead_letter_jobs_by_user_id, methods=["GET"]
+    )
+    router.add_api_route(
+        "/{namespaceName}/user/{userId}/dead/{deadLetterJobName}",
+        api.get_dead_letter_job_by_user_id,
+        methods=["GET"],
+    )
+    router.add_api_route(
+        "/{namespaceName}/user/{userId}/dead/{deadLetterJobName}",
+        api.delete_dead_letter_job_by_user_id,
+        methods=["DELETE"],
+    )
+    return router
+
+
+class _GS2Api:
+    """The endpoints. Methods are FastAPI endpoints taking the raw `Request` (so bodies and query strings are
+    validated here, with GS2's error texts, rather than by FastAPI's 422)."""
+
+    def __init__(self, app: Conveyor, auth: GS2Auth, grn: Grn) -> None:
+        self.app = app
+        self.auth = auth
+        self.grn = grn
+
+    # ---- auth --------------------------------------------------------------------------------------------------
+
+    async def _admin(self, request: Request) -> None:
+        principal = await _principal_for(self.auth, _bearer(request))
+        if principal is None:
+            raise _unauthorized("a valid project token is required (Authorization: Bearer <admin token>)")
+        if not principal.is_admin:
+            raise _unauthorized("this operation needs the admin token as project token")
+
+    async def _for_user(self, request: Request, namespace: str, user_id: str) -> None:
+        """Admin, or a user token (as project token or access token) of this very user. Another user's token
+        gets 404, never the data."""
+        principals = [
+            await _principal_for(self.auth, _bearer(request)),
+            await _principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER)),
+        ]
+        valid = [p for p in principals if p is not None]
+        if not valid:
+            raise _unauthorized("a valid project token or access token is required")
+        if not any(p.may_see(namespace, user_id) for p in valid):
+            raise GS2Error(404, "user", f"no such user queue: {user_id}", "jobQueue.user.error.notFound")
+
+    async def _me(self, request: Request, namespace: str) -> str:
+        """The user of `/user/me/...`: the one `X-GS2-ACCESS-TOKEN` names. The access token alone authorizes
+        these calls, so game clients never need the admin token (their project token may be anything)."""
+        principal = await _principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER))
+        if principal is None or principal.user_id is None:
+            raise _unauthorized(f"a valid user token is required in {ACCESS_TOKEN_HEADER}")
+        if not principal.may_see(namespace, principal.user_id):
+            raise GS2Error(404, "namespace", f"namespace not found: {namespace}", "jobQueue.namespace.error.notFound")
+        return principal.user_id
+
+    # ---- helpers -----------------------------------------------------------------------------------------------
+
+    async def _namespace(self, name: str) -> Namespace:
+        try:
+            validate_name(name, "namespaceName")
+        except ValidationError:
+            raise _ns_not_found(name) from None
+        try:
+            return await self.app.aget_namespace(name)
+        except NotFound:
+            raise _ns_not_found(name) from None
+
+    async def _user_job(self, namespace: str, user_id: str, name: str) -> Job:
+        job = await self._find_job(name)
+        if job is None or job.namespace != namespace or job.user_id != user_id:
+            raise GS2Error(404, "job", f"job not found: {name}", "jobQueue.job.error.notFound")
+        return job
+
+    async def _find_job(self, name: str) -> Job | None:
+        try:
+            uuid.UUID(name)
+        except ValueError:
+            return None
+        return await self.app.aget_job(name)
+
+    async def _kv(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await self.app._on_home(factory)
+
+    async def _deduplicated(
+        self, request: Request, scope: str, compute: Callable[[], Awaitable[dict[str, JSON]]]
+    ) -> dict[str, JSON]:
+        """Honour `X-GS2-DUPLICATION-AVOIDER`: the first successful answer is stored (24 h) and replayed to
+        every retry of the same call; a retry that arrives while the first is still running gets 409."""
+        avoider = request.headers.get(DUPLICATION_HEADER)
+        if not avoider:
+            return await compute()
+        digest = hashlib.sha256(f"{request.method} {scope} {avoider}".encode()).hexdigest()
+        key = f"gs2:dup:{digest}"
+        store = self.app.store
+        if not await self._kv(lambda: store.kv_set(key, _PENDING, ttl=DUPLICATION_PENDING_TTL, only_if_absent=True)):
+            stored = await self._kv(lambda: store.kv_get(key))
+            if stored is not None and stored != _PENDING:
+                answer: dict[str, JSON] = json.loads(stored)
+                return answer
+            if stored == _PENDING:
+                raise GS2Error(
+                    409,
+                    "duplicationAvoider",
+                    "a request with this X-GS2-DUPLICATION-AVOIDER is still being processed; retry",
+                    "jobQueue.duplicationAvoider.error.inProgress",
+                )
+            await self._kv(lambda: store.kv_set(key, _PENDING, ttl=DUPLICATION_PENDING_TTL))
+        try:
+            answer = await compute()
+        except BaseException:
+            try:
+                await self._kv(lambda: store.kv_delete(key))
+            except Exception:
+                log.warning("could not clear duplication-avoider key %s", key)
+            raise
+        text = json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
+        await self._kv(lambda: store.kv_set(key, text, ttl=DUPLICATION_TTL))
+        return answer
+
+    async def _active_jobs(self, namespace: str, user_id: str, offset: int, limit: int) -> tuple[list[Job], int]:
+        """The user's queue in execution order: the running job first, then pending ones oldest first."""
+        running = await self.app.alist_jobs(
+            JobFilter(namespace=namespace, user_id=user_id, status=JobStatus.PROCESSING), limit=100
+        )
+        processing = list(reversed(running.items))
+        pending_total = await self._count(namespace, user_id, JobStatus.PENDING)
+        total = running.total + pending_total
+        items = processing[offset : offset + limit]
+        want = limit - len(items)
+        start = max(0, offset - running.total)
+        if want > 0 and start < pending_total:
+            items += await self._oldest_first(namespace, user_id, JobStatus.PENDING, start, want, pending_total)
+        return items, total
+
+    async def _count(self, namespace: str, user_id: str, status: JobStatus) -> int:
+        page = await self.app.alist_jobs(JobFilter(namespace=namespace, user_id=user_id, status=status), limit=1)
+        return page.total
+
+    async def _oldest_first(
+        self, namespace: str, user_id: str, status: JobStatus, offset: int, limit: int, total: int
+    ) -> list[Job]:
+        """Conveyor lists newest first; GS2 queues read oldest first, so page from the far end and reverse."""
+        end = total - offset
+        if end <= 0:
+            return []
+        start = max(0, end - limit)
+        page = await self.app.alist_jobs(
+            JobFilter(namespace=namespace, user_id=user_id, status=status), limit=end - start, offset=start
+        )
+        return list(reversed(page.items))
+
+    async def _latest_attempt(self, job: Job, raw_try: str | None) -> Attempt:
+        attempts = await self.app.aattempts(job.id)
+        if raw_try:
+            try:
+                number = int(raw_try)
+            except ValueError:
+                raise GS2Error(400, "tryNumber", "tryNumber must be an integer", "jobQueue.tryNumber.error") from None
+            for attempt in attempts:
+                if attempt.try_number == number:
+                    return attempt
+            raise GS2Error(
+                404, "jobResult", f"no result for try {number} of job {job.id}", "jobQueue.jobResult.error.notFound"
+            )
+        if not attempts:
+            raise GS2Error(
+                404, "jobResult", f"job {job.id} has not been executed yet", "jobQueue.jobResult.error.notFound"
+            )
+        return attempts[-1]
+
+    # ---- system ------------------------------------------------------------------------------------------------
+
+    async def get_service_version(self, request: Request) -> dict[str, JSON]:
+        """GS2 GetServiceVersion: Conveyor's version."""
+        await self._admin(request)
+        from conveyor import __version__
+
+        return {"item": __version__}
+
+    # ---- namespaces --------------------------------------------------------------------------------------------
+
+    async def describe_namespaces(self, request: Request) -> dict[str, JSON]:
+        """GS2 DescribeNamespaces: by name, optionally filtered by `namePrefix`, paged."""
+        await self._admin(request)
+        offset, limit = _paging(request)
+        prefix = request.query_params.get("namePrefix") or ""
+        names = [ns for ns in await self.app.alist_namespaces() if ns.name.startswith(prefix)]
+        page = names[offset : offset + limit]
+        return {
+            "items": [namespace_to_gs2(ns, self.grn) for ns in page],
+            "nextPageToken": _next_token(offset, len(page), len(names)),
+        }
+
+    async def create_namespace(self, request: Request) -> dict[str, JSON]:
+        """GS2 CreateNamespace. `enableAutoRun` defaults to false, as in GS2."""
+        await self._admin(request)
+        body = await _json_body(request)
+        name = body.get("name")
+        try:
+            validate_name(name, "name")
+        except ValidationError as exc:
+            raise GS2Error(400, "name", exc.message, "jobQueue.name.error.invalid") from None
+        assert isinstance(name, str)
+        try:
+            await self.app.aget_namespace(name)
+        except NotFound:
+            pass
+        else:
+            raise GS2Error(409, "name", f"namespace already exists: {name}", "jobQueue.namespace.error.duplicate")
+        stored = await self.app.aput_namespace(namespace_from_gs2(body, None, name))
+        return {"item": namespace_to_gs2(stored, self.grn)}
+
+    async def get_namespace_status(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        await self._admin(request)
+        await self._namespace(namespaceName)
+        return {"status": "ACTIVE"}
+
+    async def get_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        await self._admin(request)
+        return {"item": namespace_to_gs2(await self._namespace(namespaceName), self.grn)}
+
+    async def update_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        """GS2 UpdateNamespace. Fields left out keep their value (the SDK only sends the ones that are set)."""
+        await self._admin(request)
+        body = await _json_body(request)
+        existing = await self._namespace(namespaceName)
+        stored = await self.app.aput_namespace(namespace_from_gs2(body, existing, namespaceName))
+        return {"item": namespace_to_gs2(stored, self.grn)}
+
+    async def delete_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        """GS2 DeleteNamespace: the namespace record goes; its jobs stay until pruned (Conveyor's rule)."""
+        await self._admin(request)
+        existing = await self._namespace(namespaceName)
+        await self.app.adelete_namespace(namespaceName)
+        return {"item": namespace_to_gs2(existing, self.grn)}
+
+    # ---- jobs --------------------------------------------------------------------------------------------------
+
+    async def describe_jobs_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        """The user's queue: jobs still to run (processing, then pending oldest first). Executed jobs leave the
+        queue as in GS2; their results stay readable, failed ones as dead letters."""
+        await self._for_user(request, namespaceName, userId)
+        offset, limit = _paging(request)
+        await self._namespace(namespaceName)
+        items, total = await self._active_jobs(namespaceName, userId, offset, limit)
+        return {
+            "items": [job_to_gs2(j, self.grn) for j in items],
+            "nextPageToken": _next_token(offset, len(items), total),
+        }
+
+    async def get_job_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+        jobName: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+        return {"item": job_to_gs2(await self._user_job(namespaceName, userId, jobName), self.grn)}
+
+    async def push_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        """GS2 PushByUserId: 1–10 entries, all or nothing. `autoRun` tells whether background workers will
+        execute them (the namespace's auto_run); otherwise the user's Run does."""
+        await self._for_user(request, namespaceName, userId)
+        body = await _json_body(request)
+        entries = parse_job_entries(body)
+        ns = await self._namespace(namespaceName)
+
+        async def push() -> dict[str, JSON]:
+            jobs = await self.app.aenqueue_many(
+                [
+                    {
+                        "task": e.script_id,
+                        "payload": e.payload,
+                        "namespace": namespaceName,
+                        "user_id": userId,
+                        "max_attempts": e.max_try_count,
+                    }
+                    for e in entries
+                ]
+            )
+            return {"items": [job_to_gs2(j, self.grn) for j in jobs], "autoRun": ns.auto_run}
+
+        return await self._deduplicated(request, f"push {namespaceName} {userId}", push)
+
+    async def run(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        user_id = await self._me(request, namespaceName)
+        return await self._run(request, namespaceName, user_id)
+
+    async def run_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+        return await self._run(request, namespaceName, userId)
+
+    async def _run(self, request: Request, namespace: str, user_id: str) -> dict[str, JSON]:
+        """GS2 Run: execute the user's next job in this request (`Conveyor.arun_next`) and answer
+        `{item, result, isLastJob}`; an empty queue answers nulls and `isLastJob: true`; a run while another of
+        the user's jobs is processing answers 409 "Job queue execution conflict. Retry required."."""
+        await self._namespace(namespace)
+
+        async def execute() -> dict[str, JSON]:
+            outcome = await self.app.arun_next(namespace, user_id)
+            return {
+                "item": None if outcome.job is None else job_to_gs2(outcome.job, self.grn),
+                "result": None if outcome.attempt is None else result_body_to_gs2(outcome.attempt),
+                "isLastJob": outcome.is_last,
+            }
+
+        return await self._deduplicated(request, f"run {namespace} {user_id}", execute)
+
+    async def delete_job(self, request: Request, namespaceName: str, jobName: str) -> dict[str, JSON]:  # noqa: N803
+        user_id = await self._me(request, namespaceName)
+        return await self._delete_job(request, namespaceName, user_id, jobName)
+
+    async def delete_job_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+        jobName: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+        return await self._delete_job(request, namespaceName, userId, jobName)
+
+    async def _delete_job(self, request: Request, namespace: str, user_id: str, name: str) -> dict[str, JSON]:
+        """GS2 DeleteJob: removed regardless of its state (Conveyor's `delete(force=True)`), attempts included."""
+
+        async def delete() -> dict[str, JSON]:
+            await self._user_job(namespace, user_id, name)
+            try:
+                job = await self.app.adelete(name, force=True)
+            except NotFound:
+                raise GS2Error(404, "job", f"job not found: {name}", "jobQueue.job.error.notFound") from None
+            return {"item": job_to_gs2(job, self.grn)}
+
+        return await self._deduplicated(request, f"delete {namespace} {user_id} {name}", delete)
+
+    # ---- results -----------------------------------------------------------------------------------------------
+
+    async def get_job_result(self, request: Request, namespaceName: str, jobName: str) -> dict[str, JSON]:  # noqa: N803
+        user_id = await self._me(request, namespaceName)
+        return await self._job_result(request, namespaceName, user_id, jobName)
+
+    async def get_job_result_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+        jobName: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+        return await self._job_result(request, namespaceName, userId, jobName)
+
+    async def _job_result(self, request: Request, namespace: str, user_id: str, name: str) -> dict[str, JSON]:
+        """GS2 GetJobResult: the try given by `tryNumber`, else the latest."""
+        job = await self._user_job(namespace, user_id, name)
+        attempt = await self._latest_attempt(job, request.query_params.get("tryNumber"))
+        return {"item": job_result_to_gs2(job, attempt, self.grn)}
+
+    # ---- dead letters ------------------------------------------------------------------------------------------
+
+    async def describe_dead_letter_jobs_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        """GS2 DescribeDeadLetterJobsByUserId: the user's failed jobs (newest first), each with every try."""
+        await self._for_user(request, namespaceName, userId)
+        offset, limit = _paging(request)
+        await self._namespace(namespaceName)
+        page = await self.app.alist_jobs(
+            JobFilter(namespace=namespaceName, user_id=userId, status=JobStatus.FAILED), limit=limit, offset=offset
+        )
+        items = [dead_letter_to_gs2(j, await self.app.aattempts(j.id), self.grn) for j in page.items]
+        return {"items": items, "nextPageToken": _next_token(offset, len(page.items), page.total)}
+
+    async def _dead_letter(self, namespace: str, user_id: str, name: str) -> Job:
+        job = await self._find_job(name)
+        if job is None or job.namespace != namespace or job.user_id != user_id or job.status is not JobStatus.FAILED:
+            raise GS2Error(
+                404, "deadLetterJob", f"dead letter job not found: {name}", "jobQueue.deadLetterJob.error.notFound"
+            )
+        return job
+
+    async def get_dead_letter_job_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+        deadLetterJobName: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+        job = await self._dead_letter(namespaceName, userId, deadLetterJobName)
+        return {"item": dead_letter_to_gs2(job, await self.app.aattempts(job.id), self.grn)}
+
+    async def delete_dead_letter_job_by_user_id(
+        self,
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+        deadLetterJobName: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        await self._for_user(request, namespaceName, userId)
+
+        async def delete() -> dict[str, JSON]:
+            job = await self._dead_letter(namespaceName, userId, deadLetterJobName)
+            attempts = await self.app.aattempts(job.id)
+            await self.app.adelete(job.id, force=True)
+            return {"item": dead_letter_to_gs2(job, attempts, self.grn)}
+
+        return await self._deduplicated(request, f"dead {namespaceName} {userId} {deadLetterJobName}", delete)
+
+
+def _ns_not_found(name: str) -> GS2Error:
+    return GS2Error(404, "namespace", f"namespace not found: {name}", "jobQueue.namespace.error.notFound")
+
+
+# ---- the identifier login ----------------------------------------------------------------------------------------
+
+
+def build_identifier_router(
+    auth: GS2Auth,
+    *,
+    expires_in: int = 3600,
+    prefix: str = IDENTIFIER_PREFIX,
+) -> APIRouter:
+    """GS2's `POST /identifier/projectToken/login`, which `BasicGs2Credential(client_id, client_secret)` calls
+    on `connect()`. It answers `{access_token, token_type, expires_in}`.
+
+    With `auth.issue_admin_token_for(client_id, client_secret)` present, that decides (None → 401). Otherwise
+    `client_secret` must itself be a valid Conveyor token (the admin token, or a user token whose user is
+    `client_id`), and it becomes the project token: Conveyor has no separate client credentials, so this lets
+    `BasicGs2Credential("admin", ADMIN_TOKEN)` — or a game client's `BasicGs2Credential(user, USER_TOKEN)` — work
+    without code changes."""
+    router = APIRouter(prefix=prefix, route_class=_GS2Route, tags=["gs2"], responses=_RESPONSES)
+
+    async def login(request: Request) -> dict[str, JSON]:
+        body = await _login_body(request)
+        client_id = body.get("client_id")
+        client_secret = body.get("client_secret")
+        if not isinstance(client_id, str) or not isinstance(client_secret, str) or not client_secret:
+            raise _unauthorized("client_id and client_secret are required")
+        issuer = getattr(auth, "issue_admin_token_for", None)
+        lifetime = expires_in
+        if issuer is not None:
+            token: str | None = await _maybe_await(issuer(client_id, client_secret))
+        else:
+            principal = await _principal_for(auth, client_secret)
+            token = None
+            if principal is not None and (principal.is_admin or principal.user_id == client_id):
+                token = client_secret
+                expires_at = getattr(principal, "expires_at", None)
+                if isinstance(expires_at, datetime):
+                    lifetime = max(0, int(expires_at.timestamp() - datetime.now(expires_at.tzinfo).timestamp()))
+        if not token:
+            raise _unauthorized("invalid client_id or client_secret")
+        return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
+
+    router.add_api_route("/projectToken/login", login, methods=["POST"])
+    return router
+
+
+async def _login_body(request: Request) -> Mapping[str, Any]:
+    """The SDK posts gzip-compressed JSON; form posts (curl -d) are accepted too."""
+    content_type = request.headers.get("content-type", "")
+    if "application/x-www-form-urlencoded" in content_type:
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl((await request.body()).decode(errors="replace")))
+    return await _json_body(request)
+
+
+__all__ = [
+    "GS2Auth",
+    "GS2Error",
+    "GS2Principal",
+    "build_identifier_router",
+    "build_router",
+]
