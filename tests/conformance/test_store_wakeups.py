@@ -1,0 +1,96 @@
+"""Store conformance: wake-ups (store/base.py: "Wake-ups") and store lifecycle basics.
+
+Bounds are generous on purpose (the machine runs several suites at once): a waiter woken by a local enqueue must
+return well before its timeout, which is far longer than any plausible wake-up delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conveyor.model import JobFilter
+from conveyor.store import Store, open_store
+from tests.conformance.store_helpers import enqueue_one, new
+
+WAIT = 20.0  # the waiter's timeout: returning much sooner proves it was woken
+
+
+async def _time_wait(store: Store, timeout: float) -> float:
+    start = time.monotonic()
+    await store.wait_for_jobs(timeout)
+    return time.monotonic() - start
+
+
+async def test_wait_returns_soon_after_a_local_enqueue(store: Store) -> None:
+    waiter = asyncio.create_task(_time_wait(store, WAIT))
+    await asyncio.sleep(0.05)  # let the waiter start waiting
+    enqueued = time.monotonic()
+    await enqueue_one(store)
+    elapsed = await asyncio.wait_for(waiter, WAIT + 5)
+    assert elapsed < WAIT / 2
+    assert time.monotonic() - enqueued < 3.0
+
+
+async def test_wait_returns_after_its_timeout_when_nothing_happens(store: Store) -> None:
+    elapsed = await asyncio.wait_for(_time_wait(store, 0.2), 10)
+    assert elapsed < 5.0  # spurious early returns are allowed; hanging is not
+
+
+async def test_every_waiter_is_woken(store: Store) -> None:
+    waiters = [asyncio.create_task(_time_wait(store, WAIT)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    await store.enqueue([new(), new()])
+    elapsed = await asyncio.wait_for(asyncio.gather(*waiters), WAIT + 5)
+    assert max(elapsed) < WAIT / 2
+
+
+async def test_an_enqueue_through_another_store_object_wakes_waiters(store: Store, store_url: str) -> None:
+    other = open_store(store_url)
+    await other.open()
+    try:
+        waiter = asyncio.create_task(_time_wait(store, WAIT))
+        await asyncio.sleep(0.05)
+        job = await enqueue_one(other)
+        elapsed = await asyncio.wait_for(waiter, WAIT + 5)
+        assert elapsed < WAIT / 2
+        assert await store.get_job(job.id) is not None  # and the two objects see one data set
+    finally:
+        await other.close()
+
+
+async def test_close_wakes_waiters(store_url: str) -> None:
+    s = open_store(store_url)
+    await s.open()
+    waiter = asyncio.create_task(_time_wait(s, WAIT))
+    await asyncio.sleep(0.05)
+    await s.close()
+    elapsed = await asyncio.wait_for(waiter, WAIT + 5)
+    assert elapsed < WAIT / 2
+
+
+async def test_open_and_close_are_idempotent_and_migrate_is_up_to_date(store_url: str) -> None:
+    s = open_store(store_url)
+    await s.open()
+    await s.open()
+    try:
+        assert await s.migrate() == []
+        await s.ping()
+        assert (await s.list_jobs(JobFilter())).total == 0
+    finally:
+        await s.close()
+        await s.close()
+
+
+async def test_data_survives_reopening_the_same_url(store_url: str) -> None:
+    first = open_store(store_url)
+    await first.open()
+    job = await enqueue_one(first, "t", {"kept": True})
+    await first.close()
+    second = open_store(store_url)
+    await second.open()
+    try:
+        got = await second.get_job(job.id)
+        assert got is not None and got.payload == {"kept": True}
+    finally:
+        await second.close()
