@@ -58,7 +58,20 @@ async def test_get_job_returns_what_enqueue_stored(store: Store) -> None:
 
 
 async def test_payload_values_of_every_json_kind_round_trip(store: Store) -> None:
-    payloads = [None, 0, -1, 3.25, "text", "", True, False, [], {}, [1, "a", {"b": None}], {"deep": {"x": [[]]}}]
+    payloads: list[object] = [
+        None,
+        0,
+        -1,
+        3.25,
+        "text",
+        "",
+        True,
+        False,
+        [],
+        {},
+        [1, "a", {"b": None}],
+        {"deep": {"x": [[]]}},
+    ]
     jobs = await store.enqueue([new("t", p) for p in payloads])
     for job, payload in zip(jobs, payloads, strict=True):
         got = await store.get_job(job.id)
