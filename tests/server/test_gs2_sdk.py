@@ -8,6 +8,7 @@ Store: SQLite by default; `CONVEYOR_GS2_TEST_STORE=memory` (or any store URL) ov
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -128,13 +129,22 @@ def _conveyor(tmp_path: Path, slow_started: threading.Event, slow_release: threa
     return app
 
 
-def _asgi(conveyor_app: Conveyor, auth: ServerAuth) -> FastAPI:
+def _asgi(conveyor_app: Conveyor, auth: ServerAuth, *, worker: bool) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await conveyor_app.aopen()  # the server's loop becomes the app's home loop
+        background = None
+        if worker:  # executes the jobs of namespaces with auto_run on (GS2 enableAutoRun)
+            background = asyncio.create_task(
+                conveyor_app.arun_worker(install_signal_handlers=False, poll_interval=0.1, maintenance=False)
+            )
         try:
             yield
         finally:
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             await conveyor_app.aclose()
 
     api = FastAPI(lifespan=lifespan)
@@ -143,13 +153,14 @@ def _asgi(conveyor_app: Conveyor, auth: ServerAuth) -> FastAPI:
     return api
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@contextlib.contextmanager
+def _serve(tmp_path: Path, *, worker: bool = False) -> Iterator[Server]:
     started, release = threading.Event(), threading.Event()
     conveyor_app = _conveyor(tmp_path, started, release)
     auth = ServerAuth(ADMIN_TOKEN, TOKEN_SECRET)
     port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(_asgi(conveyor_app, auth), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(_asgi(conveyor_app, auth, worker=worker), host="127.0.0.1", port=port, log_level="warning")
+    uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, name="gs2-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -163,6 +174,18 @@ def server(tmp_path: Path) -> Iterator[Server]:
         release.set()
         uv.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with _serve(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def worker_server(tmp_path: Path) -> Iterator[Server]:
+    with _serve(tmp_path, worker=True) as running:
+        yield running
 
 
 @pytest.fixture
@@ -606,3 +629,27 @@ def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def test_auto_run_namespace_is_executed_by_workers(worker_server: Server) -> None:
+    session = worker_server.session()
+    try:
+        client = Gs2JobQueueRestClient(session)
+        _create_ns(client, "auto", enable_auto_run=True)
+        pushed = _push(client, "frank", [_entry(args={"item": "bow"})], ns="auto")
+        assert pushed.auto_run is True
+        (job,) = pushed.items
+        request = (
+            GetJobResultByUserIdRequest().with_namespace_name("auto").with_user_id("frank").with_job_name(job.name)
+        )
+
+        def executed() -> bool:
+            try:
+                return bool(client.get_job_result_by_user_id(request).item.status_code == 200)
+            except NotFoundException:
+                return False
+
+        _wait_until(executed, "the worker to run the auto-run job")
+        assert json.loads(client.get_job_result_by_user_id(request).item.result) == {"granted": "bow", "count": 1}
+    finally:
+        session.disconnect()

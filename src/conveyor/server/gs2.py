@@ -320,6 +320,18 @@ def build_router(
         api.delete_dead_letter_job_by_user_id,
         methods=["DELETE"],
     )
+
+    async def unsupported(request: Request, rest: str) -> dict[str, JSON]:
+        """GS2 operations Conveyor does not offer (stamp sheets, user data dump/clean/import) answer in GS2's
+        format, so the SDK raises NotFoundException with readable `errors` rather than an unparsable body."""
+        raise GS2Error(
+            404,
+            "operation",
+            f"{request.method} {prefix}/{rest} is not a GS2 JobQueue operation Conveyor supports (see docs/gs2.md)",
+            "jobQueue.operation.error.notSupported",
+        )
+
+    router.add_api_route("/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
     return router
 
 
