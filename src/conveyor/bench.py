@@ -1,0 +1,747 @@
+"""`conveyor bench`: the project's benchmark, runnable on every store with one command.
+
+What it measures (docs/bench.md has the details and how to read the figures):
+
+1. **enqueue, one call at a time** — N sequential `aenqueue` calls, no worker running: jobs/s.
+2. **enqueue, batches** — N jobs through `aenqueue_many` in batches of `--batch-size`: jobs/s.
+3. **drain** — the standard `Worker` (default concurrency 10) started on the 2N pending no-op jobs; the clock stops
+   when the store reports every one completed: jobs/s.
+4. **latency** — with that worker idle, one job enqueued at a time at a steady `--rate` for `--duration` seconds,
+   in the same process; enqueue-to-start is from just before the `enqueue` call to the first line of the handler
+   (so it includes the enqueue round trip): p50/p90/p99/max in ms.
+5. **HTTP** (`--http URL|auto`, instead of 1-4) — `POST /api/jobs/enqueue` from this process over several
+   keep-alive connections (httpx) to a server in another process: requests/s and request latency.
+
+Why it is built this way: a benchmark is only useful if anybody can rerun it and trust that it measured Conveyor
+and nothing else, so every run uses fresh isolated state (a temporary SQLite file, a new PostgreSQL schema, a new
+Redis key prefix) that is removed afterwards, warms up first (connections, prepared statements, imports), checks
+that every job really completed, and reports the machine and the store next to the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError
+from conveyor.model import JSON
+
+NOOP_TASK = "bench:noop"
+HTTP_ENQUEUE_PATH = "/api/jobs/enqueue"
+
+
+class BenchError(ConveyorError):
+    """The benchmark could not run or did not finish (a worker stalled, a server refused requests…)."""
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    url: str | None = None  # None: a temporary SQLite file
+    jobs: int = 10_000
+    batch_size: int = 1000
+    concurrency: int = 10
+    rate: float = 200.0
+    duration: float = 5.0
+    warmup: int = 1000
+    sync_task: bool = False
+    http: str | None = None  # base URL, or "auto" to start `conveyor serve` on the benchmark's store
+    token: str | None = None
+    connections: int = 8
+    keep: bool = False
+
+
+# ---- isolated state ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class IsolatedStore:
+    """A fresh store URL for one run and how to remove what it leaves behind."""
+
+    url: str
+    kind: str
+    cleanup: Callable[[], None]
+    where: str = ""
+
+
+def store_kind(url: str) -> str:
+    scheme = url.split(":", 1)[0].lower()
+    return {"postgres": "postgresql", "rediss": "redis"}.get(scheme, scheme)
+
+
+def _with_param(url: str, key: str, value: str | None) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key]
+    if value is not None:
+        query.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def isolate(url: str | None) -> IsolatedStore:
+    """Derive a fresh, empty store from the URL the user gave, never touching the data that URL names."""
+    token = uuid.uuid4().hex[:12]
+    if url is None:
+        tmp = tempfile.mkdtemp(prefix="conveyor-bench-")
+        return IsolatedStore(
+            f"sqlite:///{tmp}/bench.db", "sqlite", lambda: shutil.rmtree(tmp, ignore_errors=True), f"{tmp}/bench.db"
+        )
+    kind = store_kind(url)
+    if kind == "sqlite":
+        rest = url.split(":///", 1)[1] if ":///" in url else ""
+        path_part, _, query = rest.partition("?")
+        parent = Path(path_part).parent if path_part and path_part != ":memory:" else Path(tempfile.gettempdir())
+        tmp = tempfile.mkdtemp(prefix="conveyor-bench-", dir=parent.resolve())
+        fresh = f"sqlite:///{tmp}/bench.db" + (f"?{query}" if query else "")
+        return IsolatedStore(fresh, kind, lambda: shutil.rmtree(tmp, ignore_errors=True), f"{tmp}/bench.db")
+    if kind == "postgresql":
+        schema = f"conveyor_bench_{token}"
+        base = _with_param(url, "schema", None)
+
+        def drop_schema() -> None:
+            import psycopg
+
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        return IsolatedStore(_with_param(url, "schema", schema), kind, drop_schema, f"schema {schema}")
+    if kind == "redis":
+        prefix = f"conveyor-bench-{token}"
+        base = _with_param(url, "prefix", None)
+
+        def delete_keys() -> None:
+            import redis
+
+            client = redis.Redis.from_url(base)
+            try:
+                batch: list[Any] = []
+                for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        client.delete(*batch)
+                        batch.clear()
+                if batch:
+                    client.delete(*batch)
+            finally:
+                client.close()
+
+        return IsolatedStore(_with_param(url, "prefix", prefix), kind, delete_keys, f"key prefix {prefix}")
+    if kind == "memory":
+        fresh = f"memory://bench-{token}"
+
+        def forget() -> None:
+            from conveyor.store.memory import MemoryStore
+
+            forget_fn = getattr(MemoryStore, "forget", None)
+            if callable(forget_fn):
+                forget_fn(fresh)
+
+        return IsolatedStore(fresh, kind, forget, "in memory")
+    from conveyor.errors import UnsupportedURL
+
+    raise UnsupportedURL(url)
+
+
+# ---- machine -----------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, JSON]:
+    """What the figures were measured on: they mean little without it."""
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "cpu": cpu_model,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "event_loop": _loop_name(),
+    }
+
+
+def _loop_name() -> str:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "asyncio"
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+# ---- progress ----------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Rich progress bars on stderr when shown; a no-op otherwise (`--json`, library use)."""
+
+    def __init__(self, show: bool) -> None:
+        self._progress: Any = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from conveyor.cli.common import err_console
+
+            self._progress = Progress(
+                TextColumn("{task.description:<26}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                refresh_per_second=4,
+            )
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[None]:
+        if self._progress is None:
+            yield
+            return
+        with self._progress:
+            yield
+
+    def add(self, description: str, total: float) -> Any:
+        return None if self._progress is None else self._progress.add_task(description, total=total)
+
+    def update(self, task: Any, completed: float) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.update(task, completed=completed)
+
+
+# ---- the no-op task and what it records --------------------------------------------------------------------------
+
+
+class _Tracker:
+    """Counts handler starts and records enqueue-to-start latencies; wakes the bench when a target is reached.
+
+    Works for both handler kinds: async ones run on the bench's loop, sync ones in the worker's thread pool."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.count = 0
+        self.target = 0
+        self.reached = asyncio.Event()
+        self.latencies: list[float] = []
+
+    def reset(self, target: int) -> None:
+        with self.lock:
+            self.count = 0
+            self.target = target
+            self.latencies = []
+            self.reached = asyncio.Event()
+
+    def hit(self, payload: JSON) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.count += 1
+            if isinstance(payload, dict) and "t" in payload:
+                self.latencies.append(now - float(payload["t"]))
+            done = self.count == self.target
+        if done:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self.loop:
+                self.reached.set()
+            else:
+                self.loop.call_soon_threadsafe(self.reached.set)
+
+
+def register_noop(app: Conveyor, tracker: _Tracker, *, sync: bool) -> None:
+    if sync:
+
+        def noop_sync(payload: JSON) -> None:
+            tracker.hit(payload)
+
+        app.register(NOOP_TASK, noop_sync)
+    else:
+
+        async def noop(payload: JSON) -> None:
+            tracker.hit(payload)
+
+        app.register(NOOP_TASK, noop)
+
+
+# ---- phases ------------------------------------------------------------------------------------------------------
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max in ms (nearest-rank on the sorted samples)."""
+    if not samples:
+        return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "mean_ms": 0.0}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        index = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        return ordered[index]
+
+    return {
+        "p50_ms": _ms(rank(50)),
+        "p90_ms": _ms(rank(90)),
+        "p99_ms": _ms(rank(99)),
+        "max_ms": _ms(ordered[-1]),
+        "mean_ms": _ms(statistics.fmean(ordered)),
+    }
+
+
+class _WorkerRun:
+    """The standard Worker running as a task of the bench's loop."""
+
+    def __init__(self, app: Conveyor, concurrency: int) -> None:
+        from conveyor.worker import Worker
+
+        self.worker = Worker(app, concurrency=concurrency, install_signal_handlers=False)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.worker.run())
+        started = asyncio.ensure_future(self.worker.started.wait())
+        await asyncio.wait({self.task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done():
+            started.cancel()
+            self.task.result()  # raises what stopped the worker
+            raise BenchError("the worker stopped as soon as it started")
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.worker.stop()
+        await self.task
+        self.task = None
+
+    def check(self) -> None:
+        if self.task is not None and self.task.done():
+            self.task.result()
+            raise BenchError("the worker stopped unexpectedly")
+
+
+async def _wait_reached(
+    tracker: _Tracker, run: _WorkerRun, timeout: float, on_tick: Callable[[int], None] | None = None
+) -> None:
+    deadline = time.perf_counter() + timeout
+    while not tracker.reached.is_set():
+        run.check()
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise BenchError(
+                f"jobs did not run in time: {tracker.count} of {tracker.target} started within {timeout:.0f} s"
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.reached.wait(), min(0.25, left))
+        if on_tick is not None:
+            on_tick(tracker.count)
+    if on_tick is not None:
+        on_tick(tracker.count)
+
+
+async def _wait_completed(app: Conveyor, expected: int, timeout: float) -> None:
+    """The handler ran; wait until the store has recorded every completion (completions may be batched)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        stats = await app.astats()
+        if stats.completed >= expected:
+            return
+        if time.perf_counter() > deadline:
+            raise BenchError(
+                f"only {stats.completed} of {expected} jobs were recorded completed within {timeout:.0f} s"
+            )
+        await asyncio.sleep(0.005)
+
+
+async def _enqueue_single(app: Conveyor, n: int, bar: _Progress, label: str) -> float:
+    task = bar.add(label, n)
+    payload: dict[str, JSON] = {}
+    start = time.perf_counter()
+    for i in range(n):
+        await app.aenqueue(NOOP_TASK, payload)
+        if i % 256 == 0:
+            bar.update(task, i)
+    elapsed = time.perf_counter() - start
+    bar.update(task, n)
+    return elapsed
+
+
+async def _enqueue_batches(app: Conveyor, n: int, size: int, bar: _Progress, label: str) -> float:
+    task = bar.add(label, n)
+    spec: dict[str, JSON] = {"task": NOOP_TASK, "payload": {}}
+    done = 0
+    start = time.perf_counter()
+    while done < n:
+        count = min(size, n - done)
+        await app.aenqueue_many([spec] * count)
+        done += count
+        bar.update(task, done)
+    return time.perf_counter() - start
+
+
+def _drain_timeout(jobs: int) -> float:
+    return max(60.0, jobs / 200)  # generous: a stall fails the run, a slow store does not
+
+
+async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str, JSON]:
+    tracker = _Tracker(asyncio.get_running_loop())
+    app = Conveyor(url)
+    register_noop(app, tracker, sync=config.sync_task)
+    results: dict[str, JSON] = {}
+    async with app:
+        completed_before = 0
+        # warm-up: open pools, prepare statements, import the worker and run a few jobs end to end.
+        if config.warmup:
+            run = _WorkerRun(app, config.concurrency)
+            await run.start()
+            tracker.reset(config.warmup)
+            singles = min(100, config.warmup)
+            task = bar.add("warm-up", config.warmup)
+            for _ in range(singles):
+                await app.aenqueue(NOOP_TASK, {})
+            if config.warmup > singles:
+                await app.aenqueue_many([{"task": NOOP_TASK, "payload": {}}] * (config.warmup - singles))
+            await _wait_reached(tracker, run, _drain_timeout(config.warmup), lambda c: bar.update(task, c))
+            completed_before = config.warmup
+            await _wait_completed(app, completed_before, 30)
+            await run.stop()
+
+        n = config.jobs
+        single = await _enqueue_single(app, n, bar, "enqueue (one at a time)")
+        results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
+        batch = await _enqueue_batches(app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})")
+        results["enqueue_batch"] = {
+            "jobs": n,
+            "batch_size": config.batch_size,
+            "seconds": round(batch, 4),
+            "jobs_per_s": _rate(n, batch),
+        }
+
+        total = 2 * n
+        tracker.reset(total)
+        task = bar.add(f"drain (concurrency {config.concurrency})", total)
+        run = _WorkerRun(app, config.concurrency)
+        start = time.perf_counter()
+        await run.start()
+        try:
+            await _wait_reached(tracker, run, _drain_timeout(total), lambda c: bar.update(task, c))
+            await _wait_completed(app, completed_before + total, 60)
+            drained = time.perf_counter() - start
+            results["drain"] = {
+                "jobs": total,
+                "concurrency": config.concurrency,
+                "seconds": round(drained, 4),
+                "jobs_per_s": _rate(total, drained),
+            }
+
+            count = max(1, round(config.rate * config.duration))
+            tracker.reset(count)
+            interval = 1.0 / config.rate
+            task = bar.add(f"latency ({config.rate:g} jobs/s)", count)
+            start = time.perf_counter()
+            for i in range(count):
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await app.aenqueue(NOOP_TASK, {"t": time.perf_counter()})
+                if i % 16 == 0:
+                    bar.update(task, i)
+            sent = time.perf_counter() - start
+            await _wait_reached(tracker, run, 60)
+            bar.update(task, count)
+            results["latency"] = {
+                "jobs": count,
+                "target_rate": config.rate,
+                "achieved_rate": _rate(count, sent),
+                "seconds": round(sent, 3),
+                **percentiles(tracker.latencies),
+            }
+            await _wait_completed(app, completed_before + total + count, 60)
+        finally:
+            await run.stop()
+        final = await app.astats()
+        results["final_stats"] = {
+            "completed": final.completed,
+            "failed": final.failed,
+            "pending": final.pending,
+            "processing": final.processing,
+            "expected_completed": completed_before + total + results_count(results, "latency"),
+        }
+        if final.failed or final.pending or final.processing:
+            raise BenchError(f"the store is not clean after the run: {results['final_stats']}")
+    return results
+
+
+def results_count(results: dict[str, JSON], phase: str) -> int:
+    data = results.get(phase)
+    return int(data["jobs"]) if isinstance(data, dict) else 0
+
+
+# ---- HTTP mode ---------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Server:
+    """`conveyor serve --no-worker` in its own process, on the benchmark's isolated store."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = _free_port()
+        self.token = secrets.token_urlsafe(24)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop(); holds the server's output
+
+    def launch(self) -> None:
+        env = {**os.environ, "CONVEYOR_ADMIN_TOKEN": self.token, "CONVEYOR_URL": self.url}
+        env.pop("CONVEYOR_APP", None)
+        command = [
+            sys.executable,
+            "-m",
+            "conveyor.cli",
+            "--store",
+            self.url,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-worker",
+            "--log-level",
+            "WARNING",
+        ]
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self) -> None:
+        import httpx
+
+        assert self.process is not None
+        deadline = time.perf_counter() + 30
+        async with httpx.AsyncClient(base_url=self.base, timeout=2) as client:
+            while time.perf_counter() < deadline:
+                if self.process.poll() is not None:
+                    raise BenchError(f"`conveyor serve` exited with code {self.process.returncode}: {self._tail()}")
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise BenchError(f"`conveyor serve` did not answer /health within 30 s: {self._tail()}")
+
+    def _tail(self) -> str:
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace").strip()
+        return text[-2000:] or "(no output)"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+async def _run_http(base: str, token: str | None, config: BenchConfig, bar: _Progress) -> dict[str, JSON]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx.Limits(max_connections=config.connections, max_keepalive_connections=config.connections)
+    body = {"topic": NOOP_TASK, "payload": {}}
+    async with httpx.AsyncClient(base_url=base.rstrip("/"), headers=headers, limits=limits, timeout=30) as client:
+        first = await client.post(HTTP_ENQUEUE_PATH, json=body)
+        if first.status_code >= 300:
+            hint = " (give the admin token with --token)" if first.status_code in (401, 403) else ""
+            raise BenchError(f"POST {HTTP_ENQUEUE_PATH} answered {first.status_code}{hint}: {first.text[:300]}")
+
+        async def load(n: int, task: Any) -> tuple[list[float], Counter[int], int]:
+            latencies: list[float] = []
+            statuses: Counter[int] = Counter()
+            errors = 0
+            remaining = iter(range(n))
+
+            async def connection() -> None:
+                nonlocal errors
+                for i in remaining:
+                    begin = time.perf_counter()
+                    try:
+                        response = await client.post(HTTP_ENQUEUE_PATH, json=body)
+                        statuses[response.status_code] += 1
+                    except httpx.HTTPError:
+                        errors += 1
+                    latencies.append(time.perf_counter() - begin)
+                    if i % 64 == 0:
+                        bar.update(task, i)
+
+            await asyncio.gather(*(connection() for _ in range(config.connections)))
+            bar.update(task, n)
+            return latencies, statuses, errors
+
+        warm = min(config.warmup, 500)
+        if warm:
+            await load(warm, bar.add("warm-up (HTTP)", warm))
+        n = config.jobs
+        task = bar.add(f"HTTP enqueue ({config.connections} connections)", n)
+        start = time.perf_counter()
+        latencies, statuses, errors = await load(n, task)
+        elapsed = time.perf_counter() - start
+    ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
+    return {
+        "requests": n,
+        "connections": config.connections,
+        "seconds": round(elapsed, 4),
+        "requests_per_s": _rate(n, elapsed),
+        "ok": ok,
+        "errors": errors + n - ok,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        **percentiles(latencies),
+    }
+
+
+# ---- entry points ------------------------------------------------------------------------------------------------
+
+
+async def run_bench_async(config: BenchConfig, *, show_progress: bool = False) -> dict[str, JSON]:
+    """Run the benchmark on a fresh store and return the report (what `--json` prints)."""
+    if config.http is not None and config.http != "auto":
+        return await _with_report(config, None, show_progress)
+    isolated = isolate(config.url)
+    try:
+        return await _with_report(config, isolated, show_progress)
+    finally:
+        if not config.keep:
+            await asyncio.to_thread(isolated.cleanup)
+
+
+async def _with_report(config: BenchConfig, isolated: IsolatedStore | None, show_progress: bool) -> dict[str, JSON]:
+    from conveyor import __version__
+    from conveyor.cli.common import redact
+
+    bar = _Progress(show_progress)
+    report: dict[str, JSON] = {
+        "conveyor": __version__,
+        "machine": machine_info(),
+        "store": {
+            "kind": isolated.kind if isolated else "server's",
+            "url": redact(isolated.url) if isolated else None,
+            "isolated_in": isolated.where if isolated else None,
+            "kept": bool(config.keep and isolated),
+        },
+        "config": {k: v for k, v in asdict(config).items() if k not in ("token", "url")},
+    }
+    started = time.perf_counter()
+    with bar.shown():
+        if config.http is None:
+            assert isolated is not None
+            report.update(await _run_local(config, isolated.url, bar))
+        elif config.http == "auto":
+            assert isolated is not None
+            server = _Server(isolated.url)
+            try:
+                server.launch()
+                await server.wait_ready()
+                report["http"] = {"server": "auto", **(await _run_http(server.base, server.token, config, bar))}
+            finally:
+                await asyncio.to_thread(server.stop)
+        else:
+            report["http"] = {"server": config.http, **(await _run_http(config.http, config.token, config, bar))}
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def run_bench(config: BenchConfig, *, show_progress: bool = False) -> dict[str, JSON]:
+    """Sync entry point used by `conveyor bench`: the same event loop policy as `conveyor worker`."""
+    from conveyor.cli.loop import run_async
+
+    return run_async(lambda: run_bench_async(config, show_progress=show_progress))
+
+
+def print_report(report: dict[str, JSON]) -> None:
+    """The human view: throughput per phase, the latency percentiles, then the machine and the store."""
+    from rich.table import Table
+
+    from conveyor.cli.common import console
+
+    config = report.get("config") or {}
+    assert isinstance(config, dict)
+    table = Table(title="conveyor bench: throughput", title_justify="left")
+    table.add_column("phase")
+    table.add_column("jobs", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("rate", justify="right")
+    phases = (
+        ("enqueue, one call per job", "enqueue_single", "jobs/s"),
+        (f"enqueue, batches of {config.get('batch_size')}", "enqueue_batch", "jobs/s"),
+        (f"drain, Worker concurrency {config.get('concurrency')}", "drain", "jobs/s"),
+        ("HTTP POST /api/jobs/enqueue", "http", "req/s"),
+    )
+    for name, key, unit in phases:
+        data = report.get(key)
+        if isinstance(data, dict):
+            count = data.get("jobs", data.get("requests", 0))
+            rate = data.get("jobs_per_s", data.get("requests_per_s", 0))
+            table.add_row(name, f"{count:,}", f"{data['seconds']:.2f}", f"[bold]{rate:,.0f}[/] {unit}")
+    console.print(table)
+
+    def latency_table(title: str, data: dict[str, Any]) -> None:
+        lat = Table(title=title, title_justify="left")
+        for column in ("p50", "p90", "p99", "max", "mean"):
+            lat.add_column(f"{column} ms", justify="right")
+        lat.add_row(*(f"{data[f'{c}_ms']:.2f}" for c in ("p50", "p90", "p99", "max", "mean")))
+        console.print(lat)
+
+    latency = report.get("latency")
+    if isinstance(latency, dict):
+        latency_table(
+            f"enqueue → start latency ({latency['jobs']:,} jobs at {latency['achieved_rate']:,.0f}/s)",
+            latency,
+        )
+    http = report.get("http")
+    if isinstance(http, dict):
+        latency_table(f"HTTP request latency over {http['connections']} keep-alive connections", http)
+        if http.get("errors"):
+            console.print(f"[red]{http['errors']} request(s) failed[/]: statuses {http.get('statuses')}")
+    machine = report.get("machine") or {}
+    store = report.get("store") or {}
+    assert isinstance(machine, dict) and isinstance(store, dict)
+    console.print(
+        f"store: {store.get('kind')} ({store.get('isolated_in') or store.get('url') or 'remote server'}"
+        f"{', kept' if store.get('kept') else ', removed afterwards'}) · machine: {machine.get('cores')} cores"
+        f" {machine.get('cpu')} · {machine.get('python')} · {machine.get('event_loop')} · "
+        f"conveyor {report.get('conveyor')}",
+        markup=False,
+        soft_wrap=True,
+    )

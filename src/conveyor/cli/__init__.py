@@ -1,0 +1,92 @@
+"""The `conveyor` command line (Typer + Rich). `conveyor.cli.app` is the Typer app; `main` the console script.
+
+Commands live in sub-modules that each define `register(app: typer.Typer) -> None`. Besides the built-in ones,
+any other module dropped into this package with a `register` function is picked up at start (the server package
+adds `token` this way), so a new command never has to edit this file. See docs/cli.md, "Adding a command".
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.common import State, console, get_state
+
+__all__ = ["State", "app", "main"]
+
+app = typer.Typer(
+    name="conveyor",
+    help="Conveyor: a job queue for Python on SQLite, PostgreSQL or Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from conveyor import __version__
+
+        console.print(f"conveyor {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="CONVEYOR_URL",
+            help="Store URL: sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0. "
+            "[default: sqlite:///conveyor.db]",
+            show_default=False,
+        ),
+    ] = None,
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            "-a",
+            envvar="CONVEYOR_APP",
+            help="Your Conveyor app with its tasks, as module:attribute (e.g. myproject.tasks:app).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Conveyor: a job queue for Python on SQLite, PostgreSQL or Redis."""
+    state = get_state(ctx)
+    state.store_url = store
+    state.app_spec = app_spec
+
+
+_BUILT_IN = ("jobs", "admin", "run")
+_NOT_COMMANDS = frozenset({"common", "output", "loop", "__main__"})
+
+
+def _register_all() -> None:
+    for name in _BUILT_IN:
+        importlib.import_module(f"{__name__}.{name}").register(app)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name in _BUILT_IN or info.name in _NOT_COMMANDS or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point (`conveyor`)."""
+    app(prog_name="conveyor")

@@ -1,0 +1,484 @@
+"""`conveyor stats | queues | workers | namespaces | schedules | migrate`: look after the queue as a whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor.cli.common import EXIT_USAGE, console, fail, get_state, load_app, redact, run
+from conveyor.cli.output import (
+    STATUS_STYLE,
+    ago,
+    human_seconds,
+    jsonable,
+    namespace_dict,
+    parse_duration,
+    print_json,
+    stats_dict,
+    when,
+)
+from conveyor.errors import ValidationError
+from conveyor.model import JSON, Namespace, QueueInfo, Stats, WorkerInfo, utcnow
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+queues_app = typer.Typer(
+    name="queues", help="List queues with their counts; pause and resume them.", no_args_is_help=True
+)
+namespaces_app = typer.Typer(
+    name="namespaces", help="Create, inspect, change and delete namespaces.", no_args_is_help=True
+)
+
+# ---- stats -------------------------------------------------------------------------------------------------------
+
+
+def stats(
+    ctx: typer.Context,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Job counts by status and the success rate (completed / (completed + failed))."""
+    app = load_app(ctx)
+
+    async def body() -> Stats:
+        async with app:
+            return await app.astats(namespace, queue, task)
+
+    result = run(body)
+    if as_json:
+        print_json(stats_dict(result))
+        return
+    scope = " ".join(f"{k}={v}" for k, v in (("namespace", namespace), ("queue", queue), ("task", task)) if v)
+    table = Table(title=f"Jobs {scope}".strip(), title_justify="left")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    for name in ("pending", "scheduled", "processing", "completed", "failed", "cancelled"):
+        style = STATUS_STYLE.get(name, "")
+        label = f"  ({name})" if name == "scheduled" else name
+        table.add_row(f"[{style}]{label}[/]", str(getattr(result, name)))
+    table.add_row("[bold]total[/]", f"[bold]{result.total}[/]", end_section=True)
+    table.add_row("success rate", f"{result.success_rate * 100:.1f} %")
+    console.print(table)
+
+
+# ---- queues ------------------------------------------------------------------------------------------------------
+
+
+def list_queues(
+    ctx: typer.Context,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every queue that has jobs or settings, with counts by status."""
+    app = load_app(ctx)
+
+    async def body() -> list[QueueInfo]:
+        async with app:
+            return await app.alist_queues(namespace)
+
+    queues = run(body)
+    if as_json:
+        print_json([jsonable(q) for q in queues])
+        return
+    if not queues:
+        console.print("No queues yet (a queue appears with its first job).")
+        return
+    table = Table(title="Queues", title_justify="left")
+    table.add_column("namespace", overflow="fold")
+    table.add_column("queue", overflow="fold")
+    table.add_column("state")
+    columns = ("pending", "scheduled", "processing", "completed", "failed", "cancelled")
+    for name in columns:
+        table.add_column(name, justify="right", style=STATUS_STYLE.get(name, ""))
+    table.add_column("limit", justify="right")
+    for q in queues:
+        table.add_row(
+            escape(q.namespace),
+            escape(q.name),
+            "[red]paused[/]" if q.paused else "[green]active[/]",
+            *(str(q.counts.get(name, 0)) for name in columns),
+            "-" if q.concurrency is None else str(q.concurrency),
+        )
+    console.print(table)
+
+
+def _set_paused(ctx: typer.Context, queue: str, namespace: str, paused: bool) -> None:
+    app = load_app(ctx)
+
+    async def body() -> None:
+        async with app:
+            if paused:
+                await app.apause_queue(queue, namespace)
+            else:
+                await app.aresume_queue(queue, namespace)
+
+    run(body)
+    console.print(f"Queue {namespace}/{queue} {'paused: workers stop claiming from it' if paused else 'resumed'}.")
+
+
+def pause_queue(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+) -> None:
+    """Pause a queue: workers stop claiming from it (running jobs finish; Run still works)."""
+    _set_paused(ctx, queue, namespace, True)
+
+
+def resume_queue(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+) -> None:
+    """Resume a paused queue."""
+    _set_paused(ctx, queue, namespace, False)
+
+
+# ---- workers -----------------------------------------------------------------------------------------------------
+
+
+def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Live workers with their heartbeats and running jobs (dead ones expire by themselves)."""
+    app = load_app(ctx)
+
+    async def body() -> list[WorkerInfo]:
+        async with app:
+            return await app.alist_workers()
+
+    found = run(body)
+    if as_json:
+        print_json([jsonable(w) for w in found])
+        return
+    if not found:
+        console.print("No live workers.")
+        return
+    now = utcnow()
+    table = Table(title=f"{len(found)} live worker(s)", title_justify="left")
+    table.add_column("id", overflow="fold")
+    table.add_column("host / pid", overflow="fold")
+    table.add_column("queues", overflow="fold")
+    table.add_column("busy", justify="right")
+    table.add_column("started", no_wrap=True)
+    table.add_column("heartbeat", no_wrap=True)
+    table.add_column("running jobs", overflow="fold")
+    for w in found:
+        table.add_row(
+            escape(w.id),
+            escape(f"{w.hostname} / {w.pid}"),
+            escape(", ".join(w.queues)),
+            f"{len(w.running)}/{w.concurrency}",
+            ago(w.started_at, now),
+            ago(w.heartbeat_at, now),
+            escape(", ".join(w.running) or "-"),
+        )
+    console.print(table)
+
+
+# ---- namespaces --------------------------------------------------------------------------------------------------
+
+
+def _retention(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}", EXIT_USAGE)
+
+
+def _namespace_table(namespaces: list[Namespace]) -> Table:
+    table = Table(title="Namespaces", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("auto run")
+    table.add_column("max attempts", justify="right")
+    table.add_column("keep completed", justify="right")
+    table.add_column("keep failed", justify="right")
+    table.add_column("notifications")
+    table.add_column("description", overflow="fold")
+    for ns in namespaces:
+        notes = [n for n, on in (("push", ns.push_notification), ("run", ns.run_notification)) if on]
+        if ns.webhook_url:
+            notes.append("webhook")
+        table.add_row(
+            escape(ns.name),
+            "[green]on[/]" if ns.auto_run else "[yellow]off[/]",
+            str(ns.max_attempts),
+            human_seconds(ns.completed_retention),
+            human_seconds(ns.failed_retention),
+            ", ".join(notes) or "-",
+            escape(ns.description or ""),
+        )
+    return table
+
+
+def list_namespaces(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """All namespaces with their settings (`default` always exists)."""
+    app = load_app(ctx)
+
+    async def body() -> list[Namespace]:
+        async with app:
+            return await app.alist_namespaces()
+
+    found = run(body)
+    if as_json:
+        print_json([namespace_dict(ns) for ns in found])
+        return
+    console.print(_namespace_table(found))
+
+
+def show_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
+    """One namespace's settings."""
+    app = load_app(ctx)
+
+    async def body() -> Namespace:
+        async with app:
+            return await app.aget_namespace(name)
+
+    ns = run(body)
+    if as_json:
+        print_json(namespace_dict(ns))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for key, value in namespace_dict(ns).items():
+        if key in ("completed_retention", "failed_retention") and isinstance(value, int | float):
+            value = human_seconds(float(value))
+        grid.add_row(key, escape("-" if value is None or value == {} else str(value)))
+    console.print(grid)
+
+
+AutoRunOpt = Annotated[
+    bool | None, typer.Option("--auto-run/--no-auto-run", help="Whether background workers run its jobs.")
+]
+MaxAttemptsOpt = Annotated[int | None, typer.Option("--max-attempts", help="Default max attempts (1-100).")]
+KeepCompletedOpt = Annotated[
+    str | None, typer.Option("--completed-retention", help="Keep completed jobs this long (e.g. 7d, 12h).")
+]
+KeepFailedOpt = Annotated[
+    str | None, typer.Option("--failed-retention", help="Keep failed/cancelled jobs this long (e.g. 30d).")
+]
+DescriptionOpt = Annotated[str | None, typer.Option("--description")]
+PushOpt = Annotated[bool | None, typer.Option("--push-notification/--no-push-notification")]
+RunNoteOpt = Annotated[bool | None, typer.Option("--run-notification/--no-run-notification")]
+WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="POST notifications here ('' to remove).")]
+SecretOpt = Annotated[str | None, typer.Option("--webhook-secret", help="HMAC secret for the webhook body.")]
+
+
+def _settings(
+    auto_run: bool | None,
+    max_attempts: int | None,
+    completed_retention: str | None,
+    failed_retention: str | None,
+    description: str | None,
+    push_notification: bool | None,
+    run_notification: bool | None,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "auto_run": auto_run,
+        "max_attempts": max_attempts,
+        "completed_retention": _retention(completed_retention, "--completed-retention"),
+        "failed_retention": _retention(failed_retention, "--failed-retention"),
+        "description": description,
+        "push_notification": push_notification,
+        "run_notification": run_notification,
+        "webhook_url": (webhook_url or None) if webhook_url is not None else None,
+        "webhook_secret": webhook_secret,
+    }
+    given = {k: v for k, v in values.items() if v is not None}
+    if webhook_url == "":
+        given["webhook_url"] = None
+    if max_attempts is not None and not 1 <= max_attempts <= 100:
+        fail(f"--max-attempts must be from 1 to 100, got {max_attempts}", EXIT_USAGE)
+    return given
+
+
+def create_namespace(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="1-128 characters of letters, digits, '-', '_' or '.'.")],
+    auto_run: AutoRunOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    completed_retention: KeepCompletedOpt = None,
+    failed_retention: KeepFailedOpt = None,
+    description: DescriptionOpt = None,
+    push_notification: PushOpt = None,
+    run_notification: RunNoteOpt = None,
+    webhook_url: WebhookOpt = None,
+    webhook_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a namespace (fails if it exists; use `update` to change one)."""
+    settings = _settings(
+        auto_run,
+        max_attempts,
+        completed_retention,
+        failed_retention,
+        description,
+        push_notification,
+        run_notification,
+        webhook_url,
+        webhook_secret,
+    )
+    app = load_app(ctx)
+
+    async def body() -> Namespace:
+        async with app:
+            if name != "default" and any(ns.name == name for ns in await app.alist_namespaces()):
+                raise ValidationError(f"namespace {name!r} already exists; change it with `conveyor namespaces update`")
+            if name == "default":
+                raise ValidationError("namespace 'default' always exists; change it with `conveyor namespaces update`")
+            return await app.aput_namespace(Namespace(name=name, **settings))
+
+    ns = run(body)
+    if as_json:
+        print_json(namespace_dict(ns))
+        return
+    console.print(f"Created namespace {ns.name!r} (auto run {'on' if ns.auto_run else 'off'}).", markup=False)
+
+
+def update_namespace(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    auto_run: AutoRunOpt = None,
+    max_attempts: MaxAttemptsOpt = None,
+    completed_retention: KeepCompletedOpt = None,
+    failed_retention: KeepFailedOpt = None,
+    description: DescriptionOpt = None,
+    push_notification: PushOpt = None,
+    run_notification: RunNoteOpt = None,
+    webhook_url: WebhookOpt = None,
+    webhook_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change some settings of a namespace; the others keep their values."""
+    settings = _settings(
+        auto_run,
+        max_attempts,
+        completed_retention,
+        failed_retention,
+        description,
+        push_notification,
+        run_notification,
+        webhook_url,
+        webhook_secret,
+    )
+    if not settings:
+        fail("nothing to change: give at least one setting (see --help)", EXIT_USAGE)
+    app = load_app(ctx)
+
+    async def body() -> Namespace:
+        async with app:
+            current = await app.aget_namespace(name)
+            return await app.aput_namespace(dataclasses.replace(current, **settings))
+
+    ns = run(body)
+    if as_json:
+        print_json(namespace_dict(ns))
+        return
+    console.print(f"Updated namespace {ns.name!r}: {', '.join(sorted(settings))}.", markup=False)
+
+
+def delete_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Delete a namespace's record and settings (its jobs stay; `default` cannot be deleted)."""
+    app = load_app(ctx)
+
+    async def body() -> bool:
+        async with app:
+            await app.aget_namespace(name)  # NotFound → exit 3
+            return await app.adelete_namespace(name)
+
+    run(body)
+    console.print(f"Deleted namespace {name!r}.", markup=False)
+
+
+# ---- schedules ---------------------------------------------------------------------------------------------------
+
+
+def schedules(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The cron schedules the loaded app (--app) declares, with their next run."""
+    app = load_app(ctx)
+    now = utcnow()
+    rows: list[dict[str, JSON]] = [
+        {
+            "name": entry.name,
+            "spec": entry.spec,
+            "task": entry.task,
+            "payload": jsonable(entry.payload),
+            "options": jsonable(entry.options),
+            "next_run": entry.next_after(now).isoformat(),
+        }
+        for entry in app.schedules.values()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        hint = "" if get_state(ctx).app_spec else " (load your app with --app module:attr)"
+        console.print(f"No cron schedules declared{hint}.")
+        return
+    table = Table(title="Cron schedules", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("spec", no_wrap=True)
+    table.add_column("task", overflow="fold")
+    table.add_column("next run (UTC)", no_wrap=True)
+    table.add_column("payload / options", overflow="fold")
+    for entry in app.schedules.values():
+        nxt = entry.next_after(now)
+        extra = json.dumps(entry.payload, default=str)
+        if entry.options:
+            extra += " " + json.dumps(entry.options, default=str)
+        table.add_row(
+            escape(entry.name), escape(entry.spec), escape(entry.task), f"{when(nxt)} ({ago(nxt, now)})", escape(extra)
+        )
+    console.print(table)
+
+
+# ---- migrate -----------------------------------------------------------------------------------------------------
+
+
+def migrate(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (safe while other processes run; they also run on start)."""
+    app = load_app(ctx)
+
+    async def body() -> list[str]:
+        store = app.store
+        try:
+            applied = await store.migrate()
+        finally:
+            await store.close()
+        return applied
+
+    applied = run(body)
+    target = redact(app.url)
+    if applied:
+        console.print(f"Applied {len(applied)} migration(s) to {target}: {', '.join(applied)}", markup=False)
+    else:
+        console.print(f"{target} is up to date.", markup=False)
+
+
+queues_app.command("list")(list_queues)
+queues_app.command("pause")(pause_queue)
+queues_app.command("resume")(resume_queue)
+namespaces_app.command("list")(list_namespaces)
+namespaces_app.command("create")(create_namespace)
+namespaces_app.command("show")(show_namespace)
+namespaces_app.command("update")(update_namespace)
+namespaces_app.command("delete")(delete_namespace)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
+    app.add_typer(queues_app)
+    app.command("workers")(workers)
+    app.add_typer(namespaces_app)
+    app.command("schedules")(schedules)
+    app.command("migrate")(migrate)

@@ -1,0 +1,190 @@
+"""Plumbing shared by every `conveyor` command (and by commands other packages add, e.g. `token`).
+
+Why it exists: every command needs the same three things done the same way — find the store and the user's app
+from the global options, run an async body on one event loop, and turn the errors a user can expect into one short
+line on stderr and an exit code a script can rely on (docs/cli.md). Keeping that here means a new command cannot
+forget it, and no expected error ever ends in a traceback.
+
+Exit codes: 0 ok, 1 the operation failed (any ConveyorError), 2 usage error (bad option, bad JSON, bad store URL,
+an --app that cannot be loaded), 3 not found, 4 store unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
+from conveyor.store import DEFAULT_URL
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+
+# Rich resolves sys.stdout/sys.stderr at write time when no file is given, so these follow redirections
+# (CliRunner, pytest capture) made after import.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass(slots=True)
+class State:
+    """The global options, kept on the root click context (`ctx.obj`)."""
+
+    store_url: str | None = None  # given with --store / CONVEYOR_URL; None means the default
+    app_spec: str | None = None  # --app module:attr / CONVEYOR_APP
+
+    @property
+    def url(self) -> str:
+        return self.store_url or DEFAULT_URL
+
+
+def get_state(ctx: typer.Context) -> State:
+    """The global options, whichever sub-command context we are called from."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print `error: <message>` on stderr and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def _unavailable_text(exc: BaseException) -> str | None:
+    """Recognise driver errors that mean "cannot reach the store" in case a store lets one through."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.message
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"cannot reach the store: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+        return f"cannot open the SQLite database: {exc}"
+    module = type(exc).__module__
+    name = type(exc).__name__
+    if module.startswith(("psycopg", "redis")) and ("Connection" in name or "Operational" in name or "Timeout" in name):
+        return f"cannot reach the store: {exc}"
+    return None
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The documented exit code for an expected error, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, UnsupportedURL):
+        return EXIT_USAGE
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if _unavailable_text(exc) is not None:
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, ConveyorError):
+        return EXIT_FAILED
+    return None
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn expected errors into `error: …` on stderr plus the documented exit code."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        unavailable = _unavailable_text(exc)
+        message = unavailable if unavailable is not None else getattr(exc, "message", str(exc))
+        fail(message, code)
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body on a fresh event loop, with the CLI's error handling."""
+    from conveyor.cli.loop import run_async
+
+    with handle_errors():
+        return run_async(body)
+
+
+def import_app(spec: str) -> Conveyor:
+    """Load `module:attr` (or `module`, which then must define `app`), like uvicorn does.
+
+    The current directory is put on sys.path first so `conveyor --app tasks:app` finds ./tasks.py. `attr` may be
+    a Conveyor or a function returning one (an app factory)."""
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if not module_name:
+        fail(f"--app must look like module:attribute (e.g. myproject.tasks:app), got {spec!r}", EXIT_USAGE)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            fail(f"cannot load --app {spec!r}: no module named {exc.name!r} (run from your project directory)", 2)
+        raise
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            fail(f"cannot load --app {spec!r}: module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
+    if not isinstance(target, Conveyor) and callable(target):
+        target = target()
+    if not isinstance(target, Conveyor):
+        fail(f"--app {spec!r} is a {type(target).__name__}, not a conveyor.Conveyor app", EXIT_USAGE)
+    return target
+
+
+def load_app(ctx: typer.Context, *, demo: bool = False) -> Conveyor:
+    """The Conveyor app a command works on: the user's (--app) or a bare one on --store.
+
+    With --app the app keeps its own store URL; an explicit --store that differs is reported, not silently mixed.
+    `demo=True` also registers the demo task (SPEC §6)."""
+    state = get_state(ctx)
+    with handle_errors():
+        if state.app_spec:
+            app = import_app(state.app_spec)
+            if state.store_url and state.store_url != app.url:
+                warn(
+                    f"--app {state.app_spec} uses its own store {redact(app.url)}; ignoring --store {redact(state.url)}"
+                )
+        else:
+            app = Conveyor(state.url)
+        if demo:
+            from conveyor.demo import register_demo
+
+            register_demo(app)
+    return app
+
+
+def redact(url: str) -> str:
+    """A store URL safe to print: the password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
