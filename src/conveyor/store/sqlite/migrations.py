@@ -1,0 +1,253 @@
+"""Versioned schema migrations for the SQLite store.
+
+Each step has a number and a name and is a list of DDL statements; `conveyor_schema_migrations` records which
+steps ran. `apply_migrations` runs every missing step inside one `BEGIN IMMEDIATE` transaction, so several
+processes starting at once on one file serialise on SQLite's write lock and each step runs exactly once (the
+second process sees the first one's rows and applies nothing).
+
+Schema notes (why it looks like this):
+
+* Every table is prefixed `conveyor_` because the database file may be the application's own (transactional
+  enqueue through the caller's `sqlite3` connection), where `jobs` could already exist.
+* Times are REAL epoch seconds: comparisons in the claim path are plain float compares, and a microsecond-precise
+  datetime survives the round trip exactly (2^53 µs is far beyond any date we store).
+* `serial_key` is a generated column (group key, else user id) so every writer, including a caller's own
+  connection, gets it right without Python's help.
+* `eligible` makes serial lanes O(1) to claim: a job may be claimed only when eligible = 1. Jobs outside lanes are
+  always eligible; inside a lane exactly the head (the pending job with the lowest (priority, id)) is eligible, and
+  only while no job of the lane is processing. Triggers keep it true on every insert, status change and delete, so
+  the claim query is a plain ordered range scan of one partial index however long a blocked lane grows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+
+# The lane head of (namespace, serial_key) named by the trigger row `{row}` (NEW or OLD): the pending job with the
+# lowest (priority, id), or NULL while a job of the lane is processing. Evaluated once per statement.
+_LANE_HEAD = """(
+        SELECT h.id FROM conveyor_jobs AS h
+        WHERE h.namespace = {row}.namespace AND h.serial_key = {row}.serial_key AND h.status = 'pending'
+          AND NOT EXISTS (
+              SELECT 1 FROM conveyor_jobs AS p
+              WHERE p.namespace = {row}.namespace AND p.serial_key = {row}.serial_key AND p.status = 'processing'
+          )
+        ORDER BY h.priority, h.id
+        LIMIT 1
+    )"""
+
+_RECOMPUTE_LANE = """
+    UPDATE conveyor_jobs SET eligible = 0
+    WHERE namespace = {row}.namespace AND serial_key = {row}.serial_key AND serial_key IS NOT NULL
+      AND eligible = 1 AND id IS NOT {head};
+    UPDATE conveyor_jobs SET eligible = 1
+    WHERE id = {head} AND eligible = 0;
+"""
+
+
+def _recompute(row: str) -> str:
+    head = _LANE_HEAD.format(row=row)
+    return _RECOMPUTE_LANE.format(row=row, head=head)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial",
+        (
+            """
+            CREATE TABLE conveyor_jobs (
+                id               TEXT PRIMARY KEY,
+                namespace        TEXT NOT NULL,
+                queue            TEXT NOT NULL,
+                task             TEXT NOT NULL,
+                payload          TEXT NOT NULL,
+                status           TEXT NOT NULL
+                                 CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+                priority         INTEGER NOT NULL,
+                run_at           REAL NOT NULL,
+                attempts         INTEGER NOT NULL DEFAULT 0,
+                max_attempts     INTEGER NOT NULL,
+                try_number       INTEGER NOT NULL DEFAULT 0,
+                created          REAL NOT NULL,
+                updated          REAL NOT NULL,
+                user_id          TEXT,
+                group_key        TEXT,
+                unique_key       TEXT,
+                started_at       REAL,
+                finished_at      REAL,
+                lease_expires_at REAL,
+                worker_id        TEXT,
+                last_error       TEXT,
+                result           TEXT,
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                eligible         INTEGER NOT NULL DEFAULT 1,
+                serial_key       TEXT GENERATED ALWAYS AS (
+                                     CASE WHEN group_key IS NOT NULL THEN 'g:' || group_key
+                                          WHEN user_id IS NOT NULL THEN 'u:' || user_id END
+                                 ) STORED
+            )
+            """,
+            # The claim path: due, eligible, pending jobs of one (namespace, queue) in claim order.
+            """
+            CREATE INDEX conveyor_jobs_claim ON conveyor_jobs (namespace, queue, priority, run_at, id)
+            WHERE status = 'pending' AND eligible = 1
+            """,
+            # Lanes: head lookup (status 'pending' by priority, id) and the busy check (status 'processing').
+            """
+            CREATE INDEX conveyor_jobs_lane ON conveyor_jobs (namespace, serial_key, status, priority, id)
+            WHERE serial_key IS NOT NULL
+            """,
+            # The eligible job(s) of a lane, so the trigger clears the old head without walking the lane.
+            """
+            CREATE INDEX conveyor_jobs_lane_head ON conveyor_jobs (namespace, serial_key)
+            WHERE serial_key IS NOT NULL AND eligible = 1
+            """,
+            # Unique keys among active jobs (checked inside the enqueue transaction).
+            """
+            CREATE INDEX conveyor_jobs_unique ON conveyor_jobs (namespace, unique_key)
+            WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+            """,
+            # Rescue (expired leases) and queue concurrency caps (processing per queue).
+            """
+            CREATE INDEX conveyor_jobs_lease ON conveyor_jobs (lease_expires_at)
+            WHERE status = 'processing'
+            """,
+            """
+            CREATE INDEX conveyor_jobs_processing ON conveyor_jobs (namespace, queue)
+            WHERE status = 'processing'
+            """,
+            # Prune, and listing / stats by status.
+            """
+            CREATE INDEX conveyor_jobs_finished ON conveyor_jobs (status, finished_at)
+            WHERE finished_at IS NOT NULL
+            """,
+            "CREATE INDEX conveyor_jobs_created ON conveyor_jobs (created, id)",
+            "CREATE INDEX conveyor_jobs_status ON conveyor_jobs (status, namespace, queue, created)",
+            """
+            CREATE INDEX conveyor_jobs_user ON conveyor_jobs (namespace, user_id, created)
+            WHERE user_id IS NOT NULL
+            """,
+            f"""
+            CREATE TRIGGER conveyor_jobs_lane_insert AFTER INSERT ON conveyor_jobs
+            WHEN NEW.serial_key IS NOT NULL
+            BEGIN {_recompute("NEW")} END
+            """,
+            f"""
+            CREATE TRIGGER conveyor_jobs_lane_status AFTER UPDATE OF status ON conveyor_jobs
+            WHEN NEW.serial_key IS NOT NULL AND NEW.status IS NOT OLD.status
+            BEGIN {_recompute("NEW")} END
+            """,
+            f"""
+            CREATE TRIGGER conveyor_jobs_lane_delete AFTER DELETE ON conveyor_jobs
+            WHEN OLD.serial_key IS NOT NULL AND OLD.status IN ('pending', 'processing')
+            BEGIN {_recompute("OLD")} END
+            """,
+            """
+            CREATE TABLE conveyor_attempts (
+                job_id      TEXT NOT NULL,
+                try_number  INTEGER NOT NULL,
+                outcome     TEXT NOT NULL,
+                status_code INTEGER NOT NULL,
+                started_at  REAL NOT NULL,
+                finished_at REAL NOT NULL,
+                worker_id   TEXT,
+                result      TEXT,
+                error       TEXT,
+                traceback   TEXT,
+                PRIMARY KEY (job_id, try_number)
+            )
+            """,
+            # Every (namespace, queue) that ever had a job, plus its settings. The claim reads it to plan one
+            # index range per queue (skipping paused ones); `configured` marks rows written by put_queue_settings.
+            """
+            CREATE TABLE conveyor_queues (
+                namespace   TEXT NOT NULL,
+                name        TEXT NOT NULL,
+                paused      INTEGER NOT NULL DEFAULT 0,
+                concurrency INTEGER,
+                configured  INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (namespace, name)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX conveyor_queues_name ON conveyor_queues (name)",
+            """
+            CREATE TABLE conveyor_namespaces (
+                name TEXT PRIMARY KEY,
+                doc  TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE conveyor_workers (
+                id         TEXT PRIMARY KEY,
+                doc        TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                expires_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE conveyor_kv (
+                key        TEXT PRIMARY KEY,
+                value      TEXT NOT NULL,
+                expires_at REAL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+)
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS conveyor_schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+SELECT_APPLIED = "SELECT version FROM conveyor_schema_migrations"
+INSERT_APPLIED = "INSERT INTO conveyor_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Apply the missing steps in one write transaction; return their labels. The connection must be in
+    autocommit mode (isolation_level=None) and not inside a transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(CREATE_MIGRATIONS_TABLE)
+        applied = {row[0] for row in conn.execute(SELECT_APPLIED)}
+        done: list[str] = []
+        for step in MIGRATIONS:
+            if step.version in applied:
+                continue
+            for statement in step.statements:
+                conn.execute(statement)
+            conn.execute(INSERT_APPLIED, (step.version, step.name, time.time()))
+            done.append(step.label)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest applied step (0 on a database Conveyor never migrated)."""
+    try:
+        row = conn.execute("SELECT MAX(version) FROM conveyor_schema_migrations").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0] or 0)

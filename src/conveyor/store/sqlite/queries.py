@@ -1,0 +1,300 @@
+"""Every SQL statement of the SQLite store, readable as SQL.
+
+Parameters are positional (`?`) in the hot paths (cheaper to bind) and named elsewhere. Lists of ids or names are
+bound as one JSON array and read with `json_each`, so each statement has one fixed text (and one cached prepared
+statement) whatever the list's length. The only statements assembled at run time are the claim's per-queue arms
+(`claim_sql`) and the optional filters of listings (`where_clause`); both are built from the fragments below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+JOB_COLUMNS = """id, namespace, queue, task, payload, status, priority, run_at, attempts, max_attempts, try_number,
+    created, updated, user_id, group_key, unique_key, started_at, finished_at, lease_expires_at, worker_id,
+    last_error, result, cancel_requested"""
+
+# ---- enqueue ------------------------------------------------------------------------------------------------------
+
+INSERT_JOB = """
+INSERT INTO conveyor_jobs (id, namespace, queue, task, payload, status, priority, run_at, attempts, max_attempts,
+                           try_number, created, updated, user_id, group_key, unique_key)
+VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, 0, ?, 0, ?, ?, ?, ?, ?)
+"""
+
+SELECT_ACTIVE_BY_UNIQUE_KEY = f"""
+SELECT {JOB_COLUMNS} FROM conveyor_jobs
+WHERE namespace = ? AND unique_key = ? AND status IN ('pending', 'processing')
+LIMIT 1
+"""
+
+REGISTER_QUEUE = "INSERT OR IGNORE INTO conveyor_queues (namespace, name) VALUES (?, ?)"
+
+# ---- claim --------------------------------------------------------------------------------------------------------
+
+SELECT_CLAIM_QUEUES = """
+SELECT namespace, name, paused, concurrency FROM conveyor_queues
+WHERE name IN (SELECT value FROM json_each(?))
+"""
+
+COUNT_PROCESSING_IN_QUEUE = """
+SELECT COUNT(*) FROM conveyor_jobs WHERE namespace = ? AND queue = ? AND status = 'processing'
+"""
+
+# One arm per (namespace, queue): its due, eligible pending jobs in claim order, at most `limit` of them. The
+# partial index conveyor_jobs_claim serves it as one ordered range scan (no sort).
+CLAIM_ARM = """SELECT * FROM (
+    SELECT rowid AS rid, priority, run_at, id FROM conveyor_jobs
+    WHERE namespace = ? AND queue = ? AND status = 'pending' AND eligible = 1 AND run_at <= ?
+    ORDER BY priority, run_at, id
+    LIMIT ?
+)"""
+
+# Parameters: started_at/updated (now), worker_id, lease_expires_at, then each arm's, then the overall limit.
+CLAIM = """
+UPDATE conveyor_jobs
+SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1, started_at = ?1, updated = ?1,
+    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0
+WHERE rowid IN (
+    SELECT rid FROM ({arms})
+    ORDER BY priority, run_at, id
+    LIMIT ?{limit_param}
+)
+RETURNING {columns}
+"""
+
+
+def claim_sql(arms: int) -> str:
+    """The claim statement over `arms` queues (parameters ?1-?3, then four per arm, then the limit)."""
+    parts = []
+    for i in range(arms):
+        base = 4 + 4 * i
+        parts.append(
+            CLAIM_ARM.replace("namespace = ?", f"namespace = ?{base}", 1)
+            .replace("queue = ?", f"queue = ?{base + 1}", 1)
+            .replace("run_at <= ?", f"run_at <= ?{base + 2}", 1)
+            .replace("LIMIT ?", f"LIMIT ?{base + 3}", 1)
+        )
+    return CLAIM.format(arms="\n    UNION ALL\n    ".join(parts), limit_param=4 + 4 * arms, columns=JOB_COLUMNS)
+
+
+SELECT_LANE_PROCESSING = """
+SELECT 1 FROM conveyor_jobs WHERE namespace = ? AND serial_key = ? AND status = 'processing' LIMIT 1
+"""
+
+CLAIM_LANE_HEAD = f"""
+UPDATE conveyor_jobs
+SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1, started_at = ?1, updated = ?1,
+    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0
+WHERE rowid = (
+    SELECT rowid FROM conveyor_jobs
+    WHERE namespace = ?4 AND serial_key = ?5 AND serial_key IS NOT NULL AND eligible = 1 AND status = 'pending'
+      AND run_at <= ?1
+)
+RETURNING {JOB_COLUMNS}
+"""
+
+HEARTBEAT = """
+UPDATE conveyor_jobs SET lease_expires_at = ?, updated = ?
+WHERE id = ? AND status = 'processing' AND try_number = ?
+RETURNING cancel_requested
+"""
+
+# ---- finish -------------------------------------------------------------------------------------------------------
+
+# Parameters: ?1 status, ?2 now, ?3 finished_at, ?4 last_error, ?5 completed (bool), ?6 result, ?7 run_at (retry),
+# ?8 id, ?9 try_number. (SET expressions see the old row, hence the status parameter in the CASEs.)
+FINISH = """
+UPDATE conveyor_jobs
+SET status = ?1, updated = ?2, finished_at = ?3, lease_expires_at = NULL, worker_id = NULL, last_error = ?4,
+    result = CASE WHEN ?5 THEN ?6 ELSE result END,
+    run_at = COALESCE(?7, run_at),
+    cancel_requested = CASE WHEN ?1 = 'pending' THEN 0 ELSE cancel_requested END
+WHERE id = ?8 AND status = 'processing' AND try_number = ?9
+"""
+
+# A graceful-shutdown hand-back: the try is not counted. Parameters: updated, run_at, error, id, try_number.
+RELEASE = """
+UPDATE conveyor_jobs
+SET status = 'pending', updated = ?, finished_at = NULL, lease_expires_at = NULL, worker_id = NULL,
+    attempts = MAX(0, attempts - 1), try_number = MAX(0, try_number - 1),
+    run_at = COALESCE(?, run_at), last_error = COALESCE(?, last_error)
+WHERE id = ? AND status = 'processing' AND try_number = ?
+"""
+
+INSERT_ATTEMPT = """
+INSERT OR REPLACE INTO conveyor_attempts (job_id, try_number, outcome, status_code, started_at, finished_at,
+                                          worker_id, result, error, traceback)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# ---- maintenance --------------------------------------------------------------------------------------------------
+
+SELECT_EXPIRED = """
+SELECT id, try_number, worker_id, started_at FROM conveyor_jobs
+WHERE status = 'processing' AND lease_expires_at <= ?
+ORDER BY lease_expires_at, id
+LIMIT ?
+"""
+
+RESCUE = f"""
+UPDATE conveyor_jobs
+SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at = CASE WHEN attempts < max_attempts THEN ?1 ELSE run_at END,
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,
+    lease_expires_at = NULL, worker_id = NULL, last_error = ?2, updated = ?1
+WHERE id = ?3 AND status = 'processing' AND try_number = ?4
+RETURNING {JOB_COLUMNS}
+"""
+
+SELECT_PRUNABLE = """
+SELECT id FROM conveyor_jobs
+WHERE (status = 'completed' AND finished_at < ?1)
+   OR (status IN ('failed', 'cancelled') AND finished_at < ?2)
+ORDER BY finished_at, id
+LIMIT ?3
+"""
+
+DELETE_ATTEMPTS_OF = "DELETE FROM conveyor_attempts WHERE job_id IN (SELECT value FROM json_each(?))"
+DELETE_JOBS = "DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(?))"
+
+# ---- inspection and management ------------------------------------------------------------------------------------
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ?"
+
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM conveyor_jobs
+{{where}}
+ORDER BY created DESC, id DESC
+LIMIT :limit OFFSET :offset
+"""
+
+COUNT_JOBS = "SELECT COUNT(*) FROM conveyor_jobs {where}"
+
+# Optional listing / stats filters, joined with AND by where_clause().
+FILTERS = {
+    "namespace": "namespace = :namespace",
+    "queue": "queue = :queue",
+    "task": "task = :task",
+    "status": "status = :status",
+    "user_id": "user_id = :user_id",
+    "ids": "id IN (SELECT value FROM json_each(:ids))",
+}
+
+
+def where_clause(names: Sequence[str]) -> str:
+    """`WHERE a AND b` from the FILTERS fragments named (empty when none)."""
+    return ("WHERE " + " AND ".join(FILTERS[n] for n in names)) if names else ""
+
+
+STATS = """
+SELECT status, COUNT(*), SUM(run_at > :now) FROM conveyor_jobs
+{where}
+GROUP BY status
+"""
+
+SELECT_ATTEMPTS = """
+SELECT job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback
+FROM conveyor_attempts WHERE job_id = ? ORDER BY try_number
+"""
+
+CANCEL_PENDING = f"""
+UPDATE conveyor_jobs SET status = 'cancelled', finished_at = ?1, updated = ?1
+WHERE id = ?2 AND status = 'pending'
+RETURNING {JOB_COLUMNS}
+"""
+
+REQUEST_CANCEL = f"""
+UPDATE conveyor_jobs SET cancel_requested = 1, updated = ?1
+WHERE id = ?2 AND status = 'processing'
+RETURNING {JOB_COLUMNS}
+"""
+
+SELECT_OTHER_ACTIVE_WITH_KEY = """
+SELECT id FROM conveyor_jobs
+WHERE namespace = ? AND unique_key = ? AND status IN ('pending', 'processing') AND id <> ?
+LIMIT 1
+"""
+
+REQUEUE = f"""
+UPDATE conveyor_jobs
+SET status = 'pending', attempts = 0, run_at = ?1, last_error = NULL, finished_at = NULL, cancel_requested = 0,
+    updated = ?1
+WHERE id = ?2 AND status IN ('failed', 'cancelled')
+RETURNING {JOB_COLUMNS}
+"""
+
+DELETE_JOB = "DELETE FROM conveyor_jobs WHERE id = ?"
+DELETE_ATTEMPTS_OF_JOB = "DELETE FROM conveyor_attempts WHERE job_id = ?"
+
+RUN_NOW = f"""
+UPDATE conveyor_jobs SET run_at = ?1, updated = ?1
+WHERE id = ?2 AND status = 'pending'
+RETURNING {JOB_COLUMNS}
+"""
+
+HAS_DUE_JOB = """
+SELECT EXISTS (
+    SELECT 1 FROM conveyor_jobs
+    WHERE namespace = ? AND serial_key = ? AND serial_key IS NOT NULL AND status = 'pending' AND run_at <= ?
+)
+"""
+
+# ---- namespaces ---------------------------------------------------------------------------------------------------
+
+SELECT_NAMESPACE = "SELECT doc FROM conveyor_namespaces WHERE name = ?"
+LIST_NAMESPACES = "SELECT doc FROM conveyor_namespaces ORDER BY name"
+UPSERT_NAMESPACE = """
+INSERT INTO conveyor_namespaces (name, doc) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET doc = excluded.doc
+"""
+INSERT_NAMESPACE_IF_ABSENT = "INSERT OR IGNORE INTO conveyor_namespaces (name, doc) VALUES (?, ?)"
+DELETE_NAMESPACE = "DELETE FROM conveyor_namespaces WHERE name = ?"
+
+# ---- queues -------------------------------------------------------------------------------------------------------
+
+UPSERT_QUEUE_SETTINGS = """
+INSERT INTO conveyor_queues (namespace, name, paused, concurrency, configured) VALUES (?, ?, ?, ?, 1)
+ON CONFLICT (namespace, name) DO UPDATE
+SET paused = excluded.paused, concurrency = excluded.concurrency, configured = 1
+"""
+
+QUEUE_COUNTS = """
+SELECT namespace, queue, status, COUNT(*), SUM(run_at > :now) FROM conveyor_jobs
+{where}
+GROUP BY namespace, queue, status
+"""
+
+SELECT_QUEUE_SETTINGS = """
+SELECT namespace, name, paused, concurrency, configured FROM conveyor_queues
+{where}
+"""
+
+# ---- workers ------------------------------------------------------------------------------------------------------
+
+UPSERT_WORKER = """
+INSERT INTO conveyor_workers (id, doc, started_at, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, started_at = excluded.started_at, expires_at = excluded.expires_at
+"""
+DELETE_EXPIRED_WORKERS = "DELETE FROM conveyor_workers WHERE expires_at <= ?"
+DELETE_WORKER = "DELETE FROM conveyor_workers WHERE id = ?"
+LIST_WORKERS = "SELECT doc FROM conveyor_workers WHERE expires_at > ? ORDER BY started_at, id"
+
+# ---- key-value ----------------------------------------------------------------------------------------------------
+
+KV_GET = "SELECT value FROM conveyor_kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+KV_SET = """
+INSERT INTO conveyor_kv (key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Test-and-set: replaces only an expired value. Parameters: key, value, expires_at, now.
+KV_SET_IF_ABSENT = """
+INSERT INTO conveyor_kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE conveyor_kv.expires_at IS NOT NULL AND conveyor_kv.expires_at <= ?4
+"""
+KV_DELETE = "DELETE FROM conveyor_kv WHERE key = ?"
+
+# ---- enqueue_on_connection checks ---------------------------------------------------------------------------------
+
+DATABASE_LIST = "PRAGMA database_list"

@@ -1,0 +1,1004 @@
+"""The SQLite store: Conveyor's embedded default (SPEC §5).
+
+How it is put together, and why:
+
+* **Threads, not the event loop.** One writer thread owns the only writing connection of this store and one reader
+  thread owns a read-only connection (`runner.ConnectionThread`). Every public method hands a small function to one
+  of them and awaits an asyncio future, so neither disk I/O nor a lock wait ever blocks the event loop. WAL mode
+  lets the reader see committed data while the writer writes.
+* **Every write is one `BEGIN IMMEDIATE` transaction.** Taking the write lock up front means a transaction never
+  has to upgrade a stale read snapshot (which fails in WAL mode), and several processes on one file simply queue
+  on the lock (busy_timeout, then a bounded retry, then StoreUnavailable).
+* **Claims** are one `UPDATE … WHERE rowid IN (…) RETURNING` per call: one ordered index range per
+  (namespace, queue) that the worker serves, merged and limited (`queries.claim_sql`). Serial lanes cost nothing
+  at claim time because triggers keep only each lane's claimable head `eligible` (see migrations.py).
+* **Finishes** of many jobs and their attempt rows go in one transaction (the worker batches completions).
+* **Times** are stored as REAL epoch seconds taken from this process's clock (`time.time()`), and converted to
+  aware UTC datetimes only at the boundary.
+* **Wake-ups**: an enqueue notifies a LocalWaker shared by every SQLiteStore of this process on the same file,
+  after the commit. Other processes are not notified; their workers poll (`wait_for_jobs` times out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from conveyor.errors import (
+    Conflict,
+    ConveyorError,
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    JSON,
+    LOST_STATUS_CODE,
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    utcnow,
+)
+from conveyor.store.base import Store
+from conveyor.store.sqlite import queries as q
+from conveyor.store.sqlite.migrations import apply_migrations
+from conveyor.store.sqlite.runner import ConnectionThread
+from conveyor.store.wake import LocalWaker
+
+__all__ = ["SQLiteStore", "parse_sqlite_url"]
+
+log = logging.getLogger("conveyor.store.sqlite")
+
+T = TypeVar("T")
+
+CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
+
+_OPTIONS = {"busy_timeout": float, "busy_retry": float, "synchronous": str, "cache_size_kib": int}
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_wakers: dict[str, LocalWaker] = {}
+_wakers_lock = threading.Lock()
+
+
+def _waker_for(path: str) -> LocalWaker:
+    """One LocalWaker per database file in this process: two stores on one file wake each other."""
+    with _wakers_lock:
+        waker = _wakers.get(path)
+        if waker is None:
+            waker = _wakers[path] = LocalWaker()
+        return waker
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """`sqlite:///relative.db` (relative to the current directory) or `sqlite:////abs/path.db`, with optional
+    `?busy_timeout=…` style options. Returns the absolute path and the options."""
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() != "sqlite" or not rest.startswith("///"):
+        raise ValidationError(
+            f"SQLite store URL must look like sqlite:///relative/path.db or sqlite:////absolute/path.db, got {url!r}",
+            field="url",
+        )
+    raw_path, _, query = rest[3:].partition("?")
+    path = unquote(raw_path)
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ValidationError(
+            f"SQLite store URL {url!r} names no file; give a path (sqlite:///conveyor.db). "
+            "For an in-memory store use memory://",
+            field="url",
+        )
+    return os.path.abspath(path), dict(parse_qsl(query))
+
+
+# ---- conversions at the boundary --------------------------------------------------------------------------------
+
+_STATUS = {s.value: s for s in JobStatus}
+_OUTCOME = {o.value: o for o in AttemptOutcome}
+_fromtimestamp = datetime.fromtimestamp
+
+
+def _dt(value: float) -> datetime:
+    return _fromtimestamp(value, UTC)
+
+
+def _odt(value: float | None) -> datetime | None:
+    return None if value is None else _fromtimestamp(value, UTC)
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _ots(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dumps(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None) -> JSON:
+    return None if text is None else json.loads(text)
+
+
+def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
+    """A row in q.JOB_COLUMNS order → Job."""
+    return Job(
+        id=r[0],
+        namespace=r[1],
+        queue=r[2],
+        task=r[3],
+        payload=json.loads(r[4]),
+        status=_STATUS[r[5]],
+        priority=r[6],
+        run_at=_fromtimestamp(r[7], UTC),
+        attempts=r[8],
+        max_attempts=r[9],
+        try_number=r[10],
+        created=_fromtimestamp(r[11], UTC),
+        updated=_fromtimestamp(r[12], UTC),
+        user_id=r[13],
+        group_key=r[14],
+        unique_key=r[15],
+        started_at=_odt(r[16]),
+        finished_at=_odt(r[17]),
+        lease_expires_at=_odt(r[18]),
+        worker_id=r[19],
+        last_error=r[20],
+        result=None if r[21] is None else json.loads(r[21]),
+        cancel_requested=bool(r[22]),
+        duplicate=duplicate,
+    )
+
+
+def _claim_order(job: Job) -> tuple[int, datetime, str]:
+    return (job.priority, job.run_at, job.id)
+
+
+def _attempt(r: Sequence[Any]) -> Attempt:
+    return Attempt(
+        job_id=r[0],
+        try_number=r[1],
+        outcome=_OUTCOME[r[2]],
+        status_code=r[3],
+        started_at=_dt(r[4]),
+        finished_at=_dt(r[5]),
+        worker_id=r[6],
+        result=_loads(r[7]),
+        error=r[8],
+        traceback=r[9],
+    )
+
+
+def _attempt_params(a: Attempt) -> tuple[Any, ...]:
+    return (
+        a.job_id,
+        a.try_number,
+        a.outcome.value,
+        a.status_code,
+        _ts(a.started_at),
+        _ts(a.finished_at),
+        a.worker_id,
+        None if a.result is None else _dumps(a.result),
+        a.error,
+        a.traceback,
+    )
+
+
+def _worker_doc(info: WorkerInfo) -> str:
+    return json.dumps(
+        {
+            "id": info.id,
+            "hostname": info.hostname,
+            "pid": info.pid,
+            "queues": list(info.queues),
+            "concurrency": info.concurrency,
+            "started_at": info.started_at.isoformat(),
+            "heartbeat_at": info.heartbeat_at.isoformat(),
+            "expires_at": info.expires_at.isoformat(),
+            "running": list(info.running),
+            "version": info.version,
+        }
+    )
+
+
+def _worker_from_doc(doc: str) -> WorkerInfo:
+    d = json.loads(doc)
+    return WorkerInfo(
+        id=d["id"],
+        hostname=d["hostname"],
+        pid=d["pid"],
+        queues=tuple(d["queues"]),
+        concurrency=d["concurrency"],
+        started_at=datetime.fromisoformat(d["started_at"]),
+        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
+        expires_at=datetime.fromisoformat(d["expires_at"]),
+        running=tuple(d.get("running", ())),
+        version=d.get("version", ""),
+    )
+
+
+def _namespace_doc(ns: Namespace) -> str:
+    return json.dumps(ns.to_dict(), ensure_ascii=False)
+
+
+def _namespace_from_doc(doc: str) -> Namespace:
+    return Namespace.from_dict(json.loads(doc))
+
+
+def _filter_params(flt: JobFilter) -> tuple[list[str], dict[str, Any]]:
+    names: list[str] = []
+    params: dict[str, Any] = {}
+    for name in ("namespace", "queue", "task", "user_id"):
+        value = getattr(flt, name)
+        if value is not None:
+            names.append(name)
+            params[name] = value
+    if flt.status is not None:
+        names.append("status")
+        params["status"] = JobStatus(flt.status).value
+    if flt.ids is not None:
+        names.append("ids")
+        params["ids"] = json.dumps(list(flt.ids))
+    return names, params
+
+
+# ---- inserting jobs: shared by enqueue and enqueue_on_connection ----------------------------------------------
+
+
+def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+    """Insert inside the connection's current transaction (the caller begins and commits). Applies the unique-key
+    rule: an active job with the same (namespace, unique_key) — or an earlier job of this batch — wins and is
+    returned with duplicate=True."""
+    out: list[Job] = []
+    rows: list[tuple[Any, ...]] = []
+    queues: set[tuple[str, str]] = set()
+    batch_unique: dict[tuple[str, str], Job] = {}
+    seen: set[str] = set()
+    for new in jobs:
+        if new.id in seen:
+            raise ValidationError(f"a job with id {new.id} already exists", field="id")
+        seen.add(new.id)
+        if new.unique_key is not None:
+            key = (new.namespace, new.unique_key)
+            prior = batch_unique.get(key)
+            if prior is not None:
+                out.append(replace(prior, duplicate=True))
+                continue
+            row = conn.execute(q.SELECT_ACTIVE_BY_UNIQUE_KEY, key).fetchone()
+            if row is not None:
+                out.append(_job(row, duplicate=True))
+                continue
+            job = new.to_job()
+            batch_unique[key] = job
+        else:
+            job = new.to_job()
+        created = _ts(new.created)
+        rows.append(
+            (
+                new.id,
+                new.namespace,
+                new.queue,
+                new.task,
+                new.payload_json,
+                new.priority,
+                _ts(new.run_at),
+                new.max_attempts,
+                created,
+                created,
+                new.user_id,
+                new.group_key,
+                new.unique_key,
+            )
+        )
+        queues.add((new.namespace, new.queue))
+        out.append(job)
+    if rows:
+        try:
+            conn.executemany(q.INSERT_JOB, rows)
+        except sqlite3.IntegrityError as exc:
+            if "conveyor_jobs.id" in str(exc):
+                raise ValidationError(
+                    f"a job with one of these ids already exists: {', '.join(r[0] for r in rows)}", field="id"
+                ) from None
+            raise
+        conn.executemany(q.REGISTER_QUEUE, sorted(queues))
+    return out
+
+
+class SQLiteStore(Store):
+    """Jobs in one SQLite file (WAL). Safe for several processes on one machine; see the module docstring.
+
+    Options (keyword arguments or URL query parameters): `busy_timeout` seconds SQLite waits for another
+    connection's lock (default 5), `busy_retry` further seconds of retrying before StoreUnavailable (default 10),
+    `synchronous` (NORMAL by default: durable across process crashes, may lose the last commits on power loss),
+    `cache_size_kib` (page cache per connection, default 16384).
+    """
+
+    scheme = "sqlite"
+    # enqueue_on_connection works, but transactional handlers are PostgreSQL-only (the app checks this flag for
+    # those), so this stays False.
+    supports_transactions = False
+
+    def __init__(self, url: str = "sqlite:///conveyor.db", *, lazy: bool = False, **options: Any) -> None:
+        self.url = url
+        self.lazy = lazy
+        path, url_options = parse_sqlite_url(url)
+        self.path = path
+        merged: dict[str, Any] = {**url_options, **options}
+        unknown = sorted(set(merged) - set(_OPTIONS))
+        if unknown:
+            raise ValidationError(
+                f"unknown SQLite store option(s) {unknown}; known options: {sorted(_OPTIONS)}", field="options"
+            )
+        try:
+            values = {k: _OPTIONS[k](v) for k, v in merged.items()}
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"invalid SQLite store option: {exc}", field="options") from None
+        self.busy_timeout: float = values.get("busy_timeout", 5.0)
+        self.busy_retry: float = values.get("busy_retry", 10.0)
+        self.synchronous: str = str(values.get("synchronous", "NORMAL")).upper()
+        if self.synchronous not in _SYNCHRONOUS:
+            raise ValidationError(f"synchronous must be one of {_SYNCHRONOUS}, got {self.synchronous!r}")
+        self.cache_size_kib: int = values.get("cache_size_kib", 16384)
+        self._waker = _waker_for(os.path.realpath(path))
+        self._lock = threading.Lock()
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # ---- connections --------------------------------------------------------------------------------------------
+
+    def _connect(self, *, read_only: bool) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path}: the directory {directory} does not exist; create it "
+                "first (Conveyor creates the file, not its directory)"
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if not read_only:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} cannot use WAL mode (got {mode!r}); Conveyor needs a local "
+                        "file system that supports shared memory"
+                    )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA cache_size = {-abs(self.cache_size_kib)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            if read_only:
+                conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _threads(self) -> tuple[ConnectionThread, ConnectionThread]:
+        with self._lock:
+            if self._writer is None or not self._writer.alive:
+                self._writer = ConnectionThread(
+                    "conveyor-sqlite-writer", lambda: self._connect(read_only=False), self.path, self.busy_retry
+                )
+            if self._reader is None or not self._reader.alive:
+                self._reader = ConnectionThread(
+                    "conveyor-sqlite-reader", lambda: self._connect(read_only=True), self.path, self.busy_retry
+                )
+            return self._writer, self._reader
+
+    async def _ensure_ready(self) -> tuple[ConnectionThread, ConnectionThread]:
+        writer, reader = self._writer, self._reader
+        if self._ready and writer is not None and reader is not None:
+            return writer, reader
+        writer, reader = self._threads()
+        await writer.submit(self._migrate_on)
+        self._ready = True
+        return writer, reader
+
+    def _migrate_on(self, conn: sqlite3.Connection) -> list[str]:
+        applied = apply_migrations(conn)
+        doc = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=utcnow(), updated=utcnow()))
+        conn.execute(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, doc))
+        return applied
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], wake: Callable[[T], bool] | None = None) -> T:
+        """Run fn in one BEGIN IMMEDIATE transaction on the writer thread; wake local waiters after the commit
+        when `wake(result)` says so."""
+        writer, _ = await self._ensure_ready()
+        waker = self._waker
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if wake is not None and wake(result):
+                waker.notify()
+            return result
+
+        return await writer.submit(run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
+        """Run fn on the reader thread; `snapshot` wraps several statements in one read transaction."""
+        _, reader = await self._ensure_ready()
+        if not snapshot:
+            return await reader.submit(fn)
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+        return await reader.submit(run)
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await self._ensure_ready()
+        except StoreUnavailable as exc:
+            if not self.lazy:
+                raise
+            log.warning("SQLite store not available yet (will retry on use): %s", exc.message)
+
+    async def close(self) -> None:
+        with self._lock:
+            threads = [t for t in (self._writer, self._reader) if t is not None]
+            self._writer = self._reader = None
+            self._ready = False
+        for thread in threads:
+            await thread.stop()
+        self._waker.notify()
+
+    async def migrate(self) -> list[str]:
+        writer, _ = self._threads()
+        applied = await writer.submit(self._migrate_on)
+        self._ready = True
+        return applied
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM conveyor_schema_migrations").fetchall())
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        if not jobs:
+            return []
+        return await self._write(lambda conn: insert_jobs(conn, jobs), _any_new)
+
+    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert through the caller's sqlite3 connection, inside its transaction; the caller commits.
+
+        If the connection has no open transaction we open one (`BEGIN`, as sqlite3 would before an INSERT) so that
+        the unique-key checks and inserts are atomic; the jobs then exist once the caller commits. A connection in
+        autocommit mode (isolation_level=None / autocommit=True) gets a savepoint instead, released at once, since
+        its owner expects each call to stand alone. Local workers are not woken (they poll)."""
+        if not isinstance(connection, sqlite3.Connection):
+            raise ValidationError(
+                f"SQLiteStore.enqueue_on_connection needs a sqlite3.Connection (or a SQLAlchemy connection on "
+                f"SQLite), got {type(connection).__name__}",
+                field="connection",
+            )
+        if not jobs:
+            return []
+        self._check_same_database(connection)
+        autocommit = getattr(connection, "autocommit", None)  # Python 3.12+: True / False / LEGACY
+        explicit_autocommit = autocommit is True or (
+            autocommit in (None, getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1))
+            and connection.isolation_level is None
+        )
+        try:
+            if connection.in_transaction:
+                return insert_jobs(connection, jobs)
+            if explicit_autocommit:
+                connection.execute("SAVEPOINT conveyor_enqueue")
+                try:
+                    out = insert_jobs(connection, jobs)
+                except BaseException:
+                    connection.execute("ROLLBACK TO conveyor_enqueue")
+                    connection.execute("RELEASE conveyor_enqueue")
+                    raise
+                connection.execute("RELEASE conveyor_enqueue")
+                return out
+            connection.execute(f"BEGIN {connection.isolation_level or ''}".strip())
+            try:
+                return insert_jobs(connection, jobs)
+            except BaseException:
+                connection.rollback()  # the transaction was ours; nothing of the caller's was in it
+                raise
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise ConveyorError(
+                    f"the Conveyor schema is missing from {self.path}: run `conveyor migrate` or open the store "
+                    "once before enqueuing on your own connection"
+                ) from exc
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+
+    def _check_same_database(self, connection: sqlite3.Connection) -> None:
+        main = next((row[2] for row in connection.execute(q.DATABASE_LIST) if row[1] == "main"), "")
+        if not main or os.path.realpath(main) != os.path.realpath(self.path):
+            raise ValidationError(
+                f"the connection is to {main or 'an in-memory database'!r}, but this Conveyor store uses "
+                f"{self.path!r}; enqueue on a connection to the same file",
+                field="connection",
+            )
+
+    # ---- the worker's calls ---------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        queues_json = json.dumps(list(dict.fromkeys(queues)))
+        wanted = None if namespaces is None else set(namespaces)
+        excluded = set(exclude_namespaces)
+        lease_seconds = lease.total_seconds()
+
+        def run(conn: sqlite3.Connection) -> list[Job]:
+            now = time.time()
+            arms: list[Any] = []
+            for ns, queue, paused, cap in conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchall():
+                if paused or ns in excluded or (wanted is not None and ns not in wanted):
+                    continue
+                room = limit
+                if cap is not None:
+                    busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
+                    room = min(limit, cap - busy)
+                    if room <= 0:
+                        continue
+                arms.append((ns, queue, now, room))
+            if not arms:
+                return []
+            params: list[Any] = [now, worker_id, now + lease_seconds]
+            for arm in arms:
+                params.extend(arm)
+            params.append(limit)
+            rows = conn.execute(q.claim_sql(len(arms)), params).fetchall()
+            jobs = [_job(r) for r in rows]
+            jobs.sort(key=_claim_order)
+            return jobs
+
+        return await self._write(run)
+
+    async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
+        key = f"u:{user_id}"
+        lease_seconds = lease.total_seconds()
+
+        def run(conn: sqlite3.Connection) -> Job | None:
+            if conn.execute(q.SELECT_LANE_PROCESSING, (namespace, key)).fetchone() is not None:
+                raise Conflict(CONFLICT_MESSAGE)
+            now = time.time()
+            rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_seconds, namespace, key)).fetchall()
+            return _job(rows[0]) if rows else None
+
+        return await self._write(run)
+
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
+        if not leases:
+            return []
+        lease_seconds = lease.total_seconds()
+
+        def run(conn: sqlite3.Connection) -> list[LeaseState]:
+            now = time.time()
+            expires = now + lease_seconds
+            out: list[LeaseState] = []
+            for held in leases:
+                rows = conn.execute(q.HEARTBEAT, (expires, now, held.job_id, held.try_number)).fetchall()
+                if rows:
+                    out.append(LeaseState(held, held=True, cancel_requested=bool(rows[0][0])))
+                else:
+                    out.append(LeaseState(held, held=False))
+            return out
+
+        return await self._write(run)
+
+    async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
+        for f in finishes:
+            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+                raise ValidationError(
+                    f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
+                    f"got {f.status.value!r}",
+                    field="status",
+                )
+        if not finishes:
+            return []
+
+        def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
+            now = time.time()
+            out: list[bool] = []
+            attempts: list[tuple[Any, ...]] = []
+            woke = False
+            execute = conn.execute
+            for f in finishes:
+                lease = f.lease
+                if f.release:
+                    cur = execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
+                    applied = cur.rowcount == 1
+                    woke = woke or applied
+                else:
+                    status = f.status
+                    completed = status is JobStatus.COMPLETED
+                    run_at = None
+                    if status is JobStatus.PENDING:
+                        run_at = now if f.run_at is None else _ts(f.run_at)
+                    cur = execute(
+                        q.FINISH,
+                        (
+                            status.value,
+                            now,
+                            now if status.is_final else None,
+                            None if completed else f.error,
+                            completed,
+                            _dumps(f.result) if completed else None,
+                            run_at,
+                            lease.job_id,
+                            lease.try_number,
+                        ),
+                    )
+                    applied = cur.rowcount == 1
+                    if applied:
+                        if f.attempt is not None:
+                            attempts.append(_attempt_params(f.attempt))
+                        if run_at is not None and run_at <= now:
+                            woke = True
+                out.append(applied)
+            if attempts:
+                conn.executemany(q.INSERT_ATTEMPT, attempts)
+            return out, woke
+
+        result, _ = await self._write(run, _second)
+        return result
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        await self._waker.wait(max(0.0, timeout))
+
+    # ---- maintenance ----------------------------------------------------------------------------------------
+
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        def run(conn: sqlite3.Connection) -> list[Job]:
+            at = time.time() if now is None else _ts(now)
+            out: list[Job] = []
+            attempts: list[tuple[Any, ...]] = []
+            for job_id, try_number, worker_id, started_at in conn.execute(
+                q.SELECT_EXPIRED, (at, max(0, limit))
+            ).fetchall():
+                error = f"lease expired: worker {worker_id} stopped heartbeating"
+                attempts.append(
+                    (
+                        job_id,
+                        try_number,
+                        AttemptOutcome.LOST.value,
+                        LOST_STATUS_CODE,
+                        at if started_at is None else started_at,
+                        at,
+                        worker_id,
+                        None,
+                        error,
+                        None,
+                    )
+                )
+                rows = conn.execute(q.RESCUE, (at, error, job_id, try_number)).fetchall()
+                out.extend(_job(r) for r in rows)
+            if attempts:
+                conn.executemany(q.INSERT_ATTEMPT, attempts)
+            return out
+
+        return await self._write(run, _any_pending)
+
+    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    q.SELECT_PRUNABLE, (_ts(completed_before), _ts(failed_before), max(0, limit))
+                ).fetchall()
+            ]
+            if ids:
+                doomed = json.dumps(ids)
+                conn.execute(q.DELETE_ATTEMPTS_OF, (doomed,))
+                conn.execute(q.DELETE_JOBS, (doomed,))
+            return len(ids)
+
+        return await self._write(run)
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_JOB, (job_id,)).fetchall())
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        names, params = _filter_params(filter)
+        where = q.where_clause(names)
+        offset = max(0, offset)
+        limit_ = max(0, limit)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, list[Any]]:
+            total = conn.execute(q.COUNT_JOBS.format(where=where), params).fetchone()[0]
+            page_params = {**params, "limit": limit_, "offset": offset}
+            return total, conn.execute(q.LIST_JOBS.format(where=where), page_params).fetchall()
+
+        total, rows = await self._read(run, snapshot=True)
+        return Page(items=[_job(r) for r in rows], total=total, limit=limit, offset=offset)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_ATTEMPTS, (job_id,)).fetchall())
+        return [_attempt(r) for r in rows]
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        names, params = _filter_params(JobFilter(namespace=namespace, queue=queue, task=task))
+        sql = q.STATS.format(where=q.where_clause(names))
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(sql, {**params, "now": time.time()}).fetchall()
+
+        counts: dict[str, int] = {}
+        scheduled = 0
+        for status, n, future in await self._read(run):
+            counts[status] = n
+            if status == JobStatus.PENDING.value:
+                scheduled = int(future or 0)
+        return Stats(
+            pending=counts.get("pending", 0),
+            processing=counts.get("processing", 0),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+            scheduled=scheduled,
+        )
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, job_id: str) -> Job:
+        rows = conn.execute(q.SELECT_JOB, (job_id,)).fetchall()
+        if not rows:
+            raise JobNotFound(job_id)
+        return _job(rows[0])
+
+    async def cancel(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            now = time.time()
+            if job.status is JobStatus.PENDING:
+                return _job(conn.execute(q.CANCEL_PENDING, (now, job_id)).fetchall()[0])
+            if job.status is JobStatus.PROCESSING:
+                return _job(conn.execute(q.REQUEST_CANCEL, (now, job_id)).fetchall()[0])
+            raise InvalidTransition(
+                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {job.status.value!r})"
+            )
+
+        return await self._write(run)
+
+    async def requeue(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+            if job.unique_key is not None:
+                holder = conn.execute(
+                    q.SELECT_OTHER_ACTIVE_WITH_KEY, (job.namespace, job.unique_key, job.id)
+                ).fetchone()
+                if holder is not None:
+                    raise InvalidTransition(
+                        f"Job cannot be requeued: active job {holder[0]} holds its unique key {job.unique_key!r}"
+                    )
+            return _job(conn.execute(q.REQUEUE, (time.time(), job_id)).fetchall()[0])
+
+        return await self._write(run, _always)
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if not force and job.status not in (JobStatus.PENDING, JobStatus.FAILED):
+                raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+            conn.execute(q.DELETE_ATTEMPTS_OF_JOB, (job_id,))
+            conn.execute(q.DELETE_JOB, (job_id,))
+            return job
+
+        return await self._write(run)
+
+    async def run_now(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if job.status is not JobStatus.PENDING:
+                raise InvalidTransition(
+                    f"Job cannot be run now (must be in 'pending' status; it is {job.status.value!r})"
+                )
+            return _job(conn.execute(q.RUN_NOW, (time.time(), job_id)).fetchall()[0])
+
+        return await self._write(run, _always)
+
+    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+        key = f"u:{user_id}"
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(q.HAS_DUE_JOB, (namespace, key, time.time())).fetchone()[0])
+
+        return await self._read(run)
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def put_namespace(self, namespace: Namespace) -> Namespace:
+        def run(conn: sqlite3.Connection) -> Namespace:
+            row = conn.execute(q.SELECT_NAMESPACE, (namespace.name,)).fetchone()
+            stored = replace(namespace, extra=dict(namespace.extra))
+            if row is not None:
+                old = _namespace_from_doc(row[0])
+                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
+            conn.execute(q.UPSERT_NAMESPACE, (stored.name, _namespace_doc(stored)))
+            return stored
+
+        return await self._write(run)
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_NAMESPACE, (name,)).fetchall())
+        if rows:
+            return _namespace_from_doc(rows[0][0])
+        return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
+
+    async def list_namespaces(self) -> list[Namespace]:
+        rows = await self._read(lambda conn: conn.execute(q.LIST_NAMESPACES).fetchall())
+        found = {ns.name: ns for ns in (_namespace_from_doc(r[0]) for r in rows)}
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+        return await self._write(lambda conn: conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0)
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+
+        def run(conn: sqlite3.Connection) -> QueueSettings:
+            conn.execute(
+                q.UPSERT_QUEUE_SETTINGS,
+                (settings.namespace, settings.name, int(settings.paused), settings.concurrency),
+            )
+            return settings
+
+        return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        where = "WHERE namespace = :namespace" if namespace is not None else ""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            params = {"namespace": namespace, "now": time.time()}
+            counts = conn.execute(q.QUEUE_COUNTS.format(where=where), params).fetchall()
+            settings = conn.execute(q.SELECT_QUEUE_SETTINGS.format(where=where), params).fetchall()
+            return counts, settings
+
+        count_rows, setting_rows = await self._read(run, snapshot=True)
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for ns, queue, status, n, future in count_rows:
+            c = counts.setdefault((ns, queue), _zero_counts())
+            c[status] += n
+            if status == JobStatus.PENDING.value:
+                c["scheduled"] += int(future or 0)
+        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
+        for ns, name, paused, concurrency, configured in setting_rows:
+            settings[(ns, name)] = (bool(paused), concurrency)
+            if configured:
+                counts.setdefault((ns, name), _zero_counts())
+        return [
+            QueueInfo(
+                namespace=key[0],
+                name=key[1],
+                paused=settings.get(key, (False, None))[0],
+                counts=counts[key],
+                concurrency=settings.get(key, (False, None))[1],
+            )
+            for key in sorted(counts)
+        ]
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(q.DELETE_EXPIRED_WORKERS, (time.time(),))
+            conn.execute(q.UPSERT_WORKER, (info.id, _worker_doc(info), _ts(info.started_at), _ts(info.expires_at)))
+
+        await self._write(run)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._write(lambda conn: conn.execute(q.DELETE_WORKER, (worker_id,)).rowcount)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (time.time(),)).fetchall())
+        return [_worker_from_doc(r[0]) for r in rows]
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        rows = await self._read(lambda conn: conn.execute(q.KV_GET, (key, time.time())).fetchall())
+        return rows[0][0] if rows else None
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            expires = None if ttl is None else now + ttl
+            if only_if_absent:
+                return conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0
+            conn.execute(q.KV_SET, (key, value, expires))
+            return True
+
+        return await self._write(run)
+
+    async def kv_delete(self, key: str) -> None:
+        await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
+
+
+def _zero_counts() -> dict[str, int]:
+    counts = {status.value: 0 for status in JobStatus}
+    counts["scheduled"] = 0
+    return counts
+
+
+def _any_new(jobs: list[Job]) -> bool:
+    return any(not job.duplicate for job in jobs)
+
+
+def _any_pending(jobs: list[Job]) -> bool:
+    return any(job.status is JobStatus.PENDING for job in jobs)
+
+
+def _second(result: tuple[Any, bool]) -> bool:
+    return result[1]
+
+
+def _always(_: object) -> bool:
+    return True
