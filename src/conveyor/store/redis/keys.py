@@ -1,0 +1,78 @@
+"""The Redis key layout: every key the Redis store uses, in one place.
+
+`P` is the URL's `prefix=` (default `conveyor`). `<pair>` is `<namespace>:<queue>` (names cannot contain `:`).
+Times are integer microseconds since the Unix epoch, taken from Redis's `TIME` inside the scripts.
+
+=====================================  ======  ===============================================================
+key                                    type    contents
+=====================================  ======  ===============================================================
+P:meta                                 HASH    `schema` = layout version (written by migrate)
+P:job:<id>                             HASH    the job: every field, its status *and* its lease together
+P:att:<id>                             HASH    try_number -> attempt record (JSON)
+P:pairs                                SET     every <pair> that has had jobs or settings
+P:q:<pair>:ready                       ZSET    claimable now: score priority, member `<run_at 16 digits>:<id>`
+                                               (equal scores sort by member, so the order is priority, run_at, id)
+P:q:<pair>:sched                       ZSET    in the claim index but not yet due: score run_at, member id
+P:q:<pair>:pend                        ZSET    every pending job by run_at (the `scheduled` counts)
+P:q:<pair>:s:<status>                  ZSET    the pair's jobs in that status by created (listing, newest first)
+P:q:<pair>:n                           HASH    counts: `<status>` and `<status>|<task>`
+P:qset                                 HASH    <pair> -> QueueSettings JSON (what list_queues reports)
+P:qpaused                              SET     paused <pair>s            (read by claim.lua)
+P:qconc                                HASH    <pair> -> concurrency cap (read by claim.lua)
+P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)
+P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `head` = its job in the claim index
+P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it
+P:user:<ns>:<user_id>                  ZSET    the user's jobs by created (list filter user_id)
+P:leases                               ZSET    processing jobs by lease_expires_at (rescue)
+P:done:completed                       ZSET    completed jobs by finished_at (prune)
+P:done:failed                          ZSET    failed and cancelled jobs by finished_at (prune)
+P:ns                                   HASH    namespace name -> Namespace JSON document
+P:workers                              ZSET    worker id -> expires_at (index of the registrations)
+P:w:<worker id>                        STRING  WorkerInfo JSON; expires by itself (PXAT) unless refreshed
+P:kv:<key>                             STRING  key-value entries, optionally expiring
+P:wake                                 LIST    wake tokens: scripts LPUSH (capped at 64), idle workers BLPOP
+=====================================  ======  ===============================================================
+
+Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its
+pair's `ready`/`sched`; a lane puts only its head in them, and only while no job of the lane is processing
+(`lanest.busy`). Every index is changed in the same script as the job hash, so they never drift apart.
+
+Scripts build keys from the prefix inside Lua (they do not declare KEYS), so the store needs a single Redis
+server (or a primary with replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+DEFAULT_PREFIX = "conveyor"
+SCHEMA_VERSION = "1"
+
+
+class Keys:
+    """Key names for one prefix (the Python side; the Lua side builds the same names in common.lua)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.meta = f"{prefix}:meta"
+        self.pairs = f"{prefix}:pairs"
+        self.qset = f"{prefix}:qset"
+        self.qpaused = f"{prefix}:qpaused"
+        self.qconc = f"{prefix}:qconc"
+        self.namespaces = f"{prefix}:ns"
+        self.workers = f"{prefix}:workers"
+        self.wake = f"{prefix}:wake"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def attempts(self, job_id: str) -> str:
+        return f"{self.prefix}:att:{job_id}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{worker_id}"
+
+    def kv(self, key: str) -> str:
+        return f"{self.prefix}:kv:{key}"
+
+
+def pair(namespace: str, queue: str) -> str:
+    return f"{namespace}:{queue}"

@@ -1,0 +1,217 @@
+-- common.lua: helpers shared by every script. The store prepends this file to each script before registering it,
+-- so each script stays one atomic EVALSHA while the index bookkeeping lives in one place.
+-- ARGV[1] is always the key prefix. The key layout is documented in keys.py (keep both in step).
+-- Times are integer microseconds since the Unix epoch (exact in Lua's doubles until the year 2255).
+
+local P = ARGV[1]
+
+local function jkey(id) return P .. ':job:' .. id end
+local function akey(id) return P .. ':att:' .. id end
+local function qkey(ns, q, part) return P .. ':q:' .. ns .. ':' .. q .. ':' .. part end
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- integers as strings without exponent notation (tostring would print 1.7e+15)
+local function num(n) return string.format('%.0f', n) end
+
+-- member of a queue's ready set: the score is the priority, and equal scores sort by member, i.e. (run_at, id)
+local function rmember(run_at, id) return string.format('%016.0f', tonumber(run_at)) .. ':' .. id end
+
+local function load(id)
+  local flat = redis.call('HGETALL', jkey(id))
+  if #flat == 0 then return nil end
+  local j = {}
+  for i = 1, #flat, 2 do j[flat[i]] = flat[i + 1] end
+  return j
+end
+
+-- write changed fields; a value of false deletes the field (the job attribute becomes None)
+local function put(j, changes)
+  local sets, dels = {}, {}
+  for k, v in pairs(changes) do
+    if v == false then
+      dels[#dels + 1] = k
+      j[k] = nil
+    else
+      sets[#sets + 1] = k
+      sets[#sets + 1] = v
+      j[k] = v
+    end
+  end
+  if #sets > 0 then redis.call('HSET', jkey(j.id), unpack(sets)) end
+  if #dels > 0 then redis.call('HDEL', jkey(j.id), unpack(dels)) end
+end
+
+local function count(j, status, delta)
+  local h = qkey(j.namespace, j.queue, 'n')
+  redis.call('HINCRBY', h, status, delta)
+  redis.call('HINCRBY', h, status .. '|' .. j.task, delta)
+end
+
+local ACTIVE = { pending = true, processing = true }
+local FINAL_SET = { completed = 'done:completed', failed = 'done:failed', cancelled = 'done:failed' }
+
+-- Move a job between statuses and keep every by-status index in step: counters, the by-status listing sets, the
+-- pending-by-run_at set, the lease set, the finished sets (prune) and the unique-key claim. new = nil: the job
+-- leaves every index (delete). Fields the indexes score by (run_at, lease_expires_at, finished_at) must already
+-- hold their new values.
+local function set_status(j, new)
+  local old = j.status
+  local ns, q, id = j.namespace, j.queue, j.id
+  if old then
+    count(j, old, -1)
+    redis.call('ZREM', qkey(ns, q, 's:' .. old), id)
+    if old == 'pending' then redis.call('ZREM', qkey(ns, q, 'pend'), id) end
+    if old == 'processing' then redis.call('ZREM', P .. ':leases', id) end
+    if FINAL_SET[old] then redis.call('ZREM', P .. ':' .. FINAL_SET[old], id) end
+  end
+  if new then
+    count(j, new, 1)
+    redis.call('ZADD', qkey(ns, q, 's:' .. new), j.created, id)
+    if new == 'pending' then redis.call('ZADD', qkey(ns, q, 'pend'), j.run_at, id) end
+    if new == 'processing' then redis.call('ZADD', P .. ':leases', j.lease_expires_at, id) end
+    if FINAL_SET[new] then redis.call('ZADD', P .. ':' .. FINAL_SET[new], j.finished_at, id) end
+    redis.call('HSET', jkey(id), 'status', new)
+  end
+  if j.unique_key then
+    local uk = P .. ':uniq:' .. ns
+    if ACTIVE[old] and not ACTIVE[new] then
+      if redis.call('HGET', uk, j.unique_key) == id then redis.call('HDEL', uk, j.unique_key) end
+    elseif ACTIVE[new] and not ACTIVE[old] then
+      redis.call('HSETNX', uk, j.unique_key, id)
+    end
+  end
+  j.status = new
+end
+
+-- ---- the claim index: a queue's ready (due) and sched (future) sets ------------------------------------------
+
+local function qindex(j, now)
+  if tonumber(j.run_at) <= now then
+    redis.call('ZADD', qkey(j.namespace, j.queue, 'ready'), j.priority, rmember(j.run_at, j.id))
+    return true
+  end
+  redis.call('ZADD', qkey(j.namespace, j.queue, 'sched'), j.run_at, j.id)
+  return false
+end
+
+local function qunindex(j)
+  redis.call('ZREM', qkey(j.namespace, j.queue, 'ready'), rmember(j.run_at, j.id))
+  redis.call('ZREM', qkey(j.namespace, j.queue, 'sched'), j.id)
+end
+
+local function brief(id)
+  local f = redis.call('HMGET', jkey(id), 'namespace', 'queue', 'priority', 'run_at')
+  return { id = id, namespace = f[1], queue = f[2], priority = f[3], run_at = f[4] }
+end
+
+-- ---- serial lanes -------------------------------------------------------------------------------------------
+-- A lane's pending jobs sit in lane:<ns>:<skey> (score priority, member id: FIFO head first). Only the head of an
+-- idle lane is in its queue's claim index; lanest:<ns>:<skey> records `busy` (the processing job) and `head`
+-- (the job currently indexed). lane_sync restores that invariant after any change and says whether it indexed a
+-- due head (worth a wake-up).
+
+local function lane_keys(ns, skey) return P .. ':lane:' .. ns .. ':' .. skey, P .. ':lanest:' .. ns .. ':' .. skey end
+
+local function lane_sync(ns, skey, now)
+  local lk, sk = lane_keys(ns, skey)
+  local st = redis.call('HMGET', sk, 'busy', 'head')
+  local busy, head = st[1], st[2]
+  local want = false
+  if not busy then want = redis.call('ZRANGE', lk, 0, 0)[1] or false end
+  if head == want then return false end
+  if head then qunindex(brief(head)) end
+  if want then
+    redis.call('HSET', sk, 'head', want)
+    return qindex(brief(want), now)
+  end
+  redis.call('HDEL', sk, 'head')
+  return false
+end
+
+local function is_indexed(j)
+  if not j.skey then return true end
+  local _, sk = lane_keys(j.namespace, j.skey)
+  return redis.call('HGET', sk, 'head') == j.id
+end
+
+-- a job (already status pending) enters the claim structures; true when it is claimable now
+local function pending_enter(j, now)
+  if j.skey then
+    local lk = lane_keys(j.namespace, j.skey)
+    redis.call('ZADD', lk, j.priority, j.id)
+    return lane_sync(j.namespace, j.skey, now)
+  end
+  return qindex(j, now)
+end
+
+-- a pending job leaves the claim structures (claimed elsewhere, cancelled, deleted)
+local function pending_leave(j, now)
+  if j.skey then
+    local lk, sk = lane_keys(j.namespace, j.skey)
+    redis.call('ZREM', lk, j.id)
+    if redis.call('HGET', sk, 'head') == j.id then
+      qunindex(j)
+      redis.call('HDEL', sk, 'head')
+    end
+    return lane_sync(j.namespace, j.skey, now)
+  end
+  qunindex(j)
+  return false
+end
+
+-- pending -> processing
+local function start(j, worker, now, lease_us)
+  qunindex(j)
+  if j.skey then
+    local lk, sk = lane_keys(j.namespace, j.skey)
+    redis.call('ZREM', lk, j.id)
+    redis.call('HDEL', sk, 'head')
+    redis.call('HSET', sk, 'busy', j.id)
+  end
+  put(j, {
+    attempts = tostring(tonumber(j.attempts) + 1),
+    try_number = tostring(tonumber(j.try_number) + 1),
+    started_at = num(now),
+    worker_id = worker,
+    lease_expires_at = num(now + lease_us),
+    updated = num(now),
+    cancel_requested = false,
+  })
+  set_status(j, 'processing')
+end
+
+-- a processing job stops holding its lane (the caller then re-enters it as pending or syncs the lane)
+local function lane_release(j)
+  if j.skey then
+    local _, sk = lane_keys(j.namespace, j.skey)
+    if redis.call('HGET', sk, 'busy') == j.id then redis.call('HDEL', sk, 'busy') end
+  end
+end
+
+-- remove every trace of a job (delete, prune); the caller has taken it out of the claim structures
+local function erase(j)
+  set_status(j, nil)
+  if j.user_id then redis.call('ZREM', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.id) end
+  redis.call('DEL', jkey(j.id), akey(j.id))
+end
+
+-- wake idle workers in every process: one token per job up to 8, the list capped so tokens never pile up
+local function wake(n)
+  if n <= 0 then return end
+  if n > 8 then n = 8 end
+  local w = P .. ':wake'
+  for _ = 1, n do redis.call('LPUSH', w, '1') end
+  redis.call('LTRIM', w, 0, 63)
+end
+
+local function flat(id) return redis.call('HGETALL', jkey(id)) end
+
+-- optional string arguments arrive as '' (None) or '=' .. value
+local function opt(s)
+  if s == nil or s == '' then return nil end
+  return string.sub(s, 2)
+end

@@ -1,0 +1,19 @@
+-- delete.lua: delete a job with its attempts (pending or failed; any state when forced).
+-- ARGV: prefix, job id, force (1/0).  Returns {'ok', HGETALL as it was} | {'missing'} | {'invalid', status}.
+local id, force = ARGV[2], ARGV[3] == '1'
+local j = load(id)
+if not j then return { 'missing' } end
+if not force and j.status ~= 'pending' and j.status ~= 'failed' then return { 'invalid', j.status } end
+local before = flat(id)
+local now = now_us()
+local woke = false
+if j.status == 'pending' then
+  woke = pending_leave(j, now)
+end
+erase(j)
+if j.skey then
+  lane_release(j)
+  woke = lane_sync(j.namespace, j.skey, now) or woke
+end
+if woke then wake(1) end
+return { 'ok', before }

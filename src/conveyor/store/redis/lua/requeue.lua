@@ -1,0 +1,18 @@
+-- requeue.lua: failed or cancelled -> pending, attempts reset, due now.
+-- ARGV: prefix, job id.  Returns {'ok', HGETALL} | {'missing'} | {'invalid', status} | {'unique', holder id}.
+local id = ARGV[2]
+local j = load(id)
+if not j then return { 'missing' } end
+if j.status ~= 'failed' and j.status ~= 'cancelled' then return { 'invalid', j.status } end
+if j.unique_key then
+  local holder = redis.call('HGET', P .. ':uniq:' .. j.namespace, j.unique_key)
+  if holder and holder ~= id then return { 'unique', holder } end
+end
+local now = now_us()
+put(j, {
+  attempts = '0', run_at = num(now), last_error = false, finished_at = false, cancel_requested = false,
+  updated = num(now),
+})
+set_status(j, 'pending')
+if pending_enter(j, now) then wake(1) end
+return { 'ok', flat(id) }

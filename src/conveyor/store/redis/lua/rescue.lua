@@ -1,0 +1,38 @@
+-- rescue.lua: give back jobs whose lease expired, recording a LOST attempt (status code 0) for each.
+-- ARGV: prefix, now µs ('' = the server clock), limit
+-- Returns the HGETALL of each rescued job after the change.
+local now = opt(ARGV[2]) and tonumber(opt(ARGV[2])) or now_us()
+local limit = tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', num(now), 'LIMIT', 0, limit)
+local out = {}
+local due = 0
+for _, id in ipairs(expired) do
+  local j = load(id)
+  local worker = j.worker_id or ''
+  local err = 'lease expired: worker ' .. worker .. ' stopped heartbeating'
+  local rec = '{"job_id":' .. cjson.encode(id) .. ',"try_number":' .. j.try_number
+    .. ',"outcome":"lost","status_code":0,"started_at":' .. (j.started_at or num(now))
+    .. ',"finished_at":' .. num(now) .. ',"worker_id":' .. (j.worker_id and cjson.encode(j.worker_id) or 'null')
+    .. ',"result":null,"error":' .. cjson.encode(err) .. ',"traceback":null}'
+  redis.call('HSET', akey(id), j.try_number, rec)
+  lane_release(j)
+  local ch = { lease_expires_at = false, worker_id = false, last_error = err, updated = num(now) }
+  local status
+  if tonumber(j.attempts) < tonumber(j.max_attempts) then
+    status = 'pending'
+    ch.run_at = num(now)
+  else
+    status = 'failed'
+    ch.finished_at = num(now)
+  end
+  put(j, ch)
+  set_status(j, status)
+  if status == 'pending' then
+    if pending_enter(j, now) then due = due + 1 end
+  elseif j.skey then
+    if lane_sync(j.namespace, j.skey, now) then due = due + 1 end
+  end
+  out[#out + 1] = flat(id)
+end
+wake(due)
+return out

@@ -1,0 +1,14 @@
+-- run_now.lua: a pending job becomes due now.
+-- ARGV: prefix, job id.  Returns {'ok', HGETALL} | {'missing'} | {'invalid', status}.
+local id = ARGV[2]
+local j = load(id)
+if not j then return { 'missing' } end
+if j.status ~= 'pending' then return { 'invalid', j.status } end
+local now = now_us()
+local indexed = is_indexed(j)
+if indexed then qunindex(j) end
+put(j, { run_at = num(now), updated = num(now) })
+redis.call('ZADD', qkey(j.namespace, j.queue, 'pend'), j.run_at, id)
+if indexed then qindex(j, now) end
+wake(1)
+return { 'ok', flat(id) }

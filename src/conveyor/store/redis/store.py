@@ -1,0 +1,785 @@
+"""The Redis store: every job state change is one Lua script (lua/*.lua), so a crash between two commands can
+never leave a job half-moved, and a job's status and lease live together in its hash.
+
+Why it looks the way it does:
+
+* One script per transition (enqueue, claim, heartbeat, finish, rescue, cancel, requeue, delete, run_now,
+  prune), each prefixed with lua/common.lua, which keeps every index in step with the job hash.
+* Scripts read the clock with Redis `TIME`, so every process agrees on "now" and delayed jobs become due inside
+  claim.lua itself: no mover process has to be alive.
+* Idle workers block on `BLPOP P:wake` (one dedicated connection per store, only while someone waits) and
+  enqueue scripts push a token, so a worker in any process starts a new job within about a millisecond;
+  waiters in this process are also woken directly through LocalWaker.
+* Any connection failure becomes `StoreUnavailable` with the text the HTTP layer answers 503 with; redis-py
+  reconnects on a later call. A lazy store opens while Redis is down and works once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnavailable, ValidationError
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    encode_result,
+    utcnow,
+)
+from conveyor.store.base import Store
+from conveyor.store.redis.keys import DEFAULT_PREFIX, SCHEMA_VERSION, Keys, pair
+from conveyor.store.wake import LocalWaker
+
+log = logging.getLogger("conveyor.store.redis")
+
+UNAVAILABLE = "job queue service is unavailable: Redis is not connected"
+"""The exact text of StoreUnavailable (the Go template's 503 message; the HTTP layer answers with it)."""
+
+CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
+
+SCRIPTS = (
+    "enqueue",
+    "claim",
+    "claim_user",
+    "heartbeat",
+    "finish",
+    "rescue",
+    "cancel",
+    "requeue",
+    "delete",
+    "run_now",
+    "prune",
+    "has_due",
+    "stats",
+    "list",
+    "put_doc",
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_STATUSES = [s.value for s in JobStatus]
+
+
+def to_us(dt: datetime) -> int:
+    """A datetime as integer microseconds since the epoch (exact, unlike float timestamps)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _US
+
+
+def from_us(value: str | int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def _opt(value: str | None) -> str:
+    """Optional string argument for a script: '' is None, anything else carries a leading '='."""
+    return "" if value is None else "=" + value
+
+
+def _opt_us(value: datetime | None) -> str:
+    return "" if value is None else f"={to_us(value)}"
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+def decode_job(flat: Sequence[Any], *, duplicate: bool = False) -> Job:
+    """A Job from a job hash's HGETALL (absent fields are None)."""
+    h = _pairs(flat)
+    g = h.get
+    started, finished, lease, result = g("started_at"), g("finished_at"), g("lease_expires_at"), g("result")
+    return Job(
+        id=h["id"],
+        namespace=h["namespace"],
+        queue=h["queue"],
+        task=h["task"],
+        payload=json.loads(h["payload"]),
+        status=JobStatus(h["status"]),
+        priority=int(h["priority"]),
+        run_at=from_us(h["run_at"]),
+        attempts=int(h["attempts"]),
+        max_attempts=int(h["max_attempts"]),
+        try_number=int(h["try_number"]),
+        created=from_us(h["created"]),
+        updated=from_us(h["updated"]),
+        user_id=g("user_id"),
+        group_key=g("group_key"),
+        unique_key=g("unique_key"),
+        started_at=None if started is None else from_us(started),
+        finished_at=None if finished is None else from_us(finished),
+        lease_expires_at=None if lease is None else from_us(lease),
+        worker_id=g("worker_id"),
+        last_error=g("last_error"),
+        result=None if result is None else json.loads(result),
+        cancel_requested=g("cancel_requested") == "1",
+        duplicate=duplicate,
+    )
+
+
+def encode_attempt(a: Attempt) -> str:
+    return json.dumps(
+        {
+            "job_id": a.job_id,
+            "try_number": a.try_number,
+            "outcome": a.outcome.value,
+            "status_code": a.status_code,
+            "started_at": to_us(a.started_at),
+            "finished_at": to_us(a.finished_at),
+            "worker_id": a.worker_id,
+            "result": a.result,
+            "error": a.error,
+            "traceback": a.traceback,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def decode_attempt(text: str) -> Attempt:
+    d = json.loads(text)
+    return Attempt(
+        job_id=d["job_id"],
+        try_number=int(d["try_number"]),
+        outcome=AttemptOutcome(d["outcome"]),
+        status_code=int(d["status_code"]),
+        started_at=from_us(d["started_at"]),
+        finished_at=from_us(d["finished_at"]),
+        worker_id=d.get("worker_id"),
+        result=d.get("result"),
+        error=d.get("error"),
+        traceback=d.get("traceback"),
+    )
+
+
+def _encode_worker(w: WorkerInfo) -> str:
+    return json.dumps(
+        {
+            "id": w.id,
+            "hostname": w.hostname,
+            "pid": w.pid,
+            "queues": list(w.queues),
+            "concurrency": w.concurrency,
+            "started_at": w.started_at.isoformat(),
+            "heartbeat_at": w.heartbeat_at.isoformat(),
+            "expires_at": w.expires_at.isoformat(),
+            "running": list(w.running),
+            "version": w.version,
+        }
+    )
+
+
+def _decode_worker(text: str) -> WorkerInfo:
+    d = json.loads(text)
+    return WorkerInfo(
+        id=d["id"],
+        hostname=d["hostname"],
+        pid=int(d["pid"]),
+        queues=tuple(d["queues"]),
+        concurrency=int(d["concurrency"]),
+        started_at=datetime.fromisoformat(d["started_at"]),
+        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
+        expires_at=datetime.fromisoformat(d["expires_at"]),
+        running=tuple(d.get("running", ())),
+        version=d.get("version", ""),
+    )
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(URL for redis-py without our `prefix` parameter, the key prefix)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    kept: list[tuple[str, str]] = []
+    for k, v in query:
+        if k == "prefix":
+            prefix = v or DEFAULT_PREFIX
+        else:
+            kept.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
+def load_script(name: str) -> str:
+    """A script's text: lua/common.lua followed by lua/<name>.lua (one EVALSHA per transition)."""
+    lua = resources.files("conveyor.store.redis").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+_CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class RedisStore(Store):
+    """Jobs in Redis. URL `redis://host:port/db?prefix=NAME` (the prefix namespaces every key; default
+    `conveyor`). Options: `socket_timeout` (seconds, default 5), `wake_block` (seconds one BLPOP blocks,
+    default 1), `max_connections`."""
+
+    scheme = "redis"
+    supports_transactions = False
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, lazy: bool = False, **options: Any) -> None:
+        self.url = url
+        self.lazy = lazy
+        self.options = options
+        self._redis_url, self.prefix = split_url(url)
+        self.keys = Keys(self.prefix)
+        self._socket_timeout = float(options.get("socket_timeout", 5.0))
+        self._wake_block = float(options.get("wake_block", 1.0))
+        self._client: aioredis.Redis | None = None
+        self._wake_client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._waker = LocalWaker()
+        self._waiting = 0
+        self._listener: asyncio.Task[None] | None = None
+        self._opened = False
+        self._closed = False
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    def _connect(self) -> aioredis.Redis:
+        """Build the clients (no I/O yet). One retry without back-off replaces a pooled connection that died with
+        a Redis restart; a Redis that stays down fails fast instead of hanging the caller."""
+        if self._client is None:
+            common: dict[str, Any] = {
+                "decode_responses": True,
+                "socket_connect_timeout": self._socket_timeout,
+                "retry": Retry(NoBackoff(), 1),
+                "health_check_interval": 10,
+            }
+            if "max_connections" in self.options:
+                common["max_connections"] = int(self.options["max_connections"])
+            self._client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout, **common)
+            self._wake_client = aioredis.Redis.from_url(
+                self._redis_url, socket_timeout=self._wake_block + self._socket_timeout, **common
+            )
+            self._scripts = {name: self._client.register_script(load_script(name)) for name in SCRIPTS}
+        return self._client
+
+    async def open(self) -> None:
+        self._closed = False
+        client = self._connect()
+        if self._opened:
+            return
+        try:
+            await client.ping()
+            await self.migrate()
+        except StoreUnavailable:
+            if not self.lazy:
+                raise
+            log.warning("Redis at %s is not reachable; the job queue is unavailable until it returns", self._where())
+            return
+        except _CONNECTION_ERRORS as exc:
+            if not self.lazy:
+                raise StoreUnavailable(UNAVAILABLE) from exc
+            log.warning("Redis at %s is not reachable; the job queue is unavailable until it returns", self._where())
+            return
+        self._opened = True
+        await self._check_eviction(client)
+
+    def _where(self) -> str:
+        parts = urlsplit(self._redis_url)
+        return f"{parts.hostname}:{parts.port or 6379}"
+
+    async def _check_eviction(self, client: aioredis.Redis) -> None:
+        """Warn when Redis may evict keys: an evicted job hash is a lost job."""
+        try:
+            policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except rexc.RedisError:  # CONFIG may be disabled on managed Redis
+            return
+        if policy and policy != "noeviction":
+            log.warning(
+                "Redis maxmemory-policy is %r: Redis may evict job keys under memory pressure and lose jobs. "
+                "Set maxmemory-policy to noeviction for a job queue.",
+                policy,
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        self._waker.notify()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(BaseException):
+                await listener
+        client, wake_client = self._client, self._wake_client
+        self._client = self._wake_client = None
+        self._opened = False
+        for c in (client, wake_client):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.aclose()
+
+    async def migrate(self) -> list[str]:
+        """Redis has no schema; the layout version is recorded so a future layout change can migrate."""
+
+        async def run(c: aioredis.Redis) -> list[str]:
+            created = await c.hsetnx(self.keys.meta, "schema", SCHEMA_VERSION)
+            return ["0001_redis_layout"] if created else []
+
+        applied: list[str] = await self._do(run)
+        return applied
+
+    async def ping(self) -> None:
+        await self._do(lambda c: c.ping())
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+
+    async def _do(self, fn: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+        """Run one Redis operation, turning every connection failure into StoreUnavailable."""
+        if self._closed and self._client is None:
+            raise StoreUnavailable(UNAVAILABLE)
+        client = self._connect()
+        try:
+            return await fn(client)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(UNAVAILABLE) from exc
+        except rexc.ResponseError as exc:
+            text = str(exc)
+            if text.startswith(("MISCONF", "LOADING", "READONLY", "MASTERDOWN")):
+                raise StoreUnavailable(UNAVAILABLE) from exc
+            raise
+
+    async def _run(self, name: str, args: Sequence[Any]) -> Any:
+        script_args = [self.prefix, *args]
+
+        async def call(c: aioredis.Redis) -> Any:
+            return await self._scripts[name](keys=[], args=script_args)
+
+        return await self._do(call)
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        if not jobs:
+            return []
+        seen: set[str] = set()
+        args: list[Any] = []
+        for new in jobs:
+            if new.id in seen:
+                raise ValidationError(f"a job with id {new.id} already exists", field="id")
+            seen.add(new.id)
+            args += [
+                new.id,
+                new.namespace,
+                new.queue,
+                new.task,
+                new.payload_json,
+                new.priority,
+                to_us(new.run_at),
+                new.max_attempts,
+                to_us(new.created),
+                _opt(new.user_id),
+                _opt(new.group_key),
+                _opt(new.unique_key),
+            ]
+        reply = await self._run("enqueue", args)
+        if reply and reply[0] == "exists":
+            raise ValidationError(f"a job with id {reply[1]} already exists", field="id")
+        out: list[Job] = []
+        stored = False
+        for new, item in zip(jobs, reply, strict=True):
+            if item == 0:
+                out.append(new.to_job())
+                stored = True
+            else:
+                out.append(decode_job(item, duplicate=True))
+        if stored:
+            self._waker.notify()
+        return out
+
+    # ---- the worker's calls ---------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        opts = json.dumps(
+            {
+                "queues": list(queues),
+                "namespaces": None if namespaces is None else list(namespaces),
+                "exclude": list(exclude_namespaces),
+            }
+        )
+        reply = await self._run("claim", [worker_id, limit, lease // _US, opts])
+        return [decode_job(flat) for flat in reply]
+
+    async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
+        reply = await self._run("claim_user", [namespace, user_id, worker_id, lease // _US])
+        if reply[0] == "conflict":
+            raise Conflict(CONFLICT_MESSAGE)
+        if reply[0] == "none":
+            return None
+        return decode_job(reply[1])
+
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
+        if not leases:
+            return []
+        args: list[Any] = [lease // _US]
+        for held in leases:
+            args += [held.job_id, held.try_number]
+        reply = await self._run("heartbeat", args)
+        return [
+            LeaseState(lease=held, held=bool(r[0]), cancel_requested=bool(r[1]))
+            for held, r in zip(leases, reply, strict=True)
+        ]
+
+    async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
+        if not finishes:
+            return []
+        args: list[Any] = []
+        for f in finishes:
+            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+                raise ValidationError(
+                    f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
+                    f"got {f.status.value!r}",
+                    field="status",
+                )
+            completed = f.status is JobStatus.COMPLETED and not f.release
+            args += [
+                f.lease.job_id,
+                f.lease.try_number,
+                f.status.value,
+                "1" if f.release else "0",
+                _opt_us(f.run_at),
+                _opt(f.error),
+                _opt(encode_result(f.result)) if completed and f.result is not None else "",
+                _opt(encode_attempt(f.attempt)) if f.attempt is not None and not f.release else "",
+            ]
+        reply = await self._run("finish", args)
+        return [bool(r) for r in reply]
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        """Wait for a local notify or a wake token from any process (BLPOP on a dedicated connection, held only
+        while someone waits)."""
+        if self._closed:
+            return
+        self._waiting += 1
+        try:
+            if self._listener is None or self._listener.done():
+                self._listener = asyncio.get_running_loop().create_task(self._listen())
+            await self._waker.wait(max(0.0, timeout))
+        finally:
+            self._waiting -= 1
+
+    async def _listen(self) -> None:
+        """Relay wake tokens to local waiters while any wait. Failures (Redis down) back off and retry: the
+        waiters' own timeouts keep them polling, and their next claim reports the outage."""
+        while not self._closed and self._waiting > 0:
+            client = self._wake_client
+            if client is None:
+                return
+            try:
+                got = await client.blpop([self.keys.wake], timeout=self._wake_block)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.25)
+                continue
+            if got is not None:
+                self._waker.notify()
+
+    # ---- maintenance ----------------------------------------------------------------------------------------
+
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        reply = await self._run("rescue", [_opt_us(now), max(0, limit)])
+        jobs = [decode_job(flat) for flat in reply]
+        if any(j.status is JobStatus.PENDING for j in jobs):
+            self._waker.notify()
+        return jobs
+
+    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+        if limit <= 0:
+            return 0
+        return int(await self._run("prune", [to_us(completed_before), to_us(failed_before), limit]))
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        flat = await self._do(lambda c: c.hgetall(self.keys.job(job_id)))
+        if not flat:
+            return None
+        return decode_job(_flatten(flat))
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        offset = max(0, offset)
+        limit = max(0, limit)
+        if filter.ids is not None:
+            return await self._list_ids(filter, limit, offset)
+        args = [
+            _opt(filter.namespace),
+            _opt(filter.queue),
+            _opt(filter.task),
+            _opt(None if filter.status is None else JobStatus(filter.status).value),
+            _opt(filter.user_id),
+            limit,
+            offset,
+            *_STATUSES,
+        ]
+        reply = await self._run("list", args)
+        return Page(items=[decode_job(flat) for flat in reply[1:]], total=int(reply[0]), limit=limit, offset=offset)
+
+    async def _list_ids(self, flt: JobFilter, limit: int, offset: int) -> Page[Job]:
+        ids = list(dict.fromkeys(flt.ids or ()))
+
+        async def fetch(c: aioredis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            return list(await pipe.execute())
+
+        found = [decode_job(_flatten(flat)) for flat in await self._do(fetch) if flat]
+        matched = [
+            j
+            for j in found
+            if (flt.namespace is None or j.namespace == flt.namespace)
+            and (flt.queue is None or j.queue == flt.queue)
+            and (flt.task is None or j.task == flt.task)
+            and (flt.status is None or j.status == flt.status)
+            and (flt.user_id is None or j.user_id == flt.user_id)
+        ]
+        matched.sort(key=lambda j: (j.created, j.id), reverse=True)
+        return Page(items=matched[offset : offset + limit], total=len(matched), limit=limit, offset=offset)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        records: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.attempts(job_id)))
+        return [decode_attempt(records[k]) for k in sorted(records, key=int)]
+
+    async def _stat_rows(self, namespace: str | None, queue: str | None, task: str | None) -> list[list[Any]]:
+        rows: list[list[Any]] = await self._run("stats", [_opt(namespace), _opt(queue), _opt(task), *_STATUSES])
+        return rows
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        totals = [0] * (len(_STATUSES) + 1)
+        for row in await self._stat_rows(namespace, queue, task):
+            for i in range(len(totals)):
+                totals[i] += int(row[1 + i])
+        by = dict(zip([*_STATUSES, "scheduled"], totals, strict=True))
+        return Stats(
+            pending=by["pending"],
+            processing=by["processing"],
+            completed=by["completed"],
+            failed=by["failed"],
+            cancelled=by["cancelled"],
+            scheduled=by["scheduled"],
+        )
+
+    async def _change(self, name: str, job_id: str, *extra: Any) -> tuple[str, Any]:
+        reply = await self._run(name, [job_id, *extra])
+        kind = reply[0]
+        if kind == "missing":
+            raise JobNotFound(job_id)
+        return kind, reply[1] if len(reply) > 1 else None
+
+    async def cancel(self, job_id: str) -> Job:
+        kind, value = await self._change("cancel", job_id)
+        if kind == "invalid":
+            raise InvalidTransition(
+                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {value!r})"
+            )
+        return decode_job(value)
+
+    async def requeue(self, job_id: str) -> Job:
+        job = await self.get_job(job_id)
+        kind, value = await self._change("requeue", job_id)
+        if kind == "invalid":
+            raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+        if kind == "unique":
+            key = job.unique_key if job is not None else None
+            raise InvalidTransition(f"Job cannot be requeued: active job {value} holds its unique key {key!r}")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        kind, value = await self._change("delete", job_id, "1" if force else "0")
+        if kind == "invalid":
+            raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def run_now(self, job_id: str) -> Job:
+        kind, value = await self._change("run_now", job_id)
+        if kind == "invalid":
+            raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {value!r})")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+        return bool(await self._run("has_due", [namespace, user_id]))
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def put_namespace(self, namespace: Namespace) -> Namespace:
+        """Create or replace with a compare-and-set loop so concurrent replaces each get their own revision."""
+        while True:
+            current: str | None = await self._do(lambda c: c.hget(self.keys.namespaces, namespace.name))
+            stored = replace(namespace, extra=dict(namespace.extra))
+            if current is not None:
+                old = Namespace.from_dict(json.loads(current))
+                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
+            doc = json.dumps(stored.to_dict())
+            ok = await self._run("put_doc", ["ns", namespace.name, _opt(current), doc])
+            if ok:
+                return stored
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        doc = await self._do(lambda c: c.hget(self.keys.namespaces, name))
+        if doc is None:
+            return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
+        return Namespace.from_dict(json.loads(doc))
+
+    async def list_namespaces(self) -> list[Namespace]:
+        docs: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.namespaces))
+        found = {name: Namespace.from_dict(json.loads(doc)) for name, doc in docs.items()}
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+        return bool(await self._do(lambda c: c.hdel(self.keys.namespaces, name)))
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        p = pair(settings.namespace, settings.name)
+        doc = json.dumps({"paused": settings.paused, "concurrency": settings.concurrency})
+
+        async def write(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)  # MULTI/EXEC: the three views change together
+            pipe.hset(self.keys.qset, p, doc)
+            pipe.sadd(self.keys.pairs, p)
+            if settings.paused:
+                pipe.sadd(self.keys.qpaused, p)
+            else:
+                pipe.srem(self.keys.qpaused, p)
+            if settings.concurrency is None:
+                pipe.hdel(self.keys.qconc, p)
+            else:
+                pipe.hset(self.keys.qconc, p, str(settings.concurrency))
+            pipe.lpush(self.keys.wake, "1")  # a resumed queue or a raised limit may free jobs elsewhere
+            pipe.ltrim(self.keys.wake, 0, 63)
+            await pipe.execute()
+
+        await self._do(write)
+        self._waker.notify()
+        return settings
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        out: list[QueueInfo] = []
+        n = len(_STATUSES)
+        for row in await self._stat_rows(namespace, None, None):
+            ns, q = str(row[0]).split(":", 1)
+            counts = {s: int(row[1 + i]) for i, s in enumerate(_STATUSES)}
+            counts["scheduled"] = int(row[1 + n])
+            concurrency = int(row[3 + n])
+            out.append(
+                QueueInfo(
+                    namespace=ns,
+                    name=q,
+                    paused=bool(int(row[2 + n])),
+                    counts=counts,
+                    concurrency=None if concurrency < 0 else concurrency,
+                )
+            )
+        out.sort(key=lambda qi: (qi.namespace, qi.name))
+        return out
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """The registration is a key that Redis expires by itself: a killed worker leaves nothing behind."""
+        expires_ms = to_us(info.expires_at) // 1000
+
+        async def write(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)
+            pipe.set(self.keys.worker(info.id), _encode_worker(info), pxat=max(1, expires_ms))
+            pipe.zadd(self.keys.workers, {info.id: expires_ms})
+            await pipe.execute()
+
+        await self._do(write)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async def drop(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            await pipe.execute()
+
+        await self._do(drop)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def read(c: aioredis.Redis) -> list[WorkerInfo]:
+            ids = [str(i) for i in await c.zrange(self.keys.workers, 0, -1)]
+            if not ids:
+                return []
+            docs: list[Any] = list(await c.mget([self.keys.worker(i) for i in ids]))
+            gone = [i for i, d in zip(ids, docs, strict=True) if d is None]
+            if gone:
+                await c.zrem(self.keys.workers, *gone)
+            now = utcnow()
+            live = [_decode_worker(d) for d in docs if d is not None]
+            return sorted((w for w in live if w.expires_at > now), key=lambda w: (w.started_at, w.id))
+
+        workers: list[WorkerInfo] = await self._do(read)
+        return workers
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        value: str | None = await self._do(lambda c: c.get(self.keys.kv(key)))
+        return value
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        result = await self._do(lambda c: c.set(self.keys.kv(key), value, px=px, nx=only_if_absent))
+        return bool(result)
+
+    async def kv_delete(self, key: str) -> None:
+        await self._do(lambda c: c.delete(self.keys.kv(key)))
+
+
+def _flatten(reply: Any) -> list[Any]:
+    """HGETALL through execute_command may come back as a dict (RESP3 / response callbacks) or a flat list."""
+    if isinstance(reply, dict):
+        return [x for kv in reply.items() for x in kv]
+    return list(reply)
