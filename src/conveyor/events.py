@@ -132,6 +132,11 @@ class EventBus:
                     "task": job.task,
                     "statusCode": status_code,
                     "outcome": outcome,
+                    # for metrics (run duration, enqueue-to-start latency) and webhook receivers
+                    "queue": job.queue,
+                    "tryNumber": job.try_number,
+                    "startedAt": job.started_at.isoformat() if job.started_at else None,
+                    "runAt": job.run_at.isoformat(),
                 },
             )
         )

@@ -1,0 +1,306 @@
+"""Shared pieces of the HTTP layer: the error body, error handlers, JSON shapes of Conveyor's values.
+
+Every error answer has one shape, PocketBase's `{code, message, data}` extended with `error` (a stable machine
+code from conveyor.errors) and `field` (the input that broke a rule), so that clients of the PocketBase API keep
+working and every other client gets the field and rule in words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conveyor.errors import ConveyorError, JobNotFound, StoreUnavailable, ValidationError
+from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace, QueueInfo, WorkerInfo, encode_payload
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer. `code` is the HTTP status (PocketBase), `error` the machine code, `field` the input."""
+
+    code: int
+    message: str
+    error: str = "error"
+    field: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "Bad input or a state that forbids the change"),
+        (401, "Missing, invalid or expired token"),
+        (403, "The token may not reach this resource"),
+        (404, "Not found"),
+        (413, "Payload or body too large"),
+        (422, "Input does not match the schema"),
+        (503, "The store is unavailable; retry later"),
+    )
+}
+
+
+def error_response(status: int, message: str, *, error: str = "error", field: str | None = None) -> JSONResponse:
+    data: dict[str, Any] = {}
+    if field is not None:
+        data[field] = {"code": error, "message": message}
+    body = {"code": status, "message": message, "error": error, "field": field, "data": data}
+    return JSONResponse(body, status_code=status)
+
+
+def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConveyorError)
+    field = exc.field if isinstance(exc, ValidationError) else None
+    status = exc.status_code
+    if status >= 500 and not isinstance(exc, StoreUnavailable):
+        # a ConveyorError that maps to 500 (e.g. a misconfiguration) still says what it is
+        status = 500
+    return error_response(status, exc.message, error=exc.code, field=field)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "Error"
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"Not found: {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    response = error_response(exc.status_code, message, error=_code_for(exc.status_code))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _code_for(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+        status, "error"
+    )
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Name the first offending field and its rule. PocketBase answers any bad body with 400, so its routes do."""
+    assert isinstance(exc, RequestValidationError)
+    errors: Sequence[Mapping[str, Any]] = exc.errors()
+    status = 400 if request.url.path.startswith(("/api/jobs", "/api/dm-jobqueue")) else 422
+    data: dict[str, Any] = {}
+    first_field: str | None = None
+    first_message = "Invalid request"
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or str((err.get("loc") or ("body",))[0])
+        rule = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            field, rule = "body", "must be valid JSON"
+            status = 400
+        if first_field is None:
+            first_field = field
+            first_message = f"{field}: {rule}"
+        data.setdefault(field, {"code": str(err.get("type", "invalid")), "message": rule})
+    body = {"code": status, "message": first_message, "error": "validation_error", "field": first_field, "data": data}
+    return JSONResponse(body, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ConveyorError, _conveyor_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+def fix_openapi_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Point FastAPI's generated 422 answers at ErrorBody, which is what the handlers really send."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.get("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Input does not match the schema",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                }
+    comps = schema.get("components", {}).get("schemas", {})
+    comps.pop("HTTPValidationError", None)
+    comps.pop("ValidationError", None)
+    return schema
+
+
+# ---- input checks shared by the routes ------------------------------------------------------------------------
+
+
+def check_payload(payload: Any, max_bytes: int, field: str = "payload") -> None:
+    """Refuse a non-JSON or oversize payload with its own status (413) and field name, before any store call."""
+    try:
+        encode_payload(payload, max_bytes)
+    except ValidationError as exc:
+        exc.field = field
+        raise
+    reject_nul(payload, field)
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids are UUIDs; anything else cannot exist, so answer 404 without a store round trip."""
+    if not _UUID_RE.match(job_id):
+        raise JobNotFound(job_id)
+    return job_id.lower()
+
+
+def reject_nul(value: Any, field: str, *, depth: int = 0) -> None:
+    """NUL characters cannot be stored in PostgreSQL text or JSONB: refuse them on every store alike."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(f"{field} must not contain NUL (\\u0000) characters", field=field)
+    elif depth > 64:
+        return
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key, field, depth=depth + 1)
+            reject_nul(item, field, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            reject_nul(item, field, depth=depth + 1)
+
+
+# ---- JSON shapes ----------------------------------------------------------------------------------------------
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds (Conveyor's own surface: ordering inside a second stays visible)."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def pb_time(value: datetime) -> str:
+    """PocketBase's time format: RFC 3339 UTC at second precision."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pocketbase_job(job: Job) -> dict[str, JSON]:
+    """The PocketBase Job JSON (`locked_until`/`last_error` omitted when empty), plus Conveyor's extra fields.
+
+    PocketBase counts `retries` as failures that led to another try and `max_retries` as the total number of
+    tries; Conveyor counts tries (`attempts`). A pending job's attempts all failed; otherwise the current or last
+    try is not a retry."""
+    retries = job.attempts if job.status is JobStatus.PENDING else max(job.attempts - 1, 0)
+    out: dict[str, JSON] = {
+        "id": job.id,
+        "topic": job.task,
+        "payload": job.payload,
+        "status": job.status.value,
+        "run_at": pb_time(job.run_at),
+        "retries": retries,
+        "max_retries": job.max_attempts,
+        "created": pb_time(job.created),
+        "updated": pb_time(job.updated),
+    }
+    if job.lease_expires_at is not None and job.status is JobStatus.PROCESSING:
+        out["locked_until"] = pb_time(job.lease_expires_at)
+    if job.last_error is not None:
+        out["last_error"] = job.last_error
+    out.update(
+        {
+            "namespace": job.namespace,
+            "queue": job.queue,
+            "priority": job.priority,
+            "attempts": job.attempts,
+            "user_id": job.user_id,
+            "group_key": job.group_key,
+            "unique_key": job.unique_key,
+            "duplicate": job.duplicate,
+        }
+    )
+    return out
+
+
+def job_json(job: Job) -> dict[str, JSON]:
+    """Conveyor's own job JSON (the /api/v1 surface): every field of the model."""
+    return {
+        "id": job.id,
+        "namespace": job.namespace,
+        "queue": job.queue,
+        "task": job.task,
+        "payload": job.payload,
+        "status": job.status.value,
+        "scheduled": job.is_scheduled(),
+        "priority": job.priority,
+        "run_at": rfc3339(job.run_at),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "try_number": job.try_number,
+        "created": rfc3339(job.created),
+        "updated": rfc3339(job.updated),
+        "user_id": job.user_id,
+        "group_key": job.group_key,
+        "unique_key": job.unique_key,
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
+        "lease_expires_at": rfc3339(job.lease_expires_at),
+        "worker_id": job.worker_id,
+        "last_error": job.last_error,
+        "result": job.result,
+        "cancel_requested": job.cancel_requested,
+        "duplicate": job.duplicate,
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict[str, JSON]:
+    return {
+        "job_id": attempt.job_id,
+        "try_number": attempt.try_number,
+        "outcome": attempt.outcome.value,
+        "status_code": attempt.status_code,
+        "succeeded": attempt.succeeded,
+        "started_at": rfc3339(attempt.started_at),
+        "finished_at": rfc3339(attempt.finished_at),
+        "duration": attempt.duration,
+        "worker_id": attempt.worker_id,
+        "result": attempt.result,
+        "error": attempt.error,
+        "traceback": attempt.traceback,
+    }
+
+
+def namespace_json(ns: Namespace, *, reveal_secret: bool = False) -> dict[str, JSON]:
+    """A namespace's settings. The webhook secret is write-only: answers say whether one is set."""
+    data = ns.to_dict()
+    data["created"] = rfc3339(ns.created)
+    data["updated"] = rfc3339(ns.updated)
+    secret = data.pop("webhook_secret", None)
+    data["webhook_secret_set"] = bool(secret)
+    if reveal_secret:
+        data["webhook_secret"] = secret
+    return data
+
+
+def queue_json(q: QueueInfo) -> dict[str, JSON]:
+    return {
+        "namespace": q.namespace,
+        "name": q.name,
+        "paused": q.paused,
+        "concurrency": q.concurrency,
+        "counts": dict(q.counts),
+    }
+
+
+def worker_json(w: WorkerInfo) -> dict[str, JSON]:
+    return {
+        "id": w.id,
+        "hostname": w.hostname,
+        "pid": w.pid,
+        "queues": list(w.queues),
+        "concurrency": w.concurrency,
+        "started_at": rfc3339(w.started_at),
+        "heartbeat_at": rfc3339(w.heartbeat_at),
+        "expires_at": rfc3339(w.expires_at),
+        "running": list(w.running),
+        "version": w.version,
+    }

@@ -1,0 +1,239 @@
+"""`create_app`: the FastAPI application around one Conveyor app.
+
+The lifespan opens the store, loads the admin token and user-token secret (printing a generated admin token
+once), starts the webhook dispatcher and, when asked, a Worker with its maintenance services on the same event
+loop; on shutdown it ends SSE streams first, then stops the worker gracefully (running jobs finish within its grace
+period, the rest are handed back), then closes the store. A store that is down at start does not stop the server:
+requests answer 503 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRouter
+
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError, StoreUnavailable
+from conveyor.server import demo as demo_routes
+from conveyor.server import metrics as metrics_routes
+from conveyor.server import notify, routes_pocketbase, routes_v1
+from conveyor.server.auth import Principal
+from conveyor.server.common import ERROR_RESPONSES, error_response, fix_openapi_errors, install_error_handlers
+from conveyor.server.deps import ServerContext
+from conveyor.server.metrics import Metrics
+from conveyor.server.schemas import HealthOut
+
+log = logging.getLogger("conveyor.server")
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 before they are read into memory or stored: by the
+    Content-Length header when given, else by counting the chunks as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            f"request body is larger than {self.max_bytes} bytes; send fewer or smaller jobs",
+            error="payload_too_large",
+            field="body",
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class LazyAuth:
+    """The auth object handed to the GS2 routers: resolves the server's secrets on first use (the store may
+    be down when the app is built) and checks tokens exactly as the rest of the API does."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+
+    async def authenticate(self, token: str | None) -> Principal:
+        auth = await self._ctx.get_auth()
+        return auth.authenticate(token)
+
+
+def _gs2_routers(app: Conveyor, ctx: ServerContext) -> list[APIRouter]:
+    """The GS2-compatible surface (`/job-queue/...` and its identifier login), when its module is present."""
+    try:
+        gs2 = importlib.import_module("conveyor.server.gs2")
+    except ModuleNotFoundError as exc:
+        if exc.name == "conveyor.server.gs2":
+            return []
+        raise
+    auth = LazyAuth(ctx)
+    routers: list[APIRouter] = []
+    build = getattr(gs2, "build_router", None)
+    if build is not None:
+        routers.append(build(app, auth))
+    build_identifier = getattr(gs2, "build_identifier_router", None)
+    if build_identifier is not None:
+        routers.append(build_identifier(auth))
+    return routers
+
+
+def create_app(
+    conveyor_app: Conveyor,
+    *,
+    admin_token: str | None = None,
+    demo: bool = False,
+    run_worker: bool = False,
+    worker_options: dict[str, Any] | None = None,
+    idempotency_ttl: float = 86_400.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    print_admin_token: bool = True,
+) -> FastAPI:
+    """The HTTP API for `conveyor_app`. With `run_worker=True` a Worker (with rescuer, pruner and scheduler)
+    runs in the server's event loop, configured by `worker_options` (conveyor.worker.Worker's arguments)."""
+    ctx = ServerContext(app=conveyor_app, admin_token=admin_token, demo=demo, idempotency_ttl=idempotency_ttl)
+    notify.register_system_tasks(conveyor_app)
+    if demo:
+        from conveyor.demo import register_demo
+
+        register_demo(conveyor_app)
+    metrics = Metrics()
+    conveyor_app.events.add_listener(metrics.on_event)
+    dispatcher = notify.WebhookDispatcher(conveyor_app)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        ctx.shutdown = asyncio.Event()
+        try:
+            auth = await ctx.get_auth()
+            if auth.generated_admin_token and print_admin_token:
+                print(
+                    f"Conveyor admin token (generated on first start, kept in the store; shown once):\n"
+                    f"  {auth.admin_token}\n"
+                    f"Use it as: Authorization: Bearer <token>. Set CONVEYOR_ADMIN_TOKEN to choose your own.",
+                    flush=True,
+                )
+        except StoreUnavailable as exc:
+            log.warning("store unavailable at start (%s); requests answer 503 until it is back", exc.message)
+        dispatcher.start()
+        worker_task: asyncio.Task[None] | None = None
+        worker: Any = None
+        if run_worker:
+            from conveyor.worker import Worker
+
+            options = {"install_signal_handlers": False, **(worker_options or {})}
+            worker = Worker(conveyor_app, **options)
+            api.state.worker = worker
+            worker_task = asyncio.create_task(worker.run(), name="conveyor-worker")
+        try:
+            yield
+        finally:
+            ctx.shutdown.set()
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await worker_task
+            await dispatcher.stop()
+            with contextlib.suppress(Exception):
+                await conveyor_app.aclose()
+
+    api = FastAPI(
+        title="Conveyor",
+        version=_version(),
+        description="Conveyor job queue: the PocketBase job API, Conveyor's own API, per-user Run, events.",
+        lifespan=lifespan,
+    )
+    api.state.conveyor = ctx
+    api.state.metrics = metrics
+    api.state.worker = None
+    install_error_handlers(api)
+
+    @api.get("/health", response_model=HealthOut, tags=["health"], responses={503: ERROR_RESPONSES[503]})
+    async def health() -> JSONResponse:
+        """200 when the store answers; 503 (with the store's message) when it does not."""
+        try:
+            await conveyor_app._on_home(conveyor_app.store.ping)
+        except ConveyorError as exc:
+            return error_response(503, exc.message, error="store_unavailable")
+        return JSONResponse({"status": "ok", "store": conveyor_app.store.scheme})
+
+    api.include_router(routes_pocketbase.router)
+    api.include_router(routes_v1.admin)
+    api.include_router(routes_v1.users)
+    api.include_router(notify.router)
+    api.include_router(metrics_routes.router)
+    if demo:
+        api.include_router(demo_routes.router)
+    for router in _gs2_routers(conveyor_app, ctx):
+        api.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+            api.openapi_schema = fix_openapi_errors(schema)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """Last line of defence: an unexpected error answers 500 JSON (and is logged), never HTML or a reset."""
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error; see the server log", error="internal_error")
+
+    api.add_exception_handler(Exception, internal_error)
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return api
+
+
+def _version() -> str:
+    from conveyor import __version__
+
+    return __version__

@@ -1,0 +1,123 @@
+"""Prometheus metrics at `/metrics`, fed by the app's event bus (never by reaching into the worker).
+
+Counters and histograms are updated by a synchronous bus listener (cheap, thread-safe). Queue depths are read
+from the store when Prometheus scrapes, so they are right even for jobs enqueued by other processes. Each server
+has its own registry, so several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from conveyor.errors import ConveyorError
+from conveyor.events import Event
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+router = APIRouter(tags=["health"])
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("task", "queue")
+        self.enqueued = Counter("conveyor_jobs_enqueued", "Jobs enqueued", labels, registry=self.registry)
+        self.completed = Counter("conveyor_jobs_completed", "Job runs that completed", labels, registry=self.registry)
+        self.failed = Counter(
+            "conveyor_jobs_failed", "Job runs that failed for good (dead letter)", labels, registry=self.registry
+        )
+        self.retried = Counter(
+            "conveyor_jobs_retried", "Job runs that failed and will be retried", labels, registry=self.registry
+        )
+        self.runs = Counter(
+            "conveyor_job_runs", "Job runs by outcome", ("task", "queue", "outcome"), registry=self.registry
+        )
+        self.duration = Histogram(
+            "conveyor_job_run_duration_seconds",
+            "Time from the start of a run to its end",
+            labels,
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "conveyor_job_start_latency_seconds",
+            "Time from when a job was due (enqueue or run_at) to the start of its run",
+            labels,
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.depth = Gauge(
+            "conveyor_queue_jobs",
+            "Jobs in each queue by status",
+            ("namespace", "queue", "status"),
+            registry=self.registry,
+        )
+        self.store_up = Gauge("conveyor_store_up", "1 when the store answered the last scrape", registry=self.registry)
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: must be quick and never raise (the bus swallows errors anyway)."""
+        data = event.data
+        task = str(data.get("task") or "")
+        queue = str(data.get("queue") or "")
+        if event.type == "push":
+            self.enqueued.labels(task, queue).inc()
+            return
+        if event.type != "run":
+            return
+        outcome = str(data.get("outcome") or "")
+        self.runs.labels(task, queue, outcome).inc()
+        if outcome == "completed":
+            self.completed.labels(task, queue).inc()
+        elif outcome == "failed":
+            self.failed.labels(task, queue).inc()
+        elif outcome in ("retry", "timeout", "lost"):
+            self.retried.labels(task, queue).inc()
+        started = _parse(data.get("startedAt"))
+        if started is not None:
+            self.duration.labels(task, queue).observe(max((event.at - started).total_seconds(), 0.0))
+            due = _parse(data.get("runAt"))
+            if due is not None:
+                self.latency.labels(task, queue).observe(max((started - due).total_seconds(), 0.0))
+
+    async def refresh_depths(self, app: Conveyor) -> None:
+        try:
+            queues = await app.alist_queues()
+        except ConveyorError:
+            self.store_up.set(0)
+            return
+        self.store_up.set(1)
+        self.depth.clear()
+        for q in queues:
+            for status, count in q.counts.items():
+                self.depth.labels(q.namespace, q.name, status).set(count)
+
+
+def _parse(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    ctx = request.app.state.conveyor
+    m: Metrics = request.app.state.metrics
+    await m.refresh_depths(ctx.app)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,206 @@
+"""The PocketBase job API (`/api/jobs…`), answer for answer, with Conveyor's optional fields and batch enqueue.
+
+PocketBase semantics kept here on purpose, even where Conveyor's own API differs: default limit 20 with invalid
+or non-positive limits ignored, newest first, `{items,total,limit,offset}`, requeue only `failed` (Conveyor's
+store also requeues `cancelled`), delete only `pending`/`failed`, `{"ok": true}` on delete, 404 "Job not found",
+400 "Topic is required", `max_retries` ≤ 0 meaning the default. Every call needs the admin token (PocketBase:
+superuser only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from conveyor.errors import InvalidTransition, JobNotFound, ValidationError
+from conveyor.model import JobFilter, JobStatus
+from conveyor.server.common import (
+    ERROR_RESPONSES,
+    check_job_id,
+    check_payload,
+    error_response,
+    pocketbase_job,
+    reject_nul,
+)
+from conveyor.server.deps import ServerContext, get_context, require_admin
+from conveyor.server.idempotency import idempotent
+from conveyor.server.schemas import OkAnswer, PBBatchAnswer, PBEnqueue, PBEnqueueBatch, PBJob, PBJobList, PBStats
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs (PocketBase)"], dependencies=[Depends(require_admin)])
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+
+
+def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[str, Any, dict[str, Any]]:
+    """Validate one PocketBase enqueue body into (task, payload, options) for Conveyor.aenqueue_many."""
+    topic = body.topic
+    if topic is None or not topic.strip():
+        raise ValidationError("Topic is required", field=f"{where}topic")
+    reject_nul(topic, f"{where}topic")
+    check_payload(body.payload, max_bytes, f"{where}payload")
+    options: dict[str, Any] = {}
+    for name in ("namespace", "queue", "priority", "delay", "user_id", "group_key", "unique_key", "run_at"):
+        value = getattr(body, name)
+        if value is not None:
+            reject_nul(value, f"{where}{name}")
+            options[name] = value
+    if body.max_retries is not None and body.max_retries > 0:
+        options["max_attempts"] = body.max_retries
+    return topic, body.payload, options
+
+
+def _prefix_field(exc: ValidationError, where: str) -> ValidationError:
+    if where and exc.field and not exc.field.startswith(where):
+        exc.field = f"{where}{exc.field}"
+    return exc
+
+
+@router.post("/enqueue", response_model=PBJob, responses=ERROR_RESPONSES, summary="Enqueue a job")
+async def enqueue(
+    body: PBEnqueue,
+    request: Request,
+    ctx: ServerContext = Depends(get_context),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """PocketBase's enqueue (200 with the job). Extra fields: namespace, queue, priority, delay, user_id,
+    group_key, unique_key. `Idempotency-Key` makes a retried request return the first answer."""
+    task, payload, options = enqueue_options(body, ctx.app.max_payload_bytes)
+
+    async def run() -> JSONResponse:
+        job = await ctx.app.aenqueue(task, payload, **options)
+        return JSONResponse(pocketbase_job(job))
+
+    return await idempotent(ctx.app, idempotency_key, "pb-enqueue", await request.body(), ctx.idempotency_ttl, run)
+
+
+@router.post("/enqueue/batch", response_model=PBBatchAnswer, responses=ERROR_RESPONSES, summary="Enqueue several jobs")
+async def enqueue_batch(
+    body: PBEnqueueBatch,
+    request: Request,
+    ctx: ServerContext = Depends(get_context),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """Enqueue up to 1000 jobs in one round trip, all or nothing; answers in input order."""
+    specs: list[dict[str, Any]] = []
+    for index, item in enumerate(body.jobs):
+        where = f"jobs.{index}."
+        try:
+            task, payload, options = enqueue_options(item, ctx.app.max_payload_bytes, where)
+        except ValidationError as exc:
+            raise _prefix_field(exc, where) from None
+        specs.append({"task": task, "payload": payload, **options})
+
+    async def run() -> JSONResponse:
+        jobs = await ctx.app.aenqueue_many(specs)
+        return JSONResponse({"items": [pocketbase_job(j) for j in jobs]})
+
+    return await idempotent(ctx.app, idempotency_key, "pb-batch", await request.body(), ctx.idempotency_ttl, run)
+
+
+def _int_or(value: str | None, default: int, *, positive: bool) -> int:
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    if (positive and number <= 0) or number < 0:
+        return default
+    return number
+
+
+@router.get("", response_model=PBJobList, responses=ERROR_RESPONSES, summary="List jobs, newest first")
+async def list_jobs(
+    ctx: ServerContext = Depends(get_context),
+    topic: str | None = None,
+    status: str | None = None,
+    limit: str | None = None,
+    offset: str | None = None,
+    namespace: str | None = None,
+    queue: str | None = None,
+    user_id: str | None = None,
+) -> JSONResponse:
+    """`limit` defaults to 20 (invalid or non-positive values are ignored, PocketBase's rule; at most 1000)."""
+    lim = min(_int_or(limit, DEFAULT_LIMIT, positive=True), MAX_LIMIT)
+    off = _int_or(offset, 0, positive=False)
+    for name, value in (("topic", topic), ("namespace", namespace), ("queue", queue), ("user_id", user_id)):
+        reject_nul(value, name)
+    if status:
+        try:
+            job_status: JobStatus | None = JobStatus(status)
+        except ValueError:  # PocketBase passes the value to SQL: an unknown status matches nothing
+            return JSONResponse({"items": [], "total": 0, "limit": lim, "offset": off})
+    else:
+        job_status = None
+    flt = JobFilter(
+        namespace=namespace or None, queue=queue or None, task=topic or None, status=job_status, user_id=user_id or None
+    )
+    page = await ctx.app.alist_jobs(flt, limit=lim, offset=off)
+    return JSONResponse(
+        {"items": [pocketbase_job(j) for j in page.items], "total": page.total, "limit": lim, "offset": off}
+    )
+
+
+@router.get("/stats", response_model=PBStats, responses=ERROR_RESPONSES, summary="Counts by status")
+async def stats(
+    ctx: ServerContext = Depends(get_context),
+    namespace: str | None = None,
+    queue: str | None = None,
+    topic: str | None = None,
+) -> JSONResponse:
+    """`success_rate = completed / (completed + failed)`, 0 when neither. `cancelled` and `scheduled` are extras."""
+    for name, value in (("topic", topic), ("namespace", namespace), ("queue", queue)):
+        reject_nul(value, name)
+    s = await ctx.app.astats(namespace or None, queue or None, topic or None)
+    return JSONResponse(
+        {
+            "pending": s.pending,
+            "processing": s.processing,
+            "completed": s.completed,
+            "failed": s.failed,
+            "total": s.total,
+            "success_rate": s.success_rate,
+            "cancelled": s.cancelled,
+            "scheduled": s.scheduled,
+        }
+    )
+
+
+def _not_found() -> JSONResponse:
+    return error_response(404, "Job not found", error="not_found")
+
+
+@router.get("/{job_id}", response_model=PBJob, responses=ERROR_RESPONSES, summary="Get a job")
+async def get_job(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    try:
+        job = await ctx.app.aget_job(check_job_id(job_id))
+    except JobNotFound:
+        return _not_found()
+    if job is None:
+        return _not_found()
+    return JSONResponse(pocketbase_job(job))
+
+
+@router.post("/{job_id}/requeue", response_model=PBJob, responses=ERROR_RESPONSES, summary="Requeue a failed job")
+async def requeue(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Only `failed` jobs: status pending, retries 0, run now, lock and error cleared."""
+    try:
+        job = await ctx.app.aget_job(check_job_id(job_id))
+        if job is None:
+            return _not_found()
+        if job.status is not JobStatus.FAILED:
+            raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+        return JSONResponse(pocketbase_job(await ctx.app.arequeue(job.id)))
+    except JobNotFound:
+        return _not_found()
+
+
+@router.delete("/{job_id}", response_model=OkAnswer, responses=ERROR_RESPONSES, summary="Delete a job")
+async def delete(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Only `pending` or `failed` jobs (with their attempt records)."""
+    try:
+        await ctx.app.adelete(check_job_id(job_id))
+    except JobNotFound:
+        return _not_found()
+    return JSONResponse({"ok": True})

@@ -1,0 +1,551 @@
+"""Conveyor's own API under `/api/v1`: jobs, attempts, dead letters, namespaces, queues, workers, stats, tokens,
+and the per-user GS2-style calls (push, list, get, delete, attempts, Run).
+
+Admin-only routes carry `require_admin`. Per-user routes accept the admin token or that user's token; another
+user's token gets 403 on the user's routes and 404 for a job that is not theirs (never the data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from conveyor.errors import Conflict, JobNotFound, NamespaceNotFound, NotFound, ValidationError
+from conveyor.model import DEFAULT_NAMESPACE, Job, JobFilter, JobStatus, Namespace, validate_name
+from conveyor.server.auth import Principal
+from conveyor.server.common import (
+    ERROR_RESPONSES,
+    attempt_json,
+    check_job_id,
+    check_payload,
+    job_json,
+    namespace_json,
+    queue_json,
+    reject_nul,
+    rfc3339,
+    worker_json,
+)
+from conveyor.server.deps import ServerContext, get_context, get_principal, require_admin, resolve_user
+from conveyor.server.idempotency import idempotent
+from conveyor.server.schemas import (
+    MAX_BATCH,
+    AttemptList,
+    AttemptOut,
+    JobList,
+    JobOut,
+    JobsAnswer,
+    NamespaceBody,
+    NamespaceCreate,
+    NamespaceList,
+    NamespaceOut,
+    NewJobBody,
+    OkAnswer,
+    QueueList,
+    QueueOut,
+    RunAnswer,
+    StatsOut,
+    TokenBody,
+    TokenOut,
+    UserPushBody,
+    WorkerList,
+)
+
+admin = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES)
+users = APIRouter(prefix="/api/v1", tags=["users"], responses=ERROR_RESPONSES)
+
+LimitQ = Query(20, ge=1, le=1000)
+OffsetQ = Query(0, ge=0, le=2**31)
+
+
+def _job_options(body: NewJobBody, max_bytes: int) -> dict[str, Any]:
+    reject_nul(body.task, "task")
+    check_payload(body.payload, max_bytes)
+    options: dict[str, Any] = {"task": body.task, "payload": body.payload}
+    for name in (
+        "namespace",
+        "queue",
+        "priority",
+        "delay",
+        "user_id",
+        "group_key",
+        "unique_key",
+        "run_at",
+        "max_attempts",
+    ):
+        value = getattr(body, name)
+        if value is not None:
+            reject_nul(value, name)
+            options[name] = value
+    return options
+
+
+def _name(value: str, what: str) -> str:
+    validate_name(value, what)
+    return value
+
+
+async def _get_job(ctx: ServerContext, job_id: str) -> Job:
+    job = await ctx.app.aget_job(check_job_id(job_id))
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+# ---- jobs (admin) -----------------------------------------------------------------------------------------------
+
+
+@admin.post("/jobs", response_model=JobOut, status_code=201, tags=["jobs"], summary="Enqueue a job")
+async def create_job(
+    body: NewJobBody,
+    request: Request,
+    ctx: ServerContext = Depends(get_context),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    options = _job_options(body, ctx.app.max_payload_bytes)
+
+    async def run() -> JSONResponse:
+        job = await ctx.app.aenqueue(**options)
+        return JSONResponse(job_json(job), status_code=201)
+
+    return await idempotent(ctx.app, idempotency_key, "v1-job", await request.body(), ctx.idempotency_ttl, run)
+
+
+@admin.post("/jobs/batch", response_model=JobList, status_code=201, tags=["jobs"], summary="Enqueue many jobs")
+async def create_jobs(
+    body: list[NewJobBody],
+    request: Request,
+    ctx: ServerContext = Depends(get_context),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """All or nothing, in one store round trip (1 to 1000 jobs)."""
+    if not 1 <= len(body) <= MAX_BATCH:
+        raise ValidationError(f"give 1 to {MAX_BATCH} jobs, got {len(body)}", field="body")
+    specs = []
+    for index, item in enumerate(body):
+        try:
+            specs.append(_job_options(item, ctx.app.max_payload_bytes))
+        except ValidationError as exc:
+            raise ValidationError(f"job #{index}: {exc.message}", field=f"{index}.{exc.field}") from None
+
+    async def run() -> JSONResponse:
+        jobs = await ctx.app.aenqueue_many(specs)
+        items = [job_json(j) for j in jobs]
+        return JSONResponse({"items": items, "total": len(items), "limit": len(items), "offset": 0}, status_code=201)
+
+    return await idempotent(ctx.app, idempotency_key, "v1-batch", await request.body(), ctx.idempotency_ttl, run)
+
+
+@admin.get("/jobs", response_model=JobList, tags=["jobs"], summary="List jobs, newest first")
+async def list_jobs(
+    ctx: ServerContext = Depends(get_context),
+    namespace: str | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    status: JobStatus | None = None,
+    user_id: str | None = None,
+    limit: int = LimitQ,
+    offset: int = OffsetQ,
+) -> JSONResponse:
+    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
+        reject_nul(value, name)
+    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=status, user_id=user_id)
+    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
+    return JSONResponse(
+        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+    )
+
+
+@admin.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="Get a job")
+async def get_job(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    return JSONResponse(job_json(await _get_job(ctx, job_id)))
+
+
+@admin.delete("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="Delete a job")
+async def delete_job(job_id: str, ctx: ServerContext = Depends(get_context), force: bool = False) -> JSONResponse:
+    """Pending or failed jobs; any state with `force=true`. Answers the job as it was."""
+    return JSONResponse(job_json(await ctx.app.adelete(check_job_id(job_id), force=force)))
+
+
+@admin.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], summary="Cancel a job")
+async def cancel_job(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """A pending job is cancelled at once; a processing one is asked to stop (`cancel_requested`)."""
+    return JSONResponse(job_json(await ctx.app.acancel(check_job_id(job_id))))
+
+
+@admin.post("/jobs/{job_id}/requeue", response_model=JobOut, tags=["jobs"], summary="Requeue a job")
+async def requeue_job(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """A failed or cancelled job runs again now with its attempts reset."""
+    return JSONResponse(job_json(await ctx.app.arequeue(check_job_id(job_id))))
+
+
+@admin.post("/jobs/{job_id}/run-now", response_model=JobOut, tags=["jobs"], summary="Run a pending job now")
+async def run_now(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    return JSONResponse(job_json(await ctx.app.arun_now(check_job_id(job_id))))
+
+
+@admin.get("/jobs/{job_id}/attempts", response_model=AttemptList, tags=["jobs"], summary="Every attempt")
+async def job_attempts(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    job = await _get_job(ctx, job_id)
+    return JSONResponse({"items": [attempt_json(a) for a in await ctx.app.aattempts(job.id)]})
+
+
+@admin.get("/jobs/{job_id}/result", response_model=AttemptOut, tags=["jobs"], summary="One attempt")
+async def job_result(
+    job_id: str, ctx: ServerContext = Depends(get_context), try_number: int | None = Query(None, ge=1, le=10_000)
+) -> JSONResponse:
+    """The attempt with `try_number`, or the latest when omitted (GS2 GetJobResult)."""
+    job = await _get_job(ctx, job_id)
+    return JSONResponse(await _one_attempt(ctx, job, try_number))
+
+
+async def _one_attempt(ctx: ServerContext, job: Job, try_number: int | None) -> dict[str, Any]:
+    attempts = await ctx.app.aattempts(job.id)
+    if try_number is None:
+        if not attempts:
+            raise NotFound(f"Job {job.id} has not run yet: no attempt recorded")
+        return attempt_json(attempts[-1])
+    for attempt in attempts:
+        if attempt.try_number == try_number:
+            return attempt_json(attempt)
+    raise NotFound(f"Job {job.id} has no attempt number {try_number}")
+
+
+# ---- dead letters ----------------------------------------------------------------------------------------------
+
+
+@admin.get("/dead-letters", response_model=JobList, tags=["dead letters"], summary="List failed jobs")
+async def list_dead(
+    ctx: ServerContext = Depends(get_context),
+    namespace: str | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    user_id: str | None = None,
+    limit: int = LimitQ,
+    offset: int = OffsetQ,
+) -> JSONResponse:
+    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
+        reject_nul(value, name)
+    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=JobStatus.FAILED, user_id=user_id)
+    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
+    return JSONResponse(
+        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+    )
+
+
+async def _dead(ctx: ServerContext, job_id: str) -> Job:
+    job = await _get_job(ctx, job_id)
+    if job.status is not JobStatus.FAILED:
+        raise NotFound(f"Dead letter not found: {job_id} (the job is {job.status.value}, not failed)")
+    return job
+
+
+@admin.get("/dead-letters/{job_id}", response_model=JobOut, tags=["dead letters"], summary="Get a failed job")
+async def get_dead(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    return JSONResponse(job_json(await _dead(ctx, job_id)))
+
+
+@admin.post("/dead-letters/{job_id}/requeue", response_model=JobOut, tags=["dead letters"], summary="Requeue")
+async def requeue_dead(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    job = await _dead(ctx, job_id)
+    return JSONResponse(job_json(await ctx.app.arequeue(job.id)))
+
+
+@admin.delete("/dead-letters/{job_id}", response_model=JobOut, tags=["dead letters"], summary="Delete")
+async def delete_dead(job_id: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    job = await _dead(ctx, job_id)
+    return JSONResponse(job_json(await ctx.app.adelete(job.id)))
+
+
+# ---- stats, queues, workers -------------------------------------------------------------------------------------
+
+
+@admin.get("/stats", response_model=StatsOut, tags=["queues"], summary="Counts by status")
+async def stats(
+    ctx: ServerContext = Depends(get_context),
+    namespace: str | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+) -> JSONResponse:
+    for name, value in (("namespace", namespace), ("queue", queue), ("task", task)):
+        reject_nul(value, name)
+    s = await ctx.app.astats(namespace, queue, task)
+    return JSONResponse(
+        {
+            "pending": s.pending,
+            "processing": s.processing,
+            "completed": s.completed,
+            "failed": s.failed,
+            "cancelled": s.cancelled,
+            "scheduled": s.scheduled,
+            "total": s.total,
+            "success_rate": s.success_rate,
+        }
+    )
+
+
+@admin.get("/queues", response_model=QueueList, tags=["queues"], summary="Queues with counts")
+async def list_queues(ctx: ServerContext = Depends(get_context), namespace: str | None = None) -> JSONResponse:
+    reject_nul(namespace, "namespace")
+    return JSONResponse({"items": [queue_json(q) for q in await ctx.app.alist_queues(namespace)]})
+
+
+async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONResponse:
+    for q in await ctx.app.alist_queues(namespace):
+        if q.name == queue:
+            return JSONResponse(queue_json(q))
+    return JSONResponse({"namespace": namespace, "name": queue, "paused": False, "concurrency": None, "counts": {}})
+
+
+@admin.post("/queues/{queue}/pause", response_model=QueueOut, tags=["queues"], summary="Pause a queue")
+async def pause_queue(
+    queue: str, ctx: ServerContext = Depends(get_context), namespace: str = DEFAULT_NAMESPACE
+) -> JSONResponse:
+    """Workers stop claiming from it (Run still consumes it)."""
+    await ctx.app.apause_queue(queue, namespace)
+    return await _queue_answer(ctx, namespace, queue)
+
+
+@admin.post("/queues/{queue}/resume", response_model=QueueOut, tags=["queues"], summary="Resume a queue")
+async def resume_queue(
+    queue: str, ctx: ServerContext = Depends(get_context), namespace: str = DEFAULT_NAMESPACE
+) -> JSONResponse:
+    await ctx.app.aresume_queue(queue, namespace)
+    return await _queue_answer(ctx, namespace, queue)
+
+
+@admin.get("/workers", response_model=WorkerList, tags=["workers"], summary="Live workers")
+async def list_workers(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Registrations with a live heartbeat, and the ids of the jobs each is running."""
+    return JSONResponse({"items": [worker_json(w) for w in await ctx.app.alist_workers()]})
+
+
+# ---- namespaces ------------------------------------------------------------------------------------------------
+
+
+def _settings(body: NamespaceBody) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for key in ("webhook_url", "webhook_secret", "description"):
+        if key in changes:
+            reject_nul(changes[key], key)
+    url = changes.get("webhook_url")
+    if url is not None:
+        if url == "":
+            changes["webhook_url"] = None
+        elif not url.startswith(("http://", "https://")):
+            raise ValidationError("webhook_url must be an http:// or https:// URL", field="webhook_url")
+    if changes.get("webhook_secret") == "":
+        changes["webhook_secret"] = None
+    return changes
+
+
+@admin.post("/namespaces", response_model=NamespaceOut, status_code=201, tags=["namespaces"], summary="Create")
+async def create_namespace(body: NamespaceCreate, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    name = _name(body.name, "namespace")
+    changes = _settings(body)
+    changes.pop("name", None)
+    existing = await ctx.app.alist_namespaces()
+    if any(ns.name == name for ns in existing):
+        raise Conflict(f"Namespace {name!r} already exists; update it with PATCH /api/v1/namespaces/{name}")
+    stored = await ctx.app.aput_namespace(Namespace(name=name, **changes))
+    return JSONResponse(namespace_json(stored), status_code=201)
+
+
+@admin.get("/namespaces", response_model=NamespaceList, tags=["namespaces"], summary="List")
+async def list_namespaces(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    return JSONResponse({"items": [namespace_json(ns) for ns in await ctx.app.alist_namespaces()]})
+
+
+@admin.get("/namespaces/{name}", response_model=NamespaceOut, tags=["namespaces"], summary="Get")
+async def get_namespace(name: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    return JSONResponse(namespace_json(await ctx.app.aget_namespace(_name(name, "namespace"))))
+
+
+@admin.patch("/namespaces/{name}", response_model=NamespaceOut, tags=["namespaces"], summary="Update")
+async def update_namespace(name: str, body: NamespaceBody, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Only the given fields change; an empty `webhook_url` or `webhook_secret` removes it."""
+    current = await ctx.app.aget_namespace(_name(name, "namespace"))
+    stored = await ctx.app.aput_namespace(dataclasses.replace(current, **_settings(body)))
+    return JSONResponse(namespace_json(stored))
+
+
+@admin.delete("/namespaces/{name}", response_model=OkAnswer, tags=["namespaces"], summary="Delete")
+async def delete_namespace(name: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Deletes the settings record, not the jobs. `default` cannot be deleted."""
+    if not await ctx.app.adelete_namespace(_name(name, "namespace")):
+        raise NamespaceNotFound(name)
+    return JSONResponse({"ok": True})
+
+
+# ---- tokens ----------------------------------------------------------------------------------------------------
+
+
+@admin.post("/tokens", response_model=TokenOut, status_code=201, tags=["auth"], summary="Issue a user token")
+async def issue_token(body: TokenBody, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """A signed token reaching only this user's jobs, attempts, Run and events (in one namespace if given)."""
+    auth = await ctx.get_auth()
+    issued = auth.issue(body.user_id, namespace=body.namespace, ttl=body.ttl)
+    return JSONResponse(
+        {
+            "token": issued.token,
+            "user_id": issued.user_id,
+            "namespace": issued.namespace,
+            "expires_at": rfc3339(issued.expires_at),
+        },
+        status_code=201,
+    )
+
+
+@users.get("/me", tags=["auth"], summary="Who this token is")
+async def whoami(principal: Principal = Depends(get_principal)) -> dict[str, Any]:
+    return {
+        "kind": principal.kind,
+        "user_id": principal.user_id,
+        "namespace": principal.namespace,
+        "expires_at": rfc3339(principal.expires_at),
+    }
+
+
+# ---- per-user (GS2) ---------------------------------------------------------------------------------------------
+
+USER = "/namespaces/{namespace}/users/{user_id}"
+
+
+@users.post(USER + "/jobs", response_model=JobsAnswer, status_code=201, summary="Push 1–10 jobs for a user")
+async def push_user_jobs(
+    namespace: str,
+    user_id: str,
+    body: UserPushBody,
+    request: Request,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(require_admin),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """Admin only (GS2 PushByUserId): the user's jobs run one at a time, oldest first."""
+    _name(namespace, "namespace")
+    uid = resolve_user(principal, namespace, user_id)
+    reject_nul(uid, "user_id")
+    specs: list[dict[str, Any]] = []
+    for index, entry in enumerate(body.jobs):
+        reject_nul(entry.task, f"jobs.{index}.task")
+        check_payload(entry.payload, ctx.app.max_payload_bytes, f"jobs.{index}.payload")
+        spec: dict[str, Any] = {"task": entry.task, "payload": entry.payload, "namespace": namespace, "user_id": uid}
+        for name in ("queue", "priority", "delay", "max_attempts", "unique_key"):
+            value = getattr(entry, name)
+            if value is not None:
+                reject_nul(value, f"jobs.{index}.{name}")
+                spec[name] = value
+        specs.append(spec)
+
+    async def run() -> JSONResponse:
+        ns = await ctx.app.aget_namespace(namespace)
+        jobs = await ctx.app.aenqueue_many(specs)
+        return JSONResponse({"items": [job_json(j) for j in jobs], "auto_run": ns.auto_run}, status_code=201)
+
+    scope = f"v1-push:{namespace}:{uid}"
+    return await idempotent(ctx.app, idempotency_key, scope, await request.body(), ctx.idempotency_ttl, run)
+
+
+@users.get(USER + "/jobs", response_model=JobList, summary="A user's jobs, newest first")
+async def list_user_jobs(
+    namespace: str,
+    user_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+    status: JobStatus | None = None,
+    limit: int = LimitQ,
+    offset: int = OffsetQ,
+) -> JSONResponse:
+    _name(namespace, "namespace")
+    uid = resolve_user(principal, namespace, user_id)
+    reject_nul(uid, "user_id")
+    page = await ctx.app.alist_jobs(
+        JobFilter(namespace=namespace, user_id=uid, status=status), limit=limit, offset=offset
+    )
+    return JSONResponse(
+        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+    )
+
+
+async def _user_job(ctx: ServerContext, principal: Principal, namespace: str, user_id: str, job_id: str) -> Job:
+    """The job if it belongs to (namespace, user); 404 otherwise — never reveal another user's job."""
+    _name(namespace, "namespace")
+    uid = resolve_user(principal, namespace, user_id)
+    job = await ctx.app.aget_job(check_job_id(job_id))
+    if job is None or job.namespace != namespace or job.user_id != uid:
+        raise JobNotFound(job_id)
+    return job
+
+
+@users.get(USER + "/jobs/{job_id}", response_model=JobOut, summary="One of a user's jobs")
+async def get_user_job(
+    namespace: str,
+    user_id: str,
+    job_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+) -> JSONResponse:
+    return JSONResponse(job_json(await _user_job(ctx, principal, namespace, user_id, job_id)))
+
+
+@users.delete(USER + "/jobs/{job_id}", response_model=JobOut, summary="Delete one of a user's jobs")
+async def delete_user_job(
+    namespace: str,
+    user_id: str,
+    job_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+) -> JSONResponse:
+    """Deletes regardless of state, as GS2 does (a running job's attempt is lost)."""
+    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    return JSONResponse(job_json(await ctx.app.adelete(job.id, force=True)))
+
+
+@users.get(USER + "/jobs/{job_id}/attempts", response_model=AttemptList, summary="A user's job's attempts")
+async def user_job_attempts(
+    namespace: str,
+    user_id: str,
+    job_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+) -> JSONResponse:
+    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    return JSONResponse({"items": [attempt_json(a) for a in await ctx.app.aattempts(job.id)]})
+
+
+@users.get(USER + "/jobs/{job_id}/result", response_model=AttemptOut, summary="One attempt (latest by default)")
+async def user_job_result(
+    namespace: str,
+    user_id: str,
+    job_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+    try_number: int | None = Query(None, ge=1, le=10_000),
+) -> JSONResponse:
+    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    return JSONResponse(await _one_attempt(ctx, job, try_number))
+
+
+@users.post(USER + "/run", response_model=RunAnswer, summary="Run the user's next job here (GS2 Run)")
+async def run_user(
+    namespace: str,
+    user_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(get_principal),
+) -> JSONResponse:
+    """Executes the user's next due job in this request and answers `{job, attempt, is_last}`.
+    409 while another job of that user is processing: retry."""
+    _name(namespace, "namespace")
+    uid = resolve_user(principal, namespace, user_id)
+    reject_nul(uid, "user_id")
+    result = await ctx.app.arun_next(namespace, uid)
+    return JSONResponse(
+        {
+            "job": job_json(result.job) if result.job is not None else None,
+            "attempt": attempt_json(result.attempt) if result.attempt is not None else None,
+            "is_last": result.is_last,
+        }
+    )

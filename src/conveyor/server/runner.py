@@ -1,0 +1,144 @@
+"""`serve`: one process with the HTTP API on uvicorn and, unless `workers=False`, a Worker with its maintenance
+services (rescuer, pruner, scheduler) in the same event loop — the go-webdb-template's API server and JobQueue
+server in one. SIGTERM/SIGINT shut down gracefully: stop accepting requests, end event streams, let running jobs
+finish within the grace period (then hand them back), close the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from conveyor.app import Conveyor
+from conveyor.server.deps import ServerContext
+from conveyor.server.factory import create_app
+
+log = logging.getLogger("conveyor.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SSE streams end as soon as shutdown begins (otherwise uvicorn waits for
+    them), and that a signal that caused a clean shutdown is not re-raised afterwards (exit status 0)."""
+
+    def __init__(self, config: uvicorn.Config, ctx: ServerContext) -> None:
+        super().__init__(config)
+        self._ctx = ctx
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        log.info("received %s: shutting down gracefully", signal.Signals(sig).name)
+        self.handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self._ctx.shutdown.set()
+        await super().shutdown(sockets=sockets)
+
+
+def load_app(spec: str) -> Conveyor:
+    """`module:attribute` → the user's Conveyor app (with its tasks registered)."""
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attr or "app")
+    if not isinstance(app, Conveyor):
+        raise TypeError(f"{spec} is a {type(app).__name__}, not a Conveyor app")
+    return app
+
+
+def build_server(
+    url: str | None = None,
+    *,
+    app: Conveyor | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: bool = True,
+    demo: bool = False,
+    concurrency: int = 10,
+    queues: Sequence[str] | None = None,
+    log_level: str = "info",
+    app_spec: str | None = None,
+    admin_token: str | None = None,
+    grace_period: float = 30.0,
+    worker_options: dict[str, Any] | None = None,
+    access_log: bool = False,
+) -> uvicorn.Server:
+    """The configured uvicorn server (not started): `await server.serve()` or `server.run()`."""
+    if app is None:
+        app = load_app(app_spec) if app_spec else Conveyor(url)
+    options: dict[str, Any] = {"concurrency": concurrency, "grace_period": grace_period}
+    if queues:
+        options["queues"] = list(queues)
+    options.update(worker_options or {})
+    api = create_app(app, admin_token=admin_token, demo=demo, run_worker=workers, worker_options=options)
+    config = uvicorn.Config(
+        api,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=int(max(grace_period, 1.0)) + 5,
+        loop="asyncio",
+    )
+    return _Server(config, api.state.conveyor)
+
+
+def serve(
+    url: str | None = None,
+    *,
+    app: Conveyor | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: bool = True,
+    demo: bool = False,
+    concurrency: int = 10,
+    queues: Sequence[str] | None = None,
+    log_level: str = "info",
+    app_spec: str | None = None,
+    admin_token: str | None = None,
+    grace_period: float = 30.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT (blocking). `url` picks the store (default sqlite:///conveyor.db) unless `app`
+    or `app_spec` ("module:attribute") gives the app whose tasks the workers run."""
+    server = build_server(
+        url,
+        app=app,
+        host=host,
+        port=port,
+        workers=workers,
+        demo=demo,
+        concurrency=concurrency,
+        queues=queues,
+        log_level=log_level,
+        app_spec=app_spec,
+        admin_token=admin_token,
+        grace_period=grace_period,
+    )
+    where = f"http://{host}:{port}"
+    print(
+        f"Conveyor API on {where} (OpenAPI: {where}/openapi.json, docs: {where}/docs)"
+        + ("" if workers else " — API only, no workers"),
+        flush=True,
+    )
+    asyncio.run(server.serve())

@@ -1,0 +1,301 @@
+"""Request and response models: the OpenAPI document is generated from these, and schemathesis checks that every
+answer matches them. Bounds here (delay, priority, ttl) keep absurd numbers from reaching date arithmetic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_DELAY_SECONDS = 10 * 366 * 86_400.0  # ten years: anything later is a mistake, not a schedule
+MAX_BATCH = 1000
+
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class JobOptions(BaseModel):
+    """Conveyor's optional fields, accepted by every enqueue endpoint."""
+
+    namespace: str | None = Field(None, description="Namespace (default `default`)")
+    queue: str | None = Field(None, description="Queue (default: the task's queue, else `default`)")
+    priority: int | None = Field(None, ge=-32768, le=32767, description="Lower runs first (default 0)")
+    delay: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS, description="Seconds to wait before running")
+    user_id: str | None = Field(None, description="Owner (GS2 per-user FIFO queue)")
+    group_key: str | None = Field(None, description="Jobs with the same group key run one at a time, in order")
+    unique_key: str | None = Field(None, description="An active job with this key makes the enqueue a no-op")
+
+
+class PBEnqueue(JobOptions):
+    """PocketBase's enqueue body (`topic`, `payload`, `run_at`, `max_retries`) with Conveyor's options."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    topic: str | None = Field(None, description="Task name (required)")
+    payload: Any = Field(default_factory=dict, description="Any JSON value (default {})")
+    run_at: datetime | None = Field(None, description="RFC 3339 time to run at (default now)")
+    max_retries: int | None = Field(None, le=100, description="Total tries (≤ 0 or absent → 3)")
+
+
+class PBEnqueueBatch(BaseModel):
+    jobs: list[PBEnqueue] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
+class NewJobBody(JobOptions):
+    """Conveyor's own enqueue body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(..., description="Task name")
+    payload: Any = None
+    run_at: datetime | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+
+
+class UserJobBody(BaseModel):
+    """One entry of a per-user push (GS2 JobEntry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    payload: Any = None
+    queue: str | None = None
+    priority: int | None = Field(None, ge=-32768, le=32767)
+    delay: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    unique_key: str | None = None
+
+
+class UserPushBody(BaseModel):
+    jobs: list[UserJobBody] = Field(..., min_length=1, max_length=10)
+
+
+class NamespaceBody(BaseModel):
+    """Namespace settings; omitted fields keep their current value on update (defaults on create)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, max_length=1024)
+    auto_run: bool | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    completed_retention: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS, description="Seconds")
+    failed_retention: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS, description="Seconds")
+    push_notification: bool | None = None
+    run_notification: bool | None = None
+    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL; empty string removes it")
+    webhook_secret: str | None = Field(None, max_length=1024, description="HMAC key; empty string removes it")
+
+
+class NamespaceCreate(NamespaceBody):
+    name: str = Field(..., description="1–128 characters of [A-Za-z0-9-_.]")
+
+
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(..., min_length=1, max_length=1024)
+    namespace: str | None = None
+    ttl: float = Field(86_400.0, gt=0, le=366 * 86_400.0, description="Seconds until the token expires")
+
+
+class DemoRegisterBody(BaseModel):
+    """The go-webdb-template's register body; every field optional."""
+
+    message: str | None = None
+    delay_seconds: int | None = Field(None, le=10 * 366 * 86_400)
+    max_retry: int | None = Field(None, le=100)
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class PBJob(BaseModel):
+    id: str
+    topic: str
+    payload: Any = None
+    status: str
+    run_at: str
+    locked_until: str | None = None
+    retries: int
+    max_retries: int
+    last_error: str | None = None
+    created: str
+    updated: str
+    namespace: str
+    queue: str
+    priority: int
+    attempts: int
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+    duplicate: bool = False
+
+
+class PBJobList(BaseModel):
+    items: list[PBJob]
+    total: int
+    limit: int
+    offset: int
+
+
+class PBBatchAnswer(BaseModel):
+    items: list[PBJob]
+
+
+class PBStats(BaseModel):
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    total: int
+    success_rate: float
+    cancelled: int
+    scheduled: int
+
+
+class OkAnswer(BaseModel):
+    ok: bool
+
+
+class JobOut(BaseModel):
+    id: str
+    namespace: str
+    queue: str
+    task: str
+    payload: Any = None
+    status: str
+    scheduled: bool
+    priority: int
+    run_at: str
+    attempts: int
+    max_attempts: int
+    try_number: int
+    created: str
+    updated: str
+    user_id: str | None = None
+    group_key: str | None = None
+    unique_key: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    lease_expires_at: str | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: Any = None
+    cancel_requested: bool
+    duplicate: bool
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobsAnswer(BaseModel):
+    items: list[JobOut]
+    auto_run: bool
+
+
+class AttemptOut(BaseModel):
+    job_id: str
+    try_number: int
+    outcome: str
+    status_code: int
+    succeeded: bool
+    started_at: str
+    finished_at: str
+    duration: float
+    worker_id: str | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+class AttemptList(BaseModel):
+    items: list[AttemptOut]
+
+
+class RunAnswer(BaseModel):
+    job: JobOut | None
+    attempt: AttemptOut | None
+    is_last: bool
+
+
+class NamespaceOut(BaseModel):
+    name: str
+    description: str
+    auto_run: bool
+    max_attempts: int
+    completed_retention: float
+    failed_retention: float
+    push_notification: bool
+    run_notification: bool
+    webhook_url: str | None = None
+    webhook_secret_set: bool
+    extra: dict[str, Any]
+    created: str | None = None
+    updated: str | None = None
+    revision: int
+
+
+class NamespaceList(BaseModel):
+    items: list[NamespaceOut]
+
+
+class QueueOut(BaseModel):
+    namespace: str
+    name: str
+    paused: bool
+    concurrency: int | None = None
+    counts: dict[str, int]
+
+
+class QueueList(BaseModel):
+    items: list[QueueOut]
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: str | None = None
+    heartbeat_at: str | None = None
+    expires_at: str | None = None
+    running: list[str]
+    version: str
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class StatsOut(BaseModel):
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    scheduled: int
+    total: int
+    success_rate: float
+
+
+class TokenOut(BaseModel):
+    token: str
+    user_id: str
+    namespace: str | None = None
+    expires_at: str
+
+
+class DemoRegisterAnswer(BaseModel):
+    job_id: str
+    status: str
+
+
+class HealthOut(BaseModel):
+    status: str
+    store: str
