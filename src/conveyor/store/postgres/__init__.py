@@ -1,0 +1,949 @@
+"""The PostgreSQL store: many API and worker processes on many hosts sharing one database.
+
+Built on psycopg 3 (async) with a `psycopg_pool` pool of autocommit connections. Every state change is one SQL
+statement (see queries.py), so it is atomic without explicit transactions and costs one round trip:
+
+* claims take a batch with `FOR UPDATE SKIP LOCKED` from a partial index over pending rows, so workers never
+  block each other and finished rows never slow them down;
+* finishes and heartbeats of many jobs go in one statement each (arrays unnested server-side);
+* enqueue inserts a whole batch from arrays; a statement trigger sends NOTIFY, which PostgreSQL delivers when the
+  inserting transaction commits — also when that transaction is the caller's own (transactional enqueue);
+* one dedicated connection LISTENs and wakes this process's idle workers; it reconnects by itself. Polling
+  (the worker's `wait_for_jobs` timeout) stays as the fallback.
+
+Outages: driver errors become `StoreUnavailable`; broken pooled connections are checked and replaced, and an
+operation that failed on a dead connection is retried once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnavailable, ValidationError
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Namespace,
+    NewJob,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    encode_result,
+)
+from conveyor.store.base import HandlerTransaction, Store
+from conveyor.store.postgres import queries as sqlq
+from conveyor.store.postgres.migrations import MIGRATIONS
+from conveyor.store.wake import LocalWaker
+
+__all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
+
+logger = logging.getLogger("conveyor.store.postgres")
+
+DEFAULT_SCHEMA = "conveyor"
+CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DRIVER_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed)
+T = TypeVar("T")
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """Split a store URL into (libpq conninfo URL without `schema=`, schema name)."""
+    parts = urlsplit(url)
+    schema = DEFAULT_SCHEMA
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "schema":
+            schema = value
+        else:
+            rest.append((key, value))
+    if not _SCHEMA_RE.match(schema):
+        raise ValidationError(
+            f"schema must be a plain identifier (letters, digits, '_'; at most 63 characters), got {schema!r}",
+            field="schema",
+        )
+    scheme = parts.scheme.split("+", 1)[0]  # accept SQLAlchemy-style postgresql+psycopg:// too
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), schema
+
+
+class PostgresStore(Store):
+    """Jobs in PostgreSQL. URL: `postgresql://user@host:port/db?schema=NAME` (default schema `conveyor`).
+
+    Options: `min_size`/`max_size` (pool, default 1/10), `timeout` (seconds to wait for a connection before
+    StoreUnavailable, default 10), `listen` (LISTEN/NOTIFY wake-ups, default True).
+    """
+
+    scheme = "postgresql"
+    supports_transactions = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lazy: bool = False,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        listen: bool = True,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.lazy = lazy
+        self.conninfo, self.schema = parse_url(url)
+        self.options = options
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._listen_enabled = listen
+        self.channel = f"conveyor_{self.schema}"[:63]
+        self._q = _Queries(self.schema, self.channel)
+        self._pool: AsyncConnectionPool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._waker = LocalWaker()
+        self._migrated = False
+        self._migrate_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # ---- connections ----------------------------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "options" not in self.conninfo:
+            kwargs["options"] = "-c TimeZone=UTC"
+        kwargs.update(self.options)
+        return kwargs
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(
+            f"PostgreSQL is unavailable ({detail}). Conveyor reconnects by itself; retry the call later."
+        )
+
+    async def _ready(self) -> AsyncConnectionPool:
+        """The pool, with migrations applied (a lazily opened store migrates on first use)."""
+        pool = self._pool
+        if pool is None:
+            if self._closed:
+                raise StoreUnavailable("the PostgreSQL store is closed")
+            await self.open()
+            pool = self._pool
+            assert pool is not None
+        if not self._migrated:
+            await self.migrate()
+        return pool
+
+    async def _run(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *, retry: bool = True) -> T:
+        """Run `fn` on a pooled connection, mapping driver errors to StoreUnavailable.
+
+        A pooled connection may have died since it was last used (a database restart): the first failure makes
+        the pool check its idle connections, and the call is retried once on a fresh connection."""
+        pool = await self._ready()
+        for attempt in (1, 2):
+            try:
+                async with pool.connection(timeout=self._timeout) as conn:
+                    return await fn(conn)
+            except _DRIVER_ERRORS as exc:
+                if attempt == 1 and retry and not isinstance(exc, PoolTimeout | PoolClosed):
+                    logger.warning("PostgreSQL connection lost (%s); checking the pool and retrying once", exc)
+                    try:
+                        await pool.check()
+                    except Exception:  # the check itself may fail while the server is down
+                        pass
+                    continue
+                raise self._unavailable(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._closed = False
+        pool = AsyncConnectionPool(
+            self.conninfo,
+            kwargs=self._connect_kwargs(),
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout,
+            open=False,
+            name=f"conveyor-{self.schema}",
+        )
+        await pool.open(wait=False)
+        self._pool = pool
+        try:
+            await self.migrate()
+        except StoreUnavailable as exc:
+            if not self.lazy:
+                self._pool = None
+                await pool.close()
+                raise
+            logger.warning("%s; opened lazily, will migrate and serve once the database is back", exc.message)
+            warnings.warn(f"Conveyor opened lazily: {exc.message}", RuntimeWarning, stacklevel=2)
+        if self._listen_enabled and self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name=f"conveyor-listen-{self.schema}")
+
+    async def close(self) -> None:
+        self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            try:
+                await listener
+            except (asyncio.CancelledError, Exception):
+                pass
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        self._waker.notify()
+
+    async def migrate(self) -> list[str]:
+        if self._migrate_lock is None:
+            self._migrate_lock = asyncio.Lock()
+        async with self._migrate_lock:
+            if self._migrated:
+                return []
+            pool = self._pool
+            if pool is None:
+                raise StoreUnavailable("the PostgreSQL store is not open")
+            try:
+                async with pool.connection(timeout=self._timeout) as conn:
+                    applied = await self._migrate_on(conn)
+            except _DRIVER_ERRORS as exc:
+                raise self._unavailable(exc) from None
+            self._migrated = True
+            return applied
+
+    async def _migrate_on(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+        q = self._q
+        applied: list[str] = []
+        async with conn.transaction():
+            # The lock comes first: CREATE SCHEMA IF NOT EXISTS itself races when two processes run it at once.
+            await conn.execute(sqlq.MIGRATION_LOCK, {"schema": self.schema})
+            await conn.execute(q.CREATE_SCHEMA)
+            await conn.execute(q.CREATE_MIGRATIONS_TABLE)
+            done = {row[0] for row in await (await conn.execute(q.APPLIED_MIGRATIONS)).fetchall()}
+            for version, name, text in MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.execute(text.replace("{schema}", q.schema))  # type: ignore[arg-type]
+                await conn.execute(q.RECORD_MIGRATION, {"version": version, "name": name})
+                applied.append(name)
+            # Functions and the trigger are (re)created every time: cheap, and they always match this code.
+            await conn.execute(q.CREATE_RUNNING_FUNCTION)
+            await conn.execute(q.CREATE_NOTIFY_TRIGGER)
+        if applied:
+            logger.info("applied migrations to schema %s: %s", self.schema, ", ".join(applied))
+        return applied
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute(self._q.PING))
+
+    # ---- wake-ups -------------------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Keep one connection LISTENing; wake local waiters on every notification. Reconnects by itself."""
+        delay = 0.1
+        down = False
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, **self._connect_kwargs())
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    if down:
+                        logger.warning("LISTEN connection to PostgreSQL restored")
+                    down = False
+                    delay = 0.1
+                    self._waker.notify()  # jobs may have arrived while nobody listened
+                    while not self._closed:
+                        async for _ in conn.notifies(timeout=15.0):
+                            self._waker.notify()
+                        await conn.execute(self._q.PING)  # a quiet spell: make sure the link is alive
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed:
+                    return
+                if not down:
+                    logger.warning("LISTEN connection to PostgreSQL lost (%s); reconnecting, polling meanwhile", exc)
+                down = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        if self._closed:
+            return
+        await self._waker.wait(max(0.0, timeout))
+
+    # ---- enqueue --------------------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        if not jobs:
+            return []
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
+            return await self._aenqueue(conn, jobs)
+
+        out = await self._run(go, retry=False)
+        if any(not job.duplicate for job in out):
+            self._waker.notify()
+        return out
+
+    async def _aenqueue(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
+        q = self._q
+        found: dict[str, Job] = {}
+        todo = list(jobs)
+        for _ in range(3):  # a matched unique key may finish before we read it back: insert those again
+            try:
+                cur = await conn.execute(q.ENQUEUE, _enqueue_params(todo))
+            except psycopg.errors.UniqueViolation as exc:
+                raise _duplicate_id(exc) from None
+            inserted = {row[0] for row in await cur.fetchall()}
+            todo = _collect_inserted(todo, inserted, found)
+            if not todo:
+                break
+            cur = await conn.execute(q.ENQUEUE_EXISTING, _existing_params(todo))
+            todo = _collect_existing(todo, await cur.fetchall(), found)
+            if not todo:
+                break
+        return [found[j.id] for j in jobs]
+
+    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+        if not isinstance(connection, psycopg.Connection):
+            raise ValidationError(
+                f"enqueue on a connection needs a psycopg (3) Connection, or an SQLAlchemy Session/Connection "
+                f"on postgresql+psycopg://; got {type(connection).__name__}",
+                field="connection",
+            )
+        if not jobs:
+            return []
+        q = self._q
+        found: dict[str, Job] = {}
+        todo = list(jobs)
+        try:
+            with connection.cursor() as cur:
+                for _ in range(3):
+                    try:
+                        cur.execute(q.ENQUEUE, _enqueue_params(todo))
+                    except psycopg.errors.UniqueViolation as exc:
+                        raise _duplicate_id(exc) from None
+                    todo = _collect_inserted(todo, {row[0] for row in cur.fetchall()}, found)
+                    if not todo:
+                        break
+                    cur.execute(q.ENQUEUE_EXISTING, _existing_params(todo))
+                    todo = _collect_existing(todo, cur.fetchall(), found)
+                    if not todo:
+                        break
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        return [found[j.id] for j in jobs]
+
+    async def aenqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+        connection = await _unwrap_async(connection)
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise ValidationError(
+                f"aenqueue on a connection needs a psycopg (3) AsyncConnection, or an SQLAlchemy AsyncSession/"
+                f"AsyncConnection on postgresql+psycopg://; got {type(connection).__name__}",
+                field="connection",
+            )
+        if not jobs:
+            return []
+        try:
+            return await self._aenqueue(connection, jobs)
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from None
+
+    # ---- the worker's calls ---------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        params = {
+            "worker_id": worker_id,
+            "queues": list(dict.fromkeys(queues)),
+            "limit": limit,
+            "lease": lease,
+            "namespaces": None if namespaces is None else list(namespaces),
+            "exclude": list(exclude_namespaces),
+        }
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
+            for _ in range(5):
+                try:
+                    cur = await conn.execute(self._q.CLAIM, params)
+                except psycopg.errors.UniqueViolation:
+                    # jobs_lane_running refused a second running job in a lane (a head changed under a racing
+                    # claim): nothing was claimed; claim again with a fresh snapshot.
+                    continue
+                return sorted((_job(row) for row in await cur.fetchall()), key=_claim_order)
+            return []
+
+        return await self._run(go)
+
+    async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
+        params = {"namespace": namespace, "lane": f"u:{user_id}", "worker_id": worker_id, "lease": lease}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> Job | None:
+            try:
+                row = await (await conn.execute(self._q.CLAIM_USER, params)).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise Conflict(CONFLICT_MESSAGE) from None
+            assert row is not None
+            if row[0]:
+                raise Conflict(CONFLICT_MESSAGE)
+            if row[1] is not None:
+                return _job(row[1:])
+            # The head may have been claimed by someone else while we waited for its row lock.
+            busy = await (await conn.execute(self._q.LANE_BUSY, params)).fetchone()
+            if busy is not None and busy[0]:
+                raise Conflict(CONFLICT_MESSAGE)
+            return None
+
+        return await self._run(go)
+
+    async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
+        if not leases:
+            return []
+        params = {"ids": [x.job_id for x in leases], "try_numbers": [x.try_number for x in leases], "lease": lease}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(self._q.HEARTBEAT, params)).fetchall()
+
+        rows = await self._run(go)
+        held = {(row[0], row[1]): bool(row[2]) for row in rows}
+        return [
+            LeaseState(
+                x, held=(x.job_id, x.try_number) in held, cancel_requested=held.get((x.job_id, x.try_number), False)
+            )
+            for x in leases
+        ]
+
+    async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
+        if not finishes:
+            return []
+        params = _finish_params(finishes)
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[bool]:
+            return await self._finish_on(conn, params, len(finishes))
+
+        out = await self._run(go)
+        if any(ok and f.status is JobStatus.PENDING for ok, f in zip(out, finishes, strict=True)):
+            self._waker.notify()
+        return out
+
+    async def _finish_on(self, conn: psycopg.AsyncConnection[Any], params: dict[str, Any], n: int) -> list[bool]:
+        rows = await (await conn.execute(self._q.FINISH, params)).fetchall()
+        applied = {int(row[0]) for row in rows}
+        return [i + 1 in applied for i in range(n)]
+
+    @asynccontextmanager
+    async def handler_transaction(self, job: Job) -> AsyncIterator[HandlerTransaction]:
+        """A pooled connection in an open transaction for a transactional handler.
+
+        The handler writes through `tx.connection`; `tx.finish(...)` applies the job's completion in the same
+        transaction (fenced: a stale lease rolls everything back and returns False) and commits. A clean exit
+        without finish commits the writes; an exception rolls them back. The connection is held for the whole
+        handler, so size the pool above the number of transactional handlers that run at once."""
+        pool = await self._ready()
+        try:
+            conn = await pool.getconn(timeout=self._timeout)
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        tx = _PgHandlerTransaction(self, conn)
+        try:
+            try:
+                await conn.set_autocommit(False)
+            except _DRIVER_ERRORS as exc:
+                raise self._unavailable(exc) from None
+            try:
+                yield tx
+            except BaseException:
+                if not tx.done:
+                    try:
+                        await conn.rollback()
+                    except _DRIVER_ERRORS:
+                        pass
+                raise
+            if not tx.done:
+                try:
+                    await conn.commit()
+                except _DRIVER_ERRORS as exc:
+                    raise self._unavailable(exc) from None
+        finally:
+            try:
+                if not conn.closed:
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        await conn.rollback()
+                    await conn.set_autocommit(True)
+            except _DRIVER_ERRORS:
+                pass
+            await pool.putconn(conn)
+
+    # ---- maintenance ----------------------------------------------------------------------------------------
+
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        params = {"now": now, "limit": max(0, limit)}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(self._q.RESCUE, params)).fetchall()
+
+        jobs = [_job(row) for row in await self._run(go)]
+        jobs.sort(key=lambda j: j.id)
+        if any(j.status is JobStatus.PENDING for j in jobs):
+            self._waker.notify()
+        return jobs
+
+    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+        params = {"completed_before": completed_before, "failed_before": failed_before, "limit": max(0, limit)}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> int:
+            row = await (await conn.execute(self._q.PRUNE, params)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(go)
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def _one(self, query: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+            return await (await conn.execute(query, params)).fetchone()  # type: ignore[arg-type]
+
+        return await self._run(go)
+
+    async def _all(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+
+        return await self._run(go)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self._one(self._q.GET_JOB, {"id": job_id})
+        return None if row is None else _job(row)
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        offset = max(0, offset)
+        params = {
+            "namespace": filter.namespace,
+            "queue": filter.queue,
+            "task": filter.task,
+            "status": None if filter.status is None else JobStatus(filter.status).value,
+            "user_id": filter.user_id,
+            "ids": None if filter.ids is None else list(filter.ids),
+            "limit": max(0, limit),
+            "offset": offset,
+        }
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> Page[Job]:
+            total = await (await conn.execute(self._q.COUNT_JOBS, params)).fetchone()
+            rows = await (await conn.execute(self._q.LIST_JOBS, params)).fetchall()
+            return Page(items=[_job(r) for r in rows], total=int(total[0]) if total else 0, limit=limit, offset=offset)
+
+        return await self._run(go)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self._all(self._q.ATTEMPTS, {"id": job_id})
+        return [
+            Attempt(
+                job_id=r[0],
+                try_number=r[1],
+                outcome=AttemptOutcome(r[2]),
+                status_code=r[3],
+                started_at=r[4],
+                finished_at=r[5],
+                worker_id=r[6],
+                result=r[7],
+                error=r[8],
+                traceback=r[9],
+            )
+            for r in rows
+        ]
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        rows = await self._all(self._q.STATS, {"namespace": namespace, "queue": queue, "task": task})
+        counts = {row[0]: int(row[1]) for row in rows}
+        scheduled = sum(int(row[2]) for row in rows)
+        return Stats(
+            pending=counts.get("pending", 0),
+            processing=counts.get("processing", 0),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+            scheduled=scheduled,
+        )
+
+    async def _status_of(self, job_id: str) -> str:
+        row = await self._one(self._q.JOB_STATUS, {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id)
+        return str(row[0])
+
+    async def cancel(self, job_id: str) -> Job:
+        row = await self._one(self._q.CANCEL, {"id": job_id})
+        if row is not None:
+            return _job(row)
+        status = await self._status_of(job_id)
+        raise InvalidTransition(
+            f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {status!r})"
+        )
+
+    async def requeue(self, job_id: str) -> Job:
+        try:
+            row = await self._one(self._q.REQUEUE, {"id": job_id})
+        except psycopg.errors.UniqueViolation:
+            holder = await self._one(self._q.ACTIVE_UNIQUE_HOLDER, {"id": job_id})
+            job = await self.get_job(job_id)
+            raise InvalidTransition(
+                f"Job cannot be requeued: active job {holder[0] if holder else '?'} holds its unique key "
+                f"{job.unique_key if job else None!r}"
+            ) from None
+        if row is None:
+            await self._status_of(job_id)
+            raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+        self._waker.notify()
+        return _job(row)
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        row = await self._one(self._q.DELETE, {"id": job_id, "force": force})
+        if row is not None:
+            return _job(row)
+        await self._status_of(job_id)
+        raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+
+    async def run_now(self, job_id: str) -> Job:
+        row = await self._one(self._q.RUN_NOW, {"id": job_id})
+        if row is None:
+            status = await self._status_of(job_id)
+            raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {status!r})")
+        self._waker.notify()
+        return _job(row)
+
+    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+        row = await self._one(self._q.HAS_DUE_JOB, {"namespace": namespace, "lane": f"u:{user_id}"})
+        return bool(row and row[0])
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def put_namespace(self, namespace: Namespace) -> Namespace:
+        doc = Jsonb(namespace.to_dict())
+        row = await self._one(self._q.PUT_NAMESPACE, {"name": namespace.name, "doc": doc})
+        assert row is not None
+        return Namespace.from_dict(row[0])
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        row = await self._one(self._q.GET_NAMESPACE, {"name": name})
+        if row is None:
+            return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
+        return Namespace.from_dict(row[0])
+
+    async def list_namespaces(self) -> list[Namespace]:
+        found = {ns.name: ns for ns in (Namespace.from_dict(r[0]) for r in await self._all(self._q.LIST_NAMESPACES))}
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
+            cur = await conn.execute(self._q.DELETE_NAMESPACE, {"name": name})
+            return cur.rowcount > 0
+
+        return await self._run(go)
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        params = {
+            "namespace": settings.namespace,
+            "queue": settings.name,
+            "paused": settings.paused,
+            "concurrency": settings.concurrency,
+        }
+        await self._run(lambda conn: conn.execute(self._q.PUT_QUEUE_SETTINGS, params))
+        self._waker.notify()  # a resumed queue or a raised limit may free jobs
+        return settings
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        rows = await self._all(self._q.LIST_QUEUES, {"namespace": namespace})
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
+        for ns, queue, status, n, scheduled, paused, concurrency in rows:
+            c = counts.setdefault((ns, queue), {s.value: 0 for s in JobStatus} | {"scheduled": 0})
+            if status is not None:
+                c[status] += int(n)
+                c["scheduled"] += int(scheduled)
+            settings[(ns, queue)] = (bool(paused), concurrency)
+        return [
+            QueueInfo(namespace=k[0], name=k[1], paused=settings[k][0], counts=counts[k], concurrency=settings[k][1])
+            for k in sorted(counts)
+        ]
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        params = {
+            "id": info.id,
+            "hostname": info.hostname,
+            "pid": info.pid,
+            "queues": list(info.queues),
+            "concurrency": info.concurrency,
+            "started_at": info.started_at,
+            "heartbeat_at": info.heartbeat_at,
+            "expires_at": info.expires_at,
+            "running": list(info.running),
+            "version": info.version,
+        }
+        await self._run(lambda conn: conn.execute(self._q.REGISTER_WORKER, params))
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._run(lambda conn: conn.execute(self._q.UNREGISTER_WORKER, {"id": worker_id}))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self._all(self._q.LIST_WORKERS)
+        return [
+            WorkerInfo(
+                id=r[0],
+                hostname=r[1],
+                pid=r[2],
+                queues=list(r[3]),
+                concurrency=r[4],
+                started_at=r[5],
+                heartbeat_at=r[6],
+                expires_at=r[7],
+                running=list(r[8]),
+                version=r[9],
+            )
+            for r in rows
+        ]
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        row = await self._one(self._q.KV_GET, {"key": key})
+        return None if row is None else str(row[0])
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        query = self._q.KV_SET_IF_ABSENT if only_if_absent else self._q.KV_SET
+        row = await self._one(query, {"key": key, "value": value, "ttl": ttl})
+        return row is not None
+
+    async def kv_delete(self, key: str) -> None:
+        await self._run(lambda conn: conn.execute(self._q.KV_DELETE, {"key": key}))
+
+
+class _PgHandlerTransaction(HandlerTransaction):
+    """The open transaction of a transactional handler; `finish` completes the job inside it and commits."""
+
+    def __init__(self, store: PostgresStore, connection: psycopg.AsyncConnection[Any]) -> None:
+        self.connection = connection
+        self._store = store
+        self.done = False
+
+    async def finish(self, finish: Finish) -> bool:
+        if self.done:
+            raise ValidationError("this handler transaction has already been finished", field="finish")
+        conn: psycopg.AsyncConnection[Any] = self.connection
+        self.done = True
+        try:
+            (applied,) = await self._store._finish_on(conn, _finish_params([finish]), 1)
+            if applied:
+                await conn.commit()
+            else:  # the lease was lost: the handler's writes must not outlive it (exactly-once effects)
+                await conn.rollback()
+        except _DRIVER_ERRORS as exc:
+            raise self._store._unavailable(exc) from None
+        if applied and finish.status is JobStatus.PENDING:
+            self._store._waker.notify()
+        return applied
+
+
+class _Queries:
+    """queries.py with the schema, channel and column lists filled in (once per store)."""
+
+    def __init__(self, schema: str, channel: str) -> None:
+        self.schema = f'"{schema}"'
+        values = {
+            "schema": self.schema,
+            "job_columns": ", ".join(sqlq.JOB_COLUMNS),
+            "j_job_columns": ", ".join(f"j.{c}" for c in sqlq.JOB_COLUMNS),
+            "channel": "'" + channel.replace("'", "''") + "'",
+        }
+
+        def fill(text: str) -> str:
+            for key, value in values.items():
+                text = text.replace("{" + key + "}", value)
+            return text
+
+        for name in dir(sqlq):
+            value = getattr(sqlq, name)
+            if name.isupper() and isinstance(value, str):
+                setattr(self, name, fill(value))
+
+    def __getattr__(self, name: str) -> str:  # for mypy: every query is a str attribute
+        raise AttributeError(name)
+
+
+# ---- row and parameter helpers ------------------------------------------------------------------------------------
+
+
+def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
+    return Job(
+        id=row[0],
+        namespace=row[1],
+        queue=row[2],
+        task=row[3],
+        payload=row[4],
+        status=JobStatus(row[5]),
+        priority=row[6],
+        run_at=row[7],
+        attempts=row[8],
+        max_attempts=row[9],
+        try_number=row[10],
+        created=row[11],
+        updated=row[12],
+        user_id=row[13],
+        group_key=row[14],
+        unique_key=row[15],
+        started_at=row[16],
+        finished_at=row[17],
+        lease_expires_at=row[18],
+        worker_id=row[19],
+        last_error=row[20],
+        result=row[21],
+        cancel_requested=bool(row[22]),
+        duplicate=duplicate,
+    )
+
+
+def _claim_order(job: Job) -> tuple[int, datetime, str]:
+    return (job.priority, job.run_at, job.id)
+
+
+def _enqueue_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    return {
+        "ids": [j.id for j in jobs],
+        "namespaces": [j.namespace for j in jobs],
+        "queues": [j.queue for j in jobs],
+        "tasks": [j.task for j in jobs],
+        "payloads": [j.payload_json for j in jobs],
+        "priorities": [j.priority for j in jobs],
+        "run_ats": [j.run_at for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        "createds": [j.created for j in jobs],
+        "user_ids": [j.user_id for j in jobs],
+        "group_keys": [j.group_key for j in jobs],
+        "unique_keys": [j.unique_key for j in jobs],
+        "serial_keys": [j.serial_key for j in jobs],
+    }
+
+
+def _existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    return {"namespaces": [j.namespace for j in jobs], "unique_keys": [j.unique_key for j in jobs]}
+
+
+def _collect_inserted(jobs: Sequence[NewJob], inserted: set[str], found: dict[str, Job]) -> list[NewJob]:
+    """Record the inserted jobs; return the ones skipped because their unique key is held."""
+    rest: list[NewJob] = []
+    for j in jobs:
+        if j.id in inserted:
+            found[j.id] = j.to_job()
+        else:
+            rest.append(j)
+    return rest
+
+
+def _collect_existing(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]], found: dict[str, Job]) -> list[NewJob]:
+    """Answer skipped jobs with the active job holding their key; return those whose holder vanished meanwhile."""
+    holders = {(row[1], row[15]): _job(row, duplicate=True) for row in rows}
+    rest: list[NewJob] = []
+    for j in jobs:
+        holder = holders.get((j.namespace, j.unique_key or ""))
+        if holder is None:
+            rest.append(j)
+        else:
+            found[j.id] = holder
+    return rest
+
+
+def _duplicate_id(exc: psycopg.errors.UniqueViolation) -> ValidationError:
+    detail = exc.diag.message_detail or str(exc)
+    return ValidationError(f"a job with this id already exists ({detail})", field="id")
+
+
+def _finish_params(finishes: Sequence[Finish]) -> dict[str, Any]:
+    for f in finishes:
+        if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+            raise ValidationError(
+                f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
+                f"got {f.status.value!r}",
+                field="status",
+            )
+    with_attempts = [(i + 1, f.attempt) for i, f in enumerate(finishes) if f.attempt is not None and not f.release]
+    attempts = [a for _, a in with_attempts if a is not None]
+    return {
+        "ids": [f.lease.job_id for f in finishes],
+        "try_numbers": [f.lease.try_number for f in finishes],
+        "statuses": [f.status.value for f in finishes],
+        "run_ats": [f.run_at for f in finishes],
+        "errors": [f.error for f in finishes],
+        "results": [None if f.result is None else encode_result(f.result) for f in finishes],
+        "releases": [f.release for f in finishes],
+        "a_ords": [i for i, _ in with_attempts],
+        "a_job_ids": [a.job_id for a in attempts],
+        "a_try_numbers": [a.try_number for a in attempts],
+        "a_outcomes": [AttemptOutcome(a.outcome).value for a in attempts],
+        "a_status_codes": [a.status_code for a in attempts],
+        "a_started": [a.started_at for a in attempts],
+        "a_finished": [a.finished_at for a in attempts],
+        "a_worker_ids": [a.worker_id for a in attempts],
+        "a_results": [None if a.result is None else encode_result(a.result) for a in attempts],
+        "a_errors": [a.error for a in attempts],
+        "a_tracebacks": [a.traceback for a in attempts],
+    }
+
+
+async def _unwrap_async(connection: Any) -> Any:
+    """Reach the psycopg AsyncConnection inside an SQLAlchemy AsyncSession / AsyncConnection (same transaction)."""
+    if not type(connection).__module__.startswith("sqlalchemy"):
+        return connection
+    if hasattr(connection, "get_raw_connection"):  # AsyncConnection
+        raw = await connection.get_raw_connection()
+    else:  # AsyncSession: its connection inside the current transaction
+        raw = await (await connection.connection()).get_raw_connection()
+    return getattr(raw, "driver_connection", raw)

@@ -1,0 +1,124 @@
+"""Versioned schema migrations for the PostgreSQL store.
+
+Each migration is a (version, name, SQL) triple applied once, in order, inside one transaction together with its
+row in `{schema}.schema_migrations`. `{schema}` is replaced by the store's quoted schema name. Never edit a
+migration that has shipped: add a new one. The runner (PostgresStore.migrate) holds a transaction-scoped advisory
+lock while it checks and applies them, so several processes starting at once apply each migration exactly once.
+
+Table layout, and why:
+
+* `jobs` holds every job. Workers never scan it directly: the claim walks `jobs_ready`, a partial index over
+  pending rows only, so a table holding millions of finished rows claims as fast as an empty one (see
+  docs/postgres.md for the EXPLAIN). Finished rows live in `jobs_finished` (partial, for the pruner) only.
+* `jobs_lane_pending` / `jobs_lane_running` serve the serial-lane rule; `jobs_lane_running` is UNIQUE, so the
+  database itself guarantees at most one processing job per lane whatever races the claimers run into.
+* `jobs_unique_active` is the unique-key rule: a partial unique index over active (pending/processing) rows, used
+  as the ON CONFLICT arbiter of enqueue.
+* `payload`/`result` are `json` (not `jsonb`): stored as sent, so key order and any string (even "\\u0000",
+  which jsonb refuses) round-trip exactly, and inserts skip jsonb's parse-and-rebuild.
+* `lease_expires_at` is in no index, so heartbeats are HOT updates that touch no index at all.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "0001_initial",
+        """
+CREATE TABLE {schema}.jobs (
+    id               text        PRIMARY KEY,
+    namespace        text        NOT NULL,
+    queue            text        NOT NULL,
+    task             text        NOT NULL,
+    payload          json,
+    status           text        NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+    priority         smallint    NOT NULL DEFAULT 0,
+    run_at           timestamptz NOT NULL,
+    attempts         integer     NOT NULL DEFAULT 0,
+    max_attempts     integer     NOT NULL,
+    try_number       integer     NOT NULL DEFAULT 0,
+    created          timestamptz NOT NULL,
+    updated          timestamptz NOT NULL,
+    user_id          text,
+    group_key        text,
+    unique_key       text,
+    serial_key       text,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    lease_expires_at timestamptz,
+    worker_id        text,
+    last_error       text,
+    result           json,
+    cancel_requested boolean     NOT NULL DEFAULT false
+);
+
+-- The claim walks this index in claim order, one queue at a time; it holds pending rows only.
+CREATE INDEX jobs_ready ON {schema}.jobs (queue, priority, run_at, id) WHERE status = 'pending';
+
+-- Serial lanes: the head of a lane is its pending job with the lowest (priority, id) ...
+CREATE INDEX jobs_lane_pending ON {schema}.jobs (namespace, serial_key, priority, id)
+    WHERE status = 'pending' AND serial_key IS NOT NULL;
+-- ... and a lane runs one job at a time: enforced by the database, not only by the claim's filter.
+CREATE UNIQUE INDEX jobs_lane_running ON {schema}.jobs (namespace, serial_key)
+    WHERE status = 'processing' AND serial_key IS NOT NULL;
+
+-- Running jobs per queue (concurrency caps) and for the rescuer; small by nature.
+CREATE INDEX jobs_running ON {schema}.jobs (namespace, queue) WHERE status = 'processing';
+
+-- Unique keys among active jobs: the arbiter of INSERT ... ON CONFLICT in enqueue.
+CREATE UNIQUE INDEX jobs_unique_active ON {schema}.jobs (namespace, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing');
+
+-- The pruner's way to finished jobs.
+CREATE INDEX jobs_finished ON {schema}.jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE {schema}.attempts (
+    job_id      text        NOT NULL,
+    try_number  integer     NOT NULL,
+    outcome     text        NOT NULL,
+    status_code integer     NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    worker_id   text,
+    result      json,
+    error       text,
+    traceback   text,
+    PRIMARY KEY (job_id, try_number)
+);
+
+CREATE TABLE {schema}.namespaces (
+    name text  PRIMARY KEY,
+    doc  jsonb NOT NULL
+);
+
+CREATE TABLE {schema}.queue_settings (
+    namespace   text    NOT NULL,
+    queue       text    NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    concurrency integer,
+    PRIMARY KEY (namespace, queue)
+);
+
+CREATE TABLE {schema}.workers (
+    id           text        PRIMARY KEY,
+    hostname     text        NOT NULL,
+    pid          integer     NOT NULL,
+    queues       text[]      NOT NULL,
+    concurrency  integer     NOT NULL,
+    started_at   timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    running      text[]      NOT NULL,
+    version      text        NOT NULL
+);
+
+CREATE TABLE {schema}.kv (
+    key        text PRIMARY KEY,
+    value      text NOT NULL,
+    expires_at timestamptz
+);
+""",
+    ),
+)

@@ -1,0 +1,540 @@
+"""Every SQL statement of the PostgreSQL store, written out as SQL.
+
+Placeholders in braces are filled once when the store is built: `{schema}` is the quoted schema name (validated to
+be a plain identifier), `{job_columns}` / `{j_job_columns}` the job column list (bare / qualified by `j.`) in the
+order `PostgresStore._job` reads them. Parameters are psycopg's `%(name)s`.
+
+Time is the database's own clock, `statement_timestamp()`: stable inside a statement (so it can bound an index
+scan, unlike `clock_timestamp()`), and still correct inside a long transaction (unlike `now()`, the transaction's
+start), which matters for transactional handlers.
+"""
+
+from __future__ import annotations
+
+JOB_COLUMNS: tuple[str, ...] = (
+    "id",
+    "namespace",
+    "queue",
+    "task",
+    "payload",
+    "status",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "try_number",
+    "created",
+    "updated",
+    "user_id",
+    "group_key",
+    "unique_key",
+    "started_at",
+    "finished_at",
+    "lease_expires_at",
+    "worker_id",
+    "last_error",
+    "result",
+    "cancel_requested",
+)
+
+ATTEMPT_COLUMNS = (
+    "job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback"
+)
+
+# ---- migrations -------------------------------------------------------------------------------------------------
+
+# Taken before anything else on open: one process at a time checks and applies migrations for this schema.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('conveyor.migrate'), hashtext(%(schema)s))"
+
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT statement_timestamp()
+)
+"""
+
+APPLIED_MIGRATIONS = "SELECT version FROM {schema}.schema_migrations"
+
+RECORD_MIGRATION = "INSERT INTO {schema}.schema_migrations (version, name) VALUES (%(version)s, %(name)s)"
+
+# The wake-up: every INSERT into jobs notifies listeners once per statement, when its transaction commits. Being
+# a trigger, it fires for the caller's own transaction too (transactional enqueue), and only on its commit.
+CREATE_NOTIFY_TRIGGER = """
+CREATE OR REPLACE FUNCTION {schema}.notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify({channel}, '');
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS jobs_notify ON {schema}.jobs;
+CREATE TRIGGER jobs_notify AFTER INSERT ON {schema}.jobs FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_jobs();
+"""
+
+# A VOLATILE function takes a fresh snapshot for its own query: the claim calls it *after* locking a capped
+# queue's settings row, so it counts the running jobs that the previous lock holder just committed.
+CREATE_RUNNING_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.running_jobs(p_namespace text, p_queue text) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT count(*) FROM {schema}.jobs WHERE status = 'processing' AND namespace = p_namespace AND queue = p_queue
+$$
+"""
+
+# ---- enqueue ----------------------------------------------------------------------------------------------------
+
+# One statement for the whole batch, in input order so that the first of equal unique keys wins. Rows whose
+# unique key matches an active job are skipped by ON CONFLICT; the caller then looks those up (ENQUEUE_EXISTING).
+ENQUEUE = """
+INSERT INTO {schema}.jobs (id, namespace, queue, task, payload, priority, run_at, max_attempts, created, updated,
+                           user_id, group_key, unique_key, serial_key)
+SELECT n.id, n.namespace, n.queue, n.task, n.payload::json, n.priority, n.run_at, n.max_attempts, n.created,
+       n.created, n.user_id, n.group_key, n.unique_key, n.serial_key
+FROM unnest(%(ids)s::text[], %(namespaces)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::text[],
+            %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::integer[],
+            %(createds)s::timestamptz[], %(user_ids)s::text[], %(group_keys)s::text[], %(unique_keys)s::text[],
+            %(serial_keys)s::text[])
+     WITH ORDINALITY AS n(id, namespace, queue, task, payload, priority, run_at, max_attempts, created, user_id,
+                          group_key, unique_key, serial_key, ord)
+ORDER BY n.ord
+ON CONFLICT (namespace, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+DO NOTHING
+RETURNING id
+"""
+
+ENQUEUE_EXISTING = """
+SELECT {job_columns}
+FROM {schema}.jobs
+WHERE (namespace, unique_key) IN (SELECT * FROM unnest(%(namespaces)s::text[], %(unique_keys)s::text[]))
+  AND status IN ('pending', 'processing')
+"""
+
+JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::text[])"
+
+# ---- claims -----------------------------------------------------------------------------------------------------
+
+# The claim, in one round trip:
+#   paused   - paused (namespace, queue) pairs among the wanted queues;
+#   capped   - queues with a concurrency cap: their settings rows are locked (in a fixed order, so claimers never
+#              deadlock) and their free room counted with a fresh snapshot, which makes caps exact across workers;
+#   picked   - per wanted queue, the first due pending jobs in claim order from the jobs_ready index, honouring
+#              namespaces, pauses, caps and serial lanes (only a lane's head, only while its lane is idle),
+#              locked with SKIP LOCKED so concurrent claimers take disjoint jobs;
+#   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
+# and the UPDATE marks them processing under the lease.
+CLAIM = """
+WITH paused AS MATERIALIZED (
+    SELECT s.namespace, s.queue
+    FROM {schema}.queue_settings s
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
+),
+capped AS MATERIALIZED (
+    SELECT c.namespace, c.queue, c.concurrency - {schema}.running_jobs(c.namespace, c.queue) AS room
+    FROM (
+        SELECT s.namespace, s.queue, s.concurrency
+        FROM {schema}.queue_settings s
+        WHERE s.queue = ANY(%(queues)s::text[]) AND s.concurrency IS NOT NULL AND NOT s.paused
+        ORDER BY s.namespace, s.queue
+        FOR UPDATE
+    ) c
+),
+picked AS (
+    SELECT p.id, p.namespace, p.queue, p.priority, p.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.namespace, j.queue, j.priority, j.run_at
+        FROM {schema}.jobs j
+        WHERE j.status = 'pending'
+          AND j.queue = q.name
+          AND j.run_at <= statement_timestamp()
+          AND (%(namespaces)s::text[] IS NULL OR j.namespace = ANY(%(namespaces)s::text[]))
+          AND j.namespace <> ALL(%(exclude)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM paused x WHERE x.namespace = j.namespace AND x.queue = j.queue)
+          AND NOT EXISTS (SELECT 1 FROM capped x WHERE x.namespace = j.namespace AND x.queue = j.queue
+                                                   AND x.room <= 0)
+          AND (j.serial_key IS NULL OR (
+                   NOT EXISTS (SELECT 1 FROM {schema}.jobs h
+                               WHERE h.status = 'pending' AND h.namespace = j.namespace
+                                 AND h.serial_key = j.serial_key AND (h.priority, h.id) < (j.priority, j.id))
+               AND NOT EXISTS (SELECT 1 FROM {schema}.jobs r
+                               WHERE r.status = 'processing' AND r.namespace = j.namespace
+                                 AND r.serial_key = j.serial_key)))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT %(limit)s
+        FOR UPDATE OF j SKIP LOCKED
+    ) p
+),
+chosen AS (
+    SELECT r.id
+    FROM (
+        SELECT p.*, row_number() OVER (PARTITION BY p.namespace, p.queue ORDER BY p.priority, p.run_at, p.id) AS n
+        FROM picked p
+    ) r
+    LEFT JOIN capped x ON x.namespace = r.namespace AND x.queue = r.queue
+    WHERE x.room IS NULL OR r.n <= x.room
+    ORDER BY r.priority, r.run_at, r.id
+    LIMIT %(limit)s
+)
+UPDATE {schema}.jobs j
+SET status = 'processing',
+    attempts = j.attempts + 1,
+    try_number = j.try_number + 1,
+    started_at = statement_timestamp(),
+    worker_id = %(worker_id)s,
+    lease_expires_at = statement_timestamp() + %(lease)s,
+    updated = statement_timestamp(),
+    cancel_requested = false
+FROM chosen
+WHERE j.id = chosen.id
+RETURNING {j_job_columns}
+"""
+
+# GS2 Run: the head of one user's lane, if due; `busy` tells the caller to answer 409 Conflict.
+CLAIM_USER = """
+WITH lane AS (
+    SELECT EXISTS (SELECT 1 FROM {schema}.jobs
+                   WHERE status = 'processing' AND namespace = %(namespace)s AND serial_key = %(lane)s) AS busy
+),
+head AS (
+    SELECT j.id
+    FROM {schema}.jobs j
+    WHERE j.status = 'pending' AND j.namespace = %(namespace)s AND j.serial_key = %(lane)s
+      AND NOT (SELECT busy FROM lane)
+    ORDER BY j.priority, j.id
+    LIMIT 1
+    FOR UPDATE OF j
+),
+claimed AS (
+    UPDATE {schema}.jobs j
+    SET status = 'processing',
+        attempts = j.attempts + 1,
+        try_number = j.try_number + 1,
+        started_at = statement_timestamp(),
+        worker_id = %(worker_id)s,
+        lease_expires_at = statement_timestamp() + %(lease)s,
+        updated = statement_timestamp(),
+        cancel_requested = false
+    FROM head
+    WHERE j.id = head.id AND j.run_at <= statement_timestamp()
+    RETURNING {j_job_columns}
+)
+SELECT (SELECT busy FROM lane) AS busy, claimed.*
+FROM (SELECT 1) AS one
+LEFT JOIN claimed ON true
+"""
+
+LANE_BUSY = """
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs
+               WHERE status = 'processing' AND namespace = %(namespace)s AND serial_key = %(lane)s)
+"""
+
+HAS_DUE_JOB = """
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs
+               WHERE status = 'pending' AND namespace = %(namespace)s AND serial_key = %(lane)s
+                 AND run_at <= statement_timestamp())
+"""
+
+# ---- leases -----------------------------------------------------------------------------------------------------
+
+# Touches no indexed column, so every extension is a HOT update.
+HEARTBEAT = """
+UPDATE {schema}.jobs j
+SET lease_expires_at = statement_timestamp() + %(lease)s,
+    updated = statement_timestamp()
+FROM unnest(%(ids)s::text[], %(try_numbers)s::integer[]) AS l(id, try_number)
+WHERE j.id = l.id AND j.try_number = l.try_number AND j.status = 'processing'
+RETURNING j.id, j.try_number, j.cancel_requested
+"""
+
+# Every end-of-try report of a batch in one statement: fenced job updates, then the attempt records of the
+# reports that applied. Returns the (1-based) positions of the reports that applied.
+FINISH = """
+WITH f AS (
+    SELECT *
+    FROM unnest(%(ids)s::text[], %(try_numbers)s::integer[], %(statuses)s::text[], %(run_ats)s::timestamptz[],
+                %(errors)s::text[], %(results)s::text[], %(releases)s::boolean[])
+         WITH ORDINALITY AS f(id, try_number, status, run_at, error, result, release, ord)
+),
+applied AS (
+    UPDATE {schema}.jobs j
+    SET status = f.status,
+        updated = statement_timestamp(),
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        attempts = CASE WHEN f.release THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        try_number = CASE WHEN f.release THEN greatest(j.try_number - 1, 0) ELSE j.try_number END,
+        run_at = CASE WHEN f.release THEN coalesce(f.run_at, j.run_at)
+                      WHEN f.status = 'pending' THEN coalesce(f.run_at, statement_timestamp())
+                      ELSE j.run_at END,
+        last_error = CASE WHEN f.release THEN coalesce(f.error, j.last_error)
+                          WHEN f.status = 'completed' THEN NULL
+                          ELSE f.error END,
+        result = CASE WHEN NOT f.release AND f.status = 'completed' THEN f.result::json ELSE j.result END,
+        cancel_requested = CASE WHEN NOT f.release AND f.status = 'pending' THEN false ELSE j.cancel_requested END,
+        finished_at = CASE WHEN f.status IN ('completed', 'failed', 'cancelled') THEN statement_timestamp() END
+    FROM f
+    WHERE j.id = f.id AND j.try_number = f.try_number AND j.status = 'processing'
+    RETURNING f.ord
+),
+recorded AS (
+    INSERT INTO {schema}.attempts (job_id, try_number, outcome, status_code, started_at, finished_at, worker_id,
+                                   result, error, traceback)
+    SELECT a.job_id, a.try_number, a.outcome, a.status_code, a.started_at, a.finished_at, a.worker_id,
+           a.result::json, a.error, a.traceback
+    FROM unnest(%(a_ords)s::bigint[], %(a_job_ids)s::text[], %(a_try_numbers)s::integer[], %(a_outcomes)s::text[],
+                %(a_status_codes)s::integer[], %(a_started)s::timestamptz[], %(a_finished)s::timestamptz[],
+                %(a_worker_ids)s::text[], %(a_results)s::text[], %(a_errors)s::text[], %(a_tracebacks)s::text[])
+         AS a(ord, job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error,
+              traceback)
+    JOIN applied USING (ord)
+    ON CONFLICT (job_id, try_number) DO UPDATE
+    SET outcome = excluded.outcome, status_code = excluded.status_code, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, worker_id = excluded.worker_id, result = excluded.result,
+        error = excluded.error, traceback = excluded.traceback
+)
+SELECT ord FROM applied
+"""
+
+# ---- maintenance ------------------------------------------------------------------------------------------------
+
+RESCUE = """
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, statement_timestamp()) AS now
+),
+expired AS (
+    SELECT j.id, j.worker_id, j.started_at
+    FROM {schema}.jobs j, clock
+    WHERE j.status = 'processing' AND j.lease_expires_at <= clock.now
+    ORDER BY j.lease_expires_at, j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+),
+moved AS (
+    UPDATE {schema}.jobs j
+    SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+        run_at = CASE WHEN j.attempts < j.max_attempts THEN clock.now ELSE j.run_at END,
+        finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE clock.now END,
+        last_error = 'lease expired: worker ' || coalesce(e.worker_id, 'None') || ' stopped heartbeating',
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        updated = clock.now
+    FROM expired e, clock
+    WHERE j.id = e.id
+    RETURNING {j_job_columns}, e.worker_id AS lost_worker_id, coalesce(e.started_at, clock.now) AS lost_started_at,
+              clock.now AS lost_at
+),
+recorded AS (
+    INSERT INTO {schema}.attempts (job_id, try_number, outcome, status_code, started_at, finished_at, worker_id,
+                                   error)
+    SELECT m.id, m.try_number, 'lost', 0, m.lost_started_at, m.lost_at, m.lost_worker_id, m.last_error
+    FROM moved m
+    ON CONFLICT (job_id, try_number) DO UPDATE
+    SET outcome = excluded.outcome, status_code = excluded.status_code, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, worker_id = excluded.worker_id, result = NULL,
+        error = excluded.error, traceback = NULL
+)
+SELECT {job_columns} FROM moved
+"""
+
+PRUNE = """
+WITH doomed AS (
+    SELECT id
+    FROM {schema}.jobs
+    WHERE finished_at IS NOT NULL
+      AND finished_at < greatest(%(completed_before)s::timestamptz, %(failed_before)s::timestamptz)
+      AND ((status = 'completed' AND finished_at < %(completed_before)s::timestamptz)
+           OR (status IN ('failed', 'cancelled') AND finished_at < %(failed_before)s::timestamptz))
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM {schema}.jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+),
+history AS (
+    DELETE FROM {schema}.attempts a USING gone g WHERE a.job_id = g.id
+)
+SELECT count(*) FROM gone
+"""
+
+# ---- inspection -------------------------------------------------------------------------------------------------
+
+GET_JOB = "SELECT {job_columns} FROM {schema}.jobs WHERE id = %(id)s"
+
+JOB_STATUS = "SELECT status FROM {schema}.jobs WHERE id = %(id)s"
+
+_FILTER = """
+WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s::text)
+  AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
+"""
+
+LIST_JOBS = (
+    "SELECT {job_columns} FROM {schema}.jobs"
+    + _FILTER
+    + "ORDER BY created DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s"
+)
+
+COUNT_JOBS = "SELECT count(*) FROM {schema}.jobs" + _FILTER
+
+ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM {{schema}}.attempts WHERE job_id = %(id)s ORDER BY try_number"
+
+STATS = """
+SELECT status, count(*), count(*) FILTER (WHERE status = 'pending' AND run_at > statement_timestamp())
+FROM {schema}.jobs
+WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+GROUP BY status
+"""
+
+# ---- management -------------------------------------------------------------------------------------------------
+
+CANCEL = """
+UPDATE {schema}.jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    finished_at = CASE WHEN status = 'pending' THEN statement_timestamp() ELSE finished_at END,
+    cancel_requested = CASE WHEN status = 'processing' THEN true ELSE cancel_requested END,
+    updated = statement_timestamp()
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING {job_columns}
+"""
+
+REQUEUE = """
+UPDATE {schema}.jobs
+SET status = 'pending',
+    attempts = 0,
+    run_at = statement_timestamp(),
+    last_error = NULL,
+    finished_at = NULL,
+    cancel_requested = false,
+    updated = statement_timestamp()
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+RETURNING {job_columns}
+"""
+
+ACTIVE_UNIQUE_HOLDER = """
+SELECT j.id
+FROM {schema}.jobs j
+JOIN {schema}.jobs me ON me.id = %(id)s
+WHERE j.namespace = me.namespace AND j.unique_key = me.unique_key AND j.status IN ('pending', 'processing')
+LIMIT 1
+"""
+
+DELETE = """
+WITH gone AS (
+    DELETE FROM {schema}.jobs
+    WHERE id = %(id)s AND (%(force)s OR status IN ('pending', 'failed'))
+    RETURNING {job_columns}
+),
+history AS (
+    DELETE FROM {schema}.attempts a USING gone g WHERE a.job_id = g.id
+)
+SELECT * FROM gone
+"""
+
+RUN_NOW = """
+UPDATE {schema}.jobs
+SET run_at = statement_timestamp(), updated = statement_timestamp()
+WHERE id = %(id)s AND status = 'pending'
+RETURNING {job_columns}
+"""
+
+# ---- namespaces, queues, workers --------------------------------------------------------------------------------
+
+# Create stores the document as given; replace keeps `created`, stamps `updated` and bumps `revision`.
+PUT_NAMESPACE = """
+INSERT INTO {schema}.namespaces AS n (name, doc) VALUES (%(name)s, %(doc)s)
+ON CONFLICT (name) DO UPDATE
+SET doc = excluded.doc || jsonb_build_object('created', n.doc -> 'created',
+                                             'updated', to_jsonb(statement_timestamp()),
+                                             'revision', coalesce((n.doc ->> 'revision')::integer, 0) + 1)
+RETURNING doc
+"""
+
+GET_NAMESPACE = "SELECT doc FROM {schema}.namespaces WHERE name = %(name)s"
+
+LIST_NAMESPACES = "SELECT doc FROM {schema}.namespaces ORDER BY name"
+
+DELETE_NAMESPACE = "DELETE FROM {schema}.namespaces WHERE name = %(name)s"
+
+PUT_QUEUE_SETTINGS = """
+INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency)
+VALUES (%(namespace)s, %(queue)s, %(paused)s, %(concurrency)s)
+ON CONFLICT (namespace, queue) DO UPDATE SET paused = excluded.paused, concurrency = excluded.concurrency
+"""
+
+# Counts per (namespace, queue, status) joined with every settings row, so queues with settings but no jobs show.
+LIST_QUEUES = """
+WITH counts AS (
+    SELECT namespace, queue, status, count(*) AS n,
+           count(*) FILTER (WHERE status = 'pending' AND run_at > statement_timestamp()) AS scheduled
+    FROM {schema}.jobs
+    WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
+    GROUP BY namespace, queue, status
+),
+settings AS (
+    SELECT namespace, queue, paused, concurrency
+    FROM {schema}.queue_settings
+    WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
+)
+SELECT coalesce(c.namespace, s.namespace), coalesce(c.queue, s.queue), c.status, coalesce(c.n, 0),
+       coalesce(c.scheduled, 0), coalesce(s.paused, false), s.concurrency
+FROM counts c
+FULL JOIN settings s ON s.namespace = c.namespace AND s.queue = c.queue
+"""
+
+REGISTER_WORKER = """
+INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires_at,
+                              running, version)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(started_at)s, %(heartbeat_at)s,
+        %(expires_at)s, %(running)s, %(version)s)
+ON CONFLICT (id) DO UPDATE
+SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues,
+    concurrency = excluded.concurrency, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+    expires_at = excluded.expires_at, running = excluded.running, version = excluded.version
+"""
+
+UNREGISTER_WORKER = "DELETE FROM {schema}.workers WHERE id = %(id)s"
+
+# Expired registrations are removed on the way, so they never pile up.
+LIST_WORKERS = """
+WITH expired AS (
+    DELETE FROM {schema}.workers WHERE expires_at <= statement_timestamp()
+)
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires_at, running, version
+FROM {schema}.workers
+WHERE expires_at > statement_timestamp()
+ORDER BY started_at, id
+"""
+
+# ---- key-value --------------------------------------------------------------------------------------------------
+
+KV_GET = """
+SELECT value FROM {schema}.kv
+WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > statement_timestamp())
+"""
+
+KV_SET = """
+INSERT INTO {schema}.kv AS kv (key, value, expires_at)
+VALUES (%(key)s, %(value)s, statement_timestamp() + make_interval(secs => %(ttl)s::float8))
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+RETURNING true
+"""
+
+# Test-and-set: an existing live value wins (the upsert's WHERE fails and nothing is returned).
+KV_SET_IF_ABSENT = """
+INSERT INTO {schema}.kv AS kv (key, value, expires_at)
+VALUES (%(key)s, %(value)s, statement_timestamp() + make_interval(secs => %(ttl)s::float8))
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= statement_timestamp()
+RETURNING true
+"""
+
+KV_DELETE = "DELETE FROM {schema}.kv WHERE key = %(key)s"
+
+PING = "SELECT 1"
