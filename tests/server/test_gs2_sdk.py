@@ -30,6 +30,7 @@ from gs2.core.exception import (
     BadRequestException,
     ConflictException,
     NotFoundException,
+    ServiceUnavailableException,
     UnauthorizedException,
 )
 from gs2.job_queue import Gs2JobQueueRestClient
@@ -53,7 +54,7 @@ from gs2.job_queue.request import (
     UpdateNamespaceRequest,
 )
 
-from conveyor import Conveyor, Fail
+from conveyor import Conveyor, Fail, StoreUnavailable
 from conveyor.backoff import Backoff
 from conveyor.server.auth import ServerAuth
 from conveyor.server.gs2 import build_identifier_router, build_router
@@ -653,3 +654,18 @@ def test_auto_run_namespace_is_executed_by_workers(worker_server: Server) -> Non
         assert json.loads(client.get_job_result_by_user_id(request).item.result) == {"granted": "bow", "count": 1}
     finally:
         session.disconnect()
+
+
+def test_store_outage_is_service_unavailable(
+    server: Server, client: Gs2JobQueueRestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("cannot reach the store: connection refused")
+
+    monkeypatch.setattr(server.app.store, "list_namespaces", down)
+    monkeypatch.setattr(server.app.store, "get_namespace", down)
+    with pytest.raises(ServiceUnavailableException):
+        client.describe_namespaces(DescribeNamespacesRequest())
+    answer = httpx.get(f"{server.url}/job-queue/ns1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 503
+    assert "cannot reach the store" in json.loads(answer.json()["message"])[0]["message"]

@@ -76,6 +76,8 @@ DUPLICATION_TTL = 24 * 3600.0
 DUPLICATION_PENDING_TTL = 300.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Inflated body limit: 10 entries × 128 KiB of args fit many times over; a gzip bomb does not."""
+MAX_OFFSET = 2**31 - 1
+"""Page tokens are offsets; anything larger is not one we issued (and would overflow SQLite's integers)."""
 ACCESS_TOKEN_HEADER = "X-GS2-ACCESS-TOKEN"
 DUPLICATION_HEADER = "X-GS2-DUPLICATION-AVOIDER"
 _PENDING = "__pending__"
@@ -226,7 +228,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise GS2Error(400, "body", f"body is not valid JSON: {exc}", "jobQueue.body.invalidJson") from None
     if not isinstance(data, dict):
         raise GS2Error(400, "body", "body must be a JSON object", "jobQueue.body.invalidJson")
@@ -245,7 +247,7 @@ def _paging(request: Request) -> tuple[int, int]:
         limit = int(raw_limit) if raw_limit else DEFAULT_PAGE_LIMIT
     except ValueError:
         raise GS2Error(400, "limit", "limit must be an integer", "jobQueue.limit.error.invalid") from None
-    if offset < 0:
+    if not 0 <= offset <= MAX_OFFSET:
         raise GS2Error(400, "pageToken", "pageToken is invalid", "jobQueue.pageToken.error.invalid")
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise GS2Error(

@@ -229,7 +229,7 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
         )
     try:
         payload = json.loads(args)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise GS2Error(400, "args", f"{where}.args is not valid JSON: {exc}", "jobQueue.args.error.invalid") from None
     count = raw.get("maxTryCount")
     if count is None or count == 0:
