@@ -1,0 +1,90 @@
+"""Tasks and a worker entry point for the multi-process worker conformance tests.
+
+    python -m tests.conformance.worker_tasks URL [--concurrency N] [--lease S] [--grace S] [--ready FILE]
+
+runs a standard Worker (signal handlers on: SIGTERM/SIGINT shut it down gracefully) with the tasks below, and
+touches the ready file once it is claiming. Side effects are lines appended (O_APPEND, one write per line, so
+lines from concurrent processes never interleave) to files named in the payloads: the tests count them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from conveyor import Conveyor, JobContext
+from conveyor.worker import Worker
+
+
+def append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def register(app: Conveyor) -> None:
+    @app.task("append")
+    def append(payload: dict[str, Any], ctx: JobContext) -> str:
+        """Record one execution of the job (the exactly-once check counts these lines)."""
+        if payload.get("sleep"):
+            time.sleep(payload["sleep"])
+        append_line(payload["path"], f"{ctx.job.id} {os.getpid()} {ctx.try_number}")
+        return "ok"
+
+    @app.task("block_once")
+    async def block_once(payload: dict[str, Any], ctx: JobContext) -> str:
+        """The first try announces itself and hangs (the test kills its worker); later tries complete."""
+        append_line(payload["log"], f"start {ctx.try_number} {os.getpid()}")
+        if ctx.try_number == 1:
+            await asyncio.sleep(600)
+        append_line(payload["log"], f"done {ctx.try_number} {os.getpid()}")
+        return f"completed by {os.getpid()}"
+
+    @app.task("sleep")
+    async def sleep(payload: dict[str, Any], ctx: JobContext) -> str:
+        append_line(payload["log"], f"start {ctx.job.id} {ctx.try_number}")
+        await asyncio.sleep(payload["seconds"])
+        append_line(payload["log"], f"done {ctx.job.id} {ctx.try_number}")
+        return "slept"
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--ready")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    app = Conveyor(args.url, lease=timedelta(seconds=args.lease))
+    register(app)
+    worker = Worker(
+        app,
+        concurrency=args.concurrency,
+        grace_period=args.grace,
+        poll_interval=args.poll,
+        install_signal_handlers=True,
+    )
+    run = asyncio.create_task(worker.run())
+    if await worker.wait_started(timeout=60) and args.ready:
+        _write(args.ready, worker.worker_id)
+    await run
+    await app.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
