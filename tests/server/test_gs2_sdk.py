@@ -3,7 +3,7 @@
 A uvicorn server runs in a thread with the GS2 routers mounted on a FastAPI app built here, so these tests depend
 only on the routers, the Conveyor app and the server's auth object. The SDK reaches it through its documented
 `steady_endpoint` (every `https://{service}.{region}.gen2.gs2io.com` URL becomes `http://127.0.0.1:PORT/{service}`).
-Store: SQLite by default; `CONVEYOR_GS2_TEST_STORE=memory` (or any store URL) overrides.
+Store: SQLite by default; `CONVEYOR_GS2_TEST_STORE=memory|postgresql|redis` picks another (tests/backends).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from conveyor import Conveyor, Fail, StoreUnavailable
 from conveyor.backoff import Backoff
 from conveyor.server.auth import ServerAuth
 from conveyor.server.gs2 import build_identifier_router, build_router
+from tests.conftest import backend
 
 ADMIN_TOKEN = "cva_test-admin-token"
 TOKEN_SECRET = "test-token-secret"
@@ -96,17 +97,16 @@ def _free_port() -> int:
         return port
 
 
-def _store_url(tmp_path: Path) -> str:
-    choice = os.environ.get("CONVEYOR_GS2_TEST_STORE", "sqlite")
-    if choice == "sqlite":
-        return f"sqlite:///{tmp_path / 'gs2.db'}"
-    if choice == "memory":
-        return f"memory://gs2-{tmp_path.name}"
-    return choice
+def _store_url(tmp_path: Path) -> tuple[str, Callable[[], None]]:
+    """A fresh isolated store of the kind CONVEYOR_GS2_TEST_STORE names (default sqlite), and its cleanup."""
+    kind = os.environ.get("CONVEYOR_GS2_TEST_STORE", "sqlite")
+    module = backend(kind)
+    url: str = module.fresh_url(tmp_path)
+    return url, lambda: asyncio.run(module.cleanup(url))
 
 
-def _conveyor(tmp_path: Path, slow_started: threading.Event, slow_release: threading.Event) -> Conveyor:
-    app = Conveyor(_store_url(tmp_path))
+def _conveyor(url: str, slow_started: threading.Event, slow_release: threading.Event) -> Conveyor:
+    app = Conveyor(url)
     no_wait = Backoff(base=0.0, jitter=0.0)
 
     @app.task(SCRIPT_OK, backoff=no_wait)
@@ -157,7 +157,8 @@ def _asgi(conveyor_app: Conveyor, auth: ServerAuth, *, worker: bool) -> FastAPI:
 @contextlib.contextmanager
 def _serve(tmp_path: Path, *, worker: bool = False) -> Iterator[Server]:
     started, release = threading.Event(), threading.Event()
-    conveyor_app = _conveyor(tmp_path, started, release)
+    url, cleanup = _store_url(tmp_path)
+    conveyor_app = _conveyor(url, started, release)
     auth = ServerAuth(ADMIN_TOKEN, TOKEN_SECRET)
     port = _free_port()
     config = uvicorn.Config(_asgi(conveyor_app, auth, worker=worker), host="127.0.0.1", port=port, log_level="warning")
@@ -175,6 +176,7 @@ def _serve(tmp_path: Path, *, worker: bool = False) -> Iterator[Server]:
         release.set()
         uv.should_exit = True
         thread.join(timeout=30)
+        cleanup()
 
 
 @pytest.fixture
