@@ -103,3 +103,44 @@ def test_openapi_lists_the_gs2_paths(live: LiveServer) -> None:
     assert "/job-queue/{namespaceName}/user/{userId}/dead/{deadLetterJobName}" in paths
     assert "/identifier/projectToken/login" in paths
     assert not any("{rest}" in p for p in paths)
+
+
+def _gs2_operations(live: LiveServer) -> list[tuple[str, str]]:
+    paths = live.admin.get("/openapi.json").json()["paths"]
+    return sorted(
+        (method.upper(), path)
+        for path, item in paths.items()
+        if path.startswith(("/job-queue", "/identifier"))
+        for method in item
+    )
+
+
+def _concrete(path: str) -> str:
+    return (
+        path.replace("{namespaceName}", "default")
+        .replace("{userId}", "bob")
+        .replace("{jobName}", "0190f2a4-0000-7000-8000-000000000001")
+        .replace("{deadLetterJobName}", "0190f2a4-0000-7000-8000-000000000001")
+    )
+
+
+def test_auth_on_every_gs2_route(live: LiveServer) -> None:
+    """No token → 401 everywhere; a user token → 401 on admin routes, 404 on another user's queue, and the
+    `/user/me` routes need it in X-GS2-ACCESS-TOKEN. Every refusal is in GS2's error format."""
+    operations = _gs2_operations(live)
+    assert len(operations) >= 20
+    alice = live.user_token("alice")
+    anonymous = live.client()
+    as_alice = live.client(alice)
+    for method, path in operations:
+        url = _concrete(path)
+        body = {"content": b"{}", "headers": {"Content-Type": "application/json"}} if method in ("POST", "PUT") else {}
+        denied = anonymous.request(method, url, **body)  # type: ignore[arg-type]
+        assert denied.status_code == 401, (method, path, denied.text)
+        assert json.loads(denied.json()["message"])[0]["component"], (method, path)
+        if path.startswith("/identifier"):
+            continue
+        answer = as_alice.request(method, url, **body)  # type: ignore[arg-type]
+        expected = 404 if "/user/{userId}" in path else 401
+        assert answer.status_code == expected, (method, path, answer.text)
+        assert "message" in answer.json()
