@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from conveyor import Conveyor, Fail
 from conveyor.server import create_app
 from conveyor.server.deps import ServerContext
+from conveyor.server.runner import ConveyorServer
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -91,7 +92,7 @@ def serve_in_thread(api: FastAPI, app: Conveyor) -> LiveServer:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(api, log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = ConveyorServer(config, api.state.conveyor)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -25,7 +25,7 @@ from conveyor.server.factory import create_app
 log = logging.getLogger("conveyor.server")
 
 
-class _Server(uvicorn.Server):
+class ConveyorServer(uvicorn.Server):
     """uvicorn's server, except that SSE streams end as soon as shutdown begins (otherwise uvicorn waits for
     them), and that a signal that caused a clean shutdown is not re-raised afterwards (exit status 0)."""
 
@@ -101,7 +101,7 @@ def build_server(
         timeout_graceful_shutdown=int(max(grace_period, 1.0)) + 5,
         loop="asyncio",
     )
-    return _Server(config, api.state.conveyor)
+    return ConveyorServer(config, api.state.conveyor)
 
 
 def serve(
