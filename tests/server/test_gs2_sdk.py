@@ -391,6 +391,22 @@ def test_duplication_avoider_replays_the_first_answer(client: Gs2JobQueueRestCli
     )
     assert len(listed.items) == 1
 
+    _push(client, "alice", [_entry(args={"item": "second"})])
+    run = RunByUserIdRequest().with_namespace_name("ns1").with_user_id("alice").with_duplication_avoider("run-0001")
+    ran = client.run_by_user_id(run)
+    replayed = client.run_by_user_id(run)  # a retried Run must not execute the next job
+    assert replayed.item.name == ran.item.name == first.items[0].name
+    assert replayed.result.to_dict() == ran.result.to_dict()
+    assert _run(client, "alice").item.name != first.items[0].name  # without the avoider: the next job
+
+    # same avoider, other user: a different call, not a replay
+    other = _push(client, "bob", [_entry()])
+    assert other.items[0].user_id == "bob"
+    bob_run = client.run_by_user_id(
+        RunByUserIdRequest().with_namespace_name("ns1").with_user_id("bob").with_duplication_avoider("run-0001")
+    )
+    assert bob_run.item.name == other.items[0].name
+
 
 # ---- Run and results ---------------------------------------------------------------------------------------------
 
