@@ -18,10 +18,11 @@ operation that failed on a dead connection is retried once on a fresh one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -52,7 +53,6 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
-    encode_result,
 )
 from conveyor.store.base import HandlerTransaction, Store
 from conveyor.store.postgres import queries as sqlq
@@ -316,6 +316,14 @@ class PostgresStore(Store):
 
     async def _aenqueue(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
         q = self._q
+        if _use_copy(jobs):
+            try:
+                async with conn.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
+                    for row in _copy_rows(jobs):
+                        await copy.write_row(row)
+            except psycopg.errors.UniqueViolation as exc:
+                raise _duplicate_id(exc) from None
+            return [j.to_job() for j in jobs]
         found: dict[str, Job] = {}
         todo = list(jobs)
         for _ in range(3):  # a matched unique key may finish before we read it back: insert those again
@@ -346,6 +354,14 @@ class PostgresStore(Store):
         found: dict[str, Job] = {}
         todo = list(jobs)
         try:
+            if _use_copy(jobs):
+                try:
+                    with connection.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
+                        for row in _copy_rows(jobs):
+                            copy.write_row(row)
+                except psycopg.errors.UniqueViolation as exc:
+                    raise _duplicate_id(exc) from None
+                return [j.to_job() for j in jobs]
             with connection.cursor() as cur:
                 for _ in range(3):
                     try:
@@ -438,7 +454,8 @@ class PostgresStore(Store):
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
             return []
-        params = {"ids": [x.job_id for x in leases], "try_numbers": [x.try_number for x in leases], "lease": lease}
+        batch = _dumps([{"id": x.job_id, "try_number": x.try_number} for x in leases])
+        params = {"batch": batch, "lease": lease}
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             return await (await conn.execute(self._q.HEARTBEAT, params)).fetchall()
@@ -855,22 +872,69 @@ def _claim_order(job: Job) -> tuple[int, datetime, str]:
     return (job.priority, job.run_at, job.id)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # like encode_result: a handler's odd return value is kept as its text
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise ValidationError(f"value is not valid JSON: {exc}") from None
+
+
 def _enqueue_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
-    return {
-        "ids": [j.id for j in jobs],
-        "namespaces": [j.namespace for j in jobs],
-        "queues": [j.queue for j in jobs],
-        "tasks": [j.task for j in jobs],
-        "payloads": [j.payload_json for j in jobs],
-        "priorities": [j.priority for j in jobs],
-        "run_ats": [j.run_at for j in jobs],
-        "max_attempts": [j.max_attempts for j in jobs],
-        "createds": [j.created for j in jobs],
-        "user_ids": [j.user_id for j in jobs],
-        "group_keys": [j.group_key for j in jobs],
-        "unique_keys": [j.unique_key for j in jobs],
-        "serial_keys": [j.serial_key for j in jobs],
-    }
+    """One JSON array of job records; each payload is spliced in as the JSON text it was validated to."""
+    records = []
+    for ord_, j in enumerate(jobs, 1):
+        head = _dumps(
+            {
+                "ord": ord_,
+                "id": j.id,
+                "namespace": j.namespace,
+                "queue": j.queue,
+                "task": j.task,
+                "priority": j.priority,
+                "run_at": j.run_at.isoformat(),
+                "max_attempts": j.max_attempts,
+                "created": j.created.isoformat(),
+                "user_id": j.user_id,
+                "group_key": j.group_key,
+                "unique_key": j.unique_key,
+                "serial_key": j.serial_key,
+            }
+        )
+        records.append(head[:-1] + ',"payload":' + j.payload_json + "}")
+    return {"batch": "[" + ",".join(records) + "]"}
+
+
+COPY_THRESHOLD = 64  # below this a one-statement INSERT is as fast and simpler
+
+
+def _use_copy(jobs: Sequence[NewJob]) -> bool:
+    return len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs)
+
+
+def _copy_rows(jobs: Sequence[NewJob]) -> Iterator[tuple[Any, ...]]:
+    for j in jobs:
+        yield (
+            j.id,
+            j.namespace,
+            j.queue,
+            j.task,
+            j.payload_json,
+            j.priority,
+            j.run_at,
+            j.max_attempts,
+            j.created,
+            j.created,
+            j.user_id,
+            j.group_key,
+            None,
+            j.serial_key,
+        )
 
 
 def _existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
@@ -907,35 +971,41 @@ def _duplicate_id(exc: psycopg.errors.UniqueViolation) -> ValidationError:
 
 
 def _finish_params(finishes: Sequence[Finish]) -> dict[str, Any]:
-    for f in finishes:
+    records: list[dict[str, Any]] = []
+    for ord_, f in enumerate(finishes, 1):
         if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
             raise ValidationError(
                 f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
                 f"got {f.status.value!r}",
                 field="status",
             )
-    with_attempts = [(i + 1, f.attempt) for i, f in enumerate(finishes) if f.attempt is not None and not f.release]
-    attempts = [a for _, a in with_attempts if a is not None]
-    return {
-        "ids": [f.lease.job_id for f in finishes],
-        "try_numbers": [f.lease.try_number for f in finishes],
-        "statuses": [f.status.value for f in finishes],
-        "run_ats": [f.run_at for f in finishes],
-        "errors": [f.error for f in finishes],
-        "results": [None if f.result is None else encode_result(f.result) for f in finishes],
-        "releases": [f.release for f in finishes],
-        "a_ords": [i for i, _ in with_attempts],
-        "a_job_ids": [a.job_id for a in attempts],
-        "a_try_numbers": [a.try_number for a in attempts],
-        "a_outcomes": [AttemptOutcome(a.outcome).value for a in attempts],
-        "a_status_codes": [a.status_code for a in attempts],
-        "a_started": [a.started_at for a in attempts],
-        "a_finished": [a.finished_at for a in attempts],
-        "a_worker_ids": [a.worker_id for a in attempts],
-        "a_results": [None if a.result is None else encode_result(a.result) for a in attempts],
-        "a_errors": [a.error for a in attempts],
-        "a_tracebacks": [a.traceback for a in attempts],
-    }
+        record: dict[str, Any] = {
+            "ord": ord_,
+            "id": f.lease.job_id,
+            "try_number": f.lease.try_number,
+            "status": f.status.value,
+            "run_at": f.run_at,
+            "error": f.error,
+            "release": f.release,
+        }
+        if f.result is not None:  # absent → SQL NULL (a JSON null would be stored as the json value 'null')
+            record["result"] = f.result
+        a = f.attempt
+        if a is not None and not f.release:
+            record.update(
+                a_try_number=a.try_number,
+                a_outcome=AttemptOutcome(a.outcome).value,
+                a_status_code=a.status_code,
+                a_started=a.started_at,
+                a_finished=a.finished_at,
+                a_worker_id=a.worker_id,
+                a_error=a.error,
+                a_traceback=a.traceback,
+            )
+            if a.result is not None:
+                record["a_result"] = a.result
+        records.append(record)
+    return {"batch": _dumps(records)}
 
 
 async def _unwrap_async(connection: Any) -> Any:
