@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +124,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE INDEX conveyor_jobs_unique ON conveyor_jobs (namespace, unique_key)
             WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
             """,
-            # Rescue (expired leases) and queue concurrency caps (processing per queue).
-            """
-            CREATE INDEX conveyor_jobs_lease ON conveyor_jobs (lease_expires_at)
-            WHERE status = 'processing'
-            """,
+            # Queue concurrency caps (processing per queue) and rescue. Processing jobs are few (at most the
+            # workers' slots), so rescue scans them all rather than keep a lease index that every claim, finish
+            # and heartbeat would have to update.
             """
             CREATE INDEX conveyor_jobs_processing ON conveyor_jobs (namespace, queue)
             WHERE status = 'processing'
@@ -221,8 +221,9 @@ SELECT_APPLIED = "SELECT version FROM conveyor_schema_migrations"
 INSERT_APPLIED = "INSERT INTO conveyor_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Apply the missing steps in one write transaction; return their labels. The connection must be in
+def apply_migrations(conn: sqlite3.Connection, seeds: Sequence[tuple[str, Sequence[Any]]] = ()) -> list[str]:
+    """Apply the missing steps in one write transaction; return their labels. `seeds` are idempotent statements
+    (INSERT OR IGNORE …) run in the same transaction, e.g. the `default` namespace. The connection must be in
     autocommit mode (isolation_level=None) and not inside a transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -236,6 +237,8 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
                 conn.execute(statement)
             conn.execute(INSERT_APPLIED, (step.version, step.name, time.time()))
             done.append(step.label)
+        for statement, params in seeds:
+            conn.execute(statement, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -102,15 +102,25 @@ RETURNING cancel_requested
 
 # ---- finish -------------------------------------------------------------------------------------------------------
 
-# Parameters: ?1 status, ?2 now, ?3 finished_at, ?4 last_error, ?5 completed (bool), ?6 result, ?7 run_at (retry),
-# ?8 id, ?9 try_number. (SET expressions see the old row, hence the status parameter in the CASEs.)
-FINISH = """
+# Many finishes in one statement: ?2 is a JSON array of [id, try_number, status, last_error, result_json, run_at]
+# (run_at only for retries), ?1 is now. Returns the ids that applied; the others were stale. The unary `+` keeps
+# the planner from walking the status index: it must look each id up by primary key.
+FINISH_MANY = """
 UPDATE conveyor_jobs
-SET status = ?1, updated = ?2, finished_at = ?3, lease_expires_at = NULL, worker_id = NULL, last_error = ?4,
-    result = CASE WHEN ?5 THEN ?6 ELSE result END,
-    run_at = COALESCE(?7, run_at),
-    cancel_requested = CASE WHEN ?1 = 'pending' THEN 0 ELSE cancel_requested END
-WHERE id = ?8 AND status = 'processing' AND try_number = ?9
+SET status = json_extract(f.value, '$[2]'),
+    updated = ?1,
+    finished_at = CASE WHEN json_extract(f.value, '$[2]') IN ('completed', 'failed', 'cancelled') THEN ?1 END,
+    lease_expires_at = NULL,
+    worker_id = NULL,
+    last_error = json_extract(f.value, '$[3]'),
+    result = CASE WHEN json_extract(f.value, '$[2]') = 'completed' THEN json_extract(f.value, '$[4]') ELSE result END,
+    run_at = COALESCE(json_extract(f.value, '$[5]'), run_at),
+    cancel_requested = CASE WHEN json_extract(f.value, '$[2]') = 'pending' THEN 0 ELSE cancel_requested END
+FROM json_each(?2) AS f
+WHERE conveyor_jobs.id = json_extract(f.value, '$[0]')
+  AND +conveyor_jobs.status = 'processing'
+  AND conveyor_jobs.try_number = json_extract(f.value, '$[1]')
+RETURNING conveyor_jobs.id
 """
 
 # A graceful-shutdown hand-back: the try is not counted. Parameters: updated, run_at, error, id, try_number.
@@ -131,7 +141,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 # ---- maintenance --------------------------------------------------------------------------------------------------
 
 SELECT_EXPIRED = """
-SELECT id, try_number, worker_id, started_at FROM conveyor_jobs
+SELECT id, try_number, worker_id, started_at FROM conveyor_jobs INDEXED BY conveyor_jobs_processing
 WHERE status = 'processing' AND lease_expires_at <= ?
 ORDER BY lease_expires_at, id
 LIMIT ?

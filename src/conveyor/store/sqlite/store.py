@@ -415,11 +415,19 @@ class SQLiteStore(Store):
         with self._lock:
             if self._writer is None or not self._writer.alive:
                 self._writer = ConnectionThread(
-                    "conveyor-sqlite-writer", lambda: self._connect(read_only=False), self.path, self.busy_retry
+                    "conveyor-sqlite-writer",
+                    lambda: self._connect(read_only=False),
+                    self.path,
+                    self.busy_retry,
+                    transactional=True,
                 )
             if self._reader is None or not self._reader.alive:
                 self._reader = ConnectionThread(
-                    "conveyor-sqlite-reader", lambda: self._connect(read_only=True), self.path, self.busy_retry
+                    "conveyor-sqlite-reader",
+                    lambda: self._connect(read_only=True),
+                    self.path,
+                    self.busy_retry,
+                    transactional=False,
                 )
             return self._writer, self._reader
 
@@ -428,36 +436,28 @@ class SQLiteStore(Store):
         if self._ready and writer is not None and reader is not None:
             return writer, reader
         writer, reader = self._threads()
-        await writer.submit(self._migrate_on)
+        await writer.submit(self._migrate_on, plain=True)
         self._ready = True
         return writer, reader
 
     def _migrate_on(self, conn: sqlite3.Connection) -> list[str]:
-        applied = apply_migrations(conn)
-        doc = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=utcnow(), updated=utcnow()))
-        conn.execute(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, doc))
-        return applied
+        now = utcnow()
+        seed = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=now, updated=now))
+        return apply_migrations(conn, seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))])
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], wake: Callable[[T], bool] | None = None) -> T:
-        """Run fn in one BEGIN IMMEDIATE transaction on the writer thread; wake local waiters after the commit
-        when `wake(result)` says so."""
+        """Run fn inside a BEGIN IMMEDIATE transaction on the writer thread (possibly shared with other queued
+        writes, see runner.py); wake local waiters after the commit when `wake(result)` says so."""
         writer, _ = await self._ensure_ready()
+        if wake is None:
+            return await writer.submit(fn)
         waker = self._waker
 
-        def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            if wake is not None and wake(result):
+        def after_commit(result: T) -> None:
+            if wake(result):
                 waker.notify()
-            return result
 
-        return await writer.submit(run)
+        return await writer.submit(fn, after_commit)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
         """Run fn on the reader thread; `snapshot` wraps several statements in one read transaction."""
@@ -496,7 +496,7 @@ class SQLiteStore(Store):
 
     async def migrate(self) -> list[str]:
         writer, _ = self._threads()
-        applied = await writer.submit(self._migrate_on)
+        applied = await writer.submit(self._migrate_on, plain=True)
         self._ready = True
         return applied
 
@@ -657,45 +657,49 @@ class SQLiteStore(Store):
 
         def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
             now = time.time()
-            out: list[bool] = []
-            attempts: list[tuple[Any, ...]] = []
+            out = [False] * len(finishes)
+            seen: set[str] = set()
+            batch: list[tuple[Any, ...]] = []  # FINISH_MANY entries
+            batch_index: dict[str, int] = {}
             woke = False
-            execute = conn.execute
-            for f in finishes:
+            for i, f in enumerate(finishes):
                 lease = f.lease
+                if lease.job_id in seen:  # a second report on one job in one batch finds it no longer processing
+                    continue
+                seen.add(lease.job_id)
                 if f.release:
-                    cur = execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
-                    applied = cur.rowcount == 1
-                    woke = woke or applied
-                else:
-                    status = f.status
-                    completed = status is JobStatus.COMPLETED
-                    run_at = None
-                    if status is JobStatus.PENDING:
-                        run_at = now if f.run_at is None else _ts(f.run_at)
-                    cur = execute(
-                        q.FINISH,
-                        (
-                            status.value,
-                            now,
-                            now if status.is_final else None,
-                            None if completed else f.error,
-                            completed,
-                            _dumps(f.result) if completed else None,
-                            run_at,
-                            lease.job_id,
-                            lease.try_number,
-                        ),
+                    cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
+                    out[i] = cur.rowcount == 1
+                    woke = woke or out[i]
+                    continue
+                status = f.status
+                completed = status is JobStatus.COMPLETED
+                run_at = None
+                if status is JobStatus.PENDING:
+                    run_at = now if f.run_at is None else _ts(f.run_at)
+                    woke = woke or run_at <= now
+                batch.append(
+                    (
+                        lease.job_id,
+                        lease.try_number,
+                        status.value,
+                        None if completed else f.error,
+                        _dumps(f.result) if completed else None,
+                        run_at,
                     )
-                    applied = cur.rowcount == 1
-                    if applied:
-                        if f.attempt is not None:
-                            attempts.append(_attempt_params(f.attempt))
-                        if run_at is not None and run_at <= now:
-                            woke = True
-                out.append(applied)
-            if attempts:
-                conn.executemany(q.INSERT_ATTEMPT, attempts)
+                )
+                batch_index[lease.job_id] = i
+            if batch:
+                applied = conn.execute(q.FINISH_MANY, (now, _dumps(batch))).fetchall()
+                attempts: list[tuple[Any, ...]] = []
+                for (job_id,) in applied:
+                    i = batch_index[job_id]
+                    out[i] = True
+                    attempt = finishes[i].attempt
+                    if attempt is not None:
+                        attempts.append(_attempt_params(attempt))
+                if attempts:
+                    conn.executemany(q.INSERT_ATTEMPT, attempts)
             return out, woke
 
         result, _ = await self._write(run, _second)
