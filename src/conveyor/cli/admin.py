@@ -22,8 +22,9 @@ from conveyor.cli.output import (
     stats_dict,
     when,
 )
-from conveyor.errors import ValidationError
+from conveyor.errors import StoreUnavailable, ValidationError
 from conveyor.model import JSON, Namespace, QueueInfo, Stats, WorkerInfo, utcnow
+from conveyor.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
@@ -445,17 +446,43 @@ def schedules(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 # ---- migrate -----------------------------------------------------------------------------------------------------
 
 
+async def _migrate(store: Store) -> list[str]:
+    """Apply pending migrations and return their names, on every store.
+
+    Stores differ in one detail: some migrate without being opened (SQLite, Redis), others only once open, and
+    `open()` itself applies pending migrations (PostgreSQL). So: try `migrate()` first; if the store says it is
+    not open, open it while recording what `open()`'s own `migrate()` call applied, then ask again."""
+    try:
+        return await store.migrate()
+    except StoreUnavailable as exc:
+        if "not open" not in exc.message:
+            raise
+    original = store.migrate
+    applied: list[str] = []
+
+    async def recording() -> list[str]:
+        names = await original()
+        applied.extend(names)
+        return names
+
+    setattr(store, "migrate", recording)  # noqa: B010 - an instance attribute, only for the duration of open()
+    try:
+        await store.open()
+    finally:
+        delattr(store, "migrate")
+    applied.extend(await store.migrate())
+    return applied
+
+
 def migrate(ctx: typer.Context) -> None:
     """Apply pending schema migrations (safe while other processes run; they also run on start)."""
     app = load_app(ctx)
 
     async def body() -> list[str]:
-        store = app.store
         try:
-            applied = await store.migrate()
+            return await _migrate(app.store)
         finally:
-            await store.close()
-        return applied
+            await app.store.close()
 
     applied = run(body)
     target = redact(app.url)

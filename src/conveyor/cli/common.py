@@ -12,6 +12,7 @@ an --app that cannot be loaded), 3 not found, 4 store unavailable.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
@@ -35,10 +36,30 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
 
-# Rich resolves sys.stdout/sys.stderr at write time when no file is given, so these follow redirections
-# (CliRunner, pytest capture) made after import.
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+PIPE_WIDTH = 200
+
+
+class _Console(Console):
+    """A Rich console whose width is decided at print time: COLUMNS when set, the terminal's width on a terminal,
+    and 200 columns otherwise — so a table piped into grep or a file keeps whole ids instead of being squeezed
+    into 80 columns. (Rich resolves sys.stdout/sys.stderr at write time too, so CliRunner captures work.)"""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit():
+            return ConsoleDimensions(int(columns), 25)
+        if self.is_terminal:
+            return super().size
+        return ConsoleDimensions(PIPE_WIDTH, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 @dataclass(slots=True)
@@ -147,11 +168,19 @@ def import_app(spec: str) -> Conveyor:
             target = getattr(target, part)
         except AttributeError:
             fail(f"cannot load --app {spec!r}: module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
-    if not isinstance(target, Conveyor) and callable(target):
+    if not isinstance(target, Conveyor) and callable(target) and _takes_no_arguments(target):
         target = target()
     if not isinstance(target, Conveyor):
         fail(f"--app {spec!r} is a {type(target).__name__}, not a conveyor.Conveyor app", EXIT_USAGE)
     return target
+
+
+def _takes_no_arguments(fn: Callable[..., object]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def load_app(ctx: typer.Context, *, demo: bool = False) -> Conveyor:

@@ -117,6 +117,12 @@ def serve(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="API only: run no workers in this process.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Register demo:delay_print and the demo endpoint.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Worker slots.")] = 10,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Queue the workers serve; repeat for several.")
+    ] = None,
+    grace_period: Annotated[
+        float, typer.Option("--grace-period", min=0, help="Seconds running jobs get to finish on SIGTERM.")
+    ] = 30.0,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Serve the HTTP API (with workers and maintenance unless --no-worker) until SIGTERM."""
@@ -140,6 +146,8 @@ def serve(
         "no_worker": no_worker,
         "demo": demo,
         "concurrency": concurrency,
+        "queues": tuple(queue) if queue else None,
+        "grace_period": grace_period,
         "log_level": log_level.lower(),
     }
     accepted = inspect.signature(serve_fn).parameters
