@@ -627,6 +627,20 @@ def test_wire_format_errors_and_gzip(server: Server) -> None:
         f"{server.url}/job-queue/wire/user/u1/job", content=b"not gzip", headers={**headers, "Content-Encoding": "gzip"}
     )
     assert broken.status_code == 400
+    bomb = gzip.compress(b"{" + b" " * (9 * 1024 * 1024) + b"}")  # 9 MiB inflated from a few KiB
+    inflated = httpx.post(
+        f"{server.url}/job-queue/wire/user/u1/job", content=bomb, headers={**headers, "Content-Encoding": "gzip"}
+    )
+    assert inflated.status_code == 400
+    assert json.loads(inflated.json()["message"])[0]["component"] == "body"
+    form_login = httpx.post(
+        f"{server.url}/identifier/projectToken/login", data={"client_id": "admin", "client_secret": ADMIN_TOKEN}
+    )
+    assert form_login.status_code == 200
+    assert form_login.json() == {"access_token": ADMIN_TOKEN, "token_type": "Bearer", "expires_in": 3600}
+    unknown = httpx.post(f"{server.url}/job-queue/stamp/job", json={"stampSheet": "x"}, headers=headers)
+    assert unknown.status_code == 404
+    assert json.loads(unknown.json()["message"])[0]["code"] == "jobQueue.operation.error.notSupported"
     assert httpx.get(f"{server.url}/job-queue/", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert httpx.get(f"{server.url}/job-queue/").status_code == 401
     missing = httpx.get(f"{server.url}/job-queue/wire/user/u1/job/not-a-uuid", headers=headers)
