@@ -43,6 +43,7 @@ class JobContext:
 
     __slots__ = (
         "_async_event",
+        "_deadline",
         "_logger",
         "_task",
         "_thread_event",
@@ -63,6 +64,7 @@ class JobContext:
         self._thread_event: threading.Event | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._task: asyncio.Task[None] | None = None  # the worker's task running this job (for cancellation)
+        self._deadline = 0.0  # loop.time() after which the worker's watchdog stops the job (0: none)
 
     # ---- what the handler reads ----------------------------------------------------------------------------
 

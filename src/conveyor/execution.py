@@ -86,18 +86,23 @@ async def execute(
     ctx: JobContext,
     executor: Executor | None = None,
     spec: TaskSpec | None = None,
+    *,
+    enforce_timeout: bool = True,
 ) -> Execution:
     """Run `job`'s handler and classify the outcome. Never raises for a handler's error (that becomes the
-    Finish); a CancelledError caused by the caller's own cancellation is classified from `ctx.cancel_reason`."""
+    Finish); a CancelledError caused by the caller's own cancellation is classified from `ctx.cancel_reason`.
+
+    `enforce_timeout=False` is for callers that police deadlines themselves (the worker's watchdog cancels
+    overdue jobs with reason "timeout"), which saves arming a timer per job."""
     if spec is None:
         spec = app.tasks.get(job.task)
     started = utcnow()
     if spec is None:
         return Execution(_failure(job, started, ctx.worker_id, TaskNotRegistered(job.task), STATUS_ERROR, None))
     if spec.transactional:
-        return await _execute_transactional(app, job, ctx, executor, spec, started)
+        return await _execute_transactional(app, job, ctx, executor, spec, started, enforce_timeout)
     try:
-        value = await _call(job, ctx, executor, spec)
+        value = await (_call(job, ctx, executor, spec) if enforce_timeout else _invoke(job, ctx, executor, spec))
     except BaseException as exc:
         return Execution(_classify_error(job, spec, ctx, started, exc))
     return Execution(_success(job, spec, ctx, started, value))
@@ -105,33 +110,47 @@ async def execute(
 
 async def _call(job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec) -> Any:
     """Call the handler under the task's timeout: async ones on this loop, sync ones in the executor."""
-    fn = spec.fn
     deadline = asyncio.timeout(spec.timeout)
     try:
         async with deadline:
-            if spec.is_async:
-                if spec.takes_context:
-                    return await fn(job.payload, ctx)
-                return await fn(job.payload)
-            loop = asyncio.get_running_loop()
-            if spec.takes_context:
-                return await loop.run_in_executor(executor, fn, job.payload, ctx)
-            return await loop.run_in_executor(executor, fn, job.payload)
+            return await _invoke(job, ctx, executor, spec)
     except TimeoutError:
         if deadline.expired() and ctx.cancel_reason is None:
             ctx._request_cancel(REASON_TIMEOUT)  # a sync handler still running in its thread can see it
         raise
 
 
+async def _invoke(job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec) -> Any:
+    """The bare handler call: async handlers on this loop, sync ones in the executor (never blocking the loop)."""
+    fn = spec.fn
+    if spec.is_async:
+        if spec.takes_context:
+            return await fn(job.payload, ctx)
+        return await fn(job.payload)
+    loop = asyncio.get_running_loop()
+    if spec.takes_context:
+        return await loop.run_in_executor(executor, fn, job.payload, ctx)
+    return await loop.run_in_executor(executor, fn, job.payload)
+
+
 async def _execute_transactional(
-    app: Conveyor, job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec, started: datetime
+    app: Conveyor,
+    job: Job,
+    ctx: JobContext,
+    executor: Executor | None,
+    spec: TaskSpec,
+    started: datetime,
+    enforce_timeout: bool = True,
 ) -> Execution:
     """Run the handler inside the store's transaction and commit its writes together with the completion. On any
     failure the transaction rolls back (the handler's writes vanish) and the failure is reported normally."""
     try:
         async with app.store.handler_transaction(job) as tx:
             ctx.connection = tx.connection
-            value = await _call(job, ctx, executor, spec)
+            if enforce_timeout:
+                value = await _call(job, ctx, executor, spec)
+            else:
+                value = await _invoke(job, ctx, executor, spec)
             finish = _success(job, spec, ctx, started, value)
             if finish.status is not JobStatus.COMPLETED:  # result not encodable: roll back, report the error
                 raise _ResultRejected(finish)
@@ -192,6 +211,8 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
             return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
         if reason == REASON_CANCEL:
             return _cancelled(job, started, ctx.worker_id)
+        if reason == REASON_TIMEOUT:  # the worker's watchdog stopped an overdue job
+            return _timed_out(job, spec, ctx, started)
         if reason == REASON_LOST:
             # Nobody will apply this (the lease is gone); still a well-formed report.
             return _failure(job, started, ctx.worker_id, exc, LOST_STATUS_CODE, spec, with_traceback=False)
@@ -199,8 +220,7 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
             # Cancelled from outside without a reason (e.g. the event loop is shutting down): hand the job back.
             return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
     if isinstance(exc, TimeoutError) and reason == REASON_TIMEOUT:
-        err = TimeoutError(f"task {job.task!r} exceeded its timeout of {spec.timeout:g} s")
-        return _failure(job, started, ctx.worker_id, err, STATUS_TIMEOUT, spec, with_traceback=False)
+        return _timed_out(job, spec, ctx, started)
     if reason == REASON_CANCEL and not spec.is_async:
         return _cancelled(job, started, ctx.worker_id)
     if isinstance(exc, Retry):
@@ -219,6 +239,11 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
     if isinstance(exc, Fail):
         return _failure(job, started, ctx.worker_id, exc, _clamp_code(exc.status_code), spec, result=exc.result)
     return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec)
+
+
+def _timed_out(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime) -> Finish:
+    err = TimeoutError(f"task {job.task!r} exceeded its timeout of {spec.timeout:g} s")
+    return _failure(job, started, ctx.worker_id, err, STATUS_TIMEOUT, spec, with_traceback=False)
 
 
 def _clamp_code(code: object) -> int:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.context import JobContext
 from conveyor.errors import StoreUnavailable
 from conveyor.events import Event
-from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_SHUTDOWN, execute
+from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_SHUTDOWN, REASON_TIMEOUT, execute
 from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
 
 if TYPE_CHECKING:
@@ -125,6 +125,11 @@ class Worker:
         self._started_at = utcnow()
         self._unavailable_since: float | None = None
         self._last_warning = 0.0
+        self._min_timeout = float("inf")
+        self._watch_tick = 0.5
+        for spec in app.tasks.values():
+            if spec.timeout < self._min_timeout:
+                self._set_watch_tick(spec.timeout)
         self.processed = 0
         """Jobs whose outcome was reported (applied or stale), for tests and the bench."""
 
@@ -206,6 +211,7 @@ class Worker:
             await self._startup()
             background.append(loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"))
             background.append(loop.create_task(self._waiter_loop(), name="conveyor-waiter"))
+            background.append(loop.create_task(self._watchdog_loop(), name="conveyor-watchdog"))
             if self.maintenance:
                 self._start_services()
             if self._stop_requested:
@@ -337,14 +343,37 @@ class Worker:
         running = self._running
         app = self.app
         wid = self.worker_id
+        specs = self._specs
+        now = loop.time()
         for job in jobs:
             ctx = JobContext(job, app, wid)
+            spec = specs.get(job.task)
+            if spec is not None:
+                ctx._deadline = now + spec.timeout
+                if spec.timeout < self._min_timeout:
+                    self._set_watch_tick(spec.timeout)
             running[job.id] = ctx
-            ctx._task = loop.create_task(self._run_job(job, ctx))
+            ctx._task = loop.create_task(self._run_job(job, ctx, spec))
 
-    async def _run_job(self, job: Job, ctx: JobContext) -> None:
+    def _set_watch_tick(self, timeout: float) -> None:
+        """Deadlines are checked every timeout/20 (≥ 10 ms, ≤ 0.5 s): a job overruns by at most ~5 %."""
+        self._min_timeout = timeout
+        self._watch_tick = min(0.5, max(0.01, timeout / 20))
+
+    async def _watchdog_loop(self) -> None:
+        """Stop jobs past their task timeout. One loop scanning the running jobs replaces a timer per job."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._watch_tick)
+            now = loop.time()
+            for ctx in list(self._running.values()):
+                if 0 < ctx._deadline <= now and ctx.cancel_reason is None:
+                    log.warning("job %s (%s): exceeded its timeout; stopping it", ctx.job.id, ctx.job.task)
+                    self._stop_job(ctx, REASON_TIMEOUT)
+
+    async def _run_job(self, job: Job, ctx: JobContext, spec: TaskSpec | None) -> None:
         try:
-            execution = await execute(self.app, job, ctx, self._executor, self._specs.get(job.task))
+            execution = await execute(self.app, job, ctx, self._executor, spec, enforce_timeout=False)
         except BaseException as exc:  # execute classifies everything; this is a last line of defence
             log.exception("internal error running job %s: %s", job.id, exc)
             self._job_done(job)
@@ -496,8 +525,8 @@ class Worker:
         task = ctx._task
         if task is None or task.done():
             return
-        if spec is None or spec.is_async or reason in (REASON_SHUTDOWN, REASON_LOST):
-            task.cancel()
+        if spec is None or spec.is_async or reason != REASON_CANCEL:
+            task.cancel()  # sync handlers: stop waiting for the thread (it sees ctx.cancelled)
 
     def _cancel_all(self, reason: str) -> None:
         for ctx in list(self._running.values()):

@@ -123,7 +123,8 @@ async def test_a_stale_worker_cannot_finish_a_reclaimed_attempt(store_url: str) 
         await stale_app.aopen()
         await fresh_app.aopen()
         job = await stale_app.aenqueue("work", max_attempts=3)
-        async with running_worker(stale_app, heartbeat_interval=60.0, maintenance=False) as a:
+        # concurrency=1: A's only slot stays busy, so A cannot claim the rescued job again itself.
+        async with running_worker(stale_app, concurrency=1, heartbeat_interval=60.0, maintenance=False) as a:
             await asyncio.wait_for(a_running.wait(), 10)
             await asyncio.sleep(0.5)  # A's lease (0.3 s) expires; A does not notice
 
