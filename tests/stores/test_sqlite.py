@@ -1,0 +1,382 @@
+"""SQLite-specific behaviour: URLs and options, migrations, pragmas, query plans of the hot paths, transactional
+enqueue on the caller's connection, wake-ups between stores on one file, lock waits off the event loop, and the
+group commit of the writer thread. The shared behaviour is in tests/conformance."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.backends.sqlite import cleanup, fresh_url
+
+from conveyor.errors import ConveyorError, InvalidTransition, StoreUnavailable, ValidationError
+from conveyor.model import Attempt, AttemptOutcome, Finish, JobFilter, JobStatus, Lease, NewJob
+from conveyor.store import open_store
+from conveyor.store.sqlite import SQLiteStore, parse_sqlite_url
+from conveyor.store.sqlite import queries as q
+from conveyor.store.sqlite.migrations import MIGRATIONS
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    u = fresh_url(tmp_path)
+    try:
+        yield u
+    finally:
+        await cleanup(u)
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def job(task: str = "t", payload: object = None, **options: object) -> NewJob:
+    return NewJob.build(task, payload, **options)  # type: ignore[arg-type]
+
+
+async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+# ---- URLs and options ---------------------------------------------------------------------------------------------
+
+
+def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_sqlite_url("sqlite:///rel/x.db")[0] == str(tmp_path / "rel" / "x.db")
+    assert parse_sqlite_url("sqlite:////abs/x.db") == ("/abs/x.db", {})
+    assert parse_sqlite_url("sqlite:////abs/x.db?busy_timeout=2")[1] == {"busy_timeout": "2"}
+    for bad in ("sqlite://x.db", "sqlite:///", "sqlite:///:memory:", "postgresql://h/db"):
+        with pytest.raises(ValidationError):
+            parse_sqlite_url(bad)
+    assert isinstance(open_store("sqlite:///rel.db"), SQLiteStore)
+
+
+def test_unknown_and_bad_options() -> None:
+    with pytest.raises(ValidationError, match="unknown SQLite store option"):
+        SQLiteStore("sqlite:////tmp/x.db", pool_size=3)
+    with pytest.raises(ValidationError):
+        SQLiteStore("sqlite:////tmp/x.db?busy_timeout=soon")
+    with pytest.raises(ValidationError):
+        SQLiteStore("sqlite:////tmp/x.db", synchronous="sometimes")
+
+
+async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing/dir/x.db"
+    s = SQLiteStore(url)
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await s.open()
+    await s.close()
+
+
+async def test_lazy_open_recovers_once_the_directory_exists(tmp_path: Path) -> None:
+    directory = tmp_path / "later"
+    s = SQLiteStore(f"sqlite:///{directory}/x.db", lazy=True)
+    await s.open()  # warns, does not raise
+    with pytest.raises(StoreUnavailable):
+        await s.enqueue([job()])
+    directory.mkdir()
+    (stored,) = await s.enqueue([job()])  # reconnects and migrates by itself
+    assert (await s.get_job(stored.id)) is not None
+    await s.close()
+
+
+# ---- schema -------------------------------------------------------------------------------------------------------
+
+
+async def test_migrations_are_versioned_and_idempotent(url: str) -> None:
+    s = SQLiteStore(url)
+    applied = await s.migrate()
+    assert applied == [m.label for m in MIGRATIONS]
+    assert await s.migrate() == []
+    await s.open()
+    await s.close()
+    s2 = SQLiteStore(url)
+    await s2.open()
+    assert await s2.migrate() == []
+    await s2.close()
+    path, _ = parse_sqlite_url(url)
+    with sqlite3.connect(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM conveyor_schema_migrations ORDER BY version")]
+        assert versions == [m.version for m in MIGRATIONS]
+        assert conn.execute("SELECT COUNT(*) FROM conveyor_namespaces WHERE name = 'default'").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_concurrent_first_opens_migrate_once(url: str) -> None:
+    stores = [SQLiteStore(url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    for s in stores:
+        assert await s.migrate() == []
+        await s.close()
+
+
+async def test_pragmas(store: SQLiteStore) -> None:
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    writer = store._writer
+    assert writer is not None
+    sync = await writer.submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    timeout = await writer.submit(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert sync == 1  # NORMAL
+    assert timeout == 5000
+
+
+def _plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
+    return "\n".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))  # type: ignore[arg-type]
+
+
+async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
+    """The claim is an ordered range scan of the partial claim index per queue (no scan of the table, no sort
+    inside an arm); finishes look jobs up by primary key; lanes and unique keys use their indexes."""
+    await store.enqueue([job(payload={"n": i}) for i in range(50)])
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)
+    try:
+        now = time.time()
+        plan = _plan(conn, q.claim_sql(2), [now, "w", now + 30, "default", "a", now, 10, "default", "b", now, 10, 10])
+        assert plan.count("USING INDEX conveyor_jobs_claim (namespace=? AND queue=?)") == 2
+        assert "SCAN conveyor_jobs" not in plan
+        finish = _plan(conn, q.FINISH_MANY, [now, "[]"])
+        assert "USING INDEX sqlite_autoindex_conveyor_jobs_1 (id=?)" in finish
+        assert "SCAN conveyor_jobs" not in finish
+        unique = _plan(conn, q.SELECT_ACTIVE_BY_UNIQUE_KEY, ["default", "k"])
+        assert "conveyor_jobs_unique" in unique
+        lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1"])
+        assert "conveyor_jobs_lane_head" in lane or "conveyor_jobs_lane" in lane
+        prune = _plan(conn, q.SELECT_PRUNABLE, [now, now, 10])
+        assert "conveyor_jobs_finished" in prune
+    finally:
+        conn.close()
+
+
+async def test_times_round_trip_exactly(store: SQLiteStore) -> None:
+    rng = random.Random(7)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    whens = [base + timedelta(microseconds=rng.randrange(0, 10**15)) for _ in range(200)]
+    stored = await store.enqueue([job(run_at=w) for w in whens])
+    for s, w in zip(stored, whens, strict=True):
+        got = await store.get_job(s.id)
+        assert got is not None
+        assert got.run_at == w
+        assert got.run_at.tzinfo is not None
+        assert got.created == s.created
+
+
+# ---- serial lanes at scale ----------------------------------------------------------------------------------------
+
+
+async def test_a_long_blocked_lane_does_not_hide_other_work(store: SQLiteStore) -> None:
+    """Only a lane's head is eligible, so 2,000 jobs behind a busy head cost nothing to skip."""
+    await store.enqueue([job(payload={"n": i}, user_id="u1") for i in range(2000)])
+    (head,) = await store.claim("w", ["default"], 10, LEASE)  # one per lane per claim
+    assert head.user_id == "u1"
+    others = await store.enqueue([job(payload={"other": i}) for i in range(5)])
+    got = await store.claim("w", ["default"], 10, LEASE)
+    assert [j.id for j in got] == [j.id for j in others]
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)
+    try:
+        eligible = conn.execute(
+            "SELECT COUNT(*) FROM conveyor_jobs WHERE serial_key = 'u:u1' AND eligible = 1"
+        ).fetchone()[0]
+        assert eligible == 0  # the lane is busy: nobody in it may start
+    finally:
+        conn.close()
+    await store.finish([Finish(head.lease, JobStatus.COMPLETED)])
+    (nxt,) = await store.claim("w", ["default"], 10, LEASE)
+    assert nxt.payload == {"n": 1}
+
+
+# ---- enqueue on the caller's connection ---------------------------------------------------------------------------
+
+
+async def test_enqueue_on_connection_commit_and_rollback(store: SQLiteStore) -> None:
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)  # default (legacy) transaction control
+    try:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        conn.commit()
+
+        conn.execute("INSERT INTO orders (item) VALUES ('book')")
+        (kept,) = store.enqueue_on_connection(conn, [job("ship", {"order": 1})])
+        assert await store.get_job(kept.id) is None  # not visible before the caller commits
+        conn.commit()
+        assert (await store.get_job(kept.id)) is not None
+
+        conn.execute("INSERT INTO orders (item) VALUES ('lamp')")
+        (dropped,) = store.enqueue_on_connection(conn, [job("ship", {"order": 2})])
+        conn.rollback()
+        assert await store.get_job(dropped.id) is None
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
+
+        # no transaction open yet: one is begun so that the batch is atomic; the caller commits it
+        jobs = store.enqueue_on_connection(conn, [job("a"), job("b", unique_key="k"), job("c", unique_key="k")])
+        assert conn.in_transaction
+        assert [j.duplicate for j in jobs] == [False, False, True]
+        conn.commit()
+        claimed = await store.claim("w", ["default"], 10, LEASE)
+        assert {j.task for j in claimed} == {"ship", "a", "b"}
+    finally:
+        conn.close()
+
+
+async def test_enqueue_on_autocommit_connection_stands_alone(store: SQLiteStore) -> None:
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        (j,) = store.enqueue_on_connection(conn, [job()])
+        assert not conn.in_transaction
+        assert (await store.get_job(j.id)) is not None
+        conn.execute("BEGIN")
+        (j2,) = store.enqueue_on_connection(conn, [job()])
+        conn.execute("ROLLBACK")
+        assert await store.get_job(j2.id) is None
+    finally:
+        conn.close()
+
+
+async def test_enqueue_on_connection_refuses_other_databases(store: SQLiteStore, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "other.db")
+    try:
+        with pytest.raises(ValidationError, match="same file"):
+            store.enqueue_on_connection(other, [job()])
+    finally:
+        other.close()
+    with pytest.raises(ValidationError, match=r"sqlite3\.Connection"):
+        store.enqueue_on_connection(object(), [job()])
+
+
+def test_enqueue_on_connection_needs_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    s = SQLiteStore(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(ConveyorError, match="conveyor migrate"):
+            s.enqueue_on_connection(conn, [job()])
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+
+
+# ---- wake-ups, lock waits, group commit ---------------------------------------------------------------------------
+
+
+async def test_enqueue_wakes_another_store_on_the_same_file(url: str) -> None:
+    a, b = SQLiteStore(url), SQLiteStore(url)
+    await a.open()
+    await b.open()
+    try:
+        waiter = asyncio.create_task(b.wait_for_jobs(30))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await a.enqueue([job()])
+        await asyncio.wait_for(waiter, 5)
+        assert time.monotonic() - started < 5
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_lock_waits_do_not_block_the_event_loop(store: SQLiteStore) -> None:
+    """Another process (here: connection) holds the write lock; the claim waits on its thread while the loop runs."""
+    await store.enqueue([job()])
+    path, _ = parse_sqlite_url(store.url)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        claim = asyncio.create_task(store.claim("w", ["default"], 10, LEASE))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20
+        assert not claim.done()
+        # reads go on while the writer waits (WAL)
+        assert (await store.stats()).pending == 1
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    got = await asyncio.wait_for(claim, 10)
+    assert len(got) == 1
+
+
+async def test_a_lock_held_too_long_is_store_unavailable(url: str) -> None:
+    s = SQLiteStore(url, busy_timeout=0.05, busy_retry=0.2)
+    await s.open()
+    path, _ = parse_sqlite_url(url)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await s.enqueue([job()])
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    await s.enqueue([job()])  # fine again
+    await s.close()
+
+
+async def test_group_commit_contains_each_operations_failure(store: SQLiteStore) -> None:
+    """Writes queued together share a transaction, but one's error rolls back only its own changes."""
+    (done,) = await store.enqueue([job()])
+    (claimed,) = await store.claim("w", ["default"], 1, LEASE)
+    await store.finish([Finish(claimed.lease, JobStatus.COMPLETED)])
+    results = await asyncio.gather(
+        store.enqueue([job("first")]),
+        store.requeue(done.id),  # completed: InvalidTransition
+        store.enqueue([job("second")]),
+        store.enqueue([job("dup", job_id=done.id)]),  # id taken: refused, nothing stored
+        store.kv_set("k", "v"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], InvalidTransition)
+    assert isinstance(results[3], ValidationError)
+    assert results[4] is True
+    tasks = {j.task for j in (await store.list_jobs(JobFilter())).items}
+    assert tasks == {"t", "first", "second"}
+    assert await store.kv_get("k") == "v"
+
+
+async def test_finish_batch_with_attempts_and_stale_reports(store: SQLiteStore) -> None:
+    await store.enqueue([job(payload={"n": i}) for i in range(30)])
+    claimed = await store.claim("w", ["default"], 30, LEASE)
+    now = datetime.now(UTC)
+    finishes = [
+        Finish(
+            j.lease,
+            JobStatus.COMPLETED,
+            attempt=Attempt(j.id, j.try_number, AttemptOutcome.COMPLETED, 200, now, now, "w", {"r": j.payload}),
+            result={"r": j.payload},
+        )
+        for j in claimed
+    ]
+    stale = Finish(Lease(claimed[0].id, 99), JobStatus.FAILED, error="late")
+    assert await store.finish([*finishes, stale, finishes[0]]) == [True] * 30 + [False, False]
+    for j in claimed:
+        got = await store.get_job(j.id)
+        assert got is not None and got.status is JobStatus.COMPLETED and got.result == {"r": j.payload}
+        (attempt,) = await store.attempts(j.id)
+        assert attempt.result == {"r": j.payload} and attempt.status_code == 200
