@@ -306,10 +306,27 @@ class PostgresStore(Store):
         if not jobs:
             return []
 
-        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
-            return await self._aenqueue(conn, jobs)
+        tries = 0
 
-        out = await self._run(go, retry=False)
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                return await self._aenqueue(conn, jobs)
+            # A retry after a lost connection: the first try may have committed before its answer was lost. Jobs
+            # already stored under their id with the same task and creation instant are ours; store the rest.
+            rows = await (await conn.execute(self._q.JOBS_BY_ID, {"ids": [j.id for j in jobs]})).fetchall()
+            stored = {row[0]: _job(row) for row in rows}
+            ours = {
+                j.id
+                for j in jobs
+                if j.id in stored and (stored[j.id].task, stored[j.id].created) == (j.task, j.created)
+            }
+            rest = [j for j in jobs if j.id not in ours]
+            done = {job.id: job for job in await self._aenqueue(conn, rest)} if rest else {}
+            return [j.to_job() if j.id in ours else done[j.id] for j in jobs]
+
+        out = await self._run(go)
         if any(not job.duplicate for job in out):
             self._waker.notify()
         return out
