@@ -112,7 +112,13 @@ def test_push_validation() -> None:
         {"jobs": [{"scriptId": "s", "maxTryCount": 101}]},
         {"jobs": [{"scriptId": "s", "maxTryCount": True}]},
         {"jobs": ["nope"]},
+        {"jobs": [{"scriptId": "s\x00"}]},
+        {"jobs": [{"scriptId": "s", "args": json.dumps({"k": ["a\x00"]})}]},
+        {"jobs": [{"scriptId": "s", "args": json.dumps({"k\x00": 1})}]},
     ]
+    assert parse_job_entries({"jobs": [{"scriptId": "s", "args": json.dumps({"k": "\\u0000"})}]})[0].payload == {
+        "k": "\\u0000"  # the six characters, not a NUL
+    }
     for body in bad:
         with pytest.raises(GS2Error) as err:
             parse_job_entries(body)

@@ -638,6 +638,13 @@ def test_wire_format_errors_and_gzip(server: Server) -> None:
     )
     assert form_login.status_code == 200
     assert form_login.json() == {"access_token": ADMIN_TOKEN, "token_type": "Bearer", "expires_in": 3600}
+    nul = httpx.post(
+        f"{server.url}/job-queue/wire/user/u1/job",
+        json={"jobs": [{"scriptId": "s", "args": json.dumps({"a": "\x00"})}]},
+        headers=headers,
+    )
+    assert nul.status_code == 400
+    assert httpx.get(f"{server.url}/job-queue/wire/user/u%00x/job", headers=headers).status_code == 400
     unknown = httpx.post(f"{server.url}/job-queue/stamp/job", json={"stampSheet": "x"}, headers=headers)
     assert unknown.status_code == 404
     assert json.loads(unknown.json()["message"])[0]["code"] == "jobQueue.operation.error.notSupported"

@@ -53,6 +53,7 @@ from conveyor.server.gs2_models import (
     Grn,
     GS2Error,
     GS2ErrorItem,
+    check_user_id,
     dead_letter_to_gs2,
     error_body,
     job_result_to_gs2,
@@ -367,6 +368,7 @@ class _GS2Api:
             raise _unauthorized("a valid project token or access token is required")
         if not any(p.may_see(namespace, user_id) for p in valid):
             raise GS2Error(404, "user", f"no such user queue: {user_id}", "jobQueue.user.error.notFound")
+        check_user_id(user_id)
 
     async def _me(self, request: Request, namespace: str) -> str:
         """The user of `/user/me/...`: the one `X-GS2-ACCESS-TOKEN` names. The access token alone authorizes

@@ -208,6 +208,8 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
     script_id = raw.get("scriptId")
     if not isinstance(script_id, str) or not script_id.strip():
         raise GS2Error(400, "scriptId", f"{where}.scriptId is required", "jobQueue.scriptId.error.required")
+    if "\x00" in script_id:
+        raise GS2Error(400, "scriptId", f"{where}.scriptId contains a NUL character", "jobQueue.scriptId.error.invalid")
     if len(script_id) > MAX_SCRIPT_ID:
         raise GS2Error(
             400,
@@ -231,6 +233,8 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
         payload = json.loads(args)
     except (ValueError, RecursionError) as exc:
         raise GS2Error(400, "args", f"{where}.args is not valid JSON: {exc}", "jobQueue.args.error.invalid") from None
+    if _has_nul(payload):  # PostgreSQL cannot keep NUL in text/JSON: refuse it on every store alike
+        raise GS2Error(400, "args", f"{where}.args contains a NUL character", "jobQueue.args.error.invalid")
     count = raw.get("maxTryCount")
     if count is None or count == 0:
         count = DEFAULT_MAX_TRY_COUNT
@@ -242,6 +246,29 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
             "jobQueue.maxTryCount.error.invalid",
         )
     return JobEntry(script_id, payload, count)
+
+
+def _has_nul(value: JSON) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def check_user_id(user_id: str) -> None:
+    """GS2 user ids are free-form; Conveyor needs 1–1024 characters without NUL (kept in text columns)."""
+    if not 1 <= len(user_id) <= 1024 or "\x00" in user_id:
+        raise GS2Error(
+            400, "userId", "userId must be 1 to 1024 characters without NUL", "jobQueue.userId.error.invalid"
+        )
 
 
 # ---- namespaces --------------------------------------------------------------------------------------------------
