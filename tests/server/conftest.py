@@ -146,12 +146,6 @@ def start_server() -> Iterator[StartServer]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    try:
-        from conveyor.store.sqlite import SQLiteStore  # noqa: F401
-    except ImportError:  # TEMPORARY while the SQLite store lands
-        import uuid
-
-        return f"memory://{uuid.uuid4().hex}"
     return f"sqlite:///{tmp_path / 'server.db'}"
 
 

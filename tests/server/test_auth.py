@@ -61,10 +61,6 @@ def live() -> Iterator[tuple[LiveServer, dict[str, str]]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'auth.db'}"
-        try:
-            from conveyor.store.sqlite import SQLiteStore  # noqa: F401
-        except ImportError:
-            url = "memory://auth-table"
         app = make_app(url)
         api = create_app(app, admin_token="admin-tok", demo=True, print_admin_token=False)
         server = serve_in_thread(api, app)

@@ -24,12 +24,7 @@ ADMIN = "fuzz-admin-token"
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[LiveServer]:
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            from conveyor.store.sqlite import SQLiteStore  # noqa: F401
-
-            url = f"sqlite:///{Path(tmp) / 'fuzz.db'}"
-        except ImportError:
-            url = "memory://fuzz"
+        url = f"sqlite:///{Path(tmp) / 'fuzz.db'}"
         app = make_app(url)
         api = create_app(app, admin_token=ADMIN, demo=True, print_admin_token=False)
         live = serve_in_thread(api, app)
