@@ -64,18 +64,6 @@ def cli(store_kind: str, tmp_path: Path) -> Iterator[Cli]:
 
 
 @pytest.fixture
-def shared_cli(store_kind: str, tmp_path: Path) -> Iterator[Cli]:
-    """The CLI on a fresh store that other processes can open too (every kind but memory)."""
-    if store_kind == "memory":
-        pytest.skip("the memory store cannot be shared with a worker process")
-    url, cleanup = _fresh(store_kind, tmp_path)
-    try:
-        yield Cli(url)
-    finally:
-        cleanup()
-
-
-@pytest.fixture
 def sqlite_cli(tmp_path: Path) -> Iterator[Cli]:
     """The CLI on a fresh SQLite file (for tests that need one store only)."""
     url, cleanup = _fresh("sqlite", tmp_path)
