@@ -109,14 +109,8 @@ def _opt_us(value: datetime | None) -> str:
     return "" if value is None else f"={to_us(value)}"
 
 
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    it = iter(flat)
-    return dict(zip(it, it, strict=True))
-
-
-def decode_job(flat: Sequence[Any], *, duplicate: bool = False) -> Job:
-    """A Job from a job hash's HGETALL (absent fields are None)."""
-    h = _pairs(flat)
+def decode_job(h: dict[str, str], *, duplicate: bool = False) -> Job:
+    """A Job from a job hash's fields (absent fields are None), as HGETALL or a script's JSON gives them."""
     g = h.get
     started, finished, lease, result = g("started_at"), g("finished_at"), g("lease_expires_at"), g("result")
     return Job(
@@ -402,12 +396,12 @@ class RedisStore(Store):
                 _opt(new.group_key),
                 _opt(new.unique_key),
             ]
-        reply = await self._run("enqueue", args)
-        if reply and reply[0] == "exists":
-            raise ValidationError(f"a job with id {reply[1]} already exists", field="id")
+        kind, value = await self._run("enqueue", args)
+        if kind == "exists":
+            raise ValidationError(f"a job with id {value} already exists", field="id")
         out: list[Job] = []
         stored = False
-        for new, item in zip(jobs, reply, strict=True):
+        for new, item in zip(jobs, json.loads(value), strict=True):
             if item == 0:
                 out.append(new.to_job())
                 stored = True
@@ -439,7 +433,7 @@ class RedisStore(Store):
             }
         )
         reply = await self._run("claim", [worker_id, limit, lease // _US, opts])
-        return [decode_job(flat) for flat in reply]
+        return [decode_job(h) for h in json.loads(reply)]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         reply = await self._run("claim_user", [namespace, user_id, worker_id, lease // _US])
@@ -447,7 +441,7 @@ class RedisStore(Store):
             raise Conflict(CONFLICT_MESSAGE)
         if reply[0] == "none":
             return None
-        return decode_job(reply[1])
+        return decode_job(json.loads(reply[1]))
 
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
@@ -455,10 +449,10 @@ class RedisStore(Store):
         args: list[Any] = [lease // _US]
         for held in leases:
             args += [held.job_id, held.try_number]
-        reply = await self._run("heartbeat", args)
+        reply: str = await self._run("heartbeat", args)
         return [
-            LeaseState(lease=held, held=bool(r[0]), cancel_requested=bool(r[1]))
-            for held, r in zip(leases, reply, strict=True)
+            LeaseState(lease=held, held=reply[2 * i] == "1", cancel_requested=reply[2 * i + 1] == "1")
+            for i, held in enumerate(leases)
         ]
 
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
@@ -483,8 +477,8 @@ class RedisStore(Store):
                 _opt(encode_result(f.result)) if completed and f.result is not None else "",
                 _opt(encode_attempt(f.attempt)) if f.attempt is not None and not f.release else "",
             ]
-        reply = await self._run("finish", args)
-        return [bool(r) for r in reply]
+        reply: str = await self._run("finish", args)
+        return [c == "1" for c in reply]
 
     async def wait_for_jobs(self, timeout: float) -> None:
         """Wait for a local notify or a wake token from any process (BLPOP on a dedicated connection, held only
@@ -520,7 +514,7 @@ class RedisStore(Store):
 
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
         reply = await self._run("rescue", [_opt_us(now), max(0, limit)])
-        jobs = [decode_job(flat) for flat in reply]
+        jobs = [decode_job(h) for h in json.loads(reply)]
         if any(j.status is JobStatus.PENDING for j in jobs):
             self._waker.notify()
         return jobs
@@ -533,10 +527,10 @@ class RedisStore(Store):
     # ---- inspection and management --------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job | None:
-        flat = await self._do(lambda c: c.hgetall(self.keys.job(job_id)))
-        if not flat:
+        fields = await self._do(lambda c: c.hgetall(self.keys.job(job_id)))
+        if not fields:
             return None
-        return decode_job(_flatten(flat))
+        return decode_job(_as_dict(fields))
 
     async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
         offset = max(0, offset)
@@ -554,7 +548,8 @@ class RedisStore(Store):
             *_STATUSES,
         ]
         reply = await self._run("list", args)
-        return Page(items=[decode_job(flat) for flat in reply[1:]], total=int(reply[0]), limit=limit, offset=offset)
+        items = [decode_job(h) for h in json.loads(reply[1])]
+        return Page(items=items, total=int(reply[0]), limit=limit, offset=offset)
 
     async def _list_ids(self, flt: JobFilter, limit: int, offset: int) -> Page[Job]:
         ids = list(dict.fromkeys(flt.ids or ()))
@@ -565,7 +560,7 @@ class RedisStore(Store):
                 pipe.hgetall(self.keys.job(job_id))
             return list(await pipe.execute())
 
-        found = [decode_job(_flatten(flat)) for flat in await self._do(fetch) if flat]
+        found = [decode_job(_as_dict(fields)) for fields in await self._do(fetch) if fields]
         matched = [
             j
             for j in found
@@ -606,6 +601,8 @@ class RedisStore(Store):
         kind = reply[0]
         if kind == "missing":
             raise JobNotFound(job_id)
+        if kind == "ok":
+            return kind, json.loads(reply[1])
         return kind, reply[1] if len(reply) > 1 else None
 
     async def cancel(self, job_id: str) -> Job:
@@ -778,8 +775,9 @@ class RedisStore(Store):
         await self._do(lambda c: c.delete(self.keys.kv(key)))
 
 
-def _flatten(reply: Any) -> list[Any]:
-    """HGETALL through execute_command may come back as a dict (RESP3 / response callbacks) or a flat list."""
+def _as_dict(reply: Any) -> dict[str, str]:
+    """HGETALL answers a dict (RESP3 / response callbacks) or a flat list, depending on protocol and version."""
     if isinstance(reply, dict):
-        return [x for kv in reply.items() for x in kv]
-    return list(reply)
+        return reply
+    it = iter(reply)
+    return dict(zip(it, it, strict=True))

@@ -1,7 +1,7 @@
 -- claim.lua: claim up to `limit` due jobs in (priority, run_at, id) order across the chosen queues.
 -- ARGV: prefix, worker_id, limit, lease µs, JSON {"queues": [...], "namespaces": [...] or null, "exclude": [...]}
 -- Scheduled jobs that have come due move from sched to ready here, so no mover process has to be alive.
--- Returns the HGETALL of each claimed job.
+-- Returns a JSON list of the claimed jobs (their hash fields).
 local worker, limit, lease_us = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local opts = cjson.decode(ARGV[5])
 local function set_of(list)
@@ -42,7 +42,7 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     end
   end
 end
-if #cands == 0 then return {} end
+if #cands == 0 then return '[]' end
 if next(room, next(room)) ~= nil then  -- several queues: merge into one claim order
   table.sort(cands, function(a, b)
     if a.prio ~= b.prio then return a.prio < b.prio end
@@ -56,8 +56,8 @@ for _, c in ipairs(cands) do
     room[c.pair] = room[c.pair] - 1
     local id = string.sub(c.m, 18)
     local j = load(id)
-    start(j, worker, now, lease_us)
-    out[#out + 1] = flat(id)
+    start(j, worker, now, lease_us, true)
+    out[#out + 1] = j
   end
 end
-return out
+return jobs_json(out)

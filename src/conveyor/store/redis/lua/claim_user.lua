@@ -1,6 +1,6 @@
 -- claim_user.lua: claim the head of a user's lane if it is due (GS2 Run). Ignores pauses and queue limits.
 -- ARGV: prefix, namespace, user_id, worker_id, lease µs
--- Returns {'conflict'} when a job of the lane is processing, {'none'} when no due head, else {'ok', HGETALL}.
+-- Returns {'conflict'} when a job of the lane is processing, {'none'} when no due head, else {'ok', job JSON}.
 local ns, user, worker, lease_us = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local lk, sk = lane_keys(ns, 'u:' .. user)
 if redis.call('HGET', sk, 'busy') then return { 'conflict' } end
@@ -10,4 +10,4 @@ local now = now_us()
 local j = load(head)
 if tonumber(j.run_at) > now then return { 'none' } end
 start(j, worker, now, lease_us)
-return { 'ok', flat(head) }
+return { 'ok', cjson.encode(j) }

@@ -33,7 +33,7 @@ local function put(j, changes)
   local sets, dels = {}, {}
   for k, v in pairs(changes) do
     if v == false then
-      dels[#dels + 1] = k
+      if j[k] ~= nil then dels[#dels + 1] = k end
       j[k] = nil
     else
       sets[#sets + 1] = k
@@ -54,13 +54,17 @@ end
 local ACTIVE = { pending = true, processing = true }
 local FINAL_SET = { completed = 'done:completed', failed = 'done:failed', cancelled = 'done:failed' }
 
--- Move a job between statuses and keep every by-status index in step: counters, the by-status listing sets, the
--- pending-by-run_at set, the lease set, the finished sets (prune) and the unique-key claim. new = nil: the job
--- leaves every index (delete). Fields the indexes score by (run_at, lease_expires_at, finished_at) must already
--- hold their new values.
-local function set_status(j, new)
+-- Move a job to status `new` (writing `ch`, the other changed fields, in the same HSET) and keep every by-status
+-- index in step: counters, the by-status listing sets, the pending-by-run_at set, the lease set, the finished
+-- sets (prune) and the unique-key claim. new = nil: the job leaves every index (delete; nothing is written).
+local function transition(j, new, ch)
   local old = j.status
   local ns, q, id = j.namespace, j.queue, j.id
+  if new then
+    ch = ch or {}
+    ch.status = new
+    put(j, ch)
+  end
   if old then
     count(j, old, -1)
     redis.call('ZREM', qkey(ns, q, 's:' .. old), id)
@@ -74,7 +78,6 @@ local function set_status(j, new)
     if new == 'pending' then redis.call('ZADD', qkey(ns, q, 'pend'), j.run_at, id) end
     if new == 'processing' then redis.call('ZADD', P .. ':leases', j.lease_expires_at, id) end
     if FINAL_SET[new] then redis.call('ZADD', P .. ':' .. FINAL_SET[new], j.finished_at, id) end
-    redis.call('HSET', jkey(id), 'status', new)
   end
   if j.unique_key then
     local uk = P .. ':uniq:' .. ns
@@ -163,16 +166,20 @@ local function pending_leave(j, now)
   return false
 end
 
--- pending -> processing
-local function start(j, worker, now, lease_us)
-  qunindex(j)
+-- pending -> processing (from_ready: the caller knows the job sits in its queue's ready set)
+local function start(j, worker, now, lease_us, from_ready)
+  if from_ready then
+    redis.call('ZREM', qkey(j.namespace, j.queue, 'ready'), rmember(j.run_at, j.id))
+  else
+    qunindex(j)
+  end
   if j.skey then
     local lk, sk = lane_keys(j.namespace, j.skey)
     redis.call('ZREM', lk, j.id)
     redis.call('HDEL', sk, 'head')
     redis.call('HSET', sk, 'busy', j.id)
   end
-  put(j, {
+  transition(j, 'processing', {
     attempts = tostring(tonumber(j.attempts) + 1),
     try_number = tostring(tonumber(j.try_number) + 1),
     started_at = num(now),
@@ -181,7 +188,6 @@ local function start(j, worker, now, lease_us)
     updated = num(now),
     cancel_requested = false,
   })
-  set_status(j, 'processing')
 end
 
 -- a processing job stops holding its lane (the caller then re-enters it as pending or syncs the lane)
@@ -194,7 +200,7 @@ end
 
 -- remove every trace of a job (delete, prune); the caller has taken it out of the claim structures
 local function erase(j)
-  set_status(j, nil)
+  transition(j, nil)
   if j.user_id then redis.call('ZREM', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.id) end
   redis.call('DEL', jkey(j.id), akey(j.id))
 end
@@ -208,7 +214,13 @@ local function wake(n)
   redis.call('LTRIM', w, 0, 63)
 end
 
-local function flat(id) return redis.call('HGETALL', jkey(id)) end
+-- Replies carry jobs as JSON objects of their hash fields (all strings): one bulk string per reply parses far
+-- faster in redis-py than nested arrays of fields.
+local function jobs_json(list)
+  if #list == 0 then return '[]' end
+  return cjson.encode(list)
+end
+
 
 -- optional string arguments arrive as '' (None) or '=' .. value
 local function opt(s)

@@ -1,10 +1,10 @@
 -- delete.lua: delete a job with its attempts (pending or failed; any state when forced).
--- ARGV: prefix, job id, force (1/0).  Returns {'ok', HGETALL as it was} | {'missing'} | {'invalid', status}.
+-- ARGV: prefix, job id, force (1/0).  Returns {'ok', job JSON as it was} | {'missing'} | {'invalid', status}.
 local id, force = ARGV[2], ARGV[3] == '1'
 local j = load(id)
 if not j then return { 'missing' } end
 if not force and j.status ~= 'pending' and j.status ~= 'failed' then return { 'invalid', j.status } end
-local before = flat(id)
+local before = cjson.encode(j)
 local now = now_us()
 local woke = false
 if j.status == 'pending' then

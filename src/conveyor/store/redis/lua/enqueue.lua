@@ -1,7 +1,7 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
 -- ARGV: prefix, then 12 values per job: id, namespace, queue, task, payload JSON, priority, run_at µs,
 --       max_attempts, created µs, user_id (opt), group_key (opt), unique_key (opt)   [opt = '' or '=' .. value]
--- Returns one entry per job: 0 when stored, or the HGETALL of the active job holding its unique key (duplicate).
+-- Returns {'ok', JSON list}: per job 0 when stored, or the active job holding its unique key (a duplicate).
 -- Returns {'exists', id} and stores nothing when a job id is already taken.
 local N = 12
 local count_jobs = (#ARGV - 1) / N
@@ -23,7 +23,7 @@ for i = 0, count_jobs - 1 do
   local holder = false
   if j.unique_key then holder = redis.call('HGET', P .. ':uniq:' .. j.namespace, j.unique_key) end
   if holder then
-    out[#out + 1] = flat(holder)  -- within a batch the first of equal keys already holds it
+    out[#out + 1] = load(holder)  -- within a batch the first of equal keys already holds it
   else
     if j.group_key then j.skey = 'g:' .. j.group_key elseif j.user_id then j.skey = 'u:' .. j.user_id end
     local fields = {
@@ -38,7 +38,7 @@ for i = 0, count_jobs - 1 do
       end
     end
     redis.call('HSET', jkey(j.id), unpack(fields))
-    set_status(j, 'pending')
+    transition(j, 'pending')
     redis.call('SADD', P .. ':pairs', j.namespace .. ':' .. j.queue)
     if j.user_id then redis.call('ZADD', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.created, j.id) end
     if pending_enter(j, now) then due = due + 1 end
@@ -46,4 +46,4 @@ for i = 0, count_jobs - 1 do
   end
 end
 wake(due)
-return out
+return { 'ok', cjson.encode(out) }

@@ -1,7 +1,7 @@
 -- finish.lua: apply end-of-try reports, each fenced by (id, try_number). One call carries many reports.
 -- ARGV: prefix, then 8 values per report: id, try_number, next status, release (1/0), run_at µs (opt),
 --       error (opt), result JSON (opt), attempt JSON (opt)          [opt = '' or '=' .. value]
--- Returns 1 per report applied, 0 per stale report.
+-- Returns a string with '1' per report applied and '0' per stale report.
 local N = 8
 local now = now_us()
 local out = {}
@@ -11,7 +11,7 @@ for b = 2, #ARGV, N do
   local run_at, err, result, attempt = opt(ARGV[b + 4]), opt(ARGV[b + 5]), opt(ARGV[b + 6]), opt(ARGV[b + 7])
   local j = load(id)
   if not j or j.status ~= 'processing' or j.try_number ~= try then
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   else
     lane_release(j)
     local ch = { updated = num(now), lease_expires_at = false, worker_id = false }
@@ -35,15 +35,14 @@ for b = 2, #ARGV, N do
       if attempt then redis.call('HSET', akey(id), try, attempt) end
     end
     if status == 'pending' then ch.finished_at = false else ch.finished_at = num(now) end
-    put(j, ch)
-    set_status(j, status)
+    transition(j, status, ch)
     if status == 'pending' then
       if pending_enter(j, now) then due = due + 1 end
     elseif j.skey then
       if lane_sync(j.namespace, j.skey, now) then due = due + 1 end
     end
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   end
 end
 wake(due)
-return out
+return table.concat(out)

@@ -1,6 +1,6 @@
 -- heartbeat.lua: extend held leases to now + lease (fenced by try_number).
 -- ARGV: prefix, lease µs, then pairs of (job id, try_number)
--- Returns one {held, cancel_requested} pair of 0/1 per lease.
+-- Returns two characters per lease: held and cancel_requested, each '1' or '0'.
 local lease_us = tonumber(ARGV[2])
 local now = now_us()
 local out = {}
@@ -11,9 +11,9 @@ for i = 3, #ARGV, 2 do
     local exp = num(now + lease_us)
     redis.call('HSET', jkey(id), 'lease_expires_at', exp, 'updated', num(now))
     redis.call('ZADD', P .. ':leases', exp, id)
-    out[#out + 1] = { 1, f[3] and 1 or 0 }
+    out[#out + 1] = f[3] and '11' or '10'
   else
-    out[#out + 1] = { 0, 0 }
+    out[#out + 1] = '00'
   end
 end
-return out
+return table.concat(out)

@@ -1,6 +1,6 @@
 -- list.lua (read-only): jobs matching a filter, newest first (created DESC, id DESC), with the total.
 -- ARGV: prefix, namespace, queue, task, status, user_id (each opt), limit, offset, then every status name.
--- Returns {total, HGETALL...}. Without a task or user filter the total comes from the by-status sets' sizes and
+-- Returns {total, JSON list of jobs}. Without a task or user filter the total comes from the by-status sets' sizes and
 -- only the first offset+limit entries of each set are read; task/user filters scan their candidate sets.
 local ns_f, q_f, task, status, user = opt(ARGV[2]), opt(ARGV[3]), opt(ARGV[4]), opt(ARGV[5]), opt(ARGV[6])
 local limit, offset = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -59,6 +59,6 @@ table.sort(found, function(a, b)
   if a[1] ~= b[1] then return a[1] > b[1] end
   return a[2] > b[2]
 end)
-local out = { total }
-for i = offset + 1, math.min(#found, want) do out[#out + 1] = flat(found[i][2]) end
-return out
+local page = {}
+for i = offset + 1, math.min(#found, want) do page[#page + 1] = load(found[i][2]) end
+return { total, jobs_json(page) }

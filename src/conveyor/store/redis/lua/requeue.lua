@@ -1,5 +1,5 @@
 -- requeue.lua: failed or cancelled -> pending, attempts reset, due now.
--- ARGV: prefix, job id.  Returns {'ok', HGETALL} | {'missing'} | {'invalid', status} | {'unique', holder id}.
+-- ARGV: prefix, job id.  Returns {'ok', job JSON} | {'missing'} | {'invalid', status} | {'unique', holder id}.
 local id = ARGV[2]
 local j = load(id)
 if not j then return { 'missing' } end
@@ -9,10 +9,9 @@ if j.unique_key then
   if holder and holder ~= id then return { 'unique', holder } end
 end
 local now = now_us()
-put(j, {
+transition(j, 'pending', {
   attempts = '0', run_at = num(now), last_error = false, finished_at = false, cancel_requested = false,
   updated = num(now),
 })
-set_status(j, 'pending')
 if pending_enter(j, now) then wake(1) end
-return { 'ok', flat(id) }
+return { 'ok', cjson.encode(j) }

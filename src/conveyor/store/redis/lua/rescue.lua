@@ -1,6 +1,6 @@
 -- rescue.lua: give back jobs whose lease expired, recording a LOST attempt (status code 0) for each.
 -- ARGV: prefix, now µs ('' = the server clock), limit
--- Returns the HGETALL of each rescued job after the change.
+-- Returns a JSON list of the rescued jobs after the change.
 local now = opt(ARGV[2]) and tonumber(opt(ARGV[2])) or now_us()
 local limit = tonumber(ARGV[3])
 local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', num(now), 'LIMIT', 0, limit)
@@ -25,14 +25,13 @@ for _, id in ipairs(expired) do
     status = 'failed'
     ch.finished_at = num(now)
   end
-  put(j, ch)
-  set_status(j, status)
+  transition(j, status, ch)
   if status == 'pending' then
     if pending_enter(j, now) then due = due + 1 end
   elseif j.skey then
     if lane_sync(j.namespace, j.skey, now) then due = due + 1 end
   end
-  out[#out + 1] = flat(id)
+  out[#out + 1] = j
 end
 wake(due)
-return out
+return jobs_json(out)

@@ -1,5 +1,5 @@
 -- run_now.lua: a pending job becomes due now.
--- ARGV: prefix, job id.  Returns {'ok', HGETALL} | {'missing'} | {'invalid', status}.
+-- ARGV: prefix, job id.  Returns {'ok', job JSON} | {'missing'} | {'invalid', status}.
 local id = ARGV[2]
 local j = load(id)
 if not j then return { 'missing' } end
@@ -11,4 +11,4 @@ put(j, { run_at = num(now), updated = num(now) })
 redis.call('ZADD', qkey(j.namespace, j.queue, 'pend'), j.run_at, id)
 if indexed then qindex(j, now) end
 wake(1)
-return { 'ok', flat(id) }
+return { 'ok', cjson.encode(j) }
