@@ -272,6 +272,55 @@ _ERROR_SCHEMA: dict[str, Any] = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {code: _ERROR_SCHEMA for code in (400, 401, 404, 409, 500, 503)}
 
 
+_NOTIFICATION_SETTING: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "gatewayNamespaceId": {"type": "string"},
+        "enableTransferMobileNotification": {"type": "boolean"},
+        "sound": {"type": "string"},
+        "enable": {"type": "string", "enum": ["Enabled", "Disabled"]},
+    },
+}
+_NAMESPACE_BODY: dict[str, Any] = {
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9\\-_.]{1,128}$"},
+    "description": {"type": "string", "maxLength": 1024},
+    "enableAutoRun": {"type": "boolean"},
+    "pushNotification": _NOTIFICATION_SETTING,
+    "runNotification": _NOTIFICATION_SETTING,
+    "transactionSetting": {"type": "object"},
+    "transactionSettingV2": {"type": "object"},
+    "logSetting": {"type": "object", "properties": {"loggingNamespaceId": {"type": "string"}}},
+    "contextStack": {"type": ["string", "null"]},
+}
+_PUSH_BODY: dict[str, Any] = {
+    "jobs": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 10,
+        "items": {
+            "type": "object",
+            "required": ["scriptId"],
+            "properties": {
+                "scriptId": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "args": {"type": "string", "maxLength": 131072, "description": 'JSON text; default "{}"'},
+                "maxTryCount": {"type": "integer", "minimum": 0, "maximum": 100},
+            },
+        },
+    },
+    "contextStack": {"type": ["string", "null"]},
+}
+_LOGIN_BODY: dict[str, Any] = {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}
+
+
+def _body(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """Document a JSON body the endpoint reads itself (so FastAPI's 422 never replaces GS2's 400), for readers
+    of /openapi.json and for the fuzzer. The SDK sends it gzip-compressed; plain JSON is accepted too."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 # ---- the job-queue router ----------------------------------------------------------------------------------------
 
 
@@ -291,10 +340,12 @@ def build_router(
     # Order matters: literal segments (`system`, `me`, `run`) before the `{param}` routes they would match.
     router.add_api_route("/system/version", api.get_service_version, methods=["GET"])
     router.add_api_route("/", api.describe_namespaces, methods=["GET"])
-    router.add_api_route("/", api.create_namespace, methods=["POST"])
+    router.add_api_route("/", api.create_namespace, methods=["POST"], openapi_extra=_body(_NAMESPACE_BODY, "name"))
     router.add_api_route("/{namespaceName}/status", api.get_namespace_status, methods=["GET"])
     router.add_api_route("/{namespaceName}", api.get_namespace, methods=["GET"])
-    router.add_api_route("/{namespaceName}", api.update_namespace, methods=["PUT"])
+    router.add_api_route(
+        "/{namespaceName}", api.update_namespace, methods=["PUT"], openapi_extra=_body(_NAMESPACE_BODY)
+    )
     router.add_api_route("/{namespaceName}", api.delete_namespace, methods=["DELETE"])
 
     router.add_api_route("/{namespaceName}/user/me/job/run", api.run, methods=["POST"])
@@ -303,7 +354,9 @@ def build_router(
 
     router.add_api_route("/{namespaceName}/user/{userId}/job/run", api.run_by_user_id, methods=["POST"])
     router.add_api_route("/{namespaceName}/user/{userId}/job", api.describe_jobs_by_user_id, methods=["GET"])
-    router.add_api_route("/{namespaceName}/user/{userId}/job", api.push_by_user_id, methods=["POST"])
+    router.add_api_route(
+        "/{namespaceName}/user/{userId}/job", api.push_by_user_id, methods=["POST"], openapi_extra=_body(_PUSH_BODY)
+    )
     router.add_api_route(
         "/{namespaceName}/user/{userId}/job/{jobName}/result", api.get_job_result_by_user_id, methods=["GET"]
     )
@@ -798,7 +851,9 @@ def build_identifier_router(
             raise _unauthorized("invalid client_id or client_secret")
         return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
 
-    router.add_api_route("/projectToken/login", login, methods=["POST"])
+    router.add_api_route(
+        "/projectToken/login", login, methods=["POST"], openapi_extra=_body(_LOGIN_BODY, "client_id", "client_secret")
+    )
     return router
 
 
