@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conveyor.app import RunResult, TaskSpec
 from conveyor.context import JobCancelled, JobContext
-from conveyor.errors import Fail, Retry, TaskNotRegistered
+from conveyor.errors import Fail, Retry, StoreUnavailable, TaskNotRegistered
 from conveyor.model import (
     JSON,
     LOST_STATUS_CODE,
+    MAX_RESULT_BYTES,
     RETRYABLE_STATUS_CODES,
     Attempt,
     AttemptOutcome,
@@ -62,6 +63,7 @@ REASON_SHUTDOWN = "worker shutting down"
 REASON_LOST = "lease lost"
 
 _SIMPLE_RESULTS = (str, int, float, bool, type(None))
+_LONG_STRING = MAX_RESULT_BYTES // 6  # a shorter str cannot exceed the cap even with every char escaped
 
 
 class Execution(NamedTuple):
@@ -144,8 +146,10 @@ async def _execute_transactional(
 ) -> Execution:
     """Run the handler inside the store's transaction and commit its writes together with the completion. On any
     failure the transaction rolls back (the handler's writes vanish) and the failure is reported normally."""
+    entered = False
     try:
         async with app.store.handler_transaction(job) as tx:
+            entered = True
             ctx.connection = tx.connection
             if enforce_timeout:
                 value = await _call(job, ctx, executor, spec)
@@ -159,6 +163,9 @@ async def _execute_transactional(
     except _ResultRejected as rejected:
         return Execution(rejected.finish)
     except BaseException as exc:
+        if not entered and isinstance(exc, StoreUnavailable):
+            # No transaction could be opened, so the handler never ran: hand the job back, count nothing.
+            return Execution(Finish(lease=job.lease, status=JobStatus.PENDING, release=True))
         return Execution(_classify_error(job, spec, ctx, started, exc))
     finally:
         ctx.connection = None
@@ -177,7 +184,7 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
     if ctx.cancel_reason == REASON_CANCEL and not spec.is_async:
         # A sync handler cannot be interrupted; when it ends after a cancel request it ended because of it.
         return _cancelled(job, started, ctx.worker_id)
-    if not isinstance(value, _SIMPLE_RESULTS):
+    if not isinstance(value, _SIMPLE_RESULTS) or (isinstance(value, str) and len(value) > _LONG_STRING):
         try:
             value = json.loads(encode_result(value))  # normalise (datetimes → str) and enforce the 5 MiB cap
         except Exception as exc:
