@@ -102,8 +102,9 @@ class GS2Principal(Protocol):
 class GS2Auth(Protocol):
     """What the GS2 routers need from the server's auth object.
 
-    `authenticate(token)` returns the principal of an admin or user token and raises a `ConveyorError` with
-    status 401 (or any exception) for a missing, forged or expired one. It may be sync or async.
+    `authenticate(token)` returns the principal of an admin or user token (see `GS2Principal`) and raises a
+    `ConveyorError` with status 401 for a missing, forged or expired one; any other `ConveyorError` (say a 503
+    `StoreUnavailable` while the secrets cannot be read) is answered with its own status. Sync or async.
 
     Optionally, `issue_admin_token_for(client_id, client_secret) -> str | None` (sync or async) lets the GS2
     login exchange a client id/secret for a project token; without it the login accepts any valid Conveyor token
