@@ -708,3 +708,17 @@ def test_store_outage_is_service_unavailable(
     answer = httpx.get(f"{server.url}/job-queue/ns1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert answer.status_code == 503
     assert "cannot reach the store" in json.loads(answer.json()["message"])[0]["message"]
+
+
+def test_endpoint_host_patch_for_older_sdks(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other documented way to point the SDK at Conveyor (works in SDKs without steady_endpoint)."""
+    from gs2.core import Gs2Constant
+
+    monkeypatch.setattr(Gs2Constant, "ENDPOINT_HOST", server.url + "/{service}")
+    session = Gs2RestSession(BasicGs2Credential("admin", ADMIN_TOKEN), REGION)
+    session.connect()
+    try:
+        client = Gs2JobQueueRestClient(session)
+        assert client.get_namespace(GetNamespaceRequest().with_namespace_name("default")).item.name == "default"
+    finally:
+        session.disconnect()
