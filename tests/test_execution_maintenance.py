@@ -226,3 +226,32 @@ async def test_worker_survives_an_outage_and_never_drops_a_finish(caplog: pytest
     finally:
         await app.aclose()
         MemoryStore.forget(url)
+
+
+def test_worker_awaited_from_another_loop_runs_on_the_apps_home_loop() -> None:
+    url = f"memory://home-{uuid.uuid4().hex}"
+    app = Conveyor(url)
+    ran: list[int] = []
+
+    @app.task("t")
+    def t(payload: int) -> None:
+        ran.append(payload)
+
+    job = app.enqueue("t", 1)  # sync use first: the app's home is its private portal loop
+
+    async def main() -> None:
+        from conveyor.worker import Worker
+
+        worker = Worker(app, install_signal_handlers=False)
+        task = asyncio.create_task(worker.run())
+        assert await worker.wait_started(10)
+        await wait_status(app, job.id, JobStatus.COMPLETED)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close()
+        MemoryStore.forget(url)
+    assert ran == [1]

@@ -195,20 +195,30 @@ class Worker:
     # ---- main ----------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until stopped. Never raises for store outages: it logs and keeps retrying."""
-        loop = self._loop = asyncio.get_running_loop()
+        """Run until stopped. Never raises for store outages: it logs and keeps retrying.
+
+        The worker runs on the app's home loop (the loop its store's connections belong to); awaited from another
+        loop, it is carried there and this call waits for it."""
+        here = asyncio.get_running_loop()
+        home = self.app._home
+        if home is not None and home is not here and home.is_running():
+            await self.app._on_home(self.run)
+            return
+        loop = self._loop = here
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._flush_done = asyncio.Event()
         self._flush_done.set()
-        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
+        # Twice the slots: a sync handler that ignores its timeout keeps its thread, and must not starve the others.
+        self._executor = ThreadPoolExecutor(max_workers=2 * self.concurrency, thread_name_prefix="conveyor-job")
         self._running = {}
         self._pending = []
         signals = self._install_signals(loop)
         self.app.events.add_listener(self._on_event)
         background: list[asyncio.Task[None]] = []
         try:
-            await self._startup()
+            if not await self._startup():
+                return
             background.append(loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"))
             background.append(loop.create_task(self._waiter_loop(), name="conveyor-waiter"))
             background.append(loop.create_task(self._watchdog_loop(), name="conveyor-watchdog"))
@@ -245,19 +255,19 @@ class Worker:
 
     _closed = False
 
-    async def _startup(self) -> None:
-        """Open the store and register, retrying while the store is unavailable (unless stopped meanwhile)."""
+    async def _startup(self) -> bool:
+        """Open the store and register, retrying while the store is unavailable. False if stopped meanwhile."""
         delay = 0.1
         while True:
+            if self._stop_requested:
+                return False
             try:
                 await self.app._ensure_open()
                 await self._refresh_namespaces()
                 await self.store.register_worker(self._info())
                 self._recovered()
-                return
+                return True
             except Exception as exc:
-                if self._stop_requested:
-                    raise
                 self._unavailable(exc, "starting")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
