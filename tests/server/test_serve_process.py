@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import wait_for
+from tests.server.conftest import StartServer, wait_for
 
 
 def free_port() -> int:
@@ -165,3 +165,25 @@ def test_store_down_answers_503(tmp_path: Path, processes: list[ServeProcess]) -
     assert r.json()["error"] == "store_unavailable" and r.json()["message"]
     assert server.proc.poll() is None
     assert server.stop() == 0, server.output
+
+
+def test_cli_token_is_accepted_by_the_server(start_server: StartServer, sqlite_url: str) -> None:
+    live = start_server(sqlite_url, admin_token=None)  # secrets come from the store, as in production
+    out = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "alice", "--namespace", "game"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k not in ("CONVEYOR_ADMIN_TOKEN", "CONVEYOR_TOKEN_SECRET")},
+    )
+    token = out.stdout.strip()
+    me = live.client(token).get("/api/v1/me").json()
+    assert me["user_id"] == "alice" and me["namespace"] == "game"
+    admin = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "--admin"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "CONVEYOR_ADMIN_TOKEN"},
+    ).stdout.strip()
+    assert live.client(admin).get("/api/v1/me").json()["kind"] == "admin"

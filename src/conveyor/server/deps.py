@@ -36,9 +36,14 @@ class ServerContext:
         return self.auth
 
 
-def get_context(request: Request) -> ServerContext:
+def context_of(request: Request) -> ServerContext:
     ctx: ServerContext = request.app.state.conveyor
     return ctx
+
+
+async def get_context(request: Request) -> ServerContext:
+    """Async on purpose: FastAPI runs plain-def dependencies in a thread pool, a costly hop per request."""
+    return context_of(request)
 
 
 _bearer = HTTPBearer(auto_error=False, description="Admin token or a user token (`conveyor token USER_ID`)")
@@ -46,7 +51,7 @@ _bearer = HTTPBearer(auto_error=False, description="Admin token or a user token 
 
 async def get_principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     """Any valid token. Reads the header itself so the 401 says what was wrong."""
-    ctx = get_context(request)
+    ctx = context_of(request)
     try:
         auth = await ctx.get_auth()
     except StoreUnavailable as exc:
