@@ -235,6 +235,9 @@ def test_version_and_help(sqlite_cli: Cli) -> None:
     help_text = sqlite_cli.ok("--help").stdout
     for command in ("worker", "enqueue", "jobs", "stats", "queues", "workers", "namespaces", "bench", "serve"):
         assert command in help_text
+    # commands other packages drop into conveyor/cli/ with a register() function are picked up (the server's token)
+    if (Path(__file__).parents[2] / "src" / "conveyor" / "cli" / "token.py").exists():
+        assert "token" in help_text
 
 
 def test_worker_without_tasks_is_a_usage_error(sqlite_cli: Cli) -> None:
