@@ -12,9 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from conveyor.errors import Conflict, JobNotFound, NamespaceNotFound, NotFound, ValidationError
-from conveyor.model import DEFAULT_NAMESPACE, Job, JobFilter, JobStatus, Namespace, validate_name
+from conveyor.model import DEFAULT_NAMESPACE, Job, JobFilter, JobStatus, Namespace, utcnow, validate_name
 from conveyor.server.auth import Principal
 from conveyor.server.common import (
     ERROR_RESPONSES,
@@ -320,6 +321,39 @@ async def resume_queue(
 async def list_workers(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
     """Registrations with a live heartbeat, and the ids of the jobs each is running."""
     return JSONResponse({"items": [worker_json(w) for w in await ctx.app.alist_workers()]})
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    spec: str
+    task: str
+    payload: Any = None
+    namespace: str
+    queue: str | None = None
+    next_run_at: str
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleOut]
+
+
+@admin.get("/schedules", response_model=ScheduleList, tags=["schedules"], summary="Cron schedules")
+async def list_schedules(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """The cron entries registered in this server's app (`app.cron`), with each one's next occurrence."""
+    now = utcnow()
+    items = [
+        {
+            "name": cron.name,
+            "spec": cron.spec,
+            "task": cron.task,
+            "payload": cron.payload,
+            "namespace": cron.options.get("namespace", DEFAULT_NAMESPACE),
+            "queue": cron.options.get("queue"),
+            "next_run_at": rfc3339(cron.next_after(now)) or "",
+        }
+        for cron in sorted(ctx.app.schedules.values(), key=lambda c: c.name)
+    ]
+    return JSONResponse({"items": items})
 
 
 # ---- namespaces ------------------------------------------------------------------------------------------------
