@@ -134,6 +134,7 @@ def create_app(
     idempotency_ttl: float = 86_400.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     print_admin_token: bool = True,
+    ui: bool = True,
 ) -> FastAPI:
     """The HTTP API for `conveyor_app`. With `run_worker=True` a Worker (with rescuer, pruner and scheduler)
     runs in the server's event loop, configured by `worker_options` (conveyor.worker.Worker's arguments)."""
@@ -212,6 +213,10 @@ def create_app(
         api.include_router(demo_routes.router)
     for router in _gs2_routers(conveyor_app, ctx):
         api.include_router(router)
+    if ui:
+        from conveyor.ui import mount_ui
+
+        mount_ui(api)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
