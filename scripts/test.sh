@@ -12,6 +12,12 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
   || { echo "test: installing Conveyor and its test dependencies failed" >&2; exit 1; }
 
 bash scripts/services.sh
+if [ ! -x /usr/bin/chromium ]; then  # the admin UI is tested in a real browser
+  echo "test: installing Chromium for the UI tests"
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null \
+    || { echo "test: could not install Chromium (apt-get install chromium)" >&2; exit 1; }
+fi
 
 echo "== ruff"; .venv/bin/ruff check src tests; .venv/bin/ruff format --check src tests
 echo "== mypy --strict"; .venv/bin/mypy
