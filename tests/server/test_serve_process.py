@@ -29,14 +29,27 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    def __init__(self, store_url: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, store_url: str, *args: str, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_ADMIN_TOKEN"}
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor.cli", "--store", store_url, "serve", "--port", str(self.port), *args],
+            [
+                sys.executable,
+                "-m",
+                "conveyor.cli",
+                "--store",
+                store_url,
+                *global_args,
+                "serve",
+                "--port",
+                str(self.port),
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -187,3 +200,41 @@ def test_cli_token_is_accepted_by_the_server(start_server: StartServer, sqlite_u
         env={k: v for k, v in os.environ.items() if k != "CONVEYOR_ADMIN_TOKEN"},
     ).stdout.strip()
     assert live.client(admin).get("/api/v1/me").json()["kind"] == "admin"
+
+
+APP_MODULE = """
+import asyncio
+from conveyor import Conveyor
+
+app = Conveyor("{url}")
+
+
+@app.task("nap")
+async def nap(payload):
+    await asyncio.sleep(payload["seconds"])
+    return "rested"
+"""
+
+
+def test_sigterm_lets_running_jobs_finish(tmp_path: Path, processes: list[ServeProcess]) -> None:
+    url = f"sqlite:///{tmp_path / 'graceful.db'}"
+    (tmp_path / "napapp.py").write_text(APP_MODULE.format(url=url))
+    env = {"CONVEYOR_ADMIN_TOKEN": "tok", "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = ServeProcess(url, env=env, global_args=("--app", "napapp:app"))
+    processes.append(server)
+    headers = {"Authorization": "Bearer tok"}
+    job = httpx.post(
+        server.base_url + "/api/v1/jobs", json={"task": "nap", "payload": {"seconds": 2}}, headers=headers
+    ).json()
+    wait_for(
+        lambda: (
+            httpx.get(f"{server.base_url}/api/v1/jobs/{job['id']}", headers=headers).json()["status"] == "processing"
+        )
+    )
+    assert server.stop() == 0, server.output
+
+    from conveyor import Conveyor
+
+    with Conveyor(url) as app:
+        done = app.get_job(job["id"])
+        assert done is not None and done.status.value == "completed" and done.result == "rested"
