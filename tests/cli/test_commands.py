@@ -105,6 +105,13 @@ def test_jobs_show_cancel_requeue_delete(cli: Cli) -> None:
     assert cli("jobs", "show", job_id).exit_code == 3
 
 
+def test_run_now_makes_a_scheduled_job_due(cli: Cli) -> None:
+    job = cli.json("enqueue", "t", "--delay", "3600")
+    assert job["scheduled"] is True
+    now = cli.json("jobs", "run-now", job["id"])
+    assert now["scheduled"] is False and now["status"] == "pending"
+
+
 def test_delete_needs_force_for_cancelled_jobs(cli: Cli) -> None:
     job_id = cli.ok("enqueue", "t").stdout.strip()
     cli.ok("jobs", "cancel", job_id)

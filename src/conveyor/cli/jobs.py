@@ -260,6 +260,8 @@ def _change(ctx: typer.Context, job_id: str, action: str, as_json: bool, *, forc
                 return await app.arequeue(job_id)
             if action == "cancel":
                 return await app.acancel(job_id)
+            if action == "run-now":
+                return await app.arun_now(job_id)
             return await app.adelete(job_id, force=force)
 
     job = run(body)
@@ -288,6 +290,13 @@ def cancel_job(
     _change(ctx, job_id, "cancel", as_json)
 
 
+def run_job_now(
+    ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Make a scheduled (pending) job due now."""
+    _change(ctx, job_id, "run-now", as_json)
+
+
 def delete_job(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -302,6 +311,7 @@ jobs_app.command("list")(list_jobs)
 jobs_app.command("show")(show_job)
 jobs_app.command("requeue")(requeue_job)
 jobs_app.command("cancel")(cancel_job)
+jobs_app.command("run-now")(run_job_now)
 jobs_app.command("delete")(delete_job)
 
 
