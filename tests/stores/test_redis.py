@@ -1,0 +1,299 @@
+"""Redis-specific tests: key layout and prefix isolation, the index invariants every Lua script keeps, wake-ups
+across store instances through Redis, self-expiring worker registrations, script reloading and the eviction
+warning. Shared behaviour is in tests/conformance; outages are in test_redis_outage.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from tests.backends.redis import cleanup, fresh_url
+from tests.stores.redis_server import PrivateRedis
+
+from conveyor.errors import ConveyorError
+from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, QueueSettings, WorkerInfo
+from conveyor.store.redis import RedisStore
+from conveyor.store.redis.store import SCRIPTS, load_script, split_url
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    u = fresh_url(tmp_path)
+    try:
+        yield u
+    finally:
+        await cleanup(u)
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def raw(url: str) -> AsyncIterator[aioredis.Redis]:
+    base, _ = split_url(url)
+    client = aioredis.Redis.from_url(base, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def test_url_prefix_is_stripped_and_other_parameters_kept() -> None:
+    assert split_url("redis://h:1/2?prefix=abc") == ("redis://h:1/2", "abc")
+    assert split_url("redis://h:1/2") == ("redis://h:1/2", "conveyor")
+    base, prefix = split_url("redis://h:1/2?socket_timeout=3&prefix=p:q")
+    assert (base, prefix) == ("redis://h:1/2?socket_timeout=3", "p:q")
+
+
+def test_every_script_is_common_helpers_plus_its_own_file() -> None:
+    for name in SCRIPTS:
+        text = load_script(name)
+        assert "local function transition" in text and f"-- {name}.lua" in text
+
+
+async def test_every_key_lives_under_the_prefix(store: RedisStore, raw: aioredis.Redis) -> None:
+    await store.enqueue([NewJob.build("t", user_id="u1", unique_key="k"), NewJob.build("t", delay=60)])
+    await store.put_queue_settings(QueueSettings("default", "q2", paused=True))
+    await store.kv_set("a", "1")
+    [job] = await store.claim("w", ["default"], 1, LEASE)
+    await store.finish([Finish(job.lease, JobStatus.COMPLETED)])
+    keys = [k async for k in raw.scan_iter(match=f"{store.prefix}:*", count=1000)]
+    assert keys
+    assert all(k.startswith(store.prefix + ":") for k in keys)
+    other = RedisStore(fresh_url(Path("/unused")))
+    await other.open()
+    try:
+        assert (await other.stats()).total == 0  # another prefix sees nothing
+    finally:
+        await other.close()
+        await cleanup(other.url)
+
+
+# ---- index invariants ------------------------------------------------------------------------------------------
+
+
+async def check_invariants(store: RedisStore, raw: aioredis.Redis) -> None:
+    """Rebuild every index from the job hashes and compare with what the scripts maintained."""
+    p = store.prefix
+    jobs: dict[str, dict[str, str]] = {}
+    async for key in raw.scan_iter(match=f"{p}:job:*", count=1000):
+        h = await raw.hgetall(key)
+        jobs[h["id"]] = h
+    now_s, now_us = await raw.time()
+    now = now_s * 1_000_000 + now_us
+    pairs = set(await raw.smembers(f"{p}:pairs"))
+    counts: Counter[tuple[str, str]] = Counter()
+    for j in jobs.values():
+        pr = f"{j['namespace']}:{j['queue']}"
+        assert pr in pairs
+        counts[(pr, j["status"])] += 1
+        counts[(pr, f"{j['status']}|{j['task']}")] += 1
+    for pr in pairs:
+        n = await raw.hgetall(f"{p}:q:{pr}:n")
+        for field, value in n.items():
+            assert int(value) == counts[(pr, field)], (pr, field)
+        for status in JobStatus:
+            members = set(await raw.zrange(f"{p}:q:{pr}:s:{status.value}", 0, -1))
+            expected = {i for i, j in jobs.items() if f"{j['namespace']}:{j['queue']}" == pr and j["status"] == status}
+            assert members == expected, (pr, status)
+        pend = set(await raw.zrange(f"{p}:q:{pr}:pend", 0, -1))
+        assert pend == {
+            i for i, j in jobs.items() if f"{j['namespace']}:{j['queue']}" == pr and j["status"] == "pending"
+        }
+    # claim index: non-lane pending jobs, plus the head of each idle lane, nothing else
+    lanes: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for j in jobs.values():
+        if "skey" in j:
+            lanes.setdefault((j["namespace"], j["skey"]), []).append(j)
+    expected_index = {i for i, j in jobs.items() if j["status"] == "pending" and "skey" not in j}
+    for (ns, skey), members in lanes.items():
+        pending = sorted((int(j["priority"]), j["id"]) for j in members if j["status"] == "pending")
+        processing = [j["id"] for j in members if j["status"] == "processing"]
+        assert len(processing) <= 1, f"lane {skey} runs {processing} at once"
+        lane = await raw.zrange(f"{p}:lane:{ns}:{skey}", 0, -1)
+        assert lane == [i for _, i in pending]
+        st = await raw.hgetall(f"{p}:lanest:{ns}:{skey}")
+        assert st.get("busy") == (processing[0] if processing else None)
+        head = pending[0][1] if pending and not processing else None
+        assert st.get("head") == head
+        if head is not None:
+            expected_index.add(head)
+    indexed: set[str] = set()
+    for pr in pairs:
+        for m in await raw.zrange(f"{p}:q:{pr}:ready", 0, -1):
+            run_at, job_id = m.split(":", 1)
+            assert int(run_at) == int(jobs[job_id]["run_at"])
+            indexed.add(job_id)
+        for job_id in await raw.zrange(f"{p}:q:{pr}:sched", 0, -1):
+            assert job_id not in indexed
+            indexed.add(job_id)
+    assert indexed == expected_index
+    leases = dict(await raw.zrange(f"{p}:leases", 0, -1, withscores=True))
+    assert set(leases) == {i for i, j in jobs.items() if j["status"] == "processing"}
+    for i, score in leases.items():
+        assert int(score) == int(jobs[i]["lease_expires_at"])
+    done = set(await raw.zrange(f"{p}:done:completed", 0, -1)) | set(await raw.zrange(f"{p}:done:failed", 0, -1))
+    assert done == {i for i, j in jobs.items() if j["status"] in ("completed", "failed", "cancelled")}
+    holders: dict[str, str] = {}
+    for i, j in jobs.items():
+        if "unique_key" in j and j["status"] in ("pending", "processing"):
+            holders[f"{j['namespace']}|{j['unique_key']}"] = i
+    for ns in {j["namespace"] for j in jobs.values()}:
+        for key, holder in (await raw.hgetall(f"{p}:uniq:{ns}")).items():
+            assert holders.pop(f"{ns}|{key}") == holder
+    assert holders == {}
+    assert now > 0
+
+
+async def test_random_transitions_keep_every_index_in_step(store: RedisStore, raw: aioredis.Redis) -> None:
+    rng = random.Random(4)
+    held: list[Job] = []
+    known: list[str] = []
+    for step in range(400):
+        op = rng.random()
+        try:
+            if op < 0.3:
+                batch = [
+                    NewJob.build(
+                        rng.choice(["a", "b"]),
+                        {"n": step},
+                        queue=rng.choice(["default", "q2"]),
+                        priority=rng.choice([0, 0, 1, -1]),
+                        delay=rng.choice([None, None, 0.05, 3600]),
+                        user_id=rng.choice([None, None, "u1", "u2"]),
+                        group_key=rng.choice([None, None, None, "g1"]),
+                        unique_key=rng.choice([None, None, None, "k1", "k2"]),
+                        max_attempts=rng.choice([1, 2, 3]),
+                    )
+                    for _ in range(rng.randint(1, 4))
+                ]
+                known += [j.id for j in await store.enqueue(batch)]
+            elif op < 0.5:
+                held += await store.claim("w", ["default", "q2"], rng.randint(1, 5), rng.choice([LEASE, timedelta(0)]))
+            elif op < 0.7 and held:
+                job = held.pop(rng.randrange(len(held)))
+                status = rng.choice([JobStatus.COMPLETED, JobStatus.PENDING, JobStatus.FAILED, JobStatus.CANCELLED])
+                release = status is JobStatus.PENDING and rng.random() < 0.3
+                now = datetime.now(UTC)
+                attempt = Attempt(job.id, job.try_number, AttemptOutcome.COMPLETED, 200, now, now)
+                await store.finish(
+                    [
+                        Finish(
+                            job.lease,
+                            status,
+                            attempt=None if release else attempt,
+                            release=release,
+                            result={"ok": 1},
+                            error="e",
+                            run_at=rng.choice([None, now + timedelta(hours=1)]),
+                        )
+                    ]
+                )
+            elif op < 0.75:
+                await store.rescue()
+            elif op < 0.95 and known:
+                job_id = rng.choice(known)
+                action = rng.choice(["cancel", "requeue", "delete", "force", "run_now"])
+                if action == "cancel":
+                    await store.cancel(job_id)
+                elif action == "requeue":
+                    await store.requeue(job_id)
+                elif action == "run_now":
+                    await store.run_now(job_id)
+                else:
+                    await store.delete(job_id, force=action == "force")
+            else:
+                await store.prune(datetime.now(UTC) + timedelta(days=1), datetime.now(UTC) - timedelta(days=1), 3)
+        except ConveyorError:
+            pass  # invalid transitions are refused atomically; the invariants must still hold
+        if step % 20 == 0:
+            await check_invariants(store, raw)
+    await check_invariants(store, raw)
+
+
+# ---- wake-ups, workers, scripts, eviction warning ----------------------------------------------------------------
+
+
+async def test_an_enqueue_wakes_a_waiter_of_another_store_through_redis(url: str) -> None:
+    """Two store objects share no LocalWaker, so only the Redis wake list can wake the second one."""
+    a, b = RedisStore(url), RedisStore(url)
+    await a.open()
+    await b.open()
+    try:
+        waiter = asyncio.create_task(b.wait_for_jobs(10.0))
+        await asyncio.sleep(0.2)  # the BLPOP is in place
+        started = time.monotonic()
+        await a.enqueue([NewJob.build("t")])
+        await asyncio.wait_for(waiter, 5.0)
+        assert time.monotonic() - started < 2.0  # far below the 10 s poll: a real wake-up
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_worker_registration_expires_by_itself(store: RedisStore, raw: aioredis.Redis) -> None:
+    now = datetime.now(UTC)
+    info = WorkerInfo("w1", "host", 1, ["default"], 4, now, now, now + timedelta(seconds=0.3))
+    await store.register_worker(info)
+    assert [w.id for w in await store.list_workers()] == ["w1"]
+    await asyncio.sleep(0.5)
+    assert await raw.exists(f"{store.prefix}:w:w1") == 0  # Redis removed it; nobody had to clean up
+    assert await store.list_workers() == []
+    assert await raw.zcard(f"{store.prefix}:workers") == 0  # the index entry is dropped on the way
+
+
+async def test_scripts_reload_after_redis_forgets_them(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path / "r")
+    server.start()
+    store = RedisStore(f"{server.url}?prefix=s")
+    try:
+        await store.open()
+        await store.enqueue([NewJob.build("t")])
+        client = aioredis.Redis(port=server.port)
+        await client.script_flush()
+        await client.aclose()
+        assert len(await store.claim("w", ["default"], 1, LEASE)) == 1
+    finally:
+        await store.close()
+        server.kill()
+
+
+async def test_open_warns_when_redis_may_evict_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = PrivateRedis(tmp_path / "r")
+    server.start()
+    client = aioredis.Redis(port=server.port)
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    await client.aclose()
+    store = RedisStore(f"{server.url}?prefix=e")
+    try:
+        with caplog.at_level(logging.WARNING, logger="conveyor.store.redis"):
+            await store.open()
+        assert "noeviction" in caplog.text
+    finally:
+        await store.close()
+        server.kill()
+
+
+async def test_a_delayed_job_becomes_due_inside_claim(store: RedisStore) -> None:
+    [job] = await store.enqueue([NewJob.build("t", delay=0.2)])
+    assert await store.claim("w", ["default"], 1, LEASE) == []
+    await asyncio.sleep(0.3)
+    [claimed] = await store.claim("w", ["default"], 1, LEASE)  # no mover process ran in between
+    assert claimed.id == job.id
