@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -89,7 +90,7 @@ async def test_every_key_lives_under_the_prefix(store: RedisStore, raw: aioredis
 # ---- index invariants ------------------------------------------------------------------------------------------
 
 
-async def check_invariants(store: RedisStore, raw: aioredis.Redis) -> None:
+async def check_invariants(store: RedisStore, raw: Any) -> None:
     """Rebuild every index from the job hashes and compare with what the scripts maintained."""
     p = store.prefix
     jobs: dict[str, dict[str, str]] = {}
@@ -123,9 +124,9 @@ async def check_invariants(store: RedisStore, raw: aioredis.Redis) -> None:
         if "skey" in j:
             lanes.setdefault((j["namespace"], j["skey"]), []).append(j)
     expected_index = {i for i, j in jobs.items() if j["status"] == "pending" and "skey" not in j}
-    for (ns, skey), members in lanes.items():
-        pending = sorted((int(j["priority"]), j["id"]) for j in members if j["status"] == "pending")
-        processing = [j["id"] for j in members if j["status"] == "processing"]
+    for (ns, skey), lane_jobs in lanes.items():
+        pending = sorted((int(j["priority"]), j["id"]) for j in lane_jobs if j["status"] == "pending")
+        processing = [j["id"] for j in lane_jobs if j["status"] == "processing"]
         assert len(processing) <= 1, f"lane {skey} runs {processing} at once"
         lane = await raw.zrange(f"{p}:lane:{ns}:{skey}", 0, -1)
         assert lane == [i for _, i in pending]
