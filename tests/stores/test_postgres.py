@@ -142,6 +142,7 @@ async def test_claim_stays_an_index_scan_with_a_million_finished_rows(store: Pos
         "lease": LEASE,
         "namespaces": None,
         "exclude": [],
+        "synchronous_commit": "on",
     }
     async with await _server() as conn:
         rows = await (await conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + store._q.CLAIM, params)).fetchall()

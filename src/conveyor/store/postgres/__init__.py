@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -86,14 +86,16 @@ def parse_url(url: str) -> tuple[str, str]:
             field="schema",
         )
     scheme = parts.scheme.split("+", 1)[0]  # accept SQLAlchemy-style postgresql+psycopg:// too
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), schema
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)), schema
 
 
 class PostgresStore(Store):
     """Jobs in PostgreSQL. URL: `postgresql://user@host:port/db?schema=NAME` (default schema `conveyor`).
 
     Options: `min_size`/`max_size` (pool, default 1/10), `timeout` (seconds to wait for a connection before
-    StoreUnavailable, default 10), `listen` (LISTEN/NOTIFY wake-ups, default True).
+    StoreUnavailable, default 10), `listen` (LISTEN/NOTIFY wake-ups, default True), `fast_worker_commits`
+    (default True: claims, finishes and heartbeats commit without waiting for the WAL flush — enqueues and every
+    other change stay durable; see docs/postgres.md for what a database *crash* can then undo).
     """
 
     scheme = "postgresql"
@@ -108,6 +110,7 @@ class PostgresStore(Store):
         max_size: int = 10,
         timeout: float = 10.0,
         listen: bool = True,
+        fast_worker_commits: bool = True,
         **options: Any,
     ) -> None:
         self.url = url
@@ -118,6 +121,8 @@ class PostgresStore(Store):
         self._max_size = max_size
         self._timeout = timeout
         self._listen_enabled = listen
+        # claim/finish/heartbeat commit without waiting for the WAL flush unless asked (see docs/postgres.md)
+        self._worker_commit = "off" if fast_worker_commits else "on"
         self.channel = f"conveyor_{self.schema}"[:63]
         self._q = _Queries(self.schema, self.channel)
         self._pool: AsyncConnectionPool | None = None
@@ -432,6 +437,7 @@ class PostgresStore(Store):
             "lease": lease,
             "namespaces": None if namespaces is None else list(namespaces),
             "exclude": list(exclude_namespaces),
+            "synchronous_commit": self._worker_commit,
         }
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
@@ -472,7 +478,7 @@ class PostgresStore(Store):
         if not leases:
             return []
         batch = _dumps([{"id": x.job_id, "try_number": x.try_number} for x in leases])
-        params = {"batch": batch, "lease": lease}
+        params = {"batch": batch, "lease": lease, "synchronous_commit": self._worker_commit}
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             return await (await conn.execute(self._q.HEARTBEAT, params)).fetchall()
@@ -489,7 +495,7 @@ class PostgresStore(Store):
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         if not finishes:
             return []
-        params = _finish_params(finishes)
+        params = _finish_params(finishes, self._worker_commit)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[bool]:
             return await self._finish_on(conn, params, len(finishes))
@@ -815,7 +821,7 @@ class _PgHandlerTransaction(HandlerTransaction):
         conn: psycopg.AsyncConnection[Any] = self.connection
         self.done = True
         try:
-            (applied,) = await self._store._finish_on(conn, _finish_params([finish]), 1)
+            (applied,) = await self._store._finish_on(conn, _finish_params([finish], "on"), 1)
             if applied:
                 await conn.commit()
             else:  # the lease was lost: the handler's writes must not outlive it (exactly-once effects)
@@ -987,7 +993,7 @@ def _duplicate_id(exc: psycopg.errors.UniqueViolation) -> ValidationError:
     return ValidationError(f"a job with this id already exists ({detail})", field="id")
 
 
-def _finish_params(finishes: Sequence[Finish]) -> dict[str, Any]:
+def _finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     for ord_, f in enumerate(finishes, 1):
         if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
@@ -1022,7 +1028,7 @@ def _finish_params(finishes: Sequence[Finish]) -> dict[str, Any]:
             if a.result is not None:
                 record["a_result"] = a.result
         records.append(record)
-    return {"batch": _dumps(records)}
+    return {"batch": _dumps(records), "synchronous_commit": synchronous_commit}
 
 
 async def _unwrap_async(connection: Any) -> Any:

@@ -131,7 +131,11 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 #   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
 # and the UPDATE marks them processing under the lease.
 CLAIM = """
-WITH paused AS MATERIALIZED (
+WITH commit_mode AS MATERIALIZED (
+    -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
+    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS value
+),
+paused AS MATERIALIZED (
     SELECT s.namespace, s.queue
     FROM {schema}.queue_settings s
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
@@ -192,7 +196,7 @@ SET status = 'processing',
     lease_expires_at = statement_timestamp() + %(lease)s,
     updated = statement_timestamp(),
     cancel_requested = false
-FROM chosen
+FROM chosen, commit_mode
 WHERE j.id = chosen.id
 RETURNING {j_job_columns}
 """
@@ -246,10 +250,14 @@ SELECT EXISTS (SELECT 1 FROM {schema}.jobs
 
 # Touches no indexed column, so every extension is a HOT update.
 HEARTBEAT = """
+WITH commit_mode AS MATERIALIZED (
+    -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
+    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS value
+)
 UPDATE {schema}.jobs j
 SET lease_expires_at = statement_timestamp() + %(lease)s,
     updated = statement_timestamp()
-FROM json_to_recordset(%(batch)s::json) AS l(id text, try_number integer)
+FROM json_to_recordset(%(batch)s::json) AS l(id text, try_number integer), commit_mode
 WHERE j.id = l.id AND j.try_number = l.try_number AND j.status = 'processing'
 RETURNING j.id, j.try_number, j.cancel_requested
 """
@@ -258,7 +266,11 @@ RETURNING j.id, j.try_number, j.cancel_requested
 # reports that applied. The batch is one JSON array of records (`a_*` fields: the attempt, absent when none).
 # Returns the (1-based) positions of the reports that applied.
 FINISH = """
-WITH f AS (
+WITH commit_mode AS MATERIALIZED (
+    -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
+    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS value
+),
+f AS (
     SELECT *
     FROM json_to_recordset(%(batch)s::json)
          AS f(ord integer, id text, try_number integer, status text, run_at timestamptz, error text, result json,
@@ -282,7 +294,7 @@ applied AS (
         result = CASE WHEN NOT f.release AND f.status = 'completed' THEN f.result ELSE j.result END,
         cancel_requested = CASE WHEN NOT f.release AND f.status = 'pending' THEN false ELSE j.cancel_requested END,
         finished_at = CASE WHEN f.status IN ('completed', 'failed', 'cancelled') THEN statement_timestamp() END
-    FROM f
+    FROM f, commit_mode
     WHERE j.id = f.id AND j.try_number = f.try_number AND j.status = 'processing'
     RETURNING f.ord
 ),
