@@ -87,6 +87,18 @@ class EventBus:
         with self._lock:
             self._listeners.append(fn)
 
+    def remove_listener(self, fn: Callable[[Event], Any]) -> None:
+        """Undo add_listener (a stopped worker removes its cancel listener)."""
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def is_observed(self, ignore: Callable[[Event], Any] | None = None) -> bool:
+        """Whether any subscription or listener (other than `ignore`) would receive an event, so that hot paths
+        (the worker's per-job `run` events) can skip building events nobody reads."""
+        with self._lock:
+            return bool(self._subs) or any(fn != ignore for fn in self._listeners)
+
     def publish(self, event: Event) -> None:
         with self._lock:
             subs = list(self._subs)

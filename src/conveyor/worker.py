@@ -204,6 +204,9 @@ class Worker:
         if home is not None and home is not here and home.is_running():
             await self.app._on_home(self.run)
             return
+        if self._ran:
+            raise RuntimeError("a Worker runs once; create a new Worker to run again")
+        self._ran = True
         loop = self._loop = here
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -245,6 +248,7 @@ class Worker:
                     await task
             await self._stop_services()
             self._closed = True
+            self.app.events.remove_listener(self._on_event)
             self._remove_signals(loop, signals)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.store.unregister_worker(self.worker_id), 5.0)
@@ -254,6 +258,7 @@ class Worker:
             log.info("worker %s stopped (%d jobs processed)", self.worker_id, self.processed)
 
     _closed = False
+    _ran = False
 
     async def _startup(self) -> bool:
         """Open the store and register, retrying while the store is unavailable. False if stopped meanwhile."""
@@ -442,10 +447,11 @@ class Worker:
                     self._recovered()
                 del self._pending[: len(batch)]
                 self.processed += len(batch)
-                publish = self.app.events.publish_run
+                events = self.app.events
+                publish = events.publish_run if events.is_observed(ignore=self._on_event) else None
                 for (finish, job), ok in zip(batch, applied, strict=False):
                     attempt = finish.attempt
-                    if ok and attempt is not None:
+                    if ok and attempt is not None and publish is not None:
                         publish(job, attempt.status_code, attempt.outcome.value)
                     if job.group_key is not None or job.user_id is not None:
                         wake_after = True  # the next job of its lane may be claimable now

@@ -252,3 +252,20 @@ async def test_handlers_without_context_and_non_json_results(worker_app: Conveyo
     (attempt,) = await app.aattempts(bad.id)
     assert attempt.status_code == 500
     assert "JSON" in (failed.last_error or "")
+
+
+async def test_worker_publishes_run_events(worker_app: Conveyor) -> None:
+    app = worker_app
+
+    @app.task("noop")
+    async def noop(payload: None) -> None:
+        return None
+
+    sub = app.events.subscribe(lambda e: e.type == "run")
+    try:
+        async with running_worker(app):
+            job = await app.aenqueue("noop", user_id="p1")
+            event = await asyncio.wait_for(sub.get(), 10)
+    finally:
+        sub.close()
+    assert (event.job_id, event.user_id, event.data["statusCode"]) == (job.id, "p1", 200)
