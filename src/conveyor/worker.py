@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import JobContext
@@ -125,6 +125,7 @@ class Worker:
         self._started_at = utcnow()
         self._unavailable_since: float | None = None
         self._last_warning = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._min_timeout = float("inf")
         self._watch_tick = 0.5
         for spec in app.tasks.values():
@@ -248,6 +249,8 @@ class Worker:
                     await task
             await self._stop_services()
             self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
             self.app.events.remove_listener(self._on_event)
             self._remove_signals(loop, signals)
             with contextlib.suppress(Exception):
@@ -455,8 +458,8 @@ class Worker:
                         publish(job, attempt.status_code, attempt.outcome.value)
                     if job.group_key is not None or job.user_id is not None:
                         wake_after = True  # the next job of its lane may be claimable now
-                    elif finish.status is JobStatus.PENDING and not finish.release:
-                        wake_after = True  # a retry may already be due
+                    elif finish.status is JobStatus.PENDING and not finish.release and finish.run_at is not None:
+                        wake_after = self._wake_at(finish.run_at) or wake_after  # a retry: claim it when due
                     if not ok:
                         log.info("job %s: outcome not applied (lease was lost or job changed meanwhile)", job.id)
         finally:
@@ -465,6 +468,28 @@ class Worker:
                 self._flush_done.set()
             if wake_after and self._wake is not None:
                 self._wake.set()
+
+    def _wake_at(self, when: datetime) -> bool:
+        """Make the fetch loop claim again at `when` if that is sooner than its next poll (short retry delays).
+        True when `when` has already come."""
+        loop = self._loop
+        assert loop is not None
+        delay = (when - utcnow()).total_seconds()
+        if delay <= 0:
+            return True
+        if delay < self.poll_interval:
+            due = loop.time() + delay + 0.002
+            timer = self._timer
+            if timer is None or timer.cancelled() or due < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(due, self._timer_fired)
+        return False
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self._wake is not None:
+            self._wake.set()
 
     async def _final_flush(self) -> None:
         """At shutdown: keep flushing for a while if the store is down; then report what could not be sent."""
