@@ -99,7 +99,7 @@ def build_server(
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=int(max(grace_period, 1.0)) + 5,
-        loop="asyncio",
+        loop="auto",  # uvloop when installed
     )
     return ConveyorServer(config, api.state.conveyor)
 
