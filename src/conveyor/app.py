@@ -381,7 +381,9 @@ class Conveyor:
             try:
                 jobs.append(self.build_job(task, payload, **values))  # type: ignore[arg-type]
             except ValidationError as exc:
-                raise ValidationError(f"job #{index}: {exc.message}", field=exc.field) from None
+                if len(specs) == 1:
+                    raise
+                raise type(exc)(f"job #{index}: {exc.message}", field=exc.field) from None
             except TypeError as exc:
                 raise ValidationError(f"job #{index}: {exc}") from None
         return jobs

@@ -225,6 +225,8 @@ class NewJob:
         for name, value in (("user_id", user_id), ("group_key", group_key), ("unique_key", unique_key)):
             if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 1024):
                 raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
+            if value is not None and "\x00" in value:
+                raise ValidationError(f"{name} must not contain the NUL character (\\u0000)", field=name)
         payload_json = encode_payload(payload, max_payload_bytes)
         return cls(
             id=job_id or new_job_id(),
@@ -272,6 +274,11 @@ def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) ->
         raise ValidationError(
             f"payload must be JSON-serialisable (dict, list, str, int, float, bool or None): {exc}", field="payload"
         ) from None
+    if "\\u0000" in text and _contains_nul(payload):  # PostgreSQL cannot store NUL, so no store accepts it
+        raise ValidationError(
+            "payload must not contain the NUL character (\\u0000) in any string; encode binary data as base64",
+            field="payload",
+        )
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLarge(
@@ -280,6 +287,17 @@ def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) ->
             field="payload",
         )
     return text
+
+
+def _contains_nul(value: JSON) -> bool:
+    """Whether any string (key or value) inside a JSON value holds NUL. Only called when the encoded text hints so."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(v) for v in value)
+    return False
 
 
 def encode_result(result: JSON) -> str:
@@ -303,6 +321,8 @@ def validate_name(value: object, what: str) -> None:
 def validate_task_name(task: object) -> None:
     if not isinstance(task, str) or not task.strip():
         raise ValidationError("task is required: give the name of a registered task", field="task")
+    if "\x00" in task:
+        raise ValidationError("task name must not contain the NUL character (\\u0000)", field="task")
     if len(task) > MAX_TASK_NAME:
         raise ValidationError(f"task name is {len(task)} characters; the limit is {MAX_TASK_NAME}", field="task")
 

@@ -1,0 +1,66 @@
+"""Bad input is refused with an error that names the field, and nothing is stored — on every store."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.errors import PayloadTooLarge, ValidationError
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"task": "t\x00x"}, "task"),
+        ({"task": ""}, "task"),
+        ({"task": "x" * 1025}, "task"),
+        ({"task": "t", "payload": {"s": "a\x00b"}}, "payload"),
+        ({"task": "t", "payload": {"k\x00": 1}}, "payload"),
+        ({"task": "t", "payload": {"when": datetime(2026, 1, 1)}}, "payload"),
+        ({"task": "t", "payload": math.nan}, "payload"),
+        ({"task": "t", "user_id": "u\x00"}, "user_id"),
+        ({"task": "t", "max_attempts": 0}, "max_attempts"),
+        ({"task": "t", "max_attempts": 101}, "max_attempts"),
+        ({"task": "t", "priority": 2**15}, "priority"),
+        ({"task": "t", "namespace": "bad name"}, "namespace"),
+        ({"task": "t", "queue": "q/1"}, "queue"),
+        ({"task": "t", "delay": -1}, "delay"),
+        ({"task": "t", "run_at": datetime(2030, 1, 1)}, "run_at"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_stored(store_url: str, options: dict[str, Any], field: str) -> None:
+    options = dict(options)  # parametrised values are shared between stores
+    async with Conveyor(store_url) as app:
+        task = options.pop("task")
+        with pytest.raises(ValidationError) as info:
+            await app.aenqueue(task, options.pop("payload", None), **options)
+        assert info.value.field == field
+        assert info.value.message  # says what was wrong
+        assert (await app.astats()).total == 0
+
+
+async def test_a_batch_with_one_bad_entry_stores_none_of_it(store_url: str) -> None:
+    async with Conveyor(store_url) as app:
+        with pytest.raises(ValidationError, match="job #2"):
+            await app.aenqueue_many([{"task": "a"}, {"task": "b"}, {"task": "c", "max_attempts": 0}])
+        assert (await app.astats()).total == 0
+
+
+async def test_payload_over_the_limit_is_refused_with_its_size(store_url: str) -> None:
+    async with Conveyor(store_url, max_payload_bytes=1024) as app:
+        with pytest.raises(PayloadTooLarge, match="limit is 1024 bytes"):
+            await app.aenqueue("t", {"blob": "x" * 2000})
+        assert (await app.astats()).total == 0
+        job = await app.aenqueue("t", {"blob": "x" * 900})
+        assert (await app.aget_job(job.id)) is not None
+
+
+async def test_a_backslash_u0000_text_is_not_mistaken_for_nul(store_url: str) -> None:
+    async with Conveyor(store_url) as app:
+        job = await app.aenqueue("t", {"s": "back\\u0000slash"})
+        stored = await app.aget_job(job.id)
+        assert stored is not None and stored.payload == {"s": "back\\u0000slash"}
