@@ -298,3 +298,21 @@ async def test_a_delayed_job_becomes_due_inside_claim(store: RedisStore) -> None
     await asyncio.sleep(0.3)
     [claimed] = await store.claim("w", ["default"], 1, LEASE)  # no mover process ran in between
     assert claimed.id == job.id
+
+
+async def test_a_wake_token_is_left_for_the_workers_of_its_own_queue(url: str, raw: aioredis.Redis) -> None:
+    """A waiter that claims from `default` does not take the token of a `mail` job: a `mail` worker in another
+    process still gets woken."""
+    a, b = RedisStore(url), RedisStore(url)
+    await a.open()
+    await b.open()
+    try:
+        assert await b.claim("w", ["default"], 1, LEASE) == []  # b now watches wake:default only
+        waiter = asyncio.create_task(b.wait_for_jobs(0.8))
+        await asyncio.sleep(0.1)
+        await a.enqueue([NewJob.build("t", queue="mail")])
+        await waiter
+        assert await raw.llen(f"{a.prefix}:wake:mail") == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -30,7 +30,7 @@ P:ns                                   HASH    namespace name -> Namespace JSON 
 P:workers                              ZSET    worker id -> expires_at (index of the registrations)
 P:w:<worker id>                        STRING  WorkerInfo JSON; expires by itself (PXAT) unless refreshed
 P:kv:<key>                             STRING  key-value entries, optionally expiring
-P:wake                                 LIST    wake tokens: scripts LPUSH (capped at 64), idle workers BLPOP
+P:wake:<queue>                         LIST    wake tokens: scripts LPUSH (capped at 64), idle workers BLPOP
 =====================================  ======  ===============================================================
 
 Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its
@@ -59,7 +59,6 @@ class Keys:
         self.qconc = f"{prefix}:qconc"
         self.namespaces = f"{prefix}:ns"
         self.workers = f"{prefix}:workers"
-        self.wake = f"{prefix}:wake"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -69,6 +68,9 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:w:{worker_id}"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.prefix}:wake:{queue}"
 
     def kv(self, key: str) -> str:
         return f"{self.prefix}:kv:{key}"

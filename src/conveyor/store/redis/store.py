@@ -7,8 +7,9 @@ Why it looks the way it does:
   prune), each prefixed with lua/common.lua, which keeps every index in step with the job hash.
 * Scripts read the clock with Redis `TIME`, so every process agrees on "now" and delayed jobs become due inside
   claim.lua itself: no mover process has to be alive.
-* Idle workers block on `BLPOP P:wake` (one dedicated connection per store, only while someone waits) and
-  enqueue scripts push a token, so a worker in any process starts a new job within about a millisecond;
+* Idle workers block on `BLPOP P:wake:<queue>…` for the queues this process claims from (one dedicated
+  connection per store, held only while someone waits) and scripts that make a job claimable push a token to its
+  queue's list, so a worker in any process starts a new job within about a millisecond;
   waiters in this process are also woken directly through LocalWaker.
 * Any connection failure becomes `StoreUnavailable` with the text the HTTP layer answers 503 with; redis-py
   reconnects on a later call. A lazy store opens while Redis is down and works once it is back.
@@ -254,6 +255,7 @@ class RedisStore(Store):
         self._scripts: dict[str, AsyncScript] = {}
         self._waker = LocalWaker()
         self._waiting = 0
+        self._wake_queues: set[str] = set()  # every queue this process claims from: the wake lists to watch
         self._listener: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = False
@@ -425,6 +427,7 @@ class RedisStore(Store):
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
+        self._wake_queues.update(queues)
         opts = json.dumps(
             {
                 "queues": list(queues),
@@ -481,8 +484,8 @@ class RedisStore(Store):
         return [c == "1" for c in reply]
 
     async def wait_for_jobs(self, timeout: float) -> None:
-        """Wait for a local notify or a wake token from any process (BLPOP on a dedicated connection, held only
-        while someone waits)."""
+        """Wait for a local notify or a wake token from any process: BLPOP on the wake lists of the queues this
+        process claims from, on a dedicated connection held only while someone waits."""
         if self._closed:
             return
         self._waiting += 1
@@ -500,8 +503,9 @@ class RedisStore(Store):
             client = self._wake_client
             if client is None:
                 return
+            lists = [self.keys.wake(q) for q in sorted(self._wake_queues or {"default"})]
             try:
-                got = await client.blpop([self.keys.wake], timeout=self._wake_block)
+                got = await client.blpop(lists, timeout=self._wake_block)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -693,8 +697,8 @@ class RedisStore(Store):
                 pipe.hdel(self.keys.qconc, p)
             else:
                 pipe.hset(self.keys.qconc, p, str(settings.concurrency))
-            pipe.lpush(self.keys.wake, "1")  # a resumed queue or a raised limit may free jobs elsewhere
-            pipe.ltrim(self.keys.wake, 0, 63)
+            pipe.lpush(self.keys.wake(settings.name), "1")  # a resumed queue or a raised limit may free jobs
+            pipe.ltrim(self.keys.wake(settings.name), 0, 63)
             await pipe.execute()
 
         await self._do(write)

@@ -92,10 +92,11 @@ end
 
 -- ---- the claim index: a queue's ready (due) and sched (future) sets ------------------------------------------
 
+-- returns the job's queue when it is claimable now (worth a wake-up), else false
 local function qindex(j, now)
   if tonumber(j.run_at) <= now then
     redis.call('ZADD', qkey(j.namespace, j.queue, 'ready'), j.priority, rmember(j.run_at, j.id))
-    return true
+    return j.queue
   end
   redis.call('ZADD', qkey(j.namespace, j.queue, 'sched'), j.run_at, j.id)
   return false
@@ -114,8 +115,8 @@ end
 -- ---- serial lanes -------------------------------------------------------------------------------------------
 -- A lane's pending jobs sit in lane:<ns>:<skey> (score priority, member id: FIFO head first). Only the head of an
 -- idle lane is in its queue's claim index; lanest:<ns>:<skey> records `busy` (the processing job) and `head`
--- (the job currently indexed). lane_sync restores that invariant after any change and says whether it indexed a
--- due head (worth a wake-up).
+-- (the job currently indexed). lane_sync restores that invariant after any change and returns the queue of the
+-- due head it indexed (worth a wake-up), else false.
 
 local function lane_keys(ns, skey) return P .. ':lane:' .. ns .. ':' .. skey, P .. ':lanest:' .. ns .. ':' .. skey end
 
@@ -141,7 +142,7 @@ local function is_indexed(j)
   return redis.call('HGET', sk, 'head') == j.id
 end
 
--- a job (already status pending) enters the claim structures; true when it is claimable now
+-- a job (already status pending) enters the claim structures; returns its queue when it is claimable now
 local function pending_enter(j, now)
   if j.skey then
     local lk = lane_keys(j.namespace, j.skey)
@@ -205,13 +206,21 @@ local function erase(j)
   redis.call('DEL', jkey(j.id), akey(j.id))
 end
 
--- wake idle workers in every process: one token per job up to 8, the list capped so tokens never pile up
-local function wake(n)
-  if n <= 0 then return end
-  if n > 8 then n = 8 end
-  local w = P .. ':wake'
-  for _ = 1, n do redis.call('LPUSH', w, '1') end
-  redis.call('LTRIM', w, 0, 63)
+-- Wake idle workers in every process that serve a queue: `woken` maps queue -> jobs that became claimable. One
+-- token per job (at most 8 per call) goes to wake:<queue>; the list is capped so tokens never pile up while every
+-- worker is busy. Per-queue lists keep a worker of another queue from taking the token.
+local function note(woken, queue)
+  if queue then woken[queue] = (woken[queue] or 0) + 1 end
+end
+
+local function wake(woken)
+  for queue, n in pairs(woken) do
+    local tokens = {}
+    for i = 1, math.min(n, 8) do tokens[i] = '1' end
+    local w = P .. ':wake:' .. queue
+    redis.call('LPUSH', w, unpack(tokens))
+    redis.call('LTRIM', w, 0, 63)
+  end
 end
 
 -- Replies carry jobs as JSON objects of their hash fields (all strings): one bulk string per reply parses far

@@ -6,14 +6,14 @@ if not j then return { 'missing' } end
 if not force and j.status ~= 'pending' and j.status ~= 'failed' then return { 'invalid', j.status } end
 local before = cjson.encode(j)
 local now = now_us()
-local woke = false
+local woken = {}
 if j.status == 'pending' then
-  woke = pending_leave(j, now)
+  note(woken, pending_leave(j, now))
 end
 erase(j)
 if j.skey then
   lane_release(j)
-  woke = lane_sync(j.namespace, j.skey, now) or woke
+  note(woken, lane_sync(j.namespace, j.skey, now))
 end
-if woke then wake(1) end
+wake(woken)
 return { 'ok', before }

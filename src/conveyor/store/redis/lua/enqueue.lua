@@ -12,7 +12,7 @@ end
 
 local now = now_us()
 local out = {}
-local due = 0
+local woken = {}
 for i = 0, count_jobs - 1 do
   local b = 1 + i * N
   local j = {
@@ -41,9 +41,9 @@ for i = 0, count_jobs - 1 do
     transition(j, 'pending')
     redis.call('SADD', P .. ':pairs', j.namespace .. ':' .. j.queue)
     if j.user_id then redis.call('ZADD', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.created, j.id) end
-    if pending_enter(j, now) then due = due + 1 end
+    note(woken, pending_enter(j, now))
     out[#out + 1] = 0
   end
 end
-wake(due)
+wake(woken)
 return { 'ok', cjson.encode(out) }

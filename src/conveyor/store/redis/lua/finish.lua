@@ -5,7 +5,7 @@
 local N = 8
 local now = now_us()
 local out = {}
-local due = 0
+local woken = {}
 for b = 2, #ARGV, N do
   local id, try, status, release = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3] == '1'
   local run_at, err, result, attempt = opt(ARGV[b + 4]), opt(ARGV[b + 5]), opt(ARGV[b + 6]), opt(ARGV[b + 7])
@@ -37,12 +37,12 @@ for b = 2, #ARGV, N do
     if status == 'pending' then ch.finished_at = false else ch.finished_at = num(now) end
     transition(j, status, ch)
     if status == 'pending' then
-      if pending_enter(j, now) then due = due + 1 end
+      note(woken, pending_enter(j, now))
     elseif j.skey then
-      if lane_sync(j.namespace, j.skey, now) then due = due + 1 end
+      note(woken, lane_sync(j.namespace, j.skey, now))
     end
     out[#out + 1] = '1'
   end
 end
-wake(due)
+wake(woken)
 return table.concat(out)

@@ -13,5 +13,7 @@ transition(j, 'pending', {
   attempts = '0', run_at = num(now), last_error = false, finished_at = false, cancel_requested = false,
   updated = num(now),
 })
-if pending_enter(j, now) then wake(1) end
+local woken = {}
+note(woken, pending_enter(j, now))
+wake(woken)
 return { 'ok', cjson.encode(j) }

@@ -5,7 +5,7 @@ local now = opt(ARGV[2]) and tonumber(opt(ARGV[2])) or now_us()
 local limit = tonumber(ARGV[3])
 local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', num(now), 'LIMIT', 0, limit)
 local out = {}
-local due = 0
+local woken = {}
 for _, id in ipairs(expired) do
   local j = load(id)
   local worker = j.worker_id or ''
@@ -27,11 +27,11 @@ for _, id in ipairs(expired) do
   end
   transition(j, status, ch)
   if status == 'pending' then
-    if pending_enter(j, now) then due = due + 1 end
+    note(woken, pending_enter(j, now))
   elseif j.skey then
-    if lane_sync(j.namespace, j.skey, now) then due = due + 1 end
+    note(woken, lane_sync(j.namespace, j.skey, now))
   end
   out[#out + 1] = j
 end
-wake(due)
+wake(woken)
 return jobs_json(out)

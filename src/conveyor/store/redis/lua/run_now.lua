@@ -10,5 +10,5 @@ if indexed then qunindex(j) end
 put(j, { run_at = num(now), updated = num(now) })
 redis.call('ZADD', qkey(j.namespace, j.queue, 'pend'), j.run_at, id)
 if indexed then qindex(j, now) end
-wake(1)
+wake({ [j.queue] = 1 })
 return { 'ok', cjson.encode(j) }
