@@ -176,6 +176,9 @@ def test_store_down_answers_503(tmp_path: Path, processes: list[ServeProcess]) -
     )
     assert r.status_code == 503, r.text
     assert r.json()["error"] == "store_unavailable" and r.json()["message"]
+    # a user token cannot be checked without the store's secret: 503 too, never 401 or 500
+    r = httpx.get(server.base_url + "/api/v1/me", headers={"Authorization": "Bearer cvu1.a.b"}, timeout=30)
+    assert r.status_code == 503, r.text
     assert server.proc.poll() is None
     assert server.stop() == 0, server.output
 
