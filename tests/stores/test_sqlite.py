@@ -374,7 +374,7 @@ async def test_finish_batch_with_attempts_and_stale_reports(store: SQLiteStore) 
         for j in claimed
     ]
     stale = Finish(Lease(claimed[0].id, 99), JobStatus.FAILED, error="late")
-    assert await store.finish([*finishes, stale, finishes[0]]) == [True] * 30 + [False, False]
+    assert await store.finish([stale, *finishes, finishes[0]]) == [False] + [True] * 30 + [False]
     for j in claimed:
         got = await store.get_job(j.id)
         assert got is not None and got.status is JobStatus.COMPLETED and got.result == {"r": j.payload}

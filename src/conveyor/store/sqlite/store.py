@@ -655,18 +655,14 @@ class SQLiteStore(Store):
         if not finishes:
             return []
 
-        def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
-            now = time.time()
-            out = [False] * len(finishes)
-            seen: set[str] = set()
-            batch: list[tuple[Any, ...]] = []  # FINISH_MANY entries
+        def apply(conn: sqlite3.Connection, now: float, group: Sequence[tuple[int, Finish]], out: list[bool]) -> bool:
+            """Apply finishes of distinct jobs: releases one by one, the rest in one FINISH_MANY statement.
+            Returns whether local waiters should wake (a job became due again)."""
+            batch: list[tuple[Any, ...]] = []
             batch_index: dict[str, int] = {}
             woke = False
-            for i, f in enumerate(finishes):
+            for i, f in group:
                 lease = f.lease
-                if lease.job_id in seen:  # a second report on one job in one batch finds it no longer processing
-                    continue
-                seen.add(lease.job_id)
                 if f.release:
                     cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
                     out[i] = cur.rowcount == 1
@@ -690,9 +686,8 @@ class SQLiteStore(Store):
                 )
                 batch_index[lease.job_id] = i
             if batch:
-                applied = conn.execute(q.FINISH_MANY, (now, _dumps(batch))).fetchall()
                 attempts: list[tuple[Any, ...]] = []
-                for (job_id,) in applied:
+                for (job_id,) in conn.execute(q.FINISH_MANY, (now, _dumps(batch))).fetchall():
                     i = batch_index[job_id]
                     out[i] = True
                     attempt = finishes[i].attempt
@@ -700,6 +695,19 @@ class SQLiteStore(Store):
                         attempts.append(_attempt_params(attempt))
                 if attempts:
                     conn.executemany(q.INSERT_ATTEMPT, attempts)
+            return woke
+
+        def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
+            now = time.time()
+            out = [False] * len(finishes)
+            indexed = list(enumerate(finishes))
+            if len({f.lease.job_id for f in finishes}) == len(finishes):
+                return out, apply(conn, now, indexed, out)
+            # Several reports on one job (a stale one and a live one, a repeat): apply them strictly in order,
+            # so each sees the state the previous one left.
+            woke = False
+            for item in indexed:
+                woke = apply(conn, now, [item], out) or woke
             return out, woke
 
         result, _ = await self._write(run, _second)
