@@ -89,6 +89,17 @@ async def test_tables_live_in_the_url_schema_and_migrations_are_versioned(store:
     assert await store.migrate() == []  # up to date
 
 
+async def test_migrate_works_without_opening_the_store(url: str) -> None:
+    store = PostgresStore(url)
+    assert await store.migrate() == ["0001_initial"]
+    assert await store.migrate() == []
+    await store.open()
+    try:
+        assert await store.enqueue([_new()])
+    finally:
+        await store.close()
+
+
 async def test_several_processes_migrating_at_once_apply_each_migration_once(url: str) -> None:
     stores = [PostgresStore(url) for _ in range(5)]
     try:

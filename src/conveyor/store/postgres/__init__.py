@@ -139,7 +139,7 @@ class PostgresStore(Store):
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True}
-        if "options" not in self.conninfo:
+        if "options=" not in urlsplit(self.conninfo).query:
             kwargs["options"] = "-c TimeZone=UTC"
         kwargs.update(self.options)
         return kwargs
@@ -234,11 +234,15 @@ class PostgresStore(Store):
             if self._migrated:
                 return []
             pool = self._pool
-            if pool is None:
-                raise StoreUnavailable("the PostgreSQL store is not open")
             try:
-                async with pool.connection(timeout=self._timeout) as conn:
-                    applied = await self._migrate_on(conn)
+                if pool is None:  # `conveyor migrate` on a store that is not open: one connection is enough
+                    kwargs = {"connect_timeout": max(1, int(self._timeout)), **self._connect_kwargs()}
+                    conn = await psycopg.AsyncConnection.connect(self.conninfo, **kwargs)
+                    async with conn:
+                        applied = await self._migrate_on(conn)
+                else:
+                    async with pool.connection(timeout=self._timeout) as conn:
+                        applied = await self._migrate_on(conn)
             except _DRIVER_ERRORS as exc:
                 raise self._unavailable(exc) from None
             self._migrated = True
