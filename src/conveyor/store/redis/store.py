@@ -106,6 +106,11 @@ def _opt(value: str | None) -> str:
     return "" if value is None else "=" + value
 
 
+def _batch(rows: list[list[str | None]]) -> str:
+    """A batch as one script argument: redis-py packs one large argument much faster than many small ones."""
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
 def _opt_us(value: datetime | None) -> str:
     return "" if value is None else f"={to_us(value)}"
 
@@ -379,26 +384,28 @@ class RedisStore(Store):
         if not jobs:
             return []
         seen: set[str] = set()
-        args: list[Any] = []
+        rows: list[list[str | None]] = []
         for new in jobs:
             if new.id in seen:
                 raise ValidationError(f"a job with id {new.id} already exists", field="id")
             seen.add(new.id)
-            args += [
-                new.id,
-                new.namespace,
-                new.queue,
-                new.task,
-                new.payload_json,
-                new.priority,
-                to_us(new.run_at),
-                new.max_attempts,
-                to_us(new.created),
-                _opt(new.user_id),
-                _opt(new.group_key),
-                _opt(new.unique_key),
-            ]
-        kind, value = await self._run("enqueue", args)
+            rows.append(
+                [
+                    new.id,
+                    new.namespace,
+                    new.queue,
+                    new.task,
+                    new.payload_json,
+                    str(new.priority),
+                    str(to_us(new.run_at)),
+                    str(new.max_attempts),
+                    str(to_us(new.created)),
+                    new.user_id,
+                    new.group_key,
+                    new.unique_key,
+                ]
+            )
+        kind, value = await self._run("enqueue", [_batch(rows)])
         if kind == "exists":
             raise ValidationError(f"a job with id {value} already exists", field="id")
         out: list[Job] = []
@@ -461,7 +468,7 @@ class RedisStore(Store):
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         if not finishes:
             return []
-        args: list[Any] = []
+        rows: list[list[str | None]] = []
         for f in finishes:
             if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
                 raise ValidationError(
@@ -470,17 +477,19 @@ class RedisStore(Store):
                     field="status",
                 )
             completed = f.status is JobStatus.COMPLETED and not f.release
-            args += [
-                f.lease.job_id,
-                f.lease.try_number,
-                f.status.value,
-                "1" if f.release else "0",
-                _opt_us(f.run_at),
-                _opt(f.error),
-                _opt(encode_result(f.result)) if completed and f.result is not None else "",
-                _opt(encode_attempt(f.attempt)) if f.attempt is not None and not f.release else "",
-            ]
-        reply: str = await self._run("finish", args)
+            rows.append(
+                [
+                    f.lease.job_id,
+                    str(f.lease.try_number),
+                    f.status.value,
+                    "1" if f.release else "0",
+                    None if f.run_at is None else str(to_us(f.run_at)),
+                    f.error,
+                    encode_result(f.result) if completed and f.result is not None else None,
+                    encode_attempt(f.attempt) if f.attempt is not None and not f.release else None,
+                ]
+            )
+        reply: str = await self._run("finish", [_batch(rows)])
         return [c == "1" for c in reply]
 
     async def wait_for_jobs(self, timeout: float) -> None:

@@ -236,3 +236,10 @@ local function opt(s)
   if s == nil or s == '' then return nil end
   return string.sub(s, 2)
 end
+
+-- batches arrive as one JSON argument (redis-py packs one big argument far faster than thousands of small
+-- ones); every value in them is a string or null, so no number loses precision in cjson
+local function nul(v)
+  if v == cjson.null then return nil end
+  return v
+end

@@ -1,24 +1,20 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
--- ARGV: prefix, then 12 values per job: id, namespace, queue, task, payload JSON, priority, run_at µs,
---       max_attempts, created µs, user_id (opt), group_key (opt), unique_key (opt)   [opt = '' or '=' .. value]
+-- ARGV: prefix, JSON list with one list of strings per job: id, namespace, queue, task, payload JSON, priority,
+--       run_at µs, max_attempts, created µs, user_id, group_key, unique_key (the last three may be null)
 -- Returns {'ok', JSON list}: per job 0 when stored, or the active job holding its unique key (a duplicate).
 -- Returns {'exists', id} and stores nothing when a job id is already taken.
-local N = 12
-local count_jobs = (#ARGV - 1) / N
-for i = 0, count_jobs - 1 do
-  local id = ARGV[2 + i * N]
-  if redis.call('EXISTS', jkey(id)) == 1 then return { 'exists', id } end
+local rows = cjson.decode(ARGV[2])
+for _, row in ipairs(rows) do
+  if redis.call('EXISTS', jkey(row[1])) == 1 then return { 'exists', row[1] } end
 end
 
 local now = now_us()
 local out = {}
 local woken = {}
-for i = 0, count_jobs - 1 do
-  local b = 1 + i * N
+for _, r in ipairs(rows) do
   local j = {
-    id = ARGV[b + 1], namespace = ARGV[b + 2], queue = ARGV[b + 3], task = ARGV[b + 4], payload = ARGV[b + 5],
-    priority = ARGV[b + 6], run_at = ARGV[b + 7], max_attempts = ARGV[b + 8], created = ARGV[b + 9],
-    user_id = opt(ARGV[b + 10]), group_key = opt(ARGV[b + 11]), unique_key = opt(ARGV[b + 12]),
+    id = r[1], namespace = r[2], queue = r[3], task = r[4], payload = r[5], priority = r[6], run_at = r[7],
+    max_attempts = r[8], created = r[9], user_id = nul(r[10]), group_key = nul(r[11]), unique_key = nul(r[12]),
   }
   local holder = false
   if j.unique_key then holder = redis.call('HGET', P .. ':uniq:' .. j.namespace, j.unique_key) end

@@ -1,14 +1,13 @@
 -- finish.lua: apply end-of-try reports, each fenced by (id, try_number). One call carries many reports.
--- ARGV: prefix, then 8 values per report: id, try_number, next status, release (1/0), run_at µs (opt),
---       error (opt), result JSON (opt), attempt JSON (opt)          [opt = '' or '=' .. value]
+-- ARGV: prefix, JSON list with one list per report: id, try_number, next status, release ('1'/'0'),
+--       run_at µs, error, result JSON, attempt JSON (the last four may be null); all values are strings
 -- Returns a string with '1' per report applied and '0' per stale report.
-local N = 8
 local now = now_us()
 local out = {}
 local woken = {}
-for b = 2, #ARGV, N do
-  local id, try, status, release = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3] == '1'
-  local run_at, err, result, attempt = opt(ARGV[b + 4]), opt(ARGV[b + 5]), opt(ARGV[b + 6]), opt(ARGV[b + 7])
+for _, r in ipairs(cjson.decode(ARGV[2])) do
+  local id, try, status, release = r[1], r[2], r[3], r[4] == '1'
+  local run_at, err, result, attempt = nul(r[5]), nul(r[6]), nul(r[7]), nul(r[8])
   local j = load(id)
   if not j or j.status ~= 'processing' or j.try_number ~= try then
     out[#out + 1] = '0'
