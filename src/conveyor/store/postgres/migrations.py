@@ -16,6 +16,8 @@ Table layout, and why:
   as the ON CONFLICT arbiter of enqueue.
 * `payload`/`result` are `json` (not `jsonb`): stored as sent, so key order and any string (even "\\u0000",
   which jsonb refuses) round-trip exactly, and inserts skip jsonb's parse-and-rebuild.
+* Key and name columns use `COLLATE "C"`: byte-order comparisons are much cheaper in every index, and ordering
+  by id matches Python's string order (the other stores' order).
 * `lease_expires_at` is in no index, so heartbeats are HOT updates that touch no index at all.
 """
 
@@ -27,10 +29,10 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "0001_initial",
         """
 CREATE TABLE {schema}.jobs (
-    id               text        PRIMARY KEY,
-    namespace        text        NOT NULL,
-    queue            text        NOT NULL,
-    task             text        NOT NULL,
+    id               text COLLATE "C" PRIMARY KEY,
+    namespace        text COLLATE "C" NOT NULL,
+    queue            text COLLATE "C" NOT NULL,
+    task             text COLLATE "C" NOT NULL,
     payload          json,
     status           text        NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')),
@@ -41,10 +43,10 @@ CREATE TABLE {schema}.jobs (
     try_number       integer     NOT NULL DEFAULT 0,
     created          timestamptz NOT NULL,
     updated          timestamptz NOT NULL,
-    user_id          text,
-    group_key        text,
-    unique_key       text,
-    serial_key       text,
+    user_id          text COLLATE "C",
+    group_key        text COLLATE "C",
+    unique_key       text COLLATE "C",
+    serial_key       text COLLATE "C",
     started_at       timestamptz,
     finished_at      timestamptz,
     lease_expires_at timestamptz,
@@ -75,7 +77,7 @@ CREATE UNIQUE INDEX jobs_unique_active ON {schema}.jobs (namespace, unique_key)
 CREATE INDEX jobs_finished ON {schema}.jobs (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE {schema}.attempts (
-    job_id      text        NOT NULL,
+    job_id      text        COLLATE "C" NOT NULL,
     try_number  integer     NOT NULL,
     outcome     text        NOT NULL,
     status_code integer     NOT NULL,
