@@ -537,3 +537,23 @@ async def test_killed_pool_connections_are_replaced_transparently(store: Postgre
         )
     await asyncio.sleep(0.1)
     assert (await store.stats()).pending == 1  # retried once on a fresh connection
+
+
+async def test_fast_worker_commits_stay_inside_their_own_statement(url: str) -> None:
+    """The claim's `set_config(..., true)` lasts for its own implicit transaction: the pooled connection's session
+    keeps synchronous_commit on, so enqueues and management calls stay durable."""
+    for fast in (True, False):
+        store = PostgresStore(url, max_size=1, fast_worker_commits=fast)
+        await store.open()
+        try:
+            await store.enqueue([_new()])
+            (job,) = await store.claim("w", ["default"], 1, LEASE)
+            assert await store.finish([_done(job)]) == [True]
+
+            async def setting(conn: psycopg.AsyncConnection[Any]) -> str:
+                row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+                return str(row[0]) if row else ""
+
+            assert await store._run(setting) == "on"
+        finally:
+            await store.close()
