@@ -25,12 +25,19 @@ from conveyor.cli.common import (
 
 
 def setup_logging(level: str) -> None:
-    """Log lines on stderr so stdout stays the jobs' own output (the demo task prints there)."""
+    """Log lines on stderr so stdout stays the jobs' own output (the demo task prints there): Rich's handler on a
+    terminal, plain timestamped lines when stderr is a file or a pipe (log collectors, systemd, docker)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         fail(f"--log-level {level!r} is not one of DEBUG, INFO, WARNING, ERROR", EXIT_USAGE)
-    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False, markup=False)
-    logging.basicConfig(level=numeric, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False, markup=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=numeric, format=fmt, handlers=[handler], force=True)
 
 
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
