@@ -176,7 +176,7 @@ async def test_notify_wakes_a_waiter_in_another_store_instance(url: str) -> None
     await waiter.open()
     await enqueuer.open()
     try:
-        await asyncio.sleep(0.3)  # let the listener connect
+        await asyncio.wait_for(waiter.listening.wait(), 10)
         started = time.monotonic()
         wait = asyncio.create_task(waiter.wait_for_jobs(10.0))
         await asyncio.sleep(0.05)
@@ -193,7 +193,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(url: str) -> N
     await waiter.open()
     await enqueuer.open()
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(waiter.listening.wait(), 10)
         async with await _server() as conn:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -346,7 +346,7 @@ async def test_notify_fires_only_when_the_callers_transaction_commits(url: str) 
     await waiter.open()
     conninfo, _ = backend_parse(url)
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(waiter.listening.wait(), 10)
         async with await psycopg.AsyncConnection.connect(conninfo) as conn:
             await waiter.aenqueue_on_connection(conn, [_new()])
             wait = asyncio.create_task(waiter.wait_for_jobs(10.0))

@@ -131,6 +131,8 @@ class PostgresStore(Store):
         self._migrated = False
         self._migrate_lock: asyncio.Lock | None = None
         self._closed = False
+        #: Set while the LISTEN connection is up (tests and health checks can wait for it).
+        self.listening = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -215,6 +217,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         self._closed = True
+        self.listening.clear()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -284,11 +287,12 @@ class PostgresStore(Store):
                 conn = await psycopg.AsyncConnection.connect(self.conninfo, **self._connect_kwargs())
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self.listening.set()
                     if down:
                         logger.warning("LISTEN connection to PostgreSQL restored")
+                        self._waker.notify()  # jobs may have arrived while nobody listened
                     down = False
                     delay = 0.1
-                    self._waker.notify()  # jobs may have arrived while nobody listened
                     while not self._closed:
                         async for _ in conn.notifies(timeout=15.0):
                             self._waker.notify()
@@ -296,6 +300,7 @@ class PostgresStore(Store):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.listening.clear()
                 if self._closed:
                     return
                 if not down:
