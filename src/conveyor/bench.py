@@ -26,6 +26,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -639,9 +640,19 @@ async def run_bench_async(config: BenchConfig, *, show_progress: bool = False) -
     if config.http is not None and config.http != "auto":
         return await _with_report(config, None, show_progress)
     isolated = isolate(config.url)
+    # SIGTERM cancels the run like Ctrl-C does, so the cleanup below still removes the benchmark's store.
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    handled = False
+    if current is not None and threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, current.cancel)
+            handled = True
     try:
         return await _with_report(config, isolated, show_progress)
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
         if not config.keep:
             await asyncio.to_thread(isolated.cleanup)
 
@@ -686,7 +697,10 @@ def run_bench(config: BenchConfig, *, show_progress: bool = False) -> dict[str, 
     """Sync entry point used by `conveyor bench`: the same event loop policy as `conveyor worker`."""
     from conveyor.cli.loop import run_async
 
-    return run_async(lambda: run_bench_async(config, show_progress=show_progress))
+    try:
+        return run_async(lambda: run_bench_async(config, show_progress=show_progress))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise BenchError("the benchmark was interrupted (its store was removed)") from None
 
 
 def print_report(report: dict[str, JSON]) -> None:
