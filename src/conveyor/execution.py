@@ -332,6 +332,11 @@ def _safe_result(value: JSON) -> JSON:
         return None
 
 
+def cancelled_finish(job: Job, worker_id: str | None) -> Finish:
+    """The report for a job cancelled on request before its handler started (e.g. while prefetched)."""
+    return _cancelled(job, utcnow(), worker_id)
+
+
 def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
     error = "cancelled on request while running"
     return Finish(

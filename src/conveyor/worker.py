@@ -5,7 +5,9 @@ Shape (after River's producer/completer split):
 - **fetch loop** — whenever slots are free and work may exist, claims `min(free slots, batch)` jobs in one store
   call and starts one task per job. It re-claims at once while claims come back full, then sleeps until woken:
   by the store (`wait_for_jobs`: an in-process enqueue at once, NOTIFY/pub-sub, or the poll interval), or by a
-  slot coming free while the pool was full.
+  slot coming free while the pool was full. While handlers are fast (< 5 ms on average) it claims ahead: up to
+  `prefetch` extra jobs wait locally for the next free slot, so one round trip carries several batches (the
+  claim, not the handler, bounds throughput then); jobs still waiting after 1 s are handed back.
 - **completer** — finished jobs leave their slot at once and hand a `Finish` to the completer, which flushes
   everything that accumulated in one `store.finish` call: immediately when idle, batched while a flush is in
   flight. A flush that fails (store down) is retried with backoff until it lands; leases of unflushed jobs keep
@@ -38,7 +40,14 @@ from typing import TYPE_CHECKING, Any
 from conveyor.context import JobContext
 from conveyor.errors import StoreUnavailable
 from conveyor.events import Event
-from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_SHUTDOWN, REASON_TIMEOUT, execute
+from conveyor.execution import (
+    REASON_CANCEL,
+    REASON_LOST,
+    REASON_SHUTDOWN,
+    REASON_TIMEOUT,
+    cancelled_finish,
+    execute,
+)
 from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
 
 if TYPE_CHECKING:
@@ -49,6 +58,8 @@ log = logging.getLogger("conveyor.worker")
 
 MAX_FLUSH = 1000  # Finish values per store.finish call
 NAMESPACE_REFRESH = 1.0  # seconds between refreshes of the auto_run-off namespace list
+FAST_JOB = 0.005  # seconds: handlers faster than this on average let the worker claim ahead (prefetch)
+BUFFER_WAIT = 1.0  # seconds: prefetched jobs still waiting for a slot after this are handed back
 _MAX_BACKOFF = 5.0
 
 
@@ -75,6 +86,7 @@ class Worker:
         batch_size: int | None = None,
         heartbeat_interval: float | None = None,
         rescue_interval: float | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -86,6 +98,8 @@ class Worker:
         self.namespaces: list[str] | None = list(namespaces) if namespaces is not None else None
         self.concurrency = concurrency
         self.batch_size = max(1, batch_size or concurrency)
+        self.prefetch = 3 * self.batch_size if prefetch is None else max(0, prefetch)
+        self.buffer_wait = BUFFER_WAIT
         self.poll_interval = poll_interval
         if lease is None:
             lease = app.lease
@@ -110,6 +124,9 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._stop_event: asyncio.Event | None = None
         self._running: dict[str, JobContext] = {}
+        self._buffer: dict[str, Job] = {}  # claimed, waiting for a slot (prefetch; only while jobs are fast)
+        self._avg_run = 1.0  # moving average of handler run time (s): prefetch only when it is below FAST_JOB
+        self._buffer_since = 0.0  # loop.time() when the buffer last went from empty to non-empty
         self._specs: dict[str, TaskSpec] = app.tasks
         self._full = False
         self._executor: ThreadPoolExecutor | None = None
@@ -173,6 +190,7 @@ class Worker:
                 self._cancel_all(REASON_SHUTDOWN)
             return
         self._stopping = True
+        self._release_buffer()
         log.info(
             "worker %s stopping: no new claims; waiting up to %gs for %d running job(s)",
             self.worker_id,
@@ -216,6 +234,7 @@ class Worker:
         # Twice the slots: a sync handler that ignores its timeout keeps its thread, and must not starve the others.
         self._executor = ThreadPoolExecutor(max_workers=2 * self.concurrency, thread_name_prefix="conveyor-job")
         self._running = {}
+        self._buffer = {}
         self._pending = []
         signals = self._install_signals(loop)
         self.app.events.add_listener(self._on_event)
@@ -286,15 +305,14 @@ class Worker:
         wake = self._wake
         assert wake is not None
         store = self.store
-        running = self._running
         delay = 0.05
         wake.set()  # claim at once on start
         while not self._stopping:
             await wake.wait()
             wake.clear()
             while not self._stopping:
-                free = self.concurrency - len(running)
-                if free <= 0:
+                want = self._claim_size()
+                if want <= 0:
                     self._full = True
                     break
                 if len(self._pending) > 4 * MAX_FLUSH:  # completer is behind (store slow or down): back off
@@ -305,7 +323,6 @@ class Worker:
                         await self._refresh_namespaces()
                     except Exception as exc:
                         self._unavailable(exc, "reading namespaces")
-                want = min(free, self.batch_size)
                 try:
                     jobs = await store.claim(
                         self.worker_id,
@@ -355,23 +372,54 @@ class Worker:
         self._namespaces_stale = False
         self._namespaces_at = time.monotonic()
 
+    def _claim_size(self) -> int:
+        """How many jobs to claim now (0: wait until slots free up).
+
+        Claim-ahead: while handlers are fast (moving average under FAST_JOB), the worker holds up to `prefetch`
+        claimed jobs ready for the next free slots, and waits until a full `batch_size + prefetch` fits before
+        claiming, so each round trip carries as many jobs as possible (the claim, not the handler, is the
+        bottleneck then). Slow handlers get no prefetch: a claimed job must not wait behind them while another
+        worker could run it; then any free slot is claimed for at once."""
+        free = self.concurrency - len(self._running)
+        if self._avg_run >= FAST_JOB or self.prefetch == 0:
+            return min(free, self.batch_size) if free > 0 and not self._buffer else 0
+        room = free + self.prefetch - len(self._buffer)
+        if room >= self.batch_size + self.prefetch or (free > 0 and not self._buffer):
+            return min(room, self.batch_size + self.prefetch)
+        return 0
+
     def _start_jobs(self, jobs: list[Job]) -> None:
+        if self._stopping:  # claimed while the stop began: hand them straight back
+            for job in jobs:
+                self._complete(Finish(lease=job.lease, status=JobStatus.PENDING, release=True), job)
+            return
+        free = self.concurrency - len(self._running)
+        for job in jobs[:free]:
+            self._launch(job)
+        if len(jobs) > free:
+            if not self._buffer:
+                assert self._loop is not None
+                self._buffer_since = self._loop.time()
+            for job in jobs[free:]:
+                self._buffer[job.id] = job
+
+    def _launch(self, job: Job) -> None:
         loop = self._loop
         assert loop is not None
-        running = self._running
-        app = self.app
-        wid = self.worker_id
-        specs = self._specs
-        now = loop.time()
-        for job in jobs:
-            ctx = JobContext(job, app, wid)
-            spec = specs.get(job.task)
-            if spec is not None:
-                ctx._deadline = now + spec.timeout
-                if spec.timeout < self._min_timeout:
-                    self._set_watch_tick(spec.timeout)
-            running[job.id] = ctx
-            ctx._task = loop.create_task(self._run_job(job, ctx, spec))
+        ctx = JobContext(job, self.app, self.worker_id)
+        spec = self._specs.get(job.task)
+        if spec is not None:
+            ctx._deadline = loop.time() + spec.timeout
+            if spec.timeout < self._min_timeout:
+                self._set_watch_tick(spec.timeout)
+        self._running[job.id] = ctx
+        ctx._task = loop.create_task(self._run_job(job, ctx, spec))
+
+    def _release_buffer(self) -> None:
+        """Hand prefetched jobs back (shutdown): they never started, so no attempt is counted."""
+        buffered, self._buffer = self._buffer, {}
+        for job in buffered.values():
+            self._complete(Finish(lease=job.lease, status=JobStatus.PENDING, release=True), job)
 
     def _set_watch_tick(self, timeout: float) -> None:
         """Deadlines are checked every timeout/20 (≥ 10 ms, ≤ 0.5 s): a job overruns by at most ~5 %."""
@@ -384,18 +432,28 @@ class Worker:
         while True:
             await asyncio.sleep(self._watch_tick)
             now = loop.time()
+            if self._buffer and now - self._buffer_since > self.buffer_wait:
+                # The slots stayed busy (handlers slower than they were): give the prefetched jobs back so that
+                # another worker can run them, and stop prefetching until handlers are fast again.
+                log.info("handing back %d prefetched job(s): no slot freed up in time", len(self._buffer))
+                self._avg_run = max(self._avg_run, now - self._buffer_since)
+                self._release_buffer()
             for ctx in list(self._running.values()):
                 if 0 < ctx._deadline <= now and ctx.cancel_reason is None:
                     log.warning("job %s (%s): exceeded its timeout; stopping it", ctx.job.id, ctx.job.task)
                     self._stop_job(ctx, REASON_TIMEOUT)
 
     async def _run_job(self, job: Job, ctx: JobContext, spec: TaskSpec | None) -> None:
+        loop = self._loop
+        assert loop is not None
+        began = loop.time()
         try:
             execution = await execute(self.app, job, ctx, self._executor, spec, enforce_timeout=False)
         except BaseException as exc:  # execute classifies everything; this is a last line of defence
             log.exception("internal error running job %s: %s", job.id, exc)
             self._job_done(job)
             return
+        self._avg_run += (loop.time() - began - self._avg_run) * 0.2
         self._job_done(job)
         task = ctx._task
         if task is not None and task.cancelling():
@@ -413,7 +471,10 @@ class Worker:
 
     def _job_done(self, job: Job) -> None:
         self._running.pop(job.id, None)
-        if self._full:
+        buffer = self._buffer
+        if buffer and not self._stopping:
+            self._launch(buffer.pop(next(iter(buffer))))
+        if self._full and self._claim_size() > 0:
             self._full = False
             if self._wake is not None:
                 self._wake.set()
@@ -526,7 +587,7 @@ class Worker:
             started_at=self._started_at,
             heartbeat_at=now,
             expires_at=now + timedelta(seconds=self.registration_ttl),
-            running=tuple(self._running),
+            running=(*self._running, *self._buffer),
             version=_version(),
         )
 
@@ -537,11 +598,20 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         leases: list[Lease] = [ctx.job.lease for ctx in self._running.values()]
+        leases.extend(job.lease for job in self._buffer.values())
         leases.extend(f.lease for f, _ in self._pending)
         try:
             if leases:
                 states = await self.store.heartbeat(leases, self.lease)
                 for state in states:
+                    queued = self._buffer.get(state.lease.job_id)
+                    if queued is not None and queued.try_number == state.lease.try_number:
+                        if not state.held:
+                            del self._buffer[queued.id]
+                            log.warning("job %s (%s): lease lost before it started", queued.id, queued.task)
+                        elif state.cancel_requested:
+                            self._cancel_buffered(queued)
+                        continue
                     ctx = self._running.get(state.lease.job_id)
                     if ctx is None or ctx.job.try_number != state.lease.try_number:
                         continue
@@ -579,13 +649,22 @@ class Worker:
             return
         if event.type == "cancel":
             job_id = event.job_id
-            if job_id is not None and job_id in self._running and self._loop is not None:
+            if job_id is not None and (job_id in self._running or job_id in self._buffer) and self._loop is not None:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._cancel_local, job_id)
         elif event.type == "push" and event.namespace not in self._known_namespaces:
             self._namespaces_stale = True  # maybe a namespace with auto_run off: look before claiming from it
 
+    def _cancel_buffered(self, job: Job) -> None:
+        if self._buffer.pop(job.id, None) is not None:
+            log.info("job %s (%s): cancel requested before it started", job.id, job.task)
+            self._complete(cancelled_finish(job, self.worker_id), job)
+
     def _cancel_local(self, job_id: str) -> None:
+        queued = self._buffer.get(job_id)
+        if queued is not None:
+            self._cancel_buffered(queued)
+            return
         ctx = self._running.get(job_id)
         if ctx is not None:
             log.info("job %s (%s): cancel requested; stopping it", job_id, ctx.job.task)
