@@ -419,17 +419,19 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
         if config.warmup:
             run = _WorkerRun(app, config.concurrency)
             await run.start()
-            tracker.reset(config.warmup)
-            singles = min(100, config.warmup)
-            task = bar.add("warm-up", config.warmup)
-            for _ in range(singles):
-                await app.aenqueue(NOOP_TASK, {})
-            if config.warmup > singles:
-                await app.aenqueue_many([{"task": NOOP_TASK, "payload": {}}] * (config.warmup - singles))
-            await _wait_reached(tracker, run, _drain_timeout(config.warmup), lambda c: bar.update(task, c))
-            completed_before = config.warmup
-            await _wait_completed(app, completed_before, 30)
-            await run.stop()
+            try:
+                tracker.reset(config.warmup)
+                singles = min(100, config.warmup)
+                task = bar.add("warm-up", config.warmup)
+                for _ in range(singles):
+                    await app.aenqueue(NOOP_TASK, {})
+                if config.warmup > singles:
+                    await app.aenqueue_many([{"task": NOOP_TASK, "payload": {}}] * (config.warmup - singles))
+                await _wait_reached(tracker, run, _drain_timeout(config.warmup), lambda c: bar.update(task, c))
+                completed_before = config.warmup
+                await _wait_completed(app, completed_before, 30)
+            finally:
+                await run.stop()
 
         n = config.jobs
         single = await _enqueue_single(app, n, bar, "enqueue (one at a time)")

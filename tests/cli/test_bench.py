@@ -75,3 +75,30 @@ def test_bench_http_auto(tmp_path: Path) -> None:
     assert isinstance(http, dict)
     assert http["requests"] == 30 and http["ok"] == 30 and http["errors"] == 0 and http["requests_per_s"] > 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_mid_run_still_removes_the_benchmark_store(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cli.conftest import REPO, wait_for
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "bench", "--store", f"sqlite:///{tmp_path}/x.db", "-n", "1000000"],
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: list(tmp_path.glob("conveyor-bench-*/bench.db")), 60, "the benchmark's database")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
