@@ -155,13 +155,20 @@ async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
     path, _ = parse_sqlite_url(store.url)
     conn = sqlite3.connect(path)
     try:
-        now = time.time()
-        plan = _plan(conn, q.claim_sql(2), [now, "w", now + 30, "default", "a", now, 10, "default", "b", now, 10, 10])
+        now = time.time_ns() // 1000
+        plan = _plan(conn, q.claim_sql(2), ["default", "a", now, 10, "default", "b", now, 10, 10])
         assert plan.count("USING INDEX conveyor_jobs_claim (namespace=? AND queue=?)") == 2
         assert "SCAN conveyor_jobs" not in plan
-        finish = _plan(conn, q.FINISH_MANY, [now, "[]"])
-        assert "USING INDEX sqlite_autoindex_conveyor_jobs_1 (id=?)" in finish
-        assert "SCAN conveyor_jobs" not in finish
+        for sql, params in (
+            (q.CLAIM, [now, "w", now, "[1, 2]"]),
+            (q.SELECT_JOBS_BY_ROWID, ["[1, 2]"]),
+            (q.HELD_LEASES, ['[["a", 1]]']),
+            (q.FINISH_MANY, [now, "[]"]),
+            (q.HEARTBEAT, [now, now, '["a"]']),
+        ):
+            found = _plan(conn, sql, params)
+            assert "SCAN conveyor_jobs" not in found, (sql, found)
+            assert "USING INTEGER PRIMARY KEY" in found or "sqlite_autoindex_conveyor_jobs_1 (id=?)" in found, found
         unique = _plan(conn, q.SELECT_ACTIVE_BY_UNIQUE_KEY, ["default", "k"])
         assert "conveyor_jobs_unique" in unique
         lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1"])

@@ -9,8 +9,9 @@ Schema notes (why it looks like this):
 
 * Every table is prefixed `conveyor_` because the database file may be the application's own (transactional
   enqueue through the caller's `sqlite3` connection), where `jobs` could already exist.
-* Times are REAL epoch seconds: comparisons in the claim path are plain float compares, and a microsecond-precise
-  datetime survives the round trip exactly (2^53 µs is far beyond any date we store).
+* Times are INTEGER microseconds since the Unix epoch: comparisons in the claim path are plain integer compares,
+  a datetime survives the round trip exactly, and they stay exact inside the JSON the hot paths return (SQLite
+  prints REALs in JSON with 15 significant digits, which would lose microseconds).
 * `serial_key` is a generated column (group key, else user id) so every writer, including a caller's own
   connection, gets it right without Python's help.
 * `eligible` makes serial lanes O(1) to claim: a job may be claimed only when eligible = 1. Jobs outside lanes are
@@ -81,18 +82,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 status           TEXT NOT NULL
                                  CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')),
                 priority         INTEGER NOT NULL,
-                run_at           REAL NOT NULL,
+                run_at           INTEGER NOT NULL,
                 attempts         INTEGER NOT NULL DEFAULT 0,
                 max_attempts     INTEGER NOT NULL,
                 try_number       INTEGER NOT NULL DEFAULT 0,
-                created          REAL NOT NULL,
-                updated          REAL NOT NULL,
+                created          INTEGER NOT NULL,
+                updated          INTEGER NOT NULL,
                 user_id          TEXT,
                 group_key        TEXT,
                 unique_key       TEXT,
-                started_at       REAL,
-                finished_at      REAL,
-                lease_expires_at REAL,
+                started_at       INTEGER,
+                finished_at      INTEGER,
+                lease_expires_at INTEGER,
                 worker_id        TEXT,
                 last_error       TEXT,
                 result           TEXT,
@@ -163,8 +164,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 try_number  INTEGER NOT NULL,
                 outcome     TEXT NOT NULL,
                 status_code INTEGER NOT NULL,
-                started_at  REAL NOT NULL,
-                finished_at REAL NOT NULL,
+                started_at  INTEGER NOT NULL,
+                finished_at INTEGER NOT NULL,
                 worker_id   TEXT,
                 result      TEXT,
                 error       TEXT,
@@ -195,15 +196,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE TABLE conveyor_workers (
                 id         TEXT PRIMARY KEY,
                 doc        TEXT NOT NULL,
-                started_at REAL NOT NULL,
-                expires_at REAL NOT NULL
+                started_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL
             ) WITHOUT ROWID
             """,
             """
             CREATE TABLE conveyor_kv (
                 key        TEXT PRIMARY KEY,
                 value      TEXT NOT NULL,
-                expires_at REAL
+                expires_at INTEGER
             ) WITHOUT ROWID
             """,
         ),
@@ -214,7 +215,7 @@ CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS conveyor_schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
-    applied_at REAL NOT NULL
+    applied_at INTEGER NOT NULL
 )
 """
 SELECT_APPLIED = "SELECT version FROM conveyor_schema_migrations"
@@ -235,7 +236,7 @@ def apply_migrations(conn: sqlite3.Connection, seeds: Sequence[tuple[str, Sequen
                 continue
             for statement in step.statements:
                 conn.execute(statement)
-            conn.execute(INSERT_APPLIED, (step.version, step.name, time.time()))
+            conn.execute(INSERT_APPLIED, (step.version, step.name, time.time_ns() // 1000))
             done.append(step.label)
         for statement, params in seeds:
             conn.execute(statement, params)

@@ -13,8 +13,11 @@ How it is put together, and why:
   (namespace, queue) that the worker serves, merged and limited (`queries.claim_sql`). Serial lanes cost nothing
   at claim time because triggers keep only each lane's claimable head `eligible` (see migrations.py).
 * **Finishes** of many jobs and their attempt rows go in one transaction (the worker batches completions).
-* **Times** are stored as REAL epoch seconds taken from this process's clock (`time.time()`), and converted to
-  aware UTC datetimes only at the boundary.
+* **Few sqlite3 steps per call.** Rows travel as JSON (one `json_group_array` value for a whole claim) and batches
+  go in through `json_each`, because every sqlite3 step releases the GIL and winning it back from a busy event loop
+  is what a thread-based store pays for (see queries.py).
+* **Times** are stored as integer microseconds since the epoch, taken from this process's clock, and converted to
+  aware UTC datetimes only at the boundary (exactly: no float rounding).
 * **Wake-ups**: an enqueue notifies a LocalWaker shared by every SQLiteStore of this process on the same file,
   after the commit. Other processes are not notified; their workers poll (`wait_for_jobs` times out).
 """
@@ -117,23 +120,33 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 
 _STATUS = {s.value: s for s in JobStatus}
 _OUTCOME = {o.value: o for o in AttemptOutcome}
-_fromtimestamp = datetime.fromtimestamp
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
-def _dt(value: float) -> datetime:
-    return _fromtimestamp(value, UTC)
+def _now() -> int:
+    """This process's clock in integer microseconds (the store's clock)."""
+    return time.time_ns() // 1000
 
 
-def _odt(value: float | None) -> datetime | None:
-    return None if value is None else _fromtimestamp(value, UTC)
+def _dt(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
-def _ts(value: datetime) -> float:
-    return value.timestamp()
+def _odt(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
-def _ots(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
+def _ts(value: datetime) -> int:
+    return (value - _EPOCH) // _ONE_US
+
+
+def _ots(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _ONE_US
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
 def _dumps(value: JSON) -> str:
@@ -145,21 +158,21 @@ def _loads(text: str | None) -> JSON:
 
 
 def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
-    """A row in q.JOB_COLUMNS order → Job."""
+    """A decoded q.JOB_JSON array → Job (payload and result arrive already decoded)."""
     return Job(
         id=r[0],
         namespace=r[1],
         queue=r[2],
         task=r[3],
-        payload=json.loads(r[4]),
+        payload=r[4],
         status=_STATUS[r[5]],
         priority=r[6],
-        run_at=_fromtimestamp(r[7], UTC),
+        run_at=_dt(r[7]),
         attempts=r[8],
         max_attempts=r[9],
         try_number=r[10],
-        created=_fromtimestamp(r[11], UTC),
-        updated=_fromtimestamp(r[12], UTC),
+        created=_dt(r[11]),
+        updated=_dt(r[12]),
         user_id=r[13],
         group_key=r[14],
         unique_key=r[15],
@@ -168,10 +181,22 @@ def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
         lease_expires_at=_odt(r[18]),
         worker_id=r[19],
         last_error=r[20],
-        result=None if r[21] is None else json.loads(r[21]),
+        result=r[21],
         cancel_requested=bool(r[22]),
         duplicate=duplicate,
     )
+
+
+def _job_row(row: Sequence[Any], duplicate: bool = False) -> Job:
+    """A fetched row whose only column is q.JOB_JSON → Job."""
+    return _job(json.loads(row[0]), duplicate)
+
+
+def _jobs_aggregate(row: Sequence[Any] | None) -> list[Job]:
+    """A fetched json_group_array(q.JOB_JSON) → Jobs."""
+    if row is None or row[0] is None:
+        return []
+    return [_job(r) for r in json.loads(row[0])]
 
 
 def _claim_order(job: Job) -> tuple[int, datetime, str]:
@@ -274,7 +299,7 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
     rule: an active job with the same (namespace, unique_key) — or an earlier job of this batch — wins and is
     returned with duplicate=True."""
     out: list[Job] = []
-    rows: list[tuple[Any, ...]] = []
+    rows: list[list[Any]] = []
     queues: set[tuple[str, str]] = set()
     batch_unique: dict[tuple[str, str], Job] = {}
     seen: set[str] = set()
@@ -290,15 +315,14 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
                 continue
             row = conn.execute(q.SELECT_ACTIVE_BY_UNIQUE_KEY, key).fetchone()
             if row is not None:
-                out.append(_job(row, duplicate=True))
+                out.append(_job_row(row, duplicate=True))
                 continue
             job = new.to_job()
             batch_unique[key] = job
         else:
             job = new.to_job()
-        created = _ts(new.created)
         rows.append(
-            (
+            [
                 new.id,
                 new.namespace,
                 new.queue,
@@ -307,25 +331,27 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
                 new.priority,
                 _ts(new.run_at),
                 new.max_attempts,
-                created,
-                created,
+                _ts(new.created),
                 new.user_id,
                 new.group_key,
                 new.unique_key,
-            )
+            ]
         )
         queues.add((new.namespace, new.queue))
         out.append(job)
     if rows:
         try:
-            conn.executemany(q.INSERT_JOB, rows)
+            conn.execute(q.INSERT_JOBS, (_dumps(rows),))
         except sqlite3.IntegrityError as exc:
             if "conveyor_jobs.id" in str(exc):
                 raise ValidationError(
                     f"a job with one of these ids already exists: {', '.join(r[0] for r in rows)}", field="id"
                 ) from None
             raise
-        conn.executemany(q.REGISTER_QUEUE, sorted(queues))
+        if len(queues) == 1:
+            conn.execute(q.REGISTER_QUEUE, next(iter(queues)))
+        else:
+            conn.executemany(q.REGISTER_QUEUE, sorted(queues))
     return out
 
 
@@ -584,12 +610,13 @@ class SQLiteStore(Store):
         queues_json = json.dumps(list(dict.fromkeys(queues)))
         wanted = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
-        lease_seconds = lease.total_seconds()
+        lease_us = _us(lease.total_seconds())
 
         def run(conn: sqlite3.Connection) -> list[Job]:
-            now = time.time()
+            now = _now()
             arms: list[Any] = []
-            for ns, queue, paused, cap in conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchall():
+            (known,) = conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchone()
+            for ns, queue, paused, cap in json.loads(known):
                 if paused or ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 room = limit
@@ -601,12 +628,15 @@ class SQLiteStore(Store):
                 arms.append((ns, queue, now, room))
             if not arms:
                 return []
-            params: list[Any] = [now, worker_id, now + lease_seconds]
+            params: list[Any] = []
             for arm in arms:
                 params.extend(arm)
             params.append(limit)
-            rows = conn.execute(q.claim_sql(len(arms)), params).fetchall()
-            jobs = [_job(r) for r in rows]
+            (candidates,) = conn.execute(q.claim_sql(len(arms)), params).fetchone()
+            if candidates == "[]":
+                return []
+            conn.execute(q.CLAIM, (now, worker_id, now + lease_us, candidates))
+            jobs = _jobs_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (candidates,)).fetchone())
             jobs.sort(key=_claim_order)
             return jobs
 
@@ -614,32 +644,37 @@ class SQLiteStore(Store):
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         key = f"u:{user_id}"
-        lease_seconds = lease.total_seconds()
+        lease_us = _us(lease.total_seconds())
 
         def run(conn: sqlite3.Connection) -> Job | None:
             if conn.execute(q.SELECT_LANE_PROCESSING, (namespace, key)).fetchone() is not None:
                 raise Conflict(CONFLICT_MESSAGE)
-            now = time.time()
-            rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_seconds, namespace, key)).fetchall()
-            return _job(rows[0]) if rows else None
+            now = _now()
+            rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_us, namespace, key)).fetchall()
+            return _job_row(rows[0]) if rows else None
 
         return await self._write(run)
 
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
             return []
-        lease_seconds = lease.total_seconds()
+        lease_us = _us(lease.total_seconds())
+        wanted = _dumps([[held.job_id, held.try_number] for held in leases])
 
         def run(conn: sqlite3.Connection) -> list[LeaseState]:
-            now = time.time()
-            expires = now + lease_seconds
+            now = _now()
+            (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
+            held = {(job_id, try_number): bool(cancel) for job_id, try_number, cancel in json.loads(found)}
+            if held:
+                conn.execute(q.HEARTBEAT, (now + lease_us, now, _dumps([job_id for job_id, _ in held])))
             out: list[LeaseState] = []
-            for held in leases:
-                rows = conn.execute(q.HEARTBEAT, (expires, now, held.job_id, held.try_number)).fetchall()
-                if rows:
-                    out.append(LeaseState(held, held=True, cancel_requested=bool(rows[0][0])))
-                else:
-                    out.append(LeaseState(held, held=False))
+            for lease_ in leases:
+                cancel = held.get((lease_.job_id, lease_.try_number))
+                out.append(
+                    LeaseState(lease_, held=False)
+                    if cancel is None
+                    else LeaseState(lease_, held=True, cancel_requested=cancel)
+                )
             return out
 
         return await self._write(run)
@@ -655,19 +690,31 @@ class SQLiteStore(Store):
         if not finishes:
             return []
 
-        def apply(conn: sqlite3.Connection, now: float, group: Sequence[tuple[int, Finish]], out: list[bool]) -> bool:
-            """Apply finishes of distinct jobs: releases one by one, the rest in one FINISH_MANY statement.
-            Returns whether local waiters should wake (a job became due again)."""
-            batch: list[tuple[Any, ...]] = []
-            batch_index: dict[str, int] = {}
+        def apply(conn: sqlite3.Connection, now: int, group: Sequence[tuple[int, Finish]], out: list[bool]) -> bool:
+            """Apply finishes of distinct jobs: releases one by one (rare), the rest as one FINISH_MANY statement
+            for the leases that still hold, plus one INSERT_ATTEMPTS. Returns whether local waiters should wake
+            (a job became due again)."""
             woke = False
+            others: list[tuple[int, Finish]] = []
             for i, f in group:
-                lease = f.lease
                 if f.release:
+                    lease = f.lease
                     cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
                     out[i] = cur.rowcount == 1
                     woke = woke or out[i]
+                else:
+                    others.append((i, f))
+            if not others:
+                return woke
+            wanted = _dumps([[f.lease.job_id, f.lease.try_number] for _, f in others])
+            (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
+            live = {job_id for job_id, _, _ in json.loads(found)}
+            batch: list[list[Any]] = []
+            attempts: list[tuple[Any, ...]] = []
+            for i, f in others:
+                if f.lease.job_id not in live:
                     continue
+                out[i] = True
                 status = f.status
                 completed = status is JobStatus.COMPLETED
                 run_at = None
@@ -675,30 +722,25 @@ class SQLiteStore(Store):
                     run_at = now if f.run_at is None else _ts(f.run_at)
                     woke = woke or run_at <= now
                 batch.append(
-                    (
-                        lease.job_id,
-                        lease.try_number,
+                    [
+                        f.lease.job_id,
+                        f.lease.try_number,
                         status.value,
                         None if completed else f.error,
                         _dumps(f.result) if completed else None,
                         run_at,
-                    )
+                    ]
                 )
-                batch_index[lease.job_id] = i
+                if f.attempt is not None:
+                    attempts.append(_attempt_params(f.attempt))
             if batch:
-                attempts: list[tuple[Any, ...]] = []
-                for (job_id,) in conn.execute(q.FINISH_MANY, (now, _dumps(batch))).fetchall():
-                    i = batch_index[job_id]
-                    out[i] = True
-                    attempt = finishes[i].attempt
-                    if attempt is not None:
-                        attempts.append(_attempt_params(attempt))
-                if attempts:
-                    conn.executemany(q.INSERT_ATTEMPT, attempts)
+                conn.execute(q.FINISH_MANY, (now, _dumps(batch)))
+            if attempts:
+                conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
             return woke
 
         def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
-            now = time.time()
+            now = _now()
             out = [False] * len(finishes)
             indexed = list(enumerate(finishes))
             if len({f.lease.job_id for f in finishes}) == len(finishes):
@@ -720,7 +762,7 @@ class SQLiteStore(Store):
 
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
         def run(conn: sqlite3.Connection) -> list[Job]:
-            at = time.time() if now is None else _ts(now)
+            at = _now() if now is None else _ts(now)
             out: list[Job] = []
             attempts: list[tuple[Any, ...]] = []
             for job_id, try_number, worker_id, started_at in conn.execute(
@@ -742,9 +784,9 @@ class SQLiteStore(Store):
                     )
                 )
                 rows = conn.execute(q.RESCUE, (at, error, job_id, try_number)).fetchall()
-                out.extend(_job(r) for r in rows)
+                out.extend(_job_row(r) for r in rows)
             if attempts:
-                conn.executemany(q.INSERT_ATTEMPT, attempts)
+                conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
             return out
 
         return await self._write(run, _any_pending)
@@ -769,7 +811,7 @@ class SQLiteStore(Store):
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._read(lambda conn: conn.execute(q.SELECT_JOB, (job_id,)).fetchall())
-        return _job(rows[0]) if rows else None
+        return _job_row(rows[0]) if rows else None
 
     async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
         names, params = _filter_params(filter)
@@ -783,7 +825,7 @@ class SQLiteStore(Store):
             return total, conn.execute(q.LIST_JOBS.format(where=where), page_params).fetchall()
 
         total, rows = await self._read(run, snapshot=True)
-        return Page(items=[_job(r) for r in rows], total=total, limit=limit, offset=offset)
+        return Page(items=[_job_row(r) for r in rows], total=total, limit=limit, offset=offset)
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         rows = await self._read(lambda conn: conn.execute(q.SELECT_ATTEMPTS, (job_id,)).fetchall())
@@ -794,7 +836,7 @@ class SQLiteStore(Store):
         sql = q.STATS.format(where=q.where_clause(names))
 
         def run(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(sql, {**params, "now": time.time()}).fetchall()
+            return conn.execute(sql, {**params, "now": _now()}).fetchall()
 
         counts: dict[str, int] = {}
         scheduled = 0
@@ -816,16 +858,16 @@ class SQLiteStore(Store):
         rows = conn.execute(q.SELECT_JOB, (job_id,)).fetchall()
         if not rows:
             raise JobNotFound(job_id)
-        return _job(rows[0])
+        return _job_row(rows[0])
 
     async def cancel(self, job_id: str) -> Job:
         def run(conn: sqlite3.Connection) -> Job:
             job = self._get(conn, job_id)
-            now = time.time()
+            now = _now()
             if job.status is JobStatus.PENDING:
-                return _job(conn.execute(q.CANCEL_PENDING, (now, job_id)).fetchall()[0])
+                return _job_row(conn.execute(q.CANCEL_PENDING, (now, job_id)).fetchall()[0])
             if job.status is JobStatus.PROCESSING:
-                return _job(conn.execute(q.REQUEST_CANCEL, (now, job_id)).fetchall()[0])
+                return _job_row(conn.execute(q.REQUEST_CANCEL, (now, job_id)).fetchall()[0])
             raise InvalidTransition(
                 f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {job.status.value!r})"
             )
@@ -845,7 +887,7 @@ class SQLiteStore(Store):
                     raise InvalidTransition(
                         f"Job cannot be requeued: active job {holder[0]} holds its unique key {job.unique_key!r}"
                     )
-            return _job(conn.execute(q.REQUEUE, (time.time(), job_id)).fetchall()[0])
+            return _job_row(conn.execute(q.REQUEUE, (_now(), job_id)).fetchall()[0])
 
         return await self._write(run, _always)
 
@@ -867,7 +909,7 @@ class SQLiteStore(Store):
                 raise InvalidTransition(
                     f"Job cannot be run now (must be in 'pending' status; it is {job.status.value!r})"
                 )
-            return _job(conn.execute(q.RUN_NOW, (time.time(), job_id)).fetchall()[0])
+            return _job_row(conn.execute(q.RUN_NOW, (_now(), job_id)).fetchall()[0])
 
         return await self._write(run, _always)
 
@@ -875,7 +917,7 @@ class SQLiteStore(Store):
         key = f"u:{user_id}"
 
         def run(conn: sqlite3.Connection) -> bool:
-            return bool(conn.execute(q.HAS_DUE_JOB, (namespace, key, time.time())).fetchone()[0])
+            return bool(conn.execute(q.HAS_DUE_JOB, (namespace, key, _now())).fetchone()[0])
 
         return await self._read(run)
 
@@ -929,7 +971,7 @@ class SQLiteStore(Store):
         where = "WHERE namespace = :namespace" if namespace is not None else ""
 
         def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            params = {"namespace": namespace, "now": time.time()}
+            params = {"namespace": namespace, "now": _now()}
             counts = conn.execute(q.QUEUE_COUNTS.format(where=where), params).fetchall()
             settings = conn.execute(q.SELECT_QUEUE_SETTINGS.format(where=where), params).fetchall()
             return counts, settings
@@ -961,7 +1003,7 @@ class SQLiteStore(Store):
 
     async def register_worker(self, info: WorkerInfo) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(q.DELETE_EXPIRED_WORKERS, (time.time(),))
+            conn.execute(q.DELETE_EXPIRED_WORKERS, (_now(),))
             conn.execute(q.UPSERT_WORKER, (info.id, _worker_doc(info), _ts(info.started_at), _ts(info.expires_at)))
 
         await self._write(run)
@@ -970,19 +1012,19 @@ class SQLiteStore(Store):
         await self._write(lambda conn: conn.execute(q.DELETE_WORKER, (worker_id,)).rowcount)
 
     async def list_workers(self) -> list[WorkerInfo]:
-        rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (time.time(),)).fetchall())
+        rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (_now(),)).fetchall())
         return [_worker_from_doc(r[0]) for r in rows]
 
     # ---- key-value -------------------------------------------------------------------------------------------
 
     async def kv_get(self, key: str) -> str | None:
-        rows = await self._read(lambda conn: conn.execute(q.KV_GET, (key, time.time())).fetchall())
+        rows = await self._read(lambda conn: conn.execute(q.KV_GET, (key, _now())).fetchall())
         return rows[0][0] if rows else None
 
     async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            now = time.time()
-            expires = None if ttl is None else now + ttl
+            now = _now()
+            expires = None if ttl is None else now + _us(ttl)
             if only_if_absent:
                 return conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0
             conn.execute(q.KV_SET, (key, value, expires))
