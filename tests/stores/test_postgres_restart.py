@@ -214,3 +214,21 @@ async def test_restart_under_worker_load_every_job_completes(cluster: Cluster) -
         worker.stop()
         await asyncio.wait_for(runner, 60)
         await app.aclose()
+
+
+async def test_lazy_store_opened_while_down_works_once_the_database_is_up(cluster: Cluster) -> None:
+    await asyncio.to_thread(cluster.ctl, "stop")
+    store = PostgresStore(f"{cluster.url}?schema=cv_lazy", lazy=True, timeout=1.0)
+    with pytest.warns(RuntimeWarning, match="lazily"):
+        await store.open()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.enqueue([NewJob.build("noop")])
+        await asyncio.to_thread(cluster.ctl, "start")
+        (job,) = await _until_available(lambda: store.enqueue([NewJob.build("noop")]))  # migrates on first use
+        await asyncio.wait_for(store.listening.wait(), 30)  # the listener found the database too
+        (claimed,) = await store.claim("w", ["default"], 1, timedelta(seconds=30))
+        assert claimed.id == job.id
+        assert await store.finish([_done(claimed)]) == [True]
+    finally:
+        await store.close()
