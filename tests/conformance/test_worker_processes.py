@@ -66,6 +66,8 @@ async def test_n_worker_processes_complete_each_job_exactly_once(app: Conveyor, 
     )
     procs = [spawn_worker(app.url, "--concurrency", "5", "--ready", str(tmp_path / f"w{i}.ready")) for i in range(3)]
     try:
+        for i in range(3):  # every worker must be up (signal handlers installed) before it is asked to stop
+            await _ready(tmp_path / f"w{i}.ready")
 
         async def all_done() -> bool:
             return (await app.astats()).completed == count
