@@ -15,7 +15,7 @@ P:q:<pair>:ready                       ZSET    claimable now: score priority, me
 P:q:<pair>:sched                       ZSET    in the claim index but not yet due: score run_at, member id
 P:q:<pair>:pend                        ZSET    every pending job by run_at (the `scheduled` counts)
 P:q:<pair>:s:<status>                  ZSET    the pair's jobs in that status by created (listing, newest first)
-P:q:<pair>:n                           HASH    counts: `<status>` and `<status>|<task>`
+P:q:<pair>:n                           HASH    counts per `<status>|<task>` (summed per status when read)
 P:qset                                 HASH    <pair> -> QueueSettings JSON (what list_queues reports)
 P:qpaused                              SET     paused <pair>s            (read by claim.lua)
 P:qconc                                HASH    <pair> -> concurrency cap (read by claim.lua)

@@ -30,7 +30,7 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     local free = limit
     local cap = redis.call('HGET', P .. ':qconc', pair)
     if cap then
-      local busy = tonumber(redis.call('HGET', base .. 'n', 'processing') or '0')
+      local busy = counts_of(base, nil).processing or 0
       free = math.min(free, tonumber(cap) - busy)
     end
     if free > 0 then

@@ -45,10 +45,20 @@ local function put(j, changes)
   if #dels > 0 then redis.call('HDEL', jkey(j.id), unpack(dels)) end
 end
 
+-- counters per (status, task) only: readers sum them per status, which halves the writes on the hot path
 local function count(j, status, delta)
-  local h = qkey(j.namespace, j.queue, 'n')
-  redis.call('HINCRBY', h, status, delta)
-  redis.call('HINCRBY', h, status .. '|' .. j.task, delta)
+  redis.call('HINCRBY', qkey(j.namespace, j.queue, 'n'), status .. '|' .. j.task, delta)
+end
+
+-- {status -> count} of a queue, for one task or summed over all tasks
+local function counts_of(ns_q_base, task)
+  local c = {}
+  local flat = redis.call('HGETALL', ns_q_base .. 'n')
+  for i = 1, #flat, 2 do
+    local status, t = string.match(flat[i], '^([^|]+)|(.*)$')
+    if status and (not task or t == task) then c[status] = (c[status] or 0) + tonumber(flat[i + 1]) end
+  end
+  return c
 end
 
 local ACTIVE = { pending = true, processing = true }

@@ -11,13 +11,11 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
   local ns, q = string.match(pair, '^([^:]+):(.+)$')
   if (not ns_f or ns == ns_f) and (not q_f or q == q_f) then
     local base = P .. ':q:' .. pair .. ':'
-    local fields = {}
-    for i, s in ipairs(statuses) do fields[i] = task and (s .. '|' .. task) or s end
-    local c = redis.call('HMGET', base .. 'n', unpack(fields))
+    local c = counts_of(base, task)
     local row = { pair }
     local total = 0
     for i = 1, #statuses do
-      local v = tonumber(c[i] or '0')
+      local v = c[statuses[i]] or 0
       row[#row + 1] = v
       total = total + v
     end
