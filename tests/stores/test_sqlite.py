@@ -387,3 +387,38 @@ async def test_finish_batch_with_attempts_and_stale_reports(store: SQLiteStore) 
         assert got is not None and got.status is JobStatus.COMPLETED and got.result == {"r": j.payload}
         (attempt,) = await store.attempts(j.id)
         assert attempt.result == {"r": j.payload} and attempt.status_code == 200
+
+
+async def test_a_cancelled_claim_hands_its_jobs_back(store: SQLiteStore) -> None:
+    """The caller gave up while the claim ran (here: waiting for another connection's lock): whatever it took is
+    released at once, without counting an attempt, instead of waiting for the lease to expire."""
+    (queued,) = await store.enqueue([job()])
+    path, _ = parse_sqlite_url(store.url)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        claim = asyncio.create_task(store.claim("w", ["default"], 10, LEASE))
+        await asyncio.sleep(0.2)  # the writer thread is inside the claim, waiting for the lock
+        claim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+
+    async def back() -> bool:
+        got = await store.get_job(queued.id)
+        return (
+            got is not None
+            and got.updated > queued.updated  # claimed, then handed back
+            and got.status is JobStatus.PENDING
+            and got.try_number == 0
+            and got.attempts == 0
+        )
+
+    deadline = time.monotonic() + 10
+    while not await back():
+        assert time.monotonic() < deadline, await store.get_job(queued.id)
+        await asyncio.sleep(0.02)
+    (again,) = await store.claim("w", ["default"], 10, LEASE)
+    assert again.id == queued.id and again.try_number == 1

@@ -40,6 +40,7 @@ class _Item(NamedTuple):
     loop: asyncio.AbstractEventLoop
     after_commit: Callable[[Any], None] | None
     plain: bool  # run outside any transaction (the writer's migrations manage their own)
+    on_orphan: Callable[[Any], None] | None  # called on the loop with a result nobody awaits any more
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -85,13 +86,15 @@ class ConnectionThread:
         after_commit: Callable[[T], None] | None = None,
         *,
         plain: bool = False,
+        on_orphan: Callable[[T], None] | None = None,
     ) -> asyncio.Future[T]:
         """Queue fn(connection); the future resolves with its result (after the commit, for the writer).
         `after_commit(result)` runs on the thread right after a successful commit (wake-ups). `plain` runs fn
-        outside any transaction, alone."""
+        outside any transaction, alone. `on_orphan(result)` runs on the caller's loop when the caller was
+        cancelled while fn ran (a claim nobody will process gives its jobs back)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Item(fn, fut, loop, after_commit, plain or not self._transactional))
+        self._queue.put(_Item(fn, fut, loop, after_commit, plain or not self._transactional, on_orphan))
         return fut
 
     async def stop(self) -> None:
@@ -272,13 +275,15 @@ class ConnectionThread:
     @staticmethod
     def _deliver(item: _Item, ok: bool, value: Any) -> None:
         try:
-            item.loop.call_soon_threadsafe(_resolve, item.fut, ok, value)
+            item.loop.call_soon_threadsafe(_resolve, item.fut, ok, value, item.on_orphan)
         except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
             pass
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any, on_orphan: Callable[[Any], None] | None) -> None:
     if fut.done():
+        if ok and on_orphan is not None and fut.cancelled():
+            on_orphan(value)
         return
     if ok:
         fut.set_result(value)

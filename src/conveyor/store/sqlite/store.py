@@ -24,6 +24,7 @@ How it is put together, and why:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -485,6 +486,23 @@ class SQLiteStore(Store):
 
         return await writer.submit(fn, after_commit)
 
+    def _release_orphans(self, claimed: list[Job] | Job | None) -> None:
+        """A claim finished after its caller was cancelled: hand the jobs straight back (not counted), so they do not
+        sit processing until their lease expires and cost an attempt. Runs on the caller's loop; fire and forget."""
+        jobs = [claimed] if isinstance(claimed, Job) else list(claimed or ())
+        writer = self._writer
+        if not jobs or writer is None:
+            return
+        releases = [Finish(job.lease, JobStatus.PENDING, release=True) for job in jobs]
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = _now()
+            for f in releases:
+                conn.execute(q.RELEASE, (now, None, None, f.lease.job_id, f.lease.try_number))
+
+        fut = writer.submit(run, lambda _: self._waker.notify())
+        fut.add_done_callback(_swallow)
+
     async def _read(self, fn: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
         """Run fn on the reader thread; `snapshot` wraps several statements in one read transaction."""
         _, reader = await self._ensure_ready()
@@ -640,7 +658,8 @@ class SQLiteStore(Store):
             jobs.sort(key=_claim_order)
             return jobs
 
-        return await self._write(run)
+        writer, _ = await self._ensure_ready()
+        return await writer.submit(run, on_orphan=self._release_orphans)
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         key = f"u:{user_id}"
@@ -653,7 +672,8 @@ class SQLiteStore(Store):
             rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_us, namespace, key)).fetchall()
             return _job_row(rows[0]) if rows else None
 
-        return await self._write(run)
+        writer, _ = await self._ensure_ready()
+        return await writer.submit(run, on_orphan=self._release_orphans)
 
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
@@ -1056,3 +1076,9 @@ def _second(result: tuple[Any, bool]) -> bool:
 
 def _always(_: object) -> bool:
     return True
+
+
+def _swallow(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a fire-and-forget future's outcome; a failed hand-back is logged, the lease expiry covers it."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("could not hand back jobs of a cancelled claim: %s", fut.exception())
