@@ -381,12 +381,27 @@ async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: s
             pass
     finish = execution.finish
     if not execution.committed:
-        await store.finish([finish])
+        await _finish_with_retries(app, finish)
     if finish.attempt is not None:
         app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
     is_last = not await store.has_due_job(namespace, user_id)
     after = await store.get_job(job.id)
     return RunResult(job=after or job, attempt=finish.attempt, is_last=is_last)
+
+
+async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) -> None:
+    """Report a Run's outcome, riding out a short store hiccup (the job ran: its result should not be lost to a
+    blip). If the store stays down the error propagates and the rescuer re-runs the job after its lease."""
+    delay = 0.1
+    for attempt in range(tries):
+        try:
+            await app.store.finish([finish])
+            return
+        except StoreUnavailable:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay *= 3
 
 
 async def _keep_lease(app: Conveyor, job: Job, ctx: JobContext) -> None:
