@@ -63,7 +63,17 @@ class LiveServer:
             client.close()
         self.server.should_exit = True
         self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "server did not stop"
+        if self.thread.is_alive():
+            import sys
+            import traceback
+
+            frames = sys._current_frames()
+            stack = "".join(traceback.format_stack(frames[self.thread.ident])) if self.thread.ident in frames else ""
+            tasks = ""
+            loop = getattr(self.app, "_home", None)
+            if loop is not None:
+                tasks = "\n".join(repr(t) for t in asyncio.all_tasks(loop))
+            raise AssertionError(f"server did not stop\n{stack}\n{tasks}")
 
 
 def make_app(url: str) -> Conveyor:

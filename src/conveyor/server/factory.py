@@ -178,8 +178,16 @@ def create_app(
             ctx.shutdown.set()
             if worker is not None and worker_task is not None:
                 worker.stop()
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await worker_task
+                # The worker bounds its own shutdown by its grace period; this bound keeps a stuck store call
+                # from ever hanging the server's exit.
+                limit = float(getattr(worker, "grace_period", 30.0)) + 15.0
+                done, _ = await asyncio.wait({worker_task}, timeout=limit)
+                if not done:
+                    log.error("worker did not stop within %.0f s; cancelling it", limit)
+                    worker_task.cancel()
+                    await asyncio.wait({worker_task}, timeout=5.0)
+                elif not worker_task.cancelled() and worker_task.exception() is not None:
+                    log.error("worker stopped with an error", exc_info=worker_task.exception())
             await dispatcher.stop()
             with contextlib.suppress(Exception):
                 await conveyor_app.aclose()
