@@ -184,3 +184,40 @@ def test_metrics_and_health(start_server: StartServer, store_url: str) -> None:
     assert 'conveyor_queue_jobs{namespace="default",queue="default",status="scheduled"} 1.0' in text
     health = httpx.get(live.base_url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+async def test_worker_only_process_delivers_webhooks(sqlite_url: str) -> None:
+    """`conveyor worker` nodes publish the run events, so they dispatch webhooks themselves."""
+    import asyncio
+
+    from conveyor import Conveyor, Namespace
+    from conveyor.server.notify import webhook_notifications
+    from conveyor.worker import Worker
+
+    receiver = Receiver()
+    app = Conveyor(sqlite_url)
+
+    @app.task("echo")
+    async def echo(payload: Any) -> Any:
+        return payload
+
+    try:
+        async with app:
+            await app.aput_namespace(
+                Namespace(name="game", run_notification=True, webhook_url=receiver.url, webhook_secret="k")
+            )
+            async with webhook_notifications(app):
+                worker = Worker(app, poll_interval=0.1, install_signal_handlers=False, grace_period=1.0)
+                task = asyncio.create_task(worker.run())
+                job = await app.aenqueue("echo", 1, namespace="game", user_id="u")
+                for _ in range(400):
+                    if receiver.requests:
+                        break
+                    await asyncio.sleep(0.05)
+                worker.stop()
+                await task
+        headers, body = receiver.requests[0]
+        assert verify_webhook("k", headers["x-conveyor-signature"], body)
+        assert json.loads(body)["jobName"] == job.id and json.loads(body)["type"] == "run"
+    finally:
+        receiver.close()

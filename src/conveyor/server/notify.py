@@ -255,3 +255,21 @@ class WebhookDispatcher:
             {"namespace": event.namespace, "type": event.type, "event": body},
             namespace="default",
         )
+
+
+@contextlib.asynccontextmanager
+async def webhook_notifications(app: Conveyor) -> AsyncIterator[None]:
+    """Webhooks for a process that runs jobs without the HTTP server (`conveyor worker`): `run` events are
+    published where jobs run, so that process must turn them into deliveries too. Registers the delivery task
+    (do this before the worker starts) and dispatches while the block runs.
+
+    >>> async with webhook_notifications(app):
+    ...     await app.arun_worker()
+    """
+    register_system_tasks(app)
+    dispatcher = WebhookDispatcher(app)
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        await dispatcher.stop()
