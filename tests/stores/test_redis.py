@@ -316,3 +316,27 @@ async def test_a_wake_token_is_left_for_the_workers_of_its_own_queue(url: str, r
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_claim_cancelled_mid_flight_hands_its_jobs_back(store: RedisStore) -> None:
+    """The script may run although its caller was cancelled; the jobs must not wait for lease expiry (and a
+    counted LOST attempt): they are released at once, attempts unchanged."""
+    [job] = await store.enqueue([NewJob.build("t")])
+    claim = asyncio.create_task(store.claim("w", ["default"], 1, LEASE))
+    await asyncio.sleep(0)  # the script is on its way
+    claim.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await claim
+
+    async def back() -> bool:
+        got = await store.get_job(job.id)
+        return got is not None and got.status is JobStatus.PENDING
+
+    deadline = time.monotonic() + 5
+    while not await back():
+        assert time.monotonic() < deadline, "the cancelled claim's job was not handed back"
+        await asyncio.sleep(0.02)
+    got = await store.get_job(job.id)
+    assert got is not None and got.attempts == 0 and got.try_number == 0
+    [again] = await store.claim("w", ["default"], 1, LEASE)
+    assert again.id == job.id and again.try_number == 1

@@ -262,6 +262,7 @@ class RedisStore(Store):
         self._waiting = 0
         self._wake_queues: set[str] = set()  # every queue this process claims from: the wake lists to watch
         self._listener: asyncio.Task[None] | None = None
+        self._orphans: set[asyncio.Future[Any]] = set()  # hand-backs of cancelled claims in flight
         self._opened = False
         self._closed = False
 
@@ -442,11 +443,41 @@ class RedisStore(Store):
                 "exclude": list(exclude_namespaces),
             }
         )
-        reply = await self._run("claim", [worker_id, limit, lease // _US, opts])
+        reply = await self._shielded_claim("claim", [worker_id, limit, lease // _US, opts])
         return [decode_job(h) for h in json.loads(reply)]
 
+    async def _shielded_claim(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a claim script so that a caller cancelled while it runs (worker shutdown, a timeout) does not strand
+        the jobs it claimed until their lease expires and a LOST attempt is counted: they are handed back."""
+        task = asyncio.ensure_future(self._run(name, args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._hand_back_orphans)
+            raise
+
+    def _hand_back_orphans(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # nothing claimed, or unknown: lease expiry and rescue cover it
+        reply = fut.result()
+        if isinstance(reply, list):  # claim_user: ['ok', job] / ['none'] / ['conflict']
+            jobs = [decode_job(json.loads(reply[1]))] if reply[0] == "ok" else []
+        else:
+            jobs = [decode_job(h) for h in json.loads(reply)]
+        if not jobs or self._closed:
+            return
+        release = self.finish([Finish(j.lease, JobStatus.PENDING, release=True) for j in jobs])
+        handed = asyncio.ensure_future(release)
+        self._orphans.add(handed)
+        handed.add_done_callback(self._orphan_done)
+
+    def _orphan_done(self, fut: asyncio.Future[Any]) -> None:
+        self._orphans.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("could not hand back the jobs of a cancelled claim: %s", fut.exception())
+
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
-        reply = await self._run("claim_user", [namespace, user_id, worker_id, lease // _US])
+        reply = await self._shielded_claim("claim_user", [namespace, user_id, worker_id, lease // _US])
         if reply[0] == "conflict":
             raise Conflict(CONFLICT_MESSAGE)
         if reply[0] == "none":
