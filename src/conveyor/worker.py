@@ -700,8 +700,20 @@ class Worker:
                 len(tasks),
                 ", ".join(list(self._running)[:20]),
             )
+            stuck_sync = [
+                ctx.job.id
+                for ctx in self._running.values()
+                if (spec := self._specs.get(ctx.job.task)) is not None and not spec.is_async
+            ]
             self._cancel_all(REASON_SHUTDOWN)
             await asyncio.wait(tasks, timeout=5.0)
+            if stuck_sync:
+                log.warning(
+                    "%d sync handler(s) were still running in threads (%s); they see ctx.cancelled, and the "
+                    "process exits once they return",
+                    len(stuck_sync),
+                    ", ".join(stuck_sync[:20]),
+                )
 
     # ---- services ------------------------------------------------------------------------------------------
 
