@@ -183,6 +183,8 @@ async def test_times_round_trip_exactly(store: SQLiteStore) -> None:
     rng = random.Random(7)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     whens = [base + timedelta(microseconds=rng.randrange(0, 10**15)) for _ in range(200)]
+    whens += [datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2191, 10, 1, 0, 0, 0, 1, tzinfo=UTC)]
+    whens += [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(0, 10**17)) for _ in range(200)]
     stored = await store.enqueue([job(run_at=w) for w in whens])
     for s, w in zip(stored, whens, strict=True):
         got = await store.get_job(s.id)

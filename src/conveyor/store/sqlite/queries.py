@@ -63,14 +63,17 @@ CLAIM_ARM = """SELECT * FROM (
     LIMIT ?
 )"""
 
-# The claim's candidates: the rowids of the first `limit` jobs over every arm, in claim order, as one JSON array.
-# Parameters: four per arm (namespace, queue, now, arm limit), then the overall limit.
-CLAIM_CANDIDATES = """
-SELECT json_group_array(rid) FROM (
-    SELECT rid FROM ({arms})
+# The claim's candidates: the first `limit` jobs over every arm, in claim order, as two JSON arrays (their rowids
+# and the jobs as they are now) in one step. Parameters: four per arm (namespace, queue, now, arm limit), then the
+# overall limit.
+CLAIM_CANDIDATES = f"""
+SELECT json_group_array(c.rid), json_group_array({JOB_JSON})
+FROM (
+    SELECT rid FROM ({{arms}})
     ORDER BY priority, run_at, id
-    LIMIT ?{limit_param}
-)
+    LIMIT ?{{limit_param}}
+) AS c
+JOIN conveyor_jobs ON conveyor_jobs.rowid = c.rid
 """
 
 
@@ -88,7 +91,8 @@ def claim_sql(arms: int) -> str:
     return CLAIM_CANDIDATES.format(arms="\n    UNION ALL\n    ".join(parts), limit_param=1 + 4 * arms)
 
 
-# Start the candidates (same transaction, so still pending). ?4: JSON array of rowids.
+# Start the candidates (same transaction, so still pending). ?4: JSON array of rowids. The store applies the same
+# changes to the candidates it read instead of reading them again.
 CLAIM = """
 UPDATE conveyor_jobs
 SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1, started_at = ?1, updated = ?1,

@@ -130,12 +130,20 @@ def _now() -> int:
     return time.time_ns() // 1000
 
 
+# Below this (year 2191) a float of seconds is within half a microsecond of the truth, so fromtimestamp (twice as
+# fast as datetime arithmetic) rounds back to the exact microsecond; beyond it we do exact integer arithmetic.
+_FAST_US_LIMIT = 7_000_000_000_000_000
+_fromtimestamp = datetime.fromtimestamp
+
+
 def _dt(us: int) -> datetime:
+    if -_FAST_US_LIMIT < us < _FAST_US_LIMIT:
+        return _fromtimestamp(us / 1_000_000, UTC)
     return _EPOCH + timedelta(microseconds=us)
 
 
 def _odt(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else _dt(us)
 
 
 def _ts(value: datetime) -> int:
@@ -186,6 +194,18 @@ def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
         cancel_requested=bool(r[22]),
         duplicate=duplicate,
     )
+
+
+def _started(r: list[Any], now: int, worker_id: str, expires: int) -> Job:
+    """A candidate as q.CLAIM leaves it (the same changes, applied in Python instead of read back)."""
+    r[5] = "processing"
+    r[8] += 1
+    r[10] += 1
+    r[12] = r[16] = now
+    r[18] = expires
+    r[19] = worker_id
+    r[22] = 0
+    return _job(r)
 
 
 def _job_row(row: Sequence[Any], duplicate: bool = False) -> Job:
@@ -650,11 +670,17 @@ class SQLiteStore(Store):
             for arm in arms:
                 params.extend(arm)
             params.append(limit)
-            (candidates,) = conn.execute(q.claim_sql(len(arms)), params).fetchone()
-            if candidates == "[]":
+            rowids, rows = conn.execute(q.claim_sql(len(arms)), params).fetchone()
+            if rowids == "[]":
                 return []
-            conn.execute(q.CLAIM, (now, worker_id, now + lease_us, candidates))
-            jobs = _jobs_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (candidates,)).fetchone())
+            expires = now + lease_us
+            started = conn.execute(q.CLAIM, (now, worker_id, expires, rowids)).rowcount
+            found = json.loads(rows)
+            if started != len(found):  # cannot happen inside one write transaction; read back to be safe
+                return sorted(
+                    _jobs_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (rowids,)).fetchone()), key=_claim_order
+                )
+            jobs = [_started(r, now, worker_id, expires) for r in found]
             jobs.sort(key=_claim_order)
             return jobs
 
