@@ -557,3 +557,14 @@ async def test_fast_worker_commits_stay_inside_their_own_statement(url: str) -> 
             assert await store._run(setting) == "on"
         finally:
             await store.close()
+
+
+def test_url_parsing_strips_schema_and_keeps_libpq_parameters() -> None:
+    from conveyor.store.postgres import parse_url
+
+    conninfo, schema = parse_url(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test?schema=app_jobs&options=-c%20statement_timeout%3D5000"
+    )
+    assert schema == "app_jobs"
+    assert conninfo == "postgresql://postgres@127.0.0.1:5432/test?options=-c%20statement_timeout%3D5000"
+    assert parse_url("postgres://u@h/db")[0] == "postgres://u@h/db"
