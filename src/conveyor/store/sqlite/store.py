@@ -315,10 +315,15 @@ def _filter_params(flt: JobFilter) -> tuple[list[str], dict[str, Any]]:
 # ---- inserting jobs: shared by enqueue and enqueue_on_connection ----------------------------------------------
 
 
-def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+def insert_jobs(
+    conn: sqlite3.Connection,
+    jobs: Sequence[NewJob],
+    registered: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+) -> list[Job]:
     """Insert inside the connection's current transaction (the caller begins and commits). Applies the unique-key
     rule: an active job with the same (namespace, unique_key) — or an earlier job of this batch — wins and is
-    returned with duplicate=True."""
+    returned with duplicate=True. Each job's (namespace, queue) is recorded in conveyor_queues for the claim,
+    except those in `registered` (known committed: rows there are never deleted)."""
     out: list[Job] = []
     rows: list[list[Any]] = []
     queues: set[tuple[str, str]] = set()
@@ -369,9 +374,10 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
                     f"a job with one of these ids already exists: {', '.join(r[0] for r in rows)}", field="id"
                 ) from None
             raise
+        queues.difference_update(registered)
         if len(queues) == 1:
             conn.execute(q.REGISTER_QUEUE, next(iter(queues)))
-        else:
+        elif queues:
             conn.executemany(q.REGISTER_QUEUE, sorted(queues))
     return out
 
@@ -416,6 +422,7 @@ class SQLiteStore(Store):
         self._writer: ConnectionThread | None = None
         self._reader: ConnectionThread | None = None
         self._ready = False
+        self._registered_queues: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -556,6 +563,7 @@ class SQLiteStore(Store):
             self._ready = False
         for thread in threads:
             await thread.stop()
+        self._registered_queues.clear()  # the file may change while closed: trust nothing cached about it
         self._waker.notify()
 
     async def migrate(self) -> list[str]:
@@ -572,7 +580,16 @@ class SQLiteStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
-        return await self._write(lambda conn: insert_jobs(conn, jobs), _any_new)
+        registered = self._registered_queues  # read and grown only on the writer thread
+        waker = self._waker
+
+        def after_commit(out: list[Job]) -> None:
+            registered.update((job.namespace, job.queue) for job in out)
+            if _any_new(out):
+                waker.notify()
+
+        writer, _ = await self._ensure_ready()
+        return await writer.submit(lambda conn: insert_jobs(conn, jobs, registered), after_commit)
 
     def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert through the caller's sqlite3 connection, inside its transaction; the caller commits.
