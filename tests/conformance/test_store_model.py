@@ -47,13 +47,13 @@ from tests.conformance.store_helpers import attempt
 from tests.conftest import backend
 
 T = TypeVar("T")
-NAMESPACES = ("default", "n2")
+NAMESPACES = (0, 1)  # indexes into each run's own two namespaces
 QUEUES = ("a", "b")
 USERS = (None, None, "u1", "u2")
 GROUPS = (None, None, None, "g")
 UNIQUE = (None, None, "k1", "k2")
 FINISHES = ("complete", "fail", "retry_due", "retry_later", "cancelled", "release")
-Spec = tuple[str, str, int, int, str | None, str | None, str | None, int]
+Spec = tuple[int, str, int, int, str | None, str | None, str | None, int]
 JOB_SPECS = st.tuples(
     st.sampled_from(NAMESPACES),
     st.sampled_from(QUEUES),
@@ -151,32 +151,28 @@ def _pick(ids: list[str], index: int) -> str:
     return sorted(ids)[index % len(ids)]
 
 
-def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine]:
-    module = backend(store_kind)
+def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBasedStateMachine]:
+    """A machine class bound to one open store. Each run works in two namespaces of its own, so runs share the
+    store (one schema / key prefix for the whole test, which keeps PostgreSQL and Redis quick) without seeing each
+    other; claims over "every namespace" exclude the namespaces of earlier runs."""
+    earlier: list[str] = []
 
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            directory = tmp_path / uuid.uuid4().hex[:8]
-            directory.mkdir()
-            self.url: str = module.fresh_url(directory)
-            self.store: Store = open_store(self.url)
-            self.run(self.store.open())
+            self.store = store
+            run_id = uuid.uuid4().hex[:10]
+            self.ns = (f"m{run_id}", f"n{run_id}")
             self.model = Model()
             self.base = utcnow()
             self.past = [self.base - timedelta(seconds=s) for s in (30, 20, 10)]
             self.future = self.base + timedelta(hours=1)
 
         def run(self, coro: Coroutine[Any, Any, T]) -> T:
-            return self.loop.run_until_complete(coro)
+            return loop.run_until_complete(coro)
 
         def teardown(self) -> None:
-            try:
-                self.run(self.store.close())
-                self.run(module.cleanup(self.url))
-            finally:
-                self.loop.close()
+            earlier.extend(self.ns)
 
         def ids_in(self, *statuses: JobStatus) -> list[str]:
             return [j.id for j in self.model.jobs.values() if not statuses or j.status in statuses]
@@ -194,7 +190,7 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
                 NewJob.build(
                     "t",
                     {"n": len(self.model.jobs) + i},
-                    namespace=ns,
+                    namespace=self.ns[ns],
                     queue=q,
                     priority=prio,
                     run_at=self.future if when >= len(self.past) else self.past[when],
@@ -231,12 +227,17 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
         @rule(
             queues=st.sampled_from([["a", "b"], ["a"], ["b"]]),
             limit=st.integers(1, 5),
-            namespaces=st.sampled_from([None, None, ["default"], ["n2"]]),
+            which=st.sampled_from([None, None, (0,), (1,), (0, 1)]),
         )
-        def claim(self, queues: list[str], limit: int, namespaces: list[str] | None) -> None:
+        def claim(self, queues: list[str], limit: int, which: tuple[int, ...] | None) -> None:
+            namespaces = None if which is None else [self.ns[i] for i in which]
             now = utcnow()
             expected = self.model.expected_claim(queues, limit, namespaces, now)
-            got = self.run(self.store.claim("w", queues, limit, timedelta(seconds=60), namespaces=namespaces))
+            got = self.run(
+                self.store.claim(
+                    "w", queues, limit, timedelta(seconds=60), namespaces=namespaces, exclude_namespaces=earlier
+                )
+            )
             assert [j.id for j in got] == expected
             for job in got:
                 self.model.start(job.id)
@@ -340,7 +341,11 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
 
         @rule()
         def rescue_everything(self) -> None:
-            rescued = self.run(self.store.rescue(now=utcnow() + timedelta(hours=2)))
+            rescued = [
+                job
+                for job in self.run(self.store.rescue(now=utcnow() + timedelta(hours=2)))
+                if job.namespace in self.ns  # earlier runs may have left processing jobs behind
+            ]
             assert sorted(j.id for j in rescued) == sorted(self.ids_in(JobStatus.PROCESSING))
             for job in rescued:
                 m = self.model.jobs[job.id]
@@ -352,12 +357,13 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
                 assert len(self.run(self.store.attempts(job.id))) == m.records
 
         @rule(
-            ns=st.sampled_from(NAMESPACES),
+            index=st.sampled_from(NAMESPACES),
             queue=st.sampled_from(QUEUES),
             paused=st.sampled_from([False, False, True]),
             cap=st.sampled_from([1, 2, None]),
         )
-        def queue_settings(self, ns: str, queue: str, paused: bool, cap: int | None) -> None:
+        def queue_settings(self, index: int, queue: str, paused: bool, cap: int | None) -> None:
+            ns = self.ns[index]
             self.run(self.store.put_queue_settings(QueueSettings(ns, queue, paused=paused, concurrency=cap)))
             (self.model.paused.add if paused else self.model.paused.discard)((ns, queue))
             if cap is None:
@@ -365,8 +371,9 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
             else:
                 self.model.caps[(ns, queue)] = cap
 
-        @rule(ns=st.sampled_from(NAMESPACES), user=st.sampled_from(["u1", "u2"]))
-        def claim_user(self, ns: str, user: str) -> None:
+        @rule(index=st.sampled_from(NAMESPACES), user=st.sampled_from(["u1", "u2"]))
+        def claim_user(self, index: int, user: str) -> None:
+            ns = self.ns[index]
             lane = (ns, serial_key_for(None, user) or "")
             head = self.model.lane_head(lane)
             busy = self.model.lane_busy(lane)
@@ -391,10 +398,12 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
 
         @invariant()
         def jobs_match(self) -> None:
-            page = self.run(self.store.list_jobs(JobFilter(), limit=10_000))
-            stored = {j.id: j for j in page.items}
+            stored: dict[str, Job] = {}
+            for ns in self.ns:
+                page = self.run(self.store.list_jobs(JobFilter(namespace=ns), limit=10_000))
+                assert page.total == len(page.items)
+                stored.update((j.id, j) for j in page.items)
             assert set(stored) == set(self.model.jobs)
-            assert page.total == len(self.model.jobs)
             for job_id, m in self.model.jobs.items():
                 job = stored[job_id]
                 assert (job.status, job.attempts, job.try_number) == (m.status, m.attempts, m.try_number), job_id
@@ -405,25 +414,40 @@ def _make_machine(store_kind: str, tmp_path: Path) -> type[RuleBasedStateMachine
 
         @invariant()
         def stats_match(self) -> None:
-            stats = self.run(self.store.stats())
-            jobs = list(self.model.jobs.values())
-            for status in JobStatus:
-                assert getattr(stats, status.value) == sum(1 for j in jobs if j.status is status), status
             later = self.future - timedelta(minutes=1)  # scheduled jobs run at `future`; every other is past
-            assert stats.scheduled == sum(1 for j in jobs if j.status is JobStatus.PENDING and j.run_at > later)
+            for ns in self.ns:
+                stats = self.run(self.store.stats(namespace=ns))
+                jobs = [j for j in self.model.jobs.values() if j.ns == ns]
+                for status in JobStatus:
+                    assert getattr(stats, status.value) == sum(1 for j in jobs if j.status is status), status
+                scheduled = sum(1 for j in jobs if j.status is JobStatus.PENDING and j.run_at > later)
+                assert stats.scheduled == scheduled
 
     return StoreMachine
 
 
 def test_store_matches_the_model(store_kind: str, tmp_path: Path) -> None:
-    machine = _make_machine(store_kind, tmp_path)
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=50 if store_kind == "memory" else 20,
-            stateful_step_count=25,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        ),
-    )
+    # A sync test with its own loop: Hypothesis drives the rules synchronously, and the store's connections must
+    # live on the loop that runs them.
+    module = backend(store_kind)
+    loop = asyncio.new_event_loop()
+    url: str = module.fresh_url(tmp_path)
+    store = open_store(url)
+    try:
+        loop.run_until_complete(store.open())
+        run_state_machine_as_test(
+            _make_machine(store, loop),
+            settings=settings(
+                max_examples=60 if store_kind == "memory" else 30,
+                stateful_step_count=25,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )
+    finally:
+        try:
+            loop.run_until_complete(store.close())
+            loop.run_until_complete(module.cleanup(url))
+        finally:
+            loop.close()
