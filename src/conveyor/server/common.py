@@ -41,6 +41,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing, invalid or expired token"),
         (403, "The token may not reach this resource"),
         (404, "Not found"),
+        (409, "Conflict: another job of the user is processing (Run), the name exists, or the request is in flight"),
         (413, "Payload or body too large"),
         (422, "Input does not match the schema"),
         (503, "The store is unavailable; retry later"),
