@@ -424,3 +424,37 @@ async def test_a_cancelled_claim_hands_its_jobs_back(store: SQLiteStore) -> None
         await asyncio.sleep(0.02)
     (again,) = await store.claim("w", ["default"], 10, LEASE)
     assert again.id == queued.id and again.try_number == 1
+
+
+def test_app_enqueue_inside_sqlalchemy_and_sqlite3_transactions(tmp_path: Path) -> None:
+    """The app's `connection=` path on SQLite: a plain sqlite3 connection and SQLAlchemy connections/sessions
+    (unwrapped to their sqlite3 connection) both commit or roll back the jobs with the caller's own rows."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+
+    from conveyor.app import Conveyor
+
+    path = tmp_path / "app.db"
+    with Conveyor(f"sqlite:///{path}") as app:
+        app.open()  # migrates
+        engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO orders (item) VALUES ('book')")
+            kept = app.enqueue("ship", {"item": "book"}, connection=conn)
+        with Session(engine) as session:
+            session.execute(sqlalchemy.text("INSERT INTO orders (item) VALUES ('lamp')"))
+            dropped = app.enqueue("ship", {"item": "lamp"}, connection=session)
+            session.rollback()
+        raw = sqlite3.connect(path)
+        try:
+            raw.execute("INSERT INTO orders (item) VALUES ('pen')")
+            pen = app.enqueue_many([{"task": "ship", "payload": {"item": "pen"}}], connection=raw)[0]
+            raw.commit()
+        finally:
+            raw.close()
+        assert app.get_job(kept.id) is not None
+        assert app.get_job(dropped.id) is None
+        assert app.get_job(pen.id) is not None
+        engine.dispose()
