@@ -383,7 +383,6 @@ class MemoryStore(Store):
         wanted_queues = set(queues)
         wanted_ns = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
-        claimed: list[Job] = []
         with d.lock:
             now = utcnow()
             sources: list[list[_ClaimKey]] = []
@@ -401,10 +400,12 @@ class MemoryStore(Store):
                     if cap <= 0:
                         continue
                 room[qk] = cap
-                sources.append(list(keys))  # a copy: claiming below changes the index
+                sources.append(keys)
             if not sources:
                 return []
             lanes_taken: set[_LaneKey] = set()
+            chosen: list[_Rec] = []
+            # Choose first, start afterwards: starting changes the indexes that the merge is walking.
             for _, run_at, job_id in heapq.merge(*sources):
                 if run_at > now:
                     continue
@@ -418,13 +419,14 @@ class MemoryStore(Store):
                     if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
                         continue
                     lanes_taken.add(lk)
-                d.start(rec, worker_id, lease, now)
                 if free is not None:
                     room[qk] = free - 1
-                claimed.append(rec.to_job())
-                if len(claimed) >= limit:
+                chosen.append(rec)
+                if len(chosen) >= limit:
                     break
-        return claimed
+            for rec in chosen:
+                d.start(rec, worker_id, lease, now)
+            return [rec.to_job() for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         d = self._data
