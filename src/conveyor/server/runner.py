@@ -137,7 +137,7 @@ def serve(
     )
     where = f"http://{host}:{port}"
     print(
-        f"Conveyor API on {where} (OpenAPI: {where}/openapi.json, docs: {where}/docs)"
+        f"Conveyor API on {where} (admin UI: {where}/ui/, OpenAPI: {where}/openapi.json, docs: {where}/docs)"
         + ("" if workers else " — API only, no workers"),
         flush=True,
     )
