@@ -179,7 +179,16 @@ def machine_info() -> dict[str, JSON]:
         "system": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "event_loop": _loop_name(),
+        "load_average_before": _load(),
     }
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: a busy machine explains low figures better than any code change."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _loop_name() -> str:
@@ -692,6 +701,9 @@ async def _with_report(config: BenchConfig, isolated: IsolatedStore | None, show
         else:
             report["http"] = {"server": config.http, **(await _run_http(config.http, config.token, config, bar))}
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    machine = report["machine"]
+    if isinstance(machine, dict):
+        machine["load_average_after"] = _load()
     return report
 
 
@@ -757,6 +769,7 @@ def print_report(report: dict[str, JSON]) -> None:
         f"store: {store.get('kind')} ({store.get('isolated_in') or store.get('url') or 'remote server'}"
         f"{', kept' if store.get('kept') else ', removed afterwards'}) · machine: {machine.get('cores')} cores"
         f" {machine.get('cpu')} · {machine.get('python')} · {machine.get('event_loop')} · "
+        f"load {machine.get('load_average_before')} → {machine.get('load_average_after')} · "
         f"conveyor {report.get('conveyor')}",
         markup=False,
         soft_wrap=True,
