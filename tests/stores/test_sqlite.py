@@ -173,7 +173,7 @@ async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
         assert "conveyor_jobs_unique" in unique
         lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1"])
         assert "conveyor_jobs_lane_head" in lane or "conveyor_jobs_lane" in lane
-        prune = _plan(conn, q.SELECT_PRUNABLE, [now, now, 10])
+        prune = _plan(conn, q.SELECT_PRUNABLE, ["completed", now, 10])
         assert "conveyor_jobs_finished" in prune
     finally:
         conn.close()
@@ -458,3 +458,31 @@ def test_app_enqueue_inside_sqlalchemy_and_sqlite3_transactions(tmp_path: Path) 
         assert app.get_job(dropped.id) is None
         assert app.get_job(pen.id) is not None
         engine.dispose()
+
+
+async def test_prune_works_in_chunks_up_to_the_limit(store: SQLiteStore) -> None:
+    await store.enqueue([job(payload={"n": i}) for i in range(1200)])
+    done = 0
+    while done < 1200:
+        claimed = await store.claim("w", ["default"], 100, LEASE)
+        now = datetime.now(UTC)
+        finishes = [
+            Finish(
+                j.lease,
+                JobStatus.COMPLETED,
+                attempt=Attempt(j.id, j.try_number, AttemptOutcome.COMPLETED, 200, now, now),
+            )
+            for j in claimed
+        ]
+        assert all(await store.finish(finishes))
+        done += len(claimed)
+    soon = datetime.now(UTC) + timedelta(seconds=5)
+    assert await store.prune(soon, soon, limit=1000) == 1000
+    assert await store.prune(soon, soon) == 200
+    assert (await store.stats()).completed == 0
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM conveyor_attempts").fetchone()[0] == 0
+    finally:
+        conn.close()

@@ -196,11 +196,11 @@ WHERE id = ?3 AND status = 'processing' AND try_number = ?4
 RETURNING {JOB_JSON}
 """
 
+# One status at a time, without ORDER BY: a plain range of conveyor_jobs_finished, never a sort of the whole
+# backlog inside a write transaction. Parameters: status, finished before, limit.
 SELECT_PRUNABLE = """
-SELECT id FROM conveyor_jobs
-WHERE (status = 'completed' AND finished_at < ?1)
-   OR (status IN ('failed', 'cancelled') AND finished_at < ?2)
-ORDER BY finished_at, id
+SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_finished
+WHERE status = ?1 AND finished_at < ?2 AND finished_at IS NOT NULL
 LIMIT ?3
 """
 
@@ -228,6 +228,7 @@ FILTERS = {
     "status": "status = :status",
     "user_id": "user_id = :user_id",
     "ids": "id IN (SELECT value FROM json_each(:ids))",
+    "scheduled": "status = 'pending' AND run_at > :now",
 }
 
 
@@ -236,11 +237,15 @@ def where_clause(names: Sequence[str]) -> str:
     return ("WHERE " + " AND ".join(FILTERS[n] for n in names)) if names else ""
 
 
+# Counts come from the status index alone; "scheduled" is counted among pending jobs only (a second query), so a
+# long history of finished jobs is never read row by row.
 STATS = """
-SELECT status, COUNT(*), SUM(run_at > :now) FROM conveyor_jobs
+SELECT status, COUNT(*) FROM conveyor_jobs
 {where}
 GROUP BY status
 """
+
+COUNT_SCHEDULED = "SELECT COUNT(*) FROM conveyor_jobs {where}"
 
 SELECT_ATTEMPTS = """
 SELECT job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback
@@ -309,9 +314,15 @@ SET paused = excluded.paused, concurrency = excluded.concurrency, configured = 1
 """
 
 QUEUE_COUNTS = """
-SELECT namespace, queue, status, COUNT(*), SUM(run_at > :now) FROM conveyor_jobs
+SELECT namespace, queue, status, COUNT(*) FROM conveyor_jobs
 {where}
 GROUP BY namespace, queue, status
+"""
+
+QUEUE_SCHEDULED = """
+SELECT namespace, queue, COUNT(*) FROM conveyor_jobs
+{where}
+GROUP BY namespace, queue
 """
 
 SELECT_QUEUE_SETTINGS = """

@@ -855,20 +855,21 @@ class SQLiteStore(Store):
         return await self._write(run, _any_pending)
 
     async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    q.SELECT_PRUNABLE, (_ts(completed_before), _ts(failed_before), max(0, limit))
-                ).fetchall()
-            ]
-            if ids:
-                doomed = json.dumps(ids)
-                conn.execute(q.DELETE_ATTEMPTS_OF, (doomed,))
-                conn.execute(q.DELETE_JOBS, (doomed,))
-            return len(ids)
-
-        return await self._write(run)
+        """Deletes in chunks of PRUNE_CHUNK jobs, one short transaction each, so that claims and finishes of
+        running workers slip in between instead of waiting for one long delete."""
+        deleted = 0
+        for status, before in (
+            (JobStatus.COMPLETED, completed_before),
+            (JobStatus.FAILED, failed_before),
+            (JobStatus.CANCELLED, failed_before),
+        ):
+            while deleted < limit:
+                chunk = min(PRUNE_CHUNK, limit - deleted)
+                n = await self._write(_pruner(status.value, _ts(before), chunk))
+                deleted += n
+                if n < chunk:
+                    break
+        return deleted
 
     # ---- inspection and management --------------------------------------------------------------------------
 
@@ -897,16 +898,14 @@ class SQLiteStore(Store):
     async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
         names, params = _filter_params(JobFilter(namespace=namespace, queue=queue, task=task))
         sql = q.STATS.format(where=q.where_clause(names))
+        scheduled_sql = q.COUNT_SCHEDULED.format(where=q.where_clause([*names, "scheduled"]))
 
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(sql, {**params, "now": _now()}).fetchall()
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], int]:
+            rows = conn.execute(sql, params).fetchall()
+            return rows, conn.execute(scheduled_sql, {**params, "now": _now()}).fetchone()[0]
 
-        counts: dict[str, int] = {}
-        scheduled = 0
-        for status, n, future in await self._read(run):
-            counts[status] = n
-            if status == JobStatus.PENDING.value:
-                scheduled = int(future or 0)
+        rows, scheduled = await self._read(run, snapshot=True)
+        counts = {status: n for status, n in rows}
         return Stats(
             pending=counts.get("pending", 0),
             processing=counts.get("processing", 0),
@@ -1031,21 +1030,23 @@ class SQLiteStore(Store):
         return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
 
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
-        where = "WHERE namespace = :namespace" if namespace is not None else ""
+        names = [] if namespace is None else ["namespace"]
+        where = q.where_clause(names)
+        scheduled_where = q.where_clause([*names, "scheduled"])
 
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
             params = {"namespace": namespace, "now": _now()}
             counts = conn.execute(q.QUEUE_COUNTS.format(where=where), params).fetchall()
+            scheduled = conn.execute(q.QUEUE_SCHEDULED.format(where=scheduled_where), params).fetchall()
             settings = conn.execute(q.SELECT_QUEUE_SETTINGS.format(where=where), params).fetchall()
-            return counts, settings
+            return counts, scheduled, settings
 
-        count_rows, setting_rows = await self._read(run, snapshot=True)
+        count_rows, scheduled_rows, setting_rows = await self._read(run, snapshot=True)
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        for ns, queue, status, n, future in count_rows:
-            c = counts.setdefault((ns, queue), _zero_counts())
-            c[status] += n
-            if status == JobStatus.PENDING.value:
-                c["scheduled"] += int(future or 0)
+        for ns, queue, status, n in count_rows:
+            counts.setdefault((ns, queue), _zero_counts())[status] += n
+        for ns, queue, n in scheduled_rows:
+            counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
         settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
         for ns, name, paused, concurrency, configured in setting_rows:
             settings[(ns, name)] = (bool(paused), concurrency)
@@ -1097,6 +1098,23 @@ class SQLiteStore(Store):
 
     async def kv_delete(self, key: str) -> None:
         await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
+
+
+PRUNE_CHUNK = 500
+
+
+def _pruner(status: str, before: int, chunk: int) -> Callable[[sqlite3.Connection], int]:
+    """One prune transaction: up to `chunk` jobs of `status` finished before `before`, with their attempts."""
+
+    def run(conn: sqlite3.Connection) -> int:
+        ids = [r[0] for r in conn.execute(q.SELECT_PRUNABLE, (status, before, chunk)).fetchall()]
+        if ids:
+            doomed = json.dumps(ids)
+            conn.execute(q.DELETE_ATTEMPTS_OF, (doomed,))
+            conn.execute(q.DELETE_JOBS, (doomed,))
+        return len(ids)
+
+    return run
 
 
 def _zero_counts() -> dict[str, int]:
