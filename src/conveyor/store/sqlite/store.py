@@ -497,7 +497,10 @@ class SQLiteStore(Store):
     def _migrate_on(self, conn: sqlite3.Connection) -> list[str]:
         now = utcnow()
         seed = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=now, updated=now))
-        return apply_migrations(conn, seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))])
+        applied = apply_migrations(conn, seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))])
+        if applied:
+            log.info("SQLite database %s migrated: %s", self.path, ", ".join(applied))
+        return applied
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], wake: Callable[[T], bool] | None = None) -> T:
         """Run fn inside a BEGIN IMMEDIATE transaction on the writer thread (possibly shared with other queued
