@@ -7,13 +7,17 @@ return well before its timeout, which is far longer than any plausible wake-up d
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+
+import pytest
 
 from conveyor.model import JobFilter
 from conveyor.store import Store, open_store
 from tests.conformance.store_helpers import enqueue_one, new
 
 WAIT = 20.0  # the waiter's timeout: returning much sooner proves it was woken
+SETTLE = 0.3  # time for a waiter (and a store's listener) to be in place before the enqueue under test
 
 
 async def _time_wait(store: Store, timeout: float) -> float:
@@ -50,7 +54,7 @@ async def test_an_enqueue_through_another_store_object_wakes_waiters(store: Stor
     await other.open()
     try:
         waiter = asyncio.create_task(_time_wait(store, WAIT))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(SETTLE)
         job = await enqueue_one(other)
         elapsed = await asyncio.wait_for(waiter, WAIT + 5)
         assert elapsed < WAIT / 2
@@ -94,3 +98,34 @@ async def test_data_survives_reopening_the_same_url(store_url: str) -> None:
         assert got is not None and got.payload == {"kept": True}
     finally:
         await second.close()
+
+
+_ENQUEUE_ELSEWHERE = """
+import asyncio, sys
+from conveyor.model import NewJob
+from conveyor.store import open_store
+
+async def main() -> None:
+    store = open_store(sys.argv[1])
+    await store.open()
+    try:
+        await store.enqueue([NewJob.build("from-another-process")])
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.stores("postgresql", "redis")
+async def test_an_enqueue_in_another_process_wakes_waiters(store: Store, store_url: str) -> None:
+    """Backends that can wake other processes (PostgreSQL NOTIFY, Redis) do. SQLite cannot: there the caller
+    polls (the worker passes its poll interval as the timeout), so this is not required of it."""
+    waiter = asyncio.create_task(_time_wait(store, WAIT))
+    await asyncio.sleep(SETTLE)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _ENQUEUE_ELSEWHERE, store_url)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    elapsed = await asyncio.wait_for(waiter, WAIT + 5)
+    assert elapsed < WAIT - 2
+    page = await store.list_jobs(JobFilter(task="from-another-process"))
+    assert page.total == 1
