@@ -42,6 +42,7 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    utcnow,
     validate_name,
     validate_task_name,
 )
@@ -373,29 +374,48 @@ class Conveyor:
         return NewJob.build(task, payload, **options)
 
     def _build_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> list[NewJob]:
+        return self._build_batch(specs)[0]
+
+    def _build_batch(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> tuple[list[NewJob], list[bool]]:
+        """Validate a batch (one clock reading for all). Also says, per job, whether max_attempts was chosen by
+        the caller or the task (else the namespace's default applies)."""
         jobs: list[NewJob] = []
+        explicit: list[bool] = []
+        now = utcnow()
         for index, spec in enumerate(specs):
             values = _spec_dict(spec)
             task = values.pop("task", None)
             payload = values.pop("payload", None)
+            values.setdefault("now", now)
             try:
-                jobs.append(self.build_job(task, payload, **values))  # type: ignore[arg-type]
+                job = self.build_job(task, payload, **values)  # type: ignore[arg-type]
             except ValidationError as exc:
                 if len(specs) == 1:
                     raise
                 raise type(exc)(f"job #{index}: {exc.message}", field=exc.field) from None
             except TypeError as exc:
                 raise ValidationError(f"job #{index}: {exc}") from None
-        return jobs
+            jobs.append(job)
+            spec_task = self.tasks.get(job.task)
+            explicit.append(
+                values.get("max_attempts") is not None or (spec_task is not None and spec_task.max_attempts is not None)
+            )
+        return jobs, explicit
 
     async def _with_namespace_defaults(self, jobs: list[NewJob], explicit: list[bool]) -> list[NewJob]:
         """Apply each namespace's default max_attempts where the caller and the task gave none."""
+        if all(job.namespace == DEFAULT_NAMESPACE for job in jobs) or all(explicit):
+            return jobs
+        defaults: dict[str, int | None] = {}
         out: list[NewJob] = []
         for job, given in zip(jobs, explicit, strict=True):
             if not given and job.namespace != DEFAULT_NAMESPACE:
-                ns = await self.store.get_namespace(job.namespace)
-                if ns is not None and ns.max_attempts != job.max_attempts:
-                    job = _replace_attempts(job, ns.max_attempts)
+                if job.namespace not in defaults:
+                    ns = await self.store.get_namespace(job.namespace)
+                    defaults[job.namespace] = None if ns is None else ns.max_attempts
+                wanted = defaults[job.namespace]
+                if wanted is not None and wanted != job.max_attempts:
+                    job = _replace_attempts(job, wanted)
             out.append(job)
         return out
 
@@ -412,8 +432,7 @@ class Conveyor:
         """Enqueue several jobs in one round trip, all or nothing."""
         if not specs:
             return []
-        built = self._build_many(specs)
-        explicit = [_spec_dict(s).get("max_attempts") is not None or self._task_sets_attempts(s) for s in specs]
+        built, explicit = self._build_batch(specs)
         if connection is not None:
             if _is_async_connection(connection):
                 return await self.store.aenqueue_on_connection(connection, built)
@@ -428,10 +447,6 @@ class Conveyor:
             return stored
 
         return await self._on_home(go)
-
-    def _task_sets_attempts(self, spec: EnqueueSpec | Mapping[str, Any]) -> bool:
-        task = self.tasks.get(_spec_dict(spec).get("task") or "")
-        return task is not None and task.max_attempts is not None
 
     def enqueue(self, task: str, payload: JSON = None, *, connection: Any = None, **options: Any) -> Job:
         if connection is not None and not _is_async_connection(connection):
