@@ -177,3 +177,16 @@ def test_pocketbase_needs_admin(server: LiveServer, path: str) -> None:
     assert server.client().get(path).status_code == 401
     user = server.client(server.user_token("u1"))
     assert user.get(path).status_code == 403
+
+
+def test_processing_job_shows_locked_until(start_server: StartServer, sqlite_url: str) -> None:
+    live = start_server(sqlite_url, run_worker=True)
+    job = live.admin.post("/api/jobs/enqueue", json={"topic": "slow", "payload": {"seconds": 3}}).json()
+    running = wait_for(lambda: (j := live.admin.get(f"/api/jobs/{job['id']}").json())["status"] == "processing" and j)
+    assert RFC3339_SECONDS.match(running["locked_until"])
+    assert running["locked_until"] > running["run_at"]
+    assert running["retries"] == 0 and running["attempts"] == 1
+    stats = live.admin.get("/api/jobs/stats").json()
+    assert stats["processing"] == 1 and stats["success_rate"] == 0
+    done = wait_for(lambda: (j := live.admin.get(f"/api/jobs/{job['id']}").json())["status"] == "completed" and j)
+    assert "locked_until" not in done
