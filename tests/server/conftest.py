@@ -121,7 +121,11 @@ StartServer = Callable[..., LiveServer]
 
 
 @pytest.fixture
-def start_server() -> Iterator[StartServer]:
+def start_server(request: pytest.FixtureRequest) -> Iterator[StartServer]:
+    # Set the store up before this fixture so that it is torn down after it: servers (and their workers) must
+    # stop before the store's data is removed, or a running worker sees its jobs vanish mid-test.
+    if "store_url" in request.fixturenames:
+        request.getfixturevalue("store_url")
     servers: list[LiveServer] = []
 
     def start(
