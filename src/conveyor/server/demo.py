@@ -40,5 +40,8 @@ async def register_demo_job(
     try:
         job = await ctx.app.aenqueue(DEMO_TASK, **options)
     except StoreUnavailable as exc:
-        raise StoreUnavailable(f"job queue service is unavailable: {exc.message}") from None
+        prefix = "job queue service is unavailable"  # the Go template's 503 text; Redis's message already has it
+        if exc.message.startswith(prefix):
+            raise
+        raise StoreUnavailable(f"{prefix}: {exc.message}") from None
     return JSONResponse({"job_id": job.id, "status": "registered"}, status_code=201)
