@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor.model import AttemptOutcome, Finish, JobStatus, Lease, utcnow
+from conveyor.model import AttemptOutcome, Finish, JobFilter, JobStatus, Lease, utcnow
 from conveyor.store import Store
 from tests.conformance.store_helpers import (
     attempt,
@@ -320,3 +320,27 @@ async def test_attempts_are_listed_by_try_number(store: Store) -> None:
     assert [a.try_number for a in records] == [1, 2, 3, 4]
     assert [a.error for a in records] == ["e1", "e2", "e3", None]
     assert await store.attempts("00000000-0000-7000-8000-000000000000") == []
+
+
+async def test_every_time_the_store_returns_is_timezone_aware(store: Store) -> None:
+    """model.py: times are timezone-aware UTC datetimes, whatever the store keeps them as."""
+    await enqueue_one(store)
+    job = await claim_one(store)
+    assert await complete(store, job)
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    (record,) = await store.attempts(job.id)
+    times = {
+        "job.created": stored.created,
+        "job.updated": stored.updated,
+        "job.run_at": stored.run_at,
+        "job.started_at": stored.started_at,
+        "job.finished_at": stored.finished_at,
+        "claimed.lease_expires_at": job.lease_expires_at,
+        "attempt.started_at": record.started_at,
+        "attempt.finished_at": record.finished_at,
+    }
+    for name, value in times.items():
+        assert value is not None and value.utcoffset() == timedelta(0), f"{name} = {value!r}"
+    page = await store.list_jobs(JobFilter())
+    assert page.items[0].created.utcoffset() == timedelta(0)
