@@ -11,6 +11,21 @@ suite, so it aims to be obviously correct first and reasonably fast second:
   named store.
 * `memory://NAME` URLs share one data set per NAME within the process (a class-level registry, dropped with
   `MemoryStore.forget(url)`); `memory://` alone is private to its store object.
+
+Readings of the contract where base.py is silent (the conformance suite does not pin these, so other stores may
+differ; they are written down here so that the choice is deliberate):
+
+* A lane's head is chosen across all of the lane's queues, as base.py says; so a head in a queue that this claim
+  does not serve, or in a paused queue, holds the lane back.
+* `claim_user` ignores queue pauses (base.py) and queue concurrency caps (Run executes in the caller's process).
+* `has_due_job` is true when any pending job of the user's lane is due, head or not (the literal rule).
+* `rescue(now=…)` uses that `now` for everything: the expiry test, the attempt's finished_at and the new run_at.
+* A Finish to pending without `run_at` (not a release) retries at once (run_at = now). A release keeps
+  `last_error` unless the Finish carries an error; started_at is kept until the next claim.
+* Requeue of a job whose unique key is now held by another active job raises InvalidTransition (two active jobs
+  never share a key).
+* `put_namespace` on replace keeps the stored `created`; on create it stores the given revision.
+* Queue concurrency 0 means nothing is claimed from that queue; a negative limit is a ValidationError.
 """
 
 from __future__ import annotations
