@@ -96,14 +96,22 @@ def _with_param(url: str, key: str, value: str | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _remove_tree(path: str) -> None:
+    """Remove the benchmark's directory; retry briefly in case a closing SQLite connection drops a -wal/-shm file
+    into it after the first pass."""
+    for _ in range(20):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.05)
+
+
 def isolate(url: str | None) -> IsolatedStore:
     """Derive a fresh, empty store from the URL the user gave, never touching the data that URL names."""
     token = uuid.uuid4().hex[:12]
     if url is None:
         tmp = tempfile.mkdtemp(prefix="conveyor-bench-")
-        return IsolatedStore(
-            f"sqlite:///{tmp}/bench.db", "sqlite", lambda: shutil.rmtree(tmp, ignore_errors=True), f"{tmp}/bench.db"
-        )
+        return IsolatedStore(f"sqlite:///{tmp}/bench.db", "sqlite", lambda: _remove_tree(tmp), f"{tmp}/bench.db")
     kind = store_kind(url)
     if kind == "sqlite":
         rest = url.split(":///", 1)[1] if ":///" in url else ""
@@ -111,7 +119,7 @@ def isolate(url: str | None) -> IsolatedStore:
         parent = Path(path_part).parent if path_part and path_part != ":memory:" else Path(tempfile.gettempdir())
         tmp = tempfile.mkdtemp(prefix="conveyor-bench-", dir=parent.resolve())
         fresh = f"sqlite:///{tmp}/bench.db" + (f"?{query}" if query else "")
-        return IsolatedStore(fresh, kind, lambda: shutil.rmtree(tmp, ignore_errors=True), f"{tmp}/bench.db")
+        return IsolatedStore(fresh, kind, lambda: _remove_tree(tmp), f"{tmp}/bench.db")
     if kind == "postgresql":
         schema = f"conveyor_bench_{token}"
         base = _with_param(url, "schema", None)
@@ -422,90 +430,100 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
     app = Conveyor(url)
     register_noop(app, tracker, sync=config.sync_task)
     results: dict[str, JSON] = {}
-    async with app:
-        completed_before = 0
-        # warm-up: open pools, prepare statements, import the worker and run a few jobs end to end.
-        if config.warmup:
-            run = _WorkerRun(app, config.concurrency)
-            await run.start()
-            try:
-                tracker.reset(config.warmup)
-                singles = min(100, config.warmup)
-                task = bar.add("warm-up", config.warmup)
-                for _ in range(singles):
-                    await app.aenqueue(NOOP_TASK, {})
-                if config.warmup > singles:
-                    await app.aenqueue_many([{"task": NOOP_TASK, "payload": {}}] * (config.warmup - singles))
-                await _wait_reached(tracker, run, _drain_timeout(config.warmup), lambda c: bar.update(task, c))
-                completed_before = config.warmup
-                await _wait_completed(app, completed_before, 30)
-            finally:
-                await run.stop()
+    try:
+        await app.aopen()
+        await _phases(app, config, tracker, bar, results)
+    finally:
+        await app.aclose()
+        await app.store.close()  # idempotent; also closes a store whose open() was interrupted
+    return results
 
-        n = config.jobs
-        single = await _enqueue_single(app, n, bar, "enqueue (one at a time)")
-        results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
-        batch = await _enqueue_batches(app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})")
-        results["enqueue_batch"] = {
-            "jobs": n,
-            "batch_size": config.batch_size,
-            "seconds": round(batch, 4),
-            "jobs_per_s": _rate(n, batch),
-        }
 
-        total = 2 * n
-        tracker.reset(total)
-        task = bar.add(f"drain (concurrency {config.concurrency})", total)
+async def _phases(
+    app: Conveyor, config: BenchConfig, tracker: _Tracker, bar: _Progress, results: dict[str, JSON]
+) -> None:
+    completed_before = 0
+    # warm-up: open pools, prepare statements, import the worker and run a few jobs end to end.
+    if config.warmup:
         run = _WorkerRun(app, config.concurrency)
-        start = time.perf_counter()
         await run.start()
         try:
-            await _wait_reached(tracker, run, _drain_timeout(total), lambda c: bar.update(task, c))
-            await _wait_completed(app, completed_before + total, 60)
-            drained = time.perf_counter() - start
-            results["drain"] = {
-                "jobs": total,
-                "concurrency": config.concurrency,
-                "seconds": round(drained, 4),
-                "jobs_per_s": _rate(total, drained),
-            }
-
-            count = max(1, round(config.rate * config.duration))
-            tracker.reset(count)
-            interval = 1.0 / config.rate
-            task = bar.add(f"latency ({config.rate:g} jobs/s)", count)
-            start = time.perf_counter()
-            for i in range(count):
-                delay = start + i * interval - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await app.aenqueue(NOOP_TASK, {"t": time.perf_counter()})
-                if i % 16 == 0:
-                    bar.update(task, i)
-            sent = time.perf_counter() - start
-            await _wait_reached(tracker, run, 60)
-            bar.update(task, count)
-            results["latency"] = {
-                "jobs": count,
-                "target_rate": config.rate,
-                "achieved_rate": _rate(count, sent),
-                "seconds": round(sent, 3),
-                **percentiles(tracker.latencies),
-            }
-            await _wait_completed(app, completed_before + total + count, 60)
+            tracker.reset(config.warmup)
+            singles = min(100, config.warmup)
+            task = bar.add("warm-up", config.warmup)
+            for _ in range(singles):
+                await app.aenqueue(NOOP_TASK, {})
+            if config.warmup > singles:
+                await app.aenqueue_many([{"task": NOOP_TASK, "payload": {}}] * (config.warmup - singles))
+            await _wait_reached(tracker, run, _drain_timeout(config.warmup), lambda c: bar.update(task, c))
+            completed_before = config.warmup
+            await _wait_completed(app, completed_before, 30)
         finally:
             await run.stop()
-        final = await app.astats()
-        results["final_stats"] = {
-            "completed": final.completed,
-            "failed": final.failed,
-            "pending": final.pending,
-            "processing": final.processing,
-            "expected_completed": completed_before + total + results_count(results, "latency"),
+
+    n = config.jobs
+    single = await _enqueue_single(app, n, bar, "enqueue (one at a time)")
+    results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
+    batch = await _enqueue_batches(app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})")
+    results["enqueue_batch"] = {
+        "jobs": n,
+        "batch_size": config.batch_size,
+        "seconds": round(batch, 4),
+        "jobs_per_s": _rate(n, batch),
+    }
+
+    total = 2 * n
+    tracker.reset(total)
+    task = bar.add(f"drain (concurrency {config.concurrency})", total)
+    run = _WorkerRun(app, config.concurrency)
+    start = time.perf_counter()
+    await run.start()
+    try:
+        await _wait_reached(tracker, run, _drain_timeout(total), lambda c: bar.update(task, c))
+        await _wait_completed(app, completed_before + total, 60)
+        drained = time.perf_counter() - start
+        results["drain"] = {
+            "jobs": total,
+            "concurrency": config.concurrency,
+            "seconds": round(drained, 4),
+            "jobs_per_s": _rate(total, drained),
         }
-        if final.failed or final.pending or final.processing:
-            raise BenchError(f"the store is not clean after the run: {results['final_stats']}")
-    return results
+
+        count = max(1, round(config.rate * config.duration))
+        tracker.reset(count)
+        interval = 1.0 / config.rate
+        task = bar.add(f"latency ({config.rate:g} jobs/s)", count)
+        start = time.perf_counter()
+        for i in range(count):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await app.aenqueue(NOOP_TASK, {"t": time.perf_counter()})
+            if i % 16 == 0:
+                bar.update(task, i)
+        sent = time.perf_counter() - start
+        await _wait_reached(tracker, run, 60)
+        bar.update(task, count)
+        results["latency"] = {
+            "jobs": count,
+            "target_rate": config.rate,
+            "achieved_rate": _rate(count, sent),
+            "seconds": round(sent, 3),
+            **percentiles(tracker.latencies),
+        }
+        await _wait_completed(app, completed_before + total + count, 60)
+    finally:
+        await run.stop()
+    final = await app.astats()
+    results["final_stats"] = {
+        "completed": final.completed,
+        "failed": final.failed,
+        "pending": final.pending,
+        "processing": final.processing,
+        "expected_completed": completed_before + total + results_count(results, "latency"),
+    }
+    if final.failed or final.pending or final.processing:
+        raise BenchError(f"the store is not clean after the run: {results['final_stats']}")
 
 
 def results_count(results: dict[str, JSON], phase: str) -> int:
