@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,10 @@ def test_worker_without_tasks_is_a_usage_error(sqlite_cli: Cli) -> None:
     result = sqlite_cli("worker")
     assert result.exit_code == 2
     assert "--app" in result.stderr
+
+
+def test_serve_without_the_server_package_fails_clearly(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "conveyor.server", None)  # as if the server were not installed
+    result = sqlite_cli("serve")
+    assert result.exit_code == 1
+    assert "HTTP server is not available" in result.stderr and "Traceback" not in result.output
