@@ -441,9 +441,10 @@ class Conveyor:
         async def go() -> list[Job]:
             jobs = await self._with_namespace_defaults(built, explicit)
             stored = await self.store.enqueue(jobs)
-            for job in stored:
-                if not job.duplicate:
-                    self.events.publish_push(job)
+            if self.events.is_observed():  # skip building push events nobody reads (batch enqueue hot path)
+                for job in stored:
+                    if not job.duplicate:
+                        self.events.publish_push(job)
             return stored
 
         return await self._on_home(go)
