@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -350,8 +350,7 @@ class PostgresStore(Store):
         if _use_copy(jobs):
             try:
                 async with conn.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
-                    for row in _copy_rows(jobs):
-                        await copy.write_row(row)
+                    await copy.write(_copy_text(jobs))
             except psycopg.errors.UniqueViolation as exc:
                 raise _duplicate_id(exc) from None
             return [j.to_job() for j in jobs]
@@ -388,8 +387,7 @@ class PostgresStore(Store):
             if _use_copy(jobs):
                 try:
                     with connection.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
-                        for row in _copy_rows(jobs):
-                            copy.write_row(row)
+                        copy.write(_copy_text(jobs))
                 except psycopg.errors.UniqueViolation as exc:
                     raise _duplicate_id(exc) from None
                 return [j.to_job() for j in jobs]
@@ -949,24 +947,46 @@ def _use_copy(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs)
 
 
-def _copy_rows(jobs: Sequence[NewJob]) -> Iterator[tuple[Any, ...]]:
+def _copy_text(jobs: Sequence[NewJob]) -> str:
+    """The batch as COPY text (tab-separated, `\\N` for NULL), built in one string: one `write` instead of an
+    awaited `write_row` per job, which dominated batch enqueue. Column order matches ENQUEUE_COPY."""
+    lines: list[str] = []
     for j in jobs:
-        yield (
-            j.id,
-            j.namespace,
-            j.queue,
-            j.task,
-            j.payload_json,
-            j.priority,
-            j.run_at,
-            j.max_attempts,
-            j.created,
-            j.created,
-            j.user_id,
-            j.group_key,
-            None,
-            j.serial_key,
+        created = j.created.isoformat()
+        run_at = created if j.run_at == j.created else j.run_at.isoformat()
+        lines.append(
+            "\t".join(
+                (
+                    j.id,
+                    j.namespace,  # validated names: nothing to escape
+                    j.queue,
+                    _copy_escape(j.task),
+                    _copy_escape(j.payload_json),
+                    str(j.priority),
+                    run_at,
+                    str(j.max_attempts),
+                    created,
+                    created,
+                    _copy_optional(j.user_id),
+                    _copy_optional(j.group_key),
+                    "\\N",
+                    _copy_optional(j.serial_key),
+                )
+            )
         )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _copy_escape(value: str) -> str:
+    """COPY text format escaping: backslash, tab, newline and carriage return become backslash sequences."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _copy_optional(value: str | None) -> str:
+    return "\\N" if value is None else _copy_escape(value)
 
 
 def _existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
