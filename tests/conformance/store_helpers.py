@@ -156,5 +156,5 @@ async def expire_leases(store: Store) -> list[Job]:
 
     `rescue(now=…)` in the future avoids waiting for real leases to run out; since rescued jobs get run_at = that
     `now`, `run_now` brings them back to the present so the test can claim them."""
-    rescued = await store.rescue(now=later(3600))
+    rescued = await store.rescue(now=later(600))  # past the tests' leases, before their far-future run_ats
     return [await store.run_now(job.id) if job.status is JobStatus.PENDING else job for job in rescued]

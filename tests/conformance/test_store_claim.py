@@ -442,3 +442,25 @@ async def test_has_due_job_becomes_true_when_a_delayed_job_is_due(store: Store) 
     await enqueue_one(store, user_id="u1", delay=0.2)
     assert await store.has_due_job("default", "u1") is False
     await eventually(lambda: store.has_due_job("default", "u1"), what="the job to become due")
+
+
+@pytest.mark.parametrize("end", ["complete", "fail", "rescued_to_failed", "cancel_pending", "delete_pending"])
+async def test_the_next_head_of_a_lane_waits_for_its_own_run_at(store: Store, end: str) -> None:
+    """However the head leaves the lane, a delayed successor does not become claimable before it is due."""
+    head = await enqueue_one(store, "t", "head", user_id="u1", priority=-1, max_attempts=1)
+    await enqueue_one(store, "t", "delayed", user_id="u1", priority=-1, run_at=later(3600))
+    free = await enqueue_one(store, "t", "free")
+    if end in ("cancel_pending", "delete_pending"):
+        await (store.cancel(head.id) if end == "cancel_pending" else store.delete(head.id))
+    else:
+        got = await claim_one(store)
+        assert got.id == head.id
+        if end == "complete":
+            assert await complete(store, got)
+        elif end == "fail":
+            assert await fail(store, got)
+        else:
+            (rescued,) = await store.rescue(now=later(60))
+            assert rescued.status is JobStatus.FAILED
+    assert ids(await claim(store, limit=10)) == [free.id]
+    assert await store.claim_user("default", "u1", "runner", timedelta(seconds=30)) is None

@@ -343,7 +343,9 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
         def rescue_everything(self) -> None:
             rescued = [
                 job
-                for job in self.run(self.store.rescue(now=utcnow() + timedelta(hours=2)))
+                # Past every 60 s lease but well before `future`: stores may treat rescue's `now` as the present
+                # for other bookkeeping too (e.g. promoting scheduled jobs), which must not make them due here.
+                for job in self.run(self.store.rescue(now=utcnow() + timedelta(minutes=5)))
                 if job.namespace in self.ns  # earlier runs may have left processing jobs behind
             ]
             assert sorted(j.id for j in rescued) == sorted(self.ids_in(JobStatus.PROCESSING))
