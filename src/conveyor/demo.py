@@ -7,6 +7,7 @@ server and API server did.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,10 @@ def delay_print(payload: JSON) -> dict[str, str]:
     """Print `[YYYY-MM-DD HH:MM:SS] <message>` (local time, like Go's time.Now()) and flush at once, so the line
     shows up immediately even when stdout is a pipe or a log collector."""
     line = f"[{datetime.now().strftime('%Y-%m-%d %H:%M:%S')}] {demo_message(payload)}"
-    print(line, flush=True)
+    # One write per line: print() writes the text and the newline separately, so lines of demo jobs running
+    # at the same time in the worker's threads could interleave.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return {"printed": line}
 
 
