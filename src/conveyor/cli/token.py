@@ -6,13 +6,15 @@ that can reach the store — no running server needed — and its tokens are acc
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli.common import console, load_app, run
 from conveyor.cli.output import print_json
-from conveyor.server.auth import IssuedToken, aadmin_token, aissue_user_token
+
+if TYPE_CHECKING:
+    from conveyor.server.auth import IssuedToken
 
 
 def token(
@@ -26,6 +28,8 @@ def token(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable output.")] = False,
 ) -> None:
     """Issue a signed, expiring user token that reaches only USER_ID's jobs, results, Run and events."""
+    from conveyor.server.auth import aadmin_token, aissue_user_token  # FastAPI only when this command runs
+
     app = load_app(ctx)
     if admin:
 
