@@ -90,3 +90,35 @@ def test_demo_worker_prints_the_message(sqlite_cli: Cli, worker_process: StartWo
     wait_for(lambda: _status(cli, job_id) == "completed", 30, "the demo job to complete")
     worker.signal(signal.SIGINT)
     assert worker.wait() == 0, worker.stderr
+
+
+@SHARED
+def test_worker_only_node_delivers_run_webhooks(cli: Cli, worker_process: StartWorker) -> None:
+    """A `conveyor worker` process (no HTTP server anywhere) sends its namespaces' signed run webhooks."""
+    import json
+
+    from conveyor.server.notify import verify_webhook
+    from tests.server.test_notify import Receiver
+
+    receiver = Receiver()
+    try:
+        cli.ok(
+            "namespaces",
+            "create",
+            "game",
+            "--run-notification",
+            "--webhook-url",
+            receiver.url,
+            "--webhook-secret",
+            "s3cret",
+        )
+        job_id = cli.ok("enqueue", "echo", '{"n": 1}', "--namespace", "game", "--user", "p1").stdout.strip()
+        worker = worker_process(cli.url, "--poll-interval", "0.2")
+        wait_for(lambda: bool(receiver.requests), 60, "the run webhook")
+        headers, body = receiver.requests[0]
+        assert verify_webhook("s3cret", headers["x-conveyor-signature"], body)
+        event = json.loads(body)
+        assert event["type"] == "run" and event["jobName"] == job_id
+        assert worker.stop() == 0, worker.stderr
+    finally:
+        receiver.close()
