@@ -24,6 +24,7 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.events import EventBus
+from conveyor.ids import new_job_ids
 from conveyor.model import (
     DEFAULT_LEASE,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -362,15 +363,14 @@ class Conveyor:
     def build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
         """Validate one job's options (task defaults applied) without storing anything."""
         spec = self.tasks.get(task)
-        if spec is not None:
-            options.setdefault("queue", spec.queue)
-            options.setdefault("priority", spec.priority)
-            if spec.max_attempts is not None:
-                options.setdefault("max_attempts", spec.max_attempts)
-        for key in ("queue", "priority"):
-            if options.get(key) is None:
-                options.pop(key, None)
-        options.setdefault("max_payload_bytes", self.max_payload_bytes)
+        if options.get("queue") is None:
+            options["queue"] = spec.queue if spec is not None else DEFAULT_QUEUE
+        if options.get("priority") is None:
+            options["priority"] = spec.priority if spec is not None else 0
+        if spec is not None and spec.max_attempts is not None and options.get("max_attempts") is None:
+            options["max_attempts"] = spec.max_attempts
+        if "max_payload_bytes" not in options:
+            options["max_payload_bytes"] = self.max_payload_bytes
         return NewJob.build(task, payload, **options)
 
     def _build_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> list[NewJob]:
@@ -382,11 +382,13 @@ class Conveyor:
         jobs: list[NewJob] = []
         explicit: list[bool] = []
         now = utcnow()
+        ids = new_job_ids(len(specs))
         for index, spec in enumerate(specs):
             values = _spec_dict(spec)
             task = values.pop("task", None)
             payload = values.pop("payload", None)
             values.setdefault("now", now)
+            values.setdefault("job_id", ids[index])
             try:
                 job = self.build_job(task, payload, **values)  # type: ignore[arg-type]
             except ValidationError as exc:

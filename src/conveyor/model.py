@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
 from conveyor.errors import PayloadTooLarge, ValidationError
@@ -68,11 +69,18 @@ class AttemptOutcome(StrEnum):
 LOST_STATUS_CODE = 0  # GS2's "no connection / unknown" code: the worker vanished, nothing was returned
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     """One call of a task. `attempts` counts toward `max_attempts` (reset by requeue); `try_number` is the
     monotonic number of the latest try, never reset, the key of its Attempt record and the lease's fencing token.
+
+    A snapshot: read-only by convention (use dataclasses.replace for a changed copy). It is not a frozen
+    dataclass because stores build one per claimed and enqueued job, and frozen construction costs ~3 µs more
+    per job — a fifth of the whole per-job budget at 10,000 jobs/s. Hashed by id.
     """
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     id: str
     namespace: str
@@ -275,10 +283,41 @@ class NewJob:
 _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _not_json(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_c_encoder() -> Callable[[JSON, int], Sequence[str]] | None:
+    """The json module's C encoder, built once: `JSONEncoder.encode` rebuilds it on every call, which was half of
+    the cost of encoding a small payload on the enqueue hot path. Same output and errors as _PAYLOAD_ENCODER."""
+    if c_make_encoder is None:  # pragma: no cover - interpreters without the C accelerator
+        return None
+    encoder: Callable[[JSON, int], Sequence[str]] = c_make_encoder(
+        {}, _not_json, encode_basestring, None, ":", ",", False, False, False
+    )
+    return encoder
+
+
+_c_encoder = _make_c_encoder()
+
+
+def _encode_json(payload: JSON) -> str:
+    global _c_encoder
+    if _c_encoder is None:
+        return _PAYLOAD_ENCODER.encode(payload)
+    try:
+        return "".join(_c_encoder(payload, 0))
+    except BaseException:
+        _c_encoder = _make_c_encoder()  # a failed run can leave entries in its circular-reference markers
+        raise
+
+
 def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
     """Serialise a payload, refusing non-JSON values and oversize payloads with a clear error."""
     try:
-        text = _PAYLOAD_ENCODER.encode(payload)
+        text = _encode_json(payload)
+    except RecursionError:
+        raise ValidationError("payload is nested too deeply to encode as JSON", field="payload") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"payload must be JSON-serialisable (dict, list, str, int, float, bool or None): {exc}", field="payload"
@@ -336,13 +375,20 @@ def validate_name(value: object, what: str) -> None:
         _VALID_NAMES.add(value)
 
 
+_VALID_TASKS: set[str] = set()  # task names already checked (saves the checks per enqueue)
+
+
 def validate_task_name(task: object) -> None:
+    if isinstance(task, str) and task in _VALID_TASKS:
+        return
     if not isinstance(task, str) or not task.strip():
         raise ValidationError("task is required: give the name of a registered task", field="task")
     if "\x00" in task:
         raise ValidationError("task name must not contain the NUL character (\\u0000)", field="task")
     if len(task) > MAX_TASK_NAME:
         raise ValidationError(f"task name is {len(task)} characters; the limit is {MAX_TASK_NAME}", field="task")
+    if len(_VALID_TASKS) < 10_000:
+        _VALID_TASKS.add(task)
 
 
 # ---- values passed to Store.finish ------------------------------------------------------------------------------

@@ -951,8 +951,12 @@ def _copy_text(jobs: Sequence[NewJob]) -> str:
     """The batch as COPY text (tab-separated, `\\N` for NULL), built in one string: one `write` instead of an
     awaited `write_row` per job, which dominated batch enqueue. Column order matches ENQUEUE_COPY."""
     lines: list[str] = []
+    last_created: datetime | None = None
+    created = ""
     for j in jobs:
-        created = j.created.isoformat()
+        if j.created is not last_created:  # a batch shares one creation instant: format it once
+            last_created = j.created
+            created = j.created.isoformat()
         run_at = created if j.run_at == j.created else j.run_at.isoformat()
         lines.append(
             "\t".join(
