@@ -139,6 +139,26 @@ async def create_jobs(
     return await idempotent(ctx.app, idempotency_key, "v1-batch", await request.body(), ctx.idempotency_ttl, run)
 
 
+async def _job_page(
+    ctx: ServerContext,
+    namespace: str | None,
+    queue: str | None,
+    task: str | None,
+    status: JobStatus | None,
+    user_id: str | None,
+    limit: int,
+    offset: int,
+) -> JSONResponse:
+    """One page of jobs matching the filter, newest first (jobs and dead-letter listings share it)."""
+    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
+        reject_nul(value, name)
+    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=status, user_id=user_id)
+    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
+    return JSONResponse(
+        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+    )
+
+
 @admin.get("/jobs", response_model=JobList, tags=["jobs"], summary="List jobs, newest first")
 async def list_jobs(
     ctx: ServerContext = Depends(get_context),
@@ -150,13 +170,7 @@ async def list_jobs(
     limit: int = LimitQ,
     offset: int = OffsetQ,
 ) -> JSONResponse:
-    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
-        reject_nul(value, name)
-    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=status, user_id=user_id)
-    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
-    return JSONResponse(
-        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
-    )
+    return await _job_page(ctx, namespace, queue, task, status, user_id, limit, offset)
 
 
 @admin.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="Get a job")
@@ -227,13 +241,7 @@ async def list_dead(
     limit: int = LimitQ,
     offset: int = OffsetQ,
 ) -> JSONResponse:
-    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
-        reject_nul(value, name)
-    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=JobStatus.FAILED, user_id=user_id)
-    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
-    return JSONResponse(
-        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
-    )
+    return await _job_page(ctx, namespace, queue, task, JobStatus.FAILED, user_id, limit, offset)
 
 
 async def _dead(ctx: ServerContext, job_id: str) -> Job:
