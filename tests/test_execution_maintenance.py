@@ -128,27 +128,37 @@ async def test_rescuer_gives_back_expired_leases(app: Conveyor) -> None:
     assert [a.status_code for a in await app.aattempts(job.id)] == [0]
 
 
-async def test_pruner_uses_the_longest_namespace_retention(app: Conveyor) -> None:
-    pruner = Pruner(app)
-    assert await pruner.retentions() == (7 * 86400.0, 30 * 86400.0)
+async def test_pruner_applies_each_namespaces_own_retention(app: Conveyor) -> None:
     await app.aput_namespace(Namespace("keep", completed_retention=90 * 86400.0, failed_retention=10.0))
-    assert await pruner.retentions() == (90 * 86400.0, 30 * 86400.0)
-    explicit = Pruner(app, completed_retention=0.0, failed_retention=0.0)
-    assert await explicit.retentions() == (0.0, 0.0)
+    await app.aput_namespace(Namespace("brief", completed_retention=0.0, failed_retention=0.0))
 
     @app.task("ok")
     async def ok(payload: None) -> None:
         return None
 
-    job = await app.aenqueue("ok")
-    async with running_worker(app, maintenance=False):
-        await wait_status(app, job.id, JobStatus.COMPLETED)
+    kept = await app.aenqueue("ok", namespace="keep")
+    brief = await app.aenqueue("ok", namespace="brief")
+    unknown = await app.aenqueue("ok", namespace="never-created")  # no settings stored: the defaults
+    pruner = Pruner(app)
+    plan = {name: (c, f) for name, c, f in await pruner.plan()}
+    assert plan["keep"] == (90 * 86400.0, 10.0)
+    assert plan["brief"] == (0.0, 0.0)
+    assert plan["never-created"] == (7 * 86400.0, 30 * 86400.0)
+    assert plan["default"] == (7 * 86400.0, 30 * 86400.0)
+
+    async with running_worker(app, maintenance=False, namespaces=None):
+        for job in (kept, brief, unknown):
+            await wait_status(app, job.id, JobStatus.COMPLETED)
     await asyncio.sleep(0.01)
     await pruner.run_once()
-    assert await app.aget_job(job.id) is not None  # 90 days not over
+    assert await app.aget_job(brief.id) is None  # its namespace keeps nothing
+    assert await app.aget_job(kept.id) is not None  # 90 days not over
+    assert await app.aget_job(unknown.id) is not None  # 7 days not over
+
+    explicit = Pruner(app, completed_retention=0.0, failed_retention=0.0)
     await explicit.run_once()
-    assert await app.aget_job(job.id) is None
-    assert explicit.pruned == 1
+    assert await app.aget_job(kept.id) is None and await app.aget_job(unknown.id) is None
+    assert explicit.pruned == 2
 
 
 async def test_services_survive_store_outages(app: Conveyor, caplog: pytest.LogCaptureFixture) -> None:

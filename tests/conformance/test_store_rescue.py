@@ -189,3 +189,21 @@ async def test_prune_honours_its_limit(store: Store) -> None:
 
 async def test_prune_of_an_empty_store(store: Store) -> None:
     assert await store.prune(later(60), later(60)) == 0
+
+
+async def test_prune_of_one_namespace_leaves_the_others(store: Store) -> None:
+    """Each namespace has its own retention, so the pruner prunes namespace by namespace."""
+    await enqueue_many(store, 2, namespace="short")
+    await enqueue_many(store, 2, namespace="long")
+    jobs = await claim(store, namespaces=["short", "long"])
+    assert len(jobs) == 4
+    assert await complete(store, jobs[0]) and await fail(store, jobs[1])
+    assert await complete(store, jobs[2]) and await fail(store, jobs[3])
+    assert await store.prune(later(60), later(60), namespace="short") == len(
+        [j for j in jobs if j.namespace == "short"]
+    )
+    left = await store.list_jobs(JobFilter())
+    assert {j.namespace for j in left.items} == {"long"} and left.total == 2
+    assert await store.prune(later(60), later(60), namespace="short") == 0
+    assert await store.prune(later(60), later(60)) == 2  # no namespace: every namespace
+    assert (await store.list_jobs(JobFilter())).total == 0

@@ -150,8 +150,14 @@ async def check_invariants(store: RedisStore, raw: Any) -> None:
     assert set(leases) == {i for i, j in jobs.items() if j["status"] == "processing"}
     for i, score in leases.items():
         assert int(score) == int(jobs[i]["lease_expires_at"])
-    done = set(await raw.zrange(f"{p}:done:completed", 0, -1)) | set(await raw.zrange(f"{p}:done:failed", 0, -1))
-    assert done == {i for i, j in jobs.items() if j["status"] in ("completed", "failed", "cancelled")}
+    finished = {i: j for i, j in jobs.items() if j["status"] in ("completed", "failed", "cancelled")}
+    done: set[str] = set()
+    for ns in {j["namespace"] for j in jobs.values()}:
+        for kind in ("completed", "failed"):
+            members = set(await raw.zrange(f"{p}:done:{ns}:{kind}", 0, -1))
+            assert all(finished[i]["namespace"] == ns for i in members)  # each namespace's own set
+            done |= members
+    assert done == set(finished)
     holders: dict[str, str] = {}
     for i, j in jobs.items():
         if "unique_key" in j and j["status"] in ("pending", "processing"):

@@ -173,7 +173,7 @@ async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
         assert "conveyor_jobs_unique" in unique
         lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1"])
         assert "conveyor_jobs_lane_head" in lane or "conveyor_jobs_lane" in lane
-        prune = _plan(conn, q.SELECT_PRUNABLE, ["completed", now, 10])
+        prune = _plan(conn, q.SELECT_PRUNABLE, ["completed", now, 10, "default"])
         assert "conveyor_jobs_finished" in prune
     finally:
         conn.close()

@@ -1,8 +1,8 @@
 """The pruner: deletes finished jobs (and their attempt records) past their retention, SPEC §2.6.
 
-`Store.prune` takes one cut-off per kind, not one per namespace, so the pruner uses the *longest* retention any
-namespace asks for (and at least the worker's defaults): a job is never deleted before its namespace allows it; a
-namespace with a shorter retention keeps its jobs a little longer than asked.
+Retention is a namespace setting, so the pruner works namespace by namespace: each one with its own
+`completed_retention` / `failed_retention` (a namespace that has jobs but no stored settings gets the defaults,
+7 and 30 days). A Pruner built with explicit retentions applies them to every namespace.
 """
 
 from __future__ import annotations
@@ -43,26 +43,36 @@ class Pruner(Service):
         self.limit = limit
         self.pruned = 0
 
-    async def retentions(self) -> tuple[float, float]:
-        """(completed, failed) retention in seconds: explicit settings win, else the longest namespace setting."""
-        completed, failed = self.completed_retention, self.failed_retention
-        if completed is None or failed is None:
-            spaces = await self.app.store.list_namespaces()
+    async def plan(self) -> list[tuple[str, float, float]]:
+        """(namespace, completed retention, failed retention) in seconds, for every namespace that has jobs or
+        settings. Explicit settings of this Pruner win over the namespaces' own."""
+        store = self.app.store
+        spaces = {ns.name: ns for ns in await store.list_namespaces()}
+        names = set(spaces) | {q.namespace for q in await store.list_queues()}
+        plan: list[tuple[str, float, float]] = []
+        for name in sorted(names):
+            ns = spaces.get(name)
+            completed = self.completed_retention
             if completed is None:
-                completed = max([ns.completed_retention for ns in spaces], default=DEFAULT_COMPLETED_RETENTION)
+                completed = ns.completed_retention if ns is not None else DEFAULT_COMPLETED_RETENTION
+            failed = self.failed_retention
             if failed is None:
-                failed = max([ns.failed_retention for ns in spaces], default=DEFAULT_FAILED_RETENTION)
-        return completed, failed
+                failed = ns.failed_retention if ns is not None else DEFAULT_FAILED_RETENTION
+            plan.append((name, completed, failed))
+        return plan
 
     async def tick(self) -> None:
-        completed, failed = await self.retentions()
         now = utcnow()
-        while True:
-            n = await self.app.store.prune(
-                now - timedelta(seconds=completed), now - timedelta(seconds=failed), limit=self.limit
-            )
-            self.pruned += n
-            if n:
-                log.info("pruned %d finished job(s) past retention", n)
-            if n < self.limit:
-                return
+        for namespace, completed, failed in await self.plan():
+            while True:
+                n = await self.app.store.prune(
+                    now - timedelta(seconds=completed),
+                    now - timedelta(seconds=failed),
+                    limit=self.limit,
+                    namespace=namespace,
+                )
+                self.pruned += n
+                if n:
+                    log.info("pruned %d finished job(s) of namespace %s past retention", n, namespace)
+                if n < self.limit:
+                    break

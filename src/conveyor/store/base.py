@@ -168,9 +168,12 @@ class Store(abc.ABC):
         """Give back jobs whose lease expired (see module doc). Returns the jobs after the change."""
 
     @abc.abstractmethod
-    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
+    ) -> int:
         """Delete completed jobs finished before `completed_before`, and failed/cancelled ones finished before
-        `failed_before`, with their attempt records. Returns how many jobs were deleted."""
+        `failed_before`, with their attempt records; only in `namespace` when given (each namespace has its own
+        retention). Returns how many jobs were deleted."""
 
     # ---- inspection and management --------------------------------------------------------------------------
 

@@ -565,13 +565,16 @@ class MemoryStore(Store):
             d.waker.notify()
         return out
 
-    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
+    ) -> int:
         d = self._data
         with d.lock:
             doomed = [
                 rec
                 for rec in d.jobs.values()
                 if rec.finished_at is not None
+                and (namespace is None or rec.namespace == namespace)
                 and (
                     (rec.status is JobStatus.COMPLETED and rec.finished_at < completed_before)
                     or (rec.status in (JobStatus.FAILED, JobStatus.CANCELLED) and rec.finished_at < failed_before)

@@ -574,8 +574,15 @@ class PostgresStore(Store):
             self._waker.notify()
         return jobs
 
-    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
-        params = {"completed_before": completed_before, "failed_before": failed_before, "limit": max(0, limit)}
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
+    ) -> int:
+        params = {
+            "completed_before": completed_before,
+            "failed_before": failed_before,
+            "limit": max(0, limit),
+            "namespace": namespace,
+        }
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> int:
             row = await (await conn.execute(self._q.PRUNE, params)).fetchone()

@@ -360,6 +360,7 @@ WITH doomed AS (
     SELECT id
     FROM {schema}.jobs
     WHERE finished_at IS NOT NULL
+      AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s::text)
       AND finished_at < greatest(%(completed_before)s::timestamptz, %(failed_before)s::timestamptz)
       AND ((status = 'completed' AND finished_at < %(completed_before)s::timestamptz)
            OR (status IN ('failed', 'cancelled') AND finished_at < %(failed_before)s::timestamptz))

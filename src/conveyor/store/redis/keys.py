@@ -24,8 +24,8 @@ P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `hea
 P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it
 P:user:<ns>:<user_id>                  ZSET    the user's jobs by created (list filter user_id)
 P:leases                               ZSET    processing jobs by lease_expires_at (rescue)
-P:done:completed                       ZSET    completed jobs by finished_at (prune)
-P:done:failed                          ZSET    failed and cancelled jobs by finished_at (prune)
+P:done:<ns>:completed                  ZSET    completed jobs of a namespace by finished_at (prune)
+P:done:<ns>:failed                     ZSET    failed and cancelled jobs of a namespace by finished_at (prune)
 P:ns                                   HASH    namespace name -> Namespace JSON document
 P:workers                              ZSET    worker id -> expires_at (index of the registrations)
 P:w:<worker id>                        STRING  WorkerInfo JSON; expires by itself (PXAT) unless refreshed

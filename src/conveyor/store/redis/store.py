@@ -563,10 +563,13 @@ class RedisStore(Store):
             self._waker.notify()
         return jobs
 
-    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
+    ) -> int:
         if limit <= 0:
             return 0
-        return int(await self._run("prune", [to_us(completed_before), to_us(failed_before), limit]))
+        args = [to_us(completed_before), to_us(failed_before), limit, namespace or ""]
+        return int(await self._run("prune", args))
 
     # ---- inspection and management --------------------------------------------------------------------------
 

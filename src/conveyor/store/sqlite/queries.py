@@ -200,7 +200,7 @@ RETURNING {JOB_JSON}
 # backlog inside a write transaction. Parameters: status, finished before, limit.
 SELECT_PRUNABLE = """
 SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_finished
-WHERE status = ?1 AND finished_at < ?2 AND finished_at IS NOT NULL
+WHERE status = ?1 AND finished_at < ?2 AND finished_at IS NOT NULL AND (?4 IS NULL OR namespace = ?4)
 LIMIT ?3
 """
 

@@ -857,7 +857,9 @@ class SQLiteStore(Store):
 
         return await self._write(run, _any_pending)
 
-    async def prune(self, completed_before: datetime, failed_before: datetime, limit: int = 10_000) -> int:
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
+    ) -> int:
         """Deletes in chunks of PRUNE_CHUNK jobs, one short transaction each, so that claims and finishes of
         running workers slip in between instead of waiting for one long delete."""
         deleted = 0
@@ -868,7 +870,7 @@ class SQLiteStore(Store):
         ):
             while deleted < limit:
                 chunk = min(PRUNE_CHUNK, limit - deleted)
-                n = await self._write(_pruner(status.value, _ts(before), chunk))
+                n = await self._write(_pruner(status.value, _ts(before), chunk, namespace))
                 deleted += n
                 if n < chunk:
                     break
@@ -1106,11 +1108,12 @@ class SQLiteStore(Store):
 PRUNE_CHUNK = 500
 
 
-def _pruner(status: str, before: int, chunk: int) -> Callable[[sqlite3.Connection], int]:
-    """One prune transaction: up to `chunk` jobs of `status` finished before `before`, with their attempts."""
+def _pruner(status: str, before: int, chunk: int, namespace: str | None) -> Callable[[sqlite3.Connection], int]:
+    """One prune transaction: up to `chunk` jobs of `status` finished before `before` (in `namespace` when
+    given), with their attempts."""
 
     def run(conn: sqlite3.Connection) -> int:
-        ids = [r[0] for r in conn.execute(q.SELECT_PRUNABLE, (status, before, chunk)).fetchall()]
+        ids = [r[0] for r in conn.execute(q.SELECT_PRUNABLE, (status, before, chunk, namespace)).fetchall()]
         if ids:
             doomed = json.dumps(ids)
             conn.execute(q.DELETE_ATTEMPTS_OF, (doomed,))

@@ -62,7 +62,10 @@ local function counts_of(ns_q_base, task)
 end
 
 local ACTIVE = { pending = true, processing = true }
-local FINAL_SET = { completed = 'done:completed', failed = 'done:failed', cancelled = 'done:failed' }
+local FINAL_SET = { completed = 'completed', failed = 'failed', cancelled = 'failed' }
+-- Finished jobs by finished_at, per namespace and kind (completed | failed, which holds cancelled too): prune
+-- works namespace by namespace, each with its own retention, without stepping over other namespaces' jobs.
+local function done_key(ns, kind) return P .. ':done:' .. ns .. ':' .. kind end
 
 -- Move a job to status `new` (writing `ch`, the other changed fields, in the same HSET) and keep every by-status
 -- index in step: counters, the by-status listing sets, the pending-by-run_at set, the lease set, the finished
@@ -80,14 +83,14 @@ local function transition(j, new, ch)
     redis.call('ZREM', qkey(ns, q, 's:' .. old), id)
     if old == 'pending' then redis.call('ZREM', qkey(ns, q, 'pend'), id) end
     if old == 'processing' then redis.call('ZREM', P .. ':leases', id) end
-    if FINAL_SET[old] then redis.call('ZREM', P .. ':' .. FINAL_SET[old], id) end
+    if FINAL_SET[old] then redis.call('ZREM', done_key(ns, FINAL_SET[old]), id) end
   end
   if new then
     count(j, new, 1)
     redis.call('ZADD', qkey(ns, q, 's:' .. new), j.created, id)
     if new == 'pending' then redis.call('ZADD', qkey(ns, q, 'pend'), j.run_at, id) end
     if new == 'processing' then redis.call('ZADD', P .. ':leases', j.lease_expires_at, id) end
-    if FINAL_SET[new] then redis.call('ZADD', P .. ':' .. FINAL_SET[new], j.finished_at, id) end
+    if FINAL_SET[new] then redis.call('ZADD', done_key(ns, FINAL_SET[new]), j.finished_at, id) end
   end
   if j.unique_key then
     local uk = P .. ':uniq:' .. ns
