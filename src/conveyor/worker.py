@@ -49,6 +49,7 @@ from conveyor.execution import (
     execute,
 )
 from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
+from conveyor.store.base import IdleClaim
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor, TaskSpec
@@ -129,6 +130,7 @@ class Worker:
         self._buffer_since = 0.0  # loop.time() when the buffer last went from empty to non-empty
         self._specs: dict[str, TaskSpec] = app.tasks
         self._full = False
+        self._offer: IdleClaim | None = None  # while the fetch loop waits, on stores with hand-off
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Finish, Job]] = []
         self._flush_task: asyncio.Task[None] | None = None
@@ -150,6 +152,8 @@ class Worker:
                 self._set_watch_tick(spec.timeout)
         self.processed = 0
         """Jobs whose outcome was reported (applied or stale), for tests and the bench."""
+        self.handed_off = 0
+        """Jobs an enqueue in this process claimed for this worker while it waited (store hand-off)."""
 
     # ---- control -------------------------------------------------------------------------------------------
 
@@ -190,6 +194,7 @@ class Worker:
                 self._cancel_all(REASON_SHUTDOWN)
             return
         self._stopping = True
+        self._withdraw_idle()
         self._release_buffer()
         log.info(
             "worker %s stopping: no new claims; waiting up to %gs for %d running job(s)",
@@ -309,7 +314,10 @@ class Worker:
         delay = 0.05
         wake.set()  # claim at once on start
         while not self._stopping:
+            if not wake.is_set():
+                self._offer_idle()
             await wake.wait()
+            self._withdraw_idle()
             wake.clear()
             while not self._stopping:
                 want = self._claim_size()
@@ -345,6 +353,53 @@ class Worker:
                     self._start_jobs(jobs)
                 if len(jobs) < want:
                     break
+
+    def _offer_idle(self) -> None:
+        """Tell the store this worker waits, and for what: an enqueue in this process may then claim for it in the
+        same round trip and hand the jobs over (`_take_handoff`). Only jobs of namespaces known to run
+        automatically are offered for, so a new namespace with auto_run off is looked up before anything runs."""
+        if not self.store.supports_handoff or self._stopping or self._namespaces_stale:
+            return
+        want = self._claim_size()
+        if want <= 0:
+            return
+        if self._include is not None:
+            namespaces = list(self._include)
+        else:
+            excluded = set(self._exclude)
+            namespaces = sorted(n for n in self._known_namespaces if n not in excluded)
+        assert self._loop is not None
+        offer = IdleClaim(
+            worker_id=self.worker_id,
+            queues=tuple(self.queues),
+            limit=want,
+            lease=self.lease,
+            namespaces=namespaces,
+            exclude_namespaces=(),
+            deliver=self._take_handoff,
+            loop=self._loop,
+        )
+        self._offer = offer
+        self.store.offer_idle(offer)
+
+    def _withdraw_idle(self) -> None:
+        offer, self._offer = self._offer, None
+        if offer is not None:
+            self.store.withdraw_idle(offer)
+
+    def _take_handoff(self, jobs: list[Job]) -> bool:
+        """Jobs an enqueue claimed for this worker while it waited. Refused once stopping (the store hands them
+        back without counting an attempt). Taken jobs start at once, or wait in the prefetch buffer."""
+        if self._stopping or self._closed:
+            return False
+        if self._unavailable_since is not None:
+            self._recovered()
+        self.handed_off += len(jobs)
+        self._start_jobs(jobs)
+        if self._offer is not None:  # still waiting: offer the slots that are left
+            self._withdraw_idle()
+            self._offer_idle()
+        return True
 
     async def _waiter_loop(self) -> None:
         """Turn store wake-ups (local enqueue, NOTIFY, pub-sub, or the poll timeout) into fetch-loop wake-ups."""

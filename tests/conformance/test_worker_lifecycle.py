@@ -145,3 +145,53 @@ async def test_a_stale_worker_cannot_finish_a_reclaimed_attempt(store_url: str) 
     finally:
         await stale_app.aclose()
         await fresh_app.aclose()
+
+
+async def test_an_idle_worker_is_handed_jobs_enqueued_in_its_process(worker_app: Conveyor) -> None:
+    """On a store with hand-off an enqueue claims for the waiting worker in the same round trip (store/base.py:
+    "Hand-off"); elsewhere the worker is woken and claims. Either way every job runs once, on this worker."""
+    app = worker_app
+    ran: list[str] = []
+    done = asyncio.Event()
+
+    @app.task("note")
+    async def note(payload: dict[str, int], ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+        done.set()
+
+    async with running_worker(app, poll_interval=30) as worker:
+        await asyncio.sleep(0.1)  # the first claim (at start) found nothing: the worker waits
+        jobs = []
+        for i in range(20):
+            done.clear()
+            jobs.append(await app.aenqueue("note", {"n": i}))
+            await asyncio.wait_for(done.wait(), 10)
+        expected = 20 if app.store.supports_handoff else 0
+        assert worker.handed_off == expected
+    assert ran == [j.id for j in jobs]
+    for job in jobs:
+        final = await wait_status(app, job.id, JobStatus.COMPLETED)
+        assert final.worker_id is None and final.attempts == 1
+
+
+async def test_a_stopping_worker_takes_no_handoff(worker_app: Conveyor) -> None:
+    app = worker_app
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.task("hold")
+    async def hold(payload: None) -> None:
+        inside.set()
+        await release.wait()
+
+    await app.aenqueue("hold")
+    worker = Worker(app, grace_period=10, install_signal_handlers=False, poll_interval=30)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(inside.wait(), 10)
+    worker.stop()
+    late = await app.aenqueue("hold")
+    release.set()
+    await asyncio.wait_for(task, 20)
+    assert worker.handed_off == 0
+    got = await app.aget_job(late.id)
+    assert got is not None and got.status is JobStatus.PENDING and got.attempts == 0

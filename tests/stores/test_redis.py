@@ -5,6 +5,7 @@ warning. Shared behaviour is in tests/conformance; outages are in test_redis_out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -20,7 +21,18 @@ from tests.backends.redis import cleanup, fresh_url
 from tests.stores.redis_server import PrivateRedis
 
 from conveyor.errors import ConveyorError
-from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, QueueSettings, WorkerInfo
+from conveyor.model import (
+    Attempt,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    NewJob,
+    QueueSettings,
+    WorkerInfo,
+)
+from conveyor.store.base import IdleClaim
 from conveyor.store.redis import RedisStore
 from conveyor.store.redis.store import SCRIPTS, load_script, split_url
 
@@ -191,6 +203,8 @@ async def test_random_transitions_keep_every_index_in_step(store: RedisStore, ra
                     )
                     for _ in range(rng.randint(1, 4))
                 ]
+                if rng.random() < 0.5:  # an idle worker of this process: the enqueue claims for it (hand-off)
+                    _offer(store, held, limit=rng.randint(1, 3), queues=tuple(rng.sample(["default", "q2"], 1)))
                 known += [j.id for j in await store.enqueue(batch)]
             elif op < 0.5:
                 held += await store.claim("w", ["default", "q2"], rng.randint(1, 5), rng.choice([LEASE, timedelta(0)]))
@@ -346,3 +360,72 @@ async def test_a_claim_cancelled_mid_flight_hands_its_jobs_back(store: RedisStor
     assert got is not None and got.attempts == 0 and got.try_number == 0
     [again] = await store.claim("w", ["default"], 1, LEASE)
     assert again.id == job.id and again.try_number == 1
+
+
+def _offer(store: RedisStore, taken: list[Job], *, limit: int = 5, queues: tuple[str, ...] = ("default",)) -> None:
+    def deliver(jobs: list[Job]) -> bool:
+        taken.extend(jobs)
+        return True
+
+    store.offer_idle(
+        IdleClaim("idle", queues, limit, LEASE, None, (), deliver, asyncio.get_running_loop()),
+    )
+
+
+async def test_a_handoff_that_takes_every_new_job_leaves_no_wake_token(store: RedisStore, raw: aioredis.Redis) -> None:
+    """Nobody else could claim what the idle worker left (it took less than its limit): a token would only make
+    some worker run an empty claim."""
+    taken: list[Job] = []
+    _offer(store, taken, limit=5)
+    jobs = await store.enqueue([NewJob.build("t"), NewJob.build("t")])
+    assert [j.id for j in taken] == [j.id for j in jobs]
+    assert await raw.llen(f"{store.prefix}:wake:default") == 0
+
+
+async def test_a_handoff_that_leaves_work_still_wakes_other_workers(store: RedisStore, raw: aioredis.Redis) -> None:
+    taken: list[Job] = []
+    _offer(store, taken, limit=1)
+    jobs = await store.enqueue([NewJob.build("t"), NewJob.build("t")])
+    assert [j.id for j in taken] == [jobs[0].id]
+    assert await raw.llen(f"{store.prefix}:wake:default") >= 1
+    taken2: list[Job] = []
+    _offer(store, taken2, queues=("default",))
+    await store.enqueue([NewJob.build("t", queue="mail")])  # a queue the idle worker does not serve
+    assert taken2 == []
+    assert await raw.llen(f"{store.prefix}:wake:mail") == 1
+
+
+async def test_handed_off_jobs_reach_the_worker_when_the_enqueue_is_cancelled(store: RedisStore) -> None:
+    """The enqueue's caller may be cancelled while the script runs; what the script claimed still reaches the
+    idle worker instead of sitting in processing until its lease expires."""
+    taken: list[Job] = []
+    _offer(store, taken)
+    new = NewJob.build("t")
+    call = asyncio.create_task(store.enqueue([new]))
+    await asyncio.sleep(0)  # the script is on its way
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    deadline = time.monotonic() + 5
+    while not taken:
+        assert time.monotonic() < deadline, "the handed-off job never reached the idle worker"
+        await asyncio.sleep(0.01)
+    assert [j.id for j in taken] == [new.id]
+    got = await store.get_job(new.id)
+    assert got is not None and got.status is JobStatus.PROCESSING and got.worker_id == "idle"
+
+
+async def test_a_script_call_cancelled_mid_reply_never_answers_a_later_call(store: RedisStore) -> None:
+    """Script calls run on the store's own connections (scripts.py). A call cancelled after sending must not
+    leave its reply on a connection that a later call reads."""
+    await store.enqueue([NewJob.build("t", {"n": i}) for i in range(3)])
+    for i in range(60):
+        pending = asyncio.create_task(store.stats())
+        for _ in range(i % 4):
+            await asyncio.sleep(0)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        page = await store.list_jobs(JobFilter(), limit=10)
+        assert page.total == 3 and len(page.items) == 3
+        assert (await store.stats()).pending == 3

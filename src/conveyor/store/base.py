@@ -28,6 +28,12 @@ Rules every implementation must honour (the conformance suite in tests/conforman
   `pending` with run_at = now when attempts < max_attempts, else to `failed` (last_error set).
 * **Wake-ups.** After a successful enqueue the store wakes waiters in this process at once (`wait_for_jobs`)
   and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll.
+* **Hand-off** (optional, `supports_handoff`). A worker waiting for jobs may `offer_idle` an `IdleClaim`; an
+  enqueue in the same process and on the same event loop may then claim for it in the same atomic step, with the
+  same claim rules and arguments as `claim`, and hand it the jobs through `IdleClaim.deliver`. One offer is taken
+  by at most one enqueue, and `deliver` is then called once, possibly with no jobs (the worker offers again).
+  When `deliver` answers False (the worker is stopping) the store releases those jobs back to pending without
+  counting an attempt. Stores without it ignore offers; their waiters wake and claim.
 * **Unavailability.** When the backend cannot be reached a method raises `StoreUnavailable` (never a driver
   exception), and the store reconnects by itself on a later call.
 """
@@ -35,8 +41,10 @@ Rules every implementation must honour (the conformance suite in tests/conforman
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,6 +77,25 @@ class HandlerTransaction(abc.ABC):
         """Apply the completion inside this transaction (fenced like Store.finish) and commit. False if stale."""
 
 
+@dataclass(eq=False)
+class IdleClaim:
+    """A worker of this process that waits for jobs, and what it would claim: `claim`'s arguments.
+
+    Why: a job enqueued while a worker idles otherwise costs two round trips before it starts (the enqueue, then
+    the woken worker's claim). A store that supports hand-off claims inside the enqueue instead and passes the
+    jobs to `deliver`, which the worker answers True (taken: it runs or buffers them) or False (stopping: the
+    store hands them back). `deliver` is called on `loop`, the worker's loop, and only there."""
+
+    worker_id: str
+    queues: Sequence[str]
+    limit: int
+    lease: timedelta
+    namespaces: Sequence[str] | None
+    exclude_namespaces: Sequence[str]
+    deliver: Callable[[list[Job]], bool]
+    loop: asyncio.AbstractEventLoop
+
+
 class Store(abc.ABC):
     """A job store. Create with `conveyor.store.open_store(url)`, then `await store.open()`."""
 
@@ -76,6 +103,8 @@ class Store(abc.ABC):
     scheme: str = ""
     #: Whether `enqueue_on_connection`/transactional handlers work on this store.
     supports_transactions: bool = False
+    #: Whether an enqueue can claim for an idle worker of this process (`offer_idle`; see the module doc).
+    supports_handoff: bool = False
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -155,6 +184,16 @@ class Store(abc.ABC):
         """A transaction for a transactional handler (PostgreSQL). Rolled back if the block raises."""
         raise Unsupported(f"{type(self).__name__} does not support transactional handlers; use PostgreSQL")
         yield  # pragma: no cover
+
+    def offer_idle(self, claim: IdleClaim) -> None:
+        """A worker waits for jobs: a store with hand-off may claim for it in a later enqueue (at most once per
+        offer). Stores without hand-off ignore it; the worker is woken through `wait_for_jobs` as usual."""
+        return
+
+    def withdraw_idle(self, claim: IdleClaim) -> None:
+        """The worker no longer waits (it claims for itself, or stops). An enqueue already under way may still
+        deliver to it; the worker answers that delivery itself."""
+        return
 
     @abc.abstractmethod
     async def wait_for_jobs(self, timeout: float) -> None:

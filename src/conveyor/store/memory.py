@@ -64,7 +64,8 @@ from conveyor.model import (
     serial_key_for,
     utcnow,
 )
-from conveyor.store.base import Store
+from conveyor.store.base import IdleClaim, Store
+from conveyor.store.handoff import IdleClaims, hand_over
 from conveyor.store.wake import LocalWaker
 
 __all__ = ["MemoryStore"]
@@ -304,6 +305,7 @@ class MemoryStore(Store):
 
     scheme = "memory"
     supports_transactions = False
+    supports_handoff = True
 
     _registry: ClassVar[dict[str, _Data]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -318,6 +320,7 @@ class MemoryStore(Store):
         else:
             with self._registry_lock:
                 self._data = self._registry.setdefault(name, _Data())
+        self._idle = IdleClaims()  # this store object's waiting workers (hand-off; never shared through NAME)
 
     @staticmethod
     def _name(url: str) -> str | None:
@@ -376,7 +379,18 @@ class MemoryStore(Store):
                 d.jobs[rec.id] = rec
                 d._index(rec)
                 out.append(rec.to_job())
-        if any(not job.duplicate for job in out):
+            stored = any(not job.duplicate for job in out)
+            idle = self._idle.take(jobs) if stored else None
+            handed = (
+                []
+                if idle is None
+                else self._claim_locked(
+                    idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces
+                )
+            )
+        if idle is not None and not hand_over(idle, handed):
+            await self.finish([Finish(j.lease, JobStatus.PENDING, release=True) for j in handed])
+        if stored:
             d.waker.notify()
         return out
 
@@ -394,54 +408,72 @@ class MemoryStore(Store):
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
+        with self._data.lock:
+            return self._claim_locked(worker_id, queues, limit, lease, namespaces, exclude_namespaces)
+
+    def offer_idle(self, claim: IdleClaim) -> None:
+        self._idle.offer(claim)
+
+    def withdraw_idle(self, claim: IdleClaim) -> None:
+        self._idle.withdraw(claim)
+
+    def _claim_locked(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        namespaces: Sequence[str] | None,
+        exclude_namespaces: Sequence[str],
+    ) -> list[Job]:
+        """`claim` with the data set's lock held (enqueue claims for an idle worker in the same locked step)."""
         d = self._data
         wanted_queues = set(queues)
         wanted_ns = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
-        with d.lock:
-            now = utcnow()
-            sources: list[list[_ClaimKey]] = []
-            room: dict[_QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
-            for qk, keys in d.pending.items():
-                ns, q = qk
-                if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
+        now = utcnow()
+        sources: list[list[_ClaimKey]] = []
+        room: dict[_QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
+        for qk, keys in d.pending.items():
+            ns, q = qk
+            if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
+                continue
+            settings = d.queue_settings.get(qk)
+            if settings is not None and settings.paused:
+                continue
+            cap = None if settings is None else settings.concurrency
+            if cap is not None:
+                cap -= len(d.processing.get(qk, ()))
+                if cap <= 0:
                     continue
-                settings = d.queue_settings.get(qk)
-                if settings is not None and settings.paused:
+            room[qk] = cap
+            sources.append(keys)
+        if not sources:
+            return []
+        lanes_taken: set[_LaneKey] = set()
+        chosen: list[_Rec] = []
+        # Choose first, start afterwards: starting changes the indexes that the merge is walking.
+        for _, run_at, job_id in heapq.merge(*sources):
+            if run_at > now:
+                continue
+            rec = d.jobs[job_id]
+            qk = (rec.namespace, rec.queue)
+            free = room[qk]
+            if free is not None and free <= 0:
+                continue
+            lk = rec.lane_key
+            if lk is not None:
+                if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
                     continue
-                cap = None if settings is None else settings.concurrency
-                if cap is not None:
-                    cap -= len(d.processing.get(qk, ()))
-                    if cap <= 0:
-                        continue
-                room[qk] = cap
-                sources.append(keys)
-            if not sources:
-                return []
-            lanes_taken: set[_LaneKey] = set()
-            chosen: list[_Rec] = []
-            # Choose first, start afterwards: starting changes the indexes that the merge is walking.
-            for _, run_at, job_id in heapq.merge(*sources):
-                if run_at > now:
-                    continue
-                rec = d.jobs[job_id]
-                qk = (rec.namespace, rec.queue)
-                free = room[qk]
-                if free is not None and free <= 0:
-                    continue
-                lk = rec.lane_key
-                if lk is not None:
-                    if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
-                        continue
-                    lanes_taken.add(lk)
-                if free is not None:
-                    room[qk] = free - 1
-                chosen.append(rec)
-                if len(chosen) >= limit:
-                    break
-            for rec in chosen:
-                d.start(rec, worker_id, lease, now)
-            return [rec.to_job() for rec in chosen]
+                lanes_taken.add(lk)
+            if free is not None:
+                room[qk] = free - 1
+            chosen.append(rec)
+            if len(chosen) >= limit:
+                break
+        for rec in chosen:
+            d.start(rec, worker_id, lease, now)
+        return [rec.to_job() for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         d = self._data

@@ -32,7 +32,6 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 
 from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnavailable, ValidationError
 from conveyor.model import (
@@ -56,8 +55,10 @@ from conveyor.model import (
     encode_result,
     utcnow,
 )
-from conveyor.store.base import Store
+from conveyor.store.base import IdleClaim, Store
+from conveyor.store.handoff import IdleClaims, hand_over
 from conveyor.store.redis.keys import DEFAULT_PREFIX, SCHEMA_VERSION, Keys, pair
+from conveyor.store.redis.scripts import ScriptRunner
 from conveyor.store.wake import LocalWaker
 
 log = logging.getLogger("conveyor.store.redis")
@@ -246,6 +247,7 @@ class RedisStore(Store):
 
     scheme = "redis"
     supports_transactions = False
+    supports_handoff = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, lazy: bool = False, **options: Any) -> None:
         self.url = url
@@ -257,12 +259,13 @@ class RedisStore(Store):
         self._wake_block = float(options.get("wake_block", 1.0))
         self._client: aioredis.Redis | None = None
         self._wake_client: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: ScriptRunner | None = None
         self._waker = LocalWaker()
         self._waiting = 0
         self._wake_queues: set[str] = set()  # every queue this process claims from: the wake lists to watch
         self._listener: asyncio.Task[None] | None = None
         self._orphans: set[asyncio.Future[Any]] = set()  # hand-backs of cancelled claims in flight
+        self._idle = IdleClaims()  # workers of this process waiting for jobs (hand-off in enqueue.lua)
         self._opened = False
         self._closed = False
 
@@ -284,7 +287,12 @@ class RedisStore(Store):
             self._wake_client = aioredis.Redis.from_url(
                 self._redis_url, socket_timeout=self._wake_block + self._socket_timeout, **common
             )
-            self._scripts = {name: self._client.register_script(load_script(name)) for name in SCRIPTS}
+            self._scripts = ScriptRunner(
+                self._redis_url,
+                {name: load_script(name) for name in SCRIPTS},
+                timeout=self._socket_timeout,
+                connect_timeout=self._socket_timeout,
+            )
         return self._client
 
     async def open(self) -> None:
@@ -327,15 +335,20 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         self._closed = True
+        self._idle.clear()
         self._waker.notify()
+        if self._orphans:  # jobs being handed back need the connection a moment longer
+            await asyncio.wait(set(self._orphans), timeout=self._socket_timeout)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(BaseException):
                 await listener
-        client, wake_client = self._client, self._wake_client
-        self._client = self._wake_client = None
+        client, wake_client, scripts = self._client, self._wake_client, self._scripts
+        self._client = self._wake_client = self._scripts = None
         self._opened = False
+        if scripts is not None:
+            await scripts.aclose()
         for c in (client, wake_client):
             if c is not None:
                 with contextlib.suppress(Exception):
@@ -372,10 +385,12 @@ class RedisStore(Store):
             raise
 
     async def _run(self, name: str, args: Sequence[Any]) -> Any:
+        """Run one transition script (scripts.py: on the store's own connections, not the client's pool)."""
         script_args = [self.prefix, *args]
 
-        async def call(c: aioredis.Redis) -> Any:
-            return await self._scripts[name](keys=[], args=script_args)
+        async def call(_: aioredis.Redis) -> Any:
+            assert self._scripts is not None
+            return await self._scripts.run(name, script_args)
 
         return await self._do(call)
 
@@ -406,7 +421,24 @@ class RedisStore(Store):
                     new.unique_key,
                 ]
             )
-        kind, value = await self._run("enqueue", [_batch(rows)])
+        idle = self._idle.take(jobs) if self._idle else None
+        if idle is None:
+            reply = await self._run("enqueue", [_batch(rows), ""])
+        else:
+            handoff = {
+                "worker": idle.worker_id,
+                "limit": idle.limit,
+                "lease": str(idle.lease // _US),
+                "queues": list(idle.queues),
+                "namespaces": None if idle.namespaces is None else list(idle.namespaces),
+                "exclude": list(idle.exclude_namespaces),
+            }
+            # The claimed jobs reach the worker from the script's completion, not from this coroutine: a caller
+            # cancelled meanwhile must not strand them in `processing`.
+            call = asyncio.ensure_future(self._run("enqueue", [_batch(rows), json.dumps(handoff)]))
+            call.add_done_callback(lambda done: self._hand_over(idle, done))
+            reply = await asyncio.shield(call)
+        kind, value = reply[0], reply[1]
         if kind == "exists":
             raise ValidationError(f"a job with id {value} already exists", field="id")
         out: list[Job] = []
@@ -417,9 +449,29 @@ class RedisStore(Store):
                 stored = True
             else:
                 out.append(decode_job(item, duplicate=True))
-        if stored:
+        # After a hand-off the script says whether claimable work remains for the other waiters of this process.
+        if stored and (idle is None or reply[3] == 1):
             self._waker.notify()
         return out
+
+    def offer_idle(self, claim: IdleClaim) -> None:
+        if not self._closed:
+            self._idle.offer(claim)
+
+    def withdraw_idle(self, claim: IdleClaim) -> None:
+        self._idle.withdraw(claim)
+
+    def _hand_over(self, idle: IdleClaim, done: asyncio.Future[Any]) -> None:
+        """Pass the jobs an enqueue claimed for an idle worker to it; hand them back when it refuses (stopping).
+        A failed script call leaves nothing to do: either nothing was claimed, or lease expiry and rescue cover it."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        reply = done.result()
+        if reply[0] != "ok":
+            return
+        jobs = [decode_job(h) for h in json.loads(reply[2])]
+        if not hand_over(idle, jobs) and jobs:
+            self._release(jobs)
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
 
@@ -464,8 +516,14 @@ class RedisStore(Store):
             jobs = [decode_job(json.loads(reply[1]))] if reply[0] == "ok" else []
         else:
             jobs = [decode_job(h) for h in json.loads(reply)]
-        if not jobs or self._closed:
-            return
+        if jobs:
+            self._release(jobs)
+
+    def _release(self, jobs: list[Job]) -> None:
+        """Hand claimed jobs that nobody will run back to pending, without counting an attempt (in the background;
+        close() waits for it)."""
+        if self._client is None:
+            return  # closed: lease expiry and rescue cover them
         release = self.finish([Finish(j.lease, JobStatus.PENDING, release=True) for j in jobs])
         handed = asyncio.ensure_future(release)
         self._orphans.add(handed)

@@ -219,6 +219,77 @@ local function erase(j)
   redis.call('DEL', jkey(j.id), akey(j.id))
 end
 
+-- ---- claiming ----------------------------------------------------------------------------------------------
+
+local function set_of(list)
+  local s = {}
+  if type(list) == 'table' then for _, v in ipairs(list) do s[v] = true end end
+  return s
+end
+
+-- The scope of a claim: opts is {"queues": [...], "namespaces": [...] or null, "exclude": [...]} (decoded JSON).
+-- in_scope(pair) tells whether the claim serves that '<namespace>:<queue>' pair.
+local function claim_scope(opts)
+  local queues, excluded = set_of(opts.queues), set_of(opts.exclude)
+  local only = nil
+  if type(opts.namespaces) == 'table' then only = set_of(opts.namespaces) end
+  return function(pair)
+    local ns, q = string.match(pair, '^([^:]+):(.+)$')
+    return queues[q] and not excluded[ns] and (only == nil or only[ns])
+  end
+end
+
+-- Claim up to `limit` due jobs in (priority, run_at, id) order across the pairs in scope, for `worker`.
+-- Scheduled jobs that have come due move from sched to ready here, so no mover process has to be alive.
+-- Used by claim.lua and by enqueue.lua when it claims for an idle worker of the enqueuing process (hand-off).
+local function claim_due(worker, limit, lease_us, in_scope, now)
+  local cands, room = {}, {}
+  for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
+    if in_scope(pair) and redis.call('SISMEMBER', P .. ':qpaused', pair) == 0 then
+      local base = P .. ':q:' .. pair .. ':'
+      -- delayed and backing-off jobs that are now due become claimable
+      local due = redis.call('ZRANGEBYSCORE', base .. 'sched', '-inf', num(now), 'LIMIT', 0, 1000)
+      for _, id in ipairs(due) do
+        local f = redis.call('HMGET', jkey(id), 'priority', 'run_at')
+        redis.call('ZREM', base .. 'sched', id)
+        redis.call('ZADD', base .. 'ready', f[1], rmember(f[2], id))
+      end
+      local free = limit
+      local cap = redis.call('HGET', P .. ':qconc', pair)
+      if cap then
+        local busy = counts_of(base, nil).processing or 0
+        free = math.min(free, tonumber(cap) - busy)
+      end
+      if free > 0 then
+        room[pair] = free
+        local r = redis.call('ZRANGE', base .. 'ready', 0, free - 1, 'WITHSCORES')
+        for i = 1, #r, 2 do
+          cands[#cands + 1] = { prio = tonumber(r[i + 1]), m = r[i], pair = pair }
+        end
+      end
+    end
+  end
+  local out = {}
+  if #cands == 0 then return out end
+  if next(room, next(room)) ~= nil then  -- several queues: merge into one claim order
+    table.sort(cands, function(a, b)
+      if a.prio ~= b.prio then return a.prio < b.prio end
+      return a.m < b.m
+    end)
+  end
+  for _, c in ipairs(cands) do
+    if #out >= limit then break end
+    if room[c.pair] > 0 then
+      room[c.pair] = room[c.pair] - 1
+      local id = string.sub(c.m, 18)
+      local j = load(id)
+      start(j, worker, now, lease_us, true)
+      out[#out + 1] = j
+    end
+  end
+  return out
+end
+
 -- Wake idle workers in every process that serve a queue: `woken` maps queue -> jobs that became claimable. One
 -- token per job (at most 8 per call) goes to wake:<queue>; the list is capped so tokens never pile up while every
 -- worker is busy. Per-queue lists keep a worker of another queue from taking the token.

@@ -1,7 +1,10 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
 -- ARGV: prefix, JSON list with one list of strings per job: id, namespace, queue, task, payload JSON, priority,
 --       run_at µs, max_attempts, created µs, user_id, group_key, unique_key (the last three may be null)
--- Returns {'ok', JSON list}: per job 0 when stored, or the active job holding its unique key (a duplicate).
+--       and the hand-off: '' or JSON {"worker", "limit", "lease" (µs), "queues", "namespaces", "exclude"}, an idle
+--       worker of the enqueuing process to claim for in this same step (claim_due, the rules of claim.lua)
+-- Returns {'ok', JSON list, JSON claimed, woke}: per job 0 when stored, or the active job holding its unique key (a
+-- duplicate); the jobs claimed for the idle worker; 1 when wake tokens went out (claimable jobs remain), else 0.
 -- Returns {'exists', id} and stores nothing when a job id is already taken.
 local rows = cjson.decode(ARGV[2])
 for _, row in ipairs(rows) do
@@ -11,6 +14,7 @@ end
 local now = now_us()
 local out = {}
 local woken = {}
+local woken_pairs = {}
 for _, r in ipairs(rows) do
   local j = {
     id = r[1], namespace = r[2], queue = r[3], task = r[4], payload = r[5], priority = r[6], run_at = r[7],
@@ -37,9 +41,30 @@ for _, r in ipairs(rows) do
     transition(j, 'pending')
     redis.call('SADD', P .. ':pairs', j.namespace .. ':' .. j.queue)
     if j.user_id then redis.call('ZADD', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.created, j.id) end
-    note(woken, pending_enter(j, now))
+    local q = pending_enter(j, now)
+    if q then
+      note(woken, q)
+      woken_pairs[j.namespace .. ':' .. q] = true
+    end
     out[#out + 1] = 0
   end
 end
+local claimed = {}
+if ARGV[3] ~= '' and next(woken) ~= nil then
+  local h = cjson.decode(ARGV[3])
+  local in_scope = claim_scope(h)
+  claimed = claim_due(h.worker, tonumber(h.limit), tonumber(h.lease), in_scope, now)
+  -- Nothing left to wake anyone for when the idle worker took less than it could and serves every queue that got
+  -- new work: what it did not take, no worker could (lanes, pauses, caps).
+  if #claimed < tonumber(h.limit) then
+    local covered = true
+    for pair in pairs(woken_pairs) do
+      if not in_scope(pair) then covered = false end
+    end
+    if covered then woken = {} end
+  end
+end
 wake(woken)
-return { 'ok', cjson.encode(out) }
+local woke = 0
+if next(woken) ~= nil then woke = 1 end
+return { 'ok', cjson.encode(out), jobs_json(claimed), woke }
