@@ -432,7 +432,7 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
     results: dict[str, JSON] = {}
     try:
         await app.aopen()
-        await _phases(app, config, tracker, bar, results)
+        await _phases(app, url, config, tracker, bar, results)
     finally:
         await app.aclose()
         await app.store.close()  # idempotent; also closes a store whose open() was interrupted
@@ -440,7 +440,7 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
 
 
 async def _phases(
-    app: Conveyor, config: BenchConfig, tracker: _Tracker, bar: _Progress, results: dict[str, JSON]
+    app: Conveyor, url: str, config: BenchConfig, tracker: _Tracker, bar: _Progress, results: dict[str, JSON]
 ) -> None:
     completed_before = 0
     # warm-up: open pools, prepare statements, import the worker and run a few jobs end to end.
@@ -512,6 +512,11 @@ async def _phases(
             **percentiles(tracker.latencies),
         }
         await _wait_completed(app, completed_before + total + count, 60)
+
+        if store_kind(url) != "memory":  # a memory store is private to its process
+            results["latency_remote"] = await _remote_latency(app, url, config, tracker, run, bar)
+            remote = REMOTE_WARMUP + results_count(results, "latency_remote")
+            await _wait_completed(app, completed_before + total + count + remote, 60)
     finally:
         await run.stop()
     final = await app.astats()
@@ -520,10 +525,98 @@ async def _phases(
         "failed": final.failed,
         "pending": final.pending,
         "processing": final.processing,
-        "expected_completed": completed_before + total + results_count(results, "latency"),
+        "expected_completed": completed_before
+        + total
+        + results_count(results, "latency")
+        + results_count(results, "latency_remote")
+        + (REMOTE_WARMUP if "latency_remote" in results else 0),
     }
     if final.failed or final.pending or final.processing:
         raise BenchError(f"the store is not clean after the run: {results['final_stats']}")
+
+
+REMOTE_WARMUP = 50  # jobs the other process enqueues before the measured ones (its connections, imports)
+
+
+async def _remote_latency(
+    app: Conveyor, url: str, config: BenchConfig, tracker: _Tracker, run: _WorkerRun, bar: _Progress
+) -> dict[str, JSON]:
+    """The latency phase again, with the enqueues made by another process: what a worker sees when the API (or
+    any producer) runs elsewhere. No in-process shortcut applies; the store's cross-process wake-up does the work
+    (LISTEN/NOTIFY, Redis blocking pops; SQLite polls). `perf_counter` is the system-wide monotonic clock, so the
+    two processes' readings compare."""
+    count = max(1, round(config.rate * config.duration))
+    tracker.reset(REMOTE_WARMUP + count)
+    task = bar.add(f"latency, enqueued by another process ({config.rate:g} jobs/s)", count)
+    code = (
+        "import sys; from conveyor.bench import remote_enqueue; remote_enqueue(sys.argv[1], *map(float, sys.argv[2:]))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        url,
+        str(REMOTE_WARMUP),
+        str(count),
+        str(config.rate),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    finished = asyncio.ensure_future(proc.communicate())
+    deadline = time.perf_counter() + 120 + config.duration
+    try:
+        while not tracker.reached.is_set():
+            run.check()
+            if finished.done() and proc.returncode != 0:
+                break  # the enqueuing process failed: report it below instead of waiting for jobs never sent
+            if time.perf_counter() > deadline:
+                raise BenchError(f"jobs did not run in time: {tracker.count} of {tracker.target} started")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(tracker.reached.wait()), 0.25)
+            bar.update(task, max(0, tracker.count - REMOTE_WARMUP))
+        output, _ = await asyncio.wait_for(finished, 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        tail = output.decode(errors="replace")[-2000:]
+        raise BenchError(f"the enqueuing process failed (exit {proc.returncode}): {tail}")
+    sent = float(output.decode().strip().splitlines()[-1])
+    return {
+        "jobs": count,
+        "warmup_jobs": REMOTE_WARMUP,
+        "target_rate": config.rate,
+        "achieved_rate": _rate(count, sent),
+        "seconds": round(sent, 3),
+        **percentiles(tracker.latencies),
+    }
+
+
+def remote_enqueue(url: str, warmup: float, count: float, rate: float) -> None:
+    """The other process of the remote latency phase: warm up, then enqueue `count` jobs at `rate`, each carrying
+    `perf_counter()` taken just before its enqueue; prints the seconds the paced enqueues took."""
+    from conveyor.cli.loop import run_async
+
+    async def go() -> None:
+        app = Conveyor(url)
+        try:
+            await app.aopen()
+            for _ in range(int(warmup)):
+                await app.aenqueue(NOOP_TASK, {})
+            await asyncio.sleep(0.2)  # let the warm-up jobs run: the worker is idle when measuring starts
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for i in range(int(count)):
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await app.aenqueue(NOOP_TASK, {"t": time.perf_counter()})
+            print(round(time.perf_counter() - start, 4), flush=True)
+        finally:
+            await app.aclose()
+
+    run_async(go)
 
 
 def results_count(results: dict[str, JSON], phase: str) -> int:
@@ -774,6 +867,13 @@ def print_report(report: dict[str, JSON]) -> None:
         latency_table(
             f"enqueue → start latency ({latency['jobs']:,} jobs at {latency['achieved_rate']:,.0f}/s)",
             latency,
+        )
+    remote = report.get("latency_remote")
+    if isinstance(remote, dict):
+        latency_table(
+            f"enqueue → start latency, enqueued by another process ({remote['jobs']:,} jobs at "
+            f"{remote['achieved_rate']:,.0f}/s)",
+            remote,
         )
     http = report.get("http")
     if isinstance(http, dict):

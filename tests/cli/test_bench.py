@@ -31,8 +31,11 @@ def test_bench_json_on_a_temporary_sqlite_file(tmp_path: Path) -> None:
     latency = report["latency"]
     assert isinstance(latency, dict) and latency["jobs"] == 20
     assert 0 <= latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    remote = report["latency_remote"]  # the same, enqueued by another process (SQLite: polling wakes the worker)
+    assert isinstance(remote, dict) and remote["jobs"] == 20 and remote["warmup_jobs"] == 50
+    assert 0 <= remote["p50_ms"] <= remote["p90_ms"] <= remote["p99_ms"] <= remote["max_ms"]
     final = report["final_stats"]
-    assert isinstance(final, dict) and final["completed"] == final["expected_completed"] == 10 + 80 + 20
+    assert isinstance(final, dict) and final["completed"] == final["expected_completed"] == 10 + 80 + 20 + 50 + 20
     assert final["failed"] == final["pending"] == 0
     machine = report["machine"]
     assert isinstance(machine, dict) and machine["cores"] >= 1
@@ -46,6 +49,8 @@ def test_bench_json_on_each_store(cli: Cli) -> None:
     report = _report(cli, "--store", cli.url, *TINY)
     final = report["final_stats"]
     assert isinstance(final, dict) and final["completed"] == final["expected_completed"]
+    # another process cannot reach a memory store, so that phase only runs on the others
+    assert ("latency_remote" in report) == (not cli.url.startswith("memory:"))
 
 
 def test_bench_table(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Running the store's Lua scripts: EVALSHA on redis-py connections that the store keeps in a free list of its own.
+"""Running the store's Lua scripts (and its wake-up BLPOP): redis-py connections in a free list of the store's own.
 
 Why not the redis-py client and its pool, as for every other command: a job's path from enqueue to start is two
 script calls, and on this code path the pooled client costs more than Redis does. Each command acquires the pool's
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -49,12 +49,25 @@ class ScriptRunner:
 
     async def run(self, name: str, args: Sequence[Any]) -> Any:
         """EVALSHA the script `name` with no keys and `args` (loading it first when Redis does not know it)."""
+        return await self._call(lambda conn: self._evalsha(conn, name, args), self._timeout)
+
+    async def command(self, *args: Any, timeout: float) -> Any:
+        """Any other command on the same connections, bounded by `timeout` seconds (BLPOP: its block time plus the
+        socket timeout)."""
+
+        async def send(conn: aioredis.Connection) -> Any:
+            await conn.send_command(*args)
+            return await conn.read_response()
+
+        return await self._call(send, timeout)
+
+    async def _call(self, body: Callable[[aioredis.Connection], Awaitable[Any]], timeout: float) -> Any:
         for attempt in (1, 2):
             reused = bool(self._free)
             conn = self._free.pop() if reused else self._connect()
             try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._evalsha(conn, name, args)
+                async with asyncio.timeout(timeout):
+                    reply = await body(conn)
             except rexc.ResponseError:
                 self._put(conn)  # the script's error; the connection itself is fine
                 raise

@@ -258,7 +258,6 @@ class RedisStore(Store):
         self._socket_timeout = float(options.get("socket_timeout", 5.0))
         self._wake_block = float(options.get("wake_block", 1.0))
         self._client: aioredis.Redis | None = None
-        self._wake_client: aioredis.Redis | None = None
         self._scripts: ScriptRunner | None = None
         self._waker = LocalWaker()
         self._waiting = 0
@@ -284,9 +283,6 @@ class RedisStore(Store):
             if "max_connections" in self.options:
                 common["max_connections"] = int(self.options["max_connections"])
             self._client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout, **common)
-            self._wake_client = aioredis.Redis.from_url(
-                self._redis_url, socket_timeout=self._wake_block + self._socket_timeout, **common
-            )
             self._scripts = ScriptRunner(
                 self._redis_url,
                 {name: load_script(name) for name in SCRIPTS},
@@ -344,15 +340,14 @@ class RedisStore(Store):
             listener.cancel()
             with contextlib.suppress(BaseException):
                 await listener
-        client, wake_client, scripts = self._client, self._wake_client, self._scripts
-        self._client = self._wake_client = self._scripts = None
+        client, scripts = self._client, self._scripts
+        self._client = self._scripts = None
         self._opened = False
         if scripts is not None:
             await scripts.aclose()
-        for c in (client, wake_client):
-            if c is not None:
-                with contextlib.suppress(Exception):
-                    await c.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def migrate(self) -> list[str]:
         """Redis has no schema; the layout version is recorded so a future layout change can migrate."""
@@ -583,7 +578,7 @@ class RedisStore(Store):
 
     async def wait_for_jobs(self, timeout: float) -> None:
         """Wait for a local notify or a wake token from any process: BLPOP on the wake lists of the queues this
-        process claims from, on a dedicated connection held only while someone waits."""
+        process claims from (a connection of the script runner, held only while someone waits)."""
         if self._closed:
             return
         self._waiting += 1
@@ -598,12 +593,14 @@ class RedisStore(Store):
         """Relay wake tokens to local waiters while any wait. Failures (Redis down) back off and retry: the
         waiters' own timeouts keep them polling, and their next claim reports the outage."""
         while not self._closed and self._waiting > 0:
-            client = self._wake_client
-            if client is None:
+            runner = self._scripts
+            if runner is None:
                 return
             lists = [self.keys.wake(q) for q in sorted(self._wake_queues or {"default"})]
             try:
-                got = await client.blpop(lists, timeout=self._wake_block)
+                got = await runner.command(
+                    "BLPOP", *lists, self._wake_block, timeout=self._wake_block + self._socket_timeout
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
