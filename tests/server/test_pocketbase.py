@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -190,3 +191,16 @@ def test_processing_job_shows_locked_until(start_server: StartServer, sqlite_url
     assert stats["processing"] == 1 and stats["success_rate"] == 0
     done = wait_for(lambda: (j := live.admin.get(f"/api/jobs/{job['id']}").json())["status"] == "completed" and j)
     assert "locked_until" not in done
+
+
+def test_the_servers_worker_is_handed_jobs_enqueued_over_http(start_server: StartServer, store_url: str) -> None:
+    """`conveyor serve` runs the API and the worker on one event loop, so on a store with hand-off an HTTP enqueue
+    claims for the idle worker in the same round trip (store/base.py: "Hand-off")."""
+    live = start_server(store_url, run_worker=True, worker_options={"poll_interval": 30})
+    worker = live.api.state.worker
+    wait_for(lambda: worker.started.is_set())
+    time.sleep(0.2)  # the worker's first claim found nothing: it waits
+    for i in range(5):
+        job = live.admin.post("/api/jobs/enqueue", json={"topic": "echo", "payload": {"n": i}}).json()
+        wait_for(lambda job=job: live.admin.get(f"/api/jobs/{job['id']}").json()["status"] == "completed")
+    assert worker.handed_off == (5 if live.app.store.supports_handoff else 0)
