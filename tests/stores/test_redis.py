@@ -429,3 +429,20 @@ async def test_a_script_call_cancelled_mid_reply_never_answers_a_later_call(stor
         page = await store.list_jobs(JobFilter(), limit=10)
         assert page.total == 3 and len(page.items) == 3
         assert (await store.stats()).pending == 3
+
+
+async def test_max_connections_bounds_the_script_connections_too(url: str) -> None:
+    """With `max_connections`, concurrent script calls beyond the bound wait for a connection instead of opening
+    more; a waiting worker's BLPOP holds one of them, and everything still gets through."""
+    store = RedisStore(url, max_connections=2, wake_block=0.2)
+    await store.open()
+    try:
+        waiter = asyncio.create_task(store.wait_for_jobs(5))
+        await asyncio.sleep(0.05)
+        jobs = await asyncio.gather(*(store.enqueue([NewJob.build("t", {"n": i})]) for i in range(40)))
+        assert len({j.id for (j,) in jobs}) == 40
+        assert store._scripts is not None and len(store._scripts._free) <= 2
+        await asyncio.wait_for(waiter, 10)
+        assert (await store.stats()).pending == 40
+    finally:
+        await store.close()

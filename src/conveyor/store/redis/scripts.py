@@ -29,7 +29,14 @@ MAX_IDLE = 16  # connections kept open in the free list; more are closed when re
 
 class ScriptRunner:
     def __init__(
-        self, url: str, scripts: Mapping[str, str], *, timeout: float, connect_timeout: float, **options: Any
+        self,
+        url: str,
+        scripts: Mapping[str, str],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        max_connections: int | None = None,
+        **options: Any,
     ) -> None:
         # The pool is only a connection factory (URL parsing, auth, SSL, database); its get_connection is never used.
         self._factory = aioredis.ConnectionPool.from_url(
@@ -46,6 +53,8 @@ class ScriptRunner:
         self._free: list[aioredis.Connection] = []
         self._closed = False
         self._closing: set[asyncio.Future[None]] = set()
+        # Unbounded by default, like redis-py's pool; with a bound, callers beyond it wait for a connection.
+        self._slots = None if max_connections is None else asyncio.Semaphore(max(1, max_connections))
 
     async def run(self, name: str, args: Sequence[Any]) -> Any:
         """EVALSHA the script `name` with no keys and `args` (loading it first when Redis does not know it)."""
@@ -62,6 +71,12 @@ class ScriptRunner:
         return await self._call(send, timeout)
 
     async def _call(self, body: Callable[[aioredis.Connection], Awaitable[Any]], timeout: float) -> Any:
+        if self._slots is None:
+            return await self._attempts(body, timeout)
+        async with self._slots:
+            return await self._attempts(body, timeout)
+
+    async def _attempts(self, body: Callable[[aioredis.Connection], Awaitable[Any]], timeout: float) -> Any:
         for attempt in (1, 2):
             reused = bool(self._free)
             conn = self._free.pop() if reused else self._connect()

@@ -288,6 +288,7 @@ class RedisStore(Store):
                 {name: load_script(name) for name in SCRIPTS},
                 timeout=self._socket_timeout,
                 connect_timeout=self._socket_timeout,
+                max_connections=int(self.options["max_connections"]) if "max_connections" in self.options else None,
             )
         return self._client
 
