@@ -65,9 +65,17 @@ class ConnectionThread:
     the module docstring. Otherwise calls run as they are (the reader)."""
 
     def __init__(
-        self, name: str, connect: Connect, describe: str, busy_retry_seconds: float, *, transactional: bool
+        self,
+        name: str,
+        connect: Connect,
+        describe: str,
+        busy_retry_seconds: float,
+        *,
+        transactional: bool,
+        after_group: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._after_group = after_group
         self._describe = describe
         self._busy_retry_seconds = busy_retry_seconds
         self._transactional = transactional
@@ -89,9 +97,10 @@ class ConnectionThread:
         on_orphan: Callable[[T], None] | None = None,
     ) -> asyncio.Future[T]:
         """Queue fn(connection); the future resolves with its result (after the commit, for the writer).
-        `after_commit(result)` runs on the thread right after a successful commit (wake-ups). `plain` runs fn
-        outside any transaction, alone. `on_orphan(result)` runs on the caller's loop when the caller was
-        cancelled while fn ran (a claim nobody will process gives its jobs back)."""
+        `after_commit(result)` runs on the thread right after a successful commit (it may ask for a wake-up, which
+        `after_group` sends once the whole group is through). `plain` runs fn outside any transaction, alone.
+        `on_orphan(result)` runs on the caller's loop when the caller was cancelled while fn ran (a claim nobody
+        will process gives its jobs back)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Item(fn, fut, loop, after_commit, plain or not self._transactional, on_orphan))
@@ -133,18 +142,32 @@ class ConnectionThread:
                 group.append(more)
             group = [i for i in group if not i.fut.cancelled()]
             if group:
-                for member, (ok, value) in zip(group, self._call_group(group), strict=True):
+                outcomes = self._call_group(group)
+                for member, (ok, value) in zip(group, outcomes, strict=True):
                     if ok and member.after_commit is not None:
                         try:
                             member.after_commit(value)
                         except Exception:  # a wake-up must never lose a committed result
                             pass
+                self._group_done()
+                # Deliver last: a woken caller competes with this thread for the GIL, and would hold up the
+                # wake-ups above (system calls that hand the GIL over) and the next group.
+                for member, (ok, value) in zip(group, outcomes, strict=True):
                     self._deliver(member, ok, value)
             if stop:
                 if held is not None and not held.fut.cancelled():
                     self._deliver(held, *self._call_plain(held.fn))
                 self._close()
                 return
+
+    def _group_done(self) -> None:
+        """Run `after_group` once per committed group: the wake-ups that the members' `after_commit`s asked for go
+        out once, however many members there were."""
+        if self._after_group is not None:
+            try:
+                self._after_group()
+            except Exception:  # a wake-up must never stop the writer
+                pass
 
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn

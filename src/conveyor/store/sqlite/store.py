@@ -18,8 +18,11 @@ How it is put together, and why:
   is what a thread-based store pays for (see queries.py).
 * **Times** are stored as integer microseconds since the epoch, taken from this process's clock, and converted to
   aware UTC datetimes only at the boundary (exactly: no float rounding).
-* **Wake-ups**: an enqueue notifies a LocalWaker shared by every SQLiteStore of this process on the same file,
-  after the commit. Other processes are not notified; their workers poll (`wait_for_jobs` times out).
+* **Wake-ups** (wake.py, docs/sqlite.md): after a commit that made jobs claimable (enqueue, requeue, run_now, a
+  retry or release, rescue, a queue resumed) the writer thread wakes the waiters of this process (a LocalWaker
+  shared by every SQLiteStore of the process on the file) and sends one datagram to each other process that waits
+  on the file (Unix datagram sockets in `<db>-wake/`), once per group commit. Where that is unavailable, waiters
+  in other processes poll (`wait_for_jobs` times out), as does a waiter after `enqueue_on_connection`.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ from conveyor.store.base import Store
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.migrations import apply_migrations
 from conveyor.store.sqlite.runner import ConnectionThread
-from conveyor.store.wake import LocalWaker
+from conveyor.store.sqlite.wake import hub_for
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -83,18 +86,6 @@ CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 
 _OPTIONS = {"busy_timeout": float, "busy_retry": float, "synchronous": str, "cache_size_kib": int}
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_wakers: dict[str, LocalWaker] = {}
-_wakers_lock = threading.Lock()
-
-
-def _waker_for(path: str) -> LocalWaker:
-    """One LocalWaker per database file in this process: two stores on one file wake each other."""
-    with _wakers_lock:
-        waker = _wakers.get(path)
-        if waker is None:
-            waker = _wakers[path] = LocalWaker()
-        return waker
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -417,7 +408,10 @@ class SQLiteStore(Store):
         if self.synchronous not in _SYNCHRONOUS:
             raise ValidationError(f"synchronous must be one of {_SYNCHRONOUS}, got {self.synchronous!r}")
         self.cache_size_kib: int = values.get("cache_size_kib", 16384)
-        self._waker = _waker_for(os.path.realpath(path))
+        # One hub per database file in this process: stores on one file share its LocalWaker and its socket.
+        self._hub = hub_for(os.path.realpath(path))
+        self._wake_due = False  # a committed write asked for a wake-up; writer thread only (see _flush_wake)
+        self._listening_pid: int | None = None  # the process in which this store listens (see wait_for_jobs)
         self._lock = threading.Lock()
         self._writer: ConnectionThread | None = None
         self._reader: ConnectionThread | None = None
@@ -474,6 +468,7 @@ class SQLiteStore(Store):
                     self.path,
                     self.busy_retry,
                     transactional=True,
+                    after_group=self._flush_wake,
                 )
             if self._reader is None or not self._reader.alive:
                 self._reader = ConnectionThread(
@@ -504,17 +499,28 @@ class SQLiteStore(Store):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], wake: Callable[[T], bool] | None = None) -> T:
         """Run fn inside a BEGIN IMMEDIATE transaction on the writer thread (possibly shared with other queued
-        writes, see runner.py); wake local waiters after the commit when `wake(result)` says so."""
+        writes, see runner.py); wake waiters here and in other processes after the commit when `wake(result)` says
+        so."""
         writer, _ = await self._ensure_ready()
         if wake is None:
             return await writer.submit(fn)
-        waker = self._waker
 
         def after_commit(result: T) -> None:
             if wake(result):
-                waker.notify()
+                self._wake_due = True
 
         return await writer.submit(fn, after_commit)
+
+    def _wake_later(self, _: object = None) -> None:
+        """An `after_commit`: ask for a wake-up once the group is through (writer thread)."""
+        self._wake_due = True
+
+    def _flush_wake(self) -> None:
+        """The writer's `after_group`, after the commit: the members of the group that asked for a wake-up share
+        one, so a group of enqueues costs each other process one datagram, not one per enqueue."""
+        if self._wake_due:
+            self._wake_due = False
+            self._hub.notify()
 
     def _release_orphans(self, claimed: list[Job] | Job | None) -> None:
         """A claim finished after its caller was cancelled: hand the jobs straight back (not counted), so they do not
@@ -530,7 +536,7 @@ class SQLiteStore(Store):
             for f in releases:
                 conn.execute(q.RELEASE, (now, None, None, f.lease.job_id, f.lease.try_number))
 
-        fut = writer.submit(run, lambda _: self._waker.notify())
+        fut = writer.submit(run, self._wake_later)
         fut.add_done_callback(_swallow)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
@@ -567,7 +573,11 @@ class SQLiteStore(Store):
         for thread in threads:
             await thread.stop()
         self._registered_queues.clear()  # the file may change while closed: trust nothing cached about it
-        self._waker.notify()
+        with self._lock:
+            listened, self._listening_pid = self._listening_pid == os.getpid(), None
+        if listened:
+            self._hub.unlisten()
+        self._hub.local.notify()
 
     async def migrate(self) -> list[str]:
         writer, _ = self._threads()
@@ -584,12 +594,11 @@ class SQLiteStore(Store):
         if not jobs:
             return []
         registered = self._registered_queues  # read and grown only on the writer thread
-        waker = self._waker
 
         def after_commit(out: list[Job]) -> None:
             registered.update((job.namespace, job.queue) for job in out)
             if _any_new(out):
-                waker.notify()
+                self._wake_due = True
 
         writer, _ = await self._ensure_ready()
         return await writer.submit(lambda conn: insert_jobs(conn, jobs, registered), after_commit)
@@ -600,7 +609,8 @@ class SQLiteStore(Store):
         If the connection has no open transaction we open one (`BEGIN`, as sqlite3 would before an INSERT) so that
         the unique-key checks and inserts are atomic; the jobs then exist once the caller commits. A connection in
         autocommit mode (isolation_level=None / autocommit=True) gets a savepoint instead, released at once, since
-        its owner expects each call to stand alone. Local workers are not woken (they poll)."""
+        its owner expects each call to stand alone. No worker is woken, here or elsewhere (we cannot know when the
+        caller commits, and a wake-up before the commit would find nothing): they find the jobs when they poll."""
         if not isinstance(connection, sqlite3.Connection):
             raise ValidationError(
                 f"SQLiteStore.enqueue_on_connection needs a sqlite3.Connection (or a SQLAlchemy connection on "
@@ -822,7 +832,24 @@ class SQLiteStore(Store):
         return result
 
     async def wait_for_jobs(self, timeout: float) -> None:
-        await self._waker.wait(max(0.0, timeout))
+        """Wait for a wake-up from this process or another one (wake.py), or the timeout.
+
+        The first wait of this store in this process starts listening for other processes. Senders look for new
+        listeners only every few milliseconds, so for a moment after the socket is bound an enqueue elsewhere may
+        not be announced to it: waits in that moment end by `hub.horizon`, and the caller's next claim finds such
+        jobs (a spurious return, allowed by the contract)."""
+        timeout = max(0.0, timeout)
+        hub = self._hub
+        pid = os.getpid()
+        if self._listening_pid != pid:
+            with self._lock:  # waiters on two threads' loops: listen once
+                first, self._listening_pid = self._listening_pid != pid, pid
+            if first:
+                hub.listen()
+        early = hub.horizon - time.monotonic()
+        if early > 0:
+            timeout = min(timeout, early)
+        await hub.local.wait(timeout)
 
     # ---- maintenance ----------------------------------------------------------------------------------------
 
