@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, utcnow
 from conveyor.store import Store
+from conveyor.store.base import IdleClaim
 
 LEASE = timedelta(seconds=30)
 SLACK = 2.0  # seconds of clock difference tolerated between the test process and a store's own clock
@@ -158,3 +159,46 @@ async def expire_leases(store: Store) -> list[Job]:
     `now`, `run_now` brings them back to the present so the test can claim them."""
     rescued = await store.rescue(now=later(600))  # past the tests' leases, before their far-future run_ats
     return [await store.run_now(job.id) if job.status is JobStatus.PENDING else job for job in rescued]
+
+
+class Taker:
+    """An idle worker's side of a hand-off offer (store/base.py "Hand-off"): records what it is handed, and takes
+    it or refuses it."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.accept = accept
+        self.deliveries: list[list[Job]] = []
+
+    def __call__(self, jobs: list[Job]) -> bool:
+        self.deliveries.append(jobs)
+        return self.accept
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [j for batch in self.deliveries for j in batch]
+
+
+def offer(
+    store: Store,
+    taker: Taker,
+    *,
+    queues: Sequence[str] = ("default",),
+    limit: int = 5,
+    namespaces: Sequence[str] | None = None,
+    worker_id: str = "idle-worker",
+    lease: timedelta = LEASE,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> IdleClaim:
+    """Offer `store` an idle worker that `taker` stands for; returns the offer (to withdraw it)."""
+    claim = IdleClaim(
+        worker_id=worker_id,
+        queues=tuple(queues),
+        limit=limit,
+        lease=lease,
+        namespaces=namespaces,
+        exclude_namespaces=(),
+        deliver=taker,
+        loop=loop or asyncio.get_running_loop(),
+    )
+    store.offer_idle(claim)
+    return claim

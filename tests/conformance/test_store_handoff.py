@@ -8,52 +8,10 @@ the offer alone and the jobs pending for an ordinary claim. Either way no job is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from conveyor.model import Job, JobStatus, QueueSettings
 from conveyor.store import Store
-from conveyor.store.base import IdleClaim
-from tests.conformance.store_helpers import LEASE, claim_one, enqueue_one, eventually, later, new
-
-
-class Taker:
-    """An idle worker's side of an offer: records deliveries, accepts or refuses them."""
-
-    def __init__(self, accept: bool = True) -> None:
-        self.accept = accept
-        self.deliveries: list[list[Job]] = []
-
-    def __call__(self, jobs: list[Job]) -> bool:
-        self.deliveries.append(jobs)
-        return self.accept
-
-    @property
-    def jobs(self) -> list[Job]:
-        return [j for batch in self.deliveries for j in batch]
-
-
-def offer(
-    store: Store,
-    taker: Taker,
-    *,
-    queues: Sequence[str] = ("default",),
-    limit: int = 5,
-    namespaces: Sequence[str] | None = None,
-    worker_id: str = "idle-worker",
-    loop: asyncio.AbstractEventLoop | None = None,
-) -> IdleClaim:
-    claim = IdleClaim(
-        worker_id=worker_id,
-        queues=tuple(queues),
-        limit=limit,
-        lease=LEASE,
-        namespaces=namespaces,
-        exclude_namespaces=(),
-        deliver=taker,
-        loop=loop or asyncio.get_running_loop(),
-    )
-    store.offer_idle(claim)
-    return claim
+from tests.conformance.store_helpers import LEASE, Taker, claim_one, enqueue_one, eventually, later, new, offer
 
 
 async def status_of(store: Store, job: Job) -> JobStatus:

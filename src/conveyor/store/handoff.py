@@ -55,13 +55,14 @@ class IdleClaims:
         for i, claim in enumerate(self._offers):
             if claim.loop is not loop:
                 continue
-            if any(_serves(claim, j) for j in due):
+            if any(serves(claim, j) for j in due):
                 del self._offers[i]
                 return claim
         return None
 
 
-def _serves(claim: IdleClaim, job: NewJob) -> bool:
+def serves(claim: IdleClaim, job: NewJob) -> bool:
+    """Whether the idle worker's claim covers the job's (namespace, queue)."""
     if job.queue not in claim.queues or job.namespace in claim.exclude_namespaces:
         return False
     return claim.namespaces is None or job.namespace in claim.namespaces

@@ -9,7 +9,9 @@ statement (see queries.py), so it is atomic without explicit transactions and co
 * enqueue inserts a whole batch from arrays; a statement trigger sends NOTIFY, which PostgreSQL delivers when the
   inserting transaction commits — also when that transaction is the caller's own (transactional enqueue);
 * one dedicated connection LISTENs and wakes this process's idle workers; it reconnects by itself. Polling
-  (the worker's `wait_for_jobs` timeout) stays as the fallback.
+  (the worker's `wait_for_jobs` timeout) stays as the fallback;
+* hand-off: an enqueue made while a worker of this process waits (`offer_idle`) claims for that worker in its own
+  transaction, in the same round trip, and hands it the jobs (see `_enqueue_handing_off`).
 
 Outages: driver errors become `StoreUnavailable`; broken pooled connections are checked and replaced, and an
 operation that failed on a dead connection is retried once on a fresh one.
@@ -24,6 +26,7 @@ import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -54,7 +57,8 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
 )
-from conveyor.store.base import HandlerTransaction, Store
+from conveyor.store.base import HandlerTransaction, IdleClaim, Store
+from conveyor.store.handoff import IdleClaims, hand_over, serves
 from conveyor.store.postgres import queries as sqlq
 from conveyor.store.postgres.migrations import MIGRATIONS
 from conveyor.store.wake import LocalWaker
@@ -100,6 +104,7 @@ class PostgresStore(Store):
 
     scheme = "postgresql"
     supports_transactions = True
+    supports_handoff = True
 
     def __init__(
         self,
@@ -131,6 +136,8 @@ class PostgresStore(Store):
         self._migrated = False
         self._migrate_lock: asyncio.Lock | None = None
         self._closed = False
+        self._idle = IdleClaims()  # workers of this process waiting for jobs (hand-off in enqueue)
+        self._handoffs: set[asyncio.Future[list[Job]]] = set()  # hand-off enqueues under way; close() waits
         #: Set while the LISTEN connection is up (tests and health checks can wait for it).
         self.listening = asyncio.Event()
 
@@ -217,6 +224,9 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         self._closed = True
+        self._idle.clear()
+        if self._handoffs:  # a hand-off under way may still deliver, or hand refused jobs back: it needs the pool
+            await asyncio.wait(set(self._handoffs), timeout=self._timeout)
         self.listening.clear()
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -319,35 +329,174 @@ class PostgresStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
+        idle = self._idle.take(jobs) if self._idle else None
+        if idle is not None:
+            return await self._enqueue_handing_off(jobs, idle)
+        out = await self._run_enqueue(jobs, lambda conn: self._aenqueue(conn, jobs))
+        if any(not job.duplicate for job in out):
+            self._waker.notify()
+        return out
 
+    async def _run_enqueue(
+        self, jobs: Sequence[NewJob], first: Callable[[psycopg.AsyncConnection[Any]], Awaitable[list[Job]]]
+    ) -> list[Job]:
+        """Run `first` (which stores `jobs`) on a pooled connection; a retry after a lost connection stores what
+        the first try did not (`_enqueue_again`)."""
         tries = 0
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
             nonlocal tries
             tries += 1
+            return await (first(conn) if tries == 1 else self._enqueue_again(conn, jobs))
+
+        return await self._run(go)
+
+    async def _enqueue_again(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
+        """A retry after a lost connection: the first try may have committed before its answer was lost. Jobs
+        already stored under their id with the same task and creation instant are ours; store the rest."""
+        rows = await (await conn.execute(self._q.JOBS_BY_ID, {"ids": [j.id for j in jobs]})).fetchall()
+        stored = {row[0]: _job(row) for row in rows}
+        ours = {
+            j.id for j in jobs if j.id in stored and (stored[j.id].task, stored[j.id].created) == (j.task, j.created)
+        }
+        rest = [j for j in jobs if j.id not in ours]
+        done = {job.id: job for job in await self._aenqueue(conn, rest)} if rest else {}
+        return [j.to_job() if j.id in ours else done[j.id] for j in jobs]
+
+    # ---- hand-off -------------------------------------------------------------------------------------------
+
+    def offer_idle(self, claim: IdleClaim) -> None:
+        if not self._closed:
+            self._idle.offer(claim)
+
+    def withdraw_idle(self, claim: IdleClaim) -> None:
+        self._idle.withdraw(claim)
+
+    async def _enqueue_handing_off(self, jobs: Sequence[NewJob], idle: IdleClaim) -> list[Job]:
+        """`enqueue` for a batch an idle worker of this process serves: insert, claim for the worker by the rules
+        of `claim`, commit once (as durably as any enqueue), then deliver the claimed jobs to it.
+
+        The work runs in a task of its own that the caller awaits through `shield`: a caller cancelled after the
+        commit went out (a timeout, a client that hung up) must not strand the claimed jobs in `processing` — the
+        task still delivers them. Only when that task itself is cancelled (the event loop shutting down) or the
+        connection dies mid-commit can it stay unknown whether the commit happened; then the claimed jobs, if any,
+        are never delivered, their lease expires and the rescuer gives them back (a LOST attempt)."""
+        task = asyncio.ensure_future(self._hand_off(jobs, idle))
+        self._handoffs.add(task)
+        task.add_done_callback(self._hand_off_done)
+        return await asyncio.shield(task)
+
+    def _hand_off_done(self, task: asyncio.Future[list[Job]]) -> None:
+        self._handoffs.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller cancelled meanwhile no longer awaits it (nothing to log twice)
+
+    async def _hand_off(self, jobs: Sequence[NewJob], idle: IdleClaim) -> list[Job]:
+        tries = 0
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> _HandOff:
+            nonlocal tries
+            tries += 1
             if tries == 1:
-                return await self._aenqueue(conn, jobs)
-            # A retry after a lost connection: the first try may have committed before its answer was lost. Jobs
-            # already stored under their id with the same task and creation instant are ours; store the rest.
-            rows = await (await conn.execute(self._q.JOBS_BY_ID, {"ids": [j.id for j in jobs]})).fetchall()
-            stored = {row[0]: _job(row) for row in rows}
-            ours = {
-                j.id
-                for j in jobs
-                if j.id in stored and (stored[j.id].task, stored[j.id].created) == (j.task, j.created)
-            }
-            rest = [j for j in jobs if j.id not in ours]
-            done = {job.id: job for job in await self._aenqueue(conn, rest)} if rest else {}
-            return [j.to_job() if j.id in ours else done[j.id] for j in jobs]
+                return await self._enqueue_and_claim(conn, jobs, idle)
+            # A retry after a lost connection: if the first try committed, its claim did too, and those jobs come
+            # back through lease expiry and rescue. Store what is missing; the worker claims for itself.
+            return _HandOff.unclaimed(await self._enqueue_again(conn, jobs))
 
-        out = await self._run(go)
-        if any(not job.duplicate for job in out):
+        try:
+            done = await self._run(go)
+        except BaseException:
+            hand_over(idle, [])  # nothing to deliver: the worker offers again (and claims when woken)
+            raise
+        if not hand_over(idle, done.claimed) and done.claimed:
+            await self._hand_back(idle, done.claimed)
+        if done.woke and done.inserted:
             self._waker.notify()
-        return out
+        if done.jobs is not None:
+            return done.jobs
+        # Jobs skipped for a held unique key are looked up (and stored after all when the holder just finished) the
+        # way every enqueue does it: after the commit, on its own, and once the worker has its jobs.
+        inserted = done.inserted
+        return await self._run_enqueue(jobs, lambda conn: self._aenqueue(conn, jobs, inserted=inserted))
 
-    async def _aenqueue(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
+    async def _enqueue_and_claim(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob], idle: IdleClaim
+    ) -> _HandOff:
+        """Insert `jobs` and claim for `idle` in one transaction. The claim may lose a lane race to another
+        claimer (jobs_lane_running, as in `claim`): that rolls the whole transaction back, so it is tried again,
+        and in the end the jobs are stored without a claim."""
+        params = _claim_params(
+            idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces, None
+        )
+        params["covered"] = all(serves(idle, j) for j in jobs)
+        for _ in range(5):
+            try:
+                if _use_copy(jobs):
+                    return await self._copy_and_claim(conn, jobs, params)
+                return await self._insert_and_claim(conn, jobs, params)
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != "jobs_lane_running":
+                    raise _duplicate_id(exc) from None
+        return _HandOff.unclaimed(await self._aenqueue(conn, jobs))
+
+    async def _insert_and_claim(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob], params: dict[str, Any]
+    ) -> _HandOff:
+        """One round trip: the statements of a pipeline up to its Sync run as one implicit transaction, which
+        PostgreSQL commits at the Sync, or rolls back entirely when one of them fails (protocol docs, "Pipelining").
+        So the claim sees the new rows, and the jobs and the claim commit together or not at all."""
         q = self._q
-        if _use_copy(jobs):
+        async with conn.pipeline():
+            await conn.execute(q.HANDOFF_SETUP)
+            inserted = await conn.execute(q.ENQUEUE, _enqueue_params(jobs))
+            claimed = await conn.execute(q.HANDOFF_CLAIM, params)
+        ids = {row[0] for row in await inserted.fetchall()}
+        handed, woke = _handed_off(await claimed.fetchall())
+        return _HandOff(ids, handed, woke, [j.to_job() for j in jobs] if len(ids) == len(jobs) else None)
+
+    async def _copy_and_claim(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob], params: dict[str, Any]
+    ) -> _HandOff:
+        """A large batch: COPY cannot be pipelined and ends an implicit transaction, so this one is explicit
+        (three round trips, nothing next to a batch's COPY)."""
+        q = self._q
+        try:
+            await conn.execute(q.BEGIN_HANDOFF)
+            out = await self._aenqueue(conn, jobs)
+            async with conn.pipeline():
+                claimed = await conn.execute(q.HANDOFF_CLAIM, params)
+                await conn.execute(q.COMMIT)
+        except Exception:
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    await conn.rollback()
+                except _DRIVER_ERRORS:
+                    pass
+            raise
+        handed, woke = _handed_off(await claimed.fetchall())
+        return _HandOff({j.id for j in jobs}, handed, woke, out)
+
+    async def _hand_back(self, idle: IdleClaim, jobs: list[Job]) -> None:
+        """The worker refused the jobs claimed for it (it is stopping): back to pending without counting an attempt,
+        and wake other processes, which the enqueue may not have woken. Never raises: the jobs are stored."""
+        try:
+            await self.finish([Finish(j.lease, JobStatus.PENDING, release=True) for j in jobs])
+            await self._run(lambda conn: conn.execute(self._q.NOTIFY_JOBS))
+        except Exception as exc:
+            logger.warning(
+                "could not hand back %d job(s) refused by worker %s (%s); they return when their lease expires",
+                len(jobs),
+                idle.worker_id,
+                exc,
+            )
+
+    async def _aenqueue(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob], *, inserted: set[str] | None = None
+    ) -> list[Job]:
+        """Store `jobs`. `inserted`: the ids a first ENQUEUE of them already stored (the hand-off's pipeline);
+        only the jobs it skipped for a held unique key are left to resolve."""
+        q = self._q
+        if inserted is None and _use_copy(jobs):
             try:
                 async with conn.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
                     await copy.write(_copy_text(jobs))
@@ -357,12 +506,14 @@ class PostgresStore(Store):
         found: dict[str, Job] = {}
         todo = list(jobs)
         for _ in range(3):  # a matched unique key may finish before we read it back: insert those again
-            try:
-                cur = await conn.execute(q.ENQUEUE, _enqueue_params(todo))
-            except psycopg.errors.UniqueViolation as exc:
-                raise _duplicate_id(exc) from None
-            inserted = {row[0] for row in await cur.fetchall()}
+            if inserted is None:
+                try:
+                    cur = await conn.execute(q.ENQUEUE, _enqueue_params(todo))
+                except psycopg.errors.UniqueViolation as exc:
+                    raise _duplicate_id(exc) from None
+                inserted = {row[0] for row in await cur.fetchall()}
             todo = _collect_inserted(todo, inserted, found)
+            inserted = None
             if not todo:
                 break
             cur = await conn.execute(q.ENQUEUE_EXISTING, _existing_params(todo))
@@ -437,15 +588,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
-        params = {
-            "worker_id": worker_id,
-            "queues": list(dict.fromkeys(queues)),
-            "limit": limit,
-            "lease": lease,
-            "namespaces": None if namespaces is None else list(namespaces),
-            "exclude": list(exclude_namespaces),
-            "synchronous_commit": self._worker_commit,
-        }
+        params = _claim_params(worker_id, queues, limit, lease, namespaces, exclude_namespaces, self._worker_commit)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
             for _ in range(5):
@@ -907,6 +1050,51 @@ def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
 
 def _claim_order(job: Job) -> tuple[int, datetime, str]:
     return (job.priority, job.run_at, job.id)
+
+
+def _claim_params(
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease: timedelta,
+    namespaces: Sequence[str] | None,
+    exclude_namespaces: Sequence[str],
+    synchronous_commit: str | None,
+) -> dict[str, Any]:
+    """CLAIM's parameters, for `claim` and for the hand-off's claim alike (`synchronous_commit` None: the
+    session's own setting, so that a claim committing with an enqueue keeps the enqueue durable)."""
+    return {
+        "worker_id": worker_id,
+        "queues": list(dict.fromkeys(queues)),
+        "limit": limit,
+        "lease": lease,
+        "namespaces": None if namespaces is None else list(namespaces),
+        "exclude": list(exclude_namespaces),
+        "synchronous_commit": synchronous_commit,
+    }
+
+
+@dataclass
+class _HandOff:
+    """What an enqueue with hand-off did: the ids it stored, the jobs it claimed for the idle worker, whether it
+    woke the other waiters (a NOTIFY went out), and the enqueue's answer — None while jobs skipped for a held
+    unique key still have to be looked up."""
+
+    inserted: set[str]
+    claimed: list[Job]
+    woke: bool
+    jobs: list[Job] | None
+
+    @classmethod
+    def unclaimed(cls, jobs: list[Job]) -> _HandOff:
+        """Stored without a claim (and with the trigger's NOTIFY): the worker is told "nothing" and is woken."""
+        return cls({j.id for j in jobs if not j.duplicate}, [], True, jobs)
+
+
+def _handed_off(rows: Sequence[Sequence[Any]]) -> tuple[list[Job], bool]:
+    """HANDOFF_CLAIM's rows: (woke, job columns…), one row with NULL job columns when nothing was claimed."""
+    claimed = sorted((_job(row[1:]) for row in rows if row[1] is not None), key=_claim_order)
+    return claimed, bool(rows[0][0]) if rows else True
 
 
 def _json_default(value: Any) -> Any:

@@ -62,10 +62,14 @@ RECORD_MIGRATION = "INSERT INTO {schema}.schema_migrations (version, name) VALUE
 
 # The wake-up: every INSERT into jobs notifies listeners once per statement, when its transaction commits. Being
 # a trigger, it fires for the caller's own transaction too (transactional enqueue), and only on its commit.
+# An enqueue that hands its jobs to an idle worker turns it off for its own transaction (HANDOFF_SETUP) because it
+# decides itself, after its claim, whether anybody else needs waking (HANDOFF_CLAIM).
 CREATE_NOTIFY_TRIGGER = """
 CREATE OR REPLACE FUNCTION {schema}.notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify({channel}, '');
+    IF current_setting('conveyor.notify', true) IS DISTINCT FROM 'off' THEN
+        PERFORM pg_notify({channel}, '');
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -129,11 +133,15 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 #              namespaces, pauses, caps and serial lanes (only a lane's head, only while its lane is idle),
 #              locked with SKIP LOCKED so concurrent claimers take disjoint jobs;
 #   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
-# and the UPDATE marks them processing under the lease.
-CLAIM = """
-WITH commit_mode AS MATERIALIZED (
-    -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
-    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS value
+# and the UPDATE marks them processing under the lease. CLAIM and HANDOFF_CLAIM are built from these same parts,
+# so a hand-off claims by exactly the rules of `claim`.
+#
+# `synchronous_commit`: 'off' lets the worker's own state changes commit without waiting for the WAL flush
+# (docs/postgres.md); NULL keeps the session's setting, for a claim that commits together with an enqueue.
+_CLAIM_CTES = """
+commit_mode AS MATERIALIZED (
+    SELECT set_config('synchronous_commit',
+                      coalesce(%(synchronous_commit)s::text, current_setting('synchronous_commit')), true) AS value
 ),
 paused AS MATERIALIZED (
     SELECT s.namespace, s.queue
@@ -187,6 +195,9 @@ chosen AS (
     ORDER BY r.priority, r.run_at, r.id
     LIMIT %(limit)s
 )
+"""
+
+_CLAIM_UPDATE = """
 UPDATE {schema}.jobs j
 SET status = 'processing',
     attempts = j.attempts + 1,
@@ -200,6 +211,51 @@ FROM chosen, commit_mode
 WHERE j.id = chosen.id
 RETURNING {j_job_columns}
 """
+
+CLAIM = "WITH" + _CLAIM_CTES + _CLAIM_UPDATE
+
+# Hand-off (PostgresStore.enqueue with an idle worker of this process): the claim for that worker, sent in the
+# enqueue's own transaction right after its INSERT, so it sees the new rows. The INSERT's trigger was silenced
+# (HANDOFF_SETUP); this statement notifies instead, unless no other worker could find anything: when the idle worker
+# serves every (namespace, queue) the enqueue stored jobs in (`covered`) and took fewer jobs than its limit, what it
+# left behind nobody can claim now (lanes, pauses, caps, not yet due). Returns one row when nothing was claimed
+# (job columns NULL), else one per claimed job; the first column says whether a NOTIFY went out.
+HANDOFF_CLAIM = (
+    "WITH"
+    + _CLAIM_CTES
+    + """,
+claimed AS ("""
+    + _CLAIM_UPDATE
+    + """),
+woke AS MATERIALIZED (
+    SELECT pg_notify({channel}, '')
+    FROM (SELECT 1) AS one
+    WHERE NOT %(covered)s OR (SELECT count(*) FROM claimed) >= %(limit)s
+)
+SELECT (SELECT count(*) FROM woke) > 0 AS woke, claimed.*
+FROM (SELECT 1) AS one
+LEFT JOIN claimed ON true
+"""
+)
+
+# Sent first in a hand-off's transaction; each setting lasts until that transaction ends:
+# * no NOTIFY from the INSERT trigger (see CREATE_NOTIFY_TRIGGER): HANDOFF_CLAIM decides whether one is needed;
+# * a generic plan, without JIT, for HANDOFF_CLAIM once psycopg has prepared it. Left to choose, PostgreSQL keeps
+#   planning the claim afresh on every call (its custom plans look cheaper), and planning is about 0.5 ms of the
+#   claim's 1 ms here; the generic plan runs as fast as the custom one or faster, also with a million finished rows
+#   or long backlogs (measured: docs/postgres.md, "Hand-off"). JIT goes off with it: with a backlog the generic
+#   plan's estimates cross jit_above_cost, and compiling it cost 55 ms on every call (the plan runs in 6 ms).
+HANDOFF_SETUP = """
+SELECT set_config('conveyor.notify', 'off', true),
+       set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('jit', 'off', true)
+"""
+
+BEGIN_HANDOFF = "BEGIN;" + HANDOFF_SETUP
+
+COMMIT = "COMMIT"
+
+NOTIFY_JOBS = "SELECT pg_notify({channel}, '')"
 
 # GS2 Run: the head of one user's lane, if due; `busy` tells the caller to answer 409 Conflict.
 CLAIM_USER = """

@@ -343,6 +343,11 @@ class WakeHub:
         receiver = self._receiver
         if receiver is not None:
             _unlink(receiver.address)
+        if self._lock.acquire(timeout=1):  # a writer thread may be sending right now; never hang the exit
+            try:
+                self._drop_peers()
+            finally:
+                self._lock.release()
 
 
 def _make_directory(directory: str, mode: int | None, owners: set[int] | None) -> bool:
