@@ -6,9 +6,9 @@ Shape (after River's producer/completer split):
   call and starts one task per job. It re-claims at once while claims come back full, then sleeps until woken:
   by the store (`wait_for_jobs`: an in-process enqueue at once, NOTIFY/pub-sub, or the poll interval), or by a
   slot coming free while the pool was full. While it waits it offers the store an `IdleClaim`: on stores with
-  hand-off (memory, Redis) an enqueue in this process claims for it in the same round trip and delivers the jobs
-  (`_take_handoff`), so they start without a wake-up and a claim of their own. While handlers are fast (< 5 ms on
-  average) it claims ahead: up to
+  hand-off (memory, PostgreSQL, Redis) an enqueue in this process claims for it in the same round trip and
+  delivers the jobs (`_take_handoff`), so they start without a wake-up and a claim of their own. While handlers
+  are fast (< 5 ms on average) it claims ahead: up to
   `prefetch` extra jobs wait locally for the next free slot, so one round trip carries several batches (the
   claim, not the handler, bounds throughput then); jobs still waiting after 1 s are handed back.
 - **completer** — finished jobs leave their slot at once and hand a `Finish` to the completer, which flushes

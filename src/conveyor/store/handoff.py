@@ -1,5 +1,6 @@
-"""Hand-off bookkeeping shared by the stores that claim inside an enqueue (memory, Redis): which workers of this
-process wait for jobs, which of them an enqueue may claim for, and delivery that never strands a job.
+"""Hand-off bookkeeping shared by the stores that claim inside an enqueue (memory, PostgreSQL, Redis): which
+workers of this process wait for jobs, which of them an enqueue may claim for, and delivery that never strands a
+job.
 
 Why it exists: with an idle worker in the same process, enqueue → wake → claim costs two round trips and a few
 event-loop hops before the job starts. Claiming in the enqueue's own atomic step and handing the jobs over costs
