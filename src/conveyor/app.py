@@ -9,10 +9,13 @@ every store single-loop and lets sync and async callers share one app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import signal
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -51,6 +54,7 @@ from conveyor.store import DEFAULT_URL, Store, open_store
 
 if TYPE_CHECKING:
     from conveyor.maintenance.scheduler import CronSchedule
+    from conveyor.worker import Worker
 
 T = TypeVar("T")
 Handler = Callable[..., Any]
@@ -312,8 +316,9 @@ class Conveyor:
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_home(), home))
 
-    def _sync(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run from sync code: on the home loop (via its thread) or on a private portal loop."""
+    def _sync(self, factory: Callable[[], Coroutine[Any, Any, T]], *, wake_for_signals: bool = False) -> T:
+        """Run from sync code: on the home loop (via its thread) or on a private portal loop. `wake_for_signals`:
+        the calling thread wakes up regularly while it waits, so that its signal handlers run (run_worker)."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -333,7 +338,15 @@ class Conveyor:
             return await self._on_home(factory)
 
         future: Future[T] = asyncio.run_coroutine_threadsafe(call(), self._home)
-        return future.result()
+        if not wake_for_signals:
+            return future.result()
+        # A signal that the kernel hands to another thread only trips a flag; the main thread runs its Python
+        # handler when it next executes bytecode, which a wait without a timeout would never do.
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except FutureTimeout:
+                continue
 
     async def aopen(self) -> None:
         await self._on_home(self._noop)
@@ -602,7 +615,9 @@ class Conveyor:
         if self._home is not None and self._portal is None:
             raise RuntimeError("run_worker() blocks; from async code use `await app.arun_worker()`")
         if self._portal is not None:  # the app was used synchronously before: run on its portal loop
-            self._sync(lambda: Worker(self, **options).run())
+            worker = Worker(self, **options)
+            with _signals_to(worker) if worker.install_signal_handlers else contextlib.nullcontext():
+                self._sync(worker.run, wake_for_signals=True)
             return
         asyncio.run(self.arun_worker(**options))
 
@@ -618,6 +633,32 @@ class Conveyor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+@contextlib.contextmanager
+def _signals_to(worker: Worker) -> Iterator[None]:
+    """SIGTERM/SIGINT to a worker that runs on another thread's loop (the portal): the worker can only install
+    handlers on the main thread's loop, so the main thread, blocked in `run_worker`, forwards them. The first
+    signal stops it gracefully, a second one stops its running jobs at once (as with the worker's own handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = 0
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal received
+        received += 1
+        worker.stop(force=received > 1)
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _spec_dict(spec: EnqueueSpec | Mapping[str, Any]) -> dict[str, Any]:
