@@ -486,3 +486,32 @@ async def test_prune_works_in_chunks_up_to_the_limit(store: SQLiteStore) -> None
         assert conn.execute("SELECT COUNT(*) FROM conveyor_attempts").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+async def test_checkpoints_run_off_the_writer_thread(store: SQLiteStore) -> None:
+    """The writer checkpoints only past a large safety net; a background thread copies the log back in PASSIVE
+    mode, so no commit stalls on a checkpoint's fsync (checkpoint.py)."""
+    from conveyor.store.sqlite.checkpoint import WRITER_AUTOCHECKPOINT
+
+    threshold = await store._write(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    assert threshold == WRITER_AUTOCHECKPOINT
+    for _ in range(10):  # well past SQLite's default threshold of 1,000 pages of log
+        await store.enqueue([NewJob.build("t", {"pad": "x" * 2000}) for _ in range(200)])
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+
+    deadline = time.monotonic() + 10
+    while not (checkpointer.last is not None and checkpointer.last[1] > 1000 and checkpointer.last[2] > 0):
+        assert time.monotonic() < deadline, f"no background checkpoint copied the log: {checkpointer.last}"
+        await asyncio.sleep(0.05)
+    assert (await store.stats()).pending == 2000
+
+
+async def test_close_stops_the_checkpoint_thread(url: str) -> None:
+    s = SQLiteStore(url)
+    await s.open()
+    await s.enqueue([NewJob.build("t")])
+    checkpointer = s._checkpointer
+    assert checkpointer is not None and checkpointer.alive
+    await s.close()
+    assert not checkpointer.alive and s._checkpointer is None

@@ -72,6 +72,7 @@ from conveyor.model import (
 )
 from conveyor.store.base import Store
 from conveyor.store.sqlite import queries as q
+from conveyor.store.sqlite.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from conveyor.store.sqlite.migrations import apply_migrations
 from conveyor.store.sqlite.runner import ConnectionThread
 from conveyor.store.sqlite.wake import hub_for
@@ -414,6 +415,7 @@ class SQLiteStore(Store):
         self._listening_pid: int | None = None  # the process in which this store listens (see wait_for_jobs)
         self._lock = threading.Lock()
         self._writer: ConnectionThread | None = None
+        self._checkpointer: Checkpointer | None = None
         self._reader: ConnectionThread | None = None
         self._ready = False
         self._registered_queues: set[tuple[str, str]] = set()
@@ -452,6 +454,8 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA cache_size = {-abs(self.cache_size_kib)}")
             conn.execute("PRAGMA temp_store = MEMORY")
+            if not read_only:  # checkpoints are the Checkpointer's job; the writer's own only past a safety net
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
             if read_only:
                 conn.execute("PRAGMA query_only = 1")
         except BaseException:
@@ -470,6 +474,10 @@ class SQLiteStore(Store):
                     transactional=True,
                     after_group=self._flush_wake,
                 )
+            if self._checkpointer is None or not self._checkpointer.alive:
+                # A query_only connection may checkpoint (it moves no data of its own) and can write nothing else.
+                self._checkpointer = Checkpointer(lambda: self._connect(read_only=True), self.path)
+                self._checkpointer.start()
             if self._reader is None or not self._reader.alive:
                 self._reader = ConnectionThread(
                     "conveyor-sqlite-reader",
@@ -569,9 +577,12 @@ class SQLiteStore(Store):
         with self._lock:
             threads = [t for t in (self._writer, self._reader) if t is not None]
             self._writer = self._reader = None
+            checkpointer, self._checkpointer = self._checkpointer, None
             self._ready = False
         for thread in threads:
             await thread.stop()
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         self._registered_queues.clear()  # the file may change while closed: trust nothing cached about it
         with self._lock:
             listened, self._listening_pid = self._listening_pid == os.getpid(), None
