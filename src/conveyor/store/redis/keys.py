@@ -17,8 +17,8 @@ P:q:<pair>:pend                        ZSET    every pending job by run_at (the 
 P:q:<pair>:s:<status>                  ZSET    the pair's jobs in that status by created (listing, newest first)
 P:q:<pair>:n                           HASH    counts per `<status>|<task>` (summed per status when read)
 P:qset                                 HASH    <pair> -> QueueSettings JSON (what list_queues reports)
-P:qpaused                              SET     paused <pair>s            (read by claim.lua)
-P:qconc                                HASH    <pair> -> concurrency cap (read by claim.lua)
+P:qpaused                              SET     paused <pair>s            (read by claim_due)
+P:qconc                                HASH    <pair> -> concurrency cap (read by claim_due)
 P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)
 P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `head` = its job in the claim index
 P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it
