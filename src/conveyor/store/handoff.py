@@ -69,6 +69,12 @@ def serves(claim: IdleClaim, job: NewJob) -> bool:
     return claim.namespaces is None or job.namespace in claim.namespaces
 
 
+def covers(claim: IdleClaim, jobs: Sequence[NewJob]) -> bool:
+    """Whether the idle worker serves every job's (namespace, queue). Then, when it took fewer jobs than its limit,
+    nothing is left that another worker could claim (lanes, pauses, caps), and no wake-up is needed."""
+    return all(serves(claim, j) for j in jobs)
+
+
 def hand_over(claim: IdleClaim, jobs: list[Job]) -> bool:
     """Give claimed jobs to the waiting worker, even none (it then offers again). False when it refused them (or
     broke): the caller releases them."""

@@ -65,7 +65,7 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store.base import IdleClaim, Store
-from conveyor.store.handoff import IdleClaims, hand_over, serves
+from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.wake import LocalWaker
 
 __all__ = ["MemoryStore"]
@@ -392,7 +392,7 @@ class MemoryStore(Store):
             await self.finish([Finish(j.lease, JobStatus.PENDING, release=True) for j in handed])
         # As on the other stores: after a hand-off that took less than it could, for a worker serving every job's
         # queue and namespace, nothing is left that another waiter could claim.
-        took_all = idle is not None and len(handed) < idle.limit and all(serves(idle, j) for j in jobs)
+        took_all = idle is not None and len(handed) < idle.limit and covers(idle, jobs)
         if stored and not took_all:
             d.waker.notify()
         return out

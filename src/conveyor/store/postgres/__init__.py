@@ -58,7 +58,7 @@ from conveyor.model import (
     WorkerInfo,
 )
 from conveyor.store.base import HandlerTransaction, IdleClaim, Store
-from conveyor.store.handoff import IdleClaims, hand_over, serves
+from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.postgres import queries as sqlq
 from conveyor.store.postgres.migrations import MIGRATIONS
 from conveyor.store.wake import LocalWaker
@@ -428,7 +428,7 @@ class PostgresStore(Store):
         params = _claim_params(
             idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces, None
         )
-        params["covered"] = all(serves(idle, j) for j in jobs)
+        params["covered"] = covers(idle, jobs)
         for _ in range(5):
             try:
                 if _use_copy(jobs):

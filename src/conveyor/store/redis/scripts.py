@@ -71,9 +71,7 @@ class ScriptRunner:
         return await self._call(send, timeout)
 
     async def _call(self, body: Callable[[aioredis.Connection], Awaitable[Any]], timeout: float) -> Any:
-        if self._slots is None:
-            return await self._attempts(body, timeout)
-        async with self._slots:
+        async with self._slots or contextlib.nullcontext():
             return await self._attempts(body, timeout)
 
     async def _attempts(self, body: Callable[[aioredis.Connection], Awaitable[Any]], timeout: float) -> Any:

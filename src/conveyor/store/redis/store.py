@@ -280,15 +280,16 @@ class RedisStore(Store):
                 "retry": Retry(NoBackoff(), 1),
                 "health_check_interval": 10,
             }
-            if "max_connections" in self.options:
-                common["max_connections"] = int(self.options["max_connections"])
+            max_connections = int(self.options["max_connections"]) if "max_connections" in self.options else None
+            if max_connections is not None:
+                common["max_connections"] = max_connections
             self._client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout, **common)
             self._scripts = ScriptRunner(
                 self._redis_url,
                 {name: load_script(name) for name in SCRIPTS},
                 timeout=self._socket_timeout,
                 connect_timeout=self._socket_timeout,
-                max_connections=int(self.options["max_connections"]) if "max_connections" in self.options else None,
+                max_connections=max_connections,
             )
         return self._client
 
