@@ -78,8 +78,9 @@ class TaskSpec:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """Answer of `run_next` (GS2 Run): the job executed, its attempt record, and whether the user's queue is
-    now empty of due jobs. `job` and `attempt` are None when there was nothing to run."""
+    """Answer of `run_next` (GS2 Run): the job executed, its attempt record, and `is_last`: no pending job of the
+    user remains, due or scheduled. `job` and `attempt` are None when nothing was due (`is_last` is then False
+    if a job scheduled for later still waits)."""
 
     job: Job | None
     attempt: Attempt | None
@@ -539,7 +540,9 @@ class Conveyor:
         return await self._on_home(lambda: self.store.delete_namespace(name))
 
     async def arun_next(self, namespace: str, user_id: str, *, worker_id: str | None = None) -> RunResult:
-        """GS2 Run: execute the user's next due job here, record the attempt, and tell whether more are due.
+        """GS2 Run: execute the user's next due job here, record the attempt, and tell whether any pending job of
+        the user remains. With auto_run off a retryable failure stays at the head, due at once (unless the
+        namespace sets `run_retry_backoff`).
 
         Raises Conflict (409) while another job of that user is processing."""
         from conveyor.execution import run_user_job

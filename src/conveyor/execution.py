@@ -20,6 +20,7 @@ and no extra task, thread hop or store call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -360,15 +361,16 @@ def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
 
 
 async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: str | None = None) -> RunResult:
-    """GS2 Run: claim the user's next due job, execute it here, record the attempt, report whether more are due.
+    """GS2 Run: claim the user's next due job, execute it here, record the attempt, and report `is_last`: no pending
+    job of the user remains (due or scheduled).
 
     Raises Conflict (409) while another job of the user is processing (from `Store.claim_user`). While the handler
     runs, the lease is extended in the background so a long handler is not rescued from under us."""
     store = app.store
     wid = worker_id or f"run:{default_worker_id()}"
     job = await store.claim_user(namespace, user_id, wid, app.lease)
-    if job is None:
-        return RunResult(job=None, attempt=None, is_last=True)
+    if job is None:  # nothing due: the queue may still hold a job scheduled for later (then is_last is False)
+        return RunResult(job=None, attempt=None, is_last=not await store.has_pending_job(namespace, user_id))
     ctx = JobContext(job, app, wid)
     keeper = asyncio.create_task(_keep_lease(app, job, ctx))
     try:
@@ -380,13 +382,26 @@ async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: s
         except asyncio.CancelledError:
             pass
     finish = execution.finish
+    if not execution.committed and finish.status is JobStatus.PENDING and not finish.release:
+        finish = await _run_retry_policy(app, namespace, finish)
     if not execution.committed:
         await _finish_with_retries(app, finish)
     if finish.attempt is not None:
         app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
-    is_last = not await store.has_due_job(namespace, user_id)
+    is_last = not await store.has_pending_job(namespace, user_id)
     after = await store.get_job(job.id)
     return RunResult(job=after or job, attempt=finish.attempt, is_last=is_last)
+
+
+async def _run_retry_policy(app: Conveyor, namespace: str, finish: Finish) -> Finish:
+    """GS2's flow sends a failed job back to the queue for the next Run: in a namespace consumed by Run (auto_run
+    off) a retry stays at the head of the user's queue and is due at once (`run_at=None`: the store's own now, so
+    no clock skew can make the next Run miss it), unless the namespace opts into backoff (`run_retry_backoff`).
+    Read only on this failure path, so a successful Run costs no extra round trip."""
+    ns = await app.store.get_namespace(namespace)
+    if ns is None or ns.auto_run or ns.run_retry_backoff:
+        return finish
+    return dataclasses.replace(finish, run_at=None)
 
 
 async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) -> None:

@@ -399,7 +399,8 @@ class Finish:
     """What a worker reports at the end of one try. The store applies it only if the job is still processing
     under the same lease (id + try_number); otherwise the report is stale and ignored (fencing).
 
-    `status` is the job's next status: COMPLETED, PENDING (retry at `run_at`), FAILED (dead letter) or CANCELLED.
+    `status` is the job's next status: COMPLETED, PENDING (retry at `run_at`; None: at once, by the store's own
+    clock), FAILED (dead letter) or CANCELLED.
     `release=True` hands the job back without counting the try (graceful shutdown): status PENDING, attempts and
     try_number decremented, no Attempt record, run_at unchanged unless given.
     Otherwise `attempt` is the record to store for this try.
@@ -440,6 +441,9 @@ class Namespace:
     run_notification: bool = False
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    run_retry_backoff: bool = False
+    """Where Run consumes the jobs (auto_run off), a retryable failure leaves the job at the head of its user's
+    queue, due at once, so the next Run takes it again (GS2's flow). True applies the task's backoff instead."""
     extra: Mapping[str, JSON] = field(default_factory=dict)  # GS2 passthrough settings (transactionSetting…)
     created: datetime = field(default_factory=utcnow)
     updated: datetime = field(default_factory=utcnow)
@@ -457,6 +461,7 @@ class Namespace:
             "run_notification": self.run_notification,
             "webhook_url": self.webhook_url,
             "webhook_secret": self.webhook_secret,
+            "run_retry_backoff": self.run_retry_backoff,
             "extra": dict(self.extra),
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),

@@ -119,7 +119,7 @@ async def fail(store: Store, job: Job, error: str = "boom") -> bool:
     return ok
 
 
-async def retry(store: Store, job: Job, run_at: datetime, error: str = "try again") -> bool:
+async def retry(store: Store, job: Job, run_at: datetime | None, error: str = "try again") -> bool:
     (ok,) = await store.finish(
         [
             Finish(

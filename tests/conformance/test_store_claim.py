@@ -1,5 +1,5 @@
 """Store conformance: claim — order, limit, due times, queues, namespaces, pauses, concurrency caps, serial lanes
-and GS2 Run's claim_user / has_due_job (store/base.py: "Claim order", "Serial lanes", "Paused queues")."""
+and GS2 Run's claim_user / has_pending_job (store/base.py: "Claim order", "Serial lanes", "Paused queues")."""
 
 from __future__ import annotations
 
@@ -367,7 +367,7 @@ async def test_lane_respects_paused_head_queue(store: Store) -> None:
     assert await claim(store, queues=["paused", "open"]) == []
 
 
-# ---- claim_user and has_due_job (GS2 Run) --------------------------------------------------------------------------
+# ---- claim_user and has_pending_job (GS2 Run) --------------------------------------------------------------------------
 
 
 async def test_claim_user_claims_the_head_of_the_users_lane(store: Store) -> None:
@@ -423,44 +423,19 @@ async def test_claim_user_works_in_namespaces_excluded_from_workers(store: Store
     assert got is not None and got.id == job.id
 
 
-async def test_has_due_job(store: Store) -> None:
-    assert await store.has_due_job("default", "u1") is False
+async def test_has_pending_job(store: Store) -> None:
+    """GS2 Run's `isLastJob` is "no pending job of the user remains": due or scheduled, the lane's jobs count."""
+    assert await store.has_pending_job("default", "u1") is False
     job = await enqueue_one(store, user_id="u1")
-    assert await store.has_due_job("default", "u1") is True
-    assert await store.has_due_job("other", "u1") is False
-    assert await store.has_due_job("default", "u2") is False
+    assert await store.has_pending_job("default", "u1") is True
+    assert await store.has_pending_job("other", "u1") is False
+    assert await store.has_pending_job("default", "u2") is False
     got = await store.claim_user("default", "u1", "r", timedelta(seconds=30))
     assert got is not None and got.id == job.id
-    assert await store.has_due_job("default", "u1") is False  # processing is not pending
-    await enqueue_one(store, user_id="u1", run_at=later(3600))
-    assert await store.has_due_job("default", "u1") is False  # scheduled is not due
-    await enqueue_one(store, user_id="u1")
-    assert await store.has_due_job("default", "u1") is True
-
-
-async def test_has_due_job_becomes_true_when_a_delayed_job_is_due(store: Store) -> None:
-    await enqueue_one(store, user_id="u1", delay=0.2)
-    assert await store.has_due_job("default", "u1") is False
-    await eventually(lambda: store.has_due_job("default", "u1"), what="the job to become due")
-
-
-@pytest.mark.parametrize("end", ["complete", "fail", "rescued_to_failed", "cancel_pending", "delete_pending"])
-async def test_the_next_head_of_a_lane_waits_for_its_own_run_at(store: Store, end: str) -> None:
-    """However the head leaves the lane, a delayed successor does not become claimable before it is due."""
-    head = await enqueue_one(store, "t", "head", user_id="u1", priority=-1, max_attempts=1)
-    await enqueue_one(store, "t", "delayed", user_id="u1", priority=-1, run_at=later(3600))
-    free = await enqueue_one(store, "t", "free")
-    if end in ("cancel_pending", "delete_pending"):
-        await (store.cancel(head.id) if end == "cancel_pending" else store.delete(head.id))
-    else:
-        got = await claim_one(store)
-        assert got.id == head.id
-        if end == "complete":
-            assert await complete(store, got)
-        elif end == "fail":
-            assert await fail(store, got)
-        else:
-            (rescued,) = await store.rescue(now=later(60))
-            assert rescued.status is JobStatus.FAILED
-    assert ids(await claim(store, limit=10)) == [free.id]
-    assert await store.claim_user("default", "u1", "runner", timedelta(seconds=30)) is None
+    assert await store.has_pending_job("default", "u1") is False  # processing is not pending
+    scheduled = await enqueue_one(store, user_id="u1", run_at=later(3600))
+    assert await store.has_pending_job("default", "u1") is True  # a scheduled job still remains
+    await store.delete(scheduled.id)
+    assert await store.has_pending_job("default", "u1") is False
+    await enqueue_one(store, user_id="u1", group_key="g")
+    assert await store.has_pending_job("default", "u1") is False  # a group lane is not the user's queue

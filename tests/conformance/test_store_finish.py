@@ -157,6 +157,21 @@ async def test_retry_that_is_due_now_is_claimed_again_with_the_next_try_number(s
     assert stored is not None and stored.last_error is None and stored.result == "done"
 
 
+async def test_retry_without_run_at_is_due_at_once_by_the_stores_clock(store: Store) -> None:
+    """GS2 Run retries a job at the head of its user's queue with `run_at=None`: due at the store's own now, so
+    the very next Run (claim_user) takes it again whatever the skew between the app's clock and the store's."""
+    await enqueue_one(store, user_id="u1")
+    await enqueue_one(store, user_id="u1")
+    first = await store.claim_user("default", "u1", "r", timedelta(seconds=30))
+    assert first is not None
+    assert await retry(store, first, run_at=None)
+    stored = await store.get_job(first.id)
+    assert stored is not None and stored.status is JobStatus.PENDING
+    assert near(stored.run_at, utcnow())
+    again = await store.claim_user("default", "u1", "r", timedelta(seconds=30))
+    assert again is not None and (again.id, again.try_number) == (first.id, 2)
+
+
 async def test_finish_failed_dead_letters_the_job(store: Store) -> None:
     await enqueue_one(store)
     job = await claim_one(store)

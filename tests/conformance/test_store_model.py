@@ -379,11 +379,8 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
             lane = (ns, serial_key_for(None, user) or "")
             head = self.model.lane_head(lane)
             busy = self.model.lane_busy(lane)
-            due_exists = any(
-                j.lane == lane and j.status is JobStatus.PENDING and j.run_at <= utcnow()
-                for j in self.model.jobs.values()
-            )
-            assert self.run(self.store.has_due_job(ns, user)) is due_exists
+            pending_exists = any(j.lane == lane and j.status is JobStatus.PENDING for j in self.model.jobs.values())
+            assert self.run(self.store.has_pending_job(ns, user)) is pending_exists
             try:
                 got: Job | None = self.run(self.store.claim_user(ns, user, "runner", timedelta(seconds=60)))
             except Conflict:

@@ -56,7 +56,51 @@ async def test_run_records_failures_like_a_worker(worker_app: Conveyor) -> None:
     assert (result.attempt.status_code, result.attempt.outcome) == (500, AttemptOutcome.RETRY)
     assert result.job is not None and result.job.status is JobStatus.PENDING
     assert result.job.id == job.id
-    assert result.is_last is True  # the retry is not due yet (backoff)
+    assert result.job.run_at > result.attempt.finished_at  # auto_run on: the task's backoff applies
+    assert result.is_last is False  # the retry still waits in the user's queue
+    waiting = await app.arun_next("default", "p1")
+    assert (waiting.job, waiting.is_last) == (None, False)  # nothing due now, yet something remains
+
+
+async def test_run_retry_stays_at_the_head_due_at_once_in_a_run_namespace(worker_app: Conveyor) -> None:
+    """GS2's flow (issue 11 §1): with auto_run off a retryable failure goes back to the head of the user's queue,
+    due at once, so a client looping "Run until isLastJob" runs it again and never stops with jobs queued."""
+    app = worker_app
+    await app.aput_namespace(Namespace("game", auto_run=False))
+    calls: list[str] = []
+
+    @app.task("flaky", max_attempts=3)
+    async def flaky(payload: str) -> str:
+        calls.append(payload)
+        if payload == "a" and calls.count("a") < 2:
+            raise RuntimeError("try again")
+        return payload
+
+    first = await app.aenqueue("flaky", "a", namespace="game", user_id="p1")
+    await app.aenqueue("flaky", "b", namespace="game", user_id="p1")
+    answers = []
+    for _ in range(10):
+        answer = await app.arun_next("game", "p1")
+        answers.append((answer.job.id if answer.job else None, answer.attempt.status_code if answer.attempt else None))
+        if answer.is_last:
+            break
+    assert answer.is_last is True
+    assert calls == ["a", "a", "b"]  # the failed head ran again before the younger job
+    assert answers[0] == (first.id, 500) and answers[1] == (first.id, 200)
+
+    # opting into backoff: the retry waits, the queue is not over, and Run finds nothing due meanwhile
+    await app.aput_namespace(Namespace("slow", auto_run=False, run_retry_backoff=True))
+
+    @app.task("down", max_attempts=3)
+    async def down(payload: None) -> None:
+        raise RuntimeError("down")
+
+    await app.aenqueue("down", namespace="slow", user_id="p2")
+    failed = await app.arun_next("slow", "p2")
+    assert failed.attempt is not None and failed.attempt.outcome is AttemptOutcome.RETRY
+    assert failed.is_last is False
+    later = await app.arun_next("slow", "p2")
+    assert (later.job, later.is_last) == (None, False)
 
 
 async def test_run_while_another_job_of_the_user_runs_is_a_conflict(worker_app: Conveyor) -> None:

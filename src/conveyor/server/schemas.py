@@ -85,6 +85,9 @@ class NamespaceBody(BaseModel):
     run_notification: bool | None = None
     webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL; empty string removes it")
     webhook_secret: str | None = Field(None, max_length=1024, description="HMAC key; empty string removes it")
+    run_retry_backoff: bool | None = Field(
+        None, description="With auto_run off: apply the task's backoff to Run retries (default: due at once)"
+    )
 
 
 class NamespaceCreate(NamespaceBody):
@@ -234,6 +237,7 @@ class NamespaceOut(BaseModel):
     run_notification: bool
     webhook_url: str | None = None
     webhook_secret_set: bool
+    run_retry_backoff: bool = False
     extra: dict[str, Any]
     created: str | None = None
     updated: str | None = None

@@ -251,8 +251,10 @@ class Store(abc.ABC):
         """A pending job becomes due now (run_at = now). Raises JobNotFound / InvalidTransition otherwise."""
 
     @abc.abstractmethod
-    async def has_due_job(self, namespace: str, user_id: str) -> bool:
-        """Whether the user's lane has a pending job that is due now (GS2 Run's `isLastJob` = not this)."""
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
+        """Whether the user's lane (serial key `u:<user_id>`) has a pending job, due now or scheduled later.
+        GS2 Run's `isLastJob` is `not this`: a client that loops "Run until isLastJob" must not stop while a job
+        of its queue still waits (a retry, or a job scheduled for later)."""
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 

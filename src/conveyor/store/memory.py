@@ -18,7 +18,6 @@ differ; they are written down here so that the choice is deliberate):
 * A lane's head is chosen across all of the lane's queues, as base.py says; so a head in a queue that this claim
   does not serve, or in a paused queue, holds the lane back.
 * `claim_user` ignores queue pauses (base.py) and queue concurrency caps (Run executes in the caller's process).
-* `has_due_job` is true when any pending job of the user's lane is due, head or not (the literal rule).
 * `rescue(now=…)` uses that `now` for everything: the expiry test, the attempt's finished_at and the new run_at.
 * A Finish to pending without `run_at` (not a release) retries at once (run_at = now). A release keeps
   `last_error` unless the Finish carries an error; started_at is kept until the next claim.
@@ -746,12 +745,10 @@ class MemoryStore(Store):
         d.waker.notify()
         return job
 
-    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         d = self._data
         with d.lock:
-            order = d.lane_pending.get((namespace, f"u:{user_id}"), [])
-            now = utcnow()
-            return any(d.jobs[job_id].run_at <= now for _, job_id in order)
+            return bool(d.lane_pending.get((namespace, f"u:{user_id}")))
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 

@@ -848,8 +848,8 @@ class PostgresStore(Store):
         self._waker.notify()
         return _job(row)
 
-    async def has_due_job(self, namespace: str, user_id: str) -> bool:
-        row = await self._one(self._q.HAS_DUE_JOB, {"namespace": namespace, "lane": f"u:{user_id}"})
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
+        row = await self._one(self._q.HAS_PENDING_JOB, {"namespace": namespace, "lane": f"u:{user_id}"})
         return bool(row and row[0])
 
     # ---- namespaces ------------------------------------------------------------------------------------------

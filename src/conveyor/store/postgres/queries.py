@@ -296,10 +296,9 @@ SELECT EXISTS (SELECT 1 FROM {schema}.jobs
                WHERE status = 'processing' AND namespace = %(namespace)s AND serial_key = %(lane)s)
 """
 
-HAS_DUE_JOB = """
+HAS_PENDING_JOB = """
 SELECT EXISTS (SELECT 1 FROM {schema}.jobs
-               WHERE status = 'pending' AND namespace = %(namespace)s AND serial_key = %(lane)s
-                 AND run_at <= statement_timestamp())
+               WHERE status = 'pending' AND namespace = %(namespace)s AND serial_key = %(lane)s)
 """
 
 # ---- leases -----------------------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ class Keys:
     def kv(self, key: str) -> str:
         return f"{self.prefix}:kv:{key}"
 
+    def lane(self, namespace: str, serial_key: str) -> str:
+        return f"{self.prefix}:lane:{namespace}:{serial_key}"
+
 
 def pair(namespace: str, queue: str) -> str:
     return f"{namespace}:{queue}"

@@ -80,7 +80,6 @@ SCRIPTS = (
     "delete",
     "run_now",
     "prune",
-    "has_due",
     "stats",
     "list",
     "put_doc",
@@ -742,8 +741,9 @@ class RedisStore(Store):
         self._waker.notify()
         return decode_job(value)
 
-    async def has_due_job(self, namespace: str, user_id: str) -> bool:
-        return bool(await self._run("has_due", [namespace, user_id]))
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
+        key = self.keys.lane(namespace, f"u:{user_id}")
+        return bool(await self._do(lambda c: c.exists(key)))
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 

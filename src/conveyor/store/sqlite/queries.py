@@ -287,10 +287,10 @@ WHERE id = ?2 AND status = 'pending'
 RETURNING {JOB_JSON}
 """
 
-HAS_DUE_JOB = """
+HAS_PENDING_JOB = """
 SELECT EXISTS (
     SELECT 1 FROM conveyor_jobs
-    WHERE namespace = ? AND serial_key = ? AND serial_key IS NOT NULL AND status = 'pending' AND run_at <= ?
+    WHERE namespace = ? AND serial_key = ? AND serial_key IS NOT NULL AND status = 'pending'
 )
 """
 

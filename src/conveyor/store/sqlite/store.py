@@ -1018,11 +1018,11 @@ class SQLiteStore(Store):
 
         return await self._write(run, _always)
 
-    async def has_due_job(self, namespace: str, user_id: str) -> bool:
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         key = f"u:{user_id}"
 
         def run(conn: sqlite3.Connection) -> bool:
-            return bool(conn.execute(q.HAS_DUE_JOB, (namespace, key, _now())).fetchone()[0])
+            return bool(conn.execute(q.HAS_PENDING_JOB, (namespace, key)).fetchone()[0])
 
         return await self._read(run)
 
