@@ -367,7 +367,7 @@ async def test_lane_respects_paused_head_queue(store: Store) -> None:
     assert await claim(store, queues=["paused", "open"]) == []
 
 
-# ---- claim_user and has_pending_job (GS2 Run) --------------------------------------------------------------------------
+# ---- claim_user and has_pending_job (GS2 Run) ----------------------------------------------------------------------
 
 
 async def test_claim_user_claims_the_head_of_the_users_lane(store: Store) -> None:
