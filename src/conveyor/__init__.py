@@ -19,7 +19,7 @@ from conveyor.errors import (
     TaskNotRegistered,
     ValidationError,
 )
-from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, Stats
+from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, RawJSON, Stats
 
 if TYPE_CHECKING:
     from conveyor.context import JobContext
@@ -43,6 +43,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "Namespace",
+    "RawJSON",
     "NotFound",
     "PayloadTooLarge",
     "Retry",

@@ -107,6 +107,9 @@ class Job:
     cancel_requested: bool = False
     duplicate: bool = False
     """True on the Job returned by enqueue when `unique_key` matched an active job and nothing new was stored."""
+    payload_json: str | None = None
+    """The payload's JSON text exactly as stored (as given, for a `RawJSON` payload). Filled by enqueue, `get_job`
+    and `list_jobs` on every store; None on the claim path, which has no use for it (handlers get `payload`)."""
 
     @property
     def serial_key(self) -> str | None:
@@ -241,7 +244,10 @@ class NewJob:
                     raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
                 if value is not None and "\x00" in value:
                     raise ValidationError(f"{name} must not contain the NUL character (\\u0000)", field=name)
-        payload_json = encode_payload(payload, max_payload_bytes)
+        if type(payload) is RawJSON:
+            payload, payload_json = payload.decode(max_payload_bytes), payload.stored_text
+        else:
+            payload_json = encode_payload(payload, max_payload_bytes)
         return cls(
             id=job_id or new_job_id(),
             namespace=namespace,
@@ -277,7 +283,62 @@ class NewJob:
             user_id=self.user_id,
             group_key=self.group_key,
             unique_key=self.unique_key,
+            payload_json=self.payload_json,
         )
+
+
+class RawJSON:
+    """A payload given as JSON text, kept exactly as written: `app.enqueue("grant", RawJSON('{"item": "sword"}'))`.
+
+    Why: GS2 pushes `args` as a JSON string and reads back that same string; re-serialising it would change its
+    spacing and key order. The handler still gets the parsed value; the text (less surrounding whitespace) is what
+    the store keeps and `Job.payload_json` gives back. Strict JSON (no NaN/Infinity), within the payload limit."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise ValidationError(f"RawJSON takes the JSON text as a str, got {type(text).__name__}", field="payload")
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJSON({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawJSON) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    @property
+    def stored_text(self) -> str:
+        """What the stores keep: the text less any whitespace around it (PostgreSQL's json type trims it, so every
+        store does, and all give back the same string)."""
+        return self.text.strip(" \t\n\r")
+
+    def decode(self, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JSON:
+        """The parsed value, after the checks every payload gets (valid JSON, no NUL, size)."""
+        text = self.text
+        if len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
+            raise PayloadTooLarge(
+                f"payload is {len(text.encode())} bytes of JSON; the limit is {max_bytes} bytes. "
+                "Store large data elsewhere and pass a reference, or raise max_payload_bytes.",
+                field="payload",
+            )
+        try:
+            value = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError(f"payload is not valid JSON text: {exc}", field="payload") from None
+        if "\\u0000" in text and _contains_nul(value):  # PostgreSQL cannot store NUL, so no store accepts it
+            raise ValidationError(
+                "payload must not contain the NUL character (\\u0000) in any string; encode binary data as base64",
+                field="payload",
+            )
+        return value
+
+
+def _refuse_constant(name: str) -> JSON:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.model import JobFilter, JobStatus, utcnow
+from conveyor.model import JobFilter, JobStatus, RawJSON, utcnow
 from conveyor.store import Store
 from tests.conformance.store_helpers import (
     claim,
@@ -196,3 +196,21 @@ async def test_jobs_without_unique_key_are_never_duplicates(store: Store) -> Non
 async def test_delayed_job_with_unique_key_blocks_duplicates(store: Store) -> None:
     first = await enqueue_one(store, unique_key="k", run_at=later(3600))
     assert (await enqueue_one(store, unique_key="k")).id == first.id
+
+
+async def test_payload_text_is_kept_exactly_as_given(store: Store) -> None:
+    """GS2 reads `args` back as the string it pushed (issue 11 §4): a RawJSON payload's text survives every store
+    byte for byte (spacing, key order, escapes), less any whitespace around it, while handlers get the value."""
+    text = '{"item": "sword",  "n" : 1, "a": "\\u00e9\\n", "z": [1.50, 2e3]}'
+    (job,) = await store.enqueue([new("grant", RawJSON("  " + text + "\n"), user_id="u1")])
+    assert job.payload == {"item": "sword", "n": 1, "a": "é\n", "z": [1.5, 2000.0]}
+    assert job.payload_json == text
+    got = await store.get_job(job.id)
+    assert got is not None and got.payload_json == text and got.payload == job.payload
+    (listed,) = (await store.list_jobs(JobFilter(user_id="u1"))).items
+    assert listed.payload_json == text
+    (claimed,) = await claim(store)
+    assert claimed.payload == job.payload  # the handler's view
+    plain = await enqueue_one(store, "t", {"b": 1, "a": [True, None]})
+    got_plain = await store.get_job(plain.id)
+    assert got_plain is not None and got_plain.payload_json == '{"b":1,"a":[true,null]}'  # compact encoding

@@ -64,3 +64,18 @@ async def test_a_backslash_u0000_text_is_not_mistaken_for_nul(store_url: str) ->
         job = await app.aenqueue("t", {"s": "back\\u0000slash"})
         stored = await app.aget_job(job.id)
         assert stored is not None and stored.payload == {"s": "back\\u0000slash"}
+
+
+def test_raw_json_payloads_are_checked_like_any_payload() -> None:
+    from conveyor.errors import PayloadTooLarge, ValidationError
+    from conveyor.model import NewJob, RawJSON
+
+    job = NewJob.build("t", RawJSON(' {"b": 1,  "a": [1.0]}\n'))
+    assert job.payload == {"b": 1, "a": [1.0]} and job.payload_json == '{"b": 1,  "a": [1.0]}'
+    for bad in ("{", '{"a": NaN}', "[Infinity]", '{"a": "\\u0000"}', ""):
+        with pytest.raises(ValidationError):
+            NewJob.build("t", RawJSON(bad))
+    with pytest.raises(PayloadTooLarge):
+        NewJob.build("t", RawJSON('"' + "x" * 100 + '"'), max_payload_bytes=50)
+    with pytest.raises(ValidationError):
+        RawJSON(b"{}")  # type: ignore[arg-type]

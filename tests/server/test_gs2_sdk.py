@@ -315,7 +315,7 @@ def test_push_describe_get_delete(client: Gs2JobQueueRestClient) -> None:
     (job,) = one.items
     assert job.user_id == "alice"
     assert job.script_id == SCRIPT_OK
-    assert json.loads(job.args) == {"item": "shield"}
+    assert job.args == '{"item": "shield"}'  # the exact string pushed, not a re-serialisation
     assert job.max_try_count == 3  # GS2's default
     assert job.current_retry_count == 0
     assert job.job_id == f"grn:gs2:{REGION}:{OWNER}:queue:ns1:user:alice:job:{job.name}"

@@ -45,7 +45,7 @@ from conveyor.errors import (
     NotFound,
     ValidationError,
 )
-from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, validate_name
+from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, validate_name
 from conveyor.server.gs2_models import (
     CONFLICT_MESSAGE,
     DEFAULT_PAGE_LIMIT,
@@ -662,7 +662,7 @@ class _GS2Api:
                 [
                     {
                         "task": e.script_id,
-                        "payload": e.payload,
+                        "payload": RawJSON(e.args),
                         "namespace": namespaceName,
                         "user_id": userId,
                         "max_attempts": e.max_try_count,

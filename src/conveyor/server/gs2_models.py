@@ -115,13 +115,19 @@ def current_retry_count(job: Job) -> int:
     return max(0, min(failed, MAX_TRY_COUNT))
 
 
+def args_text(job: Job) -> str:
+    """GS2 `args`: the JSON text exactly as it was pushed (issue 11 §4), when the store read it back; else the
+    payload's compact encoding (a job enqueued through Conveyor's own API with a value, not a string)."""
+    return job.payload_json if job.payload_json is not None else dump_json(job.payload)
+
+
 def job_to_gs2(job: Job, grn: Grn) -> dict[str, JSON]:
     return {
         "jobId": grn.job(job.namespace, job.user_id, job.id),
         "name": job.id,
         "userId": job.user_id,
         "scriptId": job.task,
-        "args": dump_json(job.payload),
+        "args": args_text(job),
         "currentRetryCount": current_retry_count(job),
         "maxTryCount": job.max_attempts,
         "createdAt": ms(job.created),
@@ -153,7 +159,7 @@ def job_result_to_gs2(job: Job, attempt: Attempt, grn: Grn) -> dict[str, JSON]:
         "jobResultId": grn.job_result(job.namespace, job.user_id, job.id, attempt.try_number),
         "jobId": grn.job(job.namespace, job.user_id, job.id),
         "scriptId": job.task,
-        "args": dump_json(job.payload),
+        "args": args_text(job),
         **result_body_to_gs2(attempt),
     }
 
@@ -165,7 +171,7 @@ def dead_letter_to_gs2(job: Job, attempts: Sequence[Attempt], grn: Grn) -> dict[
         "name": job.id,
         "userId": job.user_id,
         "scriptId": job.task,
-        "args": dump_json(job.payload),
+        "args": args_text(job),
         "result": [result_body_to_gs2(a) for a in attempts],
         "createdAt": ms(job.created),
         "updatedAt": ms(job.updated),
@@ -182,6 +188,8 @@ class JobEntry:
     script_id: str
     payload: JSON
     max_try_count: int
+    args: str
+    """The `args` text as pushed: enqueued as `RawJSON(args)` so it reads back unchanged."""
 
 
 def parse_job_entries(body: Mapping[str, Any]) -> list[JobEntry]:
@@ -230,7 +238,7 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
             "jobQueue.args.error.tooLong",
         )
     try:
-        payload = json.loads(args)
+        payload = json.loads(args, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         raise GS2Error(400, "args", f"{where}.args is not valid JSON: {exc}", "jobQueue.args.error.invalid") from None
     if _has_nul(payload):  # PostgreSQL cannot keep NUL in text/JSON: refuse it on every store alike
@@ -245,7 +253,11 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
             f"{where}.maxTryCount must be an integer from 0 to {MAX_TRY_COUNT}, got {count!r}",
             "jobQueue.maxTryCount.error.invalid",
         )
-    return JobEntry(script_id, payload, count)
+    return JobEntry(script_id, payload, count, args)
+
+
+def _not_json(name: str) -> JSON:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _has_nul(value: JSON) -> bool:

@@ -105,6 +105,7 @@ class _Rec:
     result: JSON = None
     cancel_requested: bool = False
     serial_key: str | None = None
+    payload_json: str | None = None
 
     @classmethod
     def from_new(cls, new: NewJob) -> _Rec:
@@ -126,6 +127,7 @@ class _Rec:
             group_key=new.group_key,
             unique_key=new.unique_key,
             serial_key=serial_key_for(new.group_key, new.user_id),
+            payload_json=new.payload_json,
         )
 
     def to_job(self, *, duplicate: bool = False) -> Job:
@@ -154,6 +156,7 @@ class _Rec:
             result=self.result,
             cancel_requested=self.cancel_requested,
             duplicate=duplicate,
+            payload_json=self.payload_json,
         )
 
     @property

@@ -1045,6 +1045,7 @@ def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
         result=row[21],
         cancel_requested=bool(row[22]),
         duplicate=duplicate,
+        payload_json=row[23] if len(row) > 23 else None,
     )
 
 

@@ -434,7 +434,8 @@ SELECT count(*) FROM gone
 
 # ---- inspection -------------------------------------------------------------------------------------------------
 
-GET_JOB = "SELECT {job_columns} FROM {schema}.jobs WHERE id = %(id)s"
+# Reads for callers (not the claim path) also return the payload's stored text last (Job.payload_json).
+GET_JOB = "SELECT {job_columns}, payload::text FROM {schema}.jobs WHERE id = %(id)s"
 
 JOB_STATUS = "SELECT status FROM {schema}.jobs WHERE id = %(id)s"
 
@@ -448,7 +449,7 @@ WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s::text)
 """
 
 LIST_JOBS = (
-    "SELECT {job_columns} FROM {schema}.jobs"
+    "SELECT {job_columns}, payload::text FROM {schema}.jobs"
     + _FILTER
     + "ORDER BY created DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s"
 )

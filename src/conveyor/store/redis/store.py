@@ -125,6 +125,7 @@ def decode_job(h: dict[str, str], *, duplicate: bool = False) -> Job:
         queue=h["queue"],
         task=h["task"],
         payload=json.loads(h["payload"]),
+        payload_json=h["payload"],
         status=JobStatus(h["status"]),
         priority=int(h["priority"]),
         run_at=from_us(h["run_at"]),

@@ -209,10 +209,11 @@ DELETE_JOBS = "DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_eac
 
 # ---- inspection and management ------------------------------------------------------------------------------------
 
-SELECT_JOB = f"SELECT {JOB_JSON} FROM conveyor_jobs WHERE id = ?"
+# Reads for callers (not the claim path) also return the payload's stored text as a second column (Job.payload_json).
+SELECT_JOB = f"SELECT {JOB_JSON}, payload FROM conveyor_jobs WHERE id = ?"
 
 LIST_JOBS = f"""
-SELECT {JOB_JSON} FROM conveyor_jobs
+SELECT {JOB_JSON}, payload FROM conveyor_jobs
 {{where}}
 ORDER BY created DESC, id DESC
 LIMIT :limit OFFSET :offset

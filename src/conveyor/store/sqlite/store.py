@@ -201,8 +201,11 @@ def _started(r: list[Any], now: int, worker_id: str, expires: int) -> Job:
 
 
 def _job_row(row: Sequence[Any], duplicate: bool = False) -> Job:
-    """A fetched row whose only column is q.JOB_JSON → Job."""
-    return _job(json.loads(row[0]), duplicate)
+    """A fetched row whose first column is q.JOB_JSON → Job; a second column is the payload's stored text."""
+    job = _job(json.loads(row[0]), duplicate)
+    if len(row) > 1:
+        job.payload_json = row[1]
+    return job
 
 
 def _jobs_aggregate(row: Sequence[Any] | None) -> list[Job]:
