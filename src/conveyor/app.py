@@ -539,6 +539,27 @@ class Conveyor:
         self._namespace_cache.pop(name, None)
         return await self._on_home(lambda: self.store.delete_namespace(name))
 
+    # ---- the store's small key-value space (settings, keys, replay records) ----------------------------------
+
+    async def akv_get(self, key: str) -> str | None:
+        """A value of the store's key-value space (shared by every process on the store), None when absent."""
+        return await self._on_home(lambda: self.store.kv_get(key))
+
+    async def akv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        """Set a value (expiring after `ttl` seconds if given); with `only_if_absent`, an atomic test-and-set that
+        answers whether this call set it (the first of several processes wins)."""
+        return await self._on_home(lambda: self.store.kv_set(key, value, ttl=ttl, only_if_absent=only_if_absent))
+
+    async def akv_delete(self, key: str) -> None:
+        await self._on_home(lambda: self.store.kv_delete(key))
+
+    # ---- users (GS2 user data: data requests and account deletion) ---------------------------------------------
+
+    async def adelete_user_data(self, user_id: str) -> int:
+        """Delete every job of `user_id` (any namespace, any status) with its attempts, atomically. Returns how many
+        jobs were deleted. A job running meanwhile cannot finish onto it (its report is stale and ignored)."""
+        return await self._on_home(lambda: self.store.delete_user_data(user_id))
+
     async def arun_next(self, namespace: str, user_id: str, *, worker_id: str | None = None) -> RunResult:
         """GS2 Run: execute the user's next due job here, record the attempt, and tell whether any pending job of
         the user remains. With auto_run off a retryable failure stays at the head, due at once (unless the

@@ -336,3 +336,31 @@ async def _job_in(store: Store, state: str) -> str:
     else:
         assert state == "processing"
     return job.id
+
+
+async def test_delete_user_data_removes_every_job_and_attempt_of_the_user(store: Store) -> None:
+    """GS2 CleanUserDataByUserId (issue 11 §8): all of a user's jobs, in every namespace and status, with their
+    attempts, in one atomic step; other users keep theirs, and a lane the user's job held moves on."""
+    done = await enqueue_one(store, "t", 1, user_id="u1", namespace="a")
+    (claimed,) = await claim(store)
+    assert claimed.id == done.id and await complete(store, claimed, result="ok")
+    dead = await enqueue_one(store, "t", 2, user_id="u1", namespace="b")
+    (claimed,) = await claim(store)
+    assert await fail(store, claimed)
+    await enqueue_one(store, "t", 3, user_id="u1", namespace="a")  # pending
+    await enqueue_one(store, "t", 4, user_id="u1", namespace="c", run_at=later(3600))  # scheduled
+    running = await enqueue_one(store, "t", 5, user_id="u1", namespace="a", group_key="shared", priority=-1)
+    waiting = await enqueue_one(store, "t", 6, user_id="u2", namespace="a", group_key="shared", priority=-1)
+    keep = await enqueue_one(store, "t", 7, user_id="u2", namespace="a")
+    held = await claim_one(store)  # the group lane's head: u1's job, processing
+    assert held.id == running.id
+
+    assert await store.delete_user_data("u1") == 5
+    assert (await store.list_jobs(JobFilter(user_id="u1"))).total == 0
+    assert await store.get_job(dead.id) is None and await store.attempts(done.id) == []
+    assert await store.has_pending_job("a", "u1") is False
+    assert not await complete(store, held)  # the deleted job's worker finishes onto nothing
+    assert {j.id for j in (await store.list_jobs(JobFilter(user_id="u2"))).items} == {waiting.id, keep.id}
+    claimed_ids = {j.id for j in await claim(store)}
+    assert waiting.id in claimed_ids  # the group lane is free again
+    assert await store.delete_user_data("nobody") == 0

@@ -645,7 +645,10 @@ def test_wire_format_errors_and_gzip(server: Server) -> None:
     )
     assert nul.status_code == 400
     assert httpx.get(f"{server.url}/job-queue/wire/user/u%00x/job", headers=headers).status_code == 400
-    unknown = httpx.post(f"{server.url}/job-queue/stamp/job", json={"stampSheet": "x"}, headers=headers)
+    tampered = httpx.post(f"{server.url}/job-queue/stamp/job", json={"stampSheet": "x", "keyId": "k"}, headers=headers)
+    assert tampered.status_code == 400
+    assert json.loads(tampered.json()["message"])[0]["component"] == "stampSheet"
+    unknown = httpx.patch(f"{server.url}/job-queue/no/such/route", headers=headers)
     assert unknown.status_code == 404
     assert json.loads(unknown.json()["message"])[0]["code"] == "jobQueue.operation.error.notSupported"
     assert httpx.get(f"{server.url}/job-queue/", headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -110,7 +110,7 @@ def _gs2_operations(live: LiveServer) -> list[tuple[str, str]]:
     return sorted(
         (method.upper(), path)
         for path, item in paths.items()
-        if path.startswith(("/job-queue", "/identifier"))
+        if path.startswith(("/job-queue", "/identifier", "/auth"))
         for method in item
     )
 
@@ -121,7 +121,13 @@ def _concrete(path: str) -> str:
         .replace("{userId}", "bob")
         .replace("{jobName}", "0190f2a4-0000-7000-8000-000000000001")
         .replace("{deadLetterJobName}", "0190f2a4-0000-7000-8000-000000000001")
+        .replace("{uploadToken}", "no-such-token")
     )
+
+
+def _signed(path: str) -> bool:
+    """Routes whose credential is a signature, not a token: stamp sheets/tasks, signed login, signed file URLs."""
+    return path.startswith("/job-queue/stamp") or path == "/auth/login/signed" or path.endswith(("/data", "/report"))
 
 
 def test_auth_on_every_gs2_route(live: LiveServer) -> None:
@@ -136,11 +142,15 @@ def test_auth_on_every_gs2_route(live: LiveServer) -> None:
         url = _concrete(path)
         body = {"content": b"{}", "headers": {"Content-Type": "application/json"}} if method in ("POST", "PUT") else {}
         denied = anonymous.request(method, url, **body)  # type: ignore[arg-type]
+        if _signed(path) or "/upload/" in path:
+            assert denied.status_code in (400, 404), (method, path, denied.text)  # refused, and no data
+            assert json.loads(denied.json()["message"])[0]["component"], (method, path)
+            continue
         assert denied.status_code == 401, (method, path, denied.text)
         assert json.loads(denied.json()["message"])[0]["component"], (method, path)
         if path.startswith("/identifier"):
             continue
         answer = as_alice.request(method, url, **body)  # type: ignore[arg-type]
-        expected = 404 if "/user/{userId}" in path else 401
+        expected = 404 if "/user/{userId}" in path and not path.startswith("/job-queue/system") else 401
         assert answer.status_code == expected, (method, path, answer.text)
         assert "message" in answer.json()

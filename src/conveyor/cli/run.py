@@ -137,6 +137,14 @@ def serve(
     grace_period: Annotated[
         float, typer.Option("--grace-period", min=0, help="Seconds running jobs get to finish on SIGTERM.")
     ] = 30.0,
+    gs2_region: Annotated[
+        str | None,
+        typer.Option("--gs2-region", envvar="CONVEYOR_GS2_REGION", help="Region in GS2 GRNs [default: ap-northeast-1]"),
+    ] = None,
+    gs2_owner_id: Annotated[
+        str | None,
+        typer.Option("--gs2-owner-id", envvar="CONVEYOR_GS2_OWNER_ID", help="Owner id in GS2 GRNs [default: conveyor]"),
+    ] = None,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Serve the HTTP API (with workers and maintenance unless --no-worker) until SIGTERM."""
@@ -163,6 +171,8 @@ def serve(
         "queues": tuple(queue) if queue else None,
         "grace_period": grace_period,
         "log_level": log_level.lower(),
+        "gs2_region": gs2_region,
+        "gs2_owner_id": gs2_owner_id,
     }
     accepted = inspect.signature(serve_fn).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -25,9 +24,10 @@ from conveyor.errors import ConveyorError, StoreUnavailable
 from conveyor.server import demo as demo_routes
 from conveyor.server import metrics as metrics_routes
 from conveyor.server import notify, routes_pocketbase, routes_v1
-from conveyor.server.auth import Principal
+from conveyor.server.auth import IssuedToken, Principal
 from conveyor.server.common import ERROR_RESPONSES, error_response, fix_openapi_errors, install_error_handlers
 from conveyor.server.deps import ServerContext
+from conveyor.server.gs2_models import Grn
 from conveyor.server.metrics import Metrics
 from conveyor.server.schemas import HealthOut
 
@@ -104,24 +104,30 @@ class LazyAuth:
         auth = await self._ctx.get_auth()
         return auth.authenticate(token)
 
+    async def issue(self, user_id: str, *, ttl: float) -> IssuedToken:
+        """A user token (GS2-Auth login): the same kind `conveyor token USER` issues."""
+        auth = await self._ctx.get_auth()
+        return auth.issue(user_id, ttl=ttl)
 
-def _gs2_routers(app: Conveyor, ctx: ServerContext) -> list[APIRouter]:
-    """The GS2-compatible surface (`/job-queue/...` and its identifier login), when its module is present."""
-    try:
-        gs2 = importlib.import_module("conveyor.server.gs2")
-    except ModuleNotFoundError as exc:
-        if exc.name == "conveyor.server.gs2":
-            return []
-        raise
+
+def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn) -> list[APIRouter]:
+    """The GS2-compatible surface: `/job-queue/...` (with stamp sheets and user data), `/auth/...`, the
+    identifier login, Conveyor's own `/api/v1/gs2/...` (keys, issuing sheets), and GS2-format 404s under
+    `/gateway/...` (its WebSocket and calls are not served yet)."""
+    from conveyor.server import gs2, gs2_admin, gs2_auth
+
     auth = LazyAuth(ctx)
-    routers: list[APIRouter] = []
-    build = getattr(gs2, "build_router", None)
-    if build is not None:
-        routers.append(build(app, auth))
-    build_identifier = getattr(gs2, "build_identifier_router", None)
-    if build_identifier is not None:
-        routers.append(build_identifier(auth))
-    return routers
+    gateway = APIRouter(prefix="/gateway", route_class=gs2.GS2Route, include_in_schema=False)
+    gateway.add_api_route(
+        "/{rest:path}", gs2.unsupported_route("/gateway", "gateway"), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    return [
+        gs2.build_router(app, auth, grn=grn),
+        gs2.build_identifier_router(auth),
+        gs2_auth.build_auth_router(app, auth, grn),
+        gs2_admin.build_admin_router(grn),
+        gateway,
+    ]
 
 
 def create_app(
@@ -135,10 +141,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     print_admin_token: bool = True,
     ui: bool = True,
+    gs2_region: str | None = None,
+    gs2_owner_id: str | None = None,
 ) -> FastAPI:
     """The HTTP API for `conveyor_app`. With `run_worker=True` a Worker (with rescuer, pruner and scheduler)
     runs in the server's event loop, configured by `worker_options` (conveyor.worker.Worker's arguments)."""
     ctx = ServerContext(app=conveyor_app, admin_token=admin_token, demo=demo, idempotency_ttl=idempotency_ttl)
+    grn = Grn.from_env(gs2_region, gs2_owner_id)  # the region and owner id in every GS2 GRN this server writes
     notify.register_system_tasks(conveyor_app)
     if demo:
         from conveyor.demo import register_demo
@@ -219,7 +228,7 @@ def create_app(
     api.include_router(metrics_routes.router)
     if demo:
         api.include_router(demo_routes.router)
-    for router in _gs2_routers(conveyor_app, ctx):
+    for router in _gs2_routers(conveyor_app, ctx, grn):
         api.include_router(router)
     if ui:
         from conveyor.ui import mount_ui

@@ -13,7 +13,7 @@ route here follows (`/work/shared/reference/seed-systems.md` §1.3–1.5):
 * every POST/PUT body is gzip-compressed by default (`Content-Encoding: gzip`): `_GS2Request` inflates it;
 * success is HTTP 200 with a JSON body — anything else is an error to the SDK;
 * errors are `{"message": "<JSON string of [{component, message, code}]>"}` with the status that selects the
-  SDK's exception class (400/401/404/409/503). `_GS2Route` turns every exception, FastAPI's own validation
+  SDK's exception class (400/401/404/409/503). `GS2Route` turns every exception, FastAPI's own validation
   errors included, into that shape, because a router cannot install app-level exception handlers.
 
 Auth (the `GS2Auth` protocol below; the server's `conveyor.server.auth.ServerAuth` satisfies it): the SDK sends
@@ -114,17 +114,17 @@ class GS2Auth(Protocol):
     def authenticate(self, token: str | None) -> Any: ...
 
 
-async def _maybe_await(value: T | Awaitable[T]) -> T:
+async def maybe_await(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
 
 
-async def _principal_for(auth: GS2Auth, token: str | None) -> GS2Principal | None:
+async def principal_for(auth: GS2Auth, token: str | None) -> GS2Principal | None:
     if not token:
         return None
     try:
-        principal: GS2Principal = await _maybe_await(auth.authenticate(token))
+        principal: GS2Principal = await maybe_await(auth.authenticate(token))
     except ConveyorError as exc:
         if exc.status_code == 401:
             return None
@@ -132,7 +132,7 @@ async def _principal_for(auth: GS2Auth, token: str | None) -> GS2Principal | Non
     return principal
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -140,8 +140,32 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def _unauthorized(message: str) -> GS2Error:
+def unauthorized(message: str) -> GS2Error:
     return GS2Error(401, "auth", message, "jobQueue.auth.error.unauthorized")
+
+
+def unsupported_route(prefix: str, service: str) -> Callable[[Request, str], Coroutine[Any, Any, dict[str, JSON]]]:
+    """The catch-all of a GS2 prefix: an unknown route answers 404 in GS2's format, so the SDK raises
+    NotFoundException with readable `errors` rather than failing to parse FastAPI's own 404 body."""
+
+    async def unsupported(request: Request, rest: str) -> dict[str, JSON]:
+        raise GS2Error(
+            404,
+            "operation",
+            f"{request.method} {prefix}/{rest} is not a GS2 {service} operation Conveyor offers (see docs/gs2.md)",
+            f"{service}.operation.error.notSupported",
+        )
+
+    return unsupported
+
+
+async def require_admin(auth: GS2Auth, request: Request) -> None:
+    """The admin token as project token (`Authorization: Bearer`), else GS2's 401."""
+    principal = await principal_for(auth, bearer_token(request))
+    if principal is None:
+        raise unauthorized("a valid project token is required (Authorization: Bearer <admin token>)")
+    if not principal.is_admin:
+        raise unauthorized("this operation needs the admin token as project token")
 
 
 # ---- request/response plumbing -----------------------------------------------------------------------------------
@@ -173,7 +197,7 @@ def _inflate(raw: bytes) -> bytes:
     return out
 
 
-def _error_response(exc: BaseException) -> JSONResponse:
+def error_response(exc: BaseException) -> JSONResponse:
     """Every failure in GS2's error format, with the status that picks the SDK's exception class."""
     if isinstance(exc, GS2Error):
         return JSONResponse(error_body(exc.items), status_code=exc.status)
@@ -209,7 +233,7 @@ def _error_response(exc: BaseException) -> JSONResponse:
     )
 
 
-class _GS2Route(APIRoute):
+class GS2Route(APIRoute):
     """Inflates gzip bodies and answers every exception in GS2's error format (see module docstring)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -219,12 +243,12 @@ class _GS2Route(APIRoute):
             try:
                 return await original(_GS2Request(request.scope, request.receive))
             except Exception as exc:
-                return _error_response(exc)
+                return error_response(exc)
 
         return handler
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -270,7 +294,7 @@ _ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
-_RESPONSES: dict[int | str, dict[str, Any]] = {code: _ERROR_SCHEMA for code in (400, 401, 404, 409, 500, 503)}
+GS2_RESPONSES: dict[int | str, dict[str, Any]] = {code: _ERROR_SCHEMA for code in (400, 401, 404, 409, 500, 503)}
 
 
 _NOTIFICATION_SETTING: dict[str, Any] = {
@@ -311,9 +335,37 @@ _PUSH_BODY: dict[str, Any] = {
     "contextStack": {"type": ["string", "null"]},
 }
 _LOGIN_BODY: dict[str, Any] = {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}
+_STAMP_SHEET_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["stampSheet", "keyId"],
+                    "properties": {"stampSheet": {"type": "string"}, "keyId": {"type": "string"}},
+                }
+            }
+        },
+    }
+}
+_STAMP_TASK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["stampTask", "keyId"],
+                    "properties": {"stampTask": {"type": "string"}, "keyId": {"type": "string"}},
+                }
+            }
+        },
+    }
+}
 
 
-def _body(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+def openapi_body(properties: dict[str, Any], *required: str) -> dict[str, Any]:
     """Document a JSON body the endpoint reads itself (so FastAPI's 422 never replaces GS2's 400), for readers
     of /openapi.json and for the fuzzer. The SDK sends it gzip-compressed; plain JSON is accepted too."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
@@ -332,20 +384,24 @@ def build_router(
     region: str = DEFAULT_REGION,
     owner_id: str = DEFAULT_OWNER_ID,
     prefix: str = JOB_QUEUE_PREFIX,
+    grn: Grn | None = None,
 ) -> APIRouter:
     """The GS2 JobQueue API for `conveyor_app`, under `prefix` (`/job-queue`, where the SDK's
-    `steady_endpoint` sends `job-queue` calls). `region`/`owner_id` only appear inside GRNs."""
-    router = APIRouter(prefix=prefix, route_class=_GS2Route, tags=["gs2"], responses=_RESPONSES)
-    api = _GS2Api(conveyor_app, auth, Grn(region, owner_id))
+    `steady_endpoint` sends `job-queue` calls). `grn` (else `region`/`owner_id`) names this deployment in GRNs."""
+    router = APIRouter(prefix=prefix, route_class=GS2Route, tags=["gs2"], responses=GS2_RESPONSES)
+    grn = grn or Grn(region, owner_id)
+    api = _GS2Api(conveyor_app, auth, grn)
 
     # Order matters: literal segments (`system`, `me`, `run`) before the `{param}` routes they would match.
     router.add_api_route("/system/version", api.get_service_version, methods=["GET"])
     router.add_api_route("/", api.describe_namespaces, methods=["GET"])
-    router.add_api_route("/", api.create_namespace, methods=["POST"], openapi_extra=_body(_NAMESPACE_BODY, "name"))
+    router.add_api_route(
+        "/", api.create_namespace, methods=["POST"], openapi_extra=openapi_body(_NAMESPACE_BODY, "name")
+    )
     router.add_api_route("/{namespaceName}/status", api.get_namespace_status, methods=["GET"])
     router.add_api_route("/{namespaceName}", api.get_namespace, methods=["GET"])
     router.add_api_route(
-        "/{namespaceName}", api.update_namespace, methods=["PUT"], openapi_extra=_body(_NAMESPACE_BODY)
+        "/{namespaceName}", api.update_namespace, methods=["PUT"], openapi_extra=openapi_body(_NAMESPACE_BODY)
     )
     router.add_api_route("/{namespaceName}", api.delete_namespace, methods=["DELETE"])
 
@@ -356,7 +412,10 @@ def build_router(
     router.add_api_route("/{namespaceName}/user/{userId}/job/run", api.run_by_user_id, methods=["POST"])
     router.add_api_route("/{namespaceName}/user/{userId}/job", api.describe_jobs_by_user_id, methods=["GET"])
     router.add_api_route(
-        "/{namespaceName}/user/{userId}/job", api.push_by_user_id, methods=["POST"], openapi_extra=_body(_PUSH_BODY)
+        "/{namespaceName}/user/{userId}/job",
+        api.push_by_user_id,
+        methods=["POST"],
+        openapi_extra=openapi_body(_PUSH_BODY),
     )
     router.add_api_route(
         "/{namespaceName}/user/{userId}/job/{jobName}/result", api.get_job_result_by_user_id, methods=["GET"]
@@ -378,17 +437,19 @@ def build_router(
         methods=["DELETE"],
     )
 
-    async def unsupported(request: Request, rest: str) -> dict[str, JSON]:
-        """GS2 operations Conveyor does not offer (stamp sheets, user data dump/clean/import) answer in GS2's
-        format, so the SDK raises NotFoundException with readable `errors` rather than an unparsable body."""
-        raise GS2Error(
-            404,
-            "operation",
-            f"{request.method} {prefix}/{rest} is not a GS2 JobQueue operation Conveyor supports (see docs/gs2.md)",
-            "jobQueue.operation.error.notSupported",
-        )
+    router.add_api_route("/stamp/job", api.push_by_stamp_sheet, methods=["POST"], openapi_extra=_STAMP_SHEET_BODY)
+    router.add_api_route(
+        "/stamp/job/delete", api.delete_by_stamp_task, methods=["POST"], openapi_extra=_STAMP_TASK_BODY
+    )
+    from conveyor.server.gs2_userdata import add_user_data_routes
 
-    router.add_api_route("/{rest:path}", unsupported, methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+    add_user_data_routes(router, conveyor_app, auth, grn, service="job-queue")
+    router.add_api_route(
+        "/{rest:path}",
+        unsupported_route(prefix, "jobQueue"),
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     return router
 
 
@@ -404,22 +465,18 @@ class _GS2Api:
     # ---- auth --------------------------------------------------------------------------------------------------
 
     async def _admin(self, request: Request) -> None:
-        principal = await _principal_for(self.auth, _bearer(request))
-        if principal is None:
-            raise _unauthorized("a valid project token is required (Authorization: Bearer <admin token>)")
-        if not principal.is_admin:
-            raise _unauthorized("this operation needs the admin token as project token")
+        await require_admin(self.auth, request)
 
     async def _for_user(self, request: Request, namespace: str, user_id: str) -> None:
         """Admin, or a user token (as project token or access token) of this very user. Another user's token
         gets 404, never the data."""
         principals = [
-            await _principal_for(self.auth, _bearer(request)),
-            await _principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER)),
+            await principal_for(self.auth, bearer_token(request)),
+            await principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER)),
         ]
         valid = [p for p in principals if p is not None]
         if not valid:
-            raise _unauthorized("a valid project token or access token is required")
+            raise unauthorized("a valid project token or access token is required")
         if not any(p.may_see(namespace, user_id) for p in valid):
             raise GS2Error(404, "user", f"no such user queue: {user_id}", "jobQueue.user.error.notFound")
         check_user_id(user_id)
@@ -427,9 +484,9 @@ class _GS2Api:
     async def _me(self, request: Request, namespace: str) -> str:
         """The user of `/user/me/...`: the one `X-GS2-ACCESS-TOKEN` names. The access token alone authorizes
         these calls, so game clients never need the admin token (their project token may be anything)."""
-        principal = await _principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER))
+        principal = await principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER))
         if principal is None or principal.user_id is None:
-            raise _unauthorized(f"a valid user token is required in {ACCESS_TOKEN_HEADER}")
+            raise unauthorized(f"a valid user token is required in {ACCESS_TOKEN_HEADER}")
         if not principal.may_see(namespace, principal.user_id):
             raise GS2Error(404, "namespace", f"namespace not found: {namespace}", "jobQueue.namespace.error.notFound")
         return principal.user_id
@@ -575,7 +632,7 @@ class _GS2Api:
     async def create_namespace(self, request: Request) -> dict[str, JSON]:
         """GS2 CreateNamespace. `enableAutoRun` defaults to false, as in GS2."""
         await self._admin(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         name = body.get("name")
         try:
             validate_name(name, "name")
@@ -603,7 +660,7 @@ class _GS2Api:
     async def update_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
         """GS2 UpdateNamespace. Fields left out keep their value (the SDK only sends the ones that are set)."""
         await self._admin(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         existing = await self._namespace(namespaceName)
         stored = await self.app.aput_namespace(namespace_from_gs2(body, existing, namespaceName))
         return {"item": namespace_to_gs2(stored, self.grn)}
@@ -653,7 +710,7 @@ class _GS2Api:
         """GS2 PushByUserId: 1–10 entries, all or nothing. `autoRun` tells whether background workers will
         execute them (the namespace's auto_run); otherwise the user's Run does."""
         await self._for_user(request, namespaceName, userId)
-        body = await _json_body(request)
+        body = await json_body(request)
         entries = parse_job_entries(body)
         ns = await self._namespace(namespaceName)
 
@@ -729,6 +786,24 @@ class _GS2Api:
             return {"item": job_to_gs2(job, self.grn)}
 
         return await self._deduplicated(request, f"delete {namespace} {user_id} {name}", delete)
+
+    # ---- transaction actions (gs2_stamp) -------------------------------------------------------------------------
+
+    async def push_by_stamp_sheet(self, request: Request) -> dict[str, JSON]:
+        """GS2 PushByStampSheet: the signed sheet is the authority (no admin token needed); exactly once."""
+        from conveyor.server.gs2_stamp import push_by_sheet
+
+        body = await json_body(request)
+        return await push_by_sheet(self.app, self.grn, body.get("stampSheet"), body.get("keyId"))
+
+    async def delete_by_stamp_task(self, request: Request) -> dict[str, JSON]:
+        """GS2 DeleteByStampTask: the signed task is the authority; exactly once."""
+        from conveyor.server.gs2_stamp import delete_by_task
+
+        body = await json_body(request)
+        return await delete_by_task(
+            self.app, self.grn, body.get("stampTask"), body.get("keyId"), body.get("contextStack")
+        )
 
     # ---- results -----------------------------------------------------------------------------------------------
 
@@ -828,20 +903,20 @@ def build_identifier_router(
     `client_id`), and it becomes the project token: Conveyor has no separate client credentials, so this lets
     `BasicGs2Credential("admin", ADMIN_TOKEN)` — or a game client's `BasicGs2Credential(user, USER_TOKEN)` — work
     without code changes."""
-    router = APIRouter(prefix=prefix, route_class=_GS2Route, tags=["gs2"], responses=_RESPONSES)
+    router = APIRouter(prefix=prefix, route_class=GS2Route, tags=["gs2"], responses=GS2_RESPONSES)
 
     async def login(request: Request) -> dict[str, JSON]:
         body = await _login_body(request)
         client_id = body.get("client_id")
         client_secret = body.get("client_secret")
         if not isinstance(client_id, str) or not isinstance(client_secret, str) or not client_secret:
-            raise _unauthorized("client_id and client_secret are required")
+            raise unauthorized("client_id and client_secret are required")
         issuer = getattr(auth, "issue_admin_token_for", None)
         lifetime = expires_in
         if issuer is not None:
-            token: str | None = await _maybe_await(issuer(client_id, client_secret))
+            token: str | None = await maybe_await(issuer(client_id, client_secret))
         else:
-            principal = await _principal_for(auth, client_secret)
+            principal = await principal_for(auth, client_secret)
             token = None
             if principal is not None and (principal.is_admin or principal.user_id == client_id):
                 token = client_secret
@@ -849,11 +924,14 @@ def build_identifier_router(
                 if isinstance(expires_at, datetime):
                     lifetime = max(0, int(expires_at.timestamp() - datetime.now(expires_at.tzinfo).timestamp()))
         if not token:
-            raise _unauthorized("invalid client_id or client_secret")
+            raise unauthorized("invalid client_id or client_secret")
         return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
 
     router.add_api_route(
-        "/projectToken/login", login, methods=["POST"], openapi_extra=_body(_LOGIN_BODY, "client_id", "client_secret")
+        "/projectToken/login",
+        login,
+        methods=["POST"],
+        openapi_extra=openapi_body(_LOGIN_BODY, "client_id", "client_secret"),
     )
     return router
 
@@ -865,7 +943,7 @@ async def _login_body(request: Request) -> Mapping[str, Any]:
         from urllib.parse import parse_qsl
 
         return dict(parse_qsl((await request.body()).decode(errors="replace")))
-    return await _json_body(request)
+    return await json_body(request)
 
 
 __all__ = [

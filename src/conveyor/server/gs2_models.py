@@ -13,6 +13,8 @@ layouts are those of the official `gs2` Python SDK 1.1.255 (`gs2/job_queue/model
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,12 +81,74 @@ def ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
+DEFAULT_REGION = "ap-northeast-1"
+DEFAULT_OWNER_ID = "conveyor"
+REGION_ENV = "CONVEYOR_GS2_REGION"
+OWNER_ID_ENV = "CONVEYOR_GS2_OWNER_ID"
+_GRN_PART = re.compile(r"[A-Za-z0-9\-_.]{1,128}")
+
+
 @dataclass(frozen=True, slots=True)
-class Grn:
-    """Builds GS2 resource names for one deployment (`grn:gs2:{region}:{owner}:queue:...`)."""
+class ParsedGrn:
+    """A GRN taken apart: `grn:gs2:{region}:{owner_id}:{service}:{path...}`."""
 
     region: str
     owner_id: str
+    service: str
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Grn:
+    """Builds and reads GS2 resource names for one deployment (`grn:gs2:{region}:{owner}:queue:...`).
+
+    Region and owner id come from configuration (`conveyor serve --gs2-region/--gs2-owner-id`, or
+    CONVEYOR_GS2_REGION / CONVEYOR_GS2_OWNER_ID), so every GRN Conveyor writes names this deployment and every
+    GRN it is given back (a signing key's `keyId`) is checked against it."""
+
+    region: str = DEFAULT_REGION
+    owner_id: str = DEFAULT_OWNER_ID
+
+    def __post_init__(self) -> None:
+        for what, value in (("region", self.region), ("owner id", self.owner_id)):
+            if not isinstance(value, str) or not _GRN_PART.fullmatch(value):
+                raise ValueError(f"GS2 {what} must be 1-128 characters of letters, digits, '-', '_' or '.'")
+
+    @classmethod
+    def from_env(cls, region: str | None = None, owner_id: str | None = None) -> Grn:
+        """Explicit values, else the environment, else the defaults."""
+        return cls(
+            region or os.environ.get(REGION_ENV) or DEFAULT_REGION,
+            owner_id or os.environ.get(OWNER_ID_ENV) or DEFAULT_OWNER_ID,
+        )
+
+    def parse(self, grn: str, service: str, component: str = "grn") -> ParsedGrn:
+        """Take a GRN of this deployment and `service` apart; a GS2Error (400) names what does not match."""
+        parts = grn.split(":") if isinstance(grn, str) else []
+        if len(parts) < 6 or parts[0] != "grn" or parts[1] != "gs2" or any(not p for p in parts):
+            raise GS2Error(400, component, f"{component} is not a GRN (grn:gs2:region:owner:service:...)")
+        parsed = ParsedGrn(parts[2], parts[3], parts[4], tuple(parts[5:]))
+        if parsed.region != self.region or parsed.owner_id != self.owner_id:
+            raise GS2Error(
+                400,
+                component,
+                f"{component} names region {parsed.region!r} and owner {parsed.owner_id!r}; this server is region "
+                f"{self.region!r}, owner {self.owner_id!r}",
+            )
+        if parsed.service != service:
+            raise GS2Error(400, component, f"{component} names service {parsed.service!r}, not {service!r}")
+        return parsed
+
+    def key(self, key_namespace: str, name: str) -> str:
+        """GS2-Key style `keyId` of a Conveyor signing key."""
+        return f"grn:gs2:{self.region}:{self.owner_id}:key:{key_namespace}:key:{name}"
+
+    def parse_key(self, key_id: str, component: str = "keyId") -> tuple[str, str]:
+        """(key namespace, key name) of a `keyId` GRN of this deployment."""
+        parsed = self.parse(key_id, "key", component)
+        if len(parsed.path) != 3 or parsed.path[1] != "key":
+            raise GS2Error(400, component, f"{component} is not a key GRN (grn:gs2:region:owner:key:NS:key:NAME)")
+        return parsed.path[0], parsed.path[2]
 
     def namespace(self, ns: str) -> str:
         return f"grn:gs2:{self.region}:{self.owner_id}:queue:{ns}"

@@ -82,6 +82,8 @@ def build_server(
     grace_period: float = 30.0,
     worker_options: dict[str, Any] | None = None,
     access_log: bool = False,
+    gs2_region: str | None = None,
+    gs2_owner_id: str | None = None,
 ) -> uvicorn.Server:
     """The configured uvicorn server (not started): `await server.serve()` or `server.run()`."""
     if app is None:
@@ -90,7 +92,15 @@ def build_server(
     if queues:
         options["queues"] = list(queues)
     options.update(worker_options or {})
-    api = create_app(app, admin_token=admin_token, demo=demo, run_worker=workers, worker_options=options)
+    api = create_app(
+        app,
+        admin_token=admin_token,
+        demo=demo,
+        run_worker=workers,
+        worker_options=options,
+        gs2_region=gs2_region,
+        gs2_owner_id=gs2_owner_id,
+    )
     config = uvicorn.Config(
         api,
         host=host,
@@ -118,6 +128,8 @@ def serve(
     app_spec: str | None = None,
     admin_token: str | None = None,
     grace_period: float = 30.0,
+    gs2_region: str | None = None,
+    gs2_owner_id: str | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (blocking). `url` picks the store (default sqlite:///conveyor.db) unless `app`
     or `app_spec` ("module:attribute") gives the app whose tasks the workers run."""
@@ -134,6 +146,8 @@ def serve(
         app_spec=app_spec,
         admin_token=admin_token,
         grace_period=grace_period,
+        gs2_region=gs2_region,
+        gs2_owner_id=gs2_owner_id,
     )
     where = f"http://{host}:{port}"
     print(

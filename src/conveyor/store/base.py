@@ -256,6 +256,13 @@ class Store(abc.ABC):
         GS2 Run's `isLastJob` is `not this`: a client that loops "Run until isLastJob" must not stop while a job
         of its queue still waits (a retry, or a job scheduled for later)."""
 
+    @abc.abstractmethod
+    async def delete_user_data(self, user_id: str) -> int:
+        """Delete every job whose `user_id` is this one — any namespace, any status, group lanes included — with
+        its attempt records, atomically (GS2 CleanUserDataByUserId: account deletion). Returns how many jobs were
+        deleted. A job processing meanwhile is deleted too; its worker's finish and heartbeat find nothing and are
+        ignored (fencing). Lanes the jobs leave are left consistent (the next job of a group lane is claimable)."""
+
     # ---- namespaces ------------------------------------------------------------------------------------------
 
     @abc.abstractmethod

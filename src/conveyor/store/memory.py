@@ -748,6 +748,16 @@ class MemoryStore(Store):
         d.waker.notify()
         return job
 
+    async def delete_user_data(self, user_id: str) -> int:
+        d = self._data
+        with d.lock:
+            doomed = [rec for rec in d.jobs.values() if rec.user_id == user_id]
+            for rec in doomed:
+                d.delete(rec)
+        if doomed:
+            d.waker.notify()  # a group lane's next job may have become its head
+        return len(doomed)
+
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         d = self._data
         with d.lock:

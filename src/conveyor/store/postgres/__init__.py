@@ -848,6 +848,11 @@ class PostgresStore(Store):
         self._waker.notify()
         return _job(row)
 
+    async def delete_user_data(self, user_id: str) -> int:
+        row = await self._one(self._q.DELETE_USER_DATA, {"user_id": user_id})
+        self._waker.notify()  # a group lane's next job may have become claimable
+        return int(row[0]) if row else 0
+
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         row = await self._one(self._q.HAS_PENDING_JOB, {"namespace": namespace, "lane": f"u:{user_id}"})
         return bool(row and row[0])

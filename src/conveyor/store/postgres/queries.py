@@ -512,6 +512,17 @@ history AS (
 SELECT * FROM gone
 """
 
+# One statement, so one transaction: the user's attempts and jobs go together (GS2 CleanUserDataByUserId).
+DELETE_USER_DATA = """
+WITH gone AS (
+    DELETE FROM {schema}.jobs WHERE user_id = %(user_id)s RETURNING id
+),
+history AS (
+    DELETE FROM {schema}.attempts a USING gone g WHERE a.job_id = g.id
+)
+SELECT count(*) FROM gone
+"""
+
 RUN_NOW = """
 UPDATE {schema}.jobs
 SET run_at = statement_timestamp(), updated = statement_timestamp()

@@ -78,6 +78,7 @@ SCRIPTS = (
     "cancel",
     "requeue",
     "delete",
+    "delete_user",
     "run_now",
     "prune",
     "stats",
@@ -741,6 +742,9 @@ class RedisStore(Store):
             raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {value!r})")
         self._waker.notify()
         return decode_job(value)
+
+    async def delete_user_data(self, user_id: str) -> int:
+        return int(await self._run("delete_user", [user_id]))
 
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         key = self.keys.lane(namespace, f"u:{user_id}")

@@ -280,6 +280,10 @@ RETURNING {JOB_JSON}
 """
 
 DELETE_JOB = "DELETE FROM conveyor_jobs WHERE id = ?"
+DELETE_ATTEMPTS_OF_USER = (
+    "DELETE FROM conveyor_attempts WHERE job_id IN (SELECT id FROM conveyor_jobs WHERE user_id = ?)"
+)
+DELETE_JOBS_OF_USER = "DELETE FROM conveyor_jobs WHERE user_id = ?"
 DELETE_ATTEMPTS_OF_JOB = "DELETE FROM conveyor_attempts WHERE job_id = ?"
 
 RUN_NOW = f"""

@@ -1021,6 +1021,14 @@ class SQLiteStore(Store):
 
         return await self._write(run, _always)
 
+    async def delete_user_data(self, user_id: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(q.DELETE_ATTEMPTS_OF_USER, (user_id,))
+            deleted: int = conn.execute(q.DELETE_JOBS_OF_USER, (user_id,)).rowcount
+            return deleted
+
+        return await self._write(run, _always)
+
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
         key = f"u:{user_id}"
 
