@@ -32,6 +32,7 @@ class ServeProcess:
     def __init__(
         self, store_url: str, *args: str, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()
     ) -> None:
+        self.store_url = store_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_ADMIN_TOKEN"}
