@@ -59,6 +59,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServeProc
     }
     process = ServeProcess(
         url,
+        "--no-worker",  # Run consumes these namespaces; see the report on a worker racing a new namespace
         "--gs2-region",
         REGION,
         "--gs2-owner-id",
