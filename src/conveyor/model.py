@@ -110,6 +110,10 @@ class Job:
     payload_json: str | None = None
     """The payload's JSON text exactly as stored (as given, for a `RawJSON` payload). Filled by enqueue, `get_job`
     and `list_jobs` on every store; None on the claim path, which has no use for it (handlers get `payload`)."""
+    timed_out_at: datetime | None = None
+    """When a try of this job passed its timeout while its handler kept running (a plain function in a thread
+    cannot be stopped): the worker keeps the lease until the thread ends, so the retry never overlaps it. Set by
+    `Store.mark_timed_out`; it belongs to the current try only while it is not older than `started_at`."""
 
     @property
     def serial_key(self) -> str | None:
@@ -122,6 +126,17 @@ class Job:
 
     def is_scheduled(self, now: datetime | None = None) -> bool:
         return self.status is JobStatus.PENDING and self.run_at > (now or utcnow())
+
+    @property
+    def overrunning(self) -> bool:
+        """ "Timed out, still running": the current try passed its timeout (504 is what it will record) but its
+        thread has not ended yet, so the worker still holds the job and its retry waits."""
+        return (
+            self.status is JobStatus.PROCESSING
+            and self.timed_out_at is not None
+            and self.started_at is not None
+            and self.timed_out_at >= self.started_at
+        )
 
 
 def serial_key_for(group_key: str | None, user_id: str | None) -> str | None:
@@ -573,6 +588,24 @@ class WorkerInfo:
     expires_at: datetime
     running: Sequence[str] = ()  # job ids
     version: str = ""
+    leader_of: Sequence[str] = ()
+    """The maintenance roles this worker holds right now ("maintenance", "scheduler"): not stored with the
+    registration but filled in from `Store.leaders()` when workers are listed (`Conveyor.alist_workers`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """An elected role (`Store.elect`): who holds `name`, under which term, for how much longer.
+
+    `term` grows by one every time the role changes hands (or its holder takes it again after letting it lapse),
+    never on a renewal, so a holder can tell a renewal from a fresh election. `expires_in` is measured by the
+    store's clock at the moment it answered: seconds until the lease lapses unless renewed (≤ 0: lapsed)."""
+
+    name: str
+    holder: str
+    term: int
+    expires_in: float
+    held: bool = False  # True when the candidate that asked holds it (after Store.elect)
 
 
 @dataclass(frozen=True, slots=True)

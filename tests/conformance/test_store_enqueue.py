@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conveyor.errors import ValidationError
+from conveyor.ids import new_job_id
 from conveyor.model import JobFilter, JobStatus, RawJSON, utcnow
 from conveyor.store import Store
 from tests.conformance.store_helpers import (
@@ -214,3 +218,16 @@ async def test_payload_text_is_kept_exactly_as_given(store: Store) -> None:
     plain = await enqueue_one(store, "t", {"b": 1, "a": [True, None]})
     got_plain = await store.get_job(plain.id)
     assert got_plain is not None and got_plain.payload_json == '{"b":1,"a":[true,null]}'  # compact encoding
+
+
+async def test_an_id_already_taken_is_refused_whatever_the_first_jobs_state(store: Store) -> None:
+    """The cron scheduler's once-per-occurrence rule rests on this: an occurrence's job id is derived from it, so a
+    second enqueue of the occurrence (another process, a new leader catching up) is refused by the store itself."""
+    first = await enqueue_one(store)
+    await complete(store, await claim_one(store))
+    with pytest.raises(ValidationError) as raised:
+        await store.enqueue([new("task", job_id=first.id)])
+    assert raised.value.field == "id"
+    with pytest.raises(ValidationError):
+        await store.enqueue([new("task", job_id=new_job_id()), new("task", job_id=first.id)])
+    assert (await store.stats()).total == 1  # all or nothing: the batch stored nothing

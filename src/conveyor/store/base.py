@@ -27,7 +27,19 @@ Rules every implementation must honour (the conformance suite in tests/conforman
   job's worker_id and started_at, error "lease expired: worker … stopped heartbeating"), and moves each to
   `pending` with run_at = now when attempts < max_attempts, else to `failed` (last_error set).
 * **Wake-ups.** After a successful enqueue the store wakes waiters in this process at once (`wait_for_jobs`)
-  and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll.
+  and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll. Jobs
+  stored for later (a future `run_at`) wake waiters too, hand-off or not: a woken worker asks `next_due` again,
+  which is how an idle worker in another process learns when to claim them.
+* **Next due time.** `next_due` answers, by the store's clock, how long until the earliest pending job that
+  `claim` with the same arguments could take once due (the same rules: scope, pauses, caps, lane heads), with an
+  index-friendly query. Workers keep a timer to it, so a scheduled job or a retry starts on time, not at a poll.
+* **Leader election.** `elect` gives a named role to one candidate at a time under a lease measured by the
+  store's clock; the holder renews it with the same call, and `term` grows whenever it changes hands. Only one
+  candidate holds a role while its lease runs, whatever the races. A holder that cannot renew must stop acting as
+  leader before `expires_in` (as measured from when it *sent* its last successful renewal) has passed.
+* **Timed out, still running.** `mark_timed_out` (fenced like `heartbeat`) records that the current try passed its
+  timeout while its handler keeps running (`Job.timed_out_at`); nothing else changes: the job stays processing
+  under the same lease until the worker reports it.
 * **Hand-off** (optional, `supports_handoff`). A worker waiting for jobs may `offer_idle` an `IdleClaim`; an
   enqueue in the same process and on the same event loop may then claim for it in the same atomic step, with the
   same claim rules and arguments as `claim`, and hand it the jobs through `IdleClaim.deliver`. One offer is taken
@@ -55,6 +67,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Lease,
     LeaseState,
     Namespace,
@@ -200,6 +213,27 @@ class Store(abc.ABC):
         """Return when jobs may have become available (a local or remote enqueue), or after `timeout` seconds.
         Spurious returns are allowed; callers simply claim again."""
 
+    @abc.abstractmethod
+    async def next_due(
+        self,
+        queues: Sequence[str],
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> float | None:
+        """Seconds from now, by the store's clock, until the earliest `run_at` among the pending jobs that `claim`
+        with the same arguments could take once they are due (≤ 0: one is due already); None when there are none.
+
+        Why the store's clock: the caller arms a timer for this many seconds, so a worker whose clock is off still
+        claims when the store considers the job due. Jobs that claim would skip whatever their time (paused queues,
+        queues at their concurrency cap, lane members behind their head or behind a processing job) do not count."""
+
+    @abc.abstractmethod
+    async def mark_timed_out(self, lease: Lease) -> bool:
+        """The try holding `lease` passed its timeout but its handler still runs (a thread that cannot be stopped):
+        set `timed_out_at` = now on the job, which stays processing under the same lease. False (and nothing
+        changed) when the lease no longer holds (fenced like `heartbeat`)."""
+
     # ---- maintenance ----------------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -302,6 +336,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_workers(self) -> list[WorkerInfo]:
         """Live registrations only (expired ones are never returned, and may be deleted on the way)."""
+
+    # ---- leader election -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        """Take or renew the role `name` for `candidate` for `ttl` seconds of the store's clock, atomically.
+
+        Vacant or lapsed → `candidate` takes it (term + 1); held by `candidate` → renewed (same term); held by
+        another candidate whose lease runs → unchanged. Returns the role as it stands afterwards, with `held` True
+        when `candidate` holds it. Candidate ids must be unique per process run (worker ids are)."""
+
+    @abc.abstractmethod
+    async def resign(self, name: str, candidate: str) -> None:
+        """Give the role up at once if `candidate` holds it (graceful shutdown), so another can take it without
+        waiting for the lease to lapse. A no-op otherwise."""
+
+    @abc.abstractmethod
+    async def leaders(self) -> list[Leadership]:
+        """Every role whose lease runs now, by name (for operators: who leads)."""
 
     # ---- small key-value space for settings, idempotency keys, cron de-duplication ----------------------------
 

@@ -51,6 +51,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Lease,
     LeaseState,
     Namespace,
@@ -106,6 +107,7 @@ class _Rec:
     cancel_requested: bool = False
     serial_key: str | None = None
     payload_json: str | None = None
+    timed_out_at: datetime | None = None
 
     @classmethod
     def from_new(cls, new: NewJob) -> _Rec:
@@ -157,6 +159,7 @@ class _Rec:
             cancel_requested=self.cancel_requested,
             duplicate=duplicate,
             payload_json=self.payload_json,
+            timed_out_at=self.timed_out_at,
         )
 
     @property
@@ -188,6 +191,8 @@ class _Data:
     queue_settings: dict[_QueueKey, QueueSettings] = field(default_factory=dict)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     kv: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # key -> (value, monotonic expiry)
+    leaders: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # role -> (holder, term, expiry)
+    terms: dict[str, int] = field(default_factory=dict)  # role -> last term given (outlives lapsed leases)
 
     # ---- index maintenance ------------------------------------------------------------------------------------
 
@@ -395,7 +400,7 @@ class MemoryStore(Store):
         # As on the other stores: after a hand-off that took less than it could, for a worker serving every job's
         # queue and namespace, nothing is left that another waiter could claim.
         took_all = idle is not None and len(handed) < idle.limit and covers(idle, jobs)
-        if stored and not took_all:
+        if stored and (not took_all or _any_later(out)):  # jobs for later: waiters re-read next_due
             d.waker.notify()
         return out
 
@@ -558,6 +563,53 @@ class MemoryStore(Store):
 
     async def wait_for_jobs(self, timeout: float) -> None:
         await self._data.waker.wait(max(0.0, timeout))
+
+    async def next_due(
+        self,
+        queues: Sequence[str],
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> float | None:
+        d = self._data
+        wanted_queues = set(queues)
+        wanted_ns = None if namespaces is None else set(namespaces)
+        excluded = set(exclude_namespaces)
+        with d.lock:
+            now = utcnow()
+            best: datetime | None = None
+            for qk, keys in d.pending.items():
+                ns, q = qk
+                if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
+                    continue
+                settings = d.queue_settings.get(qk)
+                if settings is not None and (
+                    settings.paused
+                    or (settings.concurrency is not None and settings.concurrency <= len(d.processing.get(qk, ())))
+                ):
+                    continue
+                # keys are in (priority, run_at, id) order: each priority's first claimable key is its earliest
+                i = 0
+                while i < len(keys):
+                    end = bisect.bisect_left(keys, (keys[i][0] + 1,), lo=i)
+                    for _, run_at, job_id in keys[i:end]:
+                        if best is not None and run_at >= best:
+                            break
+                        lk = d.jobs[job_id].lane_key
+                        if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is d.jobs[job_id]):
+                            best = run_at
+                            break
+                    i = end
+        return None if best is None else (best - now).total_seconds()
+
+    async def mark_timed_out(self, lease: Lease) -> bool:
+        d = self._data
+        with d.lock:
+            rec = d.held(lease)
+            if rec is None:
+                return False
+            rec.timed_out_at = utcnow()  # not indexed
+            return True
 
     # ---- maintenance ----------------------------------------------------------------------------------------
 
@@ -851,6 +903,40 @@ class MemoryStore(Store):
                 del d.workers[wid]
             return sorted(d.workers.values(), key=lambda w: (w.started_at, w.id))
 
+    # ---- leader election ---------------------------------------------------------------------------------------
+
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        d = self._data
+        with d.lock:
+            now = time.monotonic()
+            current = d.leaders.get(name)
+            if current is not None and current[2] > now and current[0] != candidate:
+                return Leadership(name, current[0], current[1], current[2] - now, held=False)
+            if current is not None and current[2] > now:
+                term = current[1]  # a renewal
+            else:
+                term = d.terms.get(name, 0) + 1
+                d.terms[name] = term
+            d.leaders[name] = (candidate, term, now + ttl)
+            return Leadership(name, candidate, term, ttl, held=True)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        d = self._data
+        with d.lock:
+            current = d.leaders.get(name)
+            if current is not None and current[0] == candidate:
+                del d.leaders[name]
+
+    async def leaders(self) -> list[Leadership]:
+        d = self._data
+        with d.lock:
+            now = time.monotonic()
+            return [
+                Leadership(name, holder, term, expires - now)
+                for name, (holder, term, expires) in sorted(d.leaders.items())
+                if expires > now
+            ]
+
     # ---- key-value -------------------------------------------------------------------------------------------
 
     def _kv_live(self, key: str) -> str | None:
@@ -877,6 +963,11 @@ class MemoryStore(Store):
     async def kv_delete(self, key: str) -> None:
         with self._data.lock:
             self._data.kv.pop(key, None)
+
+
+def _any_later(jobs: list[Job]) -> bool:
+    now = utcnow()
+    return any(not job.duplicate and job.run_at > now for job in jobs)
 
 
 def _zero_counts() -> dict[str, int]:

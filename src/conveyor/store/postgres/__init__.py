@@ -47,6 +47,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Lease,
     LeaseState,
     Namespace,
@@ -56,6 +57,7 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    utcnow,
 )
 from conveyor.store.base import HandlerTransaction, IdleClaim, Store
 from conveyor.store.handoff import IdleClaims, covers, hand_over
@@ -428,7 +430,9 @@ class PostgresStore(Store):
         params = _claim_params(
             idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces, None
         )
-        params["covered"] = covers(idle, jobs)
+        # Jobs for later wake every waiter (they re-read next_due), even those the idle worker covers.
+        now = utcnow()
+        params["covered"] = covers(idle, jobs) and all(job.run_at <= now for job in jobs)
         for _ in range(5):
             try:
                 if _use_copy(jobs):
@@ -641,6 +645,31 @@ class PostgresStore(Store):
             )
             for x in leases
         ]
+
+    async def mark_timed_out(self, lease: Lease) -> bool:
+        params = {"id": lease.job_id, "try_number": lease.try_number}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return (await conn.execute(self._q.MARK_TIMED_OUT, params)).rowcount == 1
+
+        return await self._run(go)
+
+    async def next_due(
+        self,
+        queues: Sequence[str],
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> float | None:
+        if not queues:
+            return None
+        params = {
+            "queues": list(dict.fromkeys(queues)),
+            "namespaces": None if namespaces is None else list(namespaces),
+            "exclude": list(exclude_namespaces),
+        }
+        row = await self._one(self._q.NEXT_DUE, params)
+        return None if row is None or row[0] is None else float(row[0])
 
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         if not finishes:
@@ -956,6 +985,29 @@ class PostgresStore(Store):
 
     # ---- key-value -------------------------------------------------------------------------------------------
 
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        params = {"name": name, "holder": candidate, "ttl": timedelta(seconds=ttl)}
+        row = await self._one(self._q.ELECT, params)
+        if row is None:
+            # Another candidate created the row after this statement's snapshot was taken (a race for a vacant
+            # role): ON CONFLICT left it alone, and the fallback SELECT could not see it yet. Read it now.
+            current = await self._one(self._q.LEADER, {"name": name})
+            if current is None:  # pragma: no cover - the row exists once any INSERT ran
+                return Leadership(name, "", 0, 0.0, held=False)
+            return Leadership(name, current[0], int(current[1]), float(current[2]), held=False)
+        holder, term, expires_in, took = row
+        return Leadership(name, holder, int(term), float(expires_in), held=bool(took) and holder == candidate)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(self._q.RESIGN, {"name": name, "holder": candidate})
+
+        await self._run(go)
+
+    async def leaders(self) -> list[Leadership]:
+        rows = await self._all(self._q.LEADERS)
+        return [Leadership(n, h, int(t), float(e)) for n, h, t, e in rows]
+
     async def kv_get(self, key: str) -> str | None:
         row = await self._one(self._q.KV_GET, {"key": key})
         return None if row is None else str(row[0])
@@ -1050,7 +1102,8 @@ def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
         result=row[21],
         cancel_requested=bool(row[22]),
         duplicate=duplicate,
-        payload_json=row[23] if len(row) > 23 else None,
+        timed_out_at=row[23],
+        payload_json=row[24] if len(row) > 24 else None,
     )
 
 

@@ -123,4 +123,22 @@ CREATE TABLE {schema}.kv (
 );
 """,
     ),
+    (
+        2,
+        "0002_leaders_and_timeouts",
+        """
+-- When a try passed its timeout while its thread kept running (Store.mark_timed_out). In no index, so marking it
+-- stays a HOT update.
+ALTER TABLE {schema}.jobs ADD COLUMN timed_out_at timestamptz;
+
+-- Leader election (Store.elect): one row per role with its holder and lease; `term` grows on each change of hands.
+-- Rows are never deleted (a resignation lapses the lease), so a term is never given twice.
+CREATE TABLE {schema}.leaders (
+    name       text        PRIMARY KEY,
+    holder     text        NOT NULL,
+    term       bigint      NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+""",
+    ),
 )

@@ -35,6 +35,7 @@ JOB_COLUMNS: tuple[str, ...] = (
     "last_error",
     "result",
     "cancel_requested",
+    "timed_out_at",
 )
 
 ATTEMPT_COLUMNS = (
@@ -301,7 +302,63 @@ SELECT EXISTS (SELECT 1 FROM {schema}.jobs
                WHERE status = 'pending' AND namespace = %(namespace)s AND serial_key = %(lane)s)
 """
 
+# ---- the next due time ------------------------------------------------------------------------------------------
+
+# Seconds (by the database's clock) until the earliest run_at among the pending jobs CLAIM could take once due, with
+# CLAIM's own filters (scope, pauses, full caps, lane heads of idle lanes). jobs_ready is ordered by priority before
+# run_at, so `min(run_at)` over a queue would read its whole backlog; instead `prio` walks each queue's distinct
+# priorities with one index seek each (a loose index scan) and `first` takes each priority's earliest claimable
+# run_at with another: a handful of seeks however long the backlog.
+NEXT_DUE = """
+WITH RECURSIVE prio AS (
+    SELECT q.name AS queue,
+           (SELECT min(j.priority) FROM {schema}.jobs j WHERE j.status = 'pending' AND j.queue = q.name) AS p
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    UNION ALL
+    SELECT prio.queue,
+           (SELECT min(j.priority) FROM {schema}.jobs j
+            WHERE j.status = 'pending' AND j.queue = prio.queue AND j.priority > prio.p)
+    FROM prio
+    WHERE prio.p IS NOT NULL
+),
+blocked AS MATERIALIZED (
+    SELECT s.namespace, s.queue
+    FROM {schema}.queue_settings s
+    WHERE s.queue = ANY(%(queues)s::text[])
+      AND (s.paused OR (s.concurrency IS NOT NULL
+                        AND s.concurrency <= {schema}.running_jobs(s.namespace, s.queue)))
+)
+SELECT extract(epoch FROM min(first.run_at) - statement_timestamp())::float8
+FROM prio
+CROSS JOIN LATERAL (
+    SELECT j.run_at
+    FROM {schema}.jobs j
+    WHERE j.status = 'pending' AND j.queue = prio.queue AND j.priority = prio.p
+      AND (%(namespaces)s::text[] IS NULL OR j.namespace = ANY(%(namespaces)s::text[]))
+      AND j.namespace <> ALL(%(exclude)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
+      AND (j.serial_key IS NULL OR (
+               NOT EXISTS (SELECT 1 FROM {schema}.jobs h
+                           WHERE h.status = 'pending' AND h.namespace = j.namespace
+                             AND h.serial_key = j.serial_key AND (h.priority, h.id) < (j.priority, j.id))
+           AND NOT EXISTS (SELECT 1 FROM {schema}.jobs r
+                           WHERE r.status = 'processing' AND r.namespace = j.namespace
+                             AND r.serial_key = j.serial_key)))
+    ORDER BY j.run_at
+    LIMIT 1
+) first
+WHERE prio.p IS NOT NULL
+"""
+
 # ---- leases -----------------------------------------------------------------------------------------------------
+
+# A try passed its timeout while its thread runs on (Store.mark_timed_out); fenced like HEARTBEAT, and a HOT
+# update too (no indexed column).
+MARK_TIMED_OUT = """
+UPDATE {schema}.jobs
+SET timed_out_at = statement_timestamp(), updated = statement_timestamp()
+WHERE id = %(id)s AND try_number = %(try_number)s AND status = 'processing'
+"""
 
 # Touches no indexed column, so every extension is a HOT update.
 HEARTBEAT = """
@@ -596,6 +653,51 @@ SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires
 FROM {schema}.workers
 WHERE expires_at > statement_timestamp()
 ORDER BY started_at, id
+"""
+
+# ---- leader election --------------------------------------------------------------------------------------------
+
+# Take or renew a role (Store.elect) in one statement: vacant, lapsed or ours → ours until now + ttl (the term grows
+# unless it is a renewal of a live lease); someone else's live lease → unchanged, and the second SELECT reports it.
+# A row lock serialises candidates. The clock is the database's (clock_timestamp: the moment the row is written,
+# after any lock wait). It commits durably whatever `fast_worker_commits` says: a lost renewal could elect twice.
+ELECT = """
+WITH up AS (
+    INSERT INTO {schema}.leaders AS l (name, holder, term, expires_at)
+    VALUES (%(name)s, %(holder)s, 1, clock_timestamp() + %(ttl)s)
+    ON CONFLICT (name) DO UPDATE
+    SET term = CASE WHEN l.holder = excluded.holder AND l.expires_at > clock_timestamp() THEN l.term
+                    ELSE l.term + 1 END,
+        holder = excluded.holder,
+        expires_at = excluded.expires_at
+    WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
+    RETURNING l.holder, l.term, l.expires_at
+)
+SELECT holder, term, extract(epoch FROM expires_at - clock_timestamp())::float8, true FROM up
+UNION ALL
+SELECT holder, term, extract(epoch FROM expires_at - clock_timestamp())::float8, false
+FROM {schema}.leaders
+WHERE name = %(name)s AND NOT EXISTS (SELECT 1 FROM up)
+"""
+
+# The role as it stands (read after an ELECT that lost a race for a row that did not exist in its snapshot).
+LEADER = """
+SELECT holder, term, extract(epoch FROM expires_at - clock_timestamp())::float8
+FROM {schema}.leaders
+WHERE name = %(name)s
+"""
+
+# A resignation lapses the lease; the row stays so that the next term counts on from it.
+RESIGN = """
+UPDATE {schema}.leaders SET expires_at = clock_timestamp()
+WHERE name = %(name)s AND holder = %(holder)s AND expires_at > clock_timestamp()
+"""
+
+LEADERS = """
+SELECT name, holder, term, extract(epoch FROM expires_at - clock_timestamp())::float8
+FROM {schema}.leaders
+WHERE expires_at > clock_timestamp()
+ORDER BY name
 """
 
 # ---- key-value --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ key                                    type    contents
 =====================================  ======  ===============================================================
 P:meta                                 HASH    `schema` = layout version (written by migrate)
 P:job:<id>                             HASH    the job: every field, its status *and* its lease together
+                                               (`timed_out_at`: set by mark_timed_out.lua)
 P:att:<id>                             HASH    try_number -> attempt record (JSON)
 P:pairs                                SET     every <pair> that has had jobs or settings
 P:q:<pair>:ready                       ZSET    claimable now: score priority, member `<run_at 16 digits>:<id>`
@@ -31,6 +32,9 @@ P:workers                              ZSET    worker id -> expires_at (index of
 P:w:<worker id>                        STRING  WorkerInfo JSON; expires by itself (PXAT) unless refreshed
 P:kv:<key>                             STRING  key-value entries, optionally expiring
 P:wake:<queue>                         LIST    wake tokens: scripts LPUSH (capped at 64), idle workers BLPOP
+P:leader:<role>                        HASH    `holder`, `term` of an elected role; its key expiry is the lease
+P:leaderterms                          HASH    role -> last term given (never expires: terms never repeat)
+P:leadernames                          SET     every role ever held (leaders() lists the live ones)
 =====================================  ======  ===============================================================
 
 Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its

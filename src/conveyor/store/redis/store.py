@@ -43,6 +43,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Lease,
     LeaseState,
     Namespace,
@@ -84,6 +85,9 @@ SCRIPTS = (
     "stats",
     "list",
     "put_doc",
+    "next_due",
+    "mark_timed_out",
+    "elect",
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -146,6 +150,7 @@ def decode_job(h: dict[str, str], *, duplicate: bool = False) -> Job:
         result=None if result is None else json.loads(result),
         cancel_requested=g("cancel_requested") == "1",
         duplicate=duplicate,
+        timed_out_at=None if g("timed_out_at") is None else from_us(h["timed_out_at"]),
     )
 
 
@@ -579,6 +584,27 @@ class RedisStore(Store):
         reply: str = await self._run("finish", [_batch(rows)])
         return [c == "1" for c in reply]
 
+    async def mark_timed_out(self, lease: Lease) -> bool:
+        reply = await self._run("mark_timed_out", [lease.job_id, lease.try_number])
+        return bool(int(reply))
+
+    async def next_due(
+        self,
+        queues: Sequence[str],
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> float | None:
+        if not queues:
+            return None
+        scope = {
+            "queues": list(dict.fromkeys(queues)),
+            "namespaces": None if namespaces is None else list(namespaces),
+            "exclude": list(exclude_namespaces),
+        }
+        reply: str = await self._run("next_due", [json.dumps(scope)])
+        return None if reply == "" else int(reply) / 1e6
+
     async def wait_for_jobs(self, timeout: float) -> None:
         """Wait for a local notify or a wake token from any process: BLPOP on the wake lists of the queues this
         process claims from (a connection of the script runner, held only while someone waits)."""
@@ -868,6 +894,23 @@ class RedisStore(Store):
 
         workers: list[WorkerInfo] = await self._do(read)
         return workers
+
+    # ---- leader election ---------------------------------------------------------------------------------------
+
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        reply = await self._run("elect", ["elect", name, candidate, max(1, int(ttl * 1000))])
+        took, holder, term, left = reply
+        return Leadership(name, holder, int(term), int(left) / 1000, held=int(took) == 1 and holder == candidate)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        await self._run("elect", ["resign", name, candidate])
+
+    async def leaders(self) -> list[Leadership]:
+        flat = await self._run("elect", ["list"])
+        found = [
+            Leadership(flat[i], flat[i + 1], int(flat[i + 2]), int(flat[i + 3]) / 1000) for i in range(0, len(flat), 4)
+        ]
+        return sorted(found, key=lambda role: role.name)
 
     # ---- key-value -------------------------------------------------------------------------------------------
 

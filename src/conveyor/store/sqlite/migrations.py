@@ -209,6 +209,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "leaders_and_timeouts",
+        (
+            # When a try passed its timeout while its thread kept running (Store.mark_timed_out).
+            "ALTER TABLE conveyor_jobs ADD COLUMN timed_out_at INTEGER",
+            # Leader election (Store.elect): one row per role, its holder and lease; `term` grows on each change
+            # of hands. Rows are never deleted (a resignation lapses the lease), so a term is never given twice.
+            """
+            CREATE TABLE conveyor_leaders (
+                name       TEXT PRIMARY KEY,
+                holder     TEXT NOT NULL,
+                term       INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

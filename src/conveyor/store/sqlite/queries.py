@@ -18,7 +18,7 @@ from collections.abc import Sequence
 # One job as a JSON array, in this order (payload and result embedded as JSON values, times as integer µs).
 JOB_JSON = """json_array(id, namespace, queue, task, json(payload), status, priority, run_at, attempts, max_attempts,
     try_number, created, updated, user_id, group_key, unique_key, started_at, finished_at, lease_expires_at,
-    worker_id, last_error, json(result), cancel_requested)"""
+    worker_id, last_error, json(result), cancel_requested, timed_out_at)"""
 
 # ---- enqueue ------------------------------------------------------------------------------------------------------
 
@@ -132,6 +132,33 @@ JOIN conveyor_jobs AS j
 HEARTBEAT = """
 UPDATE conveyor_jobs SET lease_expires_at = ?1, updated = ?2
 WHERE id IN (SELECT value FROM json_each(?3)) AND +status = 'processing'
+"""
+
+# A try passed its timeout while its thread runs on (Store.mark_timed_out). Parameters: now, id, try_number.
+MARK_TIMED_OUT = """
+UPDATE conveyor_jobs SET timed_out_at = ?1, updated = ?1
+WHERE id = ?2 AND status = 'processing' AND try_number = ?3
+"""
+
+# ---- the next due time --------------------------------------------------------------------------------------------
+
+# The earliest run_at among one (namespace, queue)'s claimable pending jobs (eligible: lane heads of idle lanes),
+# due or not. The claim index is ordered by priority first, so a plain MIN(run_at) would read every pending job of
+# the queue; instead a recursive walk visits each distinct priority with one index seek (a "loose index scan") and
+# takes that priority's first run_at with another: a few seeks, however long the backlog. Parameters: namespace,
+# queue.
+NEXT_DUE_IN_QUEUE = """
+WITH RECURSIVE prio(p) AS (
+    SELECT MIN(priority) FROM conveyor_jobs
+    WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1
+    UNION ALL
+    SELECT (SELECT MIN(priority) FROM conveyor_jobs
+            WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1 AND priority > prio.p)
+    FROM prio WHERE prio.p IS NOT NULL
+)
+SELECT MIN((SELECT MIN(run_at) FROM conveyor_jobs
+            WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1 AND priority = prio.p))
+FROM prio WHERE prio.p IS NOT NULL
 """
 
 # ---- finish -------------------------------------------------------------------------------------------------------
@@ -344,6 +371,25 @@ ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, started_at = excluded.started
 DELETE_EXPIRED_WORKERS = "DELETE FROM conveyor_workers WHERE expires_at <= ?"
 DELETE_WORKER = "DELETE FROM conveyor_workers WHERE id = ?"
 LIST_WORKERS = "SELECT doc FROM conveyor_workers WHERE expires_at > ? ORDER BY started_at, id"
+
+# ---- leader election ----------------------------------------------------------------------------------------------
+
+# Take or renew a role: vacant, lapsed or ours → ours until ?3 (the term grows unless it is a renewal of a live
+# lease); held by someone else → unchanged. Parameters: name, candidate, expires_at, now. The caller reads the row
+# back in the same transaction.
+ELECT = """
+INSERT INTO conveyor_leaders (name, holder, term, expires_at) VALUES (?1, ?2, 1, ?3)
+ON CONFLICT (name) DO UPDATE
+SET term = CASE WHEN conveyor_leaders.holder = excluded.holder AND conveyor_leaders.expires_at > ?4
+                THEN conveyor_leaders.term ELSE conveyor_leaders.term + 1 END,
+    holder = excluded.holder,
+    expires_at = excluded.expires_at
+WHERE conveyor_leaders.holder = excluded.holder OR conveyor_leaders.expires_at <= ?4
+"""
+SELECT_LEADER = "SELECT holder, term, expires_at FROM conveyor_leaders WHERE name = ?"
+# A resignation lapses the lease (the row stays, so the next term is still counted from it).
+RESIGN = "UPDATE conveyor_leaders SET expires_at = ?3 WHERE name = ?1 AND holder = ?2 AND expires_at > ?3"
+LIST_LEADERS = "SELECT name, holder, term, expires_at FROM conveyor_leaders WHERE expires_at > ? ORDER BY name"
 
 # ---- key-value ----------------------------------------------------------------------------------------------------
 

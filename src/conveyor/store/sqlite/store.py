@@ -59,6 +59,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Lease,
     LeaseState,
     Namespace,
@@ -185,6 +186,7 @@ def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
         result=r[21],
         cancel_requested=bool(r[22]),
         duplicate=duplicate,
+        timed_out_at=_odt(r[23]),
     )
 
 
@@ -865,6 +867,40 @@ class SQLiteStore(Store):
             timeout = min(timeout, early)
         await hub.local.wait(timeout)
 
+    async def next_due(
+        self,
+        queues: Sequence[str],
+        *,
+        namespaces: Sequence[str] | None = None,
+        exclude_namespaces: Sequence[str] = (),
+    ) -> float | None:
+        if not queues:
+            return None
+        queues_json = json.dumps(list(dict.fromkeys(queues)))
+        wanted = None if namespaces is None else set(namespaces)
+        excluded = set(exclude_namespaces)
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            best: int | None = None
+            (known,) = conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchone()
+            for ns, queue, paused, cap in json.loads(known):
+                if paused or ns in excluded or (wanted is not None and ns not in wanted):
+                    continue
+                if cap is not None and conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0] >= cap:
+                    continue
+                (first,) = conn.execute(q.NEXT_DUE_IN_QUEUE, (ns, queue)).fetchone()
+                if first is not None and (best is None or first < best):
+                    best = first
+            return None if best is None else (best - _now()) / 1e6
+
+        return await self._read(run, snapshot=True)
+
+    async def mark_timed_out(self, lease: Lease) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(q.MARK_TIMED_OUT, (_now(), lease.job_id, lease.try_number)).rowcount == 1
+
+        return await self._write(run)
+
     # ---- maintenance ----------------------------------------------------------------------------------------
 
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
@@ -1132,6 +1168,28 @@ class SQLiteStore(Store):
     async def list_workers(self) -> list[WorkerInfo]:
         rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (_now(),)).fetchall())
         return [_worker_from_doc(r[0]) for r in rows]
+
+    # ---- leader election ---------------------------------------------------------------------------------------
+
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        def run(conn: sqlite3.Connection) -> Leadership:
+            now = _now()
+            conn.execute(q.ELECT, (name, candidate, now + _us(ttl), now))
+            holder, term, expires = conn.execute(q.SELECT_LEADER, (name,)).fetchone()
+            return Leadership(name, holder, term, (expires - now) / 1e6, held=holder == candidate and expires > now)
+
+        return await self._write(run)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        await self._write(lambda conn: conn.execute(q.RESIGN, (name, candidate, _now())).rowcount)
+
+    async def leaders(self) -> list[Leadership]:
+        def run(conn: sqlite3.Connection) -> list[Leadership]:
+            now = _now()
+            rows = conn.execute(q.LIST_LEADERS, (now,)).fetchall()
+            return [Leadership(n, h, t, (e - now) / 1e6) for n, h, t, e in rows]
+
+        return await self._read(run)
 
     # ---- key-value -------------------------------------------------------------------------------------------
 

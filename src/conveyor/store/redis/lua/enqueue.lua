@@ -15,6 +15,7 @@ local now = now_us()
 local out = {}
 local woken = {}
 local woken_pairs = {}
+local later = {}  -- queues that got jobs for later: idle workers re-read next_due (hand-off or not)
 for _, r in ipairs(rows) do
   local j = {
     id = r[1], namespace = r[2], queue = r[3], task = r[4], payload = r[5], priority = r[6], run_at = r[7],
@@ -45,6 +46,8 @@ for _, r in ipairs(rows) do
     if q then
       note(woken, q)
       woken_pairs[j.namespace .. ':' .. q] = true
+    elseif tonumber(j.run_at) > now then
+      note(later, j.queue)
     end
     out[#out + 1] = 0
   end
@@ -64,6 +67,7 @@ if ARGV[3] ~= '' and next(woken) ~= nil then
     if covered then woken = {} end
   end
 end
+for queue, n in pairs(later) do woken[queue] = (woken[queue] or 0) + n end
 wake(woken)
 local woke = 0
 if next(woken) ~= nil then woke = 1 end
