@@ -147,7 +147,9 @@ class Worker:
         self._started_at = utcnow()
         self._unavailable_since: float | None = None
         self._last_warning = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # wakes the fetch loop when the next known job is due
+        self._due_stale = True  # something may have changed when the next job is due: ask next_due again
+        self._due_spins = 0
         self._min_timeout = float("inf")
         self._watch_tick = 0.5
         for spec in app.tasks.values():
@@ -316,8 +318,13 @@ class Worker:
         store = self.store
         delay = 0.05
         wake.set()  # claim at once on start
+        self._due_stale = True
         while not self._stopping:
             if not wake.is_set():
+                if self._due_stale and not self._full:
+                    await self._refresh_due()
+                    if wake.is_set():
+                        continue
                 self._offer_idle()
             await wake.wait()
             self._withdraw_idle()
@@ -353,9 +360,35 @@ class Worker:
                 if self._unavailable_since is not None:
                     self._recovered()
                 if jobs:
+                    self._due_spins = 0
                     self._start_jobs(jobs)
                 if len(jobs) < want:
                     break
+
+    async def _refresh_due(self) -> None:
+        """Ask the store when the next job this worker could claim falls due, and set a timer for it: a scheduled
+        job or a retry then starts on time instead of at the next poll. Asked after a wake-up (an enqueue here or
+        in another process, the poll timeout, a timer) once the claims it caused are done; the answer is measured
+        by the store's clock, so a worker whose clock is off still claims when the store thinks the job is due."""
+        self._due_stale = False
+        try:
+            due = await self.store.next_due(self.queues, namespaces=self._include, exclude_namespaces=self._exclude)
+        except Exception as exc:
+            self._unavailable(exc, "reading when the next job is due")
+            return
+        if due is None:
+            return
+        if due <= 0:
+            # Due already: claim again, once. A second "due now" right after a claim that found nothing means the
+            # store counts a job its claim skips (a race with another worker, or a rule this worker's claim adds):
+            # wait for the next wake-up or poll rather than spin.
+            self._due_spins += 1
+            if self._due_spins <= 1 and self._wake is not None:
+                self._due_stale = True
+                self._wake.set()
+            return
+        self._due_spins = 0
+        self._arm_timer(due)
 
     def _offer_idle(self) -> None:
         """Tell the store this worker waits, and for what: an enqueue in this process may then claim for it in the
@@ -415,6 +448,7 @@ class Worker:
                 raise
             except Exception:
                 await asyncio.sleep(self.poll_interval)
+            self._due_stale = True  # whatever woke us may have scheduled jobs: ask for the next due time again
             wake.set()
 
     async def _namespace_loop(self) -> None:
@@ -596,27 +630,34 @@ class Worker:
             if self._flush_done is not None:
                 self._flush_done.set()
             if wake_after and self._wake is not None:
+                self._due_stale = True  # e.g. a lane's next job, which may be due later
                 self._wake.set()
 
     def _wake_at(self, when: datetime) -> bool:
-        """Make the fetch loop claim again at `when` if that is sooner than its next poll (short retry delays).
-        True when `when` has already come."""
-        loop = self._loop
-        assert loop is not None
+        """Make the fetch loop claim again at `when` (a retry this worker reported). True when it has come."""
         delay = (when - utcnow()).total_seconds()
         if delay <= 0:
             return True
-        if delay < self.poll_interval:
-            due = loop.time() + delay + 0.002
-            timer = self._timer
-            if timer is None or timer.cancelled() or due < timer.when():
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(due, self._timer_fired)
+        self._arm_timer(delay)
         return False
+
+    def _arm_timer(self, delay: float) -> None:
+        """Wake the fetch loop `delay` seconds from now, unless a timer already fires sooner (one timer: the
+        earliest known due time; when it fires the loop claims and asks `next_due` for the one after)."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        due = loop.time() + delay + 0.001  # a hair late rather than early: the claim must find the job due
+        timer = self._timer
+        if timer is None or timer.cancelled() or due < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(due, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None
+        self._due_stale = True
+        self._due_spins = 0
         if self._wake is not None:
             self._wake.set()
 
