@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -39,6 +39,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Leadership,
     Namespace,
     NewJob,
     Page,
@@ -519,7 +520,20 @@ class Conveyor:
         await self.apause_queue(queue, namespace, paused=False)
 
     async def alist_workers(self) -> list[WorkerInfo]:
-        return await self._on_home(self.store.list_workers)
+        """Live workers, each with the maintenance roles it holds now (`leader_of`, from the store's election)."""
+
+        async def read() -> list[WorkerInfo]:
+            workers = await self.store.list_workers()
+            roles: dict[str, list[str]] = {}
+            for role in await self.store.leaders():
+                roles.setdefault(role.holder, []).append(role.name)
+            return [replace(w, leader_of=tuple(roles.get(w.id, ()))) for w in workers]
+
+        return await self._on_home(read)
+
+    async def aleaders(self) -> list[Leadership]:
+        """The elected maintenance roles and who holds each (`conveyor workers` shows them)."""
+        return await self._on_home(self.store.leaders)
 
     async def aput_namespace(self, namespace: Namespace) -> Namespace:
         validate_name(namespace.name, "namespace")
@@ -616,6 +630,9 @@ class Conveyor:
 
     def list_workers(self) -> list[WorkerInfo]:
         return self._sync(self.alist_workers)
+
+    def leaders(self) -> list[Leadership]:
+        return self._sync(self.aleaders)
 
     def put_namespace(self, namespace: Namespace) -> Namespace:
         return self._sync(lambda: self.aput_namespace(namespace))

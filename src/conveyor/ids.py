@@ -69,3 +69,15 @@ def new_job_id() -> str:
 
 def uuid7() -> uuid.UUID:
     return uuid.UUID(new_job_id())
+
+
+def derived_job_id(at_ms: int, key: str) -> str:
+    """A UUIDv7 whose time is `at_ms` and whose other bits come from hashing `key`: the same (time, key) always
+    gives the same id. The cron scheduler names each occurrence's job this way, so the store's primary key refuses
+    a second job for one occurrence, whichever process (or new leader) tries to enqueue it."""
+    import hashlib
+
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    hex_ms = f"{at_ms & ((1 << 48) - 1):012x}"
+    variant = "89ab"[int(digest[3], 16) & 3]
+    return f"{hex_ms[:8]}-{hex_ms[8:]}-7{digest[:3]}-{variant}{digest[4:7]}-{digest[7:19]}"

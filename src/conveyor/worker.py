@@ -56,7 +56,7 @@ from conveyor.store.base import IdleClaim
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor, TaskSpec
-    from conveyor.maintenance import Service
+    from conveyor.maintenance import Elected
 
 log = logging.getLogger("conveyor.worker")
 
@@ -91,6 +91,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         rescue_interval: float | None = None,
         prefetch: int | None = None,
+        leader_lease: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -116,6 +117,8 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or max(lease_s / 6, 0.05)
         self.registration_ttl = max(3 * self.heartbeat_interval, 3.0)
         self.rescue_interval = rescue_interval or max(lease_s / 2, 0.1)
+        self.leader_lease = leader_lease or lease_s
+        """Seconds an elected maintenance leader holds its role unrenewed: a killed leader is replaced within it."""
         self.started = Signal()
         """Set once the worker is registered and claiming: `await worker.started.wait()` from any loop, or
         `worker.started.wait_sync(timeout)` from a thread."""
@@ -143,7 +146,9 @@ class Worker:
         self._known_namespaces: set[str] = set()
         self._namespaces_stale = True
         self._namespaces_at = 0.0
-        self._services: list[Service] = []
+        self._services: list[Elected] = []
+        self.leading: set[str] = set()
+        """The maintenance roles this worker holds now ("maintenance", "scheduler")."""
         self._started_at = utcnow()
         self._unavailable_since: float | None = None
         self._last_warning = 0.0
@@ -817,16 +822,30 @@ class Worker:
     # ---- services ------------------------------------------------------------------------------------------
 
     def _start_services(self) -> None:
-        from conveyor.maintenance import default_services
+        """Campaign for the maintenance roles: this worker runs the rescuer, pruner and scheduler only while the
+        store has elected it (maintenance/leader.py), so a fleet of workers runs one of each."""
+        from conveyor.maintenance import elected_services
 
-        self._services = default_services(self.app, rescue_interval=self.rescue_interval, worker_id=self.worker_id)
-        for service in self._services:
-            service.start()
+        self._services = elected_services(
+            self.app,
+            candidate=self.worker_id,
+            ttl=self.leader_lease,
+            rescue_interval=self.rescue_interval,
+            on_change=self._leadership_changed,
+        )
+        for role in self._services:
+            role.start()
+
+    def _leadership_changed(self, role: str, leading: bool) -> None:
+        if leading:
+            self.leading.add(role)
+        else:
+            self.leading.discard(role)
 
     async def _stop_services(self) -> None:
-        for service in self._services:
+        for role in self._services:
             with contextlib.suppress(Exception):
-                await service.stop()
+                await role.stop()
         self._services = []
 
     # ---- signals -------------------------------------------------------------------------------------------

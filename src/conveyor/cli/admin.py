@@ -169,6 +169,7 @@ def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table.add_column("started", no_wrap=True)
     table.add_column("heartbeat", no_wrap=True)
     table.add_column("running jobs", overflow="fold")
+    table.add_column("leads", overflow="fold")
     for w in found:
         table.add_row(
             escape(w.id),
@@ -178,8 +179,11 @@ def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             ago(w.started_at, now),
             ago(w.heartbeat_at, now),
             escape(", ".join(w.running) or "-"),
+            escape(", ".join(w.leader_of) or "-"),
         )
     console.print(table)
+    if not any(w.leader_of for w in found):
+        console.print("No worker leads the maintenance roles right now (an election takes at most one lease).")
 
 
 # ---- namespaces --------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def jsonable(value: Any) -> JSON:
 def job_dict(job: Job) -> dict[str, JSON]:
     data: dict[str, JSON] = jsonable(job)
     data["scheduled"] = job.is_scheduled()
+    data["overrunning"] = job.overrunning
     return data
 
 
@@ -100,7 +101,10 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
 def styled_status(job: Job) -> str:
     status = "scheduled" if job.is_scheduled() else job.status.value
     style = STATUS_STYLE.get(status, "")
-    return f"[{style}]{status}[/]" if style else status
+    text = f"[{style}]{status}[/]" if style else status
+    if job.overrunning:  # a sync handler past its timeout whose thread has not ended: its retry waits for it
+        text += " [red](timed out, still running)[/]"
+    return text
 
 
 def duration(seconds: float) -> str:

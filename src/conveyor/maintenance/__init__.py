@@ -4,15 +4,18 @@
 - `Pruner` — deletes finished jobs past their retention (SPEC §2.6) so the tables workers scan stay small;
 - `Scheduler` — enqueues cron occurrences registered with `app.cron(...)`, each exactly once across processes.
 
-Every worker runs them (maintenance=True): each operation is atomic in the store and idempotent, so running them
-in many processes is safe and needs no leader election.
+One process runs them at a time, elected through the store (`leader.Elected`, roles "maintenance" for the rescuer
+and pruner and "scheduler" for cron): with 50 workers there is one rescuer, not 50. Each operation is still atomic
+in the store and idempotent, so the moment of overlap a fail-over can leave (one store round trip) does no harm.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from conveyor.maintenance.base import Service
+from conveyor.maintenance.leader import Elected
 from conveyor.maintenance.pruner import Pruner
 from conveyor.maintenance.rescuer import Rescuer
 from conveyor.maintenance.scheduler import CronSchedule, Scheduler, parse_schedule
@@ -20,7 +23,20 @@ from conveyor.maintenance.scheduler import CronSchedule, Scheduler, parse_schedu
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
-__all__ = ["CronSchedule", "Pruner", "Rescuer", "Scheduler", "Service", "default_services", "parse_schedule"]
+__all__ = [
+    "CronSchedule",
+    "Elected",
+    "Pruner",
+    "Rescuer",
+    "Scheduler",
+    "Service",
+    "default_services",
+    "elected_services",
+    "parse_schedule",
+]
+
+MAINTENANCE = "maintenance"
+SCHEDULER = "scheduler"
 
 
 def default_services(app: Conveyor, *, rescue_interval: float | None = None, worker_id: str = "") -> list[Service]:
@@ -32,3 +48,27 @@ def default_services(app: Conveyor, *, rescue_interval: float | None = None, wor
     if getattr(app, "schedules", None):
         services.append(Scheduler(app, owner=worker_id))
     return services
+
+
+def elected_services(
+    app: Conveyor,
+    *,
+    candidate: str,
+    ttl: float,
+    rescue_interval: float | None = None,
+    on_change: Callable[[str, bool], None] | None = None,
+) -> list[Elected]:
+    """The elected roles a standard worker campaigns for: "maintenance" (rescuer, pruner) always, "scheduler"
+    (cron) when the app registered schedules. A new scheduler catches up on occurrences missed while no process
+    led (a fail-over takes at most one lease), never further back than that."""
+
+    def maintenance() -> list[Service]:
+        return [Rescuer(app, interval=rescue_interval), Pruner(app)]
+
+    def scheduler() -> list[Service]:
+        return [Scheduler(app, owner=candidate, catch_up=2 * ttl + 2.0)]
+
+    roles = [Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change)]
+    if getattr(app, "schedules", None):
+        roles.append(Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change))
+    return roles

@@ -5,10 +5,17 @@ lines, the descriptors `@yearly @annually @monthly @weekly @daily @midnight @hou
 (`@every 30s`, `@every 5m`, `@every 1h30m`; occurrences aligned to multiples of the duration since the Unix epoch,
 so every process computes the same instants). Times are UTC.
 
-De-duplication: before enqueueing occurrence `t` of schedule `name`, a process must win
-`store.kv_set(f"cron:{name}:{t.isoformat()}", owner, ttl=…, only_if_absent=True)` — an atomic test-and-set in
-every store — so one process enqueues it and the others skip it. A scheduler does not back-fill occurrences from
-before it started (a worker that was down does not flood the queue with missed runs).
+Once per occurrence, guaranteed by the store: the job of occurrence `t` of schedule `name` has an id derived from
+(`t`, `name`) (`ids.derived_job_id`), and every store refuses a second job with an id already taken, whatever state
+the first one is in (conformance: test_store_enqueue). So however many schedulers try to enqueue an occurrence — a
+leader and a new one during a fail-over, two after a partition — one job is stored, and nothing rests on timing.
+The id is also crash-safe: there is no "claimed, not yet enqueued" state that a crash could strand.
+
+One scheduler runs at a time (the elected "scheduler" role, maintenance/leader.py). After each occurrence it
+records the last one enqueued (`cron:last:<name>` in the store's key-value space), and a scheduler that starts
+resumes after it, catching up on occurrences missed during a fail-over; never further back than `catch_up` seconds
+(a cluster that was down for a day does not flood the queue with missed runs), and a schedule without a record
+starts from now.
 """
 
 from __future__ import annotations
@@ -98,7 +105,7 @@ def make_schedule(spec: str, task: str, payload: JSON = None, name: str | None =
         raise ValidationError("cron name must be 1 to 1024 characters", field="name")
     if "namespace" in options:
         validate_name(options["namespace"], "namespace")
-    for bad in ("delay", "run_at"):
+    for bad in ("delay", "run_at", "job_id"):
         if bad in options:
             raise ValidationError(f"{bad} is not allowed for a cron schedule (the schedule decides)", field=bad)
     return CronSchedule(cron_name, sched.spec, task, payload, dict(options), sched)
@@ -109,14 +116,24 @@ class Scheduler(Service):
 
     name = "scheduler"
 
-    def __init__(self, app: Conveyor, *, interval: float = 1.0, owner: str = "", now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        interval: float = 1.0,
+        owner: str = "",
+        now: datetime | None = None,
+        catch_up: float = 0.0,
+    ) -> None:
         super().__init__(interval)
         self.app = app
         self.owner = owner or "scheduler"
         start = now or utcnow()
         self._next: dict[str, datetime] = {}
         self._start = start
+        self.catch_up = catch_up
         self.enqueued = 0
+        self.duplicates = 0
 
     def _schedules(self) -> dict[str, CronSchedule]:
         schedules: dict[str, CronSchedule] = getattr(self.app, "schedules", {})
@@ -127,24 +144,49 @@ class Scheduler(Service):
         for name, cron in list(self._schedules().items()):
             nxt = self._next.get(name)
             if nxt is None:
-                nxt = self._next[name] = cron.next_after(self._start)
+                nxt = self._next[name] = cron.next_after(await self._resume_point(name, now))
             while nxt <= now:
-                await self._fire(cron, nxt, now)
+                await self._fire(cron, nxt)
                 nxt = self._next[name] = cron.next_after(nxt)
 
-    async def _fire(self, cron: CronSchedule, at: datetime, now: datetime) -> None:
-        schedule = cron.schedule or Schedule(cron.spec)
-        ttl = max(3600.0, 3 * schedule.period(at))
-        key = f"cron:{cron.name}:{at.isoformat()}"
-        if not await self.app.store.kv_set(key, self.owner, ttl=ttl, only_if_absent=True):
-            return  # another process enqueued this occurrence
+    async def _resume_point(self, name: str, now: datetime) -> datetime:
+        """Where this scheduler starts for a schedule: after the last occurrence any scheduler enqueued, if that is
+        within `catch_up` seconds, else at its own start."""
+        start = self._start
+        if self.catch_up <= 0:
+            return start
+        recorded = await self.app.store.kv_get(last_key(name))
+        if recorded is None:
+            return start
         try:
-            job = await self.app.aenqueue(cron.task, cron.payload, **cron.options)
-        except Exception:
-            # Give the occurrence back so another process (or our next tick) can try again.
-            try:
-                await self.app.store.kv_delete(key)
-            finally:
+            last = datetime.fromisoformat(recorded)
+        except ValueError:
+            return start
+        return max(last, start - timedelta(seconds=self.catch_up))
+
+    async def _fire(self, cron: CronSchedule, at: datetime) -> None:
+        job_id = occurrence_id(cron.name, at)
+        try:
+            job = await self.app.aenqueue(cron.task, cron.payload, job_id=job_id, **cron.options)
+        except ValidationError as exc:
+            if exc.field != "id":
                 raise
-        self.enqueued += 1
-        log.info("cron %s: enqueued %s for %s (job %s)", cron.name, cron.task, at.isoformat(), job.id)
+            self.duplicates += 1  # this occurrence's job exists already: another scheduler enqueued it
+            log.debug("cron %s: occurrence %s was enqueued already (job %s)", cron.name, at.isoformat(), job_id)
+        else:
+            self.enqueued += 1
+            log.info("cron %s: enqueued %s for %s (job %s)", cron.name, cron.task, at.isoformat(), job.id)
+        await self.app.store.kv_set(last_key(cron.name), at.isoformat())
+
+
+def occurrence_id(name: str, at: datetime) -> str:
+    """The job id of occurrence `at` of the schedule `name` (the same in every process)."""
+    from conveyor.ids import derived_job_id
+
+    at_ms = int((at - _EPOCH) / timedelta(milliseconds=1))
+    return derived_job_id(at_ms, f"cron\x00{name}\x00{at.isoformat()}")
+
+
+def last_key(name: str) -> str:
+    """The key-value entry holding the last occurrence of `name` that a scheduler enqueued."""
+    return f"cron:last:{name}"

@@ -250,6 +250,8 @@ def job_json(job: Job) -> dict[str, JSON]:
         "result": job.result,
         "cancel_requested": job.cancel_requested,
         "duplicate": job.duplicate,
+        "timed_out_at": rfc3339(job.timed_out_at),
+        "overrunning": job.overrunning,  # "timed out, still running": the retry waits for the handler's thread
     }
 
 
@@ -304,4 +306,5 @@ def worker_json(w: WorkerInfo) -> dict[str, JSON]:
         "expires_at": rfc3339(w.expires_at),
         "running": list(w.running),
         "version": w.version,
+        "leader_of": list(w.leader_of),
     }

@@ -187,6 +187,8 @@ class JobOut(BaseModel):
     result: Any = None
     cancel_requested: bool
     duplicate: bool
+    timed_out_at: str | None = None
+    overrunning: bool = False
 
 
 class JobList(BaseModel):
@@ -271,6 +273,7 @@ class WorkerOut(BaseModel):
     expires_at: str | None = None
     running: list[str]
     version: str
+    leader_of: list[str] = []
 
 
 class WorkerList(BaseModel):

@@ -38,7 +38,10 @@ function toast(message, kind = "ok") {
 
 function badge(status, job) {
   const shown = job && job.status === "pending" && job.scheduled ? "scheduled" : status;
-  return h("span", { class: `badge ${shown}`, "data-status": shown }, shown);
+  const b = h("span", { class: `badge ${shown}`, "data-status": shown }, shown);
+  if (job && job.overrunning)  // a sync handler past its timeout whose thread has not ended: the retry waits for it
+    return h("span", {}, b, h("span", { class: "badge failed", "data-overrun": "1", title: `timed out at ${job.timed_out_at}` }, "timed out, still running"));
+  return b;
 }
 
 function ago(iso) {
@@ -393,11 +396,13 @@ async function workersPage() {
   const rows = workers.map((w) => h("tr", { "data-worker": w.id },
     h("td", { class: "mono" }, w.id), h("td", {}, `${w.hostname} (pid ${w.pid})`), h("td", {}, w.queues.join(", ")),
     h("td", {}, `${w.running.length}/${w.concurrency}`), h("td", {}, time(w.started_at)), h("td", {}, time(w.heartbeat_at)),
-    h("td", {}, w.running.map((id) => h("div", {}, shortId(id)))), h("td", {}, w.version)));
+    h("td", {}, w.running.map((id) => h("div", {}, shortId(id)))),
+    h("td", { "data-leads": (w.leader_of || []).join(",") }, (w.leader_of || []).map((r) => h("span", { class: "badge running" }, r))),
+    h("td", {}, w.version)));
   return h("div", {}, h("h1", {}, "Workers"),
-    h("p", { class: "muted" }, "Live registrations only: a worker that stops heartbeating disappears by itself and its jobs are rescued."),
-    h("table", {}, h("thead", {}, h("tr", {}, ["ID", "Host", "Queues", "Busy", "Started", "Heartbeat", "Running", "Version"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No live workers.")))));
+    h("p", { class: "muted" }, "Live registrations only: a worker that stops heartbeating disappears by itself and its jobs are rescued. One worker, elected through the store, leads each maintenance role (the rescuer and pruner: maintenance; cron: scheduler)."),
+    h("table", {}, h("thead", {}, h("tr", {}, ["ID", "Host", "Queues", "Busy", "Started", "Heartbeat", "Running", "Leads", "Version"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No live workers.")))));
 }
 
 async function schedulesPage() {
