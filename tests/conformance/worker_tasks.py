@@ -52,6 +52,12 @@ def register(app: Conveyor) -> None:
         append_line(payload["log"], f"done {ctx.try_number} {os.getpid()}")
         return f"completed by {os.getpid()}"
 
+    @app.task("cron_tick")
+    def cron_tick(payload: dict[str, Any], ctx: JobContext) -> str:
+        """A cron occurrence ran (the occurrence is in the job's id; the leader test counts these lines)."""
+        append_line(payload["log"], f"{ctx.job.id} {os.getpid()}")
+        return "ticked"
+
     @app.task("sleep")
     async def sleep(payload: dict[str, Any], ctx: JobContext) -> str:
         append_line(payload["log"], f"start {ctx.job.id} {ctx.try_number}")
@@ -68,10 +74,14 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--poll", type=float, default=0.2)
     parser.add_argument("--ready")
+    parser.add_argument("--cron-log", help="register an @every 1s cron whose jobs append to this file")
+    parser.add_argument("--leader-log", help="append 'lead|stop ROLE PID TIME' when this process's roles change")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     app = Conveyor(args.url, lease=timedelta(seconds=args.lease))
     register(app)
+    if args.cron_log:
+        app.cron("@every 1s", "cron_tick", {"log": args.cron_log}, name="tick")
     worker = Worker(
         app,
         concurrency=args.concurrency,
@@ -79,6 +89,15 @@ async def main(argv: list[str] | None = None) -> None:
         poll_interval=args.poll,
         install_signal_handlers=True,
     )
+    if args.leader_log:
+        log_path = args.leader_log
+        changed = worker._leadership_changed
+
+        def record(role: str, leading: bool) -> None:
+            changed(role, leading)
+            append_line(log_path, f"{'lead' if leading else 'stop'} {role} {os.getpid()} {time.time():.6f}")
+
+        worker._leadership_changed = record  # type: ignore[method-assign]
     run = asyncio.create_task(worker.run())
     if await worker.wait_started(timeout=60) and args.ready:
         _write(args.ready, worker.worker_id)

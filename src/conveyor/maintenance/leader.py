@@ -65,13 +65,15 @@ class Elected:
         self.term = 0
         self.terms_won = 0
         self.services: list[Service] = []
+        self._leading = False
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
 
     @property
     def leading(self) -> bool:
-        return bool(self.services)
+        """Whether this process holds the role (and runs its services) now."""
+        return self._leading
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -85,7 +87,7 @@ class Elected:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.services:
+        if self._leading:
             await self._step_down("shutting down")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.app.store.resign(self.role, self.candidate), 5.0)
@@ -94,7 +96,7 @@ class Elected:
         loop = asyncio.get_running_loop()
         while True:
             sent = loop.time()
-            bound = self._deadline - sent if self.services else self.ttl
+            bound = self._deadline - sent if self._leading else self.ttl
             try:
                 role = await asyncio.wait_for(self.app.store.elect(self.role, self.candidate, self.ttl), max(bound, 0))
             except asyncio.CancelledError:
@@ -106,28 +108,29 @@ class Elected:
                 self._failing_since = None
             if role is not None and role.held:
                 deadline = sent + SAFETY * self.ttl
-                if self.services and role.term != self.term:
+                if self._leading and role.term != self.term:
                     await self._step_down(f"its lease lapsed before it was renewed (term {self.term} ended)")
-                if not self.services and deadline - loop.time() > 0.1 * self.ttl:
+                if not self._leading and deadline - loop.time() > 0.1 * self.ttl:
                     self._take_office(role.term)
-                if self.services:
+                if self._leading:
                     self._deadline = deadline
                 wait = self.ttl / 3
             elif role is not None:
-                if self.services:
+                if self._leading:
                     await self._step_down(f"{role.holder} holds the role now")
                 wait = min(max(role.expires_in, 0.0) + 0.005, self.ttl / 3)
             else:
                 wait = min(self.ttl / 6, 1.0)
-            if self.services:
+            if self._leading:
                 wait = min(wait, self._deadline - loop.time())
             await asyncio.sleep(max(wait, 0.0))
-            if self.services and loop.time() >= self._deadline:
+            if self._leading and loop.time() >= self._deadline:
                 await self._step_down("it could not renew its lease in time (is the store reachable?)")
 
     def _take_office(self, term: int) -> None:
         self.term = term
         self.terms_won += 1
+        self._leading = True
         self.services = self.factory()
         for service in self.services:
             service.start()
@@ -137,6 +140,7 @@ class Elected:
 
     async def _step_down(self, why: str) -> None:
         services, self.services = self.services, []
+        self._leading = False
         log.warning("%s stops leading %s: %s", self.candidate, self.role, why)
         for service in services:
             with contextlib.suppress(Exception):
