@@ -54,6 +54,7 @@ from conveyor.model import (
 from conveyor.store import DEFAULT_URL, Store, open_store
 
 if TYPE_CHECKING:
+    from conveyor.isolation import ProcessPool
     from conveyor.maintenance.scheduler import CronSchedule
     from conveyor.worker import Worker
 
@@ -75,6 +76,8 @@ class TaskSpec:
     priority: int = 0
     transactional: bool = False
     takes_context: bool = True
+    isolation: str | None = None
+    """"thread" or "process" for a sync handler; None: the worker's default (`Worker(isolation=...)`, "thread")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Conveyor:
         self._opened: asyncio.Future[None] | None = None
         self._namespace_cache: dict[str, tuple[float, Namespace | None]] = {}
         self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
+        self._run_pool: ProcessPool | None = None  # children for process-isolated tasks run by run_next
 
     # ---- task registration ---------------------------------------------------------------------------------
 
@@ -153,6 +157,7 @@ class Conveyor:
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         transactional: bool = False,
+        isolation: str | None = None,
     ) -> Callable[[Handler], Handler]: ...
 
     def task(
@@ -165,11 +170,16 @@ class Conveyor:
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         transactional: bool = False,
+        isolation: str | None = None,
     ) -> Handler | Callable[[Handler], Handler]:
         """Register a handler: `@app.task`, `@app.task("name")` or `@app.task("name", max_attempts=5, ...)`.
 
         A handler takes `(payload)` or `(payload, ctx)`; plain functions run in a thread pool, `async def` ones
-        on the worker's event loop. Its return value (JSON) becomes the attempt's result."""
+        on the worker's event loop. Its return value (JSON) becomes the attempt's result.
+
+        `isolation="process"` runs a plain function in a child process that the worker kills when the task times
+        out or is cancelled (a hard timeout; a thread cannot be stopped). The function must then be defined at the
+        top level of a module, as multiprocessing requires. None follows the worker's default."""
         if callable(name):
             self.register(name.__name__, name)
             return name
@@ -184,6 +194,7 @@ class Conveyor:
                 queue=queue,
                 priority=priority,
                 transactional=transactional,
+                isolation=isolation,
             )
             return fn
 
@@ -200,9 +211,24 @@ class Conveyor:
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         transactional: bool = False,
+        isolation: str | None = None,
     ) -> TaskSpec:
+        from conveyor.isolation import PROCESS, validate_isolation
+
         validate_task_name(name)
         validate_name(queue, "queue")
+        validate_isolation(isolation)
+        is_async = inspect.iscoroutinefunction(fn)
+        if isolation == PROCESS and (is_async or transactional):
+            raise ValidationError(
+                f"task {name!r}: isolation='process' is for plain (sync) functions; "
+                + (
+                    "an async handler runs on the worker's loop, where a timeout or cancel stops it"
+                    if is_async
+                    else "a transactional handler writes through the worker's own connection"
+                ),
+                field="isolation",
+            )
         if name in self.tasks:
             raise TaskAlreadyRegistered(name)
         if timeout <= 0:
@@ -221,7 +247,7 @@ class Conveyor:
         spec = TaskSpec(
             name=name,
             fn=fn,
-            is_async=inspect.iscoroutinefunction(fn),
+            is_async=is_async,
             max_attempts=max_attempts,
             timeout=timeout,
             backoff=backoff or DEFAULT_BACKOFF,
@@ -229,6 +255,7 @@ class Conveyor:
             priority=priority,
             transactional=transactional,
             takes_context=len(params) >= 2,
+            isolation=isolation,
         )
         self.tasks[name] = spec
         return spec
@@ -356,12 +383,29 @@ class Conveyor:
     async def _noop(self) -> None:
         return None
 
+    async def _isolation_pool(self) -> ProcessPool:
+        """Child processes for the process-isolated tasks that `run_next` executes here (started on first use;
+        workers have pools of their own, sized to their slots)."""
+        from conveyor.isolation import THREAD, ProcessPool, isolated_handlers
+
+        if self._run_pool is None:
+            pool = ProcessPool(isolated_handlers(self.tasks, THREAD), size=2, worker_id="run")
+            await pool.start()
+            self._run_pool = pool
+        return self._run_pool
+
     async def aclose(self) -> None:
+        pool, self._run_pool = self._run_pool, None
+        if pool is not None:
+            await self._on_home(pool.close)
         if self._opened is not None:
             await self._on_home(self.store.close)
             self._opened = None
 
     def close(self) -> None:
+        pool, self._run_pool = self._run_pool, None
+        if pool is not None:
+            self._sync(pool.close)
         if self._opened is not None:
             self._sync(self.store.close)
             self._opened = None

@@ -20,8 +20,10 @@ and no extra task, thread hop or store call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import socket
 import traceback
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from conveyor.app import RunResult, TaskSpec
 from conveyor.context import JobCancelled, JobContext
 from conveyor.errors import Fail, Retry, StoreUnavailable, TaskNotRegistered
+from conveyor.isolation import PROCESS as PROCESS_ISOLATION
+from conveyor.isolation import ChildDied, RemoteError
 from conveyor.model import (
     JSON,
     LOST_STATUS_CODE,
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from conveyor.app import Conveyor
+    from conveyor.isolation import ProcessPool
+
+log = logging.getLogger("conveyor.worker")
 
 STATUS_OK = 200
 STATUS_ERROR = 500
@@ -91,12 +98,14 @@ async def execute(
     spec: TaskSpec | None = None,
     *,
     enforce_timeout: bool = True,
+    pool: ProcessPool | None = None,
 ) -> Execution:
     """Run `job`'s handler and classify the outcome. Never raises for a handler's error (that becomes the
     Finish); a CancelledError caused by the caller's own cancellation is classified from `ctx.cancel_reason`.
 
     `enforce_timeout=False` is for callers that police deadlines themselves (the worker's watchdog cancels
-    overdue jobs with reason "timeout"), which saves arming a timer per job."""
+    overdue jobs with reason "timeout"), which saves arming a timer per job. `pool`: run the (sync) handler in one
+    of its child processes (process isolation); cancelling this call then kills the child."""
     if spec is None:
         spec = app.tasks.get(job.task)
     started = utcnow()
@@ -105,26 +114,72 @@ async def execute(
     if spec.transactional:
         return await _execute_transactional(app, job, ctx, executor, spec, started, enforce_timeout)
     try:
-        value = await (_call(job, ctx, executor, spec) if enforce_timeout else _invoke(job, ctx, executor, spec))
+        if enforce_timeout:
+            value = await _call(job, ctx, executor, spec, pool)
+        else:
+            value = await _invoke(job, ctx, executor, spec, pool)
     except BaseException as exc:
         return Execution(_classify_error(job, spec, ctx, started, exc))
     return Execution(_success(job, spec, ctx, started, value))
 
 
-async def _call(job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec) -> Any:
-    """Call the handler under the task's timeout: async ones on this loop, sync ones in the executor."""
+async def _call(
+    job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec, pool: ProcessPool | None = None
+) -> Any:
+    """Call the handler under the task's timeout: async ones on this loop (cancelled at the deadline), isolated
+    ones in a child process (killed at the deadline), other sync ones in the executor — and a thread cannot be
+    stopped, so past the deadline it is told to stop (`ctx.cancelled`) and waited for: the try reports 504 only
+    once its thread has ended, so its retry never runs beside it."""
+    if pool is None and not spec.is_async:
+        loop = asyncio.get_running_loop()
+        args = (job.payload, ctx) if spec.takes_context else (job.payload,)
+        running = loop.run_in_executor(executor, spec.fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), spec.timeout)
+        except TimeoutError:
+            if ctx.cancel_reason is not None:
+                raise
+            ctx._request_cancel(REASON_TIMEOUT)
+            await overrun(ctx.app, job, spec)
+            with contextlib.suppress(BaseException):
+                await running
+            raise TimeoutError(f"task {job.task!r} exceeded its timeout") from None
     deadline = asyncio.timeout(spec.timeout)
     try:
         async with deadline:
-            return await _invoke(job, ctx, executor, spec)
+            return await _invoke(job, ctx, executor, spec, pool)
     except TimeoutError:
         if deadline.expired() and ctx.cancel_reason is None:
-            ctx._request_cancel(REASON_TIMEOUT)  # a sync handler still running in its thread can see it
+            ctx._request_cancel(REASON_TIMEOUT)
         raise
 
 
-async def _invoke(job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec) -> Any:
-    """The bare handler call: async handlers on this loop, sync ones in the executor (never blocking the loop)."""
+async def overrun(app: Conveyor | None, job: Job, spec: TaskSpec) -> None:
+    """A thread-run handler passed its timeout and runs on: say so in the log, and record it on the job
+    (`Store.mark_timed_out`: API, UI and CLI show "timed out, still running") while its lease is kept."""
+    log.warning(
+        "job %s (%s) exceeded its timeout of %g s and its thread is still running (a plain function cannot be "
+        "stopped: it sees ctx.cancelled); the job keeps its lease and retries once the thread ends. Use "
+        "isolation='process' for a hard timeout.",
+        job.id,
+        job.task,
+        spec.timeout,
+    )
+    if app is None:
+        return
+    try:
+        await app.store.mark_timed_out(job.lease)
+    except Exception as exc:  # only the display depends on it; the lease and the retry do not
+        log.warning("job %s: could not record that it timed out (%s)", job.id, exc)
+
+
+async def _invoke(
+    job: Job, ctx: JobContext, executor: Executor | None, spec: TaskSpec, pool: ProcessPool | None = None
+) -> Any:
+    """The bare handler call: async handlers on this loop, sync ones in the executor (never blocking the loop), or
+    in a child process of `pool`."""
+    if pool is not None:
+        return await pool.run(job, ctx)
     fn = spec.fn
     if spec.is_async:
         if spec.takes_context:
@@ -185,6 +240,8 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
     if ctx.cancel_reason == REASON_CANCEL and not spec.is_async:
         # A sync handler cannot be interrupted; when it ends after a cancel request it ended because of it.
         return _cancelled(job, started, ctx.worker_id)
+    if ctx.cancel_reason == REASON_TIMEOUT and not spec.is_async:
+        return _timed_out(job, spec, ctx, started)  # it returned, but only after its timeout: the try timed out
     if not isinstance(value, _SIMPLE_RESULTS) or (isinstance(value, str) and len(value) > _LONG_STRING):
         try:
             value = json.loads(encode_result(value))  # normalise (datetimes → str) and enforce the 5 MiB cap
@@ -227,10 +284,12 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
         if reason is None:
             # Cancelled from outside without a reason (e.g. the event loop is shutting down): hand the job back.
             return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
-    if isinstance(exc, TimeoutError) and reason == REASON_TIMEOUT:
-        return _timed_out(job, spec, ctx, started)
+    if reason == REASON_TIMEOUT and (isinstance(exc, TimeoutError) or not spec.is_async):
+        return _timed_out(job, spec, ctx, started)  # a thread that ended (however) after its timeout: 504
     if reason == REASON_CANCEL and not spec.is_async:
         return _cancelled(job, started, ctx.worker_id)
+    if isinstance(exc, ChildDied):
+        return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec, with_traceback=False)
     if isinstance(exc, Retry):
         delay = exc.delay
         return _failure(
@@ -250,8 +309,11 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
 
 
 def _timed_out(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime) -> Finish:
-    err = TimeoutError(f"task {job.task!r} exceeded its timeout of {spec.timeout:g} s")
-    return _failure(job, started, ctx.worker_id, err, STATUS_TIMEOUT, spec, with_traceback=False)
+    text = f"task {job.task!r} exceeded its timeout of {spec.timeout:g} s"
+    ran = (utcnow() - started).total_seconds()
+    if not spec.is_async and ran > spec.timeout + 0.05:
+        text += f"; its thread ran {ran:.2f} s in all, and the retry waited for it to end"
+    return _failure(job, started, ctx.worker_id, TimeoutError(text), STATUS_TIMEOUT, spec, with_traceback=False)
 
 
 def _clamp_code(code: object) -> int:
@@ -263,6 +325,8 @@ def _clamp_code(code: object) -> int:
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, Retry | Fail):
         return exc.reason
+    if isinstance(exc, RemoteError | ChildDied):
+        return str(exc)  # what the handler raised in its child process / how the child died
     message = str(exc)
     name = type(exc).__name__
     return f"{name}: {message}" if message else name
@@ -285,7 +349,10 @@ def _failure(
     else dead-letter. `Retry` is always retryable whatever its status code."""
     finished = utcnow()
     error = _error_text(exc)
-    tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+    if isinstance(exc, RemoteError):
+        tb: str | None = exc.remote_traceback if with_traceback else None
+    else:
+        tb = "".join(traceback.format_exception(exc)) if with_traceback else None
     retryable = forced_retry or status_code in RETRYABLE_STATUS_CODES or status_code == LOST_STATUS_CODE
     if retryable and job.attempts < job.max_attempts:
         if delay is None:
@@ -374,7 +441,13 @@ async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: s
     ctx = JobContext(job, app, wid)
     keeper = asyncio.create_task(_keep_lease(app, job, ctx))
     try:
-        execution = await execute(app, job, ctx)
+        spec = app.tasks.get(job.task)
+        try:
+            pool = await app._isolation_pool() if spec is not None and spec.isolation == PROCESS_ISOLATION else None
+        except Exception as exc:  # e.g. a handler no child can import: the try fails, with that reason
+            execution = Execution(_failure(job, utcnow(), wid, exc, STATUS_ERROR, spec, with_traceback=False))
+        else:
+            execution = await execute(app, job, ctx, spec=spec, pool=pool)
     finally:
         keeper.cancel()
         try:

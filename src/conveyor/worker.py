@@ -50,12 +50,14 @@ from conveyor.execution import (
     REASON_TIMEOUT,
     cancelled_finish,
     execute,
+    overrun,
 )
 from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
 from conveyor.store.base import IdleClaim
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor, TaskSpec
+    from conveyor.isolation import ProcessPool
     from conveyor.maintenance import Elected
 
 log = logging.getLogger("conveyor.worker")
@@ -92,9 +94,17 @@ class Worker:
         rescue_interval: float | None = None,
         prefetch: int | None = None,
         leader_lease: float | None = None,
+        isolation: str = "thread",
     ) -> None:
+        from conveyor.isolation import validate_isolation
+
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
+        validate_isolation(isolation)
+        self.isolation = isolation
+        """Where sync handlers run unless their task says otherwise: "thread" (the thread pool) or "process"
+        (child processes the worker kills on timeout or cancel; see conveyor/isolation.py)."""
+        self._pool: ProcessPool | None = None
         if isinstance(queues, str):
             queues = [queues]
         self.app = app
@@ -206,6 +216,10 @@ class Worker:
         self._stopping = True
         self._withdraw_idle()
         self._release_buffer()
+        if self._pool is not None:  # children learn it now (ctx.cancelled); they are killed when the grace is over
+            for ctx in self._running.values():
+                if self._isolated(self._specs.get(ctx.job.task)) and ctx._request_cancel(REASON_SHUTDOWN):
+                    self._pool.notify_stop(ctx.job.id, REASON_SHUTDOWN)
         log.info(
             "worker %s stopping: no new claims; waiting up to %gs for %d running job(s)",
             self.worker_id,
@@ -255,6 +269,7 @@ class Worker:
         self.app.events.add_listener(self._on_event)
         background: list[asyncio.Task[None]] = []
         try:
+            await self._start_pool()
             if not await self._startup():
                 return
             background.append(loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"))
@@ -283,6 +298,8 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self._stop_services()
+            if self._pool is not None:
+                await self._pool.close()
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
@@ -297,6 +314,27 @@ class Worker:
 
     _closed = False
     _ran = False
+
+    async def _start_pool(self) -> None:
+        """Start the child processes of process-isolated tasks (one per slot) before claiming anything; a handler
+        that no child could import fails the start with a clear error instead of every job that uses it."""
+        from conveyor.isolation import ProcessPool, isolated_handlers
+
+        handlers = isolated_handlers(self._specs, self.isolation)
+        if handlers:
+            self._pool = ProcessPool(handlers, self.concurrency, worker_id=self.worker_id)
+            await self._pool.start()
+            log.info(
+                "worker %s: %d child process(es) for isolated tasks %s",
+                self.worker_id,
+                self.concurrency,
+                ", ".join(sorted(handlers)),
+            )
+
+    def _isolated(self, spec: TaskSpec | None) -> bool:
+        from conveyor.isolation import is_isolated
+
+        return self._pool is not None and is_isolated(spec, self.isolation)
 
     async def _startup(self) -> bool:
         """Open the store and register, retrying while the store is unavailable. False if stopped meanwhile."""
@@ -555,7 +593,8 @@ class Worker:
         assert loop is not None
         began = loop.time()
         try:
-            execution = await execute(self.app, job, ctx, self._executor, spec, enforce_timeout=False)
+            pool = self._pool if self._isolated(spec) else None
+            execution = await execute(self.app, job, ctx, self._executor, spec, enforce_timeout=False, pool=pool)
         except BaseException as exc:  # execute classifies everything; this is a last line of defence
             log.exception("internal error running job %s: %s", job.id, exc)
             self._job_done(job)
@@ -742,16 +781,27 @@ class Worker:
             self._unavailable(exc, "heartbeating")
 
     def _stop_job(self, ctx: JobContext, reason: str) -> None:
-        """Tell a running job to stop. Async handlers are cancelled at once; sync ones see `ctx.cancelled`
-        (and for a shutdown or a lost lease we also stop waiting for their thread)."""
-        if not ctx._request_cancel(reason):
-            return
+        """Tell a running job to stop. Async handlers are cancelled at once, and process-isolated ones killed (the
+        try is reported once the child is gone). A sync handler in a thread cannot be stopped: it sees
+        `ctx.cancelled`; on a cancel request or a timeout the worker keeps waiting for it (and keeps its lease, so
+        its retry cannot start beside it); on a shutdown or a lost lease it stops waiting."""
+        first = ctx._request_cancel(reason)
         spec = self._specs.get(ctx.job.task)
         task = ctx._task
         if task is None or task.done():
             return
-        if spec is None or spec.is_async or reason != REASON_CANCEL:
-            task.cancel()  # sync handlers: stop waiting for the thread (it sees ctx.cancelled)
+        if self._isolated(spec):
+            task.cancel()  # kills the child; classified by ctx.cancel_reason
+            return
+        if not first:
+            return
+        if spec is None or spec.is_async:
+            task.cancel()
+        elif reason == REASON_TIMEOUT:
+            assert self._loop is not None
+            self._loop.create_task(overrun(self.app, ctx.job, spec))
+        elif reason != REASON_CANCEL:
+            task.cancel()  # shutdown past its grace, or lease lost: stop waiting for the thread
 
     def _cancel_all(self, reason: str) -> None:
         for ctx in list(self._running.values()):
@@ -807,7 +857,9 @@ class Worker:
             stuck_sync = [
                 ctx.job.id
                 for ctx in self._running.values()
-                if (spec := self._specs.get(ctx.job.task)) is not None and not spec.is_async
+                if (spec := self._specs.get(ctx.job.task)) is not None
+                and not spec.is_async
+                and not self._isolated(spec)
             ]
             self._cancel_all(REASON_SHUTDOWN)
             await asyncio.wait(tasks, timeout=5.0)

@@ -67,9 +67,19 @@ def worker(
         bool, typer.Option("--maintenance/--no-maintenance", help="Also run the rescuer, pruner and scheduler.")
     ] = True,
     demo: Annotated[bool, typer.Option("--demo", help="Register the demo task demo:delay_print.")] = False,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            "--isolation",
+            help="Where plain (sync) handlers run unless their task says: 'thread' (the thread pool) or 'process' "
+            "(child processes killed on timeout or cancel: hard timeouts).",
+        ),
+    ] = "thread",
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Run a worker until SIGTERM/SIGINT: running jobs get --grace-period to finish, the rest are handed back."""
+    if isolation not in ("thread", "process"):
+        fail(f"--isolation must be 'thread' or 'process', got {isolation!r}", EXIT_USAGE)
     setup_logging(log_level)
     app = load_app(ctx, demo=demo)
     if not app.tasks:
@@ -91,6 +101,7 @@ def worker(
         "worker_id": worker_id,
         "maintenance": maintenance,
         "install_signal_handlers": True,
+        "isolation": isolation,
     }
     log = logging.getLogger("conveyor.cli")
 
