@@ -47,6 +47,8 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    check_public_task_name,
+    is_reserved_task,
     utcnow,
     validate_name,
     validate_task_name,
@@ -201,6 +203,40 @@ class Conveyor:
         return decorator
 
     def register(
+        self,
+        name: str,
+        fn: Handler,
+        *,
+        max_attempts: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        transactional: bool = False,
+        isolation: str | None = None,
+    ) -> TaskSpec:
+        """Register `fn` as the handler of task `name` (what `@app.task` does). Names starting with `conveyor:`
+        are reserved for Conveyor's own tasks."""
+        check_public_task_name(name)
+        return self._register(
+            name,
+            fn,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            backoff=backoff,
+            queue=queue,
+            priority=priority,
+            transactional=transactional,
+            isolation=isolation,
+        )
+
+    def _register_system(self, name: str, fn: Handler, *, max_attempts: int | None = None, timeout: float) -> TaskSpec:
+        """Conveyor's internals register their `conveyor:` tasks here (the public `register` refuses them)."""
+        if not is_reserved_task(name):
+            raise ValueError(f"system tasks are named conveyor:..., got {name!r}")
+        return self._register(name, fn, max_attempts=max_attempts, timeout=timeout)
+
+    def _register(
         self,
         name: str,
         fn: Handler,
@@ -420,7 +456,12 @@ class Conveyor:
     # ---- enqueue -------------------------------------------------------------------------------------------
 
     def build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
-        """Validate one job's options (task defaults applied) without storing anything."""
+        """Validate one job's options (task defaults applied) without storing anything. Task names starting with
+        `conveyor:` are refused: they are reserved for Conveyor's own jobs."""
+        check_public_task_name(task)
+        return self._build_job(task, payload, **options)
+
+    def _build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
         spec = self.tasks.get(task)
         if options.get("queue") is None:
             options["queue"] = spec.queue if spec is not None else DEFAULT_QUEUE
@@ -435,9 +476,13 @@ class Conveyor:
     def _build_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> list[NewJob]:
         return self._build_batch(specs)[0]
 
-    def _build_batch(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> tuple[list[NewJob], list[bool]]:
+    def _build_batch(
+        self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, system: bool = False
+    ) -> tuple[list[NewJob], list[bool]]:
         """Validate a batch (one clock reading for all). Also says, per job, whether max_attempts was chosen by
-        the caller or the task (else the namespace's default applies)."""
+        the caller or the task (else the namespace's default applies). `system`: Conveyor's own `conveyor:` jobs
+        (only `_aenqueue_system` passes it)."""
+        build = self._build_job if system else self.build_job
         jobs: list[NewJob] = []
         explicit: list[bool] = []
         now = utcnow()
@@ -449,7 +494,7 @@ class Conveyor:
             values.setdefault("now", now)
             values.setdefault("job_id", ids[index])
             try:
-                job = self.build_job(task, payload, **values)  # type: ignore[arg-type]
+                job = build(task, payload, **values)  # type: ignore[arg-type]
             except ValidationError as exc:
                 if len(specs) == 1:
                     raise
@@ -494,6 +539,17 @@ class Conveyor:
         if not specs:
             return []
         built, explicit = self._build_batch(specs)
+        return await self._enqueue_built(built, explicit, connection)
+
+    async def _aenqueue_system(self, task: str, payload: JSON = None, **options: Any) -> Job:
+        """Enqueue one of Conveyor's own `conveyor:` jobs (e.g. a webhook delivery). The only way such a job is
+        created: public enqueues, the HTTP API and the CLI refuse reserved names."""
+        if not is_reserved_task(task) or task not in self.tasks:
+            raise ValueError(f"{task!r} is not a registered conveyor: system task")
+        built, explicit = self._build_batch([{"task": task, "payload": payload, **options}], system=True)
+        return (await self._enqueue_built(built, explicit, None))[0]
+
+    async def _enqueue_built(self, built: list[NewJob], explicit: list[bool], connection: Any) -> list[Job]:
         if connection is not None:
             if _is_async_connection(connection):
                 return await self.store.aenqueue_on_connection(connection, built)

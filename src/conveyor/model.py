@@ -28,6 +28,9 @@ DEFAULT_PRIORITY = 0
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB, PocketBase's JobMaxPayloadSize
 MAX_RESULT_BYTES = 5 * 1024 * 1024  # GS2 JobResult.result ≤ 5 MB
 MAX_TASK_NAME = 1024
+RESERVED_TASK_PREFIX = "conveyor:"
+"""Task names under this prefix belong to Conveyor itself (webhook deliveries, future internals): no public
+enqueue, registration or HTTP call may create them, so a caller can never forge one of Conveyor's own jobs."""
 MAX_NAME = 128
 DEFAULT_LEASE = timedelta(seconds=30)
 DEFAULT_TIMEOUT = 300.0  # seconds, per task
@@ -465,6 +468,22 @@ def validate_task_name(task: object) -> None:
         raise ValidationError(f"task name is {len(task)} characters; the limit is {MAX_TASK_NAME}", field="task")
     if len(_VALID_TASKS) < 10_000:
         _VALID_TASKS.add(task)
+
+
+def is_reserved_task(task: object) -> bool:
+    """Whether `task` is one of Conveyor's own task names (`conveyor:...`)."""
+    return isinstance(task, str) and task.startswith(RESERVED_TASK_PREFIX)
+
+
+def check_public_task_name(task: object, field: str = "task") -> None:
+    """The rule every public way in (Python enqueue and register, cron, HTTP, CLI) applies: `conveyor:` names
+    are reserved. Conveyor's internals create their jobs through `Conveyor._aenqueue_system` instead."""
+    if is_reserved_task(task):
+        raise ValidationError(
+            f"task {task!r} is reserved: names starting with {RESERVED_TASK_PREFIX!r} belong to Conveyor's own "
+            "jobs (e.g. webhook deliveries) and cannot be enqueued or registered by callers; choose another name",
+            field=field,
+        )
 
 
 # ---- values passed to Store.finish ------------------------------------------------------------------------------

@@ -151,6 +151,13 @@ def test_rule_violations_exit_1_with_the_rule(cli: Cli) -> None:
     assert "max_attempts" in result.stderr and "Traceback" not in result.output
 
 
+def test_reserved_task_names_are_refused_and_nothing_is_stored(cli: Cli) -> None:
+    result = cli("enqueue", "conveyor:webhook", '{"namespace": "victim"}')
+    assert result.exit_code == 1
+    assert "reserved" in result.output and "conveyor:" in result.output
+    assert cli.json("stats")["total"] == 0
+
+
 def test_bad_store_url_exits_2(tmp_path: Path) -> None:
     result = Cli("mysql://localhost/db")("stats")
     assert result.exit_code == 2

@@ -30,7 +30,7 @@ from croniter import croniter
 
 from conveyor.errors import ValidationError
 from conveyor.maintenance.base import Service
-from conveyor.model import JSON, utcnow, validate_name
+from conveyor.model import JSON, check_public_task_name, utcnow, validate_name
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -99,6 +99,7 @@ class CronSchedule:
 
 def make_schedule(spec: str, task: str, payload: JSON = None, name: str | None = None, **options: Any) -> CronSchedule:
     """Validate a cron registration (spec, name, enqueue options) and build it."""
+    check_public_task_name(task)
     sched = Schedule(spec)
     cron_name = name or task
     if not cron_name or len(cron_name) > 1024:

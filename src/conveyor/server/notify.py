@@ -195,7 +195,7 @@ def register_system_tasks(app: Conveyor) -> None:
     async def webhook(payload: dict[str, Any]) -> dict[str, JSON]:
         return await deliver_webhook(payload, app)
 
-    app.register(WEBHOOK_TASK, webhook, max_attempts=10, timeout=WEBHOOK_TIMEOUT * 2)
+    app._register_system(WEBHOOK_TASK, webhook, max_attempts=10, timeout=WEBHOOK_TIMEOUT * 2)
 
 
 class WebhookDispatcher:
@@ -250,7 +250,7 @@ class WebhookDispatcher:
         if (event.type == "push" and not ns.push_notification) or (event.type == "run" and not ns.run_notification):
             return
         body = {"type": event.type, **event.data, "at": rfc3339(event.at)}
-        await self.app.aenqueue(
+        await self.app._aenqueue_system(
             WEBHOOK_TASK,
             {"namespace": event.namespace, "type": event.type, "event": body},
             namespace="default",
