@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from gs2.core import BasicGs2Credential, Gs2RestSession, ProjectTokenGs2Credential
 from gs2.core.exception import (
     BadRequestException,
@@ -56,6 +56,7 @@ from gs2.job_queue.request import (
 
 from conveyor import Conveyor, Fail, StoreUnavailable
 from conveyor.backoff import Backoff
+from conveyor.server.access import Guard
 from conveyor.server.auth import ServerAuth
 from conveyor.server.gs2 import build_identifier_router, build_router
 from tests.conftest import backend
@@ -148,9 +149,11 @@ def _asgi(conveyor_app: Conveyor, auth: ServerAuth, *, worker: bool) -> FastAPI:
                     await background
             await conveyor_app.aclose()
 
-    api = FastAPI(lifespan=lifespan)
+    guard = Guard(auth)  # the server's access matrix, enforced as create_app does
+    api = FastAPI(lifespan=lifespan, dependencies=[Depends(guard)])
     api.include_router(build_router(conveyor_app, auth, region=REGION, owner_id=OWNER))
     api.include_router(build_identifier_router(auth))
+    guard.install(api)
     return api
 
 
@@ -583,14 +586,26 @@ def test_wrong_tokens_are_unauthorized(server: Server, sessions: Callable[..., G
     with pytest.raises(UnauthorizedException):
         intruder.run(RunRequest().with_namespace_name("default").with_access_token("forged"))
 
-    # a user token reaches its own queue, not namespace management nor other users' queues
+    # a user token reaches its own queue, not namespace management nor other users' queues, and never pushes
+    # (PushByUserId is a server-side call in GS2: a game client only runs, reads and deletes its own jobs)
     alice = server.user_token("alice")
     player = Gs2JobQueueRestClient(sessions(alice))
     with pytest.raises(UnauthorizedException):
         player.describe_namespaces(DescribeNamespacesRequest())
-    assert _push(player, "alice", [_entry()], ns="default").items
-    with pytest.raises(NotFoundException):
+    with pytest.raises(UnauthorizedException):
+        _push(player, "alice", [_entry()], ns="default")
+    with pytest.raises(UnauthorizedException):
         _push(player, "bob", [_entry()], ns="default")
+    assert (
+        player.describe_jobs_by_user_id(
+            DescribeJobsByUserIdRequest().with_namespace_name("default").with_user_id("alice")
+        ).items
+        == []
+    )
+    with pytest.raises(NotFoundException):
+        player.describe_jobs_by_user_id(
+            DescribeJobsByUserIdRequest().with_namespace_name("default").with_user_id("bob")
+        )
 
 
 def test_login_exchanges_client_secret_for_project_token(server: Server) -> None:

@@ -8,8 +8,8 @@ Two kinds of caller exist (SPEC §4 Auth):
   self-contained and HMAC-SHA256 signed with a secret also kept in the store (`CONVEYOR_TOKEN_SECRET` overrides),
   so checking one costs no store round trip, and they expire.
 
-Tokens travel as `Authorization: Bearer <token>`; the SSE stream also takes `?token=` because browsers'
-EventSource cannot set headers.
+Tokens travel as `Authorization: Bearer <token>` only, never in a URL (URLs end up in logs, history and Referer
+headers). Who may call what is decided in one place, `conveyor.server.access`.
 """
 
 from __future__ import annotations
@@ -150,7 +150,9 @@ class ServerAuth:
             secret, _ = await _get_or_create(app, TOKEN_SECRET_KEY, secrets.token_urlsafe(48))
         return cls(token, secret, generated_admin_token=generated)
 
-    def authenticate(self, token: str | None) -> Principal:
+    metrics_token: str | None = None
+
+    async def authenticate(self, token: str | None) -> Principal:
         """The principal for a bearer token; Unauthorized when it is missing or invalid."""
         if not token:
             raise Unauthorized("Authorization header is required (Authorization: Bearer <token>)")
@@ -158,13 +160,12 @@ class ServerAuth:
             return ADMIN
         return verify_user_token(self.token_secret, token)
 
-    def authenticate_header(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise Unauthorized("Authorization header is required (Authorization: Bearer <token>)")
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Authorization header must be 'Bearer <token>'")
-        return self.authenticate(token.strip())
+    async def authenticate_token(self, token: str | None) -> Principal | None:
+        """The principal for a token, None when it is missing or invalid (conveyor.server.access.Authenticator)."""
+        try:
+            return await self.authenticate(token)
+        except Unauthorized:
+            return None
 
     def issue(self, user_id: str, *, namespace: str | None = None, ttl: float = DEFAULT_USER_TOKEN_TTL) -> IssuedToken:
         return issue_user_token(self.token_secret, user_id, namespace=namespace, ttl=ttl)

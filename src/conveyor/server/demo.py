@@ -1,7 +1,8 @@
 """The go-webdb-template demo endpoint (SPEC §6): `POST /api/dm-jobqueue/register`.
 
-Served only with `demo=True`. Any valid token may register (the template accepted any authenticated caller with
-write scope). The handler and its defaults live in `conveyor.demo`, shared with `conveyor worker --demo`.
+Served only with `demo=True`. Registering a job is an enqueue, so it takes the admin token: user tokens never
+enqueue (`conveyor.server.access`). The handler and its defaults live in `conveyor.demo`, shared with
+`conveyor worker --demo`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from fastapi.responses import JSONResponse
 
 from conveyor.demo import DEMO_TASK, demo_enqueue_options
 from conveyor.errors import StoreUnavailable
-from conveyor.server.auth import Principal
 from conveyor.server.common import ERROR_RESPONSES, reject_nul
-from conveyor.server.deps import ServerContext, get_context, get_principal
+from conveyor.server.deps import ServerContext, get_context
 from conveyor.server.schemas import DemoRegisterAnswer, DemoRegisterBody
 
 router = APIRouter(tags=["jobqueue-demo"])
@@ -29,7 +29,6 @@ router = APIRouter(tags=["jobqueue-demo"])
 async def register_demo_job(
     body: DemoRegisterBody | None = None,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
 ) -> JSONResponse:
     """Schedule `demo:delay_print` with `message` (default "Job executed successfully") after `delay_seconds`
     (≤ 0 or absent → 180) with `max_retry` retries (≤ 0 or absent → 10). The server prints

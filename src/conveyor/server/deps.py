@@ -1,4 +1,7 @@
-"""Per-server state and the FastAPI dependencies every route uses (who is calling, which app)."""
+"""Per-server state and the FastAPI dependencies routes use (which app, who is calling).
+
+Who may call a route is decided by `conveyor.server.access` (one matrix, one guard for the whole application);
+routes only read the caller it found (`caller`, `path_user`)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
-from conveyor.errors import StoreUnavailable, ValidationError
-from conveyor.server.auth import ADMIN, Forbidden, Principal, ServerAuth
+from conveyor.errors import StoreUnavailable
+from conveyor.server.access import caller, path_user
+from conveyor.server.auth import ADMIN, Principal, ServerAuth, Unauthorized
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -26,6 +29,7 @@ class ServerContext:
     admin_token: str | None = None
     demo: bool = False
     idempotency_ttl: float = 86_400.0
+    metrics_token: str | None = None
     auth: ServerAuth | None = None
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     _auth_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -36,6 +40,24 @@ class ServerContext:
                 if self.auth is None:
                     self.auth = await ServerAuth.load(self.app, admin_token=self.admin_token)
         return self.auth
+
+    async def authenticate_token(self, token: str | None) -> Principal | None:
+        """The principal of `token`, None when it is missing or not valid (forged, expired, revoked). While the
+        store is down the secrets cannot be read: the configured admin token still passes (its call then answers
+        503 by itself, e.g. the demo's "job queue service is unavailable"), any other token gets 503."""
+        if not token:
+            return None
+        try:
+            auth = await self.get_auth()
+        except StoreUnavailable as exc:
+            configured = self.admin_token or os.environ.get("CONVEYOR_ADMIN_TOKEN")
+            if configured and hmac.compare_digest(token.encode(), configured.encode()):
+                return ADMIN
+            raise StoreUnavailable(f"cannot check the token: {exc.message}") from None
+        try:
+            return await auth.authenticate(token)
+        except Unauthorized:
+            return None
 
 
 def context_of(request: Request) -> ServerContext:
@@ -48,41 +70,11 @@ async def get_context(request: Request) -> ServerContext:
     return context_of(request)
 
 
-_bearer = HTTPBearer(auto_error=False, description="Admin token or a user token (`conveyor token USER_ID`)")
+async def get_principal(request: Request) -> Principal:
+    """The caller the access guard authenticated (routes whose rule needs a token)."""
+    return caller(request)
 
 
-async def get_principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
-    """Any valid token. Reads the header itself so the 401 says what was wrong."""
-    ctx = context_of(request)
-    header = request.headers.get("authorization")
-    try:
-        auth = await ctx.get_auth()
-    except StoreUnavailable as exc:
-        # A configured admin token needs no store to check: let the call through, it answers 503 itself
-        # with the store's own message (e.g. the demo's "job queue service is unavailable: ...").
-        configured = ctx.admin_token or os.environ.get("CONVEYOR_ADMIN_TOKEN")
-        if configured and header:
-            scheme, _, token = header.strip().partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), configured.encode()):
-                return ADMIN
-        raise StoreUnavailable(f"cannot check the token: {exc.message}") from None
-    return auth.authenticate_header(header)
-
-
-async def require_admin(principal: Principal = Depends(get_principal)) -> Principal:
-    if not principal.is_admin:
-        raise Forbidden("This call needs the admin token; user tokens reach only their own user's jobs")
-    return principal
-
-
-def resolve_user(principal: Principal, namespace: str, user_id: str) -> str:
-    """Check that the caller may act for (namespace, user_id); `me` names the token's own user."""
-    if user_id == "me":
-        if principal.user_id is None:
-            raise ValidationError(
-                "'me' names the user of a user token; the admin token must give a user id", field="user_id"
-            )
-        user_id = principal.user_id
-    if not principal.may_see(namespace, user_id):
-        raise Forbidden("This token belongs to another user or namespace")
-    return user_id
+async def get_user(request: Request) -> str:
+    """The user a per-user route acts for, as the access guard resolved it (`me` → the token's own user)."""
+    return path_user(request)

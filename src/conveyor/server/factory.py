@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
 
@@ -24,6 +25,7 @@ from conveyor.errors import ConveyorError, StoreUnavailable
 from conveyor.server import demo as demo_routes
 from conveyor.server import metrics as metrics_routes
 from conveyor.server import notify, routes_pocketbase, routes_v1
+from conveyor.server.access import Guard
 from conveyor.server.auth import IssuedToken, Principal
 from conveyor.server.common import ERROR_RESPONSES, error_response, fix_openapi_errors, install_error_handlers
 from conveyor.server.deps import ServerContext
@@ -102,7 +104,7 @@ class LazyAuth:
 
     async def authenticate(self, token: str | None) -> Principal:
         auth = await self._ctx.get_auth()
-        return auth.authenticate(token)
+        return await auth.authenticate(token)
 
     async def issue(self, user_id: str, *, ttl: float) -> IssuedToken:
         """A user token (GS2-Auth login): the same kind `conveyor token USER` issues."""
@@ -143,10 +145,22 @@ def create_app(
     ui: bool = True,
     gs2_region: str | None = None,
     gs2_owner_id: str | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The HTTP API for `conveyor_app`. With `run_worker=True` a Worker (with rescuer, pruner and scheduler)
-    runs in the server's event loop, configured by `worker_options` (conveyor.worker.Worker's arguments)."""
-    ctx = ServerContext(app=conveyor_app, admin_token=admin_token, demo=demo, idempotency_ttl=idempotency_ttl)
+    runs in the server's event loop, configured by `worker_options` (conveyor.worker.Worker's arguments).
+
+    Every route is guarded by `conveyor.server.access` (one matrix of route × caller); building an application
+    with a route that has no rule there fails. `metrics_token` (else `CONVEYOR_METRICS_TOKEN`) makes `/metrics`
+    need that token (or the admin token); without one `/metrics` is public."""
+    ctx = ServerContext(
+        app=conveyor_app,
+        admin_token=admin_token,
+        demo=demo,
+        idempotency_ttl=idempotency_ttl,
+        metrics_token=metrics_token or os.environ.get("CONVEYOR_METRICS_TOKEN") or None,
+    )
+    guard = Guard(ctx)
     grn = Grn.from_env(gs2_region, gs2_owner_id)  # the region and owner id in every GS2 GRN this server writes
     notify.register_system_tasks(conveyor_app)
     if demo:
@@ -206,6 +220,7 @@ def create_app(
         version=_version(),
         description="Conveyor job queue: the PocketBase job API, Conveyor's own API, per-user Run, events.",
         lifespan=lifespan,
+        dependencies=[Depends(guard)],
     )
     api.state.conveyor = ctx
     api.state.metrics = metrics
@@ -252,6 +267,7 @@ def create_app(
 
     api.add_exception_handler(Exception, internal_error)
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    guard.install(api)
     return api
 
 

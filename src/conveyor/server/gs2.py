@@ -16,9 +16,12 @@ route here follows (`/work/shared/reference/seed-systems.md` §1.3–1.5):
   SDK's exception class (400/401/404/409/503). `GS2Route` turns every exception, FastAPI's own validation
   errors included, into that shape, because a router cannot install app-level exception handlers.
 
-Auth (the `GS2Auth` protocol below; the server's `conveyor.server.auth.ServerAuth` satisfies it): the SDK sends
-`Authorization: Bearer {projectToken}`. The admin token is the project token and reaches everything; a user token
-reaches that user's jobs only. `X-GS2-ACCESS-TOKEN` carries a user token and names the user of `/user/me/...`.
+Auth: the SDK sends `Authorization: Bearer {projectToken}`. The admin token is the project token and reaches
+everything; a user token reaches that user's jobs only (never push: that is a server-side call).
+`X-GS2-ACCESS-TOKEN` carries a user token and names the user of `/user/me/...`. Who may call which operation is
+decided by `conveyor.server.access` (its matrix and guard, installed on the whole application); endpoints here
+read the user it resolved (`path_user`). The login routers check the credentials they are given with the
+`GS2Auth` protocol below (the server's `conveyor.server.auth.ServerAuth` satisfies it).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, validate_name
+from conveyor.server.access import path_user
 from conveyor.server.gs2_models import (
     CONFLICT_MESSAGE,
     DEFAULT_PAGE_LIMIT,
@@ -157,15 +161,6 @@ def unsupported_route(prefix: str, service: str) -> Callable[[Request, str], Cor
         )
 
     return unsupported
-
-
-async def require_admin(auth: GS2Auth, request: Request) -> None:
-    """The admin token as project token (`Authorization: Bearer`), else GS2's 401."""
-    principal = await principal_for(auth, bearer_token(request))
-    if principal is None:
-        raise unauthorized("a valid project token is required (Authorization: Bearer <admin token>)")
-    if not principal.is_admin:
-        raise unauthorized("this operation needs the admin token as project token")
 
 
 # ---- request/response plumbing -----------------------------------------------------------------------------------
@@ -462,35 +457,6 @@ class _GS2Api:
         self.auth = auth
         self.grn = grn
 
-    # ---- auth --------------------------------------------------------------------------------------------------
-
-    async def _admin(self, request: Request) -> None:
-        await require_admin(self.auth, request)
-
-    async def _for_user(self, request: Request, namespace: str, user_id: str) -> None:
-        """Admin, or a user token (as project token or access token) of this very user. Another user's token
-        gets 404, never the data."""
-        principals = [
-            await principal_for(self.auth, bearer_token(request)),
-            await principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER)),
-        ]
-        valid = [p for p in principals if p is not None]
-        if not valid:
-            raise unauthorized("a valid project token or access token is required")
-        if not any(p.may_see(namespace, user_id) for p in valid):
-            raise GS2Error(404, "user", f"no such user queue: {user_id}", "jobQueue.user.error.notFound")
-        check_user_id(user_id)
-
-    async def _me(self, request: Request, namespace: str) -> str:
-        """The user of `/user/me/...`: the one `X-GS2-ACCESS-TOKEN` names. The access token alone authorizes
-        these calls, so game clients never need the admin token (their project token may be anything)."""
-        principal = await principal_for(self.auth, request.headers.get(ACCESS_TOKEN_HEADER))
-        if principal is None or principal.user_id is None:
-            raise unauthorized(f"a valid user token is required in {ACCESS_TOKEN_HEADER}")
-        if not principal.may_see(namespace, principal.user_id):
-            raise GS2Error(404, "namespace", f"namespace not found: {namespace}", "jobQueue.namespace.error.notFound")
-        return principal.user_id
-
     # ---- helpers -----------------------------------------------------------------------------------------------
 
     async def _namespace(self, name: str) -> Namespace:
@@ -610,7 +576,6 @@ class _GS2Api:
 
     async def get_service_version(self, request: Request) -> dict[str, JSON]:
         """GS2 GetServiceVersion: Conveyor's version."""
-        await self._admin(request)
         from conveyor import __version__
 
         return {"item": __version__}
@@ -619,7 +584,6 @@ class _GS2Api:
 
     async def describe_namespaces(self, request: Request) -> dict[str, JSON]:
         """GS2 DescribeNamespaces: by name, optionally filtered by `namePrefix`, paged."""
-        await self._admin(request)
         offset, limit = _paging(request)
         prefix = request.query_params.get("namePrefix") or ""
         names = [ns for ns in await self.app.alist_namespaces() if ns.name.startswith(prefix)]
@@ -631,7 +595,6 @@ class _GS2Api:
 
     async def create_namespace(self, request: Request) -> dict[str, JSON]:
         """GS2 CreateNamespace. `enableAutoRun` defaults to false, as in GS2."""
-        await self._admin(request)
         body = await json_body(request)
         name = body.get("name")
         try:
@@ -649,17 +612,14 @@ class _GS2Api:
         return {"item": namespace_to_gs2(stored, self.grn)}
 
     async def get_namespace_status(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
-        await self._admin(request)
         await self._namespace(namespaceName)
         return {"status": "ACTIVE"}
 
     async def get_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
-        await self._admin(request)
         return {"item": namespace_to_gs2(await self._namespace(namespaceName), self.grn)}
 
     async def update_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
         """GS2 UpdateNamespace. Fields left out keep their value (the SDK only sends the ones that are set)."""
-        await self._admin(request)
         body = await json_body(request)
         existing = await self._namespace(namespaceName)
         stored = await self.app.aput_namespace(namespace_from_gs2(body, existing, namespaceName))
@@ -667,7 +627,6 @@ class _GS2Api:
 
     async def delete_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
         """GS2 DeleteNamespace: the namespace record goes; its jobs stay until pruned (Conveyor's rule)."""
-        await self._admin(request)
         existing = await self._namespace(namespaceName)
         await self.app.adelete_namespace(namespaceName)
         return {"item": namespace_to_gs2(existing, self.grn)}
@@ -682,7 +641,7 @@ class _GS2Api:
     ) -> dict[str, JSON]:
         """The user's queue: jobs still to run (processing, then pending oldest first). Executed jobs leave the
         queue as in GS2; their results stay readable, failed ones as dead letters."""
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         offset, limit = _paging(request)
         await self._namespace(namespaceName)
         items, total = await self._active_jobs(namespaceName, userId, offset, limit)
@@ -698,7 +657,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
         jobName: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         return {"item": job_to_gs2(await self._user_job(namespaceName, userId, jobName), self.grn)}
 
     async def push_by_user_id(
@@ -709,7 +668,7 @@ class _GS2Api:
     ) -> dict[str, JSON]:
         """GS2 PushByUserId: 1–10 entries, all or nothing. `autoRun` tells whether background workers will
         execute them (the namespace's auto_run); otherwise the user's Run does."""
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         body = await json_body(request)
         entries = parse_job_entries(body)
         ns = await self._namespace(namespaceName)
@@ -732,7 +691,7 @@ class _GS2Api:
         return await self._deduplicated(request, f"push {namespaceName} {userId}", push)
 
     async def run(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
-        user_id = await self._me(request, namespaceName)
+        user_id = path_user(request)
         return await self._run(request, namespaceName, user_id)
 
     async def run_by_user_id(
@@ -741,7 +700,7 @@ class _GS2Api:
         namespaceName: str,  # noqa: N803
         userId: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         return await self._run(request, namespaceName, userId)
 
     async def _run(self, request: Request, namespace: str, user_id: str) -> dict[str, JSON]:
@@ -761,7 +720,7 @@ class _GS2Api:
         return await self._deduplicated(request, f"run {namespace} {user_id}", execute)
 
     async def delete_job(self, request: Request, namespaceName: str, jobName: str) -> dict[str, JSON]:  # noqa: N803
-        user_id = await self._me(request, namespaceName)
+        user_id = path_user(request)
         return await self._delete_job(request, namespaceName, user_id, jobName)
 
     async def delete_job_by_user_id(
@@ -771,7 +730,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
         jobName: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         return await self._delete_job(request, namespaceName, userId, jobName)
 
     async def _delete_job(self, request: Request, namespace: str, user_id: str, name: str) -> dict[str, JSON]:
@@ -808,7 +767,7 @@ class _GS2Api:
     # ---- results -----------------------------------------------------------------------------------------------
 
     async def get_job_result(self, request: Request, namespaceName: str, jobName: str) -> dict[str, JSON]:  # noqa: N803
-        user_id = await self._me(request, namespaceName)
+        user_id = path_user(request)
         return await self._job_result(request, namespaceName, user_id, jobName)
 
     async def get_job_result_by_user_id(
@@ -818,7 +777,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
         jobName: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         return await self._job_result(request, namespaceName, userId, jobName)
 
     async def _job_result(self, request: Request, namespace: str, user_id: str, name: str) -> dict[str, JSON]:
@@ -836,7 +795,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
     ) -> dict[str, JSON]:
         """GS2 DescribeDeadLetterJobsByUserId: the user's failed jobs (newest first), each with every try."""
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         offset, limit = _paging(request)
         await self._namespace(namespaceName)
         page = await self.app.alist_jobs(
@@ -860,7 +819,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
         deadLetterJobName: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
         job = await self._dead_letter(namespaceName, userId, deadLetterJobName)
         return {"item": dead_letter_to_gs2(job, await self.app.aattempts(job.id), self.grn)}
 
@@ -871,7 +830,7 @@ class _GS2Api:
         userId: str,  # noqa: N803
         deadLetterJobName: str,  # noqa: N803
     ) -> dict[str, JSON]:
-        await self._for_user(request, namespaceName, userId)
+        check_user_id(userId)
 
         async def delete() -> dict[str, JSON]:
             job = await self._dead_letter(namespaceName, userId, deadLetterJobName)

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from conveyor.errors import ConveyorError
 from conveyor.model import JSON
-from conveyor.server.gs2 import GS2Auth, json_body, require_admin
+from conveyor.server.gs2 import GS2Auth, json_body
 from conveyor.server.gs2_models import Grn, GS2Error, check_user_id
 from conveyor.userdata import clean_user, dump_user, import_user
 
@@ -85,13 +85,11 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         return user_id
 
     async def dump(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         document = await _guard(dump_user(app, user(userId)))
         await app.akv_set(f"gs2:userdata:dump:{userId}", json.dumps(document, ensure_ascii=False), ttl=KEEP)
         return {}
 
     async def check_dump(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         if await app.akv_get(f"gs2:userdata:dump:{user(userId)}") is None:
             raise _not_found("dump", f"no dump of user {userId} (call dump_user_data_by_user_id first)")
         return {"url": await _signed_url(app, request, f"{prefix}/system/dump/user/{userId}/data")}
@@ -104,20 +102,17 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         return Response(text, media_type="application/json")
 
     async def clean(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         deleted = await _guard(clean_user(app, user(userId)))
         record = json.dumps({"deleted": deleted, "at": time.time()})
         await app.akv_set(f"gs2:userdata:clean:{userId}", record, ttl=KEEP)
         return {}
 
     async def check_clean(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         if await app.akv_get(f"gs2:userdata:clean:{user(userId)}") is None:
             raise _not_found("clean", f"no clean of user {userId} was run (call clean_user_data_by_user_id)")
         return {}
 
     async def prepare_import(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         token = secrets.token_urlsafe(24)
         await app.akv_set(f"gs2:userdata:upload:{token}", json.dumps({"userId": user(userId)}), ttl=UPLOAD_LIFETIME)
         url = await _signed_url(app, request, f"{prefix}/system/import/user/{userId}/upload/{token}")
@@ -133,7 +128,6 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         return JSONResponse({})
 
     async def run_import(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         body = await json_body(request)
         token = body.get("uploadToken")
         if not isinstance(token, str) or not token:
@@ -151,7 +145,6 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         return {}
 
     async def check_import(request: Request, userId: str, uploadToken: str) -> dict[str, JSON]:  # noqa: N803
-        await require_admin(auth, request)
         await _upload_owner(app, uploadToken, user(userId), kept=True)
         if await app.akv_get(f"gs2:userdata:import:{uploadToken}") is None:
             raise _not_found("import", "no import ran with this token (call import_user_data_by_user_id)")

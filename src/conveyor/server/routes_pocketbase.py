@@ -4,7 +4,7 @@ PocketBase semantics kept here on purpose, even where Conveyor's own API differs
 or non-positive limits ignored, newest first, `{items,total,limit,offset}`, requeue only `failed` (Conveyor's
 store also requeues `cancelled`), delete only `pending`/`failed`, `{"ok": true}` on delete, 404 "Job not found",
 400 "Topic is required", `max_retries` ≤ 0 meaning the default. Every call needs the admin token (PocketBase:
-superuser only).
+superuser only; enforced by `conveyor.server.access`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from conveyor.server.common import (
     pocketbase_job,
     reject_nul,
 )
-from conveyor.server.deps import ServerContext, get_context, require_admin
+from conveyor.server.deps import ServerContext, get_context
 from conveyor.server.idempotency import idempotent
 from conveyor.server.schemas import OkAnswer, PBBatchAnswer, PBEnqueue, PBEnqueueBatch, PBJob, PBJobList, PBStats
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs (PocketBase)"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/jobs", tags=["jobs (PocketBase)"])
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000

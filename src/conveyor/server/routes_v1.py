@@ -1,8 +1,9 @@
 """Conveyor's own API under `/api/v1`: jobs, attempts, dead letters, namespaces, queues, workers, stats, tokens,
 and the per-user GS2-style calls (push, list, get, delete, attempts, Run).
 
-Admin-only routes carry `require_admin`. Per-user routes accept the admin token or that user's token; another
-user's token gets 403 on the user's routes and 404 for a job that is not theirs (never the data).
+Who may call each route is decided by `conveyor.server.access` (admin-only routes, per-user routes that the
+admin or that user's token reach; another user's token gets 403 there, and a job that is not the user's is 404,
+never the data). Routes here only read the caller and the user the guard resolved.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from conveyor.server.common import (
     rfc3339,
     worker_json,
 )
-from conveyor.server.deps import ServerContext, get_context, get_principal, require_admin, resolve_user
+from conveyor.server.deps import ServerContext, get_context, get_principal, get_user
 from conveyor.server.idempotency import idempotent
 from conveyor.server.schemas import (
     MAX_BATCH,
@@ -54,7 +55,7 @@ from conveyor.server.schemas import (
     WorkerList,
 )
 
-admin = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES)
+admin = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 users = APIRouter(prefix="/api/v1", tags=["users"], responses=ERROR_RESPONSES)
 
 LimitQ = Query(20, ge=1, le=1000)
@@ -463,12 +464,15 @@ async def push_user_jobs(
     body: UserPushBody,
     request: Request,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(require_admin),
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Admin only (GS2 PushByUserId): the user's jobs run one at a time, oldest first."""
     _name(namespace, "namespace")
-    uid = resolve_user(principal, namespace, user_id)
+    if user_id == "me":
+        raise ValidationError(
+            "'me' names the user of a user token; the admin token must give a user id", field="user_id"
+        )
+    uid = user_id
     reject_nul(uid, "user_id")
     specs: list[dict[str, Any]] = []
     for index, entry in enumerate(body.jobs):
@@ -496,13 +500,12 @@ async def list_user_jobs(
     namespace: str,
     user_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
     status: JobStatus | None = None,
     limit: int = LimitQ,
     offset: int = OffsetQ,
 ) -> JSONResponse:
     _name(namespace, "namespace")
-    uid = resolve_user(principal, namespace, user_id)
     reject_nul(uid, "user_id")
     page = await ctx.app.alist_jobs(
         JobFilter(namespace=namespace, user_id=uid, status=status), limit=limit, offset=offset
@@ -512,10 +515,9 @@ async def list_user_jobs(
     )
 
 
-async def _user_job(ctx: ServerContext, principal: Principal, namespace: str, user_id: str, job_id: str) -> Job:
+async def _user_job(ctx: ServerContext, namespace: str, uid: str, job_id: str) -> Job:
     """The job if it belongs to (namespace, user); 404 otherwise — never reveal another user's job."""
     _name(namespace, "namespace")
-    uid = resolve_user(principal, namespace, user_id)
     job = await ctx.app.aget_job(check_job_id(job_id))
     if job is None or job.namespace != namespace or job.user_id != uid:
         raise JobNotFound(job_id)
@@ -528,9 +530,9 @@ async def get_user_job(
     user_id: str,
     job_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
 ) -> JSONResponse:
-    return JSONResponse(job_json(await _user_job(ctx, principal, namespace, user_id, job_id)))
+    return JSONResponse(job_json(await _user_job(ctx, namespace, uid, job_id)))
 
 
 @users.delete(USER + "/jobs/{job_id}", response_model=JobOut, summary="Delete one of a user's jobs")
@@ -539,10 +541,10 @@ async def delete_user_job(
     user_id: str,
     job_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
 ) -> JSONResponse:
     """Deletes regardless of state, as GS2 does (a running job's attempt is lost)."""
-    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    job = await _user_job(ctx, namespace, uid, job_id)
     return JSONResponse(job_json(await ctx.app.adelete(job.id, force=True)))
 
 
@@ -552,9 +554,9 @@ async def user_job_attempts(
     user_id: str,
     job_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
 ) -> JSONResponse:
-    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    job = await _user_job(ctx, namespace, uid, job_id)
     return JSONResponse({"items": [attempt_json(a) for a in await ctx.app.aattempts(job.id)]})
 
 
@@ -564,10 +566,10 @@ async def user_job_result(
     user_id: str,
     job_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
     try_number: int | None = Query(None, ge=1, le=10_000),
 ) -> JSONResponse:
-    job = await _user_job(ctx, principal, namespace, user_id, job_id)
+    job = await _user_job(ctx, namespace, uid, job_id)
     return JSONResponse(await _one_attempt(ctx, job, try_number))
 
 
@@ -576,12 +578,11 @@ async def run_user(
     namespace: str,
     user_id: str,
     ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(get_principal),
+    uid: str = Depends(get_user),
 ) -> JSONResponse:
     """Executes the user's next due job in this request and answers `{job, attempt, is_last}`.
     409 while another job of that user is processing: retry."""
     _name(namespace, "namespace")
-    uid = resolve_user(principal, namespace, user_id)
     reject_nul(uid, "user_id")
     result = await ctx.app.arun_next(namespace, uid)
     return JSONResponse(

@@ -1,0 +1,320 @@
+"""The authorization matrix (conveyor.server.access), proven three ways:
+
+1. the application's own route table (every router, GS2 and demo included) has a rule for every route, and every
+   rule names a route that exists; a route without a rule cannot be built, nor served;
+2. docs/http-api.md carries the matrix exactly as the code has it;
+3. a real server answers every route × kind of caller as the matrix says — admin, a user token for the user in
+   the path, another user's token, no token, and the tokens that must count as none (forged, expired, the metrics
+   token) — with valid request bodies, and a refused request writes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from conveyor import Conveyor
+from conveyor.server import create_app
+from conveyor.server.access import (
+    ALLOWED,
+    ANY_METHOD,
+    MATRIX,
+    Kind,
+    Rule,
+    check_routes,
+    missing_rules,
+    render_markdown,
+    route_entries,
+)
+from conveyor.server.auth import sign_user_token
+from tests.server.conftest import LiveServer, make_app, serve_in_thread
+
+ADMIN = "matrix-admin-token"
+METRICS_TOKEN = "matrix-metrics-token"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
+
+
+def full_app(**options: Any) -> FastAPI:
+    """Every surface on: demo routes, UI, GS2, and a metrics token."""
+    return create_app(Conveyor("memory://matrix"), admin_token=ADMIN, demo=True, metrics_token=METRICS_TOKEN, **options)
+
+
+# ---- 1. the route table -----------------------------------------------------------------------------------------
+
+
+def test_every_route_has_a_rule_and_every_rule_a_route() -> None:
+    api = full_app()
+    assert missing_rules(api) == []
+    served = {(e.method, e.path) for e in route_entries(api)}
+    assert len(served) >= 75
+    assert set(MATRIX) - served == set(), "rules for routes the server does not serve"
+    # the surfaces the brief names are all there
+    for prefix in ("/job-queue/", "/api/jobs", "/api/v1/", "/api/events", "/metrics", "/health", "/ui", "/api/dm-"):
+        assert any(path.startswith(prefix) for _, path in served), prefix
+
+
+async def test_an_app_with_an_unruled_route_is_refused_at_build_and_at_request_time() -> None:
+    api = full_app()
+
+    async def leak() -> dict[str, str]:
+        return {"secret": "data"}
+
+    api.add_api_route("/api/v1/leak", leak, methods=["GET"])
+    with pytest.raises(RuntimeError, match="/api/v1/leak"):
+        check_routes(api)
+    # a route added after the build still goes through the guard, which fails closed
+    transport = httpx.ASGITransport(app=api, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://matrix") as client:
+        r = await client.get("/api/v1/leak", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 500 and "secret" not in r.text
+
+
+def test_the_docs_carry_the_matrix() -> None:
+    text = DOCS.read_text()
+    begin, end = "<!-- access-matrix:begin -->\n", "<!-- access-matrix:end -->"
+    documented = text[text.index(begin) + len(begin) : text.index(end)]
+    assert documented == render_markdown(), "regenerate with: python -m conveyor.server.access"
+
+
+# ---- 3. a real server -------------------------------------------------------------------------------------------
+
+CALLERS = ("admin", "own_user", "other_user", "none", "forged", "expired", "metrics_token")
+NONE_LIKE = {"none", "forged", "expired", "metrics_token"}
+
+
+@dataclass
+class World:
+    server: LiveServer
+    tokens: dict[str, str | None]
+    counter: Iterator[int]
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.server.admin
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}-{next(self.counter)}"
+
+    def clear_alice(self) -> None:
+        """Empty alice's queue in `game` (Run takes the oldest job, so each case starts from a known queue)."""
+        r = self.admin.get("/api/v1/namespaces/game/users/alice/jobs", params={"limit": 1000})
+        for job in r.json()["items"]:
+            self.admin.delete(f"/api/v1/jobs/{job['id']}", params={"force": "true"})
+
+    def alice_job(self, task: str = "echo") -> str:
+        self.clear_alice()
+        r = self.admin.post("/api/v1/namespaces/game/users/alice/jobs", json={"jobs": [{"task": task}]})
+        assert r.status_code == 201, r.text
+        job_id: str = r.json()["items"][0]["id"]
+        return job_id
+
+    def alice_dead_letter(self) -> str:
+        job_id = self.alice_job("fail")
+        ran = self.admin.post("/api/v1/namespaces/game/users/alice/run")
+        assert ran.json()["job"]["status"] == "failed", ran.text
+        return job_id
+
+    def snapshot(self) -> Any:
+        """Everything a write could change: jobs (and their states), namespaces, queues."""
+        jobs = self.admin.get("/api/v1/jobs", params={"limit": 1000}).json()
+        namespaces = self.admin.get("/api/v1/namespaces").json()["items"]
+        queues = self.admin.get("/api/v1/queues").json()["items"]
+        return (
+            sorted((j["id"], j["status"], j["attempts"], j["run_at"]) for j in jobs["items"]),
+            sorted((n["name"], n["description"], n["updated"]) for n in namespaces),
+            sorted((q["namespace"], q["name"], q["paused"]) for q in queues),
+        )
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with tempfile.TemporaryDirectory() as tmp:
+        app = make_app(f"sqlite:///{Path(tmp) / 'matrix.db'}")
+        api = create_app(app, admin_token=ADMIN, demo=True, metrics_token=METRICS_TOKEN, print_admin_token=False)
+        server = serve_in_thread(api, app)
+        server.admin.headers["Authorization"] = f"Bearer {ADMIN}"
+        assert server.admin.post("/api/v1/namespaces", json={"name": "game", "auto_run": False}).status_code == 201
+        secret = server.ctx.auth.token_secret if server.ctx.auth else ""
+        tokens: dict[str, str | None] = {
+            "admin": ADMIN,
+            "own_user": server.user_token("alice"),
+            "other_user": server.user_token("mallory"),
+            "none": None,
+            "forged": sign_user_token("not-the-secret", "alice", None, time.time() + 3600),
+            "expired": sign_user_token(secret, "alice", None, time.time() - 1),
+            "metrics_token": METRICS_TOKEN,
+        }
+        try:
+            yield World(server, tokens, itertools.count())
+        finally:
+            server.stop()
+
+
+@dataclass
+class Case:
+    url: str
+    body: Any = None
+    raw: bytes | None = None
+
+
+def prepare(world: World, method: str, path: str) -> Case:
+    """A valid request for the route: existing objects in the path, a body that would succeed for the admin."""
+    values: dict[str, str] = {
+        "namespace": "game",
+        "namespaceName": "game",
+        "user_id": "alice",
+        "userId": "alice",
+        "queue": world.fresh("q"),
+        "rest": "no/such/operation",
+    }
+    needs_dead = "/dead-letters/" in path or "/dead/{" in path or path.endswith("/result")
+    if "{job_id}" in path or "{jobName}" in path or "{deadLetterJobName}" in path:
+        job_id = world.alice_dead_letter() if needs_dead or path.endswith("/requeue") else world.alice_job()
+        values.update(job_id=job_id, jobName=job_id, deadLetterJobName=job_id)
+    if "{name}" in path or (path.startswith("/job-queue/{namespaceName}") and "/user/" not in path):
+        name = world.fresh("ns")
+        assert world.admin.post("/api/v1/namespaces", json={"name": name}).status_code == 201
+        values.update(name=name, namespaceName=name)
+    if path.endswith("/run"):
+        world.alice_job()
+    url = re.sub(r"\{(\w+)(?::path)?\}", lambda m: values[m.group(1)], path)
+    if path == "/api/events":
+        url += "?user_id=alice"  # "another user" asks for alice's events
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/api/jobs/enqueue"): {"topic": "echo", "payload": {"n": 1}},
+        ("POST", "/api/jobs/enqueue/batch"): {"jobs": [{"topic": "echo"}]},
+        ("POST", "/api/dm-jobqueue/register"): {"message": "matrix", "delay_seconds": 3600},
+        ("POST", "/api/v1/jobs"): {"task": "echo"},
+        ("POST", "/api/v1/jobs/batch"): [{"task": "echo"}],
+        ("POST", "/api/v1/namespaces"): {"name": world.fresh("new")},
+        ("PATCH", "/api/v1/namespaces/{name}"): {"description": "changed"},
+        ("POST", "/api/v1/tokens"): {"user_id": "someone"},
+        ("POST", "/api/v1/namespaces/{namespace}/users/{user_id}/jobs"): {"jobs": [{"task": "echo"}]},
+        ("POST", "/job-queue/"): {"name": world.fresh("gs2ns")},
+        ("PUT", "/job-queue/{namespaceName}"): {"description": "changed"},
+        ("POST", "/job-queue/{namespaceName}/user/{userId}/job"): {"jobs": [{"scriptId": "echo", "args": "{}"}]},
+        ("POST", "/identifier/projectToken/login"): {"client_id": "admin", "client_secret": ADMIN},
+    }
+    body = bodies.get((method, path))
+    if body is None and method in ("POST", "PUT", "PATCH"):
+        body = {}
+    return Case(url, body)
+
+
+def headers_for(world: World, caller: str, path: str) -> dict[str, str]:
+    token = world.tokens[caller]
+    if token is None:
+        return {}
+    headers = {"Authorization": f"Bearer {token}"}
+    if path.startswith("/job-queue/"):
+        headers["X-GS2-ACCESS-TOKEN"] = token
+    return headers
+
+
+def expected_for(rule: Rule, caller: str) -> str | int:
+    if caller == "metrics_token" and rule.kind is Kind.METRICS:
+        return ALLOWED
+    column = "none" if caller in NONE_LIKE else caller
+    value: str | int = getattr(rule, column)
+    return value
+
+
+def send(world: World, method: str, case: Case, headers: dict[str, str]) -> tuple[int, str]:
+    """One request; an event stream is closed as soon as its status is known."""
+    client = world.server.client()
+    request = client.build_request(method, case.url, json=case.body, headers=headers)
+    response = client.send(request, stream=True)
+    try:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response.status_code, ""
+        response.read()
+        return response.status_code, response.text
+    finally:
+        response.close()
+
+
+def refusal_code(path: str, text: str) -> str:
+    if path.startswith(("/job-queue", "/identifier")):
+        return str(json.loads(json.loads(text)["message"])[0]["code"])
+    return str(json.loads(text)["error"])
+
+
+GS2_DENIALS = {"jobQueue.auth.error.unauthorized", "jobQueue.user.error.notFound"}
+ROUTES = sorted((m, p) for (m, p) in MATRIX if m != ANY_METHOD)
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_route_answers_every_caller_as_the_matrix_says(world: World, method: str, path: str) -> None:
+    rule = MATRIX[(method, path)]
+    for caller in CALLERS:
+        case = prepare(world, method, path)
+        wanted = expected_for(rule, caller)
+        before = world.snapshot() if wanted != ALLOWED or caller != "admin" else None
+        status, text = send(world, method, case, headers_for(world, caller, path))
+        where = f"{caller}: {method} {case.url} → {status} {text[:300]}"
+        assert status < 500, where
+        if before is not None:  # user tokens never enqueue, whatever the route
+            new_jobs = {j[0] for j in world.snapshot()[0]} - {j[0] for j in before[0]}
+            assert not new_jobs, f"a non-admin caller created jobs: {where}"
+        if wanted == ALLOWED:
+            assert status not in (401, 403), where
+            if status == 404 and path.startswith("/job-queue"):
+                assert refusal_code(path, text) not in GS2_DENIALS, where
+            continue
+        assert status == wanted, where
+        code = refusal_code(path, text)
+        if path.startswith("/job-queue"):
+            assert code in GS2_DENIALS, where
+        else:
+            assert code == {401: "unauthorized", 403: "forbidden"}[status], where
+        assert world.snapshot() == before, f"a refused request wrote something: {where}"
+
+
+def test_admin_succeeds_on_every_route(world: World) -> None:
+    """The requests the sweep sends are valid ones: the admin gets a success on every route (so a refusal above
+    is the guard's doing, not a bad request's)."""
+    failures = []
+    for method, path in ROUTES:
+        if path.startswith("/job-queue/{rest"):
+            continue  # GS2 operations Conveyor does not offer answer 404 "not supported" to everyone
+        rule = MATRIX[(method, path)]
+        caller = "own_user" if rule.kind is Kind.GS2_ME else "admin"
+        case = prepare(world, method, path)
+        status, text = send(world, method, case, headers_for(world, caller, path))
+        if not 200 <= status < 400:
+            failures.append(f"{method} {path} → {status} {text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("verb", ["HEAD", "OPTIONS", "TRACE", "PROPFIND"])
+def test_other_methods_reveal_nothing(world: World, verb: str) -> None:
+    """No CORS preflight answers, no method override: any other verb on an API path is refused without data."""
+    job_id = world.alice_job()
+    for path in ("/api/v1/jobs", f"/api/v1/jobs/{job_id}", "/api/jobs", "/job-queue/game/user/alice/job"):
+        for headers in ({}, {"X-HTTP-Method-Override": "GET"}, {"Origin": "https://evil.example"}):
+            r = world.server.client().request(verb, path, headers=headers)
+            assert r.status_code in (401, 404, 405), (verb, path, r.status_code, r.text)
+            assert '"task"' not in r.text and '"payload"' not in r.text and '"scriptId"' not in r.text
+            assert "access-control-allow-origin" not in r.headers
+
+
+def test_token_scoped_to_another_namespace_is_another_user(world: World) -> None:
+    elsewhere = world.server.user_token("alice", namespace="elsewhere")
+    job_id = world.alice_job()
+    client = world.server.client(elsewhere)
+    assert client.get("/api/v1/namespaces/game/users/alice/jobs").status_code == 403
+    assert client.get(f"/api/v1/namespaces/game/users/me/jobs/{job_id}").status_code == 403
+    gs2 = client.get("/job-queue/game/user/alice/job", headers={"X-GS2-ACCESS-TOKEN": elsewhere})
+    assert gs2.status_code == 404
+    assert client.get("/api/events", params={"namespace": "game"}).status_code == 403
