@@ -32,6 +32,7 @@ from conveyor.server.deps import ServerContext
 from conveyor.server.gs2_models import Grn
 from conveyor.server.metrics import Metrics
 from conveyor.server.schemas import HealthOut
+from conveyor.server.security import SecurityHeaders
 
 log = logging.getLogger("conveyor.server")
 
@@ -267,6 +268,7 @@ def create_app(
 
     api.add_exception_handler(Exception, internal_error)
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    api.add_middleware(SecurityHeaders)  # outermost: its headers go on every answer, 413s and 500s included
     guard.install(api)
     return api
 

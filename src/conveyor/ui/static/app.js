@@ -1,8 +1,15 @@
 // Conveyor admin UI. Talks only to the REST API with the admin token the user signs in with.
 // Every value from the server goes into the page through textContent (the h() helper), never innerHTML:
-// payloads, errors and tracebacks are user data.
+// payloads, errors and tracebacks are user data. The server's Content-Security-Policy allows no inline script
+// or style, so styles are set through the CSSOM (el.style), never a style attribute.
+//
+// The token: kept in sessionStorage (this tab only, gone when it closes; never localStorage), sent only in the
+// Authorization header — never in a URL, so it reaches no log, history entry or Referer. The event stream is
+// read with fetch() for that reason (EventSource cannot set headers). No cookie is used, so there is no ambient
+// credential for another site to ride on (no CSRF). See docs/choices.md.
 
 const TOKEN_KEY = "conveyor.adminToken";
+const tokenStore = window.sessionStorage;
 const STATUSES = ["pending", "processing", "completed", "failed", "cancelled"];
 const REFRESH_MS = 2000;
 
@@ -17,6 +24,7 @@ function h(tag, attrs = {}, ...children) {
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (key === "class") el.className = value;
     else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "style") el.style.cssText = value;  // CSSOM: allowed by the CSP, unlike a style attribute
     else if (value === true) el.setAttribute(key, "");
     else el.setAttribute(key, String(value));
   }
@@ -109,20 +117,50 @@ function setLive(on, text) {
   $("#live-text").textContent = text;
 }
 
-function connectEvents() {
-  if (state.events) state.events.close();
-  const source = new EventSource(`/api/events?token=${encodeURIComponent(state.token)}`);
+async function connectEvents() {
+  if (state.events) state.events.abort();
+  const controller = new AbortController();
+  state.events = controller;
   let pending = false;
   const bump = () => {
     if (pending) return;
     pending = true;
     setTimeout(() => { pending = false; render({ quiet: true }); }, 300);
   };
-  source.onopen = () => setLive(true, "live");
-  source.onerror = () => setLive(false, "reconnecting…");
-  source.addEventListener("push", bump);
-  source.addEventListener("run", bump);
-  state.events = source;
+  let delay = 1000;
+  while (!controller.signal.aborted && state.token) {
+    try {
+      const response = await fetch("/api/events?types=push,run", {
+        headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 401) { signOut("The token was not accepted; sign in again."); return; }
+      if (!response.ok || !response.body) throw new Error(`event stream: ${response.status}`);
+      setLive(true, "live");
+      delay = 1000;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const line = block.split("\n").find((l) => l.startsWith("event:"));
+          const type = line ? line.slice(6).trim() : "";
+          if (type === "push" || type === "run") bump();
+        }
+      }
+    } catch (err) {
+      if (controller.signal.aborted) return;
+    }
+    setLive(false, "reconnecting…");
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
 }
 
 function schedule() {
@@ -474,10 +512,11 @@ function editNamespace(ns) {
 // ---- sign in / out ------------------------------------------------------------------------------------------
 
 function signOut(message = "") {
-  localStorage.removeItem(TOKEN_KEY);
+  tokenStore.removeItem(TOKEN_KEY);
   state.token = null;
   clearInterval(state.timer);
-  if (state.events) state.events.close();
+  if (state.events) state.events.abort();
+  state.events = null;
   $("#shell").hidden = true;
   $("#login").hidden = false;
   $("#login-error").textContent = message;
@@ -491,7 +530,7 @@ async function signIn(token) {
     if (err.message !== "unauthorized") signOut(err.message);
     return;
   }
-  localStorage.setItem(TOKEN_KEY, token);
+  tokenStore.setItem(TOKEN_KEY, token);
   $("#login").hidden = true;
   $("#shell").hidden = false;
   connectEvents();
@@ -503,7 +542,6 @@ $("#login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn(
 $("#logout").addEventListener("click", () => signOut());
 window.addEventListener("hashchange", () => { schedule(); render(); });
 
-const fromUrl = new URLSearchParams(location.search).get("token");
-if (fromUrl) history.replaceState(null, "", location.pathname + location.hash);
-const saved = fromUrl || localStorage.getItem(TOKEN_KEY);
+localStorage.removeItem(TOKEN_KEY);  // older versions kept it there, where it outlived the session
+const saved = tokenStore.getItem(TOKEN_KEY);
 if (saved) signIn(saved); else signOut();
