@@ -129,11 +129,16 @@ def parse_options(alias: str, options: Mapping[str, Any]) -> BackendOptions:
     )
 
 
-def url_for_database(alias: str, where: str = "OPTIONS") -> str:
-    """The Conveyor store URL of a Django database: the same SQLite file, or the same PostgreSQL database."""
-    from django.conf import settings
+def url_for_database(
+    alias: str, where: str = "OPTIONS", databases: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """The Conveyor store URL of a Django database (of `databases`, default settings.DATABASES): the same SQLite
+    file, or the same PostgreSQL database."""
+    if databases is None:
+        from django.conf import settings
 
-    databases: Mapping[str, Mapping[str, Any]] = getattr(settings, "DATABASES", {})
+        databases = getattr(settings, "DATABASES", {})
+    assert databases is not None
     if alias not in databases:
         raise ImproperlyConfigured(
             f"{where}: there is no database {alias!r} in DATABASES to keep the jobs in; set DATABASE to one of "
