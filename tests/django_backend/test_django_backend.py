@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,41 +61,37 @@ def test_arguments_and_return_values_are_normalised_as_json(alias: str, tasks: A
     assert result.return_value == {"args": [1, [2, 3]], "kwargs": {"key": {"nested": [4, "five"]}}}
 
 
-def test_a_failing_task_records_each_try_with_its_exception_class_and_traceback(alias: str, tasks: Any) -> None:
+def test_failing_tasks_record_each_try_with_its_exception_class_and_traceback(alias: str, tasks: Any) -> None:
     from shop.errors import PaymentDeclined
 
+    from conveyor import Fail
     from conveyor.django._compat import TaskResultStatus
 
     tries = max_attempts(alias)
-    result = finished(tasks.boom.using(backend=alias).enqueue("bad input"), timeout=60)
-    assert result.status == TaskResultStatus.FAILED
-    assert result.attempts == tries and len(result.errors) == tries
-    for error in result.errors:
+    # Enqueued together and awaited together: their retries' backoff overlaps.
+    boom = tasks.boom.using(backend=alias).enqueue("bad input")
+    declined = tasks.declined.using(backend=alias).enqueue()
+    not_json = tasks.not_json.using(backend=alias).enqueue()
+    fail_now = tasks.fail_now.using(backend=alias).enqueue()
+    for result in (boom, declined, not_json, fail_now):
+        finished(result, timeout=60)
+        assert result.status == TaskResultStatus.FAILED
+
+    assert boom.attempts == tries and len(boom.errors) == tries
+    for error in boom.errors:
         assert error.exception_class is ValueError
         assert error.exception_class_path == "builtins.ValueError"
         assert "raise ValueError(message)" in error.traceback
         assert error.traceback.rstrip().endswith("ValueError: bad input")
         assert "[conveyor.django]" not in error.traceback  # the worker's note is taken out
     with pytest.raises(ValueError, match="Task failed"):
-        _ = result.return_value
+        _ = boom.return_value
 
-    declined = finished(tasks.declined.using(backend=alias).enqueue(), timeout=60)
     assert declined.errors[-1].exception_class is PaymentDeclined
     assert declined.errors[-1].exception_class_path == "shop.errors.PaymentDeclined"
-
-
-def test_conveyor_fail_stops_retrying(alias: str, tasks: Any) -> None:
-    from conveyor import Fail
-
-    result = finished(tasks.fail_now.using(backend=alias).enqueue())
-    assert result.attempts == 1
-    assert result.errors[0].exception_class is Fail
-    assert "no such customer" in result.errors[0].traceback
-
-
-def test_a_return_value_json_cannot_hold_fails_the_try(alias: str, tasks: Any) -> None:
-    result = finished(tasks.not_json.using(backend=alias).enqueue(), timeout=60)
-    assert result.errors[0].exception_class is TypeError
+    assert not_json.errors[-1].exception_class is TypeError  # a return value JSON cannot hold fails the try
+    assert fail_now.attempts == 1  # conveyor.Fail: no more tries
+    assert fail_now.errors[0].exception_class is Fail and "no such customer" in fail_now.errors[0].traceback
 
 
 @pytest.mark.stores("sqlite", "postgresql")  # the redis backend gives up after one try
@@ -346,3 +343,24 @@ def test_worker_commands_say_what_is_wrong(django_env: DjangoEnv) -> None:
         timeout=60,
     )
     assert cli.returncode == 1 and "DJANGO_SETTINGS_MODULE" in cli.stderr
+
+
+def test_a_job_cannot_make_a_process_import_or_call_what_it_names(alias: str, django_env: DjangoEnv) -> None:
+    """Workers run only declared tasks: a job naming any other function (through Conveyor's API, the admin UI…)
+    fails with TaskNotRegistered, and neither the worker nor get_result imports the module it names."""
+    from conveyor import JobStatus
+    from conveyor.django._compat import TaskResultDoesNotExist
+
+    marker = Path(django_env.env["DJANGO_TEST_SQLITE"])
+    app = backend(alias).conveyor
+    jobs = [
+        app.enqueue(name, {"args": ["x"], "kwargs": {}}, max_attempts=1)
+        for name in ("shop.sideeffect.run", "os.system", "shop.models.Order.delete")
+    ]
+    for job in jobs:
+        wait_for(lambda job=job: app.get_job(job.id).status is JobStatus.FAILED, 30, f"{job.task} to fail")
+        assert "No handler is registered" in (app.get_job(job.id).last_error or "")
+        with pytest.raises(TaskResultDoesNotExist):
+            backend(alias).get_result(job.id)
+    assert "shop.sideeffect" not in sys.modules
+    assert not Path(f"{marker}.sideeffect-imported").exists() and not Path(f"{marker}.sideeffect-ran").exists()

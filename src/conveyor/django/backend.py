@@ -72,7 +72,8 @@ class Binding:
         self.backend_class = backend_class
         self.app = Conveyor(options.url)
         self._tasks: dict[str, AnyTask] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards registration (never held while importing)
+        self._discover_lock = threading.Lock()  # one discovery at a time; held while importing, so never by register
         self._discovered = False
 
     def task(self, name: str) -> AnyTask | None:
@@ -110,7 +111,7 @@ class Binding:
         defined at the top level of those modules — whichever backend it was declared for, since any task can be
         sent to this one with `task.using(backend=...)`. What a worker does at start, and what resolving an unknown
         task name tries once. Returns the registered names."""
-        with self._lock:
+        with self._discover_lock:
             if not self._discovered:
                 for module in discover_modules(self.options.task_modules):
                     for value in list(vars(module).values()):

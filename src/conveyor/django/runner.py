@@ -129,7 +129,10 @@ def _running(
 
 def _failed(binding: Binding, result: AnyResult, ctx: JobContext, exc: BaseException) -> None:
     """Name the exception's class in a note (read back by results.task_error), and send `task_finished` if this
-    failure is final."""
+    failure is final. A cancellation (timeout, cancel request, shutdown) is not the task's failure: Conveyor's
+    worker decides what it means and records it."""
+    if not isinstance(exc, Exception):
+        return
     path = class_path(type(exc))
     text = "".join(traceback.format_exception(exc))  # before the note: Django shows the traceback as it was
     note = f"{NOTE_PREFIX}{path}"

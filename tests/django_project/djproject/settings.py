@@ -5,7 +5,7 @@ tests set before Django starts here and in the worker processes they launch.
   too (no URL: derived from the database) and joins its transactions.
 - DJANGO_TEST_PG_SCHEMA / CONVEYOR_TEST_PG_URL: when set, a `pg` database (Django's tables in that schema on the
   shared PostgreSQL server) and a `pg` task backend whose jobs live in the same database (schema of the URL), joining
-  the `pg` database's transactions.
+  the `pg` database's transactions; two tries per task.
 - CONVEYOR_TEST_REDIS_URL: when set, a `redis` task backend (no database to join) that gives up after one try.
 """
 
@@ -44,7 +44,12 @@ if os.environ.get("DJANGO_TEST_PG_SCHEMA"):
     TASKS["pg"] = {
         "BACKEND": "conveyor.django.ConveyorBackend",
         "QUEUES": [],
-        "OPTIONS": {"URL": os.environ["CONVEYOR_TEST_PG_URL"], "DATABASE": "pg", "TASK_MODULES": ["shop.extra"]},
+        "OPTIONS": {
+            "URL": os.environ["CONVEYOR_TEST_PG_URL"],
+            "DATABASE": "pg",
+            "MAX_ATTEMPTS": 2,
+            "TASK_MODULES": ["shop.extra"],
+        },
     }
 
 if os.environ.get("CONVEYOR_TEST_REDIS_URL"):
