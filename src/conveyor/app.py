@@ -51,6 +51,7 @@ from conveyor.model import (
     is_reserved_task,
     utcnow,
     validate_name,
+    validate_namespace,
     validate_task_name,
 )
 from conveyor.store import DEFAULT_URL, Store, open_store
@@ -636,7 +637,13 @@ class Conveyor:
         return await self._on_home(self.store.leaders)
 
     async def aput_namespace(self, namespace: Namespace) -> Namespace:
-        validate_name(namespace.name, "namespace")
+        """Create or replace a namespace's settings. Every rule is checked first (validate_namespace), and a
+        webhook URL must name a public address unless `webhook_allow_private` is set (conveyor.webhooks)."""
+        from conveyor.webhooks import check_webhook_url
+
+        validate_namespace(namespace)
+        if namespace.webhook_url:
+            await check_webhook_url(namespace.webhook_url, allow_private=namespace.webhook_allow_private)
         self._namespace_cache.pop(namespace.name, None)
         return await self._on_home(lambda: self.store.put_namespace(namespace))
 

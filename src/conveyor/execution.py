@@ -242,7 +242,9 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
         return _cancelled(job, started, ctx.worker_id)
     if ctx.cancel_reason == REASON_TIMEOUT and not spec.is_async:
         return _timed_out(job, spec, ctx, started)  # it returned, but only after its timeout: the try timed out
-    if not isinstance(value, _SIMPLE_RESULTS) or (isinstance(value, str) and len(value) > _LONG_STRING):
+    if not isinstance(value, _SIMPLE_RESULTS) or (
+        isinstance(value, str) and (len(value) > _LONG_STRING or not value.isascii())
+    ):
         try:
             value = json.loads(encode_result(value))  # normalise (datetimes → str) and enforce the 5 MiB cap
         except Exception as exc:
@@ -323,13 +325,17 @@ def _clamp_code(code: object) -> int:
 
 
 def _error_text(exc: BaseException) -> str:
+    """The error recorded on the attempt. Lone surrogates (which no store can encode) become U+FFFD, so that a
+    handler's odd exception text can never keep its attempt from being recorded."""
     if isinstance(exc, Retry | Fail):
-        return exc.reason
-    if isinstance(exc, RemoteError | ChildDied):
-        return str(exc)  # what the handler raised in its child process / how the child died
-    message = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {message}" if message else name
+        text = str(exc.reason)
+    elif isinstance(exc, RemoteError | ChildDied):
+        text = str(exc)  # what the handler raised in its child process / how the child died
+    else:
+        message = str(exc)
+        name = type(exc).__name__
+        text = f"{name}: {message}" if message else name
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _failure(
@@ -353,6 +359,8 @@ def _failure(
         tb: str | None = exc.remote_traceback if with_traceback else None
     else:
         tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+    if tb is not None and not tb.isascii():
+        tb = tb.encode("utf-8", "replace").decode("utf-8")
     retryable = forced_retry or status_code in RETRYABLE_STATUS_CODES or status_code == LOST_STATUS_CODE
     if retryable and job.attempts < job.max_attempts:
         if delay is None:

@@ -37,6 +37,18 @@ DEFAULT_TIMEOUT = 300.0  # seconds, per task
 RETRYABLE_STATUS_CODES = frozenset({402, 409, 500, 502, 503, 504})  # GS2 SDK's RecommendRetry table
 
 _NAME_RE = re.compile(r"[A-Za-z0-9\-_.]{1,128}")
+NAME_PATTERN = r"^[A-Za-z0-9\-_.]{1,128}$"
+"""Namespace and queue names, as the OpenAPI document states them."""
+MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest `run_at` a job may have: every store keeps times as Unix-epoch numbers somewhere (Redis scores,
+GS2's milliseconds), and a time before 1970 is a typo, not a schedule."""
+MAX_DELAY_SECONDS = 10 * 366 * 86_400.0
+"""Ten years: the furthest a job may be scheduled (`delay`, `run_at`); anything later is a mistake, not a plan."""
+MAX_INT_PARAMETER = 2**31 - 1
+"""The largest offset, count or try number any surface accepts (SQLite and PostgreSQL integers hold it)."""
+
+_BAD_TEXT_RE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def utcnow() -> datetime:
@@ -247,21 +259,35 @@ class NewJob:
             raise ValidationError("give either run_at or delay, not both", field="delay")
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-            if not isinstance(seconds, int | float) or seconds < 0:
-                raise ValidationError(f"delay must be a number of seconds ≥ 0, got {delay!r}", field="delay")
+            if (
+                not isinstance(seconds, int | float)
+                or isinstance(seconds, bool)
+                or not 0 <= seconds <= MAX_DELAY_SECONDS  # also refuses NaN
+            ):
+                raise ValidationError(
+                    f"delay must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f} (ten years), got {delay!r}",
+                    field="delay",
+                )
             run_at = now + timedelta(seconds=seconds)
         if run_at is None:
             run_at = now
+        elif not isinstance(run_at, datetime):
+            raise ValidationError(f"run_at must be a datetime, got {type(run_at).__name__}", field="run_at")
         elif run_at.tzinfo is None:
             raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))", field="run_at")
-        elif run_at.tzinfo is not UTC:
-            run_at = run_at.astimezone(UTC)
+        else:
+            if run_at.tzinfo is not UTC:
+                run_at = run_at.astimezone(UTC)
+            if run_at < MIN_RUN_AT:
+                raise ValidationError(
+                    f"run_at must be 1970-01-01T00:00:00Z or later, got {run_at.isoformat()}", field="run_at"
+                )
         if user_id is not None or group_key is not None or unique_key is not None:
             for name, value in (("user_id", user_id), ("group_key", group_key), ("unique_key", unique_key)):
                 if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 1024):
                     raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
-                if value is not None and "\x00" in value:
-                    raise ValidationError(f"{name} must not contain the NUL character (\\u0000)", field=name)
+                if value is not None:
+                    check_text(value, name)
         if type(payload) is RawJSON:
             payload, payload_json = payload.decode(max_payload_bytes), payload.stored_text
         else:
@@ -335,7 +361,7 @@ class RawJSON:
         return self.text.strip(" \t\n\r")
 
     def decode(self, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JSON:
-        """The parsed value, after the checks every payload gets (valid JSON, no NUL, size)."""
+        """The parsed value, after the checks every payload gets (valid JSON, no NUL or lone surrogate, size)."""
         text = self.text
         if len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
             raise PayloadTooLarge(
@@ -347,11 +373,8 @@ class RawJSON:
             value = json.loads(text, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:
             raise ValidationError(f"payload is not valid JSON text: {exc}", field="payload") from None
-        if "\\u0000" in text and _contains_nul(value):  # PostgreSQL cannot store NUL, so no store accepts it
-            raise ValidationError(
-                "payload must not contain the NUL character (\\u0000) in any string; encode binary data as base64",
-                field="payload",
-            )
+        if "\\u" in text or not text.isascii():  # NUL or a lone surrogate: no store can keep it
+            check_json_text(value, "payload")
         return value
 
 
@@ -401,11 +424,11 @@ def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) ->
         raise ValidationError(
             f"payload must be JSON-serialisable (dict, list, str, int, float, bool or None): {exc}", field="payload"
         ) from None
-    if "\\u0000" in text and _contains_nul(payload):  # PostgreSQL cannot store NUL, so no store accepts it
-        raise ValidationError(
-            "payload must not contain the NUL character (\\u0000) in any string; encode binary data as base64",
-            field="payload",
-        )
+    # PostgreSQL cannot store NUL and nothing can encode a lone surrogate: no store accepts either. The encoder
+    # writes NUL as the escape `\u0000` and a lone surrogate as itself (ensure_ascii=False), so both checks are
+    # a scan in C that only an offending payload gets past.
+    if ("\\u0000" in text and _contains_nul(payload)) or (not text.isascii() and _SURROGATE_RE.search(text)):
+        check_json_text(payload, "payload")
     if len(text) * 4 <= max_bytes:  # UTF-8 needs at most 4 bytes a character: surely within the limit
         return text
     size = len(text.encode())
@@ -435,9 +458,95 @@ def encode_result(result: JSON) -> str:
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"task result must be JSON-serialisable: {exc}", field="result") from None
+    if not text.isascii() and _SURROGATE_RE.search(text):
+        check_json_text(result, "result")
     if len(text) > MAX_RESULT_BYTES:
         raise PayloadTooLarge(f"task result is {len(text)} bytes; the limit is {MAX_RESULT_BYTES}", field="result")
     return text
+
+
+# ---- text that every store and every wire format can carry ---------------------------------------------------
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored or sent, or None. NUL cannot be kept in PostgreSQL text or JSONB; a lone
+    UTF-16 surrogate (JSON's `"\\ud800"` without its pair) is not Unicode at all and cannot be encoded as UTF-8,
+    so no store, log or answer can carry it. Both are refused on every surface alike."""
+    found = _BAD_TEXT_RE.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "must not contain the NUL character (\\u0000); encode binary data as base64"
+    return (
+        f"contains a lone UTF-16 surrogate (\\u{ord(char):04x}) at character {found.start()}, which is not valid "
+        "Unicode; send the character itself, or both halves of its surrogate pair"
+    )
+
+
+def check_text(value: str, field: str) -> None:
+    """Raise ValidationError naming `field` if `value` holds NUL or a lone surrogate (see text_problem)."""
+    if value.isascii() and "\x00" not in value:
+        return
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}", field=field)
+
+
+def find_bad_text(value: JSON, path: str, *, depth: int = 0) -> tuple[str, str] | None:
+    """The path (`payload.items[2].name`, or `payload.<key>` for a bad key) and problem of the first string in a
+    JSON value that cannot be stored (see text_problem), or None."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else (path, problem)
+    if depth > 200:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                problem = text_problem(key)
+                if problem is not None:
+                    return (f"{path}.{_printable_key(key)}", f"has a key that {problem}")
+            found = find_bad_text(item, f"{path}.{_printable_key(key)}", depth=depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = find_bad_text(item, f"{path}[{index}]", depth=depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def check_json_text(value: JSON, field: str) -> None:
+    """Raise ValidationError naming the exact place (`payload.a[1]`) of a string that cannot be stored."""
+    found = find_bad_text(value, field)
+    if found is not None:
+        where, problem = found
+        raise ValidationError(f"{where} {problem}", field=where)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON (JSON numbers are finite); send a number or null")
+
+
+def loads_json(text: str | bytes, field: str) -> JSON:
+    """Parse JSON text strictly, for every surface that reads JSON from outside (HTTP bodies, GS2 `args`, the
+    CLI's payload argument): `NaN`/`Infinity` (which Python's parser accepts but JSON does not have) and strings
+    that no store can keep (lone surrogates, NUL) are refused with a ValidationError naming the place."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValidationError(f"{field} is nested too deeply", field=field) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the constants above
+        raise ValidationError(f"{field} is not valid JSON: {exc}", field=field) from None
+    check_json_text(value, field)
+    return value
+
+
+def _printable_key(key: object) -> str:
+    text = str(key)
+    return _BAD_TEXT_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)[:64]
 
 
 _VALID_NAMES: set[str] = set()  # names already checked (few distinct ones; saves a regex per enqueue)
@@ -462,8 +571,10 @@ def validate_task_name(task: object) -> None:
         return
     if not isinstance(task, str) or not task.strip():
         raise ValidationError("task is required: give the name of a registered task", field="task")
-    if "\x00" in task:
-        raise ValidationError("task name must not contain the NUL character (\\u0000)", field="task")
+    if not task.isascii() or "\x00" in task:
+        problem = text_problem(task)
+        if problem is not None:
+            raise ValidationError(f"task name {problem}", field="task")
     if len(task) > MAX_TASK_NAME:
         raise ValidationError(f"task name is {len(task)} characters; the limit is {MAX_TASK_NAME}", field="task")
     if len(_VALID_TASKS) < 10_000:
@@ -539,6 +650,9 @@ class Namespace:
     run_retry_backoff: bool = False
     """Where Run consumes the jobs (auto_run off), a retryable failure leaves the job at the head of its user's
     queue, due at once, so the next Run takes it again (GS2's flow). True applies the task's backoff instead."""
+    webhook_allow_private: bool = False
+    """Deliver webhooks to private, loopback and link-local addresses too (a receiver on the same machine or
+    network). Off by default: a webhook URL must not be a way to reach internal services (SSRF)."""
     extra: Mapping[str, JSON] = field(default_factory=dict)  # GS2 passthrough settings (transactionSetting…)
     created: datetime = field(default_factory=utcnow)
     updated: datetime = field(default_factory=utcnow)
@@ -557,6 +671,7 @@ class Namespace:
             "webhook_url": self.webhook_url,
             "webhook_secret": self.webhook_secret,
             "run_retry_backoff": self.run_retry_backoff,
+            "webhook_allow_private": self.webhook_allow_private,
             "extra": dict(self.extra),
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
@@ -574,6 +689,33 @@ class Namespace:
 
 
 DEFAULT_NAMESPACE_SETTINGS = Namespace(name=DEFAULT_NAMESPACE, auto_run=True)
+
+
+def validate_namespace(ns: Namespace) -> None:
+    """Every rule a namespace's settings follow, whichever surface wrote them (API, GS2, Python): a valid name,
+    settings of the right types and ranges, and text that every store can keep."""
+    validate_name(ns.name, "namespace")
+    for name in ("auto_run", "push_notification", "run_notification", "webhook_allow_private"):
+        if not isinstance(getattr(ns, name), bool):
+            raise ValidationError(f"{name} must be true or false, got {getattr(ns, name)!r}", field=name)
+    lo, hi = MAX_ATTEMPTS_RANGE
+    if not isinstance(ns.max_attempts, int) or isinstance(ns.max_attempts, bool) or not lo <= ns.max_attempts <= hi:
+        raise ValidationError(f"max_attempts must be an integer from {lo} to {hi}", field="max_attempts")
+    for name in ("completed_retention", "failed_retention"):
+        value = getattr(ns, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10 * 366 * 86_400:
+            raise ValidationError(f"{name} must be a number of seconds from 0 to ten years", field=name)
+    if not isinstance(ns.description, str) or len(ns.description) > 1024:
+        raise ValidationError("description must be text of at most 1024 characters", field="description")
+    check_text(ns.description, "description")
+    for name, limit in (("webhook_url", 2048), ("webhook_secret", 1024)):
+        value = getattr(ns, name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise ValidationError(f"{name} must be text of at most {limit} characters", field=name)
+        check_text(value, name)
+    check_json_text(dict(ns.extra), "extra")
 
 
 @dataclass(frozen=True, slots=True)

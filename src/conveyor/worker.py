@@ -54,6 +54,7 @@ from conveyor.execution import (
 )
 from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
 from conveyor.store.base import IdleClaim
+from conveyor.webhooks import acquire_dispatcher, register_webhook_task, release_dispatcher
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor, TaskSpec
@@ -144,6 +145,7 @@ class Worker:
         self._buffer: dict[str, Job] = {}  # claimed, waiting for a slot (prefetch; only while jobs are fast)
         self._avg_run = 1.0  # moving average of handler run time (s): prefetch only when it is below FAST_JOB
         self._buffer_since = 0.0  # loop.time() when the buffer last went from empty to non-empty
+        register_webhook_task(app)  # every worker delivers its namespaces' webhooks (conveyor.webhooks)
         self._specs: dict[str, TaskSpec] = app.tasks
         self._full = False
         self._offer: IdleClaim | None = None  # while the fetch loop waits, on stores with hand-off
@@ -268,6 +270,7 @@ class Worker:
         signals = self._install_signals(loop)
         self.app.events.add_listener(self._on_event)
         background: list[asyncio.Task[None]] = []
+        dispatching = False
         try:
             await self._start_pool()
             if not await self._startup():
@@ -278,6 +281,8 @@ class Worker:
             background.append(loop.create_task(self._namespace_loop(), name="conveyor-namespaces"))
             if self.maintenance:
                 self._start_services()
+            acquire_dispatcher(self.app)
+            dispatching = True
             if self._stop_requested:
                 self._begin_shutdown()
             self.started.set()
@@ -300,6 +305,8 @@ class Worker:
             await self._stop_services()
             if self._pool is not None:
                 await self._pool.close()
+            if dispatching:
+                await release_dispatcher(self.app)
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()

@@ -111,6 +111,7 @@ def test_worker_only_node_delivers_run_webhooks(cli: Cli, worker_process: StartW
             receiver.url,
             "--webhook-secret",
             "s3cret",
+            "--webhook-allow-private",  # the receiver is on 127.0.0.1
         )
         job_id = cli.ok("enqueue", "echo", '{"n": 1}', "--namespace", "game", "--user", "p1").stdout.strip()
         worker = worker_process(cli.url, "--poll-interval", "0.2")

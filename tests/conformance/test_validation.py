@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,8 +18,21 @@ from conveyor.errors import PayloadTooLarge, ValidationError
         ({"task": "t\x00x"}, "task"),
         ({"task": ""}, "task"),
         ({"task": "x" * 1025}, "task"),
-        ({"task": "t", "payload": {"s": "a\x00b"}}, "payload"),
-        ({"task": "t", "payload": {"k\x00": 1}}, "payload"),
+        ({"task": "t", "payload": {"s": "a\x00b"}}, "payload.s"),
+        ({"task": "t", "payload": {"k\x00": 1}}, "payload.k\\u0000"),
+        # a lone UTF-16 surrogate (JSON "\ud800" without its pair) is not Unicode: no store can encode it
+        ({"task": "t\ud800"}, "task"),
+        ({"task": "t", "payload": {"a": ["x", "\ud800"]}}, "payload.a[1]"),
+        ({"task": "t", "payload": {"\udc00": 1}}, "payload.\\udc00"),
+        ({"task": "t", "payload": "\udfff"}, "payload"),
+        ({"task": "t", "user_id": "u\ud800"}, "user_id"),
+        ({"task": "t", "group_key": "\ud800"}, "group_key"),
+        ({"task": "t", "unique_key": "\udbff"}, "unique_key"),
+        ({"task": "t", "delay": math.inf}, "delay"),
+        ({"task": "t", "delay": math.nan}, "delay"),
+        ({"task": "t", "delay": True}, "delay"),
+        ({"task": "t", "run_at": datetime(1, 1, 1, tzinfo=UTC)}, "run_at"),
+        ({"task": "t", "run_at": 123}, "run_at"),
         ({"task": "t", "payload": {"when": datetime(2026, 1, 1)}}, "payload"),
         ({"task": "t", "payload": math.nan}, "payload"),
         ({"task": "t", "user_id": "u\x00"}, "user_id"),

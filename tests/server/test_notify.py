@@ -133,6 +133,7 @@ def test_webhook_signed_and_retried(start_server: StartServer, store_url: str, r
             "run_notification": True,
             "webhook_url": receiver.url,
             "webhook_secret": "hook-secret",
+            "webhook_allow_private": True,  # the receiver is on 127.0.0.1
         },
     )
     job_id = live.admin.post(
@@ -182,7 +183,6 @@ async def test_worker_only_process_delivers_webhooks(sqlite_url: str) -> None:
     import asyncio
 
     from conveyor import Conveyor, Namespace
-    from conveyor.server.notify import webhook_notifications
     from conveyor.worker import Worker
 
     receiver = Receiver()
@@ -195,18 +195,24 @@ async def test_worker_only_process_delivers_webhooks(sqlite_url: str) -> None:
     try:
         async with app:
             await app.aput_namespace(
-                Namespace(name="game", run_notification=True, webhook_url=receiver.url, webhook_secret="k")
+                Namespace(
+                    name="game",
+                    run_notification=True,
+                    webhook_url=receiver.url,
+                    webhook_secret="k",
+                    webhook_allow_private=True,
+                )
             )
-            async with webhook_notifications(app):
-                worker = Worker(app, poll_interval=0.1, install_signal_handlers=False, grace_period=1.0)
-                task = asyncio.create_task(worker.run())
-                job = await app.aenqueue("echo", 1, namespace="game", user_id="u")
-                for _ in range(400):
-                    if receiver.requests:
-                        break
-                    await asyncio.sleep(0.05)
-                worker.stop()
-                await task
+            # no webhook_notifications(): a worker delivers its namespaces' webhooks by itself
+            worker = Worker(app, poll_interval=0.1, install_signal_handlers=False, grace_period=1.0)
+            task = asyncio.create_task(worker.run())
+            job = await app.aenqueue("echo", 1, namespace="game", user_id="u")
+            for _ in range(400):
+                if receiver.requests:
+                    break
+                await asyncio.sleep(0.05)
+            worker.stop()
+            await task
         headers, body = receiver.requests[0]
         assert verify_webhook("k", headers["x-conveyor-signature"], body)
         assert json.loads(body)["jobName"] == job.id and json.loads(body)["type"] == "run"

@@ -275,6 +275,13 @@ PushOpt = Annotated[bool | None, typer.Option("--push-notification/--no-push-not
 RunNoteOpt = Annotated[bool | None, typer.Option("--run-notification/--no-run-notification")]
 WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="POST notifications here ('' to remove).")]
 SecretOpt = Annotated[str | None, typer.Option("--webhook-secret", help="HMAC secret for the webhook body.")]
+AllowPrivateOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--webhook-allow-private/--no-webhook-allow-private",
+        help="Allow a webhook URL on a private, loopback or link-local address (default: refused).",
+    ),
+]
 
 
 def _settings(
@@ -287,6 +294,7 @@ def _settings(
     run_notification: bool | None,
     webhook_url: str | None,
     webhook_secret: str | None,
+    webhook_allow_private: bool | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {
         "auto_run": auto_run,
@@ -298,6 +306,7 @@ def _settings(
         "run_notification": run_notification,
         "webhook_url": (webhook_url or None) if webhook_url is not None else None,
         "webhook_secret": webhook_secret,
+        "webhook_allow_private": webhook_allow_private,
     }
     given = {k: v for k, v in values.items() if v is not None}
     if webhook_url == "":
@@ -319,6 +328,7 @@ def create_namespace(
     run_notification: RunNoteOpt = None,
     webhook_url: WebhookOpt = None,
     webhook_secret: SecretOpt = None,
+    webhook_allow_private: AllowPrivateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a namespace (fails if it exists; use `update` to change one)."""
@@ -332,6 +342,7 @@ def create_namespace(
         run_notification,
         webhook_url,
         webhook_secret,
+        webhook_allow_private,
     )
     app = load_app(ctx)
 
@@ -362,6 +373,7 @@ def update_namespace(
     run_notification: RunNoteOpt = None,
     webhook_url: WebhookOpt = None,
     webhook_secret: SecretOpt = None,
+    webhook_allow_private: AllowPrivateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change some settings of a namespace; the others keep their values."""
@@ -375,6 +387,7 @@ def update_namespace(
         run_notification,
         webhook_url,
         webhook_secret,
+        webhook_allow_private,
     )
     if not settings:
         fail("nothing to change: give at least one setting (see --help)", EXIT_USAGE)

@@ -25,7 +25,7 @@ from conveyor.cli.output import (
     when,
 )
 from conveyor.errors import JobNotFound
-from conveyor.model import JSON, Attempt, Job, JobStatus
+from conveyor.model import JSON, MAX_INT_PARAMETER, Attempt, Job, JobStatus
 
 jobs_app = typer.Typer(
     name="jobs", help="List, inspect, requeue, cancel and delete jobs.", no_args_is_help=True, add_completion=False
@@ -130,7 +130,7 @@ def list_jobs(
     status: Annotated[JobStatus | None, typer.Option("--status", "-s", case_sensitive=False)] = None,
     user: Annotated[str | None, typer.Option("--user", "-u")] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000)] = 20,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_INT_PARAMETER)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first, with filters and paging."""

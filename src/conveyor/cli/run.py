@@ -108,27 +108,23 @@ def worker(
     async def body() -> None:
         # No `async with app` here: the worker opens the store itself and keeps retrying while it is down
         # (a warning in the log, no crash), as the template's JobQueue server did with Redis.
-        # `run` events are published only where jobs run, so a worker-only node delivers its namespaces'
-        # run webhooks itself (the server does the same for its own workers).
-        from conveyor.server.notify import webhook_notifications
-
+        # The worker delivers its namespaces' webhooks itself (conveyor.webhooks), like every worker.
         try:
-            async with webhook_notifications(app):
-                w = Worker(app, **options)
-                running = asyncio.ensure_future(w.run())
-                try:
-                    if await w.wait_started():
-                        log.info(
-                            "serving %s on %s with tasks: %s",
-                            ", ".join(options["queues"]),
-                            redact(app.url),
-                            ", ".join(sorted(app.tasks)),
-                        )
+            w = Worker(app, **options)
+            running = asyncio.ensure_future(w.run())
+            try:
+                if await w.wait_started():
+                    log.info(
+                        "serving %s on %s with tasks: %s",
+                        ", ".join(options["queues"]),
+                        redact(app.url),
+                        ", ".join(sorted(app.tasks)),
+                    )
+                await running
+            finally:
+                if not running.done():
+                    w.stop(force=True)
                     await running
-                finally:
-                    if not running.done():
-                        w.stop(force=True)
-                        await running
         finally:
             await app.aclose()
 

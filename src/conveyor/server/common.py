@@ -19,7 +19,17 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.errors import ConveyorError, JobNotFound, StoreUnavailable, ValidationError
-from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace, QueueInfo, WorkerInfo, encode_payload
+from conveyor.model import (
+    JSON,
+    Attempt,
+    Job,
+    JobStatus,
+    Namespace,
+    QueueInfo,
+    WorkerInfo,
+    check_json_text,
+    encode_payload,
+)
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -97,7 +107,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or str((err.get("loc") or ("body",))[0])
-        rule = str(err.get("msg", "invalid"))
+        rule = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             field, rule = "body", "must be valid JSON"
             status = 400
@@ -153,20 +163,13 @@ def check_job_id(job_id: str) -> str:
     return job_id.lower()
 
 
-def reject_nul(value: Any, field: str, *, depth: int = 0) -> None:
-    """NUL characters cannot be stored in PostgreSQL text or JSONB: refuse them on every store alike."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValidationError(f"{field} must not contain NUL (\\u0000) characters", field=field)
-    elif depth > 64:
+def reject_nul(value: Any, field: str) -> None:
+    """Refuse text no store can keep — NUL (PostgreSQL text and JSONB cannot hold it) and lone UTF-16 surrogates
+    (not Unicode; nothing can encode them) — on every store alike, naming the place (conveyor.model.text_problem).
+    Request bodies are checked once more by the server's RequestGuard; this covers values from anywhere."""
+    if value is None or isinstance(value, int | float):
         return
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            reject_nul(key, field, depth=depth + 1)
-            reject_nul(item, field, depth=depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            reject_nul(item, field, depth=depth + 1)
+    check_json_text(value, field)
 
 
 # ---- JSON shapes ----------------------------------------------------------------------------------------------
@@ -177,12 +180,13 @@ def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"  # %Y does not pad year 1
 
 
 def pb_time(value: datetime) -> str:
     """PocketBase's time format: RFC 3339 UTC at second precision."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}Z"
 
 
 def pocketbase_job(job: Job) -> dict[str, JSON]:

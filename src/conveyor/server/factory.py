@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRouter
+from fastapi.routing import APIRoute, APIRouter
 
+from conveyor import webhooks
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, StoreUnavailable
+from conveyor.model import find_bad_text
 from conveyor.server import demo as demo_routes
 from conveyor.server import metrics as metrics_routes
 from conveyor.server import notify, routes_pocketbase, routes_v1
@@ -45,18 +49,27 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413 before they are read into memory or stored: by the
-    Content-Length header when given, else by counting the chunks as they arrive."""
+class RequestGuard:
+    """Every HTTP request passes here before any route sees it (one place, so no route can forget):
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    * a body over `max_bytes` gets 413, whether announced by Content-Length or sent chunked: the body is read
+      here, counting, up to the limit (routes read whole bodies anyway, so buffering costs no extra memory);
+    * a JSON body holding something no store can keep or no answer can echo — a lone UTF-16 surrogate
+      (`"\\ud800"`), NUL, `NaN`/`Infinity` — gets 400 naming the field (`payload.items[2]`), instead of a 500
+      from an encoder deep inside. Bodies under `exempt_prefixes` (the GS2 surface, which inflates gzip bodies and
+      answers in its own error format) are checked by their router with the same function.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        content_type = b""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -64,36 +77,89 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(scope, receive, send)
+                    await self._too_large(scope, receive, send)
                     return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+            elif name == b"content-type":
+                content_type = value.lower()
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)  # bodies are not read on these routes: nothing to buffer
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if body and (not content_type or b"json" in content_type) and not self._exempt(scope):
+            problem = json_body_problem(body)
+            if problem is not None:
+                field, text = problem
+                await error_response(400, text, error="validation_error", field=field)(scope, receive, send)
+                return
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect notice, for streaming answers
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, replay, send)
+
+    def _exempt(self, scope: Scope) -> bool:
+        path = str(scope.get("path", ""))
+        return any(path.startswith(prefix) for prefix in self.exempt_prefixes)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
             413,
             f"request body is larger than {self.max_bytes} bytes; send fewer or smaller jobs",
             error="payload_too_large",
             field="body",
         )
+        response.headers["Connection"] = "close"  # the rest of the body is not read: the connection cannot be reused
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+_SUSPECT_JSON = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|NaN|Infinity")
+
+
+def json_body_problem(body: bytes) -> tuple[str, str] | None:
+    """(field, message) when a JSON body holds a value no store can keep (see RequestGuard), else None. Bodies
+    that are not JSON at all pass: the route answers those with its own rule. A scan in C decides whether to parse
+    at all, so ordinary bodies cost nothing more."""
+    if _SUSPECT_JSON.search(body) is None:
+        return None
+    try:
+        value = json.loads(body, parse_constant=_non_finite)
+    except _NonFinite as exc:
+        return "body", f"{exc.args[0]} is not JSON (JSON numbers are finite); send a number or null"
+    except (ValueError, RecursionError):
+        return None
+    found = find_bad_text(value, "")
+    if found is None:
+        return None
+    where, problem = found
+    field = where.lstrip(".") or "body"
+    return field, f"{field} {problem}"
+
+
+class _NonFinite(ValueError):
     pass
+
+
+def _non_finite(name: str) -> object:
+    raise _NonFinite(name)
 
 
 class LazyAuth:
@@ -163,14 +229,13 @@ def create_app(
     )
     guard = Guard(ctx)
     grn = Grn.from_env(gs2_region, gs2_owner_id)  # the region and owner id in every GS2 GRN this server writes
-    notify.register_system_tasks(conveyor_app)
+    webhooks.register_webhook_task(conveyor_app)
     if demo:
         from conveyor.demo import register_demo
 
         register_demo(conveyor_app)
     metrics = Metrics()
     conveyor_app.events.add_listener(metrics.on_event)
-    dispatcher = notify.WebhookDispatcher(conveyor_app)
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -186,7 +251,7 @@ def create_app(
                 )
         except StoreUnavailable as exc:
             log.warning("store unavailable at start (%s); requests answer 503 until it is back", exc.message)
-        dispatcher.start()
+        webhooks.acquire_dispatcher(conveyor_app)  # push events of this API; the worker shares it for run events
         worker_task: asyncio.Task[None] | None = None
         worker: Any = None
         if run_worker:
@@ -212,7 +277,7 @@ def create_app(
                     await asyncio.wait({worker_task}, timeout=5.0)
                 elif not worker_task.cancelled() and worker_task.exception() is not None:
                     log.error("worker stopped with an error", exc_info=worker_task.exception())
-            await dispatcher.stop()
+            await webhooks.release_dispatcher(conveyor_app)
             with contextlib.suppress(Exception):
                 await conveyor_app.aclose()
 
@@ -244,8 +309,11 @@ def create_app(
     api.include_router(metrics_routes.router)
     if demo:
         api.include_router(demo_routes.router)
+    gs2_prefixes: list[str] = []  # answered in GS2's error format, and its bodies read by its own routers
     for router in _gs2_routers(conveyor_app, ctx, grn):
         api.include_router(router)
+        if router.route_class is not APIRoute and router.prefix:
+            gs2_prefixes.append(router.prefix + "/")
     if ui:
         from conveyor.ui import mount_ui
 
@@ -267,7 +335,7 @@ def create_app(
         return error_response(500, "internal error; see the server log", error="internal_error")
 
     api.add_exception_handler(Exception, internal_error)
-    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    api.add_middleware(RequestGuard, max_bytes=max_body_bytes, exempt_prefixes=tuple(gs2_prefixes))
     api.add_middleware(SecurityHeaders)  # outermost: its headers go on every answer, 413s and 500s included
     guard.install(api)
     return api

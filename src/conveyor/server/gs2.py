@@ -48,7 +48,7 @@ from conveyor.errors import (
     NotFound,
     ValidationError,
 )
-from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, validate_name
+from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, loads_json, validate_name
 from conveyor.server.access import path_user
 from conveyor.server.gs2_models import (
     CONFLICT_MESSAGE,
@@ -248,9 +248,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise GS2Error(400, "body", f"body is not valid JSON: {exc}", "jobQueue.body.invalidJson") from None
+        data = loads_json(raw, "body")
+    except ValidationError as exc:
+        component = (exc.field or "body").removeprefix("body.") or "body"
+        raise GS2Error(400, component, exc.message.removeprefix("body."), "jobQueue.body.invalidJson") from None
     if not isinstance(data, dict):
         raise GS2Error(400, "body", "body must be a JSON object", "jobQueue.body.invalidJson")
     return data

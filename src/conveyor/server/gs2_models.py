@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace
+from conveyor.errors import ValidationError
+from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace, loads_json, text_problem
 
 MAX_PUSH_ENTRIES = 10
 """GS2 PushByUserId takes 1–10 JobEntries per call."""
@@ -280,8 +281,9 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
     script_id = raw.get("scriptId")
     if not isinstance(script_id, str) or not script_id.strip():
         raise GS2Error(400, "scriptId", f"{where}.scriptId is required", "jobQueue.scriptId.error.required")
-    if "\x00" in script_id:
-        raise GS2Error(400, "scriptId", f"{where}.scriptId contains a NUL character", "jobQueue.scriptId.error.invalid")
+    problem = text_problem(script_id)
+    if problem is not None:
+        raise GS2Error(400, "scriptId", f"{where}.scriptId {problem}", "jobQueue.scriptId.error.invalid")
     if len(script_id) > MAX_SCRIPT_ID:
         raise GS2Error(
             400,
@@ -301,12 +303,10 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
             f"{where}.args is {len(args)} characters; the limit is {MAX_ARGS_CHARS} (128 KiB)",
             "jobQueue.args.error.tooLong",
         )
-    try:
-        payload = json.loads(args, parse_constant=_not_json)
-    except (ValueError, RecursionError) as exc:
-        raise GS2Error(400, "args", f"{where}.args is not valid JSON: {exc}", "jobQueue.args.error.invalid") from None
-    if _has_nul(payload):  # PostgreSQL cannot keep NUL in text/JSON: refuse it on every store alike
-        raise GS2Error(400, "args", f"{where}.args contains a NUL character", "jobQueue.args.error.invalid")
+    try:  # strict: no NaN, and no string a store cannot keep (NUL, lone surrogates)
+        payload = loads_json(args, f"{where}.args")
+    except ValidationError as exc:
+        raise GS2Error(400, "args", exc.message, "jobQueue.args.error.invalid") from None
     count = raw.get("maxTryCount")
     if count is None or count == 0:
         count = DEFAULT_MAX_TRY_COUNT
@@ -320,30 +320,14 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
     return JobEntry(script_id, payload, count, args)
 
 
-def _not_json(name: str) -> JSON:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _has_nul(value: JSON) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def check_user_id(user_id: str) -> None:
     """GS2 user ids are free-form; Conveyor needs 1–1024 characters without NUL (kept in text columns)."""
-    if not 1 <= len(user_id) <= 1024 or "\x00" in user_id:
+    if not 1 <= len(user_id) <= 1024 or text_problem(user_id) is not None:
         raise GS2Error(
-            400, "userId", "userId must be 1 to 1024 characters without NUL", "jobQueue.userId.error.invalid"
+            400,
+            "userId",
+            "userId must be 1 to 1024 characters of Unicode text without NUL",
+            "jobQueue.userId.error.invalid",
         )
 
 
@@ -382,7 +366,13 @@ def namespace_from_gs2(body: Mapping[str, Any], existing: Namespace | None, name
         if key in body and body[key] is not None:
             if not isinstance(body[key], Mapping):
                 raise GS2Error(400, key, f"{key} must be a NotificationSetting object", f"jobQueue.{key}.error")
+            _check_notification_setting(key, body[key])
             extra[key] = dict(body[key])
+    for key in ("transactionSetting", "transactionSettingV2", "logSetting"):
+        if body.get(key) is not None and not isinstance(body[key], Mapping):
+            raise GS2Error(400, key, f"{key} must be an object", f"jobQueue.{key}.error")
+    if body.get("contextStack") is not None and not isinstance(body["contextStack"], str):
+        raise GS2Error(400, "contextStack", "contextStack must be a string", "jobQueue.contextStack.error")
     if existing is None:
         return Namespace(
             name=name,
@@ -410,6 +400,27 @@ def namespace_from_gs2(body: Mapping[str, Any], existing: Namespace | None, name
         ),
         extra=extra,
     )
+
+
+_NOTIFICATION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "gatewayNamespaceId": str,
+    "enableTransferMobileNotification": bool,
+    "sound": str,
+    "mobileNotificationMessages": list,
+    "enable": str,
+}
+"""The field types of the SDK's NotificationSetting (gs2/job_queue/model.py): what it sends, nothing looser."""
+
+
+def _check_notification_setting(key: str, setting: Mapping[str, Any]) -> None:
+    for name, wanted in _NOTIFICATION_TYPES.items():
+        value = setting.get(name)
+        if value is not None and not isinstance(value, wanted):
+            kind = "true or false" if wanted is bool else f"a {getattr(wanted, '__name__', 'value')}"
+            raise GS2Error(400, key, f"{key}.{name} must be {kind}", f"jobQueue.{key}.error")
+    enable = setting.get("enable")
+    if enable is not None and enable not in ("Enabled", "Disabled"):
+        raise GS2Error(400, key, f"{key}.enable must be 'Enabled' or 'Disabled'", f"jobQueue.{key}.error")
 
 
 def namespace_to_gs2(ns: Namespace, grn: Grn) -> dict[str, JSON]:

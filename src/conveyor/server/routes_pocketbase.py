@@ -9,13 +9,14 @@ superuser only; enforced by `conveyor.server.access`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from conveyor.errors import InvalidTransition, JobNotFound, ValidationError
-from conveyor.model import JobFilter, JobStatus
+from conveyor.model import MAX_INT_PARAMETER, JobFilter, JobStatus
 from conveyor.server.common import (
     ERROR_RESPONSES,
     check_job_id,
@@ -100,11 +101,17 @@ async def enqueue_batch(
     return await idempotent(ctx.app, idempotency_key, "pb-batch", await request.body(), ctx.idempotency_ttl, run)
 
 
-def _int_or(value: str | None, default: int, *, positive: bool) -> int:
-    try:
-        number = int(value) if value is not None else default
-    except ValueError:
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _int_or(value: str | None, default: int, *, positive: bool, name: str) -> int:
+    """PocketBase's paging rule: what is not a number, or is out of range below, means the default. A number too
+    large for any store is refused (400 naming the parameter) rather than overflowing the database."""
+    if value is None or not _INTEGER.fullmatch(value.strip()):
         return default
+    number = int(value) if len(value) <= 20 else MAX_INT_PARAMETER + 1
+    if number > MAX_INT_PARAMETER:
+        raise ValidationError(f"{name} must be an integer from 0 to {MAX_INT_PARAMETER}", field=name)
     if (positive and number <= 0) or number < 0:
         return default
     return number
@@ -122,8 +129,8 @@ async def list_jobs(
     user_id: str | None = None,
 ) -> JSONResponse:
     """`limit` defaults to 20 (invalid or non-positive values are ignored, PocketBase's rule; at most 1000)."""
-    lim = min(_int_or(limit, DEFAULT_LIMIT, positive=True), MAX_LIMIT)
-    off = _int_or(offset, 0, positive=False)
+    lim = min(_int_or(limit, DEFAULT_LIMIT, positive=True, name="limit"), MAX_LIMIT)
+    off = _int_or(offset, 0, positive=False, name="offset")
     for name, value in (("topic", topic), ("namespace", namespace), ("queue", queue), ("user_id", user_id)):
         reject_nul(value, name)
     if status:

@@ -16,7 +16,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from conveyor.errors import Conflict, JobNotFound, NamespaceNotFound, NotFound, ValidationError
-from conveyor.model import DEFAULT_NAMESPACE, Job, JobFilter, JobStatus, Namespace, utcnow, validate_name
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    MAX_INT_PARAMETER,
+    Job,
+    JobFilter,
+    JobStatus,
+    Namespace,
+    utcnow,
+    validate_name,
+)
 from conveyor.server.auth import Principal
 from conveyor.server.common import (
     ERROR_RESPONSES,
@@ -59,7 +68,7 @@ admin = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 users = APIRouter(prefix="/api/v1", tags=["users"], responses=ERROR_RESPONSES)
 
 LimitQ = Query(20, ge=1, le=1000)
-OffsetQ = Query(0, ge=0, le=2**31)
+OffsetQ = Query(0, ge=0, le=MAX_INT_PARAMETER)
 
 
 def _job_options(body: NewJobBody, max_bytes: int) -> dict[str, Any]:

@@ -3,13 +3,52 @@ answer matches them. Bounds here (delay, priority, ttl) keep absurd numbers from
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-MAX_DELAY_SECONDS = 10 * 366 * 86_400.0  # ten years: anything later is a mistake, not a schedule
+from conveyor.model import MAX_DELAY_SECONDS, MAX_INT_PARAMETER, MAX_TASK_NAME, NAME_PATTERN
+
 MAX_BATCH = 1000
+
+
+# ---- field types ------------------------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """A time as RFC 3339 text with an offset (`2026-01-02T03:04:05Z`, `…+09:00`), nothing else: a number is not
+    taken as Unix seconds, a time without an offset is refused rather than guessed."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 time with an offset, such as 2026-01-02T03:04:05Z")
+    text = value.replace("z", "Z").replace("t", "T")
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction is not None and len(fraction.group(1)) > 6:  # Python keeps microseconds: drop what is finer
+        text = text.replace(fraction.group(0), fraction.group(0)[:7])
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real date and time") from None
+
+
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(parse_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "description": "RFC 3339 with an offset"}),
+]
+NamespaceName = Annotated[str, Field(pattern=NAME_PATTERN, description="1–128 characters of [A-Za-z0-9-_.]")]
+QueueName = Annotated[str, Field(pattern=NAME_PATTERN, description="1–128 characters of [A-Za-z0-9-_.]")]
+TaskName = Annotated[
+    str, Field(min_length=1, max_length=MAX_TASK_NAME, pattern=r"\S", description="A registered task's name")
+]
+Key = Annotated[str, Field(min_length=1, max_length=1024)]
+STRICT = ConfigDict(strict=True)
+"""Request bodies take JSON's own types: no `true` for an integer, no `0` for a boolean, no `"5"` for a number."""
 
 
 # ---- requests ---------------------------------------------------------------------------------------------------
@@ -18,63 +57,69 @@ MAX_BATCH = 1000
 class JobOptions(BaseModel):
     """Conveyor's optional fields, accepted by every enqueue endpoint."""
 
-    namespace: str | None = Field(None, description="Namespace (default `default`)")
-    queue: str | None = Field(None, description="Queue (default: the task's queue, else `default`)")
+    model_config = STRICT
+
+    namespace: NamespaceName | None = Field(None, description="Namespace (default `default`)")
+    queue: QueueName | None = Field(None, description="Queue (default: the task's queue, else `default`)")
     priority: int | None = Field(None, ge=-32768, le=32767, description="Lower runs first (default 0)")
     delay: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS, description="Seconds to wait before running")
-    user_id: str | None = Field(None, description="Owner (GS2 per-user FIFO queue)")
-    group_key: str | None = Field(None, description="Jobs with the same group key run one at a time, in order")
-    unique_key: str | None = Field(None, description="An active job with this key makes the enqueue a no-op")
+    user_id: Key | None = Field(None, description="Owner (GS2 per-user FIFO queue)")
+    group_key: Key | None = Field(None, description="Jobs with the same group key run one at a time, in order")
+    unique_key: Key | None = Field(None, description="An active job with this key makes the enqueue a no-op")
 
 
 class PBEnqueue(JobOptions):
     """PocketBase's enqueue body (`topic`, `payload`, `run_at`, `max_retries`) with Conveyor's options."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    topic: str | None = Field(None, description="Task name (required)")
+    topic: str | None = Field(None, max_length=MAX_TASK_NAME, description="Task name (required)")
     payload: Any = Field(default_factory=dict, description="Any JSON value (default {})")
-    run_at: datetime | None = Field(None, description="RFC 3339 time to run at (default now)")
-    max_retries: int | None = Field(None, le=100, description="Total tries (≤ 0 or absent → 3)")
+    run_at: Rfc3339 | None = Field(None, description="RFC 3339 time with an offset to run at (default now)")
+    max_retries: int | None = Field(None, ge=-MAX_INT_PARAMETER, le=100, description="Total tries (≤ 0 or absent → 3)")
 
 
 class PBEnqueueBatch(BaseModel):
+    model_config = STRICT
+
     jobs: list[PBEnqueue] = Field(..., min_length=1, max_length=MAX_BATCH)
 
 
 class NewJobBody(JobOptions):
     """Conveyor's own enqueue body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    task: str = Field(..., description="Task name")
+    task: TaskName
     payload: Any = None
-    run_at: datetime | None = None
+    run_at: Rfc3339 | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
 
 
 class UserJobBody(BaseModel):
     """One entry of a per-user push (GS2 JobEntry)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    task: str
+    task: TaskName
     payload: Any = None
-    queue: str | None = None
+    queue: QueueName | None = None
     priority: int | None = Field(None, ge=-32768, le=32767)
     delay: float | None = Field(None, ge=0, le=MAX_DELAY_SECONDS)
     max_attempts: int | None = Field(None, ge=1, le=100)
-    unique_key: str | None = None
+    unique_key: Key | None = None
 
 
 class UserPushBody(BaseModel):
+    model_config = STRICT
+
     jobs: list[UserJobBody] = Field(..., min_length=1, max_length=10)
 
 
 class NamespaceBody(BaseModel):
     """Namespace settings; omitted fields keep their current value on update (defaults on create)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     description: str | None = Field(None, max_length=1024)
     auto_run: bool | None = None
@@ -88,26 +133,31 @@ class NamespaceBody(BaseModel):
     run_retry_backoff: bool | None = Field(
         None, description="With auto_run off: apply the task's backoff to Run retries (default: due at once)"
     )
+    webhook_allow_private: bool | None = Field(
+        None, description="Allow webhooks to private, loopback and link-local addresses (default false)"
+    )
 
 
 class NamespaceCreate(NamespaceBody):
-    name: str = Field(..., description="1–128 characters of [A-Za-z0-9-_.]")
+    name: NamespaceName
 
 
 class TokenBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_id: str = Field(..., min_length=1, max_length=1024)
-    namespace: str | None = None
+    user_id: Key
+    namespace: NamespaceName | None = None
     ttl: float = Field(86_400.0, gt=0, le=366 * 86_400.0, description="Seconds until the token expires")
 
 
 class DemoRegisterBody(BaseModel):
     """The go-webdb-template's register body; every field optional."""
 
-    message: str | None = None
-    delay_seconds: int | None = Field(None, le=10 * 366 * 86_400)
-    max_retry: int | None = Field(None, le=100)
+    model_config = STRICT
+
+    message: str | None = Field(None, max_length=65_536)
+    delay_seconds: int | None = Field(None, ge=-MAX_INT_PARAMETER, le=10 * 366 * 86_400)
+    max_retry: int | None = Field(None, ge=-MAX_INT_PARAMETER, le=100)
 
 
 # ---- responses --------------------------------------------------------------------------------------------------
@@ -240,6 +290,7 @@ class NamespaceOut(BaseModel):
     webhook_url: str | None = None
     webhook_secret_set: bool
     run_retry_backoff: bool = False
+    webhook_allow_private: bool = False
     extra: dict[str, Any]
     created: str | None = None
     updated: str | None = None
