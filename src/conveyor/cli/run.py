@@ -152,6 +152,42 @@ def serve(
         str | None,
         typer.Option("--gs2-owner-id", envvar="CONVEYOR_GS2_OWNER_ID", help="Owner id in GS2 GRNs [default: conveyor]"),
     ] = None,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            min=1,
+            envvar="CONVEYOR_MAX_BODY_BYTES",
+            help="Largest request body (chunked or not); larger ones get 413.",
+        ),
+    ] = 16 * 1024 * 1024,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-header-bytes",
+            min=1024,
+            envvar="CONVEYOR_MAX_HEADER_BYTES",
+            help="Largest request line plus headers; larger ones get 431.",
+        ),
+    ] = 64 * 1024,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.1,
+            envvar="CONVEYOR_HEADER_TIMEOUT",
+            help="Seconds a client has to send a request's headers (then 408 and close).",
+        ),
+    ] = 10.0,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            min=0.1,
+            envvar="CONVEYOR_REQUEST_TIMEOUT",
+            help="Seconds a client has to send a request's body after its headers (then the connection closes).",
+        ),
+    ] = 60.0,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Serve the HTTP API (with workers and maintenance unless --no-worker) until SIGTERM."""
@@ -180,6 +216,10 @@ def serve(
         "log_level": log_level.lower(),
         "gs2_region": gs2_region,
         "gs2_owner_id": gs2_owner_id,
+        "max_body_bytes": max_body_bytes,
+        "max_header_bytes": max_header_bytes,
+        "header_timeout": header_timeout,
+        "request_timeout": request_timeout,
     }
     accepted = inspect.signature(serve_fn).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())

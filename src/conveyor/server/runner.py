@@ -20,7 +20,14 @@ import uvicorn
 
 from conveyor.app import Conveyor
 from conveyor.server.deps import ServerContext
-from conveyor.server.factory import create_app
+from conveyor.server.factory import DEFAULT_MAX_BODY_BYTES, create_app
+from conveyor.server.protocol import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    ConnectionLimits,
+    guarded_protocol,
+)
 
 log = logging.getLogger("conveyor.server")
 
@@ -84,6 +91,8 @@ def build_server(
     access_log: bool = False,
     gs2_region: str | None = None,
     gs2_owner_id: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: ConnectionLimits | None = None,
 ) -> uvicorn.Server:
     """The configured uvicorn server (not started): `await server.serve()` or `server.run()`."""
     if app is None:
@@ -100,6 +109,7 @@ def build_server(
         worker_options=options,
         gs2_region=gs2_region,
         gs2_owner_id=gs2_owner_id,
+        max_body_bytes=max_body_bytes,
     )
     config = uvicorn.Config(
         api,
@@ -110,6 +120,7 @@ def build_server(
         lifespan="on",
         timeout_graceful_shutdown=int(max(grace_period, 1.0)) + 5,
         loop="auto",  # uvloop when installed
+        http=guarded_protocol(limits or ConnectionLimits()),  # header size and read timeouts (protocol.py)
     )
     return ConveyorServer(config, api.state.conveyor)
 
@@ -130,6 +141,10 @@ def serve(
     grace_period: float = 30.0,
     gs2_region: str | None = None,
     gs2_owner_id: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
     """Serve until SIGTERM/SIGINT (blocking). `url` picks the store (default sqlite:///conveyor.db) unless `app`
     or `app_spec` ("module:attribute") gives the app whose tasks the workers run."""
@@ -148,6 +163,8 @@ def serve(
         grace_period=grace_period,
         gs2_region=gs2_region,
         gs2_owner_id=gs2_owner_id,
+        max_body_bytes=max_body_bytes,
+        limits=ConnectionLimits(max_header_bytes, header_timeout, request_timeout),
     )
     where = f"http://{host}:{port}"
     print(
