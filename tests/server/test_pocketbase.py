@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -167,6 +168,19 @@ def test_idempotency_key(server: LiveServer) -> None:
     assert server.admin.get("/api/jobs").json()["total"] == 1
     other = server.admin.post("/api/jobs/enqueue", json={"topic": "different"}, headers=headers)
     assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
+    # the same JSON with its keys in another order and other spacing is the same request (canonical JSON)
+    body = {"topic": "t", "payload": {"a": 1, "b": [1, 2]}, "priority": 3}
+    headers = {**headers, "Idempotency-Key": "canon", "Content-Type": "application/json"}
+    first = server.admin.post("/api/jobs/enqueue", content=json.dumps(body), headers=headers)
+    reordered = json.dumps({"priority": 3, "payload": {"b": [1, 2], "a": 1}, "topic": "t"}, indent=2)
+    again = server.admin.post("/api/jobs/enqueue", content=reordered, headers=headers)
+    assert first.status_code == again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    for other_api, other_body in (("/api/v1/jobs", {"task": "t", "priority": 1}),):
+        h = {"Idempotency-Key": "canon-v1", "Content-Type": "application/json"}
+        a = server.admin.post(other_api, json=other_body, headers=h)
+        b = server.admin.post(other_api, content=json.dumps(dict(reversed(other_body.items()))), headers=h)
+        assert a.status_code == b.status_code == 201 and a.json()["id"] == b.json()["id"]
     # a refused request frees its key
     bad = server.admin.post("/api/jobs/enqueue", json={}, headers={"Idempotency-Key": "k2"})
     assert bad.status_code == 400

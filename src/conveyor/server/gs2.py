@@ -26,9 +26,7 @@ read the user it resolved (`path_user`). The login routers check the credentials
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import uuid
 import zlib
@@ -48,6 +46,7 @@ from conveyor.errors import (
     NotFound,
     ValidationError,
 )
+from conveyor.idempotency import Answer, InProgress, once
 from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, loads_json, validate_name
 from conveyor.server.access import path_user
 from conveyor.server.gs2_models import (
@@ -78,14 +77,12 @@ DEFAULT_REGION = "ap-northeast-1"
 DEFAULT_OWNER_ID = "conveyor"
 DUPLICATION_TTL = 24 * 3600.0
 """How long a request answered under an `X-GS2-DUPLICATION-AVOIDER` is replayed to retries."""
-DUPLICATION_PENDING_TTL = 300.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Inflated body limit: 10 entries × 128 KiB of args fit many times over; a gzip bomb does not."""
 MAX_OFFSET = 2**31 - 1
 """Page tokens are offsets; anything larger is not one we issued (and would overflow SQLite's integers)."""
 ACCESS_TOKEN_HEADER = "X-GS2-ACCESS-TOKEN"
 DUPLICATION_HEADER = "X-GS2-DUPLICATION-AVOIDER"
-_PENDING = "__pending__"
 
 
 # ---- what the router needs from the server's auth ----------------------------------------------------------------
@@ -483,44 +480,31 @@ class _GS2Api:
             return None
         return await self.app.aget_job(name)
 
-    async def _kv(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        return await self.app._on_home(factory)
-
     async def _deduplicated(
         self, request: Request, scope: str, compute: Callable[[], Awaitable[dict[str, JSON]]]
     ) -> dict[str, JSON]:
-        """Honour `X-GS2-DUPLICATION-AVOIDER`: the first successful answer is stored (24 h) and replayed to
-        every retry of the same call; a retry that arrives while the first is still running gets 409."""
+        """Honour `X-GS2-DUPLICATION-AVOIDER` with Conveyor's one idempotency protocol (`conveyor.idempotency`):
+        the first successful answer is stored (24 h) and replayed to every retry of the same call; a retry that
+        arrives while the first is still running gets 409. GS2 compares no bodies: the avoider alone names the
+        call, as the SDK uses it."""
         avoider = request.headers.get(DUPLICATION_HEADER)
         if not avoider:
             return await compute()
-        digest = hashlib.sha256(f"{request.method} {scope} {avoider}".encode()).hexdigest()
-        key = f"gs2:dup:{digest}"
-        store = self.app.store
-        if not await self._kv(lambda: store.kv_set(key, _PENDING, ttl=DUPLICATION_PENDING_TTL, only_if_absent=True)):
-            stored = await self._kv(lambda: store.kv_get(key))
-            if stored is not None and stored != _PENDING:
-                answer: dict[str, JSON] = json.loads(stored)
-                return answer
-            if stored == _PENDING:
-                raise GS2Error(
-                    409,
-                    "duplicationAvoider",
-                    "a request with this X-GS2-DUPLICATION-AVOIDER is still being processed; retry",
-                    "jobQueue.duplicationAvoider.error.inProgress",
-                )
-            await self._kv(lambda: store.kv_set(key, _PENDING, ttl=DUPLICATION_PENDING_TTL))
+
+        async def run() -> Answer:
+            return Answer(200, await compute())
+
         try:
-            answer = await compute()
-        except BaseException:
-            try:
-                await self._kv(lambda: store.kv_delete(key))
-            except Exception:
-                log.warning("could not clear duplication-avoider key %s", key)
-            raise
-        text = json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
-        await self._kv(lambda: store.kv_set(key, text, ttl=DUPLICATION_TTL))
-        return answer
+            answer = await once(self.app, f"gs2:{request.method} {scope}", avoider, run, ttl=DUPLICATION_TTL)
+        except InProgress:
+            raise GS2Error(
+                409,
+                "duplicationAvoider",
+                "a request with this X-GS2-DUPLICATION-AVOIDER is still being processed; retry",
+                "jobQueue.duplicationAvoider.error.inProgress",
+            ) from None
+        body: dict[str, JSON] = answer.body
+        return body
 
     async def _active_jobs(self, namespace: str, user_id: str, offset: int, limit: int) -> tuple[list[Job], int]:
         """The user's queue in execution order: the running job first, then pending ones oldest first."""
