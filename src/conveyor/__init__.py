@@ -19,7 +19,10 @@ from conveyor.errors import (
     TaskNotRegistered,
     ValidationError,
 )
+from conveyor.logsafe import install as _install_log_escaping
 from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, RawJSON, Stats
+
+_install_log_escaping()  # control characters from user data never reach a log line raw (conveyor.logsafe)
 
 if TYPE_CHECKING:
     from conveyor.context import JobContext

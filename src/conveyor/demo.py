@@ -11,6 +11,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from conveyor.logsafe import printable
 from conveyor.model import JSON, MAX_ATTEMPTS_RANGE
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ def demo_message(payload: JSON) -> str:
 def delay_print(payload: JSON) -> dict[str, str]:
     """Print `[YYYY-MM-DD HH:MM:SS] <message>` (local time, like Go's time.Now()) and flush at once, so the line
     shows up immediately even when stdout is a pipe or a log collector."""
-    line = f"[{datetime.now().strftime('%Y-%m-%d %H:%M:%S')}] {demo_message(payload)}"
+    # The message is user data: control characters are shown escaped, so it stays one line (no forged lines, no
+    # terminal escape sequences).
+    line = f"[{datetime.now().strftime('%Y-%m-%d %H:%M:%S')}] {printable(demo_message(payload))}"
     # One write per line: print() writes the text and the newline separately, so lines of demo jobs running
     # at the same time in the worker's threads could interleave.
     sys.stdout.write(line + "\n")

@@ -7,10 +7,9 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli.common import EXIT_USAGE, console, fail, get_state, load_app, redact, run
+from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, redact, run
 from conveyor.cli.output import (
     STATUS_STYLE,
     ago,

@@ -23,9 +23,11 @@ from typing import NoReturn, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape as rich_escape
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
+from conveyor.logsafe import printable
 from conveyor.store import DEFAULT_URL
 
 T = TypeVar("T")
@@ -82,14 +84,20 @@ def get_state(ctx: typer.Context) -> State:
     return root.obj
 
 
+def escape(text: str) -> str:
+    """User data for a Rich cell or line: control characters shown escaped (one line, no terminal escape
+    sequences: conveyor.logsafe) and Rich markup escaped (a task named `[red]x` prints as written)."""
+    return rich_escape(printable(text))
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print `error: <message>` on stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def _unavailable_text(exc: BaseException) -> str | None:

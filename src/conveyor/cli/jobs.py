@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.cli.common import EXIT_USAGE, console, err_console, fail, load_app, run
+from conveyor.cli.common import EXIT_USAGE, console, err_console, escape, fail, load_app, run
 from conveyor.cli.output import (
     ago,
     attempt_dict,
@@ -25,6 +24,7 @@ from conveyor.cli.output import (
     when,
 )
 from conveyor.errors import JobNotFound
+from conveyor.logsafe import printable
 from conveyor.model import JSON, MAX_INT_PARAMETER, Attempt, Job, JobStatus
 
 jobs_app = typer.Typer(
@@ -248,7 +248,8 @@ def show_job(
     for attempt in attempts:
         if attempt.traceback:
             console.print(f"[bold]Traceback of try #{attempt.try_number}:[/]")
-            console.print(Text(attempt.traceback.rstrip()), soft_wrap=True)
+            lines = attempt.traceback.rstrip().split("\n")  # a traceback has its lines; nothing else may break them
+            console.print(Text("\n".join(printable(line) for line in lines)), soft_wrap=True)
 
 
 def _change(ctx: typer.Context, job_id: str, action: str, as_json: bool, *, force: bool = False) -> None:
