@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.errors import (
+    REQUIRE_TRANSACTION_HINT,
+    CallerConnectionError,
     NamespaceNotFound,
     TaskAlreadyRegistered,
     ValidationError,
@@ -55,6 +57,7 @@ from conveyor.model import (
     validate_task_name,
 )
 from conveyor.store import DEFAULT_URL, Store, open_store
+from conveyor.store.caller import check_sqlalchemy as _check_sqlalchemy
 
 if TYPE_CHECKING:
     from conveyor.isolation import ProcessPool
@@ -526,17 +529,36 @@ class Conveyor:
             out.append(job)
         return out
 
-    async def aenqueue(self, task: str, payload: JSON = None, *, connection: Any = None, **options: Any) -> Job:
+    async def aenqueue(
+        self,
+        task: str,
+        payload: JSON = None,
+        *,
+        connection: Any = None,
+        require_transaction: bool = True,
+        **options: Any,
+    ) -> Job:
         """Enqueue one job. Options: namespace, queue, priority, delay, run_at, max_attempts, user_id,
         group_key, unique_key. With `connection=`, the job is inserted through the caller's own connection and
-        transaction (psycopg AsyncConnection, sqlite3.Connection, SQLAlchemy Connection/Session)."""
-        jobs = await self.aenqueue_many([{"task": task, "payload": payload, **options}], connection=connection)
+        transaction (psycopg AsyncConnection, sqlite3.Connection, SQLAlchemy Connection/Session): it exists if
+        and only if the caller commits. That connection must be inside a transaction — an autocommit or idle one
+        is refused (CallerConnectionError) unless `require_transaction=False` says that committing with whatever
+        comes next on it (at once, in autocommit mode) is what the caller wants."""
+        jobs = await self.aenqueue_many(
+            [{"task": task, "payload": payload, **options}],
+            connection=connection,
+            require_transaction=require_transaction,
+        )
         return jobs[0]
 
     async def aenqueue_many(
-        self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, connection: Any = None
+        self,
+        specs: Sequence[EnqueueSpec | Mapping[str, Any]],
+        *,
+        connection: Any = None,
+        require_transaction: bool = True,
     ) -> list[Job]:
-        """Enqueue several jobs in one round trip, all or nothing."""
+        """Enqueue several jobs in one round trip, all or nothing (`connection=`: see aenqueue)."""
         if not specs:
             return []
         built, explicit = self._build_batch(specs)
@@ -553,8 +575,12 @@ class Conveyor:
     async def _enqueue_built(self, built: list[NewJob], explicit: list[bool], connection: Any) -> list[Job]:
         if connection is not None:
             if _is_async_connection(connection):
-                return await self.store.aenqueue_on_connection(connection, built)
-            return self.store.enqueue_on_connection(_unwrap_connection(connection), built)
+                checked = _check_sqlalchemy(connection, require_transaction)
+                return await self.store.aenqueue_on_connection(
+                    connection, built, require_transaction=require_transaction and not checked
+                )
+            raw, checked = _unwrap_connection(connection, require_transaction)
+            return self.store.enqueue_on_connection(raw, built, require_transaction=require_transaction and not checked)
 
         async def go() -> list[Job]:
             jobs = await self._with_namespace_defaults(built, explicit)
@@ -567,16 +593,42 @@ class Conveyor:
 
         return await self._on_home(go)
 
-    def enqueue(self, task: str, payload: JSON = None, *, connection: Any = None, **options: Any) -> Job:
+    def enqueue(
+        self,
+        task: str,
+        payload: JSON = None,
+        *,
+        connection: Any = None,
+        require_transaction: bool = True,
+        **options: Any,
+    ) -> Job:
         if connection is not None and not _is_async_connection(connection):
             built = self._build_many([{"task": task, "payload": payload, **options}])
-            return self.store.enqueue_on_connection(_unwrap_connection(connection), built)[0]
-        return self._sync(lambda: self.aenqueue(task, payload, connection=connection, **options))
+            raw, checked = _unwrap_connection(connection, require_transaction)
+            return self.store.enqueue_on_connection(
+                raw, built, require_transaction=require_transaction and not checked
+            )[0]
+        return self._sync(
+            lambda: self.aenqueue(
+                task, payload, connection=connection, require_transaction=require_transaction, **options
+            )
+        )
 
-    def enqueue_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
+    def enqueue_many(
+        self,
+        specs: Sequence[EnqueueSpec | Mapping[str, Any]],
+        *,
+        connection: Any = None,
+        require_transaction: bool = True,
+    ) -> list[Job]:
         if connection is not None and not _is_async_connection(connection):
-            return self.store.enqueue_on_connection(_unwrap_connection(connection), self._build_many(specs))
-        return self._sync(lambda: self.aenqueue_many(specs, connection=connection))
+            raw, checked = _unwrap_connection(connection, require_transaction)
+            return self.store.enqueue_on_connection(
+                raw, self._build_many(specs), require_transaction=require_transaction and not checked
+            )
+        return self._sync(
+            lambda: self.aenqueue_many(specs, connection=connection, require_transaction=require_transaction)
+        )
 
     # ---- inspection & management (async) -------------------------------------------------------------------
 
@@ -841,15 +893,32 @@ def _is_async_connection(connection: Any) -> bool:
     return name.startswith("Async") and (module.startswith("psycopg") or module.startswith("sqlalchemy"))
 
 
-def _unwrap_connection(connection: Any) -> Any:
-    """Accept SQLAlchemy Session/Connection by reaching the DBAPI connection inside the current transaction."""
+def _unwrap_connection(connection: Any, require_transaction: bool) -> tuple[Any, bool]:
+    """Accept SQLAlchemy Session/Connection by reaching the DBAPI connection inside the current transaction.
+    Returns (driver connection, whether the caller-connection rules were already checked at SQLAlchemy's level)."""
     module = type(connection).__module__
-    if module.startswith("sqlalchemy"):
-        if hasattr(connection, "connection") and callable(getattr(connection, "connection", None)):
-            connection = connection.connection()  # Session.connection() -> Connection
-        dbapi = connection.connection  # Connection.connection -> PoolProxiedConnection
-        return getattr(dbapi, "driver_connection", dbapi)
-    return connection
+    if not module.startswith("sqlalchemy"):
+        return connection, False
+    _check_sqlalchemy(connection, require_transaction)
+    if hasattr(connection, "connection") and callable(getattr(connection, "connection", None)):
+        connection = connection.connection()  # Session.connection() -> Connection (in the Session's transaction)
+    dbapi = connection.connection  # Connection.connection -> PoolProxiedConnection
+    raw = getattr(dbapi, "driver_connection", dbapi)
+    if require_transaction and _driver_autocommit(raw):
+        raise CallerConnectionError(
+            "the SQLAlchemy connection passed as connection= runs its driver in autocommit mode, so the jobs would "
+            "not commit with your work; " + REQUIRE_TRANSACTION_HINT
+        )
+    return raw, True
+
+
+def _driver_autocommit(raw: Any) -> bool:
+    if isinstance(getattr(raw, "autocommit", None), bool) and type(raw).__module__.startswith("psycopg"):
+        return bool(raw.autocommit)
+    if type(raw).__name__ == "Connection" and type(raw).__module__ == "sqlite3":
+        autocommit = getattr(raw, "autocommit", None)
+        return autocommit is True or (autocommit in (None, -1) and raw.isolation_level is None)
+    return False
 
 
 class _Portal:

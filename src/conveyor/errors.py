@@ -94,6 +94,23 @@ class StoreUnavailable(ConveyorError):
     code = "store_unavailable"
 
 
+class CallerConnectionError(ConveyorError):
+    """The connection passed as `enqueue(..., connection=...)` cannot take the jobs: it is closed, broken, in a
+    failed transaction, or not in a transaction at all (autocommit or idle) while one is required. The caller's
+    connection is at fault, not the store: Conveyor cannot reconnect it, and retrying the same call cannot help."""
+
+    status_code = 400
+    code = "caller_connection"
+
+
+REQUIRE_TRANSACTION_HINT = (
+    "enqueue on your connection inside a transaction that you commit (psycopg: `with conn.transaction():`; "
+    "sqlite3: run your own statements first or `BEGIN`; SQLAlchemy: `with engine.begin() as conn:` or a Session "
+    "that has started its work), or pass require_transaction=False to let the jobs commit with whatever comes next "
+    "on that connection (at once in autocommit mode)"
+)
+
+
 class UnsupportedURL(ConveyorError):
     code = "unsupported_url"
 

@@ -55,6 +55,7 @@ async def test_a_large_batch_on_the_callers_connection_round_trips(store_url: st
     specs = [{"task": "t", "payload": {"text": TRICKY[i % len(TRICKY)], "i": i}} for i in range(100)]
     async with Conveyor(store_url) as app:
         with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1")  # in the caller's transaction
             jobs = await asyncio.to_thread(app.enqueue_many, specs, connection=conn)
             conn.commit()
         for spec, job in zip(specs, jobs, strict=True):

@@ -20,7 +20,7 @@ from psycopg import sql
 from tests.backends import postgres as backend
 
 from conveyor import Conveyor
-from conveyor.errors import StoreUnavailable
+from conveyor.errors import CallerConnectionError, StoreUnavailable
 from conveyor.model import Attempt, AttemptOutcome, Finish, JobStatus, NewJob, QueueSettings, utcnow
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.postgres.migrations import MIGRATIONS
@@ -317,8 +317,10 @@ async def test_enqueue_on_a_sync_psycopg_connection_commits_and_rolls_back(store
 
     def scenario() -> tuple[str, str]:
         with psycopg.connect(conninfo) as conn:
+            conn.execute("SELECT 1")  # the caller's work: its transaction is open
             (kept,) = store.enqueue_on_connection(conn, [_new(payload="kept")])
             conn.commit()
+            conn.execute("SELECT 1")
             (dropped,) = store.enqueue_on_connection(conn, [_new(payload="dropped")])
             conn.rollback()
         return kept.id, dropped.id
@@ -331,15 +333,66 @@ async def test_enqueue_on_a_sync_psycopg_connection_commits_and_rolls_back(store
 async def test_enqueue_on_an_async_connection_is_invisible_until_commit(store: PostgresStore, url: str) -> None:
     conninfo, _ = backend_parse(url)
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await conn.execute("SELECT 1")
         (job,) = await store.aenqueue_on_connection(conn, [_new(payload="tx")])
         assert await store.get_job(job.id) is None  # not committed yet: other connections cannot see it
         assert await store.claim("w", ["default"], 10, LEASE) == []
         await conn.commit()
     assert await store.get_job(job.id) is not None
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
-        (gone,) = await store.aenqueue_on_connection(conn, [_new(payload="rolled back")])
+        (gone,) = await store.aenqueue_on_connection(conn, [_new(payload="rolled back")], require_transaction=False)
         await conn.rollback()
     assert await store.get_job(gone.id) is None
+
+
+async def test_the_callers_connection_rules(store: PostgresStore, url: str) -> None:
+    """enqueue(..., connection=) names the caller's connection and what to do: closed, failed transaction,
+    autocommit or idle (refused unless require_transaction=False), a driver error in the middle — never a
+    StoreUnavailable "Conveyor reconnects by itself", and nothing is stored by a refused call."""
+    conninfo, _ = backend_parse(url)
+    app = Conveyor(store=store)
+
+    def sync_rules() -> str:
+        closed = psycopg.connect(conninfo)
+        closed.close()
+        with pytest.raises(CallerConnectionError, match="is closed"):
+            app.enqueue("t", connection=closed)
+        with psycopg.connect(conninfo) as conn:
+            with pytest.raises(CallerConnectionError, match="no transaction open"):
+                app.enqueue("t", connection=conn)
+            conn.execute("SELECT 1")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1/0")
+            with pytest.raises(CallerConnectionError, match="already failed"):
+                app.enqueue("t", connection=conn)
+            conn.rollback()
+        with psycopg.connect(conninfo, autocommit=True) as auto:
+            with pytest.raises(CallerConnectionError, match="autocommit"):
+                app.enqueue("t", connection=auto)
+            job = app.enqueue("t", {"at": "once"}, connection=auto, require_transaction=False)
+        with psycopg.connect(conninfo) as conn:  # the connection dies under the caller's transaction
+            conn.execute("SELECT 1")
+            other = psycopg.connect(conninfo, autocommit=True)
+            other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            other.close()
+            with pytest.raises(CallerConnectionError, match="connection=") as info:
+                app.enqueue("t", connection=conn)
+            assert "reconnects by itself" not in info.value.message
+        return job.id
+
+    committed = await asyncio.to_thread(sync_rules)
+    assert await store.get_job(committed) is not None  # autocommit + require_transaction=False: at once
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        with pytest.raises(CallerConnectionError, match="no transaction open"):
+            await app.aenqueue("t", connection=conn)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        with pytest.raises(CallerConnectionError, match="autocommit"):
+            await app.aenqueue("t", connection=conn)
+    closed_async = await psycopg.AsyncConnection.connect(conninfo)
+    await closed_async.close()
+    with pytest.raises(CallerConnectionError, match="is closed"):
+        await app.aenqueue("t", connection=closed_async)
+    assert (await store.stats()).total == 1
 
 
 async def test_notify_fires_only_when_the_callers_transaction_commits(url: str) -> None:
@@ -349,7 +402,14 @@ async def test_notify_fires_only_when_the_callers_transaction_commits(url: str) 
     try:
         await asyncio.wait_for(waiter.listening.wait(), 10)
         async with await psycopg.AsyncConnection.connect(conninfo) as conn:
-            await waiter.aenqueue_on_connection(conn, [_new()])
+            async with conn.transaction(force_rollback=False):
+                await waiter.aenqueue_on_connection(conn, [_new()])
+                wait = asyncio.create_task(waiter.wait_for_jobs(10.0))
+                await asyncio.sleep(0.5)
+                assert not wait.done()  # not committed: no wake-up
+            await asyncio.wait_for(wait, 5.0)
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            await waiter.aenqueue_on_connection(conn, [_new()], require_transaction=False)
             wait = asyncio.create_task(waiter.wait_for_jobs(10.0))
             await asyncio.sleep(0.5)
             assert not wait.done()  # not committed: no wake-up
@@ -375,8 +435,14 @@ async def test_sqlalchemy_session_through_the_app(url: str) -> None:
                 kept = app.enqueue("task", {"via": "session"}, connection=session)
                 session.commit()
             with engine.connect() as connection:
+                with pytest.raises(CallerConnectionError, match="has not begun a transaction"):
+                    app.enqueue("task", {"via": "connection"}, connection=connection)
+                connection.begin()
                 dropped = app.enqueue("task", {"via": "connection"}, connection=connection)
                 connection.rollback()
+            auto_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            with auto_engine.connect() as auto, pytest.raises(CallerConnectionError, match="AUTOCOMMIT"):
+                app.enqueue("task", {"via": "autocommit"}, connection=auto)
             return kept.id, dropped.id
 
         kept, dropped = await asyncio.to_thread(scenario)
@@ -395,9 +461,12 @@ async def test_sqlalchemy_async_session(store: PostgresStore, url: str) -> None:
     engine = create_async_engine(conninfo.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         async with AsyncSession(engine) as session:
+            with pytest.raises(CallerConnectionError, match="has not begun a transaction"):
+                await store.aenqueue_on_connection(session, [_new(payload="no transaction")])
+            await session.begin()
             (kept,) = await store.aenqueue_on_connection(session, [_new(payload="async session")])
             await session.commit()
-        async with AsyncSession(engine) as session:
+        async with AsyncSession(engine) as session, session.begin():
             (dropped,) = await store.aenqueue_on_connection(session, [_new(payload="rolled back")])
             await session.rollback()
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.backends.sqlite import cleanup, fresh_url
 
-from conveyor.errors import ConveyorError, InvalidTransition, StoreUnavailable, ValidationError
+from conveyor.errors import CallerConnectionError, ConveyorError, InvalidTransition, StoreUnavailable, ValidationError
 from conveyor.model import Attempt, AttemptOutcome, Finish, JobFilter, JobStatus, Lease, NewJob
 from conveyor.store import open_store
 from conveyor.store.sqlite import SQLiteStore, parse_sqlite_url
@@ -241,8 +241,13 @@ async def test_enqueue_on_connection_commit_and_rollback(store: SQLiteStore) -> 
         assert await store.get_job(dropped.id) is None
         assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
 
-        # no transaction open yet: one is begun so that the batch is atomic; the caller commits it
-        jobs = store.enqueue_on_connection(conn, [job("a"), job("b", unique_key="k"), job("c", unique_key="k")])
+        # no transaction open: refused, unless the caller says so; then one is begun so that the batch is atomic,
+        # and the caller's next commit commits it
+        with pytest.raises(CallerConnectionError, match="no transaction open"):
+            store.enqueue_on_connection(conn, [job("a")])
+        jobs = store.enqueue_on_connection(
+            conn, [job("a"), job("b", unique_key="k"), job("c", unique_key="k")], require_transaction=False
+        )
         assert conn.in_transaction
         assert [j.duplicate for j in jobs] == [False, False, True]
         conn.commit()
@@ -256,7 +261,9 @@ async def test_enqueue_on_autocommit_connection_stands_alone(store: SQLiteStore)
     path, _ = parse_sqlite_url(store.url)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        (j,) = store.enqueue_on_connection(conn, [job()])
+        with pytest.raises(CallerConnectionError, match="autocommit"):
+            store.enqueue_on_connection(conn, [job()])
+        (j,) = store.enqueue_on_connection(conn, [job()], require_transaction=False)
         assert not conn.in_transaction
         assert (await store.get_job(j.id)) is not None
         conn.execute("BEGIN")
@@ -278,13 +285,36 @@ async def test_enqueue_on_connection_refuses_other_databases(store: SQLiteStore,
         store.enqueue_on_connection(object(), [job()])
 
 
+async def test_enqueue_on_a_closed_or_locked_caller_connection_names_it(store: SQLiteStore) -> None:
+    """Problems of the caller's connection are the caller's (CallerConnectionError, with what to do), never a
+    store outage whose "Conveyor reconnects by itself" would be false."""
+    path, _ = parse_sqlite_url(store.url)
+    closed = sqlite3.connect(path)
+    closed.close()
+    with pytest.raises(CallerConnectionError, match="closed"):
+        store.enqueue_on_connection(closed, [job()])
+    holder = sqlite3.connect(path, isolation_level=None)
+    waiter = sqlite3.connect(path, timeout=0.1)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        waiter.execute("CREATE TEMP TABLE t (x)")  # in a transaction, but cannot write the main database
+        waiter.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(CallerConnectionError, match="locked"):
+            store.enqueue_on_connection(waiter, [job()])
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+        waiter.close()
+    assert (await store.stats()).total == 0
+
+
 def test_enqueue_on_connection_needs_the_schema(tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
     s = SQLiteStore(f"sqlite:///{path}")
     conn = sqlite3.connect(path)
     try:
         with pytest.raises(ConveyorError, match="conveyor migrate"):
-            s.enqueue_on_connection(conn, [job()])
+            s.enqueue_on_connection(conn, [job()], require_transaction=False)
         assert not conn.in_transaction
     finally:
         conn.close()

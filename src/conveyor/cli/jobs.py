@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
@@ -95,7 +95,7 @@ def enqueue(
     if delay is not None and when_at is not None:
         fail("give either --delay or --run-at, not both", EXIT_USAGE)
     app = load_app(ctx)
-    options: dict[str, object] = {"namespace": namespace}
+    options: dict[str, Any] = {"namespace": namespace}
     for key, option in (
         ("queue", queue),
         ("priority", priority),

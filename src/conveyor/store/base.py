@@ -147,13 +147,22 @@ class Store(abc.ABC):
         """Store jobs in one round trip / transaction; all or nothing. Returns one Job per input, in order
         (an existing active job with `duplicate=True` where a unique key matched)."""
 
-    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+    def enqueue_on_connection(
+        self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
+    ) -> list[Job]:
         """Insert jobs through the caller's own (sync) connection, inside the caller's open transaction: the jobs
         exist if and only if the caller commits. No wake-up is sent until the caller commits (waiters poll, or
-        the backend's transactional notify fires on commit)."""
+        the backend's transactional notify fires on commit).
+
+        The caller's connection is the caller's: every problem with it raises CallerConnectionError (never
+        StoreUnavailable, whose "Conveyor reconnects by itself" would be false): closed or broken, in a failed
+        transaction, or — unless `require_transaction=False` — not inside a transaction (autocommit mode, where the
+        jobs would commit at once whatever the caller does next, or idle, where nobody may ever commit them)."""
         raise Unsupported(f"{type(self).__name__} does not support enqueue on a caller's connection")
 
-    async def aenqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+    async def aenqueue_on_connection(
+        self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
+    ) -> list[Job]:
         """Async twin of enqueue_on_connection, for async driver connections (psycopg AsyncConnection)."""
         raise Unsupported(f"{type(self).__name__} does not support enqueue on a caller's connection")
 

@@ -34,10 +34,19 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnavailable, ValidationError
+from conveyor.errors import (
+    REQUIRE_TRANSACTION_HINT,
+    CallerConnectionError,
+    Conflict,
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
@@ -60,6 +69,7 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store.base import HandlerTransaction, IdleClaim, Store
+from conveyor.store.caller import check_sqlalchemy
 from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.postgres import queries as sqlq
 from conveyor.store.postgres.migrations import MIGRATIONS
@@ -526,13 +536,16 @@ class PostgresStore(Store):
                 break
         return [found[j.id] for j in jobs]
 
-    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+    def enqueue_on_connection(
+        self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
+    ) -> list[Job]:
         if not isinstance(connection, psycopg.Connection):
             raise ValidationError(
                 f"enqueue on a connection needs a psycopg (3) Connection, or an SQLAlchemy Session/Connection "
                 f"on postgresql+psycopg://; got {type(connection).__name__}",
                 field="connection",
             )
+        _check_caller(connection, require_transaction)
         if not jobs:
             return []
         q = self._q
@@ -559,11 +572,15 @@ class PostgresStore(Store):
                     todo = _collect_existing(todo, cur.fetchall(), found)
                     if not todo:
                         break
-        except _DRIVER_ERRORS as exc:
-            raise self._unavailable(exc) from None
+        except psycopg.Error as exc:
+            raise _caller_failed(exc) from None
         return [found[j.id] for j in jobs]
 
-    async def aenqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+    async def aenqueue_on_connection(
+        self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
+    ) -> list[Job]:
+        if check_sqlalchemy(connection, require_transaction):
+            require_transaction = False  # checked at SQLAlchemy's level, whose transaction the driver's follows
         connection = await _unwrap_async(connection)
         if not isinstance(connection, psycopg.AsyncConnection):
             raise ValidationError(
@@ -571,12 +588,13 @@ class PostgresStore(Store):
                 f"AsyncConnection on postgresql+psycopg://; got {type(connection).__name__}",
                 field="connection",
             )
+        _check_caller(connection, require_transaction)
         if not jobs:
             return []
         try:
             return await self._aenqueue(connection, jobs)
-        except _DRIVER_ERRORS as exc:
-            raise self._unavailable(exc) from None
+        except psycopg.Error as exc:
+            raise _caller_failed(exc) from None
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
 
@@ -1316,6 +1334,44 @@ def _finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[
                 record["a_result"] = a.result
         records.append(record)
     return {"batch": _dumps(records), "synchronous_commit": synchronous_commit}
+
+
+def _check_caller(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], require_transaction: bool
+) -> None:
+    """The rules of Store.enqueue_on_connection for a psycopg connection (sync or async: the same attributes)."""
+    if connection.closed or connection.broken:
+        raise CallerConnectionError(
+            "the connection passed as connection= is closed; open a new one, begin a transaction on it and enqueue "
+            "inside it (Conveyor cannot reopen a connection it does not own)"
+        )
+    status = connection.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise CallerConnectionError(
+            "the transaction of the connection passed as connection= has already failed (an earlier statement "
+            "raised); roll it back, then redo your work and the enqueue in a new transaction"
+        )
+    if status == TransactionStatus.ACTIVE:
+        raise CallerConnectionError(
+            "the connection passed as connection= is busy with another statement (e.g. a COPY or an unread "
+            "result); finish it first"
+        )
+    if require_transaction and (connection.autocommit or status == TransactionStatus.IDLE):
+        state = "is in autocommit mode" if connection.autocommit else "has no transaction open"
+        raise CallerConnectionError(
+            f"the connection passed as connection= {state}, so the jobs would not commit with your work; "
+            + REQUIRE_TRANSACTION_HINT
+        )
+
+
+def _caller_failed(exc: psycopg.Error) -> CallerConnectionError:
+    """A driver error on the caller's connection: the caller's transaction is now failed or the connection gone."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CallerConnectionError(
+        f"enqueue on the connection passed as connection= failed ({type(exc).__name__}: {detail}); your "
+        "transaction cannot commit now: roll it back (or reconnect, if the connection was lost) and redo your "
+        "work with the enqueue"
+    )
 
 
 async def _unwrap_async(connection: Any) -> Any:

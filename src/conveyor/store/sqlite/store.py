@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from conveyor.errors import (
+    REQUIRE_TRANSACTION_HINT,
+    CallerConnectionError,
     Conflict,
     ConveyorError,
     InvalidTransition,
@@ -619,30 +621,47 @@ class SQLiteStore(Store):
         writer, _ = await self._ensure_ready()
         return await writer.submit(lambda conn: insert_jobs(conn, jobs, registered), after_commit)
 
-    def enqueue_on_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[Job]:
+    def enqueue_on_connection(
+        self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
+    ) -> list[Job]:
         """Insert through the caller's sqlite3 connection, inside its transaction; the caller commits.
 
-        If the connection has no open transaction we open one (`BEGIN`, as sqlite3 would before an INSERT) so that
-        the unique-key checks and inserts are atomic; the jobs then exist once the caller commits. A connection in
-        autocommit mode (isolation_level=None / autocommit=True) gets a savepoint instead, released at once, since
-        its owner expects each call to stand alone. No worker is woken, here or elsewhere (we cannot know when the
-        caller commits, and a wake-up before the commit would find nothing): they find the jobs when they poll."""
+        The connection must be inside a transaction (Store.enqueue_on_connection's rules): with the default
+        isolation, one opens at the caller's first INSERT/UPDATE/DELETE (or an explicit `BEGIN`). With
+        `require_transaction=False` an idle connection gets a transaction of ours (`BEGIN`, as sqlite3 would
+        before an INSERT), which the caller's next commit commits; a connection in autocommit mode
+        (isolation_level=None / autocommit=True) gets a savepoint instead, released at once, since its owner
+        expects each call to stand alone. No worker is woken, here or elsewhere (we cannot know when the caller
+        commits, and a wake-up before the commit would find nothing): they find the jobs when they poll."""
         if not isinstance(connection, sqlite3.Connection):
             raise ValidationError(
                 f"SQLiteStore.enqueue_on_connection needs a sqlite3.Connection (or a SQLAlchemy connection on "
                 f"SQLite), got {type(connection).__name__}",
                 field="connection",
             )
-        if not jobs:
-            return []
-        self._check_same_database(connection)
+        try:
+            in_transaction = connection.in_transaction
+            self._check_same_database(connection)
+        except sqlite3.ProgrammingError:
+            raise CallerConnectionError(
+                "the sqlite3 connection passed as connection= is closed; open a new one and enqueue inside its "
+                "transaction"
+            ) from None
         autocommit = getattr(connection, "autocommit", None)  # Python 3.12+: True / False / LEGACY
         explicit_autocommit = autocommit is True or (
             autocommit in (None, getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1))
             and connection.isolation_level is None
         )
+        if require_transaction and not in_transaction:
+            state = "is in autocommit mode" if explicit_autocommit else "has no transaction open"
+            raise CallerConnectionError(
+                f"the sqlite3 connection passed as connection= {state}, so the jobs would not commit with your "
+                "work; " + REQUIRE_TRANSACTION_HINT
+            )
+        if not jobs:
+            return []
         try:
-            if connection.in_transaction:
+            if in_transaction:
                 return insert_jobs(connection, jobs)
             if explicit_autocommit:
                 connection.execute("SAVEPOINT conveyor_enqueue")
@@ -666,7 +685,14 @@ class SQLiteStore(Store):
                     f"the Conveyor schema is missing from {self.path}: run `conveyor migrate` or open the store "
                     "once before enqueuing on your own connection"
                 ) from exc
-            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+            raise CallerConnectionError(
+                f"enqueue on the sqlite3 connection passed as connection= failed ({exc}); roll your transaction "
+                "back and redo your work with the enqueue (a locked database: retry it shortly)"
+            ) from None
+        except sqlite3.ProgrammingError as exc:
+            raise CallerConnectionError(
+                f"the sqlite3 connection passed as connection= cannot be used ({exc}); open a new one"
+            ) from None
 
     def _check_same_database(self, connection: sqlite3.Connection) -> None:
         main = next((row[2] for row in connection.execute(q.DATABASE_LIST) if row[1] == "main"), "")
