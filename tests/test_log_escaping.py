@@ -55,3 +55,23 @@ def test_cli_tables_and_errors_escape_user_data(tmp_path: object) -> None:
     assert "u\\nforged" in result.output
     result = runner.invoke(cli, ["--store", url, "jobs", "show", "nope\x1b[31m"])
     assert "\x1b[31m" not in result.output
+
+
+def test_cli_refuses_a_lone_surrogate_and_warns_about_unserved_tasks(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from conveyor import Conveyor
+    from conveyor.cli import app as cli
+
+    url = f"sqlite:///{tmp_path}/cli2.db"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": "\\ud800"}'])
+    assert result.exit_code == 2 and "payload.a" in result.output and "surrogate" in result.output
+    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": NaN}'])
+    assert result.exit_code == 2 and "NaN" in result.output
+    result = runner.invoke(cli, ["--store", url, "enqueue", "t", "\"x\\ud800\"".replace("\\ud800", "\ud800")])
+    assert result.exit_code != 0 and "surrogate" in result.output
+    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": 1}'])
+    assert result.exit_code == 0 and "no live worker has registered task 't'" in result.output
+    with Conveyor(url) as app:
+        assert app.stats().total == 1

@@ -13,7 +13,8 @@ import contextlib
 import inspect
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -146,6 +147,7 @@ class Conveyor:
         self._namespace_cache: dict[str, tuple[float, Namespace | None]] = {}
         self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
         self._run_pool: ProcessPool | None = None  # children for process-isolated tasks run by run_next
+        self._served_cache: tuple[float, frozenset[str] | None] | None = None  # aunserved_tasks
 
     # ---- task registration ---------------------------------------------------------------------------------
 
@@ -630,6 +632,31 @@ class Conveyor:
             lambda: self.aenqueue_many(specs, connection=connection, require_transaction=require_transaction)
         )
 
+    # ---- warnings for enqueue surfaces -------------------------------------------------------------------------
+
+    async def aunserved_tasks(self, tasks: Iterable[str]) -> list[str]:
+        """The tasks among `tasks` that no live worker has registered, in order, for the warnings of `conveyor
+        enqueue`, the HTTP API and the UI (a job of such a task waits until a worker with it starts). Never
+        raises: with the store down, or when live workers do not report their tasks (older versions), nothing is
+        said. The registry is read at most once a second per app."""
+        wanted = list(dict.fromkeys(tasks))
+        now = time.monotonic()
+        cached = self._served_cache
+        if cached is None or now - cached[0] > 1.0:
+            try:
+                workers = await self.alist_workers()
+            except Exception:
+                return []
+            if any(not w.tasks for w in workers):
+                served: frozenset[str] | None = None  # a worker that does not say what it runs may run anything
+            else:
+                served = frozenset(t for w in workers for t in w.tasks)
+            cached = self._served_cache = (now, served)
+        served = cached[1]
+        if served is None:
+            return []
+        return [t for t in wanted if t not in served]
+
     # ---- inspection & management (async) -------------------------------------------------------------------
 
     async def aget_job(self, job_id: str) -> Job | None:
@@ -752,6 +779,9 @@ class Conveyor:
 
     # ---- sync twins ----------------------------------------------------------------------------------------
 
+    def unserved_tasks(self, tasks: Iterable[str]) -> list[str]:
+        return self._sync(lambda: self.aunserved_tasks(tasks))
+
     def get_job(self, job_id: str) -> Job | None:
         return self._sync(lambda: self.aget_job(job_id))
 
@@ -833,6 +863,14 @@ class Conveyor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def unserved_warning(task: str) -> str:
+    """The warning every enqueue surface gives for a task no live worker has registered (Conveyor.aunserved_tasks)."""
+    return (
+        f"no live worker has registered task {task!r}: the job waits until a worker that registers it "
+        f"(@app.task({task!r})) is running"
+    )
 
 
 @contextlib.contextmanager

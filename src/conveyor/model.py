@@ -749,6 +749,7 @@ class WorkerInfo:
     expires_at: datetime
     running: Sequence[str] = ()  # job ids
     version: str = ""
+    tasks: Sequence[str] = ()  # the task names it registered, which are the only ones it claims
     leader_of: Sequence[str] = ()
     """The maintenance roles this worker holds right now ("maintenance", "scheduler"): not stored with the
     registration but filled in from `Store.leaders()` when workers are listed (`Conveyor.alist_workers`)."""

@@ -13,7 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.cli.common import EXIT_USAGE, console, err_console, escape, fail, load_app, run
+from conveyor.app import unserved_warning
+from conveyor.cli.common import EXIT_USAGE, console, err_console, escape, fail, load_app, run, warn
 from conveyor.cli.output import (
     ago,
     attempt_dict,
@@ -23,9 +24,9 @@ from conveyor.cli.output import (
     styled_status,
     when,
 )
-from conveyor.errors import JobNotFound
+from conveyor.errors import JobNotFound, ValidationError
 from conveyor.logsafe import printable
-from conveyor.model import JSON, MAX_INT_PARAMETER, Attempt, Job, JobStatus
+from conveyor.model import JSON, MAX_INT_PARAMETER, Attempt, Job, JobStatus, loads_json
 
 jobs_app = typer.Typer(
     name="jobs", help="List, inspect, requeue, cancel and delete jobs.", no_args_is_help=True, add_completion=False
@@ -48,13 +49,17 @@ def parse_payload(text: str | None) -> JSON:
         except OSError as exc:
             fail(f"cannot read payload file {str(path)!r}: {exc.strerror or exc}", EXIT_USAGE)
     try:
-        return json.loads(text)
+        json.loads(text)  # for the position of a syntax error
     except json.JSONDecodeError as exc:
         fail(
             f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             'quote it for your shell, e.g. \'{"to": "a@b.c"}\'',
             EXIT_USAGE,
         )
+    try:  # strictly: no NaN/Infinity, no lone surrogates or NUL, which no store can keep
+        return loads_json(text, "payload")
+    except ValidationError as exc:
+        fail(f"{source}: {exc.message}", EXIT_USAGE)
 
 
 def parse_run_at(text: str | None) -> datetime | None:
@@ -109,11 +114,14 @@ def enqueue(
         if option is not None:
             options[key] = option
 
-    async def body() -> Job:
+    async def body() -> tuple[Job, list[str]]:
         async with app:
-            return await app.aenqueue(task, value, **options)
+            job = await app.aenqueue(task, value, **options)
+            return job, await app.aunserved_tasks([job.task])
 
-    job = run(body)
+    job, unserved = run(body)
+    for name in unserved:
+        warn(unserved_warning(name))
     if as_json:
         print_json(job_dict(job))
         return

@@ -8,7 +8,7 @@ working and every other client gets the field and rule in words.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor.app import Conveyor, unserved_warning
 from conveyor.errors import ConveyorError, JobNotFound, StoreUnavailable, ValidationError
 from conveyor.model import (
     JSON,
@@ -312,3 +313,8 @@ def worker_json(w: WorkerInfo) -> dict[str, JSON]:
         "version": w.version,
         "leader_of": list(w.leader_of),
     }
+
+
+async def enqueue_warnings(app: Conveyor, tasks: Iterable[str]) -> list[str]:
+    """The `warnings` of an enqueue answer: one per task that no live worker has registered (docs/http-api.md)."""
+    return [unserved_warning(task) for task in await app.aunserved_tasks(tasks)]

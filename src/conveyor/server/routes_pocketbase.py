@@ -15,12 +15,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from conveyor.errors import InvalidTransition, JobNotFound, ValidationError
+from conveyor.errors import InvalidTransition, JobNotFound, PayloadTooLarge, ValidationError
 from conveyor.model import MAX_INT_PARAMETER, JobFilter, JobStatus
 from conveyor.server.common import (
     ERROR_RESPONSES,
     check_job_id,
     check_payload,
+    enqueue_warnings,
     error_response,
     pocketbase_job,
     reject_nul,
@@ -41,7 +42,12 @@ def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[s
     if topic is None or not topic.strip():
         raise ValidationError("Topic is required", field=f"{where}topic")
     reject_nul(topic, f"{where}topic")
-    check_payload(body.payload, max_bytes, f"{where}payload")
+    try:
+        check_payload(body.payload, max_bytes, f"{where}payload")
+    except PayloadTooLarge as exc:
+        # PocketBase answers 400 "payload too large (max 1MB)" (its JobMaxPayloadSize check), not 413
+        limit = "1MB" if max_bytes == 1 << 20 else f"{max_bytes} bytes"
+        raise ValidationError(f"payload too large (max {limit})", field=f"{where}payload") from exc
     options: dict[str, Any] = {}
     for name in ("namespace", "queue", "priority", "delay", "user_id", "group_key", "unique_key", "run_at"):
         value = getattr(body, name)
@@ -72,7 +78,11 @@ async def enqueue(
 
     async def run() -> JSONResponse:
         job = await ctx.app.aenqueue(task, payload, **options)
-        return JSONResponse(pocketbase_job(job))
+        answer = pocketbase_job(job)
+        warnings = await enqueue_warnings(ctx.app, [job.task])
+        if warnings:
+            answer["warnings"] = list(warnings)
+        return JSONResponse(answer)
 
     return await idempotent(ctx.app, idempotency_key, "pb-enqueue", await request.body(), ctx.idempotency_ttl, run)
 
@@ -96,7 +106,11 @@ async def enqueue_batch(
 
     async def run() -> JSONResponse:
         jobs = await ctx.app.aenqueue_many(specs)
-        return JSONResponse({"items": [pocketbase_job(j) for j in jobs]})
+        answer: dict[str, Any] = {"items": [pocketbase_job(j) for j in jobs]}
+        warnings = await enqueue_warnings(ctx.app, [j.task for j in jobs])
+        if warnings:
+            answer["warnings"] = warnings
+        return JSONResponse(answer)
 
     return await idempotent(ctx.app, idempotency_key, "pb-batch", await request.body(), ctx.idempotency_ttl, run)
 
@@ -156,7 +170,8 @@ async def stats(
     queue: str | None = None,
     topic: str | None = None,
 ) -> JSONResponse:
-    """`success_rate = completed / (completed + failed)`, 0 when neither. `cancelled` and `scheduled` are extras."""
+    """`total = pending + processing + completed + failed` and `success_rate = completed / (completed + failed)`
+    (0 when neither), as in PocketBase. `cancelled` and `scheduled` are Conveyor's extras, outside the total."""
     for name, value in (("topic", topic), ("namespace", namespace), ("queue", queue)):
         reject_nul(value, name)
     s = await ctx.app.astats(namespace or None, queue or None, topic or None)
@@ -166,7 +181,8 @@ async def stats(
             "processing": s.processing,
             "completed": s.completed,
             "failed": s.failed,
-            "total": s.total,
+            # PocketBase's total is the sum of the four statuses it lists; Conveyor's own keys sit beside it
+            "total": s.pending + s.processing + s.completed + s.failed,
             "success_rate": s.success_rate,
             "cancelled": s.cancelled,
             "scheduled": s.scheduled,

@@ -32,6 +32,7 @@ from conveyor.server.common import (
     attempt_json,
     check_job_id,
     check_payload,
+    enqueue_warnings,
     job_json,
     namespace_json,
     queue_json,
@@ -119,7 +120,11 @@ async def create_job(
 
     async def run() -> JSONResponse:
         job = await ctx.app.aenqueue(**options)
-        return JSONResponse(job_json(job), status_code=201)
+        answer = job_json(job)
+        warnings = await enqueue_warnings(ctx.app, [job.task])
+        if warnings:
+            answer["warnings"] = list(warnings)
+        return JSONResponse(answer, status_code=201)
 
     return await idempotent(ctx.app, idempotency_key, "v1-job", await request.body(), ctx.idempotency_ttl, run)
 
@@ -144,7 +149,11 @@ async def create_jobs(
     async def run() -> JSONResponse:
         jobs = await ctx.app.aenqueue_many(specs)
         items = [job_json(j) for j in jobs]
-        return JSONResponse({"items": items, "total": len(items), "limit": len(items), "offset": 0}, status_code=201)
+        answer: dict[str, Any] = {"items": items, "total": len(items), "limit": len(items), "offset": 0}
+        warnings = await enqueue_warnings(ctx.app, [j.task for j in jobs])
+        if warnings:
+            answer["warnings"] = warnings
+        return JSONResponse(answer, status_code=201)
 
     return await idempotent(ctx.app, idempotency_key, "v1-batch", await request.body(), ctx.idempotency_ttl, run)
 
@@ -498,7 +507,11 @@ async def push_user_jobs(
     async def run() -> JSONResponse:
         ns = await ctx.app.aget_namespace(namespace)
         jobs = await ctx.app.aenqueue_many(specs)
-        return JSONResponse({"items": [job_json(j) for j in jobs], "auto_run": ns.auto_run}, status_code=201)
+        answer: dict[str, Any] = {"items": [job_json(j) for j in jobs], "auto_run": ns.auto_run}
+        warnings = await enqueue_warnings(ctx.app, [j.task for j in jobs]) if ns.auto_run else []
+        if warnings:  # (with auto_run off, Run executes the jobs here: no worker is needed)
+            answer["warnings"] = warnings
+        return JSONResponse(answer, status_code=201)
 
     scope = f"v1-push:{namespace}:{uid}"
     return await idempotent(ctx.app, idempotency_key, scope, await request.body(), ctx.idempotency_ttl, run)

@@ -183,6 +183,9 @@ class PBJob(BaseModel):
     group_key: str | None = None
     unique_key: str | None = None
     duplicate: bool = False
+    warnings: list[str] | None = Field(
+        None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
+    )
 
 
 class PBJobList(BaseModel):
@@ -194,6 +197,9 @@ class PBJobList(BaseModel):
 
 class PBBatchAnswer(BaseModel):
     items: list[PBJob]
+    warnings: list[str] | None = Field(
+        None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
+    )
 
 
 class PBStats(BaseModel):
@@ -239,6 +245,9 @@ class JobOut(BaseModel):
     duplicate: bool
     timed_out_at: str | None = None
     overrunning: bool = False
+    warnings: list[str] | None = Field(
+        None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
+    )
 
 
 class JobList(BaseModel):
@@ -246,11 +255,17 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+    warnings: list[str] | None = Field(
+        None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
+    )
 
 
 class JobsAnswer(BaseModel):
     items: list[JobOut]
     auto_run: bool
+    warnings: list[str] | None = Field(
+        None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
+    )
 
 
 class AttemptOut(BaseModel):
