@@ -4,6 +4,7 @@ the CLI's tables and errors (SPEC: one line per record; no forged lines, no term
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -39,39 +40,31 @@ def test_conveyor_log_records_are_escaped(caplog: pytest.LogCaptureFixture) -> N
     assert lines[2] == "untouched a\nb"  # other libraries' records are theirs
 
 
-def test_cli_tables_and_errors_escape_user_data(tmp_path: object) -> None:
-    from typer.testing import CliRunner
-
+def test_cli_tables_and_errors_escape_user_data(tmp_path: Path) -> None:
     from conveyor import Conveyor
-    from conveyor.cli import app as cli
+    from tests.cli.conftest import Cli
 
-    url = f"sqlite:///{tmp_path}/cli.db"
-    with Conveyor(url) as app:
+    cli = Cli(f"sqlite:///{tmp_path}/cli.db")
+    with Conveyor(cli.url) as app:
         app.enqueue("t\x1b[2Jx", {"a": 1}, user_id="u\nforged")
-    runner = CliRunner()
-    result = runner.invoke(cli, ["--store", url, "jobs", "list"])
+    result = cli("jobs", "list")
     assert result.exit_code == 0, result.output
     assert "\x1b[2J" not in result.output and "\\x1b[2Jx" in result.output
     assert "u\\nforged" in result.output
-    result = runner.invoke(cli, ["--store", url, "jobs", "show", "nope\x1b[31m"])
+    result = cli("jobs", "show", "nope\x1b[31m")
     assert "\x1b[31m" not in result.output
 
 
-def test_cli_refuses_a_lone_surrogate_and_warns_about_unserved_tasks(tmp_path: object) -> None:
-    from typer.testing import CliRunner
-
+def test_cli_refuses_a_lone_surrogate_and_warns_about_unserved_tasks(tmp_path: Path) -> None:
     from conveyor import Conveyor
-    from conveyor.cli import app as cli
+    from tests.cli.conftest import Cli
 
-    url = f"sqlite:///{tmp_path}/cli2.db"
-    runner = CliRunner()
-    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": "\\ud800"}'])
+    cli = Cli(f"sqlite:///{tmp_path}/cli2.db")
+    result = cli("enqueue", "t", '{"a": "\\ud800"}')
     assert result.exit_code == 2 and "payload.a" in result.output and "surrogate" in result.output
-    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": NaN}'])
+    result = cli("enqueue", "t", '{"a": NaN}')
     assert result.exit_code == 2 and "NaN" in result.output
-    result = runner.invoke(cli, ["--store", url, "enqueue", "t", "\"x\\ud800\"".replace("\\ud800", "\ud800")])
-    assert result.exit_code != 0 and "surrogate" in result.output
-    result = runner.invoke(cli, ["--store", url, "enqueue", "t", '{"a": 1}'])
+    result = cli("enqueue", "t", '{"a": 1}')
     assert result.exit_code == 0 and "no live worker has registered task 't'" in result.output
-    with Conveyor(url) as app:
+    with Conveyor(cli.url) as app:
         assert app.stats().total == 1
