@@ -218,6 +218,7 @@ async def test_enqueue_on_the_callers_connection_never_hands_off(store: Postgres
     offer(store, taker, limit=1)
     conninfo, _ = parse_url(url)
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await conn.execute("SELECT 1")  # the caller's transaction is open
         (job,) = await store.aenqueue_on_connection(conn, [_new()])
         await conn.commit()
     assert taker.deliveries == []
