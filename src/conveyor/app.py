@@ -564,7 +564,7 @@ class Conveyor:
         if not specs:
             return []
         built, explicit = self._build_batch(specs)
-        return await self._enqueue_built(built, explicit, connection)
+        return await self._enqueue_built(built, explicit, connection, require_transaction)
 
     async def _aenqueue_system(self, task: str, payload: JSON = None, **options: Any) -> Job:
         """Enqueue one of Conveyor's own `conveyor:` jobs (e.g. a webhook delivery). The only way such a job is
@@ -572,9 +572,11 @@ class Conveyor:
         if not is_reserved_task(task) or task not in self.tasks:
             raise ValueError(f"{task!r} is not a registered conveyor: system task")
         built, explicit = self._build_batch([{"task": task, "payload": payload, **options}], system=True)
-        return (await self._enqueue_built(built, explicit, None))[0]
+        return (await self._enqueue_built(built, explicit, None, True))[0]
 
-    async def _enqueue_built(self, built: list[NewJob], explicit: list[bool], connection: Any) -> list[Job]:
+    async def _enqueue_built(
+        self, built: list[NewJob], explicit: list[bool], connection: Any, require_transaction: bool
+    ) -> list[Job]:
         if connection is not None:
             if _is_async_connection(connection):
                 checked = _check_sqlalchemy(connection, require_transaction)
