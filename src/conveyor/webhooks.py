@@ -285,8 +285,20 @@ class WebhookDispatcher:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        sub = self.app.events.subscribe(lambda e: e.type in ("push", "run") and not is_system_event(e), maxsize=100_000)
+        sub = self.app.events.subscribe(self._wants, maxsize=100_000)
         self._task = asyncio.create_task(self._run(sub), name="conveyor-webhooks")
+
+    def _wants(self, event: Event) -> bool:
+        """Runs in the publisher's thread for every event (the worker's per-job hot path): an event of a namespace
+        known, within the cache's life, to have no webhook is dropped here, without a hop to the dispatcher's
+        loop. Unknown or stale namespaces pass, and the dispatcher refreshes them."""
+        if event.type not in ("push", "run") or is_system_event(event):
+            return False
+        cached = self._cache.get(event.namespace)
+        if cached is None or time.monotonic() - cached[0] >= self.cache_seconds:
+            return True
+        ns = cached[1]
+        return ns is not None and bool(ns.webhook_url)
 
     async def stop(self) -> None:
         if self._task is not None:
