@@ -214,7 +214,11 @@ class ConveyorBackend(BaseTaskBackend):
         payload = {"args": call_args, "kwargs": call_kwargs}
         connection = self._transaction_connection()
         if connection is not None:
-            job = self.conveyor.enqueue(task.module_path, payload, connection=connection, **options)
+            # Django's atomic block is the transaction (checked above); its driver may not have begun one yet,
+            # which Conveyor's own check would refuse as an idle connection.
+            job = self.conveyor.enqueue(
+                task.module_path, payload, connection=connection, require_transaction=False, **options
+            )
         else:
             job = self.conveyor.enqueue(task.module_path, payload, **options)
         result = self._result(task, job, [], call_args, call_kwargs)
