@@ -20,7 +20,8 @@ from conveyor.model import JSON, Job, utcnow
 @dataclass(frozen=True, slots=True)
 class Event:
     """`type` is one of: push (a job was queued), run (a job was executed), cancel (cancel requested),
-    completed, failed, retry. `data` is the JSON body sent to subscribers."""
+    completed, failed, retry. `data` is the JSON body sent to subscribers. `lease_token` (cancel events of a running
+    job) names the claim the cancel was meant for; it stays inside the process, never in `data`."""
 
     type: str
     namespace: str
@@ -28,6 +29,7 @@ class Event:
     job_id: str | None
     data: dict[str, JSON] = field(default_factory=dict)
     at: datetime = field(default_factory=utcnow)
+    lease_token: str | None = None
 
 
 class Subscription:
@@ -154,4 +156,6 @@ class EventBus:
         )
 
     def publish_cancel(self, job: Job) -> None:
-        self.publish(Event("cancel", job.namespace, job.user_id, job.id, {"jobName": job.id}))
+        self.publish(
+            Event("cancel", job.namespace, job.user_id, job.id, {"jobName": job.id}, lease_token=job.lease_token)
+        )

@@ -266,6 +266,7 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
             finished_at=finished,
             worker_id=ctx.worker_id,
             result=value,
+            lease_token=job.lease_token,
         ),
         result=value,
     )
@@ -281,8 +282,7 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
         if reason == REASON_TIMEOUT:  # the worker's watchdog stopped an overdue job
             return _timed_out(job, spec, ctx, started)
         if reason == REASON_LOST:
-            # Nobody will apply this (the lease is gone); still a well-formed report.
-            return _failure(job, started, ctx.worker_id, exc, LOST_STATUS_CODE, spec, with_traceback=False)
+            return lost_finish(job, started, ctx.worker_id)
         if reason is None:
             # Cancelled from outside without a reason (e.g. the event loop is shutting down): hand the job back.
             return Finish(lease=job.lease, status=JobStatus.PENDING, release=True)
@@ -387,6 +387,7 @@ def _failure(
             result=_safe_result(result),
             error=error,
             traceback=tb,
+            lease_token=job.lease_token,
         ),
         run_at=run_at,
         error=error,
@@ -408,6 +409,28 @@ def _safe_result(value: JSON) -> JSON:
         return None
 
 
+def lost_finish(job: Job, started: datetime, worker_id: str | None) -> Finish:
+    """The report of a run stopped because its lease was lost (rescued, or claimed again after a crash of the store).
+    The store refuses it — the lease is gone — and keeps its attempt as the LOST record of this claim."""
+    error = "lease lost while running: stopped by its worker (the job had been rescued or claimed again)"
+    return Finish(
+        lease=job.lease,
+        status=JobStatus.PENDING,
+        attempt=Attempt(
+            job_id=job.id,
+            try_number=job.try_number,
+            outcome=AttemptOutcome.LOST,
+            status_code=LOST_STATUS_CODE,
+            started_at=started,
+            finished_at=utcnow(),
+            worker_id=worker_id,
+            error=error,
+            lease_token=job.lease_token,
+        ),
+        error=error,
+    )
+
+
 def cancelled_finish(job: Job, worker_id: str | None) -> Finish:
     """The report for a job cancelled on request before its handler started (e.g. while prefetched)."""
     return _cancelled(job, utcnow(), worker_id)
@@ -427,9 +450,31 @@ def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
             finished_at=utcnow(),
             worker_id=worker_id,
             error=error,
+            lease_token=job.lease_token,
         ),
         error=error,
     )
+
+
+def refused_message(finish: Finish, job: Job, now: Job | None, *, known: bool = True) -> str:
+    """The warning for a report the store refused: the job, its task, the stale claim, and the job as it is now."""
+    attempt = finish.attempt
+    if finish.release:
+        what = "hand-back"
+    elif attempt is not None:
+        what = f"outcome ({attempt.status_code} {attempt.outcome.value})"
+    else:
+        what = f"report ({finish.status.value})"
+    stale = f"try {job.try_number}, worker {job.worker_id}, lease {(job.lease_token or '?')[:8]}…"
+    if not known:
+        current = "its state now is unknown (store unavailable)"
+    elif now is None:
+        current = "the job has been deleted since"
+    else:
+        holder = f" by worker {now.worker_id}" if now.worker_id else ""
+        current = f"the job is now {now.status.value} at try {now.try_number}{holder}"
+    kept = "; this try is kept as a lost attempt" if attempt is not None and now is not None else ""
+    return f"job {job.id} ({job.task}): {what} of a stale claim refused ({stale}): its lease was lost — {current}{kept}"
 
 
 # ---- GS2 Run ---------------------------------------------------------------------------------------------------
@@ -465,9 +510,12 @@ async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: s
     finish = execution.finish
     if not execution.committed and finish.status is JobStatus.PENDING and not finish.release:
         finish = await _run_retry_policy(app, namespace, finish)
+    applied = execution.applied
     if not execution.committed:
-        await _finish_with_retries(app, finish)
-    if finish.attempt is not None:
+        applied = await _finish_with_retries(app, finish)
+    if not applied:
+        log.warning("%s", refused_message(finish, job, await store.get_job(job.id)))
+    elif finish.attempt is not None:
         app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
     is_last = not await store.has_pending_job(namespace, user_id)
     after = await store.get_job(job.id)
@@ -485,19 +533,21 @@ async def _run_retry_policy(app: Conveyor, namespace: str, finish: Finish) -> Fi
     return dataclasses.replace(finish, run_at=None)
 
 
-async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) -> None:
+async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) -> bool:
     """Report a Run's outcome, riding out a short store hiccup (the job ran: its result should not be lost to a
-    blip). If the store stays down the error propagates and the rescuer re-runs the job after its lease."""
+    blip); whether it applied. If the store stays down the error propagates and the rescuer re-runs the job after
+    its lease."""
     delay = 0.1
     for attempt in range(tries):
         try:
-            await app.store.finish([finish])
-            return
+            (applied,) = await app.store.finish([finish])
+            return applied
         except StoreUnavailable:
             if attempt == tries - 1:
                 raise
             await asyncio.sleep(delay)
             delay *= 3
+    return False  # pragma: no cover - the loop returns or raises
 
 
 async def _keep_lease(app: Conveyor, job: Job, ctx: JobContext) -> None:

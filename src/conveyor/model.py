@@ -7,9 +7,10 @@ same types. Times are timezone-aware UTC `datetime`s; stores choose their own st
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
@@ -87,7 +88,10 @@ LOST_STATUS_CODE = 0  # GS2's "no connection / unknown" code: the worker vanishe
 @dataclass(slots=True)
 class Job:
     """One call of a task. `attempts` counts toward `max_attempts` (reset by requeue); `try_number` is the
-    monotonic number of the latest try, never reset, the key of its Attempt record and the lease's fencing token.
+    user-facing number of the latest try (never reset by requeue, but a graceful hand-back takes it back and a claim
+    lost in a database crash repeats it). `lease_token` is the fencing token of the current claim: random, written
+    by each claim, never repeated for the job, so it — not the try number — is what `finish` and `heartbeat` are
+    fenced on (None unless the job is processing).
 
     A snapshot: read-only by convention (use dataclasses.replace for a changed copy). It is not a frozen
     dataclass because stores build one per claimed and enqueued job, and frozen construction costs ~3 µs more
@@ -120,6 +124,7 @@ class Job:
     last_error: str | None = None
     result: JSON = None
     cancel_requested: bool = False
+    lease_token: str | None = None
     duplicate: bool = False
     """True on the Job returned by enqueue when `unique_key` matched an active job and nothing new was stored."""
     payload_json: str | None = None
@@ -137,7 +142,8 @@ class Job:
 
     @property
     def lease(self) -> Lease:
-        return Lease(self.id, self.try_number)
+        """Proof of this snapshot's claim (a job that is not processing holds no lease: its token matches none)."""
+        return Lease(self.id, self.lease_token or "")
 
     def is_scheduled(self, now: datetime | None = None) -> bool:
         return self.status is JobStatus.PENDING and self.run_at > (now or utcnow())
@@ -164,15 +170,34 @@ def serial_key_for(group_key: str | None, user_id: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Proof of a claim: the job id plus the try number it was claimed with (the fencing token)."""
+    """Proof of a claim: the job id plus the claim's fencing token (`Job.lease_token`).
+
+    Why a random token and not the try number: the try number repeats — a graceful hand-back takes it back, and a
+    claim that a database crash loses (PostgreSQL with `fast_worker_commits`, Redis with appendfsync everysec) is
+    made again under the same number — so two claims of one job could hold "try 1" at once. A token drawn at
+    random by every claim (128 bits) never repeats, even when the write that recorded the previous one was lost."""
 
     job_id: str
-    try_number: int
+    token: str
+
+
+def new_lease_tokens(n: int) -> list[str]:
+    """`n` fresh fencing tokens (32 hex digits each) from the operating system's randomness, in one call.
+
+    Uniqueness must survive a crash that loses the store's last writes, so no counter kept in the store will do, and
+    neither will a PRNG that other processes may share a seed with (Redis's `math.random`)."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One execution of a job (GS2 JobResult)."""
+    """One execution of a job (GS2 JobResult).
+
+    Attempts are keyed by (job_id, lease_token), one per claim, so two runs that carried the same try number (a
+    claim lost in a crash and its replacement) are two records and never overwrite each other. `try_number` stays
+    the user-facing number; `Store.attempts` lists them by `attempt_order`. `lease_token` is None on records made
+    before fencing tokens existed."""
 
     job_id: str
     try_number: int
@@ -184,6 +209,7 @@ class Attempt:
     result: JSON = None
     error: str | None = None
     traceback: str | None = None
+    lease_token: str | None = None
 
     @property
     def duration(self) -> float:
@@ -192,6 +218,30 @@ class Attempt:
     @property
     def succeeded(self) -> bool:
         return 200 <= self.status_code < 300
+
+
+def attempt_order(attempt: Attempt) -> tuple[int, int, datetime, str]:
+    """How `Store.attempts` lists a job's records: by try number; within one number (a claim lost in a crash and
+    the claim that replaced it) lost records first, so the last record of a number is the one that counted."""
+    lost = 0 if attempt.outcome is AttemptOutcome.LOST else 1
+    return (attempt.try_number, lost, attempt.started_at, attempt.lease_token or "")
+
+
+def not_applied(attempt: Attempt) -> Attempt:
+    """The record a store keeps for a try whose report was refused because its lease had been lost (a stale token):
+    a LOST attempt (status code 0) that says what the try ended with, so history shows every run truthfully and the
+    claim that did count keeps its own record."""
+    if attempt.outcome is AttemptOutcome.LOST:
+        return attempt
+    return replace(attempt, outcome=AttemptOutcome.LOST, status_code=LOST_STATUS_CODE, error=not_applied_error(attempt))
+
+
+def not_applied_error(attempt: Attempt) -> str | None:
+    """The error text of `not_applied(attempt)` (stores that build the LOST record in SQL send it along)."""
+    if attempt.outcome is AttemptOutcome.LOST:
+        return attempt.error
+    how = f"{attempt.status_code} {attempt.outcome.value}" + (f": {attempt.error}" if attempt.error else "")
+    return f"lease lost: this try's outcome was not applied (it ended {how})"
 
 
 @dataclass(slots=True)
@@ -603,12 +653,13 @@ def check_public_task_name(task: object, field: str = "task") -> None:
 @dataclass(frozen=True, slots=True)
 class Finish:
     """What a worker reports at the end of one try. The store applies it only if the job is still processing
-    under the same lease (id + try_number); otherwise the report is stale and ignored (fencing).
+    under the same lease (id + fencing token); otherwise the report is stale: it changes nothing, and its attempt,
+    if any, is kept as a LOST record of its own (`not_applied`) unless that claim already has a record.
 
     `status` is the job's next status: COMPLETED, PENDING (retry at `run_at`; None: at once, by the store's own
     clock), FAILED (dead letter) or CANCELLED.
     `release=True` hands the job back without counting the try (graceful shutdown): status PENDING, attempts and
-    try_number decremented, no Attempt record, run_at unchanged unless given.
+    try_number decremented, no Attempt record, run_at unchanged unless given (so it keeps its place in the order).
     Otherwise `attempt` is the record to store for this try.
     """
 
@@ -753,6 +804,8 @@ class WorkerInfo:
     leader_of: Sequence[str] = ()
     """The maintenance roles this worker holds right now ("maintenance", "scheduler"): not stored with the
     registration but filled in from `Store.leaders()` when workers are listed (`Conveyor.alist_workers`)."""
+    tasks: Sequence[str] = ()
+    """The task names it registered, which are the only ones it claims (stored with the registration)."""
 
 
 @dataclass(frozen=True, slots=True)

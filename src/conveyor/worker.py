@@ -3,18 +3,22 @@
 Shape (after River's producer/completer split):
 
 - **fetch loop** — whenever slots are free and work may exist, claims `min(free slots, batch)` jobs in one store
-  call and starts one task per job. It re-claims at once while claims come back full, then sleeps until woken:
-  by the store (`wait_for_jobs`: an in-process enqueue at once, NOTIFY/pub-sub, or the poll interval), or by a
-  slot coming free while the pool was full. While it waits it offers the store an `IdleClaim`: on stores with
-  hand-off (memory, PostgreSQL, Redis) an enqueue in this process claims for it in the same round trip and
-  delivers the jobs (`_take_handoff`), so they start without a wake-up and a claim of their own. While handlers
-  are fast (< 5 ms on average) it claims ahead: up to
-  `prefetch` extra jobs wait locally for the next free slot, so one round trip carries several batches (the
-  claim, not the handler, bounds throughput then); jobs still waiting after 1 s are handed back.
+  call and starts one task per job. The claim names the tasks this worker registered (a job of any other task is
+  left for a worker that has it); which namespaces run automatically is decided by the store inside the claim,
+  from the settings as they are at that moment, never from a copy kept here. It re-claims at once while claims
+  come back full, then sleeps until woken: by the store (`wait_for_jobs`: an in-process enqueue at once,
+  NOTIFY/pub-sub, or the poll interval), or by a slot coming free while the pool was full. While it waits it
+  offers the store an `IdleClaim`: on stores with hand-off (memory, PostgreSQL, Redis) an enqueue in this process
+  claims for it in the same round trip and delivers the jobs (`_take_handoff`), so they start without a wake-up
+  and a claim of their own. While handlers are fast (< 5 ms on average) it claims ahead: up to `prefetch` extra
+  jobs wait locally for the next free slot, so one round trip carries several batches (the claim, not the handler,
+  bounds throughput then); jobs still waiting after 1 s are handed back.
 - **completer** — finished jobs leave their slot at once and hand a `Finish` to the completer, which flushes
   everything that accumulated in one `store.finish` call: immediately when idle, batched while a flush is in
   flight. A flush that fails (store down) is retried with backoff until it lands; leases of unflushed jobs keep
-  being extended so the rescuer does not take them meanwhile.
+  being extended so the rescuer does not take them meanwhile. A report the store refuses (its lease token is no
+  longer the job's: rescued, claimed again after a crash of the store, deleted) is logged as a warning with the
+  job's state now; the store keeps that try as a LOST record of its own.
 - **heartbeat** — every lease/6 extends every held lease in one call, stops jobs whose lease was lost or whose
   cancel was requested elsewhere, and refreshes the worker's registration (ttl 3 × interval).
 - **local cancel** — a cancel published on `app.events` in this process stops a job running here at once.
@@ -51,8 +55,9 @@ from conveyor.execution import (
     cancelled_finish,
     execute,
     overrun,
+    refused_message,
 )
-from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobStatus, Lease, WorkerInfo, utcnow
+from conveyor.model import DEFAULT_QUEUE, Finish, Job, JobFilter, JobStatus, Lease, WorkerInfo, utcnow
 from conveyor.store.base import IdleClaim
 from conveyor.webhooks import acquire_dispatcher, register_webhook_task, release_dispatcher
 
@@ -64,7 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 MAX_FLUSH = 1000  # Finish values per store.finish call
-NAMESPACE_REFRESH = 1.0  # seconds between refreshes of the auto_run-off namespace list
 FAST_JOB = 0.005  # seconds: handlers faster than this on average let the worker claim ahead (prefetch)
 BUFFER_WAIT = 1.0  # seconds: prefetched jobs still waiting for a slot after this are handed back
 _MAX_BACKOFF = 5.0
@@ -112,6 +116,8 @@ class Worker:
         self.store = app.store
         self.queues: list[str] = list(queues) or [DEFAULT_QUEUE]
         self.namespaces: list[str] | None = list(namespaces) if namespaces is not None else None
+        self.tasks: tuple[str, ...] = tuple(app.tasks)
+        """The task names this worker claims: those registered on the app when it starts running."""
         self.concurrency = concurrency
         self.batch_size = max(1, batch_size or concurrency)
         self.prefetch = 3 * self.batch_size if prefetch is None else max(0, prefetch)
@@ -153,11 +159,7 @@ class Worker:
         self._pending: list[tuple[Finish, Job]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_done: asyncio.Event | None = None
-        self._exclude: list[str] = []
-        self._include: list[str] | None = None
-        self._known_namespaces: set[str] = set()
-        self._namespaces_stale = True
-        self._namespaces_at = 0.0
+        self._reports: set[asyncio.Task[None]] = set()  # warnings about refused reports being written
         self._services: list[Elected] = []
         self.leading: set[str] = set()
         """The maintenance roles this worker holds now ("maintenance", "scheduler")."""
@@ -257,6 +259,7 @@ class Worker:
         if self._ran:
             raise RuntimeError("a Worker runs once; create a new Worker to run again")
         self._ran = True
+        self.tasks = tuple(self.app.tasks)
         loop = self._loop = here
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -278,7 +281,6 @@ class Worker:
             background.append(loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"))
             background.append(loop.create_task(self._waiter_loop(), name="conveyor-waiter"))
             background.append(loop.create_task(self._watchdog_loop(), name="conveyor-watchdog"))
-            background.append(loop.create_task(self._namespace_loop(), name="conveyor-namespaces"))
             if self.maintenance:
                 self._start_services()
             acquire_dispatcher(self.app)
@@ -287,9 +289,10 @@ class Worker:
                 self._begin_shutdown()
             self.started.set()
             log.info(
-                "worker %s started: queues=%s concurrency=%d store=%s",
+                "worker %s started: queues=%s tasks=%s concurrency=%d store=%s",
                 self.worker_id,
                 ",".join(self.queues),
+                ",".join(self.tasks) or "(none)",
                 self.concurrency,
                 self.store.scheme,
             )
@@ -351,7 +354,6 @@ class Worker:
                 return False
             try:
                 await self.app._ensure_open()
-                await self._refresh_namespaces()
                 await self.store.register_worker(self._info())
                 self._recovered()
                 return True
@@ -387,19 +389,9 @@ class Worker:
                 if len(self._pending) > 4 * MAX_FLUSH:  # completer is behind (store slow or down): back off
                     self._full = True
                     break
-                if self._namespaces_stale:  # a push for a namespace we do not know yet: look before claiming
-                    try:
-                        await self._refresh_namespaces()
-                    except Exception as exc:
-                        self._unavailable(exc, "reading namespaces")
                 try:
                     jobs = await store.claim(
-                        self.worker_id,
-                        self.queues,
-                        want,
-                        self.lease,
-                        namespaces=self._include,
-                        exclude_namespaces=self._exclude,
+                        self.worker_id, self.queues, want, self.lease, tasks=self.tasks, namespaces=self.namespaces
                     )
                 except Exception as exc:
                     self._unavailable(exc, "claiming jobs")
@@ -422,7 +414,7 @@ class Worker:
         by the store's clock, so a worker whose clock is off still claims when the store thinks the job is due."""
         self._due_stale = False
         try:
-            due = await self.store.next_due(self.queues, namespaces=self._include, exclude_namespaces=self._exclude)
+            due = await self.store.next_due(self.queues, tasks=self.tasks, namespaces=self.namespaces)
         except Exception as exc:
             self._unavailable(exc, "reading when the next job is due")
             return
@@ -442,28 +434,24 @@ class Worker:
 
     def _offer_idle(self) -> None:
         """Tell the store this worker waits, and for what: an enqueue in this process may then claim for it in the
-        same round trip and hand the jobs over (`_take_handoff`). Only jobs of namespaces known to run
-        automatically are offered for, so a new namespace with auto_run off is looked up before anything runs."""
-        if not self.store.supports_handoff or self._stopping or self._namespaces_stale:
+        same round trip and hand the jobs over (`_take_handoff`), by the rules of `claim` (the store decides there
+        which namespaces run automatically, as in every claim)."""
+        if not self.store.supports_handoff or self._stopping:
             return
         want = self._claim_size()
         if want <= 0:
             return
-        if self._include is not None:
-            namespaces = list(self._include)
-        else:
-            excluded = set(self._exclude)
-            namespaces = sorted(n for n in self._known_namespaces if n not in excluded)
         assert self._loop is not None
         offer = IdleClaim(
             worker_id=self.worker_id,
             queues=tuple(self.queues),
             limit=want,
             lease=self.lease,
-            namespaces=namespaces,
+            namespaces=self.namespaces,
             exclude_namespaces=(),
             deliver=self._take_handoff,
             loop=self._loop,
+            tasks=self.tasks,
         )
         self._offer = offer
         self.store.offer_idle(offer)
@@ -500,29 +488,6 @@ class Worker:
                 await asyncio.sleep(self.poll_interval)
             self._due_stale = True  # whatever woke us may have scheduled jobs: ask for the next due time again
             wake.set()
-
-    async def _namespace_loop(self) -> None:
-        """Refresh the auto_run-off list about once a second, off the claim path (no latency added to claims)."""
-        while True:
-            await asyncio.sleep(NAMESPACE_REFRESH)
-            try:
-                await self._refresh_namespaces()
-            except Exception as exc:
-                self._unavailable(exc, "reading namespaces")
-
-    async def _refresh_namespaces(self) -> None:
-        """Learn which namespaces have auto_run off (only Run consumes their jobs): the worker excludes them."""
-        spaces = await self.store.list_namespaces()
-        off = sorted(ns.name for ns in spaces if not ns.auto_run)
-        self._known_namespaces = {ns.name for ns in spaces}
-        if self.namespaces is not None:
-            self._include = [n for n in self.namespaces if n not in off]
-            self._exclude = []
-        else:
-            self._include = None
-            self._exclude = off
-        self._namespaces_stale = False
-        self._namespaces_at = time.monotonic()
 
     def _claim_size(self) -> int:
         """How many jobs to claim now (0: wait until slots free up).
@@ -611,14 +576,18 @@ class Worker:
         task = ctx._task
         if task is not None and task.cancelling():
             task.uncancel()
-        if ctx.cancel_reason == REASON_LOST:
-            log.warning("job %s (%s): lease lost while running; its outcome is discarded", job.id, job.task)
-            return
         finish = execution.finish
+        if ctx.cancel_reason == REASON_LOST:
+            # Reported all the same: the store refuses it (the lease is gone) and keeps the try as a LOST record of
+            # its own claim, so the history shows this run even when nobody else recorded it (a claim lost in a
+            # crash of the store); the completer logs the refusal.
+            log.info("job %s (%s): lease lost while running; stopped", job.id, job.task)
         if execution.committed:
             self.processed += 1
             if execution.applied and finish.attempt is not None:
                 self.app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+            elif not execution.applied:
+                self._log_refused([(finish, job)])
             return
         self._complete(finish, job)
 
@@ -666,6 +635,7 @@ class Worker:
                 self.processed += len(batch)
                 events = self.app.events
                 publish = events.publish_run if events.is_observed(ignore=self._on_event) else None
+                refused: list[tuple[Finish, Job]] = []
                 for (finish, job), ok in zip(batch, applied, strict=False):
                     attempt = finish.attempt
                     if ok and attempt is not None and publish is not None:
@@ -675,7 +645,9 @@ class Worker:
                     elif finish.status is JobStatus.PENDING and not finish.release and finish.run_at is not None:
                         wake_after = self._wake_at(finish.run_at) or wake_after  # a retry: claim it when due
                     if not ok:
-                        log.info("job %s: outcome not applied (lease was lost or job changed meanwhile)", job.id)
+                        refused.append((finish, job))
+                if refused:
+                    self._log_refused(refused)
         finally:
             self._flush_task = None
             if self._flush_done is not None:
@@ -683,6 +655,29 @@ class Worker:
             if wake_after and self._wake is not None:
                 self._due_stale = True  # e.g. a lane's next job, which may be due later
                 self._wake.set()
+
+    def _log_refused(self, refused: list[tuple[Finish, Job]]) -> None:
+        """Warn about reports the store refused (stale lease token), each with the job's state now; off the flush
+        path (one read of the jobs, in the background)."""
+        loop = self._loop
+        if loop is None or self._closed:
+            for finish, job in refused:
+                log.warning("%s", refused_message(finish, job, None, known=False))
+            return
+        task = loop.create_task(self._write_refused(refused))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _write_refused(self, refused: list[tuple[Finish, Job]]) -> None:
+        now: dict[str, Job] = {}
+        known = True
+        try:
+            page = await self.store.list_jobs(JobFilter(ids=[job.id for _, job in refused]), limit=len(refused))
+            now = {job.id: job for job in page.items}
+        except Exception:  # the store is down again: say what we know
+            known = False
+        for finish, job in refused:
+            log.warning("%s", refused_message(finish, job, now.get(job.id), known=known))
 
     def _wake_at(self, when: datetime) -> bool:
         """Make the fetch loop claim again at `when` (a retry this worker reported). True when it has come."""
@@ -749,6 +744,7 @@ class Worker:
             expires_at=now + timedelta(seconds=self.registration_ttl),
             running=(*self._running, *self._buffer),
             version=_version(),
+            tasks=self.tasks,
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -765,7 +761,7 @@ class Worker:
                 states = await self.store.heartbeat(leases, self.lease)
                 for state in states:
                     queued = self._buffer.get(state.lease.job_id)
-                    if queued is not None and queued.try_number == state.lease.try_number:
+                    if queued is not None and queued.lease_token == state.lease.token:
                         if not state.held:
                             del self._buffer[queued.id]
                             log.warning("job %s (%s): lease lost before it started", queued.id, queued.task)
@@ -773,7 +769,7 @@ class Worker:
                             self._cancel_buffered(queued)
                         continue
                     ctx = self._running.get(state.lease.job_id)
-                    if ctx is None or ctx.job.try_number != state.lease.try_number:
+                    if ctx is None or ctx.job.lease_token != state.lease.token:
                         continue
                     if not state.held:
                         log.warning("job %s (%s): lease lost; stopping it", ctx.job.id, ctx.job.task)
@@ -815,29 +811,30 @@ class Worker:
             self._stop_job(ctx, reason)
 
     def _on_event(self, event: Event) -> None:
-        """Event-bus listener (runs in the publisher's thread): local cancel fast path; new namespaces."""
+        """Event-bus listener (runs in the publisher's thread): the local cancel fast path."""
         if self._closed:
             return
         if event.type == "cancel":
             job_id = event.job_id
             if job_id is not None and (job_id in self._running or job_id in self._buffer) and self._loop is not None:
                 with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._cancel_local, job_id)
-        elif event.type == "push" and event.namespace not in self._known_namespaces:
-            self._namespaces_stale = True  # maybe a namespace with auto_run off: look before claiming from it
+                    self._loop.call_soon_threadsafe(self._cancel_local, job_id, event.lease_token)
 
     def _cancel_buffered(self, job: Job) -> None:
         if self._buffer.pop(job.id, None) is not None:
             log.info("job %s (%s): cancel requested before it started", job.id, job.task)
             self._complete(cancelled_finish(job, self.worker_id), job)
 
-    def _cancel_local(self, job_id: str) -> None:
+    def _cancel_local(self, job_id: str, token: str | None = None) -> None:
+        """A cancel requested in this process. Fenced like the store's: a cancel meant for another claim of the
+        job (`token`: the claim that was processing when it was asked) does not stop the run held here."""
         queued = self._buffer.get(job_id)
         if queued is not None:
-            self._cancel_buffered(queued)
+            if token is None or queued.lease_token == token:
+                self._cancel_buffered(queued)
             return
         ctx = self._running.get(job_id)
-        if ctx is not None:
+        if ctx is not None and (token is None or ctx.job.lease_token == token):
             log.info("job %s (%s): cancel requested; stopping it", job_id, ctx.job.task)
             self._stop_job(ctx, REASON_CANCEL)
 

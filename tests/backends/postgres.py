@@ -28,3 +28,35 @@ async def cleanup(url: str) -> None:
         return
     async with await psycopg.AsyncConnection.connect(SERVER_URL, autocommit=True) as conn:
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+_SNAPSHOT_TABLES = ("jobs", "attempts")
+
+
+async def snapshot(url: str) -> object:
+    """Copies of the job and attempt tables as committed now, kept in the test's schema (see `restore`)."""
+    schema = schema_of(url)
+    name = f"snap_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(SERVER_URL, autocommit=True) as conn:
+        for table in _SNAPSHOT_TABLES:
+            await conn.execute(
+                sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
+                    sql.Identifier(schema, f"{name}_{table}"), sql.Identifier(schema, table)
+                )
+            )
+    return name
+
+
+async def restore(url: str, snap: object) -> None:
+    """Put the jobs and attempts back as `snapshot` saw them, in one transaction: every change committed since is
+    gone, as after `pg_ctl restart -m immediate` lost commits made with synchronous_commit off."""
+    schema = schema_of(url)
+    assert isinstance(snap, str)
+    async with await psycopg.AsyncConnection.connect(SERVER_URL) as conn, conn.transaction():
+        for table in _SNAPSHOT_TABLES:
+            await conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, table)))
+            await conn.execute(
+                sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+                    sql.Identifier(schema, table), sql.Identifier(schema, f"{snap}_{table}")
+                )
+            )

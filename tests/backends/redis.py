@@ -31,3 +31,44 @@ async def cleanup(url: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
+
+
+async def snapshot(url: str) -> object:
+    """Every key under the URL's prefix, DUMPed with its time to live (see `restore`)."""
+    import redis.asyncio as aioredis
+
+    from conveyor.store.redis.store import split_url
+
+    base, prefix = split_url(url)
+    client = aioredis.Redis.from_url(base)
+    try:
+        saved: list[tuple[bytes, bytes, int]] = []
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            dumped = await client.dump(key)
+            if dumped is not None:
+                saved.append((key, dumped, max(0, await client.pttl(key))))
+        return saved
+    finally:
+        await client.aclose()
+
+
+async def restore(url: str, snap: object) -> None:
+    """Replace every key under the prefix with the snapshot's, in one MULTI/EXEC: what a restart that lost every
+    later write (appendfsync everysec, a kill -9) leaves behind."""
+    import redis.asyncio as aioredis
+
+    from conveyor.store.redis.store import split_url
+
+    assert isinstance(snap, list)
+    base, prefix = split_url(url)
+    client = aioredis.Redis.from_url(base)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        pipe = client.pipeline(transaction=True)
+        if keys:
+            pipe.delete(*keys)
+        for key, dumped, ttl in snap:
+            pipe.restore(key, ttl, dumped, replace=True)
+        await pipe.execute()
+    finally:
+        await client.aclose()

@@ -219,15 +219,40 @@ async def test_timeout_records_504_and_retries(worker_app: Conveyor) -> None:
     assert seen_cancel == [True]  # the sync handler saw ctx.cancelled once its time was up
 
 
-async def test_unknown_task_is_an_error_attempt_that_says_to_register_it(worker_app: Conveyor) -> None:
+async def test_a_job_of_a_task_this_worker_did_not_register_stays_pending(worker_app: Conveyor) -> None:
+    """PocketBase's rule: a worker claims only the tasks it registered, so a job nobody here handles waits for a
+    worker that has it — pending, no attempt burnt — instead of failing with "task not registered"."""
     app = worker_app
-    job = await app.aenqueue("nobody_handles_this", max_attempts=1)
-    async with running_worker(app):
-        failed = await wait_status(app, job.id, JobStatus.FAILED)
+    ran: list[str] = []
+
+    @app.task("known")
+    async def known(payload: str) -> None:
+        ran.append(payload)
+
+    orphan = await app.aenqueue("nobody_handles_this", max_attempts=1)
+    mine = await app.aenqueue("known", "after the orphan")
+    async with running_worker(app) as worker:
+        await wait_status(app, mine.id, JobStatus.COMPLETED)
+        assert worker.tasks == ("known",)
+        (info,) = [w for w in await app.alist_workers() if w.id == worker.worker_id]
+        assert tuple(info.tasks) == ("known",)
+        await asyncio.sleep(0.3)
+    stored = await app.aget_job(orphan.id)
+    assert stored is not None and (stored.status, stored.attempts, stored.try_number) == (JobStatus.PENDING, 0, 0)
+    assert await app.aattempts(orphan.id) == []
+    assert ran == ["after the orphan"]
+
+
+async def test_run_of_an_unregistered_task_is_an_error_attempt_that_says_to_register_it(worker_app: Conveyor) -> None:
+    """GS2 Run executes the user's next job whatever its task; one this process cannot run fails clearly."""
+    app = worker_app
+    job = await app.aenqueue("nobody_handles_this", max_attempts=1, user_id="p1")
+    result = await app.arun_next("default", "p1")
+    assert result.job is not None and result.job.id == job.id and result.job.status is JobStatus.FAILED
     (attempt,) = await app.aattempts(job.id)
     assert attempt.status_code == 500
     assert "nobody_handles_this" in (attempt.error or "")
-    assert "@app.task" in (failed.last_error or "")
+    assert "@app.task" in (result.job.last_error or "")
 
 
 async def test_handlers_without_context_and_non_json_results(worker_app: Conveyor) -> None:

@@ -150,6 +150,7 @@ async def test_claim_stays_an_index_scan_with_a_million_finished_rows(store: Pos
     params = {
         "worker_id": "w",
         "queues": ["default"],
+        "tasks": ["task"],
         "limit": 10,
         "lease": LEASE,
         "namespaces": None,

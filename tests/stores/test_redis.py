@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from conveyor.model import (
     Job,
     JobFilter,
     JobStatus,
+    Namespace,
     NewJob,
     QueueSettings,
     WorkerInfo,
@@ -150,16 +152,29 @@ async def check_invariants(store: RedisStore, raw: Any) -> None:
             expected_index.add(head)
     indexed: set[str] = set()
     for pr in pairs:
-        for m in await raw.zrange(f"{p}:q:{pr}:ready", 0, -1):
-            run_at, job_id = m.split(":", 1)
-            assert int(run_at) == int(jobs[job_id]["run_at"])
-            indexed.add(job_id)
-        for job_id in await raw.zrange(f"{p}:q:{pr}:sched", 0, -1):
-            assert job_id not in indexed
-            indexed.add(job_id)
+        assert not await raw.exists(f"{p}:q:{pr}:ready")  # layout 1's ready set is gone: one per task
+        tasks = set(await raw.smembers(f"{p}:q:{pr}:tasks"))
+        assert {j["task"] for j in jobs.values() if f"{j['namespace']}:{j['queue']}" == pr} <= tasks
+        async for key in raw.scan_iter(match=f"{p}:q:{pr}:ready:*", count=1000):
+            assert key.removeprefix(f"{p}:q:{pr}:ready:") in tasks
+        for task in tasks:
+            for m in await raw.zrange(f"{p}:q:{pr}:ready:{task}", 0, -1):
+                run_at, job_id = m.split(":", 1)
+                assert int(run_at) == int(jobs[job_id]["run_at"])
+                assert jobs[job_id]["task"] == task
+                indexed.add(job_id)
+        assert not await raw.exists(f"{p}:q:{pr}:sched")
+        for task in tasks:
+            for job_id in await raw.zrange(f"{p}:q:{pr}:sched:{task}", 0, -1):
+                assert job_id not in indexed and jobs[job_id]["task"] == task
+                indexed.add(job_id)
     assert indexed == expected_index
     leases = dict(await raw.zrange(f"{p}:leases", 0, -1, withscores=True))
     assert set(leases) == {i for i, j in jobs.items() if j["status"] == "processing"}
+    for i, j in jobs.items():  # a fencing token exactly while processing
+        assert ("lease_token" in j) == (j["status"] == "processing"), (i, j)
+    off = {name for name, doc in (await raw.hgetall(f"{p}:ns")).items() if not json.loads(doc)["auto_run"]}
+    assert set(await raw.smembers(f"{p}:nsoff")) == off
     for i, score in leases.items():
         assert int(score) == int(jobs[i]["lease_expires_at"])
     finished = {i: j for i, j in jobs.items() if j["status"] in ("completed", "failed", "cancelled")}
@@ -204,10 +219,24 @@ async def test_random_transitions_keep_every_index_in_step(store: RedisStore, ra
                     for _ in range(rng.randint(1, 4))
                 ]
                 if rng.random() < 0.5:  # an idle worker of this process: the enqueue claims for it (hand-off)
-                    _offer(store, held, limit=rng.randint(1, 3), queues=tuple(rng.sample(["default", "q2"], 1)))
+                    _offer(
+                        store,
+                        held,
+                        limit=rng.randint(1, 3),
+                        queues=tuple(rng.sample(["default", "q2"], 1)),
+                        tasks=rng.choice([None, ("a",), ("a", "b")]),
+                    )
                 known += [j.id for j in await store.enqueue(batch)]
             elif op < 0.5:
-                held += await store.claim("w", ["default", "q2"], rng.randint(1, 5), rng.choice([LEASE, timedelta(0)]))
+                held += await store.claim(
+                    "w",
+                    ["default", "q2"],
+                    rng.randint(1, 5),
+                    rng.choice([LEASE, timedelta(0)]),
+                    tasks=rng.choice([None, ["a"], ["b"], ["a", "b"]]),
+                )
+            elif op < 0.55:
+                await store.put_namespace(Namespace("default", auto_run=rng.random() < 0.7))
             elif op < 0.7 and held:
                 job = held.pop(rng.randrange(len(held)))
                 status = rng.choice([JobStatus.COMPLETED, JobStatus.PENDING, JobStatus.FAILED, JobStatus.CANCELLED])
@@ -362,13 +391,20 @@ async def test_a_claim_cancelled_mid_flight_hands_its_jobs_back(store: RedisStor
     assert again.id == job.id and again.try_number == 1
 
 
-def _offer(store: RedisStore, taken: list[Job], *, limit: int = 5, queues: tuple[str, ...] = ("default",)) -> None:
+def _offer(
+    store: RedisStore,
+    taken: list[Job],
+    *,
+    limit: int = 5,
+    queues: tuple[str, ...] = ("default",),
+    tasks: tuple[str, ...] | None = None,
+) -> None:
     def deliver(jobs: list[Job]) -> bool:
         taken.extend(jobs)
         return True
 
     store.offer_idle(
-        IdleClaim("idle", queues, limit, LEASE, None, (), deliver, asyncio.get_running_loop()),
+        IdleClaim("idle", queues, limit, LEASE, None, (), deliver, asyncio.get_running_loop(), tasks=tasks),
     )
 
 

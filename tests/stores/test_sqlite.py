@@ -149,20 +149,23 @@ def _plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
 
 
 async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
-    """The claim is an ordered range scan of the partial claim index per queue (no scan of the table, no sort
-    inside an arm); finishes look jobs up by primary key; lanes and unique keys use their indexes."""
+    """The claim is an ordered range scan of the partial claim index per (namespace, queue, task) (no scan of the
+    table, no sort inside a range); finishes look jobs up by primary key; lanes and unique keys use their indexes."""
     await store.enqueue([job(payload={"n": i}) for i in range(50)])
     path, _ = parse_sqlite_url(store.url)
     conn = sqlite3.connect(path)
     try:
         now = time.time_ns() // 1000
-        plan = _plan(conn, q.claim_sql(2), ["default", "a", now, 10, "default", "b", now, 10, 10])
-        assert plan.count("USING INDEX conveyor_jobs_claim (namespace=? AND queue=?)") == 2
-        assert "SCAN conveyor_jobs" not in plan
+        ranges = '[["default", "default", "a"], ["default", "b", "c"]]'
+        plan = _plan(conn, q.CLAIM_CANDIDATES, [ranges, now, 10, 10])
+        assert "USING INDEX conveyor_jobs_claim (namespace=? AND queue=? AND task=?)" in plan, plan
+        assert "SCAN conveyor_jobs" not in plan and "SCAN x" not in plan and "SCAN y" not in plan, plan
+        arms = _plan(conn, q.SELECT_CLAIM_ARMS, ['["default"]', '["a", "b"]'])
+        assert "SCAN conveyor_jobs" not in arms, arms
         for sql, params in (
-            (q.CLAIM, [now, "w", now, "[1, 2]"]),
+            (q.CLAIM, [now, "w", now, '[[1, "t1"], [2, "t2"]]']),
             (q.SELECT_JOBS_BY_ROWID, ["[1, 2]"]),
-            (q.HELD_LEASES, ['[["a", 1]]']),
+            (q.HELD_LEASES, ['[["a", "t1"]]']),
             (q.FINISH_MANY, [now, "[]"]),
             (q.HEARTBEAT, [now, now, '["a"]']),
         ):
@@ -171,7 +174,7 @@ async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
             assert "USING INTEGER PRIMARY KEY" in found or "sqlite_autoindex_conveyor_jobs_1 (id=?)" in found, found
         unique = _plan(conn, q.SELECT_ACTIVE_BY_UNIQUE_KEY, ["default", "k"])
         assert "conveyor_jobs_unique" in unique
-        lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1"])
+        lane = _plan(conn, q.CLAIM_LANE_HEAD, [now, "w", now, "default", "u:1", "t"])
         assert "conveyor_jobs_lane_head" in lane or "conveyor_jobs_lane" in lane
         prune = _plan(conn, q.SELECT_PRUNABLE, ["completed", now, 10, "default"])
         assert "conveyor_jobs_finished" in prune

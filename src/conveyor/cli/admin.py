@@ -405,7 +405,7 @@ def update_namespace(
 
 
 def delete_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
-    """Delete a namespace's record and settings (its jobs stay; `default` cannot be deleted)."""
+    """Delete a namespace with its settings and every job of it (`default` cannot be deleted)."""
     app = load_app(ctx)
 
     async def body() -> bool:

@@ -312,6 +312,7 @@ def worker_json(w: WorkerInfo) -> dict[str, JSON]:
         "running": list(w.running),
         "version": w.version,
         "leader_of": list(w.leader_of),
+        "tasks": list(w.tasks),
     }
 
 

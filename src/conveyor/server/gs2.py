@@ -545,7 +545,9 @@ class _GS2Api:
                 number = int(raw_try)
             except ValueError:
                 raise GS2Error(400, "tryNumber", "tryNumber must be an integer", "jobQueue.tryNumber.error") from None
-            for attempt in attempts:
+            # Records come in attempt_order: of two runs with one try number (a claim lost in a crash of the store
+            # and the one that replaced it) the last is the one that counted.
+            for attempt in reversed(attempts):
                 if attempt.try_number == number:
                     return attempt
             raise GS2Error(
@@ -611,7 +613,8 @@ class _GS2Api:
         return {"item": namespace_to_gs2(stored, self.grn)}
 
     async def delete_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
-        """GS2 DeleteNamespace: the namespace record goes; its jobs stay until pruned (Conveyor's rule)."""
+        """GS2 DeleteNamespace: the namespace goes with every job of it and their results, in one step (GS2's rule);
+        none of its jobs can run afterwards."""
         existing = await self._namespace(namespaceName)
         await self.app.adelete_namespace(namespaceName)
         return {"item": namespace_to_gs2(existing, self.grn)}

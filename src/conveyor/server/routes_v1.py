@@ -241,7 +241,7 @@ async def _one_attempt(ctx: ServerContext, job: Job, try_number: int | None) -> 
         if not attempts:
             raise NotFound(f"Job {job.id} has not run yet: no attempt recorded")
         return attempt_json(attempts[-1])
-    for attempt in attempts:
+    for attempt in reversed(attempts):  # attempt_order: the last record of a try number is the one that counted
         if attempt.try_number == try_number:
             return attempt_json(attempt)
     raise NotFound(f"Job {job.id} has no attempt number {try_number}")
@@ -435,7 +435,8 @@ async def update_namespace(name: str, body: NamespaceBody, ctx: ServerContext = 
 
 @admin.delete("/namespaces/{name}", response_model=OkAnswer, tags=["namespaces"], summary="Delete")
 async def delete_namespace(name: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
-    """Deletes the settings record, not the jobs. `default` cannot be deleted."""
+    """Deletes the namespace with its settings and every job of it (with their attempts), in one step: none of them
+    can run afterwards (GS2's rule). `default` cannot be deleted."""
     if not await ctx.app.adelete_namespace(_name(name, "namespace")):
         raise NamespaceNotFound(name)
     return JSONResponse({"ok": True})

@@ -340,6 +340,7 @@ class WorkerOut(BaseModel):
     running: list[str]
     version: str
     leader_of: list[str] = []
+    tasks: list[str] = []
 
 
 class WorkerList(BaseModel):

@@ -10,22 +10,43 @@ Rules every implementation must honour (the conformance suite in tests/conforman
   never leaves a job half-moved (one SQL transaction, one Lua script).
 * **Claim order.** Due jobs (`status='pending' AND run_at <= now`) are claimed in order of
   (priority ASC, run_at ASC, id ASC), across the given queues and namespaces, at most `limit` per call.
-  Claiming sets status `processing`, `attempts += 1`, `try_number += 1`, `started_at = now`,
-  `worker_id`, `lease_expires_at = now + lease`, `updated = now`, and clears `cancel_requested`.
+  Claiming sets status `processing`, `attempts += 1`, `try_number += 1`, a fresh random `lease_token`,
+  `started_at = now`, `worker_id`, `lease_expires_at = now + lease`, `updated = now`, and clears
+  `cancel_requested`.
+* **Served tasks.** A claim given `tasks` takes only jobs of those tasks (a worker passes the tasks it registered):
+  a job of a task that no claimer serves stays pending and burns no attempt. Skipping it changes nothing else —
+  claim order, lanes, pauses and caps are those of the served jobs alone. Stores keep this bounded: a backlog of
+  unserved jobs in front of served ones must not make a claim walk that backlog (per-task ready sets / indexes).
+* **Namespace settings.** Background claims (`claim` and hand-off) take no job of a namespace whose stored
+  settings have `auto_run` off, decided inside the claim's own atomic step from the settings as they are then — a
+  namespace switched off (or created off) before a job is enqueued into it never has that job claimed. A namespace
+  without a stored record has the default settings (auto_run on). GS2 Run (`claim_user`) ignores auto_run.
 * **Serial lanes.** Jobs with a serial key (group key, else user id; `Job.serial_key`), scoped by namespace,
   run one at a time in strict FIFO order: a lane's head is its pending job with the lowest (priority, id); only the
   head may be claimed, only when it is due, and only while no job of the lane is processing. So a delayed or
-  backing-off head holds back the rest of its lane (GS2's FIFO guarantee). At most one job per lane per claim.
+  backing-off head holds back the rest of its lane (GS2's FIFO guarantee), and so does a head whose task the claim
+  does not serve (the lane is skipped, never overtaken). At most one job per lane per claim.
 * **Paused queues** (QueueSettings.paused) are not claimed from by `claim` (Run via `claim_user` ignores pauses).
   A queue's `concurrency` limit, when set, caps its processing jobs across all workers.
-* **Fencing.** `finish` and `heartbeat` act only when the job is `processing` with the same `try_number` as the
-  lease; otherwise they do nothing and report it (a stale worker cannot finish or extend a re-claimed attempt).
+* **Fencing.** `finish` and `heartbeat` act only when the job is `processing` under the lease's token (`Lease`,
+  `Job.lease_token`); otherwise they change nothing and report it, and a heartbeat then reports no cancel request
+  either (a stale worker cannot finish, fail, cancel or extend a claim that has since been given to someone else).
+  The token is random and written by each claim, so it never repeats for a job even when a crash of the store loses
+  the claim that recorded it (the try number can repeat; it is not a fencing token). A refused report's attempt is
+  kept as a LOST record of its own claim (`model.not_applied`; nothing is written for a job that no longer exists,
+  and a claim's existing non-LOST record is never replaced), so every run is in the history and none is merged
+  into another claim's record.
+* **Attempt records** are keyed by (job_id, lease_token), one per claim, and listed by `model.attempt_order`: by
+  try number, and within one try number lost records first, so the last record of a number is the one that counted
+  (what GS2's result-by-try-number returns).
 * **Unique keys.** Enqueuing a job whose (namespace, unique_key) matches an *active* job (pending or
   processing) stores nothing and returns that existing job with `duplicate=True`. Within one enqueue batch the
   first of equal keys wins.
 * **Rescue.** `rescue` finds processing jobs whose lease expired, records a LOST attempt (status code 0, the
   job's worker_id and started_at, error "lease expired: worker … stopped heartbeating"), and moves each to
-  `pending` with run_at = now when attempts < max_attempts, else to `failed` (last_error set).
+  `pending` when attempts < max_attempts, else to `failed` (last_error set). A rescued job keeps its `run_at`, and
+  so its place in the claim order: it runs again as soon as a claim reaches it, not behind the whole backlog that
+  arrived while it ran. The same holds for a graceful hand-back (`Finish(release=True)` without run_at).
 * **Wake-ups.** After a successful enqueue the store wakes waiters in this process at once (`wait_for_jobs`)
   and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll. Jobs
   stored for later (a future `run_at`) wake waiters too, hand-off or not: a woken worker asks `next_due` again,
@@ -42,7 +63,8 @@ Rules every implementation must honour (the conformance suite in tests/conforman
   under the same lease until the worker reports it.
 * **Hand-off** (optional, `supports_handoff`). A worker waiting for jobs may `offer_idle` an `IdleClaim`; an
   enqueue in the same process and on the same event loop may then claim for it in the same atomic step, with the
-  same claim rules and arguments as `claim`, and hand it the jobs through `IdleClaim.deliver`. One offer is taken
+  same claim rules and arguments as `claim` (served tasks, namespace settings, lanes, pauses, caps), and hand it the
+  jobs through `IdleClaim.deliver`. One offer is taken
   by at most one enqueue, and `deliver` is then called once, possibly with no jobs (the worker offers again).
   When `deliver` answers False (the worker is stopping) the store releases those jobs back to pending without
   counting an attempt. Stores without it ignore offers; their waiters wake and claim.
@@ -107,6 +129,7 @@ class IdleClaim:
     exclude_namespaces: Sequence[str]
     deliver: Callable[[list[Job]], bool]
     loop: asyncio.AbstractEventLoop
+    tasks: Sequence[str] | None = None
 
 
 class Store(abc.ABC):
@@ -176,13 +199,15 @@ class Store(abc.ABC):
         limit: int,
         lease: timedelta,
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
         """Claim up to `limit` due jobs whose queue is in `queues`, in claim order (see module doc).
 
-        `namespaces=None` means every namespace except `exclude_namespaces` (the worker passes the namespaces
-        whose `auto_run` is off there). Queues paused in a namespace (QueueSettings) are skipped by the store."""
+        `tasks`: only jobs of these tasks (a worker passes the tasks it registered); None takes any task (tools and
+        tests). `namespaces=None` means every namespace except `exclude_namespaces`. Namespaces whose settings
+        have auto_run off and queues paused in a namespace (QueueSettings) are skipped by the store itself."""
 
     @abc.abstractmethod
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
@@ -192,14 +217,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
-        """Extend held leases to now + lease; one LeaseState per input, in order (carries cancel_requested)."""
+        """Extend held leases to now + lease; one LeaseState per input, in order (carries cancel_requested).
+        A lease whose token is not the job's current one is not held (and reports no cancel request)."""
 
     @abc.abstractmethod
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         """Apply end-of-try reports in one round trip; True per report that applied, False when stale.
 
-        Applying sets status, `finished_at` (final statuses), clears lease/worker, `last_error` = error
-        (None on completion), `result` (on completion), `run_at` (retry), and stores `attempt` if given."""
+        Applying sets status, `finished_at` (final statuses), clears lease/worker/lease_token, `last_error` = error
+        (None on completion), `result` (on completion), `run_at` (retry), and stores `attempt` if given under the
+        lease's token. A stale report changes nothing but keeps its attempt as `not_applied` (module doc)."""
 
     @asynccontextmanager
     async def handler_transaction(self, job: Job) -> AsyncIterator[HandlerTransaction]:
@@ -227,6 +254,7 @@ class Store(abc.ABC):
         self,
         queues: Sequence[str],
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> float | None:
@@ -234,8 +262,9 @@ class Store(abc.ABC):
         with the same arguments could take once they are due (≤ 0: one is due already); None when there are none.
 
         Why the store's clock: the caller arms a timer for this many seconds, so a worker whose clock is off still
-        claims when the store considers the job due. Jobs that claim would skip whatever their time (paused queues,
-        queues at their concurrency cap, lane members behind their head or behind a processing job) do not count."""
+        claims when the store considers the job due. Jobs that claim would skip whatever their time (tasks not
+        served, namespaces whose auto_run is off, paused queues, queues at their concurrency cap, lane members behind
+        their head or behind a processing job) do not count."""
 
     @abc.abstractmethod
     async def mark_timed_out(self, lease: Lease) -> bool:
@@ -247,7 +276,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
-        """Give back jobs whose lease expired (see module doc). Returns the jobs after the change."""
+        """Give back jobs whose lease expired, keeping their run_at (see module doc). Returns the jobs after the
+        change."""
 
     @abc.abstractmethod
     async def prune(
@@ -268,7 +298,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def attempts(self, job_id: str) -> list[Attempt]:
-        """Every attempt record of the job, by try_number ascending."""
+        """Every attempt record of the job, one per claim, in `model.attempt_order` (by try number)."""
 
     @abc.abstractmethod
     async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats: ...
@@ -291,7 +321,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def run_now(self, job_id: str) -> Job:
-        """A pending job becomes due now (run_at = now). Raises JobNotFound / InvalidTransition otherwise."""
+        """A pending job becomes due now: run_at = now if it was later (a job already due keeps its run_at, and so
+        its place in the order). Raises JobNotFound / InvalidTransition otherwise."""
 
     @abc.abstractmethod
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
@@ -322,7 +353,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_namespace(self, name: str) -> bool:
-        """Delete the namespace record (not its jobs). `default` cannot be deleted (ValidationError)."""
+        """Delete the namespace: its settings record, its queue settings, and every job of it with their attempt
+        records, in one transaction / script (GS2's rule: a deleted namespace takes its jobs with it, so none of
+        them can run afterwards; a worker still running one has its report refused). True when the namespace had
+        a record or jobs. `default` cannot be deleted (ValidationError)."""
 
     # ---- queues ----------------------------------------------------------------------------------------------
 
@@ -337,7 +371,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def register_worker(self, info: WorkerInfo) -> None:
-        """Create or refresh a registration (upsert); it expires at info.expires_at unless refreshed."""
+        """Create or refresh a registration (upsert); it expires at info.expires_at unless refreshed. Every field,
+        `tasks` included, is stored and returned by `list_workers`."""
 
     @abc.abstractmethod
     async def unregister_worker(self, worker_id: str) -> None: ...

@@ -63,15 +63,18 @@ class IdleClaims:
 
 
 def serves(claim: IdleClaim, job: NewJob) -> bool:
-    """Whether the idle worker's claim covers the job's (namespace, queue)."""
+    """Whether the idle worker's claim covers the job's (namespace, queue, task)."""
     if job.queue not in claim.queues or job.namespace in claim.exclude_namespaces:
+        return False
+    if claim.tasks is not None and job.task not in claim.tasks:
         return False
     return claim.namespaces is None or job.namespace in claim.namespaces
 
 
 def covers(claim: IdleClaim, jobs: Sequence[NewJob]) -> bool:
-    """Whether the idle worker serves every job's (namespace, queue). Then, when it took fewer jobs than its limit,
-    nothing is left that another worker could claim (lanes, pauses, caps), and no wake-up is needed."""
+    """Whether the idle worker serves every job's (namespace, queue, task). Then, when it took fewer jobs than its
+    limit, nothing is left that another worker could claim (lanes, pauses, caps, namespace settings: the same for
+    every claimer), and no wake-up is needed."""
     return all(serves(claim, j) for j in jobs)
 
 

@@ -4,7 +4,8 @@ It backs application tests and `conveyor.testing`, and every other store is chec
 suite, so it aims to be obviously correct first and reasonably fast second:
 
 * Jobs live in mutable records (`_Rec`) turned into frozen `Job` values on the way out.
-* Small indexes (pending jobs per queue in claim order, lanes, processing sets, unique keys, status counts) are
+* Small indexes (pending jobs per (namespace, queue, task) in claim order — per task so that a claim skips the
+  jobs of tasks it does not serve without walking them —, lanes, processing sets, unique keys, status counts) are
   kept in step by the only two functions that touch them, `_index` and `_unindex`: every change un-indexes a
   record, mutates it, and indexes it again. No method awaits in the middle of a change, and a `threading.Lock`
   guards each data set, so every state change is atomic even when several event loops (threads) share one
@@ -61,6 +62,9 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    attempt_order,
+    new_lease_tokens,
+    not_applied,
     serial_key_for,
     utcnow,
 )
@@ -71,6 +75,7 @@ from conveyor.store.wake import LocalWaker
 __all__ = ["MemoryStore"]
 
 _QueueKey = tuple[str, str]  # (namespace, queue)
+_ReadyKey = tuple[str, str, str]  # (namespace, queue, task): one claim-ordered list of pending jobs each
 _LaneKey = tuple[str, str]  # (namespace, serial key)
 _ClaimKey = tuple[int, datetime, str]  # (priority, run_at, id): claim order
 _LaneOrder = tuple[int, str]  # (priority, id): FIFO order inside a lane
@@ -105,6 +110,7 @@ class _Rec:
     last_error: str | None = None
     result: JSON = None
     cancel_requested: bool = False
+    lease_token: str | None = None
     serial_key: str | None = None
     payload_json: str | None = None
     timed_out_at: datetime | None = None
@@ -157,6 +163,7 @@ class _Rec:
             last_error=self.last_error,
             result=self.result,
             cancel_requested=self.cancel_requested,
+            lease_token=self.lease_token,
             duplicate=duplicate,
             payload_json=self.payload_json,
             timed_out_at=self.timed_out_at,
@@ -178,9 +185,9 @@ class _Data:
     lock: threading.Lock = field(default_factory=threading.Lock)
     waker: LocalWaker = field(default_factory=LocalWaker)
     jobs: dict[str, _Rec] = field(default_factory=dict)
-    attempts: dict[str, dict[int, Attempt]] = field(default_factory=dict)
+    attempts: dict[str, dict[str, Attempt]] = field(default_factory=dict)  # job id -> lease token -> record
     # indexes, maintained only by _index/_unindex
-    pending: dict[_QueueKey, list[_ClaimKey]] = field(default_factory=dict)
+    pending: dict[_ReadyKey, list[_ClaimKey]] = field(default_factory=dict)
     processing: dict[_QueueKey, set[str]] = field(default_factory=dict)
     lane_pending: dict[_LaneKey, list[_LaneOrder]] = field(default_factory=dict)
     lane_processing: dict[_LaneKey, set[str]] = field(default_factory=dict)
@@ -201,7 +208,7 @@ class _Data:
         lk = rec.lane_key
         self.counts[(rec.namespace, rec.queue, rec.task, rec.status)] += 1
         if rec.status is JobStatus.PENDING:
-            bisect.insort(self.pending.setdefault(qk, []), rec.claim_key)
+            bisect.insort(self.pending.setdefault((rec.namespace, rec.queue, rec.task), []), rec.claim_key)
             if lk is not None:
                 bisect.insort(self.lane_pending.setdefault(lk, []), (rec.priority, rec.id))
         elif rec.status is JobStatus.PROCESSING:
@@ -219,7 +226,7 @@ class _Data:
         if self.counts[ck] <= 0:
             del self.counts[ck]
         if rec.status is JobStatus.PENDING:
-            _remove_sorted(self.pending, qk, rec.claim_key)
+            _remove_sorted(self.pending, (rec.namespace, rec.queue, rec.task), rec.claim_key)
             if lk is not None:
                 _remove_sorted(self.lane_pending, lk, (rec.priority, rec.id))
         elif rec.status is JobStatus.PROCESSING:
@@ -241,12 +248,13 @@ class _Data:
 
     # ---- transitions ------------------------------------------------------------------------------------------
 
-    def start(self, rec: _Rec, worker_id: str, lease: timedelta, now: datetime) -> None:
-        """pending → processing (a claim)."""
+    def start(self, rec: _Rec, worker_id: str, lease: timedelta, now: datetime, token: str) -> None:
+        """pending → processing (a claim) under the fresh fencing token `token`."""
         self._unindex(rec)
         rec.status = JobStatus.PROCESSING
         rec.attempts += 1
         rec.try_number += 1
+        rec.lease_token = token
         rec.started_at = now
         rec.worker_id = worker_id
         rec.lease_expires_at = now + lease
@@ -260,20 +268,39 @@ class _Data:
         self.attempts.pop(rec.id, None)
 
     def held(self, lease: Lease) -> _Rec | None:
-        """The job when `lease` still holds it (fencing), else None."""
+        """The job when `lease` still holds it (fencing on the token), else None."""
         rec = self.jobs.get(lease.job_id)
-        if rec is None or rec.status is not JobStatus.PROCESSING or rec.try_number != lease.try_number:
+        if rec is None or rec.status is not JobStatus.PROCESSING or rec.lease_token != lease.token:
             return None
         return rec
 
+    def record(self, attempt: Attempt, token: str) -> None:
+        """Store the attempt record of the claim `token` (one record per claim)."""
+        self.attempts.setdefault(attempt.job_id, {})[token] = replace(attempt, lease_token=token)
+
+    def record_stale(self, attempt: Attempt, token: str) -> None:
+        """A refused report's attempt: kept as LOST under its own claim, unless the job is gone or that claim
+        already has a record other than a LOST one (a repeated report of a try that was applied)."""
+        if attempt.job_id not in self.jobs:
+            return
+        old = self.attempts.get(attempt.job_id, {}).get(token)
+        if old is None or old.outcome is AttemptOutcome.LOST:
+            self.record(not_applied(attempt), token)
+
+    def auto_run_off(self, namespace: str) -> bool:
+        ns = self.namespaces.get(namespace)
+        return ns is not None and not ns.auto_run
+
     def scheduled(self, now: datetime, namespace: str | None, queue: str | None, task: str | None) -> int:
         n = 0
-        for (ns, q), keys in self.pending.items():
+        for (ns, q, t), keys in self.pending.items():
             if (namespace is not None and ns != namespace) or (queue is not None and q != queue):
                 continue
+            if task is not None and t != task:
+                continue
             # keys are sorted by priority first, so every key must be looked at
-            for _, run_at, job_id in keys:
-                if run_at > now and (task is None or self.jobs[job_id].task == task):
+            for _, run_at, _ in keys:
+                if run_at > now:
                     n += 1
         return n
 
@@ -392,7 +419,13 @@ class MemoryStore(Store):
                 []
                 if idle is None
                 else self._claim_locked(
-                    idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces
+                    idle.worker_id,
+                    idle.queues,
+                    idle.limit,
+                    idle.lease,
+                    idle.tasks,
+                    idle.namespaces,
+                    idle.exclude_namespaces,
                 )
             )
         if idle is not None and not hand_over(idle, handed):
@@ -413,13 +446,14 @@ class MemoryStore(Store):
         limit: int,
         lease: timedelta,
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
         with self._data.lock:
-            return self._claim_locked(worker_id, queues, limit, lease, namespaces, exclude_namespaces)
+            return self._claim_locked(worker_id, queues, limit, lease, tasks, namespaces, exclude_namespaces)
 
     def offer_idle(self, claim: IdleClaim) -> None:
         self._idle.offer(claim)
@@ -433,30 +467,35 @@ class MemoryStore(Store):
         queues: Sequence[str],
         limit: int,
         lease: timedelta,
+        tasks: Sequence[str] | None,
         namespaces: Sequence[str] | None,
         exclude_namespaces: Sequence[str],
     ) -> list[Job]:
         """`claim` with the data set's lock held (enqueue claims for an idle worker in the same locked step)."""
         d = self._data
         wanted_queues = set(queues)
+        wanted_tasks = None if tasks is None else set(tasks)
         wanted_ns = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
         now = utcnow()
         sources: list[list[_ClaimKey]] = []
         room: dict[_QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
-        for qk, keys in d.pending.items():
-            ns, q = qk
+        for (ns, q, task), keys in d.pending.items():
             if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
                 continue
-            settings = d.queue_settings.get(qk)
-            if settings is not None and settings.paused:
+            if (wanted_tasks is not None and task not in wanted_tasks) or d.auto_run_off(ns):
                 continue
-            cap = None if settings is None else settings.concurrency
-            if cap is not None:
-                cap -= len(d.processing.get(qk, ()))
-                if cap <= 0:
+            qk = (ns, q)
+            if qk not in room:
+                settings = d.queue_settings.get(qk)
+                if settings is not None and settings.paused:
                     continue
-            room[qk] = cap
+                cap = None if settings is None else settings.concurrency
+                if cap is not None:
+                    cap -= len(d.processing.get(qk, ()))
+                    if cap <= 0:
+                        continue
+                room[qk] = cap
             sources.append(keys)
         if not sources:
             return []
@@ -481,8 +520,8 @@ class MemoryStore(Store):
             chosen.append(rec)
             if len(chosen) >= limit:
                 break
-        for rec in chosen:
-            d.start(rec, worker_id, lease, now)
+        for rec, token in zip(chosen, new_lease_tokens(len(chosen)), strict=True):
+            d.start(rec, worker_id, lease, now, token)
         return [rec.to_job() for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
@@ -495,7 +534,7 @@ class MemoryStore(Store):
             now = utcnow()
             if head is None or head.run_at > now:
                 return None
-            d.start(head, worker_id, lease, now)
+            d.start(head, worker_id, lease, now, new_lease_tokens(1)[0])
             return head.to_job()
 
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
@@ -529,6 +568,8 @@ class MemoryStore(Store):
             for f in finishes:
                 rec = d.held(f.lease)
                 if rec is None:
+                    if f.attempt is not None and not f.release:
+                        d.record_stale(f.attempt, f.lease.token)
                     out.append(False)
                     continue
                 d._unindex(rec)
@@ -536,6 +577,7 @@ class MemoryStore(Store):
                 rec.updated = now
                 rec.lease_expires_at = None
                 rec.worker_id = None
+                rec.lease_token = None
                 if f.release:
                     rec.attempts = max(0, rec.attempts - 1)
                     rec.try_number = max(0, rec.try_number - 1)
@@ -553,7 +595,7 @@ class MemoryStore(Store):
                         rec.cancel_requested = False
                         woke = woke or rec.run_at <= now
                     if f.attempt is not None:
-                        d.attempts.setdefault(rec.id, {})[f.attempt.try_number] = f.attempt
+                        d.record(f.attempt, f.lease.token)
                 rec.finished_at = now if rec.status.is_final else None
                 d._index(rec)
                 out.append(True)
@@ -568,20 +610,24 @@ class MemoryStore(Store):
         self,
         queues: Sequence[str],
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> float | None:
         d = self._data
         wanted_queues = set(queues)
+        wanted_tasks = None if tasks is None else set(tasks)
         wanted_ns = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
         with d.lock:
             now = utcnow()
             best: datetime | None = None
-            for qk, keys in d.pending.items():
-                ns, q = qk
+            for (ns, q, task), keys in d.pending.items():
                 if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
                     continue
+                if (wanted_tasks is not None and task not in wanted_tasks) or d.auto_run_off(ns):
+                    continue
+                qk = (ns, q)
                 settings = d.queue_settings.get(qk)
                 if settings is not None and (
                     settings.paused
@@ -627,24 +673,27 @@ class MemoryStore(Store):
             expired.sort(key=lambda r: (r.lease_expires_at or now, r.id))
             for rec in expired[: max(0, limit)]:
                 error = f"lease expired: worker {rec.worker_id} stopped heartbeating"
-                d.attempts.setdefault(rec.id, {})[rec.try_number] = Attempt(
-                    job_id=rec.id,
-                    try_number=rec.try_number,
-                    outcome=AttemptOutcome.LOST,
-                    status_code=LOST_STATUS_CODE,
-                    started_at=rec.started_at or now,
-                    finished_at=now,
-                    worker_id=rec.worker_id,
-                    error=error,
+                d.record(
+                    Attempt(
+                        job_id=rec.id,
+                        try_number=rec.try_number,
+                        outcome=AttemptOutcome.LOST,
+                        status_code=LOST_STATUS_CODE,
+                        started_at=rec.started_at or now,
+                        finished_at=now,
+                        worker_id=rec.worker_id,
+                        error=error,
+                    ),
+                    rec.lease_token or "",
                 )
                 d._unindex(rec)
                 rec.lease_expires_at = None
                 rec.worker_id = None
+                rec.lease_token = None
                 rec.last_error = error
                 rec.updated = now
                 if rec.attempts < rec.max_attempts:
-                    rec.status = JobStatus.PENDING
-                    rec.run_at = now
+                    rec.status = JobStatus.PENDING  # run_at kept: it keeps its place in the claim order
                 else:
                     rec.status = JobStatus.FAILED
                     rec.finished_at = now
@@ -698,7 +747,7 @@ class MemoryStore(Store):
     async def attempts(self, job_id: str) -> list[Attempt]:
         with self._data.lock:
             records = self._data.attempts.get(job_id, {})
-            return [records[n] for n in sorted(records)]
+            return sorted(records.values(), key=attempt_order)
 
     async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
         d = self._data
@@ -793,7 +842,7 @@ class MemoryStore(Store):
                 )
             now = utcnow()
             d._unindex(rec)
-            rec.run_at = now
+            rec.run_at = min(rec.run_at, now)  # a job already due keeps its place
             rec.updated = now
             d._index(rec)
             job = rec.to_job()
@@ -843,8 +892,14 @@ class MemoryStore(Store):
     async def delete_namespace(self, name: str) -> bool:
         if name == DEFAULT_NAMESPACE:
             raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
-        with self._data.lock:
-            return self._data.namespaces.pop(name, None) is not None
+        d = self._data
+        with d.lock:
+            doomed = [rec for rec in d.jobs.values() if rec.namespace == name]
+            for rec in doomed:
+                d.delete(rec)
+            for qk in [qk for qk in d.queue_settings if qk[0] == name]:
+                del d.queue_settings[qk]
+            return d.namespaces.pop(name, None) is not None or bool(doomed)
 
     # ---- queues ----------------------------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    not_applied_error,
     utcnow,
 )
 from conveyor.store.base import HandlerTransaction, IdleClaim, Store
@@ -438,7 +439,14 @@ class PostgresStore(Store):
         claimer (jobs_lane_running, as in `claim`): that rolls the whole transaction back, so it is tried again,
         and in the end the jobs are stored without a claim."""
         params = _claim_params(
-            idle.worker_id, idle.queues, idle.limit, idle.lease, idle.namespaces, idle.exclude_namespaces, None
+            idle.worker_id,
+            idle.queues,
+            idle.limit,
+            idle.lease,
+            idle.tasks,
+            idle.namespaces,
+            idle.exclude_namespaces,
+            None,
         )
         # Jobs for later wake every waiter (they re-read next_due), even those the idle worker covers.
         now = utcnow()
@@ -605,12 +613,15 @@ class PostgresStore(Store):
         limit: int,
         lease: timedelta,
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
-        if limit <= 0 or not queues:
+        if limit <= 0 or not queues or (tasks is not None and not tasks):
             return []
-        params = _claim_params(worker_id, queues, limit, lease, namespaces, exclude_namespaces, self._worker_commit)
+        params = _claim_params(
+            worker_id, queues, limit, lease, tasks, namespaces, exclude_namespaces, self._worker_commit
+        )
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
             for _ in range(5):
@@ -649,7 +660,7 @@ class PostgresStore(Store):
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
             return []
-        batch = _dumps([{"id": x.job_id, "try_number": x.try_number} for x in leases])
+        batch = _dumps([{"id": x.job_id, "token": x.token} for x in leases])
         params = {"batch": batch, "lease": lease, "synchronous_commit": self._worker_commit}
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
@@ -658,14 +669,12 @@ class PostgresStore(Store):
         rows = await self._run(go)
         held = {(row[0], row[1]): bool(row[2]) for row in rows}
         return [
-            LeaseState(
-                x, held=(x.job_id, x.try_number) in held, cancel_requested=held.get((x.job_id, x.try_number), False)
-            )
+            LeaseState(x, held=(x.job_id, x.token) in held, cancel_requested=held.get((x.job_id, x.token), False))
             for x in leases
         ]
 
     async def mark_timed_out(self, lease: Lease) -> bool:
-        params = {"id": lease.job_id, "try_number": lease.try_number}
+        params = {"id": lease.job_id, "token": lease.token}
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
             return (await conn.execute(self._q.MARK_TIMED_OUT, params)).rowcount == 1
@@ -676,13 +685,15 @@ class PostgresStore(Store):
         self,
         queues: Sequence[str],
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> float | None:
-        if not queues:
+        if not queues or (tasks is not None and not tasks):
             return None
         params = {
             "queues": list(dict.fromkeys(queues)),
+            "tasks": None if tasks is None else list(dict.fromkeys(tasks)),
             "namespaces": None if namespaces is None else list(namespaces),
             "exclude": list(exclude_namespaces),
         }
@@ -832,6 +843,7 @@ class PostgresStore(Store):
                 result=r[7],
                 error=r[8],
                 traceback=r[9],
+                lease_token=r[10],
             )
             for r in rows
         ]
@@ -927,11 +939,8 @@ class PostgresStore(Store):
         if name == DEFAULT_NAMESPACE:
             raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
 
-        async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute(self._q.DELETE_NAMESPACE, {"name": name})
-            return cur.rowcount > 0
-
-        return await self._run(go)
+        row = await self._one(self._q.DELETE_NAMESPACE, {"name": name})
+        return bool(row and row[0])
 
     # ---- queues ----------------------------------------------------------------------------------------------
 
@@ -977,6 +986,7 @@ class PostgresStore(Store):
             "expires_at": info.expires_at,
             "running": list(info.running),
             "version": info.version,
+            "tasks": list(info.tasks),
         }
         await self._run(lambda conn: conn.execute(self._q.REGISTER_WORKER, params))
 
@@ -997,6 +1007,7 @@ class PostgresStore(Store):
                 expires_at=r[7],
                 running=list(r[8]),
                 version=r[9],
+                tasks=list(r[10]),
             )
             for r in rows
         ]
@@ -1062,6 +1073,12 @@ class _PgHandlerTransaction(HandlerTransaction):
             raise self._store._unavailable(exc) from None
         if applied and finish.status is JobStatus.PENDING:
             self._store._waker.notify()
+        if not applied and finish.attempt is not None:
+            # The rollback took the try's LOST record with it; keep it, outside the handler's transaction.
+            try:
+                await self._store.finish([finish])
+            except StoreUnavailable as exc:
+                logger.warning("job %s: could not record its refused try (%s)", finish.lease.job_id, exc.message)
         return applied
 
 
@@ -1121,7 +1138,8 @@ def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
         cancel_requested=bool(row[22]),
         duplicate=duplicate,
         timed_out_at=row[23],
-        payload_json=row[24] if len(row) > 24 else None,
+        lease_token=row[24],
+        payload_json=row[25] if len(row) > 25 else None,
     )
 
 
@@ -1134,6 +1152,7 @@ def _claim_params(
     queues: Sequence[str],
     limit: int,
     lease: timedelta,
+    tasks: Sequence[str] | None,
     namespaces: Sequence[str] | None,
     exclude_namespaces: Sequence[str],
     synchronous_commit: str | None,
@@ -1143,6 +1162,7 @@ def _claim_params(
     return {
         "worker_id": worker_id,
         "queues": list(dict.fromkeys(queues)),
+        "tasks": None if tasks is None else list(dict.fromkeys(tasks)),
         "limit": limit,
         "lease": lease,
         "namespaces": None if namespaces is None else list(namespaces),
@@ -1310,7 +1330,7 @@ def _finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[
         record: dict[str, Any] = {
             "ord": ord_,
             "id": f.lease.job_id,
-            "try_number": f.lease.try_number,
+            "token": f.lease.token,
             "status": f.status.value,
             "run_at": f.run_at,
             "error": f.error,
@@ -1329,6 +1349,7 @@ def _finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[
                 a_worker_id=a.worker_id,
                 a_error=a.error,
                 a_traceback=a.traceback,
+                s_error=not_applied_error(a),
             )
             if a.result is not None:
                 record["a_result"] = a.result

@@ -19,6 +19,10 @@ Table layout, and why:
 * Key and name columns use `COLLATE "C"`: byte-order comparisons are much cheaper in every index, and ordering
   by id matches Python's string order (the other stores' order).
 * `lease_expires_at` is in no index, so heartbeats are HOT updates that touch no index at all.
+* Migration 3: `lease_token` is the claim's fencing token (random, written by each claim); attempts are keyed by
+  (job_id, lease_token), one record per claim; `jobs_ready` gains the task, so a claim reads one index range per
+  (queue, task) it serves and never walks the jobs of tasks it does not; `namespaces.auto_run` (generated from the
+  document) lets the claim skip namespaces whose auto_run is off; `workers.tasks` records what each worker serves.
 """
 
 from __future__ import annotations
@@ -139,6 +143,30 @@ CREATE TABLE {schema}.leaders (
     term       bigint      NOT NULL,
     expires_at timestamptz NOT NULL
 );
+""",
+    ),
+    (
+        3,
+        "0003_fencing_tokens_and_served_tasks",
+        """
+ALTER TABLE {schema}.jobs ADD COLUMN lease_token text;
+
+-- The claim reads one range per (queue, task) that its worker serves, in claim order.
+DROP INDEX {schema}.jobs_ready;
+CREATE INDEX jobs_ready ON {schema}.jobs (queue, task, priority, run_at, id) WHERE status = 'pending';
+
+-- One attempt record per claim. Records made before tokens existed get 'try-<n>'.
+ALTER TABLE {schema}.attempts ADD COLUMN lease_token text;
+UPDATE {schema}.attempts SET lease_token = 'try-' || try_number;
+ALTER TABLE {schema}.attempts ALTER COLUMN lease_token SET NOT NULL;
+ALTER TABLE {schema}.attempts DROP CONSTRAINT attempts_pkey;
+ALTER TABLE {schema}.attempts ADD PRIMARY KEY (job_id, lease_token);
+
+ALTER TABLE {schema}.namespaces
+    ADD COLUMN auto_run boolean GENERATED ALWAYS AS (coalesce((doc ->> 'auto_run')::boolean, true)) STORED;
+CREATE INDEX namespaces_auto_run_off ON {schema}.namespaces (name) WHERE NOT auto_run;
+
+ALTER TABLE {schema}.workers ADD COLUMN tasks text[] NOT NULL DEFAULT '{}';
 """,
     ),
 )

@@ -36,10 +36,12 @@ JOB_COLUMNS: tuple[str, ...] = (
     "result",
     "cancel_requested",
     "timed_out_at",
+    "lease_token",
 )
 
 ATTEMPT_COLUMNS = (
-    "job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback"
+    "job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback, "
+    "lease_token"
 )
 
 # ---- migrations -------------------------------------------------------------------------------------------------
@@ -127,24 +129,54 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 # ---- claims -----------------------------------------------------------------------------------------------------
 
 # The claim, in one round trip:
+#   arms     - the (queue, task) ranges of jobs_ready to read: every wanted queue × every served task, or, when
+#              the claim serves any task, the tasks pending in each queue (any_task: a loose index scan, one index
+#              probe per distinct task) — so jobs of a task the worker does not serve are never read;
+#   off      - namespaces whose settings have auto_run off, read inside this statement: no stale cache decides;
 #   paused   - paused (namespace, queue) pairs among the wanted queues;
 #   capped   - queues with a concurrency cap: their settings rows are locked (in a fixed order, so claimers never
 #              deadlock) and their free room counted with a fresh snapshot, which makes caps exact across workers;
-#   picked   - per wanted queue, the first due pending jobs in claim order from the jobs_ready index, honouring
+#   picked   - per arm, the first due pending jobs in claim order from the jobs_ready index, honouring
 #              namespaces, pauses, caps and serial lanes (only a lane's head, only while its lane is idle),
-#              locked with SKIP LOCKED so concurrent claimers take disjoint jobs;
+#              locked with SKIP LOCKED so concurrent claimers take disjoint jobs (each arm locks at most `limit`
+#              rows, of which `chosen` keeps the first `limit` overall: the price of reading per task);
 #   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
 # and the UPDATE marks them processing under the lease. CLAIM and HANDOFF_CLAIM are built from these same parts,
 # so a hand-off claims by exactly the rules of `claim`.
 #
 # `synchronous_commit`: 'off' lets the worker's own state changes commit without waiting for the WAL flush
 # (docs/postgres.md); NULL keeps the session's setting, for a claim that commits together with an enqueue.
+# The ranges of jobs_ready a claim reads (CLAIM, HANDOFF_CLAIM and NEXT_DUE alike): every wanted queue × every
+# served task, or, for a claim of any task, the tasks pending in each queue (a loose index scan); and the namespaces
+# whose auto_run is off, read inside the statement.
+_ARMS = """any_task(queue, task) AS (
+    SELECT q.name, (SELECT min(j.task) FROM {schema}.jobs j WHERE j.status = 'pending' AND j.queue = q.name)
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    WHERE %(tasks)s::text[] IS NULL
+    UNION ALL
+    SELECT a.queue,
+           (SELECT min(j.task) FROM {schema}.jobs j
+            WHERE j.status = 'pending' AND j.queue = a.queue AND j.task > a.task)
+    FROM any_task a
+    WHERE a.task IS NOT NULL
+),
+arms AS MATERIALIZED (
+    SELECT q.name AS queue, t.name AS task
+    FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN unnest(%(tasks)s::text[]) AS t(name)
+    UNION ALL
+    SELECT a.queue, a.task FROM any_task a WHERE a.task IS NOT NULL
+),
+off AS MATERIALIZED (
+    SELECT n.name FROM {schema}.namespaces n WHERE NOT n.auto_run
+),
+"""
+
 _CLAIM_CTES = """
 commit_mode AS MATERIALIZED (
     SELECT set_config('synchronous_commit',
                       coalesce(%(synchronous_commit)s::text, current_setting('synchronous_commit')), true) AS value
 ),
-paused AS MATERIALIZED (
+{arms}paused AS MATERIALIZED (
     SELECT s.namespace, s.queue
     FROM {schema}.queue_settings s
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
@@ -161,15 +193,17 @@ capped AS MATERIALIZED (
 ),
 picked AS (
     SELECT p.id, p.namespace, p.queue, p.priority, p.run_at
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    FROM arms a
     CROSS JOIN LATERAL (
         SELECT j.id, j.namespace, j.queue, j.priority, j.run_at
         FROM {schema}.jobs j
         WHERE j.status = 'pending'
-          AND j.queue = q.name
+          AND j.queue = a.queue
+          AND j.task = a.task
           AND j.run_at <= statement_timestamp()
           AND (%(namespaces)s::text[] IS NULL OR j.namespace = ANY(%(namespaces)s::text[]))
           AND j.namespace <> ALL(%(exclude)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = j.namespace)
           AND NOT EXISTS (SELECT 1 FROM paused x WHERE x.namespace = j.namespace AND x.queue = j.queue)
           AND NOT EXISTS (SELECT 1 FROM capped x WHERE x.namespace = j.namespace AND x.queue = j.queue
                                                    AND x.room <= 0)
@@ -207,13 +241,18 @@ SET status = 'processing',
     worker_id = %(worker_id)s,
     lease_expires_at = statement_timestamp() + %(lease)s,
     updated = statement_timestamp(),
-    cancel_requested = false
+    cancel_requested = false,
+    lease_token = replace(gen_random_uuid()::text, '-', '')
 FROM chosen, commit_mode
 WHERE j.id = chosen.id
 RETURNING {j_job_columns}
 """
 
-CLAIM = "WITH" + _CLAIM_CTES + _CLAIM_UPDATE
+# The fencing token is drawn by the database (gen_random_uuid: pg_strong_random, 122 random bits) for each claimed
+# row, so it never repeats for a job even when a crash loses the commit of the claim that drew the previous one.
+_CLAIM_CTES = _CLAIM_CTES.replace("{arms}", _ARMS)
+
+CLAIM = "WITH RECURSIVE" + _CLAIM_CTES + _CLAIM_UPDATE
 
 # Hand-off (PostgresStore.enqueue with an idle worker of this process): the claim for that worker, sent in the
 # enqueue's own transaction right after its INSERT, so it sees the new rows. The INSERT's trigger was silenced
@@ -222,7 +261,7 @@ CLAIM = "WITH" + _CLAIM_CTES + _CLAIM_UPDATE
 # left behind nobody can claim now (lanes, pauses, caps, not yet due). Returns one row when nothing was claimed
 # (job columns NULL), else one per claimed job; the first column says whether a NOTIFY went out.
 HANDOFF_CLAIM = (
-    "WITH"
+    "WITH RECURSIVE"
     + _CLAIM_CTES
     + """,
 claimed AS ("""
@@ -282,7 +321,8 @@ claimed AS (
         worker_id = %(worker_id)s,
         lease_expires_at = statement_timestamp() + %(lease)s,
         updated = statement_timestamp(),
-        cancel_requested = false
+        cancel_requested = false,
+        lease_token = replace(gen_random_uuid()::text, '-', '')
     FROM head
     WHERE j.id = head.id AND j.run_at <= statement_timestamp()
     RETURNING {j_job_columns}
@@ -305,19 +345,24 @@ SELECT EXISTS (SELECT 1 FROM {schema}.jobs
 # ---- the next due time ------------------------------------------------------------------------------------------
 
 # Seconds (by the database's clock) until the earliest run_at among the pending jobs CLAIM could take once due, with
-# CLAIM's own filters (scope, pauses, full caps, lane heads of idle lanes). jobs_ready is ordered by priority before
-# run_at, so `min(run_at)` over a queue would read its whole backlog; instead `prio` walks each queue's distinct
-# priorities with one index seek each (a loose index scan) and `first` takes each priority's earliest claimable
-# run_at with another: a handful of seeks however long the backlog.
-NEXT_DUE = """
-WITH RECURSIVE prio AS (
-    SELECT q.name AS queue,
-           (SELECT min(j.priority) FROM {schema}.jobs j WHERE j.status = 'pending' AND j.queue = q.name) AS p
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    UNION ALL
-    SELECT prio.queue,
+# CLAIM's own filters (its arms: served tasks; auto_run; scope, pauses, full caps, lane heads of idle lanes).
+# jobs_ready is ordered by priority before run_at, so `min(run_at)` over an arm would read its whole backlog; instead
+# `prio` walks each arm's distinct priorities with one index seek each (a loose index scan) and `first` takes each
+# priority's earliest claimable run_at with another: a handful of seeks however long the backlog.
+NEXT_DUE = (
+    """
+WITH RECURSIVE
+"""
+    + _ARMS
+    + """prio AS (
+    SELECT a.queue, a.task,
            (SELECT min(j.priority) FROM {schema}.jobs j
-            WHERE j.status = 'pending' AND j.queue = prio.queue AND j.priority > prio.p)
+            WHERE j.status = 'pending' AND j.queue = a.queue AND j.task = a.task) AS p
+    FROM arms a
+    UNION ALL
+    SELECT prio.queue, prio.task,
+           (SELECT min(j.priority) FROM {schema}.jobs j
+            WHERE j.status = 'pending' AND j.queue = prio.queue AND j.task = prio.task AND j.priority > prio.p)
     FROM prio
     WHERE prio.p IS NOT NULL
 ),
@@ -333,9 +378,10 @@ FROM prio
 CROSS JOIN LATERAL (
     SELECT j.run_at
     FROM {schema}.jobs j
-    WHERE j.status = 'pending' AND j.queue = prio.queue AND j.priority = prio.p
+    WHERE j.status = 'pending' AND j.queue = prio.queue AND j.task = prio.task AND j.priority = prio.p
       AND (%(namespaces)s::text[] IS NULL OR j.namespace = ANY(%(namespaces)s::text[]))
       AND j.namespace <> ALL(%(exclude)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = j.namespace)
       AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
       AND (j.serial_key IS NULL OR (
                NOT EXISTS (SELECT 1 FROM {schema}.jobs h
@@ -349,6 +395,7 @@ CROSS JOIN LATERAL (
 ) first
 WHERE prio.p IS NOT NULL
 """
+)
 
 # ---- leases -----------------------------------------------------------------------------------------------------
 
@@ -357,7 +404,7 @@ WHERE prio.p IS NOT NULL
 MARK_TIMED_OUT = """
 UPDATE {schema}.jobs
 SET timed_out_at = statement_timestamp(), updated = statement_timestamp()
-WHERE id = %(id)s AND try_number = %(try_number)s AND status = 'processing'
+WHERE id = %(id)s AND lease_token = %(token)s AND status = 'processing'
 """
 
 # Touches no indexed column, so every extension is a HOT update.
@@ -369,14 +416,16 @@ WITH commit_mode AS MATERIALIZED (
 UPDATE {schema}.jobs j
 SET lease_expires_at = statement_timestamp() + %(lease)s,
     updated = statement_timestamp()
-FROM json_to_recordset(%(batch)s::json) AS l(id text, try_number integer), commit_mode
-WHERE j.id = l.id AND j.try_number = l.try_number AND j.status = 'processing'
-RETURNING j.id, j.try_number, j.cancel_requested
+FROM json_to_recordset(%(batch)s::json) AS l(id text, token text), commit_mode
+WHERE j.id = l.id AND j.lease_token = l.token AND j.status = 'processing'
+RETURNING j.id, j.lease_token, j.cancel_requested
 """
 
-# Every end-of-try report of a batch in one statement: fenced job updates, then the attempt records of the
-# reports that applied. The batch is one JSON array of records (`a_*` fields: the attempt, absent when none).
-# Returns the (1-based) positions of the reports that applied.
+# Every end-of-try report of a batch in one statement: job updates fenced on the lease token, then the attempt
+# records of the reports that applied (under their token), and LOST records (model.not_applied: `s_error` is its
+# error text) for the refused ones — none for a job that no longer exists, and a claim's record that is not LOST (a
+# repeated report of an applied try) is kept. The batch is one JSON array of records (`a_*` fields: the attempt,
+# absent when none). Returns the (1-based) positions of the reports that applied.
 FINISH = """
 WITH commit_mode AS MATERIALIZED (
     -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
@@ -385,9 +434,9 @@ WITH commit_mode AS MATERIALIZED (
 f AS (
     SELECT *
     FROM json_to_recordset(%(batch)s::json)
-         AS f(ord integer, id text, try_number integer, status text, run_at timestamptz, error text, result json,
+         AS f(ord integer, id text, token text, status text, run_at timestamptz, error text, result json,
               release boolean, a_try_number integer, a_outcome text, a_status_code integer, a_started timestamptz,
-              a_finished timestamptz, a_worker_id text, a_result json, a_error text, a_traceback text)
+              a_finished timestamptz, a_worker_id text, a_result json, a_error text, a_traceback text, s_error text)
 ),
 applied AS (
     UPDATE {schema}.jobs j
@@ -395,6 +444,7 @@ applied AS (
         updated = statement_timestamp(),
         lease_expires_at = NULL,
         worker_id = NULL,
+        lease_token = NULL,
         attempts = CASE WHEN f.release THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         try_number = CASE WHEN f.release THEN greatest(j.try_number - 1, 0) ELSE j.try_number END,
         run_at = CASE WHEN f.release THEN coalesce(f.run_at, j.run_at)
@@ -407,21 +457,38 @@ applied AS (
         cancel_requested = CASE WHEN NOT f.release AND f.status = 'pending' THEN false ELSE j.cancel_requested END,
         finished_at = CASE WHEN f.status IN ('completed', 'failed', 'cancelled') THEN statement_timestamp() END
     FROM f, commit_mode
-    WHERE j.id = f.id AND j.try_number = f.try_number AND j.status = 'processing'
-    RETURNING f.ord
+    WHERE j.id = f.id AND j.lease_token = f.token AND j.status = 'processing'
+    RETURNING f.ord, f.token
 ),
 recorded AS (
-    INSERT INTO {schema}.attempts (job_id, try_number, outcome, status_code, started_at, finished_at, worker_id,
-                                   result, error, traceback)
-    SELECT f.id, f.a_try_number, f.a_outcome, f.a_status_code, f.a_started, f.a_finished, f.a_worker_id,
+    INSERT INTO {schema}.attempts (job_id, lease_token, try_number, outcome, status_code, started_at, finished_at,
+                                   worker_id, result, error, traceback)
+    SELECT f.id, f.token, f.a_try_number, f.a_outcome, f.a_status_code, f.a_started, f.a_finished, f.a_worker_id,
            f.a_result, f.a_error, f.a_traceback
     FROM f
     JOIN applied USING (ord)
     WHERE f.a_outcome IS NOT NULL AND NOT f.release
-    ON CONFLICT (job_id, try_number) DO UPDATE
-    SET outcome = excluded.outcome, status_code = excluded.status_code, started_at = excluded.started_at,
-        finished_at = excluded.finished_at, worker_id = excluded.worker_id, result = excluded.result,
-        error = excluded.error, traceback = excluded.traceback
+    ON CONFLICT (job_id, lease_token) DO UPDATE
+    SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
+        started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
+        result = excluded.result, error = excluded.error, traceback = excluded.traceback
+),
+stale AS (
+    INSERT INTO {schema}.attempts AS a (job_id, lease_token, try_number, outcome, status_code, started_at,
+                                        finished_at, worker_id, result, error, traceback)
+    SELECT DISTINCT ON (f.id, f.token)
+           f.id, f.token, f.a_try_number, 'lost', 0, f.a_started, f.a_finished, f.a_worker_id, f.a_result,
+           f.s_error, f.a_traceback
+    FROM f
+    WHERE f.a_outcome IS NOT NULL AND NOT f.release
+      AND NOT EXISTS (SELECT 1 FROM applied x WHERE x.token = f.token)
+      AND EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = f.id)
+    ORDER BY f.id, f.token, f.ord
+    ON CONFLICT (job_id, lease_token) DO UPDATE
+    SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
+        started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
+        result = excluded.result, error = excluded.error, traceback = excluded.traceback
+    WHERE a.outcome = 'lost'
 )
 SELECT ord FROM applied
 """
@@ -433,7 +500,7 @@ WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, statement_timestamp()) AS now
 ),
 expired AS (
-    SELECT j.id, j.worker_id, j.started_at
+    SELECT j.id, j.worker_id, j.started_at, coalesce(j.lease_token, 'try-' || j.try_number) AS lease_token
     FROM {schema}.jobs j, clock
     WHERE j.status = 'processing' AND j.lease_expires_at <= clock.now
     ORDER BY j.lease_expires_at, j.id
@@ -441,25 +508,26 @@ expired AS (
     FOR UPDATE OF j SKIP LOCKED
 ),
 moved AS (
+    -- run_at is kept: a rescued job goes back to its place in the claim order, not behind the backlog
     UPDATE {schema}.jobs j
     SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
-        run_at = CASE WHEN j.attempts < j.max_attempts THEN clock.now ELSE j.run_at END,
         finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE clock.now END,
         last_error = 'lease expired: worker ' || coalesce(e.worker_id, 'None') || ' stopped heartbeating',
         lease_expires_at = NULL,
         worker_id = NULL,
+        lease_token = NULL,
         updated = clock.now
     FROM expired e, clock
     WHERE j.id = e.id
     RETURNING {j_job_columns}, e.worker_id AS lost_worker_id, coalesce(e.started_at, clock.now) AS lost_started_at,
-              clock.now AS lost_at
+              clock.now AS lost_at, e.lease_token AS lost_token
 ),
 recorded AS (
-    INSERT INTO {schema}.attempts (job_id, try_number, outcome, status_code, started_at, finished_at, worker_id,
-                                   error)
-    SELECT m.id, m.try_number, 'lost', 0, m.lost_started_at, m.lost_at, m.lost_worker_id, m.last_error
+    INSERT INTO {schema}.attempts (job_id, lease_token, try_number, outcome, status_code, started_at, finished_at,
+                                   worker_id, error)
+    SELECT m.id, m.lost_token, m.try_number, 'lost', 0, m.lost_started_at, m.lost_at, m.lost_worker_id, m.last_error
     FROM moved m
-    ON CONFLICT (job_id, try_number) DO UPDATE
+    ON CONFLICT (job_id, lease_token) DO UPDATE
     SET outcome = excluded.outcome, status_code = excluded.status_code, started_at = excluded.started_at,
         finished_at = excluded.finished_at, worker_id = excluded.worker_id, result = NULL,
         error = excluded.error, traceback = NULL
@@ -513,7 +581,11 @@ LIST_JOBS = (
 
 COUNT_JOBS = "SELECT count(*) FROM {schema}.jobs" + _FILTER
 
-ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM {{schema}}.attempts WHERE job_id = %(id)s ORDER BY try_number"
+# model.attempt_order: by try number, lost records of a number first.
+ATTEMPTS = (
+    f"SELECT {ATTEMPT_COLUMNS} FROM {{schema}}.attempts WHERE job_id = %(id)s "
+    "ORDER BY try_number, outcome <> 'lost', started_at, lease_token"
+)
 
 STATS = """
 SELECT status, count(*), count(*) FILTER (WHERE status = 'pending' AND run_at > statement_timestamp())
@@ -580,9 +652,10 @@ history AS (
 SELECT count(*) FROM gone
 """
 
+# A job already due keeps its run_at (its place in the order).
 RUN_NOW = """
 UPDATE {schema}.jobs
-SET run_at = statement_timestamp(), updated = statement_timestamp()
+SET run_at = least(run_at, statement_timestamp()), updated = statement_timestamp()
 WHERE id = %(id)s AND status = 'pending'
 RETURNING {job_columns}
 """
@@ -603,7 +676,23 @@ GET_NAMESPACE = "SELECT doc FROM {schema}.namespaces WHERE name = %(name)s"
 
 LIST_NAMESPACES = "SELECT doc FROM {schema}.namespaces ORDER BY name"
 
-DELETE_NAMESPACE = "DELETE FROM {schema}.namespaces WHERE name = %(name)s"
+# Deleting a namespace takes its jobs, their attempts and its queue settings with it, in one statement (GS2).
+# Returns how many records went (the namespace's row plus its jobs).
+DELETE_NAMESPACE = """
+WITH gone_jobs AS (
+    DELETE FROM {schema}.jobs WHERE namespace = %(name)s RETURNING id
+),
+gone_attempts AS (
+    DELETE FROM {schema}.attempts a USING gone_jobs g WHERE a.job_id = g.id
+),
+gone_settings AS (
+    DELETE FROM {schema}.queue_settings WHERE namespace = %(name)s
+),
+gone AS (
+    DELETE FROM {schema}.namespaces WHERE name = %(name)s RETURNING name
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_jobs)
+"""
 
 PUT_QUEUE_SETTINGS = """
 INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency)
@@ -633,13 +722,13 @@ FULL JOIN settings s ON s.namespace = c.namespace AND s.queue = c.queue
 
 REGISTER_WORKER = """
 INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires_at,
-                              running, version)
+                              running, version, tasks)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(started_at)s, %(heartbeat_at)s,
-        %(expires_at)s, %(running)s, %(version)s)
+        %(expires_at)s, %(running)s, %(version)s, %(tasks)s)
 ON CONFLICT (id) DO UPDATE
 SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues,
     concurrency = excluded.concurrency, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
-    expires_at = excluded.expires_at, running = excluded.running, version = excluded.version
+    expires_at = excluded.expires_at, running = excluded.running, version = excluded.version, tasks = excluded.tasks
 """
 
 UNREGISTER_WORKER = "DELETE FROM {schema}.workers WHERE id = %(id)s"
@@ -649,7 +738,7 @@ LIST_WORKERS = """
 WITH expired AS (
     DELETE FROM {schema}.workers WHERE expires_at <= statement_timestamp()
 )
-SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires_at, running, version
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, expires_at, running, version, tasks
 FROM {schema}.workers
 WHERE expires_at > statement_timestamp()
 ORDER BY started_at, id

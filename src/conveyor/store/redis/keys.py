@@ -7,13 +7,18 @@ Times are integer microseconds since the Unix epoch, taken from Redis's `TIME` i
 key                                    type    contents
 =====================================  ======  ===============================================================
 P:meta                                 HASH    `schema` = layout version (written by migrate)
-P:job:<id>                             HASH    the job: every field, its status *and* its lease together
-                                               (`timed_out_at`: set by mark_timed_out.lua)
-P:att:<id>                             HASH    try_number -> attempt record (JSON)
+P:job:<id>                             HASH    the job: every field, its status *and* its lease (worker, expiry,
+                                               fencing token `lease_token`) together (`timed_out_at`: set by
+                                               mark_timed_out.lua)
+P:att:<id>                             HASH    lease token -> attempt record (JSON, outcome first): one per claim
+                                               (records from before layout 2 are under their try number)
 P:pairs                                SET     every <pair> that has had jobs or settings
-P:q:<pair>:ready                       ZSET    claimable now: score priority, member `<run_at 16 digits>:<id>`
-                                               (equal scores sort by member, so the order is priority, run_at, id)
-P:q:<pair>:sched                       ZSET    in the claim index but not yet due: score run_at, member id
+P:q:<pair>:ready:<task>                ZSET    claimable now, one set per task (a claim reads only the tasks it
+                                               serves): score priority, member `<run_at 16 digits>:<id>` (equal
+                                               scores sort by member, so the order is priority, run_at, id)
+P:q:<pair>:tasks                       SET     every task that has had jobs in the pair (the ready sets to read)
+P:q:<pair>:sched:<task>                ZSET    in the claim index but not yet due, one set per task: score run_at,
+                                               member id
 P:q:<pair>:pend                        ZSET    every pending job by run_at (the `scheduled` counts)
 P:q:<pair>:s:<status>                  ZSET    the pair's jobs in that status by created (listing, newest first)
 P:q:<pair>:n                           HASH    counts per `<status>|<task>` (summed per status when read)
@@ -28,6 +33,7 @@ P:leases                               ZSET    processing jobs by lease_expires_
 P:done:<ns>:completed                  ZSET    completed jobs of a namespace by finished_at (prune)
 P:done:<ns>:failed                     ZSET    failed and cancelled jobs of a namespace by finished_at (prune)
 P:ns                                   HASH    namespace name -> Namespace JSON document
+P:nsoff                                SET     namespaces whose auto_run is off (read by claim_due)
 P:workers                              ZSET    worker id -> expires_at (index of the registrations)
 P:w:<worker id>                        STRING  WorkerInfo JSON; expires by itself (PXAT) unless refreshed
 P:kv:<key>                             STRING  key-value entries, optionally expiring
@@ -38,8 +44,8 @@ P:leadernames                          SET     every role ever held (leaders() l
 =====================================  ======  ===============================================================
 
 Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its
-pair's `ready`/`sched`; a lane puts only its head in them, and only while no job of the lane is processing
-(`lanest.busy`). Every index is changed in the same script as the job hash, so they never drift apart.
+pair's `ready:<its task>`/`sched:<its task>`; a lane puts only its head in them, and only while no job of the lane
+is processing (`lanest.busy`). Every index is changed in the same script as the job hash, so they never drift apart.
 
 Scripts build keys from the prefix inside Lua (they do not declare KEYS), so the store needs a single Redis
 server (or a primary with replicas), not Redis Cluster.
@@ -48,7 +54,7 @@ server (or a primary with replicas), not Redis Cluster.
 from __future__ import annotations
 
 DEFAULT_PREFIX = "conveyor"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # layout 2: ready and sched sets per task, P:nsoff, attempts keyed by lease token
 
 
 class Keys:

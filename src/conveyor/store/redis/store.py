@@ -53,7 +53,10 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    attempt_order,
     encode_result,
+    new_lease_tokens,
+    not_applied,
     utcnow,
 )
 from conveyor.store.base import IdleClaim, Store
@@ -84,10 +87,12 @@ SCRIPTS = (
     "prune",
     "stats",
     "list",
-    "put_doc",
     "next_due",
     "mark_timed_out",
     "elect",
+    "put_namespace",
+    "delete_namespace",
+    "migrate",
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -149,32 +154,38 @@ def decode_job(h: dict[str, str], *, duplicate: bool = False) -> Job:
         last_error=g("last_error"),
         result=None if result is None else json.loads(result),
         cancel_requested=g("cancel_requested") == "1",
+        lease_token=g("lease_token"),
         duplicate=duplicate,
         timed_out_at=None if g("timed_out_at") is None else from_us(h["timed_out_at"]),
     )
 
 
-def encode_attempt(a: Attempt) -> str:
-    return json.dumps(
-        {
-            "job_id": a.job_id,
-            "try_number": a.try_number,
-            "outcome": a.outcome.value,
-            "status_code": a.status_code,
-            "started_at": to_us(a.started_at),
-            "finished_at": to_us(a.finished_at),
-            "worker_id": a.worker_id,
-            "result": a.result,
-            "error": a.error,
-            "traceback": a.traceback,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _attempt_head(a: Attempt) -> str:
+    """The first fields of a stored attempt record, outcome first: finish.lua recognises a LOST record by its first
+    bytes, and swaps this head for the LOST one (model.not_applied) when the report turns out stale."""
+    return f'{{"outcome":"{a.outcome.value}","status_code":{a.status_code},"error":{_dumps(a.error)}'
+
+
+def _attempt_body(a: Attempt) -> str:
+    """The rest of a stored attempt record (after `_attempt_head`), closing the JSON object."""
+    return (
+        f',"job_id":{_dumps(a.job_id)},"try_number":{a.try_number},"started_at":{to_us(a.started_at)},'
+        f'"finished_at":{to_us(a.finished_at)},"worker_id":{_dumps(a.worker_id)},"result":{_dumps(a.result)},'
+        f'"traceback":{_dumps(a.traceback)}}}'
     )
 
 
-def decode_attempt(text: str) -> Attempt:
+def encode_attempt(a: Attempt) -> str:
+    return _attempt_head(a) + _attempt_body(a)
+
+
+def decode_attempt(text: str, field: str | None = None) -> Attempt:
+    """An attempt record; `field` is its hash field: the claim's lease token (a try number on records made before
+    tokens existed)."""
     d = json.loads(text)
     return Attempt(
         job_id=d["job_id"],
@@ -187,6 +198,7 @@ def decode_attempt(text: str) -> Attempt:
         result=d.get("result"),
         error=d.get("error"),
         traceback=d.get("traceback"),
+        lease_token=None if field is None or field.isdigit() else field,
     )
 
 
@@ -203,6 +215,7 @@ def _encode_worker(w: WorkerInfo) -> str:
             "expires_at": w.expires_at.isoformat(),
             "running": list(w.running),
             "version": w.version,
+            "tasks": list(w.tasks),
         }
     )
 
@@ -220,6 +233,7 @@ def _decode_worker(text: str) -> WorkerInfo:
         expires_at=datetime.fromisoformat(d["expires_at"]),
         running=tuple(d.get("running", ())),
         version=d.get("version", ""),
+        tasks=tuple(d.get("tasks", ())),
     )
 
 
@@ -358,14 +372,11 @@ class RedisStore(Store):
                 await client.aclose()
 
     async def migrate(self) -> list[str]:
-        """Redis has no schema; the layout version is recorded so a future layout change can migrate."""
-
-        async def run(c: aioredis.Redis) -> list[str]:
-            created = await c.hsetnx(self.keys.meta, "schema", SCHEMA_VERSION)
-            return ["0001_redis_layout"] if created else []
-
-        applied: list[str] = await self._do(run)
-        return applied
+        """Redis has no schema; the key layout's version is recorded in P:meta, and lua/migrate.lua brings older
+        layouts to this one in one script (ready sets per task, the auto_run-off namespace set). Upgrade every
+        process of a deployment together: older code reads the older layout."""
+        migrated = await self._run("migrate", [SCHEMA_VERSION])
+        return [f"{int(SCHEMA_VERSION):04d}_redis_layout"] if migrated else []
 
     async def ping(self) -> None:
         await self._do(lambda c: c.ping())
@@ -435,6 +446,8 @@ class RedisStore(Store):
                 "queues": list(idle.queues),
                 "namespaces": None if idle.namespaces is None else list(idle.namespaces),
                 "exclude": list(idle.exclude_namespaces),
+                "tasks": None if idle.tasks is None else list(idle.tasks),
+                "tokens": "".join(new_lease_tokens(idle.limit)),
             }
             # The claimed jobs reach the worker from the script's completion, not from this coroutine: a caller
             # cancelled meanwhile must not strand them in `processing`.
@@ -485,10 +498,11 @@ class RedisStore(Store):
         limit: int,
         lease: timedelta,
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
-        if limit <= 0 or not queues:
+        if limit <= 0 or not queues or (tasks is not None and not tasks):
             return []
         self._wake_queues.update(queues)
         opts = json.dumps(
@@ -496,9 +510,11 @@ class RedisStore(Store):
                 "queues": list(queues),
                 "namespaces": None if namespaces is None else list(namespaces),
                 "exclude": list(exclude_namespaces),
+                "tasks": None if tasks is None else list(tasks),
             }
         )
-        reply = await self._shielded_claim("claim", [worker_id, limit, lease // _US, opts])
+        tokens = "".join(new_lease_tokens(limit))
+        reply = await self._shielded_claim("claim", [worker_id, limit, lease // _US, opts, tokens])
         return [decode_job(h) for h in json.loads(reply)]
 
     async def _shielded_claim(self, name: str, args: Sequence[Any]) -> Any:
@@ -538,7 +554,8 @@ class RedisStore(Store):
             log.warning("could not hand back the jobs of a cancelled claim: %s", fut.exception())
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
-        reply = await self._shielded_claim("claim_user", [namespace, user_id, worker_id, lease // _US])
+        token = new_lease_tokens(1)[0]
+        reply = await self._shielded_claim("claim_user", [namespace, user_id, worker_id, lease // _US, token])
         if reply[0] == "conflict":
             raise Conflict(CONFLICT_MESSAGE)
         if reply[0] == "none":
@@ -550,7 +567,7 @@ class RedisStore(Store):
             return []
         args: list[Any] = [lease // _US]
         for held in leases:
-            args += [held.job_id, held.try_number]
+            args += [held.job_id, held.token]
         reply: str = await self._run("heartbeat", args)
         return [
             LeaseState(lease=held, held=reply[2 * i] == "1", cancel_requested=reply[2 * i + 1] == "1")
@@ -569,38 +586,43 @@ class RedisStore(Store):
                     field="status",
                 )
             completed = f.status is JobStatus.COMPLETED and not f.release
+            a = None if f.release else f.attempt
             rows.append(
                 [
                     f.lease.job_id,
-                    str(f.lease.try_number),
+                    f.lease.token,
                     f.status.value,
                     "1" if f.release else "0",
                     None if f.run_at is None else str(to_us(f.run_at)),
                     f.error,
                     encode_result(f.result) if completed and f.result is not None else None,
-                    encode_attempt(f.attempt) if f.attempt is not None and not f.release else None,
+                    None if a is None else _attempt_head(a),
+                    None if a is None else _attempt_head(not_applied(a)),
+                    None if a is None else _attempt_body(a),
                 ]
             )
         reply: str = await self._run("finish", [_batch(rows)])
         return [c == "1" for c in reply]
 
     async def mark_timed_out(self, lease: Lease) -> bool:
-        reply = await self._run("mark_timed_out", [lease.job_id, lease.try_number])
+        reply = await self._run("mark_timed_out", [lease.job_id, lease.token])
         return bool(int(reply))
 
     async def next_due(
         self,
         queues: Sequence[str],
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> float | None:
-        if not queues:
+        if not queues or (tasks is not None and not tasks):
             return None
         scope = {
             "queues": list(dict.fromkeys(queues)),
             "namespaces": None if namespaces is None else list(namespaces),
             "exclude": list(exclude_namespaces),
+            "tasks": None if tasks is None else list(tasks),
         }
         reply: str = await self._run("next_due", [json.dumps(scope)])
         return None if reply == "" else int(reply) / 1e6
@@ -706,7 +728,7 @@ class RedisStore(Store):
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         records: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.attempts(job_id)))
-        return [decode_attempt(records[k]) for k in sorted(records, key=int)]
+        return sorted((decode_attempt(text, field) for field, text in records.items()), key=attempt_order)
 
     async def _stat_rows(self, namespace: str | None, queue: str | None, task: str | None) -> list[list[Any]]:
         rows: list[list[Any]] = await self._run("stats", [_opt(namespace), _opt(queue), _opt(task), *_STATUSES])
@@ -787,7 +809,7 @@ class RedisStore(Store):
                 old = Namespace.from_dict(json.loads(current))
                 stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
             doc = json.dumps(stored.to_dict())
-            ok = await self._run("put_doc", ["ns", namespace.name, _opt(current), doc])
+            ok = await self._run("put_namespace", [namespace.name, _opt(current), doc, "1" if stored.auto_run else "0"])
             if ok:
                 return stored
 
@@ -806,7 +828,7 @@ class RedisStore(Store):
     async def delete_namespace(self, name: str) -> bool:
         if name == DEFAULT_NAMESPACE:
             raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
-        return bool(await self._do(lambda c: c.hdel(self.keys.namespaces, name)))
+        return bool(await self._run("delete_namespace", [name]))
 
     # ---- queues ----------------------------------------------------------------------------------------------
 

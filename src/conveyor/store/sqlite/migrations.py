@@ -14,6 +14,10 @@ Schema notes (why it looks like this):
   prints REALs in JSON with 15 significant digits, which would lose microseconds).
 * `serial_key` is a generated column (group key, else user id) so every writer, including a caller's own
   connection, gets it right without Python's help.
+* `lease_token` is the claim's fencing token (random, written by each claim); attempts are keyed by
+  (job_id, lease_token), one record per claim (migration 3).
+* The claim index is per (namespace, queue, task), planned from `conveyor_queue_tasks`, so a claim reads only the
+  ranges of the tasks its worker serves (migration 3).
 * `eligible` makes serial lanes O(1) to claim: a job may be claimed only when eligible = 1. Jobs outside lanes are
   always eligible; inside a lane exactly the head (the pending job with the lowest (priority, id)) is eligible, and
   only while no job of the lane is processing. Triggers keep it true on every insert, status change and delete, so
@@ -225,6 +229,63 @@ MIGRATIONS: tuple[Migration, ...] = (
                 expires_at INTEGER NOT NULL
             ) WITHOUT ROWID
             """,
+        ),
+    ),
+)
+
+_ATTEMPT_COLUMNS = """job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error,
+    traceback"""
+
+MIGRATIONS += (
+    # Fencing tokens (a random token per claim, never a repeated try number), attempts keyed by claim, per-task
+    # claim index and the registry of (namespace, queue, task) that the claim plans its index ranges from.
+    Migration(
+        3,
+        "fencing_tokens_and_served_tasks",
+        (
+            "ALTER TABLE conveyor_jobs ADD COLUMN lease_token TEXT",
+            # The claim walks one range per (namespace, queue, task) that the worker serves, so jobs of tasks it
+            # does not serve are never read, however many of them wait in front.
+            "DROP INDEX conveyor_jobs_claim",
+            """
+            CREATE INDEX conveyor_jobs_claim ON conveyor_jobs (namespace, queue, task, priority, run_at, id)
+            WHERE status = 'pending' AND eligible = 1
+            """,
+            # Every (queue, task, namespace) that ever had a job: the claim's plan. Rows are never deleted (another
+            # process may hold them in its cache of what it registered), so a row may name a range with no jobs.
+            """
+            CREATE TABLE conveyor_queue_tasks (
+                queue     TEXT NOT NULL,
+                task      TEXT NOT NULL,
+                namespace TEXT NOT NULL,
+                PRIMARY KEY (queue, task, namespace)
+            ) WITHOUT ROWID
+            """,
+            "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, namespace) "
+            "SELECT DISTINCT queue, task, namespace FROM conveyor_jobs",
+            # One record per claim: (job_id, lease_token). Records made before tokens existed get 'try-<n>'.
+            """
+            CREATE TABLE conveyor_attempts_v2 (
+                job_id      TEXT NOT NULL,
+                lease_token TEXT NOT NULL,
+                try_number  INTEGER NOT NULL,
+                outcome     TEXT NOT NULL,
+                status_code INTEGER NOT NULL,
+                started_at  INTEGER NOT NULL,
+                finished_at INTEGER NOT NULL,
+                worker_id   TEXT,
+                result      TEXT,
+                error       TEXT,
+                traceback   TEXT,
+                PRIMARY KEY (job_id, lease_token)
+            )
+            """,
+            f"""
+            INSERT INTO conveyor_attempts_v2 (lease_token, {_ATTEMPT_COLUMNS})
+            SELECT 'try-' || try_number, {_ATTEMPT_COLUMNS} FROM conveyor_attempts
+            """,
+            "DROP TABLE conveyor_attempts",
+            "ALTER TABLE conveyor_attempts_v2 RENAME TO conveyor_attempts",
         ),
     ),
 )

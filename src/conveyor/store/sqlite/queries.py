@@ -7,8 +7,9 @@ runs in one or two sqlite3 steps whatever the batch size. That matters more than
 releases the GIL around every step, and each hand-back costs the writer thread a wait on a busy event loop
 (up to the interpreter's switch interval). A claim of ten jobs is three steps, not fifteen.
 
-The only statements assembled at run time are the claim's per-queue arms (`claim_sql`) and the optional filters
-of listings (`where_clause`); both are built from the fragments below.
+The only statements assembled at run time are the optional filters of listings (`where_clause`). The claim has one
+fixed text whatever the number of (namespace, queue, task) ranges it reads: they arrive as a JSON array
+(`CLAIM_CANDIDATES`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 # One job as a JSON array, in this order (payload and result embedded as JSON values, times as integer µs).
 JOB_JSON = """json_array(id, namespace, queue, task, json(payload), status, priority, run_at, attempts, max_attempts,
     try_number, created, updated, user_id, group_key, unique_key, started_at, finished_at, lease_expires_at,
-    worker_id, last_error, json(result), cancel_requested, timed_out_at)"""
+    worker_id, last_error, json(result), cancel_requested, timed_out_at, lease_token)"""
 
 # ---- enqueue ------------------------------------------------------------------------------------------------------
 
@@ -42,62 +43,62 @@ LIMIT 1
 """
 
 REGISTER_QUEUE = "INSERT OR IGNORE INTO conveyor_queues (namespace, name) VALUES (?, ?)"
+# Parameters: queue, task, namespace.
+REGISTER_QUEUE_TASK = "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, namespace) VALUES (?, ?, ?)"
 
 # ---- claim --------------------------------------------------------------------------------------------------------
 
-SELECT_CLAIM_QUEUES = """
-SELECT json_group_array(json_array(namespace, name, paused, concurrency)) FROM conveyor_queues
-WHERE name IN (SELECT value FROM json_each(?))
+# The claim's plan: every (namespace, queue, task) range it may read, with its queue's cap, in one step. ?1: JSON
+# array of queues; ?2: JSON array of served tasks, or NULL for any task. Paused queues and namespaces whose stored
+# settings have auto_run off are left out here, inside the claim's own write transaction (so a setting committed
+# before a job was enqueued always governs that job's claim).
+SELECT_CLAIM_ARMS = """
+SELECT json_group_array(json_array(t.namespace, t.queue, t.task, q.concurrency))
+FROM conveyor_queue_tasks AS t
+JOIN conveyor_queues AS q ON q.namespace = t.namespace AND q.name = t.queue
+WHERE t.queue IN (SELECT value FROM json_each(?1))
+  AND (?2 IS NULL OR t.task IN (SELECT value FROM json_each(?2)))
+  AND NOT q.paused
+  AND NOT EXISTS (
+      SELECT 1 FROM conveyor_namespaces AS n
+      WHERE n.name = t.namespace AND json_extract(n.doc, '$.auto_run') = 0
+  )
 """
 
 COUNT_PROCESSING_IN_QUEUE = """
 SELECT COUNT(*) FROM conveyor_jobs WHERE namespace = ? AND queue = ? AND status = 'processing'
 """
 
-# One arm per (namespace, queue): its due, eligible pending jobs in claim order, at most `limit` of them. The
-# partial index conveyor_jobs_claim serves it as one ordered range scan (no sort).
-CLAIM_ARM = """SELECT * FROM (
-    SELECT rowid AS rid, priority, run_at, id FROM conveyor_jobs
-    WHERE namespace = ? AND queue = ? AND status = 'pending' AND eligible = 1 AND run_at <= ?
-    ORDER BY priority, run_at, id
-    LIMIT ?
-)"""
-
-# The claim's candidates: the first `limit` jobs over every arm, in claim order, as two JSON arrays (their rowids
-# and the jobs as they are now) in one step. Parameters: four per arm (namespace, queue, now, arm limit), then the
-# overall limit.
+# The claim's candidates: for each range of ?1 (a JSON array of [namespace, queue, task]), its first ?3 due, eligible
+# pending jobs in claim order — one ordered range of the partial index conveyor_jobs_claim each, via the correlated
+# IN list —, then the first ?4 of them all in claim order, as two JSON arrays (rowids, and the jobs as they are now)
+# in one step. ?2 is now.
 CLAIM_CANDIDATES = f"""
 SELECT json_group_array(c.rid), json_group_array({JOB_JSON})
 FROM (
-    SELECT rid FROM ({{arms}})
-    ORDER BY priority, run_at, id
-    LIMIT ?{{limit_param}}
+    SELECT x.rowid AS rid
+    FROM json_each(?1) AS a, conveyor_jobs AS x
+    WHERE x.rowid IN (
+        SELECT y.rowid FROM conveyor_jobs AS y
+        WHERE y.namespace = json_extract(a.value, '$[0]') AND y.queue = json_extract(a.value, '$[1]')
+          AND y.task = json_extract(a.value, '$[2]') AND y.status = 'pending' AND y.eligible = 1 AND y.run_at <= ?2
+        ORDER BY y.priority, y.run_at, y.id
+        LIMIT ?3
+    )
+    ORDER BY x.priority, x.run_at, x.id
+    LIMIT ?4
 ) AS c
 JOIN conveyor_jobs ON conveyor_jobs.rowid = c.rid
 """
 
-
-def claim_sql(arms: int) -> str:
-    """The candidate query over `arms` queues (four parameters per arm, then the limit)."""
-    parts = []
-    for i in range(arms):
-        base = 1 + 4 * i
-        parts.append(
-            CLAIM_ARM.replace("namespace = ?", f"namespace = ?{base}", 1)
-            .replace("queue = ?", f"queue = ?{base + 1}", 1)
-            .replace("run_at <= ?", f"run_at <= ?{base + 2}", 1)
-            .replace("LIMIT ?", f"LIMIT ?{base + 3}", 1)
-        )
-    return CLAIM_CANDIDATES.format(arms="\n    UNION ALL\n    ".join(parts), limit_param=1 + 4 * arms)
-
-
-# Start the candidates (same transaction, so still pending). ?4: JSON array of rowids. The store applies the same
-# changes to the candidates it read instead of reading them again.
+# Start the candidates (same transaction, so still pending), each under its own fresh fencing token. ?4: JSON array
+# of [rowid, token]. The store applies the same changes to the candidates it read instead of reading them again.
 CLAIM = """
 UPDATE conveyor_jobs
 SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1, started_at = ?1, updated = ?1,
-    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0
-WHERE rowid IN (SELECT value FROM json_each(?4)) AND +status = 'pending'
+    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0, lease_token = json_extract(c.value, '$[1]')
+FROM json_each(?4) AS c
+WHERE conveyor_jobs.rowid = json_extract(c.value, '$[0]') AND +conveyor_jobs.status = 'pending'
 """
 
 SELECT_JOBS_BY_ROWID = f"""
@@ -111,7 +112,7 @@ SELECT 1 FROM conveyor_jobs WHERE namespace = ? AND serial_key = ? AND status = 
 CLAIM_LANE_HEAD = f"""
 UPDATE conveyor_jobs
 SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1, started_at = ?1, updated = ?1,
-    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0
+    worker_id = ?2, lease_expires_at = ?3, cancel_requested = 0, lease_token = ?6
 WHERE rowid = (
     SELECT rowid FROM conveyor_jobs
     WHERE namespace = ?4 AND serial_key = ?5 AND serial_key IS NOT NULL AND eligible = 1 AND status = 'pending'
@@ -120,12 +121,13 @@ WHERE rowid = (
 RETURNING {JOB_JSON}
 """
 
-# Which of the leases (?1: JSON array of [id, try_number]) still hold, with their cancel flags.
+# Which of the leases (?1: JSON array of [id, token]) still hold, with their cancel flags.
 HELD_LEASES = """
-SELECT json_group_array(json_array(j.id, j.try_number, j.cancel_requested))
+SELECT json_group_array(json_array(j.id, j.lease_token, j.cancel_requested))
 FROM json_each(?1) AS f
 JOIN conveyor_jobs AS j
-  ON j.id = json_extract(f.value, '$[0]') AND j.try_number = json_extract(f.value, '$[1]') AND +j.status = 'processing'
+  ON j.id = json_extract(f.value, '$[0]') AND j.lease_token = json_extract(f.value, '$[1]')
+ AND +j.status = 'processing'
 """
 
 # Extend the held leases found by HELD_LEASES (?3: JSON array of ids).
@@ -134,36 +136,39 @@ UPDATE conveyor_jobs SET lease_expires_at = ?1, updated = ?2
 WHERE id IN (SELECT value FROM json_each(?3)) AND +status = 'processing'
 """
 
-# A try passed its timeout while its thread runs on (Store.mark_timed_out). Parameters: now, id, try_number.
+# A try passed its timeout while its thread runs on (Store.mark_timed_out), fenced on the lease token. Parameters:
+# now, id, token.
 MARK_TIMED_OUT = """
 UPDATE conveyor_jobs SET timed_out_at = ?1, updated = ?1
-WHERE id = ?2 AND status = 'processing' AND try_number = ?3
+WHERE id = ?2 AND status = 'processing' AND lease_token = ?3
 """
 
 # ---- the next due time --------------------------------------------------------------------------------------------
 
-# The earliest run_at among one (namespace, queue)'s claimable pending jobs (eligible: lane heads of idle lanes),
-# due or not. The claim index is ordered by priority first, so a plain MIN(run_at) would read every pending job of
+# The earliest run_at among one (namespace, queue, task) range's claimable pending jobs (eligible: lane heads of idle
+# lanes), due or not. The claim index is ordered by priority first, so a plain MIN(run_at) would read every job of
 # the queue; instead a recursive walk visits each distinct priority with one index seek (a "loose index scan") and
 # takes that priority's first run_at with another: a few seeks, however long the backlog. Parameters: namespace,
 # queue.
-NEXT_DUE_IN_QUEUE = """
+NEXT_DUE_IN_RANGE = """
 WITH RECURSIVE prio(p) AS (
     SELECT MIN(priority) FROM conveyor_jobs
-    WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1
+    WHERE namespace = ?1 AND queue = ?2 AND task = ?3 AND status = 'pending' AND eligible = 1
     UNION ALL
     SELECT (SELECT MIN(priority) FROM conveyor_jobs
-            WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1 AND priority > prio.p)
+            WHERE namespace = ?1 AND queue = ?2 AND task = ?3 AND status = 'pending' AND eligible = 1
+              AND priority > prio.p)
     FROM prio WHERE prio.p IS NOT NULL
 )
 SELECT MIN((SELECT MIN(run_at) FROM conveyor_jobs
-            WHERE namespace = ?1 AND queue = ?2 AND status = 'pending' AND eligible = 1 AND priority = prio.p))
+            WHERE namespace = ?1 AND queue = ?2 AND task = ?3 AND status = 'pending' AND eligible = 1
+              AND priority = prio.p))
 FROM prio WHERE prio.p IS NOT NULL
 """
 
 # ---- finish -------------------------------------------------------------------------------------------------------
 
-# Many finishes in one statement: ?2 is a JSON array of [id, try_number, status, last_error, result_json, run_at]
+# Many finishes in one statement: ?2 is a JSON array of [id, token, status, last_error, result_json, run_at]
 # (run_at only for retries), ?1 is now. Only entries that HELD_LEASES found live are passed. The unary `+` keeps
 # the planner from walking the status index: it must look each id up by primary key.
 FINISH_MANY = """
@@ -173,6 +178,7 @@ SET status = json_extract(f.value, '$[2]'),
     finished_at = CASE WHEN json_extract(f.value, '$[2]') IN ('completed', 'failed', 'cancelled') THEN ?1 END,
     lease_expires_at = NULL,
     worker_id = NULL,
+    lease_token = NULL,
     last_error = json_extract(f.value, '$[3]'),
     result = CASE WHEN json_extract(f.value, '$[2]') = 'completed' THEN json_extract(f.value, '$[4]') ELSE result END,
     run_at = COALESCE(json_extract(f.value, '$[5]'), run_at),
@@ -180,46 +186,65 @@ SET status = json_extract(f.value, '$[2]'),
 FROM json_each(?2) AS f
 WHERE conveyor_jobs.id = json_extract(f.value, '$[0]')
   AND +conveyor_jobs.status = 'processing'
-  AND conveyor_jobs.try_number = json_extract(f.value, '$[1]')
+  AND conveyor_jobs.lease_token = json_extract(f.value, '$[1]')
 """
 
-# A graceful-shutdown hand-back: the try is not counted. Parameters: updated, run_at, error, id, try_number.
+# A graceful-shutdown hand-back: the try is not counted, and the job keeps its run_at (its place in the order)
+# unless one is given. Parameters: updated, run_at, error, id, token.
 RELEASE = """
 UPDATE conveyor_jobs
 SET status = 'pending', updated = ?, finished_at = NULL, lease_expires_at = NULL, worker_id = NULL,
-    attempts = MAX(0, attempts - 1), try_number = MAX(0, try_number - 1),
+    lease_token = NULL, attempts = MAX(0, attempts - 1), try_number = MAX(0, try_number - 1),
     run_at = COALESCE(?, run_at), last_error = COALESCE(?, last_error)
-WHERE id = ? AND status = 'processing' AND try_number = ?
+WHERE id = ? AND status = 'processing' AND lease_token = ?
 """
 
 # ?1: JSON array of [job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result_json,
-# error, traceback].
+# error, traceback, lease_token]: one record per claim.
 INSERT_ATTEMPTS = """
 INSERT OR REPLACE INTO conveyor_attempts (job_id, try_number, outcome, status_code, started_at, finished_at,
-                                          worker_id, result, error, traceback)
+                                          worker_id, result, error, traceback, lease_token)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
-       json_extract(value, '$[9]')
+       json_extract(value, '$[9]'), json_extract(value, '$[10]')
 FROM json_each(?1)
+"""
+
+# The records of refused (stale) reports, already turned into LOST ones (model.not_applied); same layout. Nothing
+# for a job that no longer exists, and a claim's record that is not LOST (a repeated report of an applied try) wins.
+INSERT_STALE_ATTEMPTS = """
+INSERT INTO conveyor_attempts (job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result,
+                               error, traceback, lease_token)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+       json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+       json_extract(value, '$[9]'), json_extract(value, '$[10]')
+FROM json_each(?1)
+WHERE EXISTS (SELECT 1 FROM conveyor_jobs WHERE id = json_extract(value, '$[0]'))
+ON CONFLICT (job_id, lease_token) DO UPDATE
+SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
+    started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
+    result = excluded.result, error = excluded.error, traceback = excluded.traceback
+WHERE conveyor_attempts.outcome = 'lost'
 """
 
 # ---- maintenance --------------------------------------------------------------------------------------------------
 
 SELECT_EXPIRED = """
-SELECT id, try_number, worker_id, started_at FROM conveyor_jobs INDEXED BY conveyor_jobs_processing
+SELECT id, try_number, worker_id, started_at, lease_token FROM conveyor_jobs INDEXED BY conveyor_jobs_processing
 WHERE status = 'processing' AND lease_expires_at <= ?
 ORDER BY lease_expires_at, id
 LIMIT ?
 """
 
+# A rescued job keeps its run_at: it goes back to its place in the claim order, not behind the backlog.
 RESCUE = f"""
 UPDATE conveyor_jobs
 SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-    run_at = CASE WHEN attempts < max_attempts THEN ?1 ELSE run_at END,
     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ?1 END,
-    lease_expires_at = NULL, worker_id = NULL, last_error = ?2, updated = ?1
-WHERE id = ?3 AND status = 'processing' AND try_number = ?4
+    lease_expires_at = NULL, worker_id = NULL, lease_token = NULL, last_error = ?2, updated = ?1
+WHERE id = ?3 AND status = 'processing' AND lease_token IS ?4
 RETURNING {JOB_JSON}
 """
 
@@ -275,9 +300,11 @@ GROUP BY status
 
 COUNT_SCHEDULED = "SELECT COUNT(*) FROM conveyor_jobs {where}"
 
+# model.attempt_order: by try number, lost records of a number first.
 SELECT_ATTEMPTS = """
-SELECT job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback
-FROM conveyor_attempts WHERE job_id = ? ORDER BY try_number
+SELECT job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback,
+       lease_token
+FROM conveyor_attempts WHERE job_id = ? ORDER BY try_number, outcome <> 'lost', started_at, lease_token
 """
 
 CANCEL_PENDING = f"""
@@ -313,8 +340,9 @@ DELETE_ATTEMPTS_OF_USER = (
 DELETE_JOBS_OF_USER = "DELETE FROM conveyor_jobs WHERE user_id = ?"
 DELETE_ATTEMPTS_OF_JOB = "DELETE FROM conveyor_attempts WHERE job_id = ?"
 
+# A job already due keeps its run_at (its place in the order).
 RUN_NOW = f"""
-UPDATE conveyor_jobs SET run_at = ?1, updated = ?1
+UPDATE conveyor_jobs SET run_at = MIN(run_at, ?1), updated = ?1
 WHERE id = ?2 AND status = 'pending'
 RETURNING {JOB_JSON}
 """
@@ -336,6 +364,15 @@ ON CONFLICT (name) DO UPDATE SET doc = excluded.doc
 """
 INSERT_NAMESPACE_IF_ABSENT = "INSERT OR IGNORE INTO conveyor_namespaces (name, doc) VALUES (?, ?)"
 DELETE_NAMESPACE = "DELETE FROM conveyor_namespaces WHERE name = ?"
+# Deleting a namespace takes its jobs and their attempts with it (GS2). Its queue settings are reset, not deleted:
+# the rows also say "this range exists" to the claim, and other processes cache that they registered them.
+DELETE_ATTEMPTS_OF_NAMESPACE = """
+DELETE FROM conveyor_attempts WHERE job_id IN (SELECT id FROM conveyor_jobs WHERE namespace = ?)
+"""
+DELETE_JOBS_OF_NAMESPACE = "DELETE FROM conveyor_jobs WHERE namespace = ?"
+RESET_QUEUES_OF_NAMESPACE = """
+UPDATE conveyor_queues SET paused = 0, concurrency = NULL, configured = 0 WHERE namespace = ?
+"""
 
 # ---- queues -------------------------------------------------------------------------------------------------------
 

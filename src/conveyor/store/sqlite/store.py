@@ -9,9 +9,11 @@ How it is put together, and why:
 * **Every write is one `BEGIN IMMEDIATE` transaction.** Taking the write lock up front means a transaction never
   has to upgrade a stale read snapshot (which fails in WAL mode), and several processes on one file simply queue
   on the lock (busy_timeout, then a bounded retry, then StoreUnavailable).
-* **Claims** are one `UPDATE … WHERE rowid IN (…) RETURNING` per call: one ordered index range per
-  (namespace, queue) that the worker serves, merged and limited (`queries.claim_sql`). Serial lanes cost nothing
-  at claim time because triggers keep only each lane's claimable head `eligible` (see migrations.py).
+* **Claims** read one ordered index range per (namespace, queue, task) that the worker serves — planned from the
+  registry `conveyor_queue_tasks`, skipping paused queues and namespaces with auto_run off in the same write
+  transaction — merged and limited in one statement (`queries.CLAIM_CANDIDATES`), then start them under fresh
+  random fencing tokens. Jobs of tasks the worker does not serve are never read. Serial lanes cost nothing at claim
+  time because triggers keep only each lane's claimable head `eligible` (see migrations.py).
 * **Finishes** of many jobs and their attempt rows go in one transaction (the worker batches completions).
 * **Few sqlite3 steps per call.** Rows travel as JSON (one `json_group_array` value for a whole claim) and batches
   go in through `json_each`, because every sqlite3 step releases the GIL and winning it back from a busy event loop
@@ -71,6 +73,8 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    new_lease_tokens,
+    not_applied,
     utcnow,
 )
 from conveyor.store.base import Store
@@ -189,10 +193,11 @@ def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
         cancel_requested=bool(r[22]),
         duplicate=duplicate,
         timed_out_at=_odt(r[23]),
+        lease_token=r[24],
     )
 
 
-def _started(r: list[Any], now: int, worker_id: str, expires: int) -> Job:
+def _started(r: list[Any], now: int, worker_id: str, expires: int, token: str) -> Job:
     """A candidate as q.CLAIM leaves it (the same changes, applied in Python instead of read back)."""
     r[5] = "processing"
     r[8] += 1
@@ -201,6 +206,7 @@ def _started(r: list[Any], now: int, worker_id: str, expires: int) -> Job:
     r[18] = expires
     r[19] = worker_id
     r[22] = 0
+    r[24] = token
     return _job(r)
 
 
@@ -235,10 +241,12 @@ def _attempt(r: Sequence[Any]) -> Attempt:
         result=_loads(r[7]),
         error=r[8],
         traceback=r[9],
+        lease_token=r[10],
     )
 
 
-def _attempt_params(a: Attempt) -> tuple[Any, ...]:
+def _attempt_params(a: Attempt, token: str) -> tuple[Any, ...]:
+    """A record for INSERT_ATTEMPTS, stored under the claim's token."""
     return (
         a.job_id,
         a.try_number,
@@ -250,6 +258,7 @@ def _attempt_params(a: Attempt) -> tuple[Any, ...]:
         None if a.result is None else _dumps(a.result),
         a.error,
         a.traceback,
+        token,
     )
 
 
@@ -266,6 +275,7 @@ def _worker_doc(info: WorkerInfo) -> str:
             "expires_at": info.expires_at.isoformat(),
             "running": list(info.running),
             "version": info.version,
+            "tasks": list(info.tasks),
         }
     )
 
@@ -283,6 +293,7 @@ def _worker_from_doc(doc: str) -> WorkerInfo:
         expires_at=datetime.fromisoformat(d["expires_at"]),
         running=tuple(d.get("running", ())),
         version=d.get("version", ""),
+        tasks=tuple(d.get("tasks", ())),
     )
 
 
@@ -317,15 +328,16 @@ def _filter_params(flt: JobFilter) -> tuple[list[str], dict[str, Any]]:
 def insert_jobs(
     conn: sqlite3.Connection,
     jobs: Sequence[NewJob],
-    registered: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+    registered: frozenset[tuple[str, str, str]] | set[tuple[str, str, str]] = frozenset(),
 ) -> list[Job]:
     """Insert inside the connection's current transaction (the caller begins and commits). Applies the unique-key
     rule: an active job with the same (namespace, unique_key) — or an earlier job of this batch — wins and is
-    returned with duplicate=True. Each job's (namespace, queue) is recorded in conveyor_queues for the claim,
-    except those in `registered` (known committed: rows there are never deleted)."""
+    returned with duplicate=True. Each job's (namespace, queue) is recorded in conveyor_queues and its
+    (namespace, queue, task) in conveyor_queue_tasks for the claim, except those in `registered` (known committed:
+    rows there are never deleted)."""
     out: list[Job] = []
     rows: list[list[Any]] = []
-    queues: set[tuple[str, str]] = set()
+    ranges: set[tuple[str, str, str]] = set()
     batch_unique: dict[tuple[str, str], Job] = {}
     seen: set[str] = set()
     for new in jobs:
@@ -362,7 +374,7 @@ def insert_jobs(
                 new.unique_key,
             ]
         )
-        queues.add((new.namespace, new.queue))
+        ranges.add((new.namespace, new.queue, new.task))
         out.append(job)
     if rows:
         try:
@@ -373,11 +385,10 @@ def insert_jobs(
                     f"a job with one of these ids already exists: {', '.join(r[0] for r in rows)}", field="id"
                 ) from None
             raise
-        queues.difference_update(registered)
-        if len(queues) == 1:
-            conn.execute(q.REGISTER_QUEUE, next(iter(queues)))
-        elif queues:
-            conn.executemany(q.REGISTER_QUEUE, sorted(queues))
+        ranges.difference_update(registered)
+        for ns, queue, task in sorted(ranges):
+            conn.execute(q.REGISTER_QUEUE, (ns, queue))
+            conn.execute(q.REGISTER_QUEUE_TASK, (queue, task, ns))
     return out
 
 
@@ -425,7 +436,7 @@ class SQLiteStore(Store):
         self._checkpointer: Checkpointer | None = None
         self._reader: ConnectionThread | None = None
         self._ready = False
-        self._registered_queues: set[tuple[str, str]] = set()
+        self._registered_ranges: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -549,7 +560,7 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             now = _now()
             for f in releases:
-                conn.execute(q.RELEASE, (now, None, None, f.lease.job_id, f.lease.try_number))
+                conn.execute(q.RELEASE, (now, None, None, f.lease.job_id, f.lease.token))
 
         fut = writer.submit(run, self._wake_later)
         fut.add_done_callback(_swallow)
@@ -590,7 +601,7 @@ class SQLiteStore(Store):
             await thread.stop()
         if checkpointer is not None:
             await asyncio.to_thread(checkpointer.stop)
-        self._registered_queues.clear()  # the file may change while closed: trust nothing cached about it
+        self._registered_ranges.clear()  # the file may change while closed: trust nothing cached about it
         with self._lock:
             listened, self._listening_pid = self._listening_pid == os.getpid(), None
         if listened:
@@ -611,10 +622,10 @@ class SQLiteStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
-        registered = self._registered_queues  # read and grown only on the writer thread
+        registered = self._registered_ranges  # read and grown only on the writer thread
 
         def after_commit(out: list[Job]) -> None:
-            registered.update((job.namespace, job.queue) for job in out)
+            registered.update((job.namespace, job.queue, job.task) for job in out)
             if _any_new(out):
                 self._wake_due = True
 
@@ -712,47 +723,67 @@ class SQLiteStore(Store):
         limit: int,
         lease: timedelta,
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> list[Job]:
-        if limit <= 0 or not queues:
+        if limit <= 0 or not queues or (tasks is not None and not tasks):
             return []
         queues_json = json.dumps(list(dict.fromkeys(queues)))
+        tasks_json = None if tasks is None else _dumps(list(dict.fromkeys(tasks)))
         wanted = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
         lease_us = _us(lease.total_seconds())
 
         def run(conn: sqlite3.Connection) -> list[Job]:
             now = _now()
-            arms: list[Any] = []
-            (known,) = conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchone()
-            for ns, queue, paused, cap in json.loads(known):
-                if paused or ns in excluded or (wanted is not None and ns not in wanted):
+            # Ranges grouped by how many jobs each may give: `limit`, or less in a queue with a concurrency cap.
+            groups: dict[int, list[list[str]]] = {}
+            rooms: dict[tuple[str, str], int] = {}
+            (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()
+            for ns, queue, task, cap in json.loads(plan):
+                if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 room = limit
                 if cap is not None:
-                    busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
-                    room = min(limit, cap - busy)
+                    if (ns, queue) not in rooms:
+                        busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
+                        rooms[(ns, queue)] = cap - busy
+                    room = min(limit, rooms[(ns, queue)])
                     if room <= 0:
                         continue
-                arms.append((ns, queue, now, room))
-            if not arms:
+                groups.setdefault(room, []).append([ns, queue, task])
+            if not groups:
                 return []
-            params: list[Any] = []
-            for arm in arms:
-                params.extend(arm)
-            params.append(limit)
-            rowids, rows = conn.execute(q.claim_sql(len(arms)), params).fetchone()
-            if rowids == "[]":
+            found: list[tuple[int, list[Any]]] = []
+            for room, ranges in groups.items():
+                rowids, rows = conn.execute(q.CLAIM_CANDIDATES, (_dumps(ranges), now, room, limit)).fetchone()
+                if rowids != "[]":
+                    found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
+            if rooms:  # merge in claim order, honouring each capped queue's room across all its ranges
+                found.sort(key=lambda c: (c[1][6], c[1][7], c[1][0]))
+                taken: list[tuple[int, list[Any]]] = []
+                for rid, r in found:
+                    key = (r[1], r[2])
+                    if key in rooms:
+                        if rooms[key] <= 0:
+                            continue
+                        rooms[key] -= 1
+                    taken.append((rid, r))
+                found = taken
+            found = found[:limit]
+            if not found:
                 return []
             expires = now + lease_us
-            started = conn.execute(q.CLAIM, (now, worker_id, expires, rowids)).rowcount
-            found = json.loads(rows)
+            tokens = new_lease_tokens(len(found))
+            pairs = [[rid, token] for (rid, _), token in zip(found, tokens, strict=True)]
+            started = conn.execute(q.CLAIM, (now, worker_id, expires, _dumps(pairs))).rowcount
             if started != len(found):  # cannot happen inside one write transaction; read back to be safe
+                rowids = json.dumps([rid for rid, _ in found])
                 return sorted(
                     _jobs_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (rowids,)).fetchone()), key=_claim_order
                 )
-            jobs = [_started(r, now, worker_id, expires) for r in found]
+            jobs = [_started(r, now, worker_id, expires, t) for (_, r), t in zip(found, tokens, strict=True)]
             jobs.sort(key=_claim_order)
             return jobs
 
@@ -767,7 +798,8 @@ class SQLiteStore(Store):
             if conn.execute(q.SELECT_LANE_PROCESSING, (namespace, key)).fetchone() is not None:
                 raise Conflict(CONFLICT_MESSAGE)
             now = _now()
-            rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_us, namespace, key)).fetchall()
+            token = new_lease_tokens(1)[0]
+            rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_us, namespace, key, token)).fetchall()
             return _job_row(rows[0]) if rows else None
 
         writer, _ = await self._ensure_ready()
@@ -777,17 +809,17 @@ class SQLiteStore(Store):
         if not leases:
             return []
         lease_us = _us(lease.total_seconds())
-        wanted = _dumps([[held.job_id, held.try_number] for held in leases])
+        wanted = _dumps([[held.job_id, held.token] for held in leases])
 
         def run(conn: sqlite3.Connection) -> list[LeaseState]:
             now = _now()
             (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
-            held = {(job_id, try_number): bool(cancel) for job_id, try_number, cancel in json.loads(found)}
+            held = {(job_id, token): bool(cancel) for job_id, token, cancel in json.loads(found)}
             if held:
                 conn.execute(q.HEARTBEAT, (now + lease_us, now, _dumps([job_id for job_id, _ in held])))
             out: list[LeaseState] = []
             for lease_ in leases:
-                cancel = held.get((lease_.job_id, lease_.try_number))
+                cancel = held.get((lease_.job_id, lease_.token))
                 out.append(
                     LeaseState(lease_, held=False)
                     if cancel is None
@@ -810,27 +842,30 @@ class SQLiteStore(Store):
 
         def apply(conn: sqlite3.Connection, now: int, group: Sequence[tuple[int, Finish]], out: list[bool]) -> bool:
             """Apply finishes of distinct jobs: releases one by one (rare), the rest as one FINISH_MANY statement
-            for the leases that still hold, plus one INSERT_ATTEMPTS. Returns whether local waiters should wake
-            (a job became due again)."""
+            for the leases that still hold, plus one INSERT_ATTEMPTS (and the LOST records of stale reports).
+            Returns whether local waiters should wake (a job became due again)."""
             woke = False
             others: list[tuple[int, Finish]] = []
             for i, f in group:
                 if f.release:
                     lease = f.lease
-                    cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.try_number))
+                    cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.token))
                     out[i] = cur.rowcount == 1
                     woke = woke or out[i]
                 else:
                     others.append((i, f))
             if not others:
                 return woke
-            wanted = _dumps([[f.lease.job_id, f.lease.try_number] for _, f in others])
+            wanted = _dumps([[f.lease.job_id, f.lease.token] for _, f in others])
             (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
             live = {job_id for job_id, _, _ in json.loads(found)}
             batch: list[list[Any]] = []
             attempts: list[tuple[Any, ...]] = []
+            stale: list[tuple[Any, ...]] = []
             for i, f in others:
                 if f.lease.job_id not in live:
+                    if f.attempt is not None:
+                        stale.append(_attempt_params(not_applied(f.attempt), f.lease.token))
                     continue
                 out[i] = True
                 status = f.status
@@ -842,7 +877,7 @@ class SQLiteStore(Store):
                 batch.append(
                     [
                         f.lease.job_id,
-                        f.lease.try_number,
+                        f.lease.token,
                         status.value,
                         None if completed else f.error,
                         _dumps(f.result) if completed else None,
@@ -850,11 +885,13 @@ class SQLiteStore(Store):
                     ]
                 )
                 if f.attempt is not None:
-                    attempts.append(_attempt_params(f.attempt))
+                    attempts.append(_attempt_params(f.attempt, f.lease.token))
             if batch:
                 conn.execute(q.FINISH_MANY, (now, _dumps(batch)))
             if attempts:
                 conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
+            if stale:
+                conn.execute(q.INSERT_STALE_ATTEMPTS, (_dumps(stale),))
             return woke
 
         def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
@@ -897,24 +934,31 @@ class SQLiteStore(Store):
         self,
         queues: Sequence[str],
         *,
+        tasks: Sequence[str] | None = None,
         namespaces: Sequence[str] | None = None,
         exclude_namespaces: Sequence[str] = (),
     ) -> float | None:
-        if not queues:
+        if not queues or (tasks is not None and not tasks):
             return None
         queues_json = json.dumps(list(dict.fromkeys(queues)))
+        tasks_json = None if tasks is None else _dumps(list(dict.fromkeys(tasks)))
         wanted = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
 
         def run(conn: sqlite3.Connection) -> float | None:
             best: int | None = None
-            (known,) = conn.execute(q.SELECT_CLAIM_QUEUES, (queues_json,)).fetchone()
-            for ns, queue, paused, cap in json.loads(known):
-                if paused or ns in excluded or (wanted is not None and ns not in wanted):
+            full: dict[tuple[str, str], bool] = {}
+            (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()  # claim's own plan
+            for ns, queue, task, cap in json.loads(plan):
+                if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
-                if cap is not None and conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0] >= cap:
-                    continue
-                (first,) = conn.execute(q.NEXT_DUE_IN_QUEUE, (ns, queue)).fetchone()
+                if cap is not None:
+                    if (ns, queue) not in full:
+                        busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
+                        full[(ns, queue)] = busy >= cap
+                    if full[(ns, queue)]:
+                        continue
+                (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
                 if first is not None and (best is None or first < best):
                     best = first
             return None if best is None else (best - _now()) / 1e6
@@ -923,7 +967,7 @@ class SQLiteStore(Store):
 
     async def mark_timed_out(self, lease: Lease) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            return conn.execute(q.MARK_TIMED_OUT, (_now(), lease.job_id, lease.try_number)).rowcount == 1
+            return conn.execute(q.MARK_TIMED_OUT, (_now(), lease.job_id, lease.token)).rowcount == 1
 
         return await self._write(run)
 
@@ -934,7 +978,7 @@ class SQLiteStore(Store):
             at = _now() if now is None else _ts(now)
             out: list[Job] = []
             attempts: list[tuple[Any, ...]] = []
-            for job_id, try_number, worker_id, started_at in conn.execute(
+            for job_id, try_number, worker_id, started_at, token in conn.execute(
                 q.SELECT_EXPIRED, (at, max(0, limit))
             ).fetchall():
                 error = f"lease expired: worker {worker_id} stopped heartbeating"
@@ -950,9 +994,10 @@ class SQLiteStore(Store):
                         None,
                         error,
                         None,
+                        token or "",
                     )
                 )
-                rows = conn.execute(q.RESCUE, (at, error, job_id, try_number)).fetchall()
+                rows = conn.execute(q.RESCUE, (at, error, job_id, token)).fetchall()
                 out.extend(_job_row(r) for r in rows)
             if attempts:
                 conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
@@ -1128,7 +1173,14 @@ class SQLiteStore(Store):
     async def delete_namespace(self, name: str) -> bool:
         if name == DEFAULT_NAMESPACE:
             raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
-        return await self._write(lambda conn: conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(q.DELETE_ATTEMPTS_OF_NAMESPACE, (name,))
+            jobs = conn.execute(q.DELETE_JOBS_OF_NAMESPACE, (name,)).rowcount
+            conn.execute(q.RESET_QUEUES_OF_NAMESPACE, (name,))
+            return conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0 or jobs > 0
+
+        return await self._write(run)
 
     # ---- queues ----------------------------------------------------------------------------------------------
 

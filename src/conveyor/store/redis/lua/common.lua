@@ -103,26 +103,31 @@ local function transition(j, new, ch)
   j.status = new
 end
 
--- ---- the claim index: a queue's ready (due) and sched (future) sets ------------------------------------------
+-- ---- the claim index: a queue's ready (due) and sched (future) sets, one of each per task -------------------------
+-- Per (pair, task) so that a claim (and next_due) reads only the tasks its worker serves: jobs of other tasks are
+-- never walked, however many wait in front. q:<pair>:tasks lists the tasks that ever had jobs in the pair.
+
+local function ready_key(ns, q, task) return qkey(ns, q, 'ready:' .. task) end
+local function sched_key(ns, q, task) return qkey(ns, q, 'sched:' .. task) end
 
 -- returns the job's queue when it is claimable now (worth a wake-up), else false
 local function qindex(j, now)
   if tonumber(j.run_at) <= now then
-    redis.call('ZADD', qkey(j.namespace, j.queue, 'ready'), j.priority, rmember(j.run_at, j.id))
+    redis.call('ZADD', ready_key(j.namespace, j.queue, j.task), j.priority, rmember(j.run_at, j.id))
     return j.queue
   end
-  redis.call('ZADD', qkey(j.namespace, j.queue, 'sched'), j.run_at, j.id)
+  redis.call('ZADD', sched_key(j.namespace, j.queue, j.task), j.run_at, j.id)
   return false
 end
 
 local function qunindex(j)
-  redis.call('ZREM', qkey(j.namespace, j.queue, 'ready'), rmember(j.run_at, j.id))
-  redis.call('ZREM', qkey(j.namespace, j.queue, 'sched'), j.id)
+  redis.call('ZREM', ready_key(j.namespace, j.queue, j.task), rmember(j.run_at, j.id))
+  redis.call('ZREM', sched_key(j.namespace, j.queue, j.task), j.id)
 end
 
 local function brief(id)
-  local f = redis.call('HMGET', jkey(id), 'namespace', 'queue', 'priority', 'run_at')
-  return { id = id, namespace = f[1], queue = f[2], priority = f[3], run_at = f[4] }
+  local f = redis.call('HMGET', jkey(id), 'namespace', 'queue', 'priority', 'run_at', 'task')
+  return { id = id, namespace = f[1], queue = f[2], priority = f[3], run_at = f[4], task = f[5] }
 end
 
 -- ---- serial lanes -------------------------------------------------------------------------------------------
@@ -180,10 +185,10 @@ local function pending_leave(j, now)
   return false
 end
 
--- pending -> processing (from_ready: the caller knows the job sits in its queue's ready set)
-local function start(j, worker, now, lease_us, from_ready)
+-- pending -> processing under the fencing token `token` (from_ready: the caller knows the job sits in its ready set)
+local function start(j, worker, now, lease_us, token, from_ready)
   if from_ready then
-    redis.call('ZREM', qkey(j.namespace, j.queue, 'ready'), rmember(j.run_at, j.id))
+    redis.call('ZREM', ready_key(j.namespace, j.queue, j.task), rmember(j.run_at, j.id))
   else
     qunindex(j)
   end
@@ -201,6 +206,7 @@ local function start(j, worker, now, lease_us, from_ready)
     lease_expires_at = num(now + lease_us),
     updated = num(now),
     cancel_requested = false,
+    lease_token = token,
   })
 end
 
@@ -227,33 +233,35 @@ local function set_of(list)
   return s
 end
 
--- The scope of a claim: opts is {"queues": [...], "namespaces": [...] or null, "exclude": [...]} (decoded JSON).
--- in_scope(pair) tells whether the claim serves that '<namespace>:<queue>' pair.
+-- The scope of a claim: opts is {"queues": [...], "namespaces": [...] or null, "exclude": [...], "tasks": [...] or
+-- null} (decoded JSON). in_scope(pair) tells whether the claim serves that '<namespace>:<queue>' pair; served(task)
+-- whether it serves the task (null: any task). Namespaces whose settings have auto_run off (P:nsoff, kept by
+-- put_namespace.lua) are never in scope: the claim itself enforces them, no caller's cache.
 local function claim_scope(opts)
   local queues, excluded = set_of(opts.queues), set_of(opts.exclude)
   local only = nil
   if type(opts.namespaces) == 'table' then only = set_of(opts.namespaces) end
-  return function(pair)
+  local tasks = nil
+  if type(opts.tasks) == 'table' then tasks = set_of(opts.tasks) end
+  local in_scope = function(pair)
     local ns, q = string.match(pair, '^([^:]+):(.+)$')
     return queues[q] and not excluded[ns] and (only == nil or only[ns])
+      and redis.call('SISMEMBER', P .. ':nsoff', ns) == 0
   end
+  local served = function(task) return tasks == nil or tasks[task] == true end
+  return in_scope, served
 end
 
--- Claim up to `limit` due jobs in (priority, run_at, id) order across the pairs in scope, for `worker`.
--- Scheduled jobs that have come due move from sched to ready here, so no mover process has to be alive.
--- Used by claim.lua and by enqueue.lua when it claims for an idle worker of the enqueuing process (hand-off).
-local function claim_due(worker, limit, lease_us, in_scope, now)
-  local cands, room = {}, {}
+-- Claim up to `limit` due jobs in (priority, run_at, id) order across the pairs in scope and the tasks served, for
+-- `worker`; `tokens` holds one fresh 32-hex-digit fencing token per job it may claim (drawn by the caller from the
+-- OS: math.random is no source of uniqueness). Scheduled jobs that have come due move from sched to ready here, so
+-- no mover process has to be alive. Used by claim.lua and by enqueue.lua when it claims for an idle worker of the
+-- enqueuing process (hand-off).
+local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
+  local cands, room, lists = {}, {}, 0
   for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     if in_scope(pair) and redis.call('SISMEMBER', P .. ':qpaused', pair) == 0 then
       local base = P .. ':q:' .. pair .. ':'
-      -- delayed and backing-off jobs that are now due become claimable
-      local due = redis.call('ZRANGEBYSCORE', base .. 'sched', '-inf', num(now), 'LIMIT', 0, 1000)
-      for _, id in ipairs(due) do
-        local f = redis.call('HMGET', jkey(id), 'priority', 'run_at')
-        redis.call('ZREM', base .. 'sched', id)
-        redis.call('ZADD', base .. 'ready', f[1], rmember(f[2], id))
-      end
       local free = limit
       local cap = redis.call('HGET', P .. ':qconc', pair)
       if cap then
@@ -262,16 +270,28 @@ local function claim_due(worker, limit, lease_us, in_scope, now)
       end
       if free > 0 then
         room[pair] = free
-        local r = redis.call('ZRANGE', base .. 'ready', 0, free - 1, 'WITHSCORES')
-        for i = 1, #r, 2 do
-          cands[#cands + 1] = { prio = tonumber(r[i + 1]), m = r[i], pair = pair }
+        for _, task in ipairs(redis.call('SMEMBERS', base .. 'tasks')) do
+          if served(task) then
+            -- delayed and backing-off jobs that are now due become claimable
+            local due = redis.call('ZRANGEBYSCORE', base .. 'sched:' .. task, '-inf', num(now), 'LIMIT', 0, 1000)
+            for _, id in ipairs(due) do
+              local f = redis.call('HMGET', jkey(id), 'priority', 'run_at')
+              redis.call('ZREM', base .. 'sched:' .. task, id)
+              redis.call('ZADD', base .. 'ready:' .. task, f[1], rmember(f[2], id))
+            end
+            local r = redis.call('ZRANGE', base .. 'ready:' .. task, 0, free - 1, 'WITHSCORES')
+            if #r > 0 then lists = lists + 1 end
+            for i = 1, #r, 2 do
+              cands[#cands + 1] = { prio = tonumber(r[i + 1]), m = r[i], pair = pair }
+            end
+          end
         end
       end
     end
   end
   local out = {}
   if #cands == 0 then return out end
-  if next(room, next(room)) ~= nil then  -- several queues: merge into one claim order
+  if lists > 1 then  -- several ready sets: merge into one claim order
     table.sort(cands, function(a, b)
       if a.prio ~= b.prio then return a.prio < b.prio end
       return a.m < b.m
@@ -283,12 +303,17 @@ local function claim_due(worker, limit, lease_us, in_scope, now)
       room[c.pair] = room[c.pair] - 1
       local id = string.sub(c.m, 18)
       local j = load(id)
-      start(j, worker, now, lease_us, true)
+      local n = #out
+      start(j, worker, now, lease_us, string.sub(tokens, 32 * n + 1, 32 * n + 32), true)
       out[#out + 1] = j
     end
   end
   return out
 end
+
+-- An attempt record is stored as JSON whose first key is its outcome (see encode_attempt in store.py), so a LOST
+-- record is recognised without decoding (cjson would round the microsecond times).
+local function is_lost_record(text) return string.sub(text, 1, 18) == '{"outcome":"lost",' end
 
 -- Wake idle workers in every process that serve a queue: `woken` maps queue -> jobs that became claimable. One
 -- token per job (at most 8 per call) goes to wake:<queue>; the list is capped so tokens never pile up while every

@@ -1,8 +1,9 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
 -- ARGV: prefix, JSON list with one list of strings per job: id, namespace, queue, task, payload JSON, priority,
 --       run_at µs, max_attempts, created µs, user_id, group_key, unique_key (the last three may be null)
---       and the hand-off: '' or JSON {"worker", "limit", "lease" (µs), "queues", "namespaces", "exclude"}, an idle
---       worker of the enqueuing process to claim for in this same step (claim_due, the rules of claim.lua)
+--       and the hand-off: '' or JSON {"worker", "limit", "lease" (µs), "queues", "namespaces", "exclude", "tasks",
+--       "tokens"}, an idle worker of the enqueuing process to claim for in this same step (claim_due, the rules of
+--       claim.lua: served tasks, auto_run, lanes, pauses, caps)
 -- Returns {'ok', JSON list, JSON claimed, woke}: per job 0 when stored, or the active job holding its unique key (a
 -- duplicate); the jobs claimed for the idle worker; 1 when wake tokens went out (claimable jobs remain), else 0.
 -- Returns {'exists', id} and stores nothing when a job id is already taken.
@@ -16,6 +17,7 @@ local out = {}
 local woken = {}
 local woken_pairs = {}
 local later = {}  -- queues that got jobs for later: idle workers re-read next_due (hand-off or not)
+local registered = {}
 for _, r in ipairs(rows) do
   local j = {
     id = r[1], namespace = r[2], queue = r[3], task = r[4], payload = r[5], priority = r[6], run_at = r[7],
@@ -40,12 +42,17 @@ for _, r in ipairs(rows) do
     end
     redis.call('HSET', jkey(j.id), unpack(fields))
     transition(j, 'pending')
-    redis.call('SADD', P .. ':pairs', j.namespace .. ':' .. j.queue)
+    local pair = j.namespace .. ':' .. j.queue
+    redis.call('SADD', P .. ':pairs', pair)
+    if not registered[pair .. '\n' .. j.task] then  -- the pair's tasks: the ready sets a claim looks at
+      registered[pair .. '\n' .. j.task] = true
+      redis.call('SADD', P .. ':q:' .. pair .. ':tasks', j.task)
+    end
     if j.user_id then redis.call('ZADD', P .. ':user:' .. j.namespace .. ':' .. j.user_id, j.created, j.id) end
     local q = pending_enter(j, now)
     if q then
       note(woken, q)
-      woken_pairs[j.namespace .. ':' .. q] = true
+      woken_pairs[j.namespace .. ':' .. q .. '\n' .. j.task] = j.task
     elseif tonumber(j.run_at) > now then
       note(later, j.queue)
     end
@@ -55,14 +62,15 @@ end
 local claimed = {}
 if ARGV[3] ~= '' and next(woken) ~= nil then
   local h = cjson.decode(ARGV[3])
-  local in_scope = claim_scope(h)
-  claimed = claim_due(h.worker, tonumber(h.limit), tonumber(h.lease), in_scope, now)
-  -- Nothing left to wake anyone for when the idle worker took less than it could and serves every queue that got
-  -- new work: what it did not take, no worker could (lanes, pauses, caps).
+  local in_scope, served = claim_scope(h)
+  claimed = claim_due(h.worker, tonumber(h.limit), tonumber(h.lease), in_scope, served, now, h.tokens)
+  -- Nothing left to wake anyone for when the idle worker took less than it could and serves every (queue, task)
+  -- that got new work: what it did not take, no worker could (lanes, pauses, caps, auto_run).
   if #claimed < tonumber(h.limit) then
     local covered = true
-    for pair in pairs(woken_pairs) do
-      if not in_scope(pair) then covered = false end
+    for key, task in pairs(woken_pairs) do
+      local pair = string.match(key, '^(.-)\n')
+      if not in_scope(pair) or not served(task) then covered = false end
     end
     if covered then woken = {} end
   end

@@ -1,9 +1,10 @@
 -- next_due.lua: how long until the earliest run_at among the jobs claim_due could take once they are due.
--- ARGV: prefix, JSON {"queues": [...], "namespaces": [...] or null, "exclude": [...]} (claim's scope)
+-- ARGV: prefix, JSON {"queues": [...], "namespaces": [...] or null, "exclude": [...], "tasks": [...] or null}
+--       (claim's scope: namespaces with auto_run off and unserved tasks are out of it, as in claim_due)
 -- Returns '' when there is none, else that run_at minus now in µs (≤ 0: one is due now), by Redis's clock.
--- Only the claim index is read: a queue's `ready` set (due now) and the first member of its `sched` set (scored
--- by run_at), which hold exactly the claimable jobs (a lane's head, only while the lane is idle).
-local in_scope = claim_scope(cjson.decode(ARGV[2]))
+-- Only the claim index is read: a served task's `ready` set (due now) and the first member of its `sched` set
+-- (scored by run_at), which hold exactly the claimable jobs (a lane's head, only while the lane is idle).
+local in_scope, served = claim_scope(cjson.decode(ARGV[2]))
 local now = now_us()
 local best = nil
 for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
@@ -13,11 +14,15 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     local cap = redis.call('HGET', P .. ':qconc', pair)
     if cap then open = (counts_of(base, nil).processing or 0) < tonumber(cap) end
     if open then
-      if redis.call('ZCARD', base .. 'ready') > 0 and (best == nil or now < best) then best = now end
-      local first = redis.call('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
-      if first[2] then
-        local t = tonumber(first[2])
-        if best == nil or t < best then best = t end
+      for _, task in ipairs(redis.call('SMEMBERS', base .. 'tasks')) do
+        if served(task) then
+          if redis.call('ZCARD', base .. 'ready:' .. task) > 0 and (best == nil or now < best) then best = now end
+          local first = redis.call('ZRANGE', base .. 'sched:' .. task, 0, 0, 'WITHSCORES')
+          if first[2] then
+            local t = tonumber(first[2])
+            if best == nil or t < best then best = t end
+          end
+        end
       end
     end
   end

@@ -1,4 +1,5 @@
--- rescue.lua: give back jobs whose lease expired, recording a LOST attempt (status code 0) for each.
+-- rescue.lua: give back jobs whose lease expired, recording a LOST attempt (status code 0) for each under its
+-- claim's token. A rescued job keeps its run_at: it goes back to its place in the claim order.
 -- ARGV: prefix, now µs ('' = the server clock), limit
 -- Returns a JSON list of the rescued jobs after the change.
 local now = opt(ARGV[2]) and tonumber(opt(ARGV[2])) or now_us()
@@ -10,17 +11,17 @@ for _, id in ipairs(expired) do
   local j = load(id)
   local worker = j.worker_id or ''
   local err = 'lease expired: worker ' .. worker .. ' stopped heartbeating'
-  local rec = '{"job_id":' .. cjson.encode(id) .. ',"try_number":' .. j.try_number
-    .. ',"outcome":"lost","status_code":0,"started_at":' .. (j.started_at or num(now))
-    .. ',"finished_at":' .. num(now) .. ',"worker_id":' .. (j.worker_id and cjson.encode(j.worker_id) or 'null')
-    .. ',"result":null,"error":' .. cjson.encode(err) .. ',"traceback":null}'
-  redis.call('HSET', akey(id), j.try_number, rec)
+  local rec = '{"outcome":"lost","status_code":0,"error":' .. cjson.encode(err)
+    .. ',"job_id":' .. cjson.encode(id) .. ',"try_number":' .. j.try_number
+    .. ',"started_at":' .. (j.started_at or num(now)) .. ',"finished_at":' .. num(now)
+    .. ',"worker_id":' .. (j.worker_id and cjson.encode(j.worker_id) or 'null')
+    .. ',"result":null,"traceback":null}'
+  redis.call('HSET', akey(id), j.lease_token or ('try-' .. j.try_number), rec)
   lane_release(j)
-  local ch = { lease_expires_at = false, worker_id = false, last_error = err, updated = num(now) }
+  local ch = { lease_expires_at = false, worker_id = false, lease_token = false, last_error = err, updated = num(now) }
   local status
   if tonumber(j.attempts) < tonumber(j.max_attempts) then
     status = 'pending'
-    ch.run_at = num(now)
   else
     status = 'failed'
     ch.finished_at = num(now)
