@@ -153,12 +153,9 @@ def ids(jobs: Sequence[Job]) -> list[str]:
 
 
 async def expire_leases(store: Store) -> list[Job]:
-    """Rescue every processing job as if its lease had long expired, and make the rescued ones due at once.
-
-    `rescue(now=…)` in the future avoids waiting for real leases to run out; since rescued jobs get run_at = that
-    `now`, `run_now` brings them back to the present so the test can claim them."""
-    rescued = await store.rescue(now=later(600))  # past the tests' leases, before their far-future run_ats
-    return [await store.run_now(job.id) if job.status is JobStatus.PENDING else job for job in rescued]
+    """Rescue every processing job as if its lease had long expired (`rescue(now=…)` in the future avoids waiting
+    for real leases to run out). Rescued jobs keep their run_at, so they are due again at once."""
+    return await store.rescue(now=later(600))  # past the tests' leases, before their far-future run_ats
 
 
 class Taker:
@@ -188,6 +185,7 @@ def offer(
     worker_id: str = "idle-worker",
     lease: timedelta = LEASE,
     loop: asyncio.AbstractEventLoop | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> IdleClaim:
     """Offer `store` an idle worker that `taker` stands for; returns the offer (to withdraw it)."""
     claim = IdleClaim(
@@ -199,6 +197,7 @@ def offer(
         exclude_namespaces=(),
         deliver=taker,
         loop=loop or asyncio.get_running_loop(),
+        tasks=tasks,
     )
     store.offer_idle(claim)
     return claim

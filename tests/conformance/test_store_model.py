@@ -1,10 +1,11 @@
 """Store conformance: a Hypothesis state machine drives a store against a tiny pure-Python model of the contract.
 
-The model (`Model`) restates store/base.py's rules in the plainest code possible — claim order, serial lanes,
-pauses, queue caps, unique keys, fencing, release, rescue and the management transitions — and after every step
-the store's jobs and stats must match it. Times that the store picks itself (run_at after requeue, run_now and
-rescue) are taken from what the store returns; everything else is chosen by the test from a few fixed instants so
-that order ties are decided by id, exactly as the rule says.
+The model (`Model`) restates store/base.py's rules in the plainest code possible — claim order, served tasks, serial
+lanes, pauses, queue caps, namespace settings (auto_run), unique keys, fencing tokens, release, rescue (which keeps
+run_at), namespace deletion and the management transitions — and after every step the store's jobs and stats must
+match it. Times that the store picks itself (run_at after requeue, and after run_now of a scheduled job) are taken
+from what the store returns; everything else is chosen by the test from a few fixed instants so that order ties are
+decided by id, exactly as the rule says.
 
 Kept small (few examples, short runs) so that it stays quick on every store.
 """
@@ -37,6 +38,7 @@ from conveyor.model import (
     JobFilter,
     JobStatus,
     Lease,
+    Namespace,
     NewJob,
     QueueSettings,
     serial_key_for,
@@ -53,7 +55,8 @@ USERS = (None, None, "u1", "u2")
 GROUPS = (None, None, None, "g")
 UNIQUE = (None, None, "k1", "k2")
 FINISHES = ("complete", "fail", "retry_due", "retry_later", "cancelled", "release")
-Spec = tuple[int, str, int, int, str | None, str | None, str | None, int]
+TASKS = ("t", "s")
+Spec = tuple[int, str, int, int, str | None, str | None, str | None, int, str]
 JOB_SPECS = st.tuples(
     st.sampled_from(NAMESPACES),
     st.sampled_from(QUEUES),
@@ -63,6 +66,7 @@ JOB_SPECS = st.tuples(
     st.sampled_from(GROUPS),
     st.sampled_from(UNIQUE),
     st.integers(1, 3),  # max_attempts
+    st.sampled_from(TASKS),
 )
 
 
@@ -80,6 +84,7 @@ class MJob:
     lane: tuple[str, str] | None
     unique: str | None
     user: str | None
+    task: str = "t"
     cancel_requested: bool = False
     records: int = 0  # attempt records stored
 
@@ -91,6 +96,7 @@ class Model:
         self.jobs: dict[str, MJob] = {}
         self.paused: set[tuple[str, str]] = set()
         self.caps: dict[tuple[str, str], int] = {}
+        self.off: set[str] = set()  # namespaces whose auto_run is off
 
     def active_unique(self, ns: str, key: str) -> MJob | None:
         for j in self.jobs.values():
@@ -105,7 +111,9 @@ class Model:
     def lane_busy(self, lane: tuple[str, str]) -> bool:
         return any(j.lane == lane and j.status is JobStatus.PROCESSING for j in self.jobs.values())
 
-    def expected_claim(self, queues: list[str], limit: int, namespaces: list[str] | None, now: datetime) -> list[str]:
+    def expected_claim(
+        self, queues: list[str], limit: int, namespaces: list[str] | None, tasks: list[str] | None, now: datetime
+    ) -> list[str]:
         candidates = sorted(
             (
                 j
@@ -113,6 +121,8 @@ class Model:
                 if j.status is JobStatus.PENDING
                 and j.queue in queues
                 and (namespaces is None or j.ns in namespaces)
+                and (tasks is None or j.task in tasks)
+                and j.ns not in self.off
                 and (j.ns, j.queue) not in self.paused
             ),
             key=lambda j: (j.priority, j.run_at, j.id),
@@ -167,6 +177,8 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
             self.base = utcnow()
             self.past = [self.base - timedelta(seconds=s) for s in (30, 20, 10)]
             self.future = self.base + timedelta(hours=1)
+            self.tokens: set[str] = set()  # every fencing token handed out: none may come twice
+            self.named: set[str] = set()  # namespaces with a stored record
 
         def run(self, coro: Coroutine[Any, Any, T]) -> T:
             return loop.run_until_complete(coro)
@@ -188,7 +200,7 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
         def enqueue(self, specs: list[Spec]) -> None:
             news = [
                 NewJob.build(
-                    "t",
+                    task,
                     {"n": len(self.model.jobs) + i},
                     namespace=self.ns[ns],
                     queue=q,
@@ -199,7 +211,7 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                     unique_key=key,
                     max_attempts=tries,
                 )
-                for i, (ns, q, prio, when, user, group, key, tries) in enumerate(specs)
+                for i, (ns, q, prio, when, user, group, key, tries, task) in enumerate(specs)
             ]
             got = self.run(self.store.enqueue(news))
             assert len(got) == len(news)
@@ -222,20 +234,28 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                     lane=None if new.serial_key is None else (new.namespace, new.serial_key),
                     unique=new.unique_key,
                     user=new.user_id,
+                    task=new.task,
                 )
 
         @rule(
             queues=st.sampled_from([["a", "b"], ["a"], ["b"]]),
             limit=st.integers(1, 5),
             which=st.sampled_from([None, None, (0,), (1,), (0, 1)]),
+            tasks=st.sampled_from([None, None, ["t"], ["s"], ["t", "s"]]),
         )
-        def claim(self, queues: list[str], limit: int, which: tuple[int, ...] | None) -> None:
+        def claim(self, queues: list[str], limit: int, which: tuple[int, ...] | None, tasks: list[str] | None) -> None:
             namespaces = None if which is None else [self.ns[i] for i in which]
             now = utcnow()
-            expected = self.model.expected_claim(queues, limit, namespaces, now)
+            expected = self.model.expected_claim(queues, limit, namespaces, tasks, now)
             got = self.run(
                 self.store.claim(
-                    "w", queues, limit, timedelta(seconds=60), namespaces=namespaces, exclude_namespaces=earlier
+                    "w",
+                    queues,
+                    limit,
+                    timedelta(seconds=60),
+                    tasks=tasks,
+                    namespaces=namespaces,
+                    exclude_namespaces=earlier,
                 )
             )
             assert [j.id for j in got] == expected
@@ -243,6 +263,8 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                 self.model.start(job.id)
                 m = self.model.jobs[job.id]
                 assert (job.status, job.attempts, job.try_number) == (JobStatus.PROCESSING, m.attempts, m.try_number)
+                assert job.lease_token and job.lease_token not in self.tokens
+                self.tokens.add(job.lease_token)
 
         @precondition(lambda self: bool(self.ids_in(JobStatus.PROCESSING)))
         @rule(index=st.integers(0, 1000), kind=st.sampled_from(FINISHES), when=st.integers(0, 2))
@@ -263,7 +285,7 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
             else:
                 run_at = self.past[when] if kind == "retry_due" else self.future
                 f = Finish(job.lease, JobStatus.PENDING, attempt=record, run_at=run_at, error="r")
-            stale = Finish(Lease(job_id, m.try_number + 1), JobStatus.COMPLETED)
+            stale = Finish(Lease(job_id, uuid.uuid4().hex), JobStatus.COMPLETED)
             assert self.run(self.store.finish([stale, f, f])) == [False, True, False]
             if kind == "release":
                 m.status = JobStatus.PENDING
@@ -337,7 +359,11 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                 except InvalidTransition:
                     return
                 raise AssertionError(f"run_now of a {m.status} job must raise InvalidTransition")
-            m.run_at = self.run(self.store.run_now(m.id)).run_at
+            was_due = m.run_at <= utcnow()
+            got = self.run(self.store.run_now(m.id)).run_at
+            if was_due:
+                assert got == m.run_at  # a job already due keeps its place
+            m.run_at = got
 
         @rule()
         def rescue_everything(self) -> None:
@@ -354,8 +380,7 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                 m.records += 1
                 m.status = JobStatus.PENDING if m.attempts < m.max_attempts else JobStatus.FAILED
                 assert job.status is m.status
-                if m.status is JobStatus.PENDING:
-                    m.run_at = self.run(self.store.run_now(job.id)).run_at
+                assert job.run_at == m.run_at  # a rescued job keeps its place in the claim order
                 assert len(self.run(self.store.attempts(job.id))) == m.records
 
         @rule(
@@ -372,6 +397,25 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
                 self.model.caps.pop((ns, queue), None)
             else:
                 self.model.caps[(ns, queue)] = cap
+
+        @rule(index=st.sampled_from(NAMESPACES), auto_run=st.booleans())
+        def namespace_settings(self, index: int, auto_run: bool) -> None:
+            ns = self.ns[index]
+            self.run(self.store.put_namespace(Namespace(ns, auto_run=auto_run)))
+            (self.model.off.discard if auto_run else self.model.off.add)(ns)
+            self.named.add(ns)
+
+        @precondition(lambda self: bool(self.model.jobs))
+        @rule(index=st.sampled_from(NAMESPACES))
+        def delete_namespace(self, index: int) -> None:
+            ns = self.ns[index]
+            had = any(j.ns == ns for j in self.model.jobs.values()) or ns in self.named
+            assert self.run(self.store.delete_namespace(ns)) is had
+            self.model.jobs = {i: j for i, j in self.model.jobs.items() if j.ns != ns}
+            self.model.off.discard(ns)
+            self.model.paused = {k for k in self.model.paused if k[0] != ns}
+            self.model.caps = {k: v for k, v in self.model.caps.items() if k[0] != ns}
+            self.named.discard(ns)
 
         @rule(index=st.sampled_from(NAMESPACES), user=st.sampled_from(["u1", "u2"]))
         def claim_user(self, index: int, user: str) -> None:
@@ -390,7 +434,9 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
             if head is None or head.run_at > utcnow():
                 assert got is None
                 return
-            assert got is not None and got.id == head.id
+            assert got is not None and got.id == head.id  # auto_run off or not: Run takes it
+            assert got.lease_token and got.lease_token not in self.tokens
+            self.tokens.add(got.lease_token)
             self.model.start(head.id)
 
         # ---- invariants ---------------------------------------------------------------------------------------
@@ -406,6 +452,7 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
             for job_id, m in self.model.jobs.items():
                 job = stored[job_id]
                 assert (job.status, job.attempts, job.try_number) == (m.status, m.attempts, m.try_number), job_id
+                assert (job.lease_token is not None) == (m.status is JobStatus.PROCESSING), job_id
                 if m.status is JobStatus.PROCESSING:
                     assert job.cancel_requested is m.cancel_requested
                 # Order ties are judged on the store's own representation of run_at (its precision).

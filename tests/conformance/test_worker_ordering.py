@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
-from conveyor import Conveyor, Namespace
-from conveyor.model import JobStatus
+from conveyor import Conveyor, JobContext, Namespace
+from conveyor.model import Finish, Job, JobStatus
+from conveyor.store import open_store
 from tests.conformance.worker_support import running_worker, wait_status, wait_until, worker_app
 
 __all__ = ["worker_app"]
@@ -92,6 +94,94 @@ async def test_namespaces_with_auto_run_off_are_left_to_run(worker_app: Conveyor
         result = await app.arun_next("manual", "p1")
     assert result.job is not None and result.job.id == manual.id
     assert sorted(seen) == ["auto", "manual"]
+
+
+async def _claim_continuously(store_url: str, stop: asyncio.Event, took: list[Job]) -> None:
+    """A second claimer (another store object: another process, as far as the store can tell) that claims and
+    completes every job it can get, as fast as it can."""
+    other = open_store(store_url)
+    await other.open()
+    try:
+        while not stop.is_set():
+            jobs = await other.claim("thief", ["default"], 10, timedelta(seconds=30), tasks=["rec"])
+            took.extend(jobs)
+            if jobs:
+                await other.finish([Finish(j.lease, JobStatus.COMPLETED) for j in jobs])
+            await asyncio.sleep(0.001)
+    finally:
+        await other.close()
+
+
+async def _never_claimed(app: Conveyor, jobs: list[Job]) -> None:
+    for job in jobs:
+        stored = await app.aget_job(job.id)
+        assert stored is not None
+        assert (stored.status, stored.attempts, stored.try_number) == (JobStatus.PENDING, 0, 0), stored
+        assert await app.aattempts(job.id) == []
+
+
+async def test_a_namespace_created_with_auto_run_off_never_has_a_job_claimed(worker_app: Conveyor) -> None:
+    """Create (or replace) a namespace with auto_run off, then enqueue at once, 100 times, while a worker (with
+    hand-off where the store has it) and a second claimer claim continuously: zero claims. The store decides
+    inside each claim; no worker keeps a list of namespaces that could be stale (issue 9, item 3)."""
+    app = worker_app
+    ran: list[str] = []
+
+    @app.task("rec")
+    async def rec(payload: int, ctx: JobContext) -> None:
+        ran.append(ctx.job.namespace)
+
+    stop = asyncio.Event()
+    took: list[Job] = []
+    manual: list[Job] = []
+    auto: list[Job] = []
+    async with running_worker(app, concurrency=4):
+        thief = asyncio.create_task(_claim_continuously(app.url, stop, took))
+        try:
+            for i in range(100):
+                await app.aput_namespace(Namespace(f"off-{i}", auto_run=False))
+                manual.append(await app.aenqueue("rec", i, namespace=f"off-{i}"))
+                auto.append(await app.aenqueue("rec", i, namespace="auto"))  # keeps both claimers busy
+
+            async def auto_done() -> bool:
+                return (await app.astats(namespace="auto")).completed == len(auto)
+
+            await wait_until(auto_done, timeout=60)
+        finally:
+            stop.set()
+            await thief
+    assert not [ns for ns in ran if ns.startswith("off-")]
+    assert not [j.namespace for j in took if j.namespace.startswith("off-")]
+    await _never_claimed(app, manual)
+
+
+async def test_switching_auto_run_off_then_enqueuing_never_has_the_job_claimed(worker_app: Conveyor) -> None:
+    app = worker_app
+    ran: list[str] = []
+
+    @app.task("rec")
+    async def rec(payload: int, ctx: JobContext) -> None:
+        ran.append(f"{ctx.job.namespace}/{payload}")
+
+    stop = asyncio.Event()
+    took: list[Job] = []
+    manual: list[Job] = []
+    async with running_worker(app, concurrency=4):
+        thief = asyncio.create_task(_claim_continuously(app.url, stop, took))
+        try:
+            for i in range(30):
+                name = f"flip-{i}"
+                await app.aput_namespace(Namespace(name, auto_run=True))
+                first = await app.aenqueue("rec", 0, namespace=name)
+                await wait_status(app, first.id, JobStatus.COMPLETED)  # every claimer has been running it
+                await app.aput_namespace(Namespace(name, auto_run=False))
+                manual.append(await app.aenqueue("rec", 1, namespace=name))
+        finally:
+            stop.set()
+            await thief
+    assert not [r for r in ran if r.endswith("/1")]
+    assert not [j for j in took if j.payload == 1]
+    await _never_claimed(app, manual)
 
 
 async def test_idle_worker_starts_an_in_process_enqueue_within_milliseconds(worker_app: Conveyor) -> None:
