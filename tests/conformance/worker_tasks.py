@@ -58,6 +58,15 @@ def register(app: Conveyor) -> None:
         append_line(payload["log"], f"{ctx.job.id} {os.getpid()}")
         return "ticked"
 
+    @app.task("fenced")
+    async def fenced(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """Record which claim runs the job (job id, fencing token, pid, try number) and return it: the crash test
+        compares every applied result with the claim its attempt record is stored under."""
+        token = ctx.job.lease_token
+        append_line(payload["log"], f"{ctx.job.id} {token} {os.getpid()} {ctx.try_number}")
+        await asyncio.sleep(payload.get("sleep", 0))
+        return {"token": token, "pid": os.getpid(), "try": ctx.try_number}
+
     @app.task("sleep")
     async def sleep(payload: dict[str, Any], ctx: JobContext) -> str:
         append_line(payload["log"], f"start {ctx.job.id} {ctx.try_number}")

@@ -5,6 +5,7 @@ and lazy opening while the database is down. The shared behaviour is in tests/co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -97,6 +98,59 @@ async def test_migrate_works_without_opening_the_store(url: str) -> None:
     await store.open()
     try:
         assert await store.enqueue([_new()])
+    finally:
+        await store.close()
+
+
+async def test_a_version_1_schema_is_upgraded_with_its_jobs_attempts_and_settings(url: str) -> None:
+    """Migration 0002 keeps what a version-1 schema holds: pending jobs become claimable by task, old attempt records
+    stay readable (keyed 'try-<n>'), namespaces switched off stay off, and a job claimed before the upgrade (no
+    token) is rescued with a record of its own."""
+    from conveyor.store.postgres.migrations import MIGRATIONS
+
+    schema = backend.schema_of(url)
+    quoted = f'"{schema}"'
+    async with await _server() as conn:
+        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE {}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(sql.Identifier(schema))
+        )
+        _, name, text = MIGRATIONS[0]
+        await conn.execute(text.replace("{schema}", quoted))  # type: ignore[arg-type]
+        await conn.execute(f"INSERT INTO {quoted}.schema_migrations (version, name) VALUES (1, %s)", [name])
+        insert = (
+            f"INSERT INTO {quoted}.jobs (id, namespace, queue, task, payload, status, run_at, attempts, max_attempts,"
+            " try_number, created, updated, worker_id, lease_expires_at, started_at)"
+            " VALUES (%s, %s, 'default', 'mail', '{}', %s, now() - interval '1 minute', 1, 3, 1, now(), now(),"
+            " %s, %s, now())"
+        )
+        await conn.execute(insert, ["old-pending", "default", "pending", None, None])
+        await conn.execute(insert, ["old-manual", "manual", "pending", None, None])
+        await conn.execute(insert, ["old-running", "default", "processing", "w0", utcnow() - timedelta(seconds=1)])
+        await conn.execute(
+            f"INSERT INTO {quoted}.attempts (job_id, try_number, outcome, status_code, started_at, finished_at)"
+            " VALUES ('old-pending', 1, 'retry', 500, now(), now())"
+        )
+        await conn.execute(
+            f"INSERT INTO {quoted}.namespaces (name, doc) VALUES ('manual', %s)",
+            [json.dumps({"name": "manual", "auto_run": False})],
+        )
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        assert await store.claim("w", ["default"], 10, LEASE, tasks=["other"]) == []
+        (got,) = await store.claim("w", ["default"], 10, LEASE, tasks=["mail"])
+        assert got.id == "old-pending" and got.lease_token and got.try_number == 2  # not old-manual: auto_run off
+        (old,) = await store.attempts("old-pending")
+        assert (old.try_number, old.outcome, old.lease_token) == (1, AttemptOutcome.RETRY, "try-1")
+        (rescued,) = await store.rescue()
+        assert rescued.id == "old-running" and rescued.status is JobStatus.PENDING
+        (lost,) = await store.attempts("old-running")
+        assert (lost.outcome, lost.lease_token) == (AttemptOutcome.LOST, "try-1")
+        assert await store.finish([_done(got)]) == [True]
     finally:
         await store.close()
 

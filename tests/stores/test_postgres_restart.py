@@ -75,6 +75,13 @@ class Cluster:
     def restart(self) -> None:
         self.ctl("restart")
 
+    def crash_restart(self) -> None:
+        """`pg_ctl restart -m immediate`: every server process is killed without a checkpoint, and commits made with
+        synchronous_commit off whose WAL was not written yet are lost (crash recovery replays only what was)."""
+        options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(_bin("pg_ctl"), "restart", "-D", f"{self.datadir}/data", "-w", "-t", "60", "-o", options,
+                  "-l", f"{self.datadir}/log", "-m", "immediate")  # fmt: skip
+
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:

@@ -278,6 +278,58 @@ async def test_random_transitions_keep_every_index_in_step(store: RedisStore, ra
     await check_invariants(store, raw)
 
 
+async def test_a_layout_1_store_is_migrated_in_place(url: str, raw: aioredis.Redis) -> None:
+    """Layout 1 kept one ready set per (namespace, queue) and no set of auto_run-off namespaces; migrate.lua splits
+    the ready sets by task and builds P:nsoff from the namespace documents, once."""
+    _, p = split_url(url)
+    now = int(time.time() * 1_000_000)
+    for job_id, task, ns in (("j-mail", "mail", "default"), ("j-sms", "sms", "default"), ("j-man", "mail", "manual")):
+        pair = f"{ns}:default"
+        await raw.hset(
+            f"{p}:job:{job_id}",
+            mapping={
+                "id": job_id,
+                "namespace": ns,
+                "queue": "default",
+                "task": task,
+                "payload": "null",
+                "status": "pending",
+                "priority": "0",
+                "run_at": str(now - 1000),
+                "attempts": "0",
+                "max_attempts": "3",
+                "try_number": "0",
+                "created": str(now),
+                "updated": str(now),
+            },
+        )
+        await raw.sadd(f"{p}:pairs", pair)
+        await raw.zadd(f"{p}:q:{pair}:ready", {f"{now - 1000:016d}:{job_id}": 0})
+        await raw.zadd(f"{p}:q:{pair}:pend", {job_id: now - 1000})
+        await raw.zadd(f"{p}:q:{pair}:s:pending", {job_id: now})
+        await raw.hincrby(f"{p}:q:{pair}:n", f"pending|{task}", 1)
+    await raw.hset(f"{p}:att:j-sms", "1", json.dumps({"job_id": "j-sms", "try_number": 1, "outcome": "retry",
+                   "status_code": 500, "started_at": now, "finished_at": now}))  # fmt: skip
+    await raw.hset(f"{p}:ns", "manual", json.dumps({"name": "manual", "auto_run": False}))
+    await raw.hset(f"{p}:meta", "schema", "1")
+
+    store = RedisStore(url)
+    await store.open()
+    try:
+        assert await raw.hget(f"{p}:meta", "schema") == "2"
+        assert await store.migrate() == []  # once
+        assert set(await raw.smembers(f"{p}:nsoff")) == {"manual"}
+        (mail,) = await store.claim("w", ["default"], 10, LEASE, tasks=["mail"])
+        assert mail.id == "j-mail" and mail.lease_token  # j-man: its namespace is off
+        (sms,) = await store.claim("w", ["default"], 10, LEASE, tasks=["sms"])
+        assert sms.id == "j-sms"
+        (old,) = await store.attempts("j-sms")
+        assert (old.try_number, old.outcome, old.lease_token) == (1, AttemptOutcome.RETRY, None)
+        await check_invariants(store, raw)
+    finally:
+        await store.close()
+
+
 # ---- wake-ups, workers, scripts, eviction warning ----------------------------------------------------------------
 
 

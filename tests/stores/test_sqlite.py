@@ -121,6 +121,47 @@ async def test_migrations_are_versioned_and_idempotent(url: str) -> None:
     conn.close()
 
 
+async def test_a_version_1_database_is_upgraded_with_its_jobs_and_attempts(url: str) -> None:
+    """Migration 2 (fencing tokens, attempts keyed by claim, the per-task claim index and its registry) keeps what
+    a database of version 1 holds: pending jobs become claimable by task, old attempt records stay readable, and a
+    job claimed before the upgrade (no token) is rescued with a record of its own."""
+    path, _ = parse_sqlite_url(url)
+    now = time.time_ns() // 1000
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE conveyor_schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at INT)")
+        for statement in MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO conveyor_schema_migrations VALUES (1, 'initial', ?)", (now,))
+        conn.execute("INSERT INTO conveyor_queues (namespace, name) VALUES ('default', 'default')")
+        insert = (
+            "INSERT INTO conveyor_jobs (id, namespace, queue, task, payload, status, priority, run_at, attempts,"
+            " max_attempts, try_number, created, updated, worker_id, lease_expires_at, started_at)"
+            " VALUES (?, 'default', 'default', ?, '{}', ?, 0, ?, ?, 3, ?, ?, ?, ?, ?, ?)"
+        )
+        conn.execute(insert, ("old-pending", "mail", "pending", now - 10, 1, 1, now, now, None, None, None))
+        conn.execute(insert, ("old-running", "mail", "processing", now - 20, 1, 1, now, now, "w0", now + 1, now))
+        conn.execute(
+            "INSERT INTO conveyor_attempts (job_id, try_number, outcome, status_code, started_at, finished_at)"
+            " VALUES ('old-pending', 1, 'retry', 500, ?, ?)",
+            (now - 5, now - 4),
+        )
+    conn.close()
+    store = SQLiteStore(url)
+    await store.open()
+    try:
+        assert await store.claim("w", ["default"], 10, LEASE, tasks=["other"]) == []
+        (got,) = await store.claim("w", ["default"], 10, LEASE, tasks=["mail"])
+        assert got.id == "old-pending" and got.lease_token and got.try_number == 2
+        (old,) = await store.attempts("old-pending")
+        assert (old.try_number, old.outcome, old.lease_token) == (1, AttemptOutcome.RETRY, "try-1")
+        (rescued,) = await store.rescue(now=datetime.now(UTC) + timedelta(seconds=2))
+        assert rescued.id == "old-running" and rescued.status is JobStatus.PENDING
+        (lost,) = await store.attempts("old-running")
+        assert (lost.outcome, lost.lease_token) == (AttemptOutcome.LOST, "try-1")
+    finally:
+        await store.close()
+
+
 async def test_concurrent_first_opens_migrate_once(url: str) -> None:
     stores = [SQLiteStore(url) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))

@@ -994,7 +994,7 @@ class SQLiteStore(Store):
                         None,
                         error,
                         None,
-                        token or "",
+                        token or f"try-{try_number}",  # a claim made before fencing tokens existed
                     )
                 )
                 rows = conn.execute(q.RESCUE, (at, error, job_id, token)).fetchall()
