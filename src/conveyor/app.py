@@ -144,7 +144,6 @@ class Conveyor:
         self._portal: _Portal | None = None
         self._open_lock = threading.Lock()
         self._opened: asyncio.Future[None] | None = None
-        self._namespace_cache: dict[str, tuple[float, Namespace | None]] = {}
         self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
         self._run_pool: ProcessPool | None = None  # children for process-isolated tasks run by run_next
         self._served_cache: tuple[float, frozenset[str] | None] | None = None  # aunserved_tasks
@@ -725,7 +724,6 @@ class Conveyor:
         validate_namespace(namespace)
         if namespace.webhook_url:
             await check_webhook_url(namespace.webhook_url, allow_private=namespace.webhook_allow_private)
-        self._namespace_cache.pop(namespace.name, None)
         return await self._on_home(lambda: self.store.put_namespace(namespace))
 
     async def aget_namespace(self, name: str) -> Namespace:
@@ -738,7 +736,6 @@ class Conveyor:
         return await self._on_home(self.store.list_namespaces)
 
     async def adelete_namespace(self, name: str) -> bool:
-        self._namespace_cache.pop(name, None)
         return await self._on_home(lambda: self.store.delete_namespace(name))
 
     # ---- the store's small key-value space (settings, keys, replay records) ----------------------------------

@@ -193,7 +193,6 @@ class QueueHelpers:
         _forget(old)
         app.store = open_store(_memory_url())
         app._opened = None
-        app._namespace_cache.clear()
 
 
 async def _drain(
@@ -279,7 +278,6 @@ class TestQueue(QueueHelpers):
         app._portal = _Portal()
         app._home = app._portal.loop
         app._opened = None
-        app._namespace_cache.clear()
 
     def close(self) -> None:
         """Give the app its own store back."""
@@ -295,7 +293,6 @@ class TestQueue(QueueHelpers):
         _forget(store)
         for name, value in self._saved.items():
             setattr(app, name, value)
-        app._namespace_cache.clear()
         self._saved = None
 
     def __enter__(self) -> TestQueue:

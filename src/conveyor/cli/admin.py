@@ -164,6 +164,7 @@ def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table.add_column("id", overflow="fold")
     table.add_column("host / pid", overflow="fold")
     table.add_column("queues", overflow="fold")
+    table.add_column("tasks", overflow="fold")
     table.add_column("busy", justify="right")
     table.add_column("started", no_wrap=True)
     table.add_column("heartbeat", no_wrap=True)
@@ -174,6 +175,7 @@ def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             escape(w.id),
             escape(f"{w.hostname} / {w.pid}"),
             escape(", ".join(w.queues)),
+            escape(", ".join(w.tasks) or "-"),
             f"{len(w.running)}/{w.concurrency}",
             ago(w.started_at, now),
             ago(w.heartbeat_at, now),
