@@ -181,7 +181,8 @@ class QueueHelpers:
     ) -> list[Attempt]:
         """Run queued due jobs now, one at a time in claim order, in this process — including jobs they enqueue —
         until none is due or `limit` ran. It claims as a worker does (namespaces with auto_run off are left to
-        `run_next`), but any task: a job whose task is not registered runs and fails saying so. `include_scheduled` also runs delayed jobs (and retries) at once.
+        `run_next`), but any task: a job whose task is not registered runs and fails saying so. `include_scheduled`
+        also runs delayed jobs (and retries) at once.
         Returns each run's attempt record; `raise_errors` turns the first failed run into an AssertionError."""
         app = self._app
         return app._sync(lambda: _drain(app, limit, include_scheduled, raise_errors, queues))
