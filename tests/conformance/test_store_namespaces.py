@@ -131,3 +131,14 @@ async def test_default_namespace_cannot_be_deleted_and_keeps_its_jobs(store: Sto
     with pytest.raises(ValidationError):
         await store.delete_namespace(DEFAULT_NAMESPACE)
     assert await store.get_job(job.id) is not None
+
+
+async def test_next_due_skips_namespaces_whose_auto_run_is_off(store: Store) -> None:
+    await store.put_namespace(Namespace("manual", auto_run=False))
+    await enqueue_one(store, namespace="manual")  # due now, but no background claim takes it
+    await enqueue_one(store, namespace="auto", delay=60)
+    due = await store.next_due(["default"])
+    assert due is not None and 50 < due <= 61
+    await store.put_namespace(Namespace("manual", auto_run=True))
+    due = await store.next_due(["default"])
+    assert due is not None and due <= 0

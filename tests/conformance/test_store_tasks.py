@@ -120,3 +120,16 @@ async def test_workers_record_the_tasks_they_serve(store: Store) -> None:
     await store.register_worker(plain)
     (listed,) = [w for w in await store.list_workers() if w.id == "w-none"]
     assert tuple(listed.tasks) == ()
+
+
+async def test_next_due_counts_only_the_tasks_served(store: Store) -> None:
+    """A worker's timer must not fire for a job it will not claim (its claim would find nothing, again and again)."""
+    await enqueue_one(store, "other", delay=5)
+    await enqueue_one(store, "other")  # due now, but not ours
+    await enqueue_one(store, "mine", delay=60)
+    due = await store.next_due(["default"], tasks=["mine"])
+    assert due is not None and 50 < due <= 61
+    assert await store.next_due(["default"], tasks=["nobody"]) is None
+    assert await store.next_due(["default"], tasks=[]) is None
+    anything = await store.next_due(["default"])
+    assert anything is not None and anything <= 0

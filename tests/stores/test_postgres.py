@@ -205,6 +205,8 @@ async def test_claim_stays_an_index_scan_with_a_million_finished_rows(store: Pos
         "worker_id": "w",
         "queues": ["default"],
         "tasks": ["task"],
+        "arm_queues": ["default"],
+        "arm_tasks": ["task"],
         "limit": 10,
         "lease": LEASE,
         "namespaces": None,

@@ -471,7 +471,9 @@ class PostgresStore(Store):
         async with conn.pipeline():
             await conn.execute(q.HANDOFF_SETUP)
             inserted = await conn.execute(q.ENQUEUE, _enqueue_params(jobs))
-            claimed = await conn.execute(q.HANDOFF_CLAIM, params)
+            claimed = await conn.execute(
+                q.HANDOFF_CLAIM_ANY_TASK if params["tasks"] is None else q.HANDOFF_CLAIM, params
+            )
         ids = {row[0] for row in await inserted.fetchall()}
         handed, woke = _handed_off(await claimed.fetchall())
         return _HandOff(ids, handed, woke, [j.to_job() for j in jobs] if len(ids) == len(jobs) else None)
@@ -486,7 +488,9 @@ class PostgresStore(Store):
             await conn.execute(q.BEGIN_HANDOFF)
             out = await self._aenqueue(conn, jobs)
             async with conn.pipeline():
-                claimed = await conn.execute(q.HANDOFF_CLAIM, params)
+                claimed = await conn.execute(
+                    q.HANDOFF_CLAIM_ANY_TASK if params["tasks"] is None else q.HANDOFF_CLAIM, params
+                )
                 await conn.execute(q.COMMIT)
         except Exception:
             if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -626,15 +630,30 @@ class PostgresStore(Store):
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[Job]:
             for _ in range(5):
                 try:
-                    cur = await conn.execute(self._q.CLAIM, params)
+                    if tasks is None:
+                        rows = await self._without_jit(conn, self._q.CLAIM_ANY_TASK, params)
+                    else:
+                        rows = await (await conn.execute(self._q.CLAIM, params)).fetchall()
                 except psycopg.errors.UniqueViolation:
                     # jobs_lane_running refused a second running job in a lane (a head changed under a racing
                     # claim): nothing was claimed; claim again with a fresh snapshot.
                     continue
-                return sorted((_job(row) for row in await cur.fetchall()), key=_claim_order)
+                return sorted((_job(row) for row in rows), key=_claim_order)
             return []
 
         return await self._run(go)
+
+    async def _without_jit(
+        self, conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Run a statement of the any-task variety (queries._ARMS_ANY_TASK: claims made by tools and tests) in a
+        transaction of its own with JIT off: the planner's estimates for its recursive walks cross jit_above_cost,
+        and compiling costs ~100 ms a call for a statement that runs in 1."""
+        async with conn.transaction():
+            async with conn.pipeline():
+                await conn.execute(self._q.JIT_OFF)
+                cur = await conn.execute(statement, params)  # type: ignore[arg-type]
+            return await cur.fetchall()
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         params = {"namespace": namespace, "lane": f"u:{user_id}", "worker_id": worker_id, "lease": lease}
@@ -692,12 +711,15 @@ class PostgresStore(Store):
         if not queues or (tasks is not None and not tasks):
             return None
         params = {
-            "queues": list(dict.fromkeys(queues)),
-            "tasks": None if tasks is None else list(dict.fromkeys(tasks)),
+            **_arms_params(queues, tasks),
             "namespaces": None if namespaces is None else list(namespaces),
             "exclude": list(exclude_namespaces),
         }
-        row = await self._one(self._q.NEXT_DUE, params)
+        if tasks is None:
+            rows = await self._run(lambda conn: self._without_jit(conn, self._q.NEXT_DUE_ANY_TASK, params))
+            row = rows[0] if rows else None
+        else:
+            row = await self._one(self._q.NEXT_DUE, params)
         return None if row is None or row[0] is None else float(row[0])
 
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
@@ -1161,13 +1183,26 @@ def _claim_params(
     session's own setting, so that a claim committing with an enqueue keeps the enqueue durable)."""
     return {
         "worker_id": worker_id,
-        "queues": list(dict.fromkeys(queues)),
-        "tasks": None if tasks is None else list(dict.fromkeys(tasks)),
+        **_arms_params(queues, tasks),
         "limit": limit,
         "lease": lease,
         "namespaces": None if namespaces is None else list(namespaces),
         "exclude": list(exclude_namespaces),
         "synchronous_commit": synchronous_commit,
+    }
+
+
+def _arms_params(queues: Sequence[str], tasks: Sequence[str] | None) -> dict[str, Any]:
+    """The claim's ranges (queries._ARMS): the wanted queues, the served tasks (None: any), and their product as two
+    parallel arrays (queue × task)."""
+    wanted = list(dict.fromkeys(queues))
+    served = None if tasks is None else list(dict.fromkeys(tasks))
+    pairs = [] if served is None else [(q, t) for q in wanted for t in served]
+    return {
+        "queues": wanted,
+        "tasks": served,
+        "arm_queues": [q for q, _ in pairs],
+        "arm_tasks": [t for _, t in pairs],
     }
 
 

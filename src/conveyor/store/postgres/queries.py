@@ -146,13 +146,30 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 #
 # `synchronous_commit`: 'off' lets the worker's own state changes commit without waiting for the WAL flush
 # (docs/postgres.md); NULL keeps the session's setting, for a claim that commits together with an enqueue.
-# The ranges of jobs_ready a claim reads (CLAIM, HANDOFF_CLAIM and NEXT_DUE alike): every wanted queue × every
-# served task, or, for a claim of any task, the tasks pending in each queue (a loose index scan); and the namespaces
-# whose auto_run is off, read inside the statement.
-_ARMS = """any_task(queue, task) AS (
+# The ranges of jobs_ready a claim reads (CLAIM, HANDOFF_CLAIM and NEXT_DUE alike), and the namespaces whose auto_run
+# is off, read inside the statement. Two variants, each statement built with either:
+# * _ARMS_SERVED: every wanted queue × every served task (what workers send). The product is formed by the caller and
+#   sent as two parallel arrays, so the planner estimates one unnest, not a cross product or a recursive walk: an
+#   inflated estimate once made it JIT-compile NEXT_DUE for ~90 ms a call.
+# * _ARMS_ANY_TASK: a claim of any task (tools, tests): the tasks pending in each queue, found by a loose index scan
+#   (one index probe per distinct task).
+_OFF = """off AS MATERIALIZED (
+    SELECT n.name FROM {schema}.namespaces n WHERE NOT n.auto_run
+),
+"""
+
+_ARMS_SERVED = (
+    """arms AS MATERIALIZED (
+    SELECT a.queue, a.task FROM unnest(%(arm_queues)s::text[], %(arm_tasks)s::text[]) AS a(queue, task)
+),
+"""
+    + _OFF
+)
+
+_ARMS_ANY_TASK = (
+    """any_task(queue, task) AS (
     SELECT q.name, (SELECT min(j.task) FROM {schema}.jobs j WHERE j.status = 'pending' AND j.queue = q.name)
     FROM unnest(%(queues)s::text[]) AS q(name)
-    WHERE %(tasks)s::text[] IS NULL
     UNION ALL
     SELECT a.queue,
            (SELECT min(j.task) FROM {schema}.jobs j
@@ -161,15 +178,11 @@ _ARMS = """any_task(queue, task) AS (
     WHERE a.task IS NOT NULL
 ),
 arms AS MATERIALIZED (
-    SELECT q.name AS queue, t.name AS task
-    FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN unnest(%(tasks)s::text[]) AS t(name)
-    UNION ALL
     SELECT a.queue, a.task FROM any_task a WHERE a.task IS NOT NULL
 ),
-off AS MATERIALIZED (
-    SELECT n.name FROM {schema}.namespaces n WHERE NOT n.auto_run
-),
 """
+    + _OFF
+)
 
 _CLAIM_CTES = """
 commit_mode AS MATERIALIZED (
@@ -250,9 +263,8 @@ RETURNING {j_job_columns}
 
 # The fencing token is drawn by the database (gen_random_uuid: pg_strong_random, 122 random bits) for each claimed
 # row, so it never repeats for a job even when a crash loses the commit of the claim that drew the previous one.
-_CLAIM_CTES = _CLAIM_CTES.replace("{arms}", _ARMS)
-
-CLAIM = "WITH RECURSIVE" + _CLAIM_CTES + _CLAIM_UPDATE
+CLAIM = "WITH RECURSIVE" + _CLAIM_CTES.replace("{arms}", _ARMS_SERVED) + _CLAIM_UPDATE
+CLAIM_ANY_TASK = "WITH RECURSIVE" + _CLAIM_CTES.replace("{arms}", _ARMS_ANY_TASK) + _CLAIM_UPDATE
 
 # Hand-off (PostgresStore.enqueue with an idle worker of this process): the claim for that worker, sent in the
 # enqueue's own transaction right after its INSERT, so it sees the new rows. The INSERT's trigger was silenced
@@ -260,7 +272,7 @@ CLAIM = "WITH RECURSIVE" + _CLAIM_CTES + _CLAIM_UPDATE
 # serves every (namespace, queue) the enqueue stored jobs in (`covered`) and took fewer jobs than its limit, what it
 # left behind nobody can claim now (lanes, pauses, caps, not yet due). Returns one row when nothing was claimed
 # (job columns NULL), else one per claimed job; the first column says whether a NOTIFY went out.
-HANDOFF_CLAIM = (
+_HANDOFF_CLAIM = (
     "WITH RECURSIVE"
     + _CLAIM_CTES
     + """,
@@ -277,6 +289,8 @@ FROM (SELECT 1) AS one
 LEFT JOIN claimed ON true
 """
 )
+HANDOFF_CLAIM = _HANDOFF_CLAIM.replace("{arms}", _ARMS_SERVED)
+HANDOFF_CLAIM_ANY_TASK = _HANDOFF_CLAIM.replace("{arms}", _ARMS_ANY_TASK)
 
 # Sent first in a hand-off's transaction; each setting lasts until that transaction ends:
 # * no NOTIFY from the INSERT trigger (see CREATE_NOTIFY_TRIGGER): HANDOFF_CLAIM decides whether one is needed;
@@ -294,6 +308,8 @@ SELECT set_config('conveyor.notify', 'off', true),
 BEGIN_HANDOFF = "BEGIN;" + HANDOFF_SETUP
 
 COMMIT = "COMMIT"
+
+JIT_OFF = "SELECT set_config('jit', 'off', true)"
 
 NOTIFY_JOBS = "SELECT pg_notify({channel}, '')"
 
@@ -349,12 +365,9 @@ SELECT EXISTS (SELECT 1 FROM {schema}.jobs
 # jobs_ready is ordered by priority before run_at, so `min(run_at)` over an arm would read its whole backlog; instead
 # `prio` walks each arm's distinct priorities with one index seek each (a loose index scan) and `first` takes each
 # priority's earliest claimable run_at with another: a handful of seeks however long the backlog.
-NEXT_DUE = (
-    """
+_NEXT_DUE = """
 WITH RECURSIVE
-"""
-    + _ARMS
-    + """prio AS (
+{arms}prio AS (
     SELECT a.queue, a.task,
            (SELECT min(j.priority) FROM {schema}.jobs j
             WHERE j.status = 'pending' AND j.queue = a.queue AND j.task = a.task) AS p
@@ -395,7 +408,8 @@ CROSS JOIN LATERAL (
 ) first
 WHERE prio.p IS NOT NULL
 """
-)
+NEXT_DUE = _NEXT_DUE.replace("{arms}", _ARMS_SERVED)
+NEXT_DUE_ANY_TASK = _NEXT_DUE.replace("{arms}", _ARMS_ANY_TASK)
 
 # ---- leases -----------------------------------------------------------------------------------------------------
 
