@@ -276,7 +276,9 @@ class _Data:
 
     def record(self, attempt: Attempt, token: str) -> None:
         """Store the attempt record of the claim `token` (one record per claim)."""
-        self.attempts.setdefault(attempt.job_id, {})[token] = replace(attempt, lease_token=token)
+        if attempt.lease_token != token:  # workers fill it in already: no copy on the hot path
+            attempt = replace(attempt, lease_token=token)
+        self.attempts.setdefault(attempt.job_id, {})[token] = attempt
 
     def record_stale(self, attempt: Attempt, token: str) -> None:
         """A refused report's attempt: kept as LOST under its own claim, unless the job is gone or that claim

@@ -66,7 +66,7 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
-    not_applied_error,
+    not_applied,
     utcnow,
 )
 from conveyor.store.base import HandlerTransaction, IdleClaim, Store
@@ -728,17 +728,24 @@ class PostgresStore(Store):
         params = _finish_params(finishes, self._worker_commit)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[bool]:
-            return await self._finish_on(conn, params, len(finishes))
+            return await self._finish_on(conn, params, finishes)
 
         out = await self._run(go)
         if any(ok and f.status is JobStatus.PENDING for ok, f in zip(out, finishes, strict=True)):
             self._waker.notify()
         return out
 
-    async def _finish_on(self, conn: psycopg.AsyncConnection[Any], params: dict[str, Any], n: int) -> list[bool]:
+    async def _finish_on(
+        self, conn: psycopg.AsyncConnection[Any], params: dict[str, Any], finishes: Sequence[Finish]
+    ) -> list[bool]:
+        """FINISH, then (only when a report with an attempt was refused) RECORD_STALE for those attempts."""
         rows = await (await conn.execute(self._q.FINISH, params)).fetchall()
         applied = {int(row[0]) for row in rows}
-        return [i + 1 in applied for i in range(n)]
+        out = [i + 1 in applied for i in range(len(finishes))]
+        stale = [f for f, ok in zip(finishes, out, strict=True) if not ok and f.attempt is not None and not f.release]
+        if stale:
+            await conn.execute(self._q.RECORD_STALE, {"batch": _stale_batch(stale)})
+        return out
 
     @asynccontextmanager
     async def handler_transaction(self, job: Job) -> AsyncIterator[HandlerTransaction]:
@@ -1086,7 +1093,7 @@ class _PgHandlerTransaction(HandlerTransaction):
         conn: psycopg.AsyncConnection[Any] = self.connection
         self.done = True
         try:
-            (applied,) = await self._store._finish_on(conn, _finish_params([finish], "on"), 1)
+            (applied,) = await self._store._finish_on(conn, _finish_params([finish], "on"), [finish])
             if applied:
                 await conn.commit()
             else:  # the lease was lost: the handler's writes must not outlive it (exactly-once effects)
@@ -1384,7 +1391,6 @@ def _finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[
                 a_worker_id=a.worker_id,
                 a_error=a.error,
                 a_traceback=a.traceback,
-                s_error=not_applied_error(a),
             )
             if a.result is not None:
                 record["a_result"] = a.result
@@ -1428,6 +1434,29 @@ def _caller_failed(exc: psycopg.Error) -> CallerConnectionError:
         "transaction cannot commit now: roll it back (or reconnect, if the connection was lost) and redo your "
         "work with the enqueue"
     )
+def _stale_batch(finishes: Sequence[Finish]) -> str:
+    """RECORD_STALE's batch: the refused reports' attempts as the LOST records they are kept as."""
+    records: list[dict[str, Any]] = []
+    for ord_, f in enumerate(finishes, 1):
+        assert f.attempt is not None
+        a = not_applied(f.attempt)
+        record: dict[str, Any] = {
+            "ord": ord_,
+            "id": f.lease.job_id,
+            "token": f.lease.token,
+            "a_try_number": a.try_number,
+            "a_outcome": AttemptOutcome(a.outcome).value,
+            "a_status_code": a.status_code,
+            "a_started": a.started_at,
+            "a_finished": a.finished_at,
+            "a_worker_id": a.worker_id,
+            "a_error": a.error,
+            "a_traceback": a.traceback,
+        }
+        if a.result is not None:
+            record["a_result"] = a.result
+        records.append(record)
+    return _dumps(records)
 
 
 async def _unwrap_async(connection: Any) -> Any:

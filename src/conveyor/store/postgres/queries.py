@@ -436,10 +436,8 @@ RETURNING j.id, j.lease_token, j.cancel_requested
 """
 
 # Every end-of-try report of a batch in one statement: job updates fenced on the lease token, then the attempt
-# records of the reports that applied (under their token), and LOST records (model.not_applied: `s_error` is its
-# error text) for the refused ones — none for a job that no longer exists, and a claim's record that is not LOST (a
-# repeated report of an applied try) is kept. The batch is one JSON array of records (`a_*` fields: the attempt,
-# absent when none). Returns the (1-based) positions of the reports that applied.
+# records (under their token) of the reports that applied. The batch is one JSON array of records (`a_*` fields:
+# the attempt, absent when none). Returns the (1-based) positions of the reports that applied.
 FINISH = """
 WITH commit_mode AS MATERIALIZED (
     -- 'off' lets the worker's own state changes commit without waiting for the WAL flush (docs/postgres.md)
@@ -450,7 +448,7 @@ f AS (
     FROM json_to_recordset(%(batch)s::json)
          AS f(ord integer, id text, token text, status text, run_at timestamptz, error text, result json,
               release boolean, a_try_number integer, a_outcome text, a_status_code integer, a_started timestamptz,
-              a_finished timestamptz, a_worker_id text, a_result json, a_error text, a_traceback text, s_error text)
+              a_finished timestamptz, a_worker_id text, a_result json, a_error text, a_traceback text)
 ),
 applied AS (
     UPDATE {schema}.jobs j
@@ -472,7 +470,7 @@ applied AS (
         finished_at = CASE WHEN f.status IN ('completed', 'failed', 'cancelled') THEN statement_timestamp() END
     FROM f, commit_mode
     WHERE j.id = f.id AND j.lease_token = f.token AND j.status = 'processing'
-    RETURNING f.ord, f.token
+    RETURNING f.ord
 ),
 recorded AS (
     INSERT INTO {schema}.attempts (job_id, lease_token, try_number, outcome, status_code, started_at, finished_at,
@@ -486,25 +484,35 @@ recorded AS (
     SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
         started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
         result = excluded.result, error = excluded.error, traceback = excluded.traceback
-),
-stale AS (
-    INSERT INTO {schema}.attempts AS a (job_id, lease_token, try_number, outcome, status_code, started_at,
-                                        finished_at, worker_id, result, error, traceback)
-    SELECT DISTINCT ON (f.id, f.token)
-           f.id, f.token, f.a_try_number, 'lost', 0, f.a_started, f.a_finished, f.a_worker_id, f.a_result,
-           f.s_error, f.a_traceback
-    FROM f
-    WHERE f.a_outcome IS NOT NULL AND NOT f.release
-      AND NOT EXISTS (SELECT 1 FROM applied x WHERE x.token = f.token)
-      AND EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = f.id)
-    ORDER BY f.id, f.token, f.ord
-    ON CONFLICT (job_id, lease_token) DO UPDATE
-    SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
-        started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
-        result = excluded.result, error = excluded.error, traceback = excluded.traceback
-    WHERE a.outcome = 'lost'
 )
 SELECT ord FROM applied
+"""
+
+# The attempts of refused (stale) reports, kept as LOST records of their own claims (model.not_applied; the batch
+# has FINISH's layout, with the attempts already turned LOST). Sent only when a report was refused, after FINISH:
+# nothing for a job that no longer exists, and a claim's record that is not LOST (a repeated report of an applied
+# try) is kept. Keeping this out of FINISH keeps every ordinary finish as cheap as before fencing tokens.
+RECORD_STALE = """
+WITH f AS (
+    SELECT *
+    FROM json_to_recordset(%(batch)s::json)
+         AS f(ord integer, id text, token text, a_try_number integer, a_outcome text, a_status_code integer,
+              a_started timestamptz, a_finished timestamptz, a_worker_id text, a_result json, a_error text,
+              a_traceback text)
+)
+INSERT INTO {schema}.attempts AS a (job_id, lease_token, try_number, outcome, status_code, started_at, finished_at,
+                                    worker_id, result, error, traceback)
+SELECT DISTINCT ON (f.id, f.token)
+       f.id, f.token, f.a_try_number, f.a_outcome, f.a_status_code, f.a_started, f.a_finished, f.a_worker_id,
+       f.a_result, f.a_error, f.a_traceback
+FROM f
+WHERE EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = f.id)
+ORDER BY f.id, f.token, f.ord
+ON CONFLICT (job_id, lease_token) DO UPDATE
+SET try_number = excluded.try_number, outcome = excluded.outcome, status_code = excluded.status_code,
+    started_at = excluded.started_at, finished_at = excluded.finished_at, worker_id = excluded.worker_id,
+    result = excluded.result, error = excluded.error, traceback = excluded.traceback
+WHERE a.outcome = 'lost'
 """
 
 # ---- maintenance ------------------------------------------------------------------------------------------------

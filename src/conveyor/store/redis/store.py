@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +38,7 @@ from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnava
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
+    LOST_STATUS_CODE,
     Attempt,
     AttemptOutcome,
     Finish,
@@ -56,7 +58,7 @@ from conveyor.model import (
     attempt_order,
     encode_result,
     new_lease_tokens,
-    not_applied,
+    not_applied_error,
     utcnow,
 )
 from conveyor.store.base import IdleClaim, Store
@@ -164,18 +166,29 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _js(text: str | None) -> str:
+    """A JSON string (or null), by the json module's C escaper: several of these per finish are on the hot path."""
+    return "null" if text is None else _encode_str(text)
+
+
 def _attempt_head(a: Attempt) -> str:
     """The first fields of a stored attempt record, outcome first: finish.lua recognises a LOST record by its first
-    bytes, and swaps this head for the LOST one (model.not_applied) when the report turns out stale."""
-    return f'{{"outcome":"{a.outcome.value}","status_code":{a.status_code},"error":{_dumps(a.error)}'
+    bytes, and stores `_lost_head` instead when the report turns out stale."""
+    return f'{{"outcome":"{a.outcome.value}","status_code":{a.status_code},"error":{_js(a.error)}'
+
+
+def _lost_head(a: Attempt) -> str:
+    """`_attempt_head` of `model.not_applied(a)`: the record a refused report is kept as."""
+    return f'{{"outcome":"lost","status_code":{LOST_STATUS_CODE},"error":{_js(not_applied_error(a))}'
 
 
 def _attempt_body(a: Attempt) -> str:
     """The rest of a stored attempt record (after `_attempt_head`), closing the JSON object."""
+    result = "null" if a.result is None else _dumps(a.result)
     return (
-        f',"job_id":{_dumps(a.job_id)},"try_number":{a.try_number},"started_at":{to_us(a.started_at)},'
-        f'"finished_at":{to_us(a.finished_at)},"worker_id":{_dumps(a.worker_id)},"result":{_dumps(a.result)},'
-        f'"traceback":{_dumps(a.traceback)}}}'
+        f',"job_id":{_js(a.job_id)},"try_number":{a.try_number},"started_at":{to_us(a.started_at)},'
+        f'"finished_at":{to_us(a.finished_at)},"worker_id":{_js(a.worker_id)},"result":{result},'
+        f'"traceback":{_js(a.traceback)}}}'
     )
 
 
@@ -597,7 +610,7 @@ class RedisStore(Store):
                     f.error,
                     encode_result(f.result) if completed and f.result is not None else None,
                     None if a is None else _attempt_head(a),
-                    None if a is None else _attempt_head(not_applied(a)),
+                    None if a is None else _lost_head(a),
                     None if a is None else _attempt_body(a),
                 ]
             )
