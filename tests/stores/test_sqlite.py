@@ -223,6 +223,16 @@ async def test_hot_paths_use_their_indexes(store: SQLiteStore) -> None:
         conn.close()
 
 
+async def test_a_claim_over_more_ranges_than_a_compound_select_allows(store: SQLiteStore) -> None:
+    """The claim reads one index range per (namespace, queue, task) in one fixed statement (the ranges arrive as
+    JSON), not a UNION ALL per range: SQLite refuses a compound SELECT of more than 500 terms, which GS2 deployments
+    with hundreds of namespaces (times their tasks) reach."""
+    news = [job(f"t{i % 3}", namespace=f"ns-{i}") for i in range(600)]
+    await store.enqueue(news)
+    claimed = await store.claim("w", ["default"], 1000, LEASE)
+    assert {j.id for j in claimed} == {n.id for n in news}
+
+
 async def test_times_round_trip_exactly(store: SQLiteStore) -> None:
     rng = random.Random(7)
     base = datetime(2026, 1, 1, tzinfo=UTC)
