@@ -804,8 +804,6 @@ class WorkerInfo:
     leader_of: Sequence[str] = ()
     """The maintenance roles this worker holds right now ("maintenance", "scheduler"): not stored with the
     registration but filled in from `Store.leaders()` when workers are listed (`Conveyor.alist_workers`)."""
-    tasks: Sequence[str] = ()
-    """The task names it registered, which are the only ones it claims (stored with the registration)."""
 
 
 @dataclass(frozen=True, slots=True)

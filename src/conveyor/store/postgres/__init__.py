@@ -1434,6 +1434,8 @@ def _caller_failed(exc: psycopg.Error) -> CallerConnectionError:
         "transaction cannot commit now: roll it back (or reconnect, if the connection was lost) and redo your "
         "work with the enqueue"
     )
+
+
 def _stale_batch(finishes: Sequence[Finish]) -> str:
     """RECORD_STALE's batch: the refused reports' attempts as the LOST records they are kept as."""
     records: list[dict[str, Any]] = []
