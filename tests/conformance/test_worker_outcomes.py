@@ -233,9 +233,9 @@ async def test_a_job_of_a_task_this_worker_did_not_register_stays_pending(worker
     mine = await app.aenqueue("known", "after the orphan")
     async with running_worker(app) as worker:
         await wait_status(app, mine.id, JobStatus.COMPLETED)
-        assert worker.tasks == ("known",)
+        assert "known" in worker.tasks and "nobody_handles_this" not in worker.tasks  # (plus conveyor:webhook)
         (info,) = [w for w in await app.alist_workers() if w.id == worker.worker_id]
-        assert tuple(info.tasks) == ("known",)
+        assert tuple(info.tasks) == worker.tasks
         await asyncio.sleep(0.3)
     stored = await app.aget_job(orphan.id)
     assert stored is not None and (stored.status, stored.attempts, stored.try_number) == (JobStatus.PENDING, 0, 0)
