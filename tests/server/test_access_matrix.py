@@ -84,7 +84,7 @@ def test_the_docs_carry_the_matrix() -> None:
     text = DOCS.read_text()
     begin, end = "<!-- access-matrix:begin -->\n", "<!-- access-matrix:end -->"
     documented = text[text.index(begin) + len(begin) : text.index(end)]
-    assert documented == render_markdown(), "regenerate with: python -m conveyor.server.access"
+    assert documented == render_markdown(), "regenerate: python -m conveyor.server.access --write docs/http-api.md"
 
 
 # ---- 3. a real server -------------------------------------------------------------------------------------------
@@ -98,6 +98,10 @@ class World:
     server: LiveServer
     tokens: dict[str, str | None]
     counter: Iterator[int]
+    anon: httpx.Client  # one client without a token for the whole sweep (each new client costs ~30 ms)
+
+    def as_user(self, caller: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[caller]}"}
 
     @property
     def admin(self) -> httpx.Client:
@@ -105,6 +109,15 @@ class World:
 
     def fresh(self, prefix: str) -> str:
         return f"{prefix}-{next(self.counter)}"
+
+    def purge_jobs(self) -> None:
+        """Delete every job (each route's sweep starts small, so snapshots stay cheap)."""
+        while True:
+            items = self.admin.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]
+            if not items:
+                return
+            for job in items:
+                self.admin.delete(f"/api/v1/jobs/{job['id']}", params={"force": "true"})
 
     def clear_alice(self) -> None:
         """Empty alice's queue in `game` (Run takes the oldest job, so each case starts from a known queue)."""
@@ -126,14 +139,29 @@ class World:
         return job_id
 
     def snapshot(self) -> Any:
-        """Everything a write could change: jobs (and their states), namespaces, queues."""
+        """Everything a write could change: jobs (and their states), namespaces, queues, admin tokens, and whether
+        the user tokens still work (the signing secret)."""
         jobs = self.admin.get("/api/v1/jobs", params={"limit": 1000}).json()
         namespaces = self.admin.get("/api/v1/namespaces").json()["items"]
         queues = self.admin.get("/api/v1/queues").json()["items"]
+        admin_tokens = self.admin.get("/api/v1/admin-tokens").json()["items"]
+        secret_unchanged = self.anon.get("/api/v1/me", headers=self.as_user("own_user")).status_code
         return (
             sorted((j["id"], j["status"], j["attempts"], j["run_at"]) for j in jobs["items"]),
             sorted((n["name"], n["description"], n["updated"]) for n in namespaces),
             sorted((q["namespace"], q["name"], q["paused"]) for q in queues),
+            sorted((t["name"], t["active"], t["created_at"]) for t in admin_tokens),
+            secret_unchanged,
+        )
+
+    def reissue_user_tokens(self) -> None:
+        """After the signing secret was rotated: new user tokens (the old ones stopped working, as they must)."""
+        assert self.anon.get("/api/v1/me", headers=self.as_user("own_user")).status_code == 401
+        secret = self.server.ctx.auth.token_secret if self.server.ctx.auth else ""
+        self.tokens.update(
+            own_user=self.server.user_token("alice"),
+            other_user=self.server.user_token("mallory"),
+            expired=sign_user_token(secret, "alice", None, time.time() - 1),
         )
 
 
@@ -156,7 +184,7 @@ def world() -> Iterator[World]:
             "metrics_token": METRICS_TOKEN,
         }
         try:
-            yield World(server, tokens, itertools.count())
+            yield World(server, tokens, itertools.count(), server.client())
         finally:
             server.stop()
 
@@ -183,7 +211,7 @@ def _user_data_flow(world: World, upto: str) -> dict[str, str]:
     import. Answers the URLs and token that the later steps use."""
     base = "/job-queue/system"
     out: dict[str, str] = {}
-    c = world.server.client()
+    c = world.anon
     assert c.post(f"{base}/dump/user/alice", json={}, headers=_gs2_admin(world)).status_code == 200
     out["dump_url"] = c.get(f"{base}/dump/user/alice", headers=_gs2_admin(world)).json()["url"]
     if upto == "dump":
@@ -213,10 +241,10 @@ def prepare_special(world: World, method: str, path: str) -> Case | None:
     """Routes whose valid request is the product of earlier calls (signed URLs, stamp sheets, user data)."""
     base = "/job-queue/system"
     if path.endswith("/dump/user/{userId}") and method == "GET":
-        world.server.client().post(f"{base}/dump/user/alice", json={}, headers=_gs2_admin(world))
+        world.anon.post(f"{base}/dump/user/alice", json={}, headers=_gs2_admin(world))
         return Case(f"{base}/dump/user/alice")
     if path.endswith("/clean/user/{userId}") and method == "GET":
-        world.server.client().post(f"{base}/clean/user/alice", json={}, headers=_gs2_admin(world))
+        world.anon.post(f"{base}/clean/user/alice", json={}, headers=_gs2_admin(world))
         return Case(f"{base}/clean/user/alice")
     if path.endswith("/dump/user/{userId}/data"):
         return Case(_local(_user_data_flow(world, "dump")["dump_url"]))
@@ -247,6 +275,12 @@ def prepare_special(world: World, method: str, path: str) -> Case | None:
     if path == "/auth/login/signed":
         key = _signing_key(world)
         return Case(path, world.admin.post(f"/api/v1/gs2/keys/{key}/login-body", json={"user_id": "alice"}).json())
+    if path == "/api/v1/admin-tokens":
+        return Case(path, {"name": world.fresh("tok")} if method == "POST" else None)
+    if path == "/api/v1/admin-tokens/{name}":
+        name = world.fresh("tok")
+        assert world.admin.post("/api/v1/admin-tokens", json={"name": name}).status_code == 201
+        return Case(f"/api/v1/admin-tokens/{name}")
     if path.startswith("/api/v1/gs2/keys/{name}"):
         key = _signing_key(world)
         bodies = {"/rotate": {}, "/login-body": {"user_id": "alice"}}
@@ -335,7 +369,7 @@ def expected_for(rule: Rule, caller: str) -> str | int:
 
 def send(world: World, method: str, case: Case, headers: dict[str, str]) -> tuple[int, str]:
     """One request; an event stream is closed as soon as its status is known."""
-    client = world.server.client()
+    client = world.anon
     if case.raw is not None:
         request = client.build_request(method, case.url, content=case.raw, headers=headers)
     else:
@@ -366,6 +400,7 @@ ROUTES = sorted((m, p) for (m, p) in MATRIX if m != ANY_METHOD)
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 def test_route_answers_every_caller_as_the_matrix_says(world: World, method: str, path: str) -> None:
     rule = MATRIX[(method, path)]
+    world.purge_jobs()
     for caller in CALLERS:
         case = prepare(world, method, path)
         wanted = expected_for(rule, caller)
@@ -373,6 +408,9 @@ def test_route_answers_every_caller_as_the_matrix_says(world: World, method: str
         status, text = send(world, method, case, headers_for(world, caller, path))
         where = f"{caller}: {method} {case.url} → {status} {text[:300]}"
         assert status < 500, where
+        if path == "/api/v1/token-secret/rotate" and status == 200:
+            world.reissue_user_tokens()
+            before = None  # the rotation is the write this caller was allowed to make
         if before is not None and rule.kind is not Kind.SIGNED:  # user tokens never enqueue, whatever the route
             new_jobs = {j[0] for j in world.snapshot()[0]} - {j[0] for j in before[0]}
             assert not new_jobs, f"a non-admin caller created jobs: {where}"
@@ -401,6 +439,8 @@ def test_admin_succeeds_on_every_route(world: World) -> None:
         caller = "own_user" if rule.kind is Kind.GS2_ME else "admin"
         case = prepare(world, method, path)
         status, text = send(world, method, case, headers_for(world, caller, path))
+        if path == "/api/v1/token-secret/rotate" and status == 200:
+            world.reissue_user_tokens()
         if not 200 <= status < 400:
             failures.append(f"{method} {path} → {status} {text[:200]}")
     assert not failures, "\n".join(failures)
@@ -412,7 +452,7 @@ def test_other_methods_reveal_nothing(world: World, verb: str) -> None:
     job_id = world.alice_job()
     for path in ("/api/v1/jobs", f"/api/v1/jobs/{job_id}", "/api/jobs", "/job-queue/game/user/alice/job"):
         for headers in ({}, {"X-HTTP-Method-Override": "GET"}, {"Origin": "https://evil.example"}):
-            r = world.server.client().request(verb, path, headers=headers)
+            r = world.anon.request(verb, path, headers=headers)
             assert r.status_code in (401, 404, 405), (verb, path, r.status_code, r.text)
             assert '"task"' not in r.text and '"payload"' not in r.text and '"scriptId"' not in r.text
             assert "access-control-allow-origin" not in r.headers

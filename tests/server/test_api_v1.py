@@ -142,7 +142,7 @@ def test_queues_pause_resume(server: LiveServer) -> None:
 def test_tokens_and_me(server: LiveServer) -> None:
     token = server.user_token("alice", namespace="game")
     me = server.client(token).get("/api/v1/me").json()
-    assert me == {"kind": "user", "user_id": "alice", "namespace": "game", "expires_at": me["expires_at"]}
+    assert me == {"kind": "user", "name": None, "user_id": "alice", "namespace": "game", "expires_at": me["expires_at"]}
     assert server.admin.get("/api/v1/me").json()["kind"] == "admin"
     assert server.client("nope").get("/api/v1/me").status_code == 401
     assert server.client(token[:-2] + "xx").get("/api/v1/me").status_code == 401

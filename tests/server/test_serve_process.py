@@ -187,7 +187,7 @@ def test_store_down_answers_503(tmp_path: Path, processes: list[ServeProcess]) -
 def test_cli_token_is_accepted_by_the_server(start_server: StartServer, sqlite_url: str) -> None:
     live = start_server(sqlite_url, admin_token=None)  # secrets come from the store, as in production
     out = subprocess.run(
-        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "alice", "--namespace", "game"],
+        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "issue", "alice", "--namespace", "game"],
         capture_output=True,
         text=True,
         check=True,
@@ -197,7 +197,7 @@ def test_cli_token_is_accepted_by_the_server(start_server: StartServer, sqlite_u
     me = live.client(token).get("/api/v1/me").json()
     assert me["user_id"] == "alice" and me["namespace"] == "game"
     admin = subprocess.run(
-        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "--admin"],
+        [sys.executable, "-m", "conveyor.cli", "--store", sqlite_url, "token", "create", "from-cli"],
         capture_output=True,
         text=True,
         check=True,

@@ -497,8 +497,13 @@ def migrate(ctx: typer.Context) -> None:
     app = load_app(ctx)
 
     async def body() -> list[str]:
+        from conveyor.server import tokens
+
         try:
-            return await _migrate(app.store)
+            applied = await _migrate(app.store)
+            if await tokens.migrate_legacy(app.store):
+                applied.append("auth settings: the plain admin token hashed (server:auth)")
+            return applied
         finally:
             await app.store.close()
 

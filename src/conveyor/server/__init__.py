@@ -6,8 +6,8 @@ metrics and the demo endpoint (FastAPI on uvicorn). See docs/http-api.md.
 
 from __future__ import annotations
 
-from conveyor.server.auth import Principal, ServerAuth, aadmin_token, aissue_user_token
+from conveyor.server.auth import Principal, ServerAuth, aissue_user_token
 from conveyor.server.factory import create_app
 from conveyor.server.runner import build_server, serve
 
-__all__ = ["Principal", "ServerAuth", "aadmin_token", "aissue_user_token", "build_server", "create_app", "serve"]
+__all__ = ["Principal", "ServerAuth", "aissue_user_token", "build_server", "create_app", "serve"]

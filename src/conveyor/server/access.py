@@ -180,6 +180,10 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PATCH", _V1 + "/namespaces/{name}"): ADMIN_ONLY,
     ("DELETE", _V1 + "/namespaces/{name}"): ADMIN_ONLY,
     ("POST", _V1 + "/tokens"): ADMIN_ONLY,
+    ("GET", _V1 + "/admin-tokens"): ADMIN_ONLY,
+    ("POST", _V1 + "/admin-tokens"): ADMIN_ONLY,
+    ("DELETE", _V1 + "/admin-tokens/{name}"): ADMIN_ONLY,
+    ("POST", _V1 + "/token-secret/rotate"): ADMIN_ONLY,
     ("GET", _V1 + "/me"): ANY_TOKEN,
     # ---- GS2 administration and user data (Conveyor's API) ---------------------------------------------------
     ("GET", _V1 + "/gs2/keys"): ADMIN_ONLY,
@@ -546,5 +550,24 @@ def expected(rule: Rule, kind_of_caller: str) -> str | int:
     return value  # type: ignore[no-any-return]
 
 
+DOCS_BEGIN = "<!-- access-matrix:begin -->\n"
+DOCS_END = "<!-- access-matrix:end -->"
+
+
+def write_docs(path: str) -> None:
+    """Replace the table between the markers in `path` (docs/http-api.md) with the current matrix."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index(DOCS_BEGIN) + len(DOCS_BEGIN)
+    end = text.index(DOCS_END)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:start] + render_markdown() + text[end:])
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(render_markdown(), end="")
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        write_docs(sys.argv[2])  # python -m conveyor.server.access --write docs/http-api.md
+    else:
+        print(render_markdown(), end="")

@@ -1,12 +1,17 @@
-"""Who is calling: the admin token, signed user tokens, and the FastAPI dependencies that check them.
+"""Who is calling: admin tokens and signed user tokens.
 
 Two kinds of caller exist (SPEC §4 Auth):
 
-* the **admin** — one shared secret, from `CONVEYOR_ADMIN_TOKEN` or generated on first start and kept in the
-  store's key-value space (so every API node on a shared store accepts the same token), printed once;
+* an **admin** — one of the named admin tokens of the store (`conveyor token create NAME`, the one generated on
+  the first start, or the server's `CONVEYOR_ADMIN_TOKEN`), kept in the store only as hashes
+  (`conveyor.server.tokens`), so every API node on a shared store accepts the same tokens;
 * a **user** — a token an admin issued for one `user_id` (optionally one namespace). User tokens are
   self-contained and HMAC-SHA256 signed with a secret also kept in the store (`CONVEYOR_TOKEN_SECRET` overrides),
   so checking one costs no store round trip, and they expire.
+
+A server caches the token digests and the secret and re-reads them every `REFRESH_SECONDS` (and, at most once a
+second, when a token it does not know is presented): a token created, revoked or a secret rotated on another node
+or by the CLI takes effect here within that time, at once on the node that made the change.
 
 Tokens travel as `Authorization: Bearer <token>` only, never in a URL (URLs end up in logs, history and Referer
 headers). Who may call what is decided in one place, `conveyor.server.access`.
@@ -14,25 +19,27 @@ headers). Who may call what is decided in one place, `conveyor.server.access`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConveyorError, ValidationError
+from conveyor.server import tokens
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
-ADMIN_TOKEN_KEY = "server:admin_token"
-TOKEN_SECRET_KEY = "server:token_secret"
 USER_TOKEN_PREFIX = "cvu1"
+REFRESH_SECONDS = 5.0
+MISS_REFRESH_SECONDS = 1.0
 DEFAULT_USER_TOKEN_TTL = 86_400.0  # one day
 MAX_USER_TOKEN_TTL = 366 * 86_400.0
 
@@ -59,6 +66,7 @@ class Principal:
     user_id: str | None = None
     namespace: str | None = None
     expires_at: datetime | None = None
+    name: str | None = None  # the admin token's name
 
     @property
     def is_admin(self) -> bool:
@@ -74,6 +82,7 @@ class Principal:
 
 
 ADMIN = Principal("admin")
+log = logging.getLogger("conveyor.server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,38 +136,108 @@ def verify_user_token(secret: str, token: str, *, now: float | None = None) -> P
 
 
 class ServerAuth:
-    """Holds the admin token and the user-token secret of one server, and checks bearer tokens.
+    """The admin-token digests and the user-token secret of one server, and the check of bearer tokens.
 
-    Build it with `await ServerAuth.load(app)` (reads or creates both secrets in the store) or directly with
-    known values (tests, the GS2 router)."""
+    Build it with `await ServerAuth.load(app)` (reads the store's auth document, registering this server's
+    configured admin token and creating what a fresh store lacks) or directly with known values,
+    `ServerAuth(admin_token, token_secret)` (tests, a bare GS2 router): then nothing is read from a store."""
 
-    def __init__(self, admin_token: str, token_secret: str, *, generated_admin_token: bool = False) -> None:
-        self.admin_token = admin_token
-        self.token_secret = token_secret
-        self.generated_admin_token = generated_admin_token
+    metrics_token: str | None = None
+
+    def __init__(
+        self,
+        admin_token: str | None = None,
+        token_secret: str = "",
+        *,
+        app: Conveyor | None = None,
+        env_secret: str | None = None,
+    ) -> None:
+        self.app = app
+        self.env_secret = env_secret
+        self.token_secret = env_secret or token_secret
+        self._digests: dict[str, str] = {tokens.digest(admin_token): "static"} if admin_token else {}
+        self.generated_admin_token: str | None = None  # a token this server generated: printed once, then dropped
+        self.warnings: tuple[str, ...] = ()
+        self._loaded_at = time.monotonic()
+        self._missed_at = 0.0
+        self._refreshing: asyncio.Lock | None = None
 
     @classmethod
     async def load(cls, app: Conveyor, *, admin_token: str | None = None) -> ServerAuth:
-        """Resolve secrets: explicit argument, then environment, then the store (created on first start)."""
+        """A server's auth: `admin_token`, else `CONVEYOR_ADMIN_TOKEN`, is registered as the named token
+        `CONVEYOR_ADMIN_TOKEN`; on a store without admin tokens and without one configured, one is generated
+        (`generated_admin_token`, to print once). The secret is `CONVEYOR_TOKEN_SECRET` or the store's."""
         await app.aopen()
-        generated = False
-        token = admin_token or os.environ.get("CONVEYOR_ADMIN_TOKEN") or None
-        if token is None:
-            token, generated = await _get_or_create(app, ADMIN_TOKEN_KEY, "cva_" + secrets.token_urlsafe(32))
-        secret = os.environ.get("CONVEYOR_TOKEN_SECRET") or None
-        if secret is None:
-            secret, _ = await _get_or_create(app, TOKEN_SECRET_KEY, secrets.token_urlsafe(48))
-        return cls(token, secret, generated_admin_token=generated)
+        configured = admin_token or os.environ.get("CONVEYOR_ADMIN_TOKEN") or None
+        env_secret = os.environ.get("CONVEYOR_TOKEN_SECRET") or None
+        start = await tokens.register_server(app, configured=configured, env_secret=env_secret)
+        auth = cls(app=app, env_secret=env_secret)
+        auth.apply(start.state)
+        auth.generated_admin_token = start.generated
+        auth.warnings = start.warnings
+        for warning in start.warnings:
+            log.warning("%s", warning)
+        return auth
 
-    metrics_token: str | None = None
+    def apply(self, state: tokens.AuthState) -> None:
+        """Take a (re-)read auth document: the active admin tokens and the current secret."""
+        self._digests = state.admin_digests()
+        self.token_secret = self.env_secret or state.token_secret
+        self._loaded_at = time.monotonic()
+
+    async def refresh(self) -> bool:
+        """Re-read the store's auth document (one read; concurrent callers share it). False when it cannot be read
+        (the store is down): the cached tokens stay in force."""
+        if self.app is None:
+            return False
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        started = time.monotonic()
+        async with self._refreshing:
+            if self._loaded_at >= started:  # someone refreshed while we waited
+                return True
+            try:
+                state = await tokens.read_state(self.app)
+            except ConveyorError as exc:
+                log.debug("auth settings not refreshed: %s", exc.message)
+                return False
+            if state is not None:
+                self.apply(state)
+            return True
+
+    async def _refresh_on_miss(self) -> bool:
+        """For a token this server does not know: re-read, at most once a second (an unknown token may be one just
+        created elsewhere; a flood of bad tokens costs at most one store read a second)."""
+        now = time.monotonic()
+        if self.app is None or now - self._missed_at < MISS_REFRESH_SECONDS:
+            return False
+        self._missed_at = now
+        return await self.refresh()
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal for a bearer token; Unauthorized when it is missing or invalid."""
         if not token:
             raise Unauthorized("Authorization header is required (Authorization: Bearer <token>)")
-        if hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return ADMIN
-        return verify_user_token(self.token_secret, token)
+        if self.app is not None and time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+            await self.refresh()
+        principal = self._check(token)
+        if principal is None and await self._refresh_on_miss():
+            principal = self._check(token)
+        if principal is None:
+            return verify_user_token(self.token_secret, token)  # raises with the reason (invalid, expired)
+        return principal
+
+    def _check(self, token: str) -> Principal | None:
+        name = self._digests.get(tokens.digest(token))
+        if name is not None:
+            return Principal("admin", name=name)
+        if token.startswith(USER_TOKEN_PREFIX + "."):
+            try:
+                return verify_user_token(self.token_secret, token)
+            except Unauthorized as exc:
+                if "expired" in exc.message:
+                    raise
+        return None
 
     async def authenticate_token(self, token: str | None) -> Principal | None:
         """The principal for a token, None when it is missing or invalid (conveyor.server.access.Authenticator)."""
@@ -190,31 +269,11 @@ def issue_user_token(
     return IssuedToken(token, user_id, namespace, datetime.fromtimestamp(int(expires), UTC))
 
 
-async def _get_or_create(app: Conveyor, key: str, fresh: str) -> tuple[str, bool]:
-    """Atomic first-start creation: the first process to set the key wins, everyone else reads it."""
-
-    async def go() -> tuple[str, bool]:
-        created = await app.store.kv_set(key, fresh, only_if_absent=True)
-        if created:
-            return fresh, True
-        value = await app.store.kv_get(key)
-        if value is None:  # deleted in between: take ours
-            await app.store.kv_set(key, fresh)
-            return fresh, True
-        return value, False
-
-    return await app._on_home(go)
-
-
 async def aissue_user_token(
     app: Conveyor, user_id: str, *, namespace: str | None = None, ttl: float = DEFAULT_USER_TOKEN_TTL
 ) -> IssuedToken:
-    """Issue a user token for the server that serves `app`'s store (used by `conveyor token`)."""
-    auth = await ServerAuth.load(app)
-    return auth.issue(user_id, namespace=namespace, ttl=ttl)
-
-
-async def aadmin_token(app: Conveyor) -> str:
-    """The admin token the server on this store accepts (env first, else created/stored on first use)."""
-    auth = await ServerAuth.load(app)
-    return auth.admin_token
+    """Issue a user token that the servers on `app`'s store accept (used by `conveyor token issue`): signed with
+    their secret — the store's, or `CONVEYOR_TOKEN_SECRET` when they use it, which must then be set here too."""
+    state = await tokens.load_state(app)
+    secret = tokens.check_cli_secret(state, os.environ.get("CONVEYOR_TOKEN_SECRET") or None)
+    return issue_user_token(secret, user_id, namespace=namespace, ttl=ttl)

@@ -30,6 +30,7 @@ class ServerContext:
     demo: bool = False
     idempotency_ttl: float = 86_400.0
     metrics_token: str | None = None
+    print_admin_token: bool = True
     auth: ServerAuth | None = None
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     _auth_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -38,7 +39,17 @@ class ServerContext:
         if self.auth is None:
             async with self._auth_lock:
                 if self.auth is None:
-                    self.auth = await ServerAuth.load(self.app, admin_token=self.admin_token)
+                    auth = await ServerAuth.load(self.app, admin_token=self.admin_token)
+                    if auth.generated_admin_token and self.print_admin_token:
+                        print(
+                            "Conveyor admin token (generated on first start; the store keeps only its hash, so it "
+                            f"is shown this once):\n  {auth.generated_admin_token}\n"
+                            "Use it as: Authorization: Bearer <token>. More: conveyor token create NAME; list and "
+                            "revoke them with conveyor token list / revoke NAME.",
+                            flush=True,
+                        )
+                    auth.generated_admin_token = None
+                    self.auth = auth
         return self.auth
 
     async def authenticate_token(self, token: str | None) -> Principal | None:

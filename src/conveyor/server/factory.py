@@ -226,6 +226,7 @@ def create_app(
         demo=demo,
         idempotency_ttl=idempotency_ttl,
         metrics_token=metrics_token or os.environ.get("CONVEYOR_METRICS_TOKEN") or None,
+        print_admin_token=print_admin_token,
     )
     guard = Guard(ctx)
     grn = Grn.from_env(gs2_region, gs2_owner_id)  # the region and owner id in every GS2 GRN this server writes
@@ -241,14 +242,7 @@ def create_app(
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         ctx.shutdown = asyncio.Event()
         try:
-            auth = await ctx.get_auth()
-            if auth.generated_admin_token and print_admin_token:
-                print(
-                    f"Conveyor admin token (generated on first start, kept in the store; shown once):\n"
-                    f"  {auth.admin_token}\n"
-                    f"Use it as: Authorization: Bearer <token>. Set CONVEYOR_ADMIN_TOKEN to choose your own.",
-                    flush=True,
-                )
+            await ctx.get_auth()  # prints a token it had to generate (a fresh store without one configured)
         except StoreUnavailable as exc:
             log.warning("store unavailable at start (%s); requests answer 503 until it is back", exc.message)
         webhooks.acquire_dispatcher(conveyor_app)  # push events of this API; the worker shares it for run events

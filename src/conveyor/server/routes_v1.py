@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import Conflict, JobNotFound, NamespaceNotFound, NotFound, ValidationError
 from conveyor.model import (
@@ -26,6 +26,7 @@ from conveyor.model import (
     utcnow,
     validate_name,
 )
+from conveyor.server import tokens
 from conveyor.server.auth import Principal
 from conveyor.server.common import (
     ERROR_RESPONSES,
@@ -461,10 +462,79 @@ async def issue_token(body: TokenBody, ctx: ServerContext = Depends(get_context)
     )
 
 
+class AdminTokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9\-_.]{1,128}$")
+
+
+class AdminTokenOut(BaseModel):
+    name: str
+    source: str
+    created_at: str
+    hint: str | None = None
+    active: bool
+    revoked_at: str | None = None
+
+
+class AdminTokenCreated(AdminTokenOut):
+    token: str = Field(..., description="The token itself: shown this once, the store keeps only its hash")
+
+
+class AdminTokenList(BaseModel):
+    items: list[AdminTokenOut]
+
+
+class SecretRotated(BaseModel):
+    rotated_at: str
+
+
+async def _refreshed(ctx: ServerContext) -> None:
+    """This node applies an auth change at once (others within conveyor.server.auth.REFRESH_SECONDS)."""
+    await (await ctx.get_auth()).refresh()
+
+
+@admin.get("/admin-tokens", response_model=AdminTokenList, tags=["auth"], summary="List admin tokens")
+async def list_admin_tokens(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Every named admin token, revoked ones included (never the token, nor its hash)."""
+    return JSONResponse({"items": [t.public() for t in await tokens.list_admin_tokens(ctx.app)]})
+
+
+@admin.post(
+    "/admin-tokens", response_model=AdminTokenCreated, status_code=201, tags=["auth"], summary="Create an admin token"
+)
+async def create_admin_token(body: AdminTokenBody, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """A new admin token named `name`, answered this once: the store keeps only its hash. 409 if an active token
+    has that name."""
+    created = await tokens.create_admin_token(ctx.app, body.name)
+    await _refreshed(ctx)
+    return JSONResponse({**created.record.public(), "token": created.token}, status_code=201)
+
+
+@admin.delete("/admin-tokens/{name}", response_model=AdminTokenOut, tags=["auth"], summary="Revoke an admin token")
+async def revoke_admin_token(name: str, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """Revoked at once on this node, within seconds on every other. The last active token cannot be revoked (409):
+    create another first."""
+    revoked = await tokens.revoke_admin_token(ctx.app, name)
+    await _refreshed(ctx)
+    return JSONResponse(revoked.public())
+
+
+@admin.post("/token-secret/rotate", response_model=SecretRotated, tags=["auth"], summary="Rotate the user-token secret")
+async def rotate_token_secret(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
+    """A new signing secret for user tokens: every user token issued so far stops working (issue new ones). Refused
+    (400) when the servers sign with CONVEYOR_TOKEN_SECRET: change that variable instead."""
+    auth = await ctx.get_auth()
+    state = await tokens.rotate_token_secret(ctx.app, env_secret=auth.env_secret)
+    auth.apply(state)
+    return JSONResponse({"rotated_at": state.secret_rotated_at})
+
+
 @users.get("/me", tags=["auth"], summary="Who this token is")
 async def whoami(principal: Principal = Depends(get_principal)) -> dict[str, Any]:
     return {
         "kind": principal.kind,
+        "name": principal.name,
         "user_id": principal.user_id,
         "namespace": principal.namespace,
         "expires_at": rfc3339(principal.expires_at),

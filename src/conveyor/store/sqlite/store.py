@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from conveyor.errors import (
@@ -443,6 +443,36 @@ class SQLiteStore(Store):
 
     # ---- connections --------------------------------------------------------------------------------------------
 
+    _mode_noted: ClassVar[set[str]] = set()
+
+    @classmethod
+    def _create_private(cls, path: str) -> None:
+        """Create a new database file readable by its owner only (0600). SQLite gives its -wal and -shm files the
+        database file's permissions, and the wake-up directory beside it follows them too, so job payloads,
+        results and the server's auth settings are not readable by other local users. An existing file is left
+        as it is (its owner chose), with a note in the log when others may read it."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            if path not in cls._mode_noted:
+                cls._mode_noted.add(path)
+                try:
+                    mode = os.stat(path).st_mode & 0o777
+                except OSError:
+                    return
+                if mode & 0o077:
+                    log.warning(
+                        "SQLite database %s is readable by other users (mode %o); Conveyor creates new databases "
+                        "0600 but leaves existing ones as they are: chmod 600 it (and its -wal and -shm files) if "
+                        "that is not intended",
+                        path,
+                        mode,
+                    )
+            return
+        except OSError:
+            return  # sqlite3.connect reports why the file cannot be opened
+        os.close(fd)
+
     def _connect(self, *, read_only: bool) -> sqlite3.Connection:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
@@ -450,6 +480,7 @@ class SQLiteStore(Store):
                 f"cannot open SQLite database {self.path}: the directory {directory} does not exist; create it "
                 "first (Conveyor creates the file, not its directory)"
             )
+        self._create_private(self.path)
         try:
             conn = sqlite3.connect(
                 self.path,
