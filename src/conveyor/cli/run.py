@@ -188,6 +188,16 @@ def serve(
             help="Seconds a client has to send a request's body after its headers (then the connection closes).",
         ),
     ] = 60.0,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            envvar="CONVEYOR_METRICS_TOKEN",
+            help="Token /metrics needs (Authorization: Bearer); without one /metrics is public. Prefer the "
+            "environment variable: options show in the process list.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Serve the HTTP API (with workers and maintenance unless --no-worker) until SIGTERM."""
@@ -220,6 +230,7 @@ def serve(
         "max_header_bytes": max_header_bytes,
         "header_timeout": header_timeout,
         "request_timeout": request_timeout,
+        "metrics_token": metrics_token,
     }
     accepted = inspect.signature(serve_fn).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())

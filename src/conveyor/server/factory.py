@@ -235,7 +235,7 @@ def create_app(
         from conveyor.demo import register_demo
 
         register_demo(conveyor_app)
-    metrics = Metrics()
+    metrics = Metrics(conveyor_app)
     conveyor_app.events.add_listener(metrics.on_event)
 
     @contextlib.asynccontextmanager

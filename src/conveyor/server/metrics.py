@@ -3,6 +3,15 @@
 Counters and histograms are updated by a synchronous bus listener (cheap, thread-safe). Queue depths are read
 from the store when Prometheus scrapes, so they are right even for jobs enqueued by other processes. Each server
 has its own registry, so several apps in one process (tests) do not collide.
+
+Label values are bounded: every series is one more time series for Prometheus to keep, and task names, queue and
+namespace names can come from whoever enqueues. A `task` label is a task registered in this process's app, a
+`queue` label the default queue or a registered task's queue, a `namespace` label a namespace that exists; anything
+else is counted under the one value `other` (job names, ids, user ids and payloads are never labels).
+
+With a metrics token configured (`create_app(metrics_token=...)`, `CONVEYOR_METRICS_TOKEN`, `conveyor serve
+--metrics-token`) a scrape needs `Authorization: Bearer <metrics token>` (or the admin token), enforced by
+`conveyor.server.access`; the metrics token reaches nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from conveyor.errors import ConveyorError
 from conveyor.events import Event
+from conveyor.model import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -24,10 +34,15 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["health"])
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+OTHER = "other"
+OUTCOMES = frozenset({"completed", "failed", "retry", "timeout", "lost", "cancelled"})
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, app: Conveyor | None = None) -> None:
+        self.app = app
+        self._queues: frozenset[str] = frozenset({DEFAULT_QUEUE})
+        self._queues_for = -1
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("task", "queue")
         self.enqueued = Counter("conveyor_jobs_enqueued", "Jobs enqueued", labels, registry=self.registry)
@@ -63,17 +78,29 @@ class Metrics:
         )
         self.store_up = Gauge("conveyor_store_up", "1 when the store answered the last scrape", registry=self.registry)
 
+    def task_label(self, task: object) -> str:
+        if self.app is None or not isinstance(task, str) or task not in self.app.tasks:
+            return OTHER
+        return task
+
+    def queue_label(self, queue: object) -> str:
+        if self.app is not None and len(self.app.tasks) != self._queues_for:  # tasks registered since: recompute
+            self._queues_for = len(self.app.tasks)
+            self._queues = frozenset({DEFAULT_QUEUE, *(spec.queue for spec in self.app.tasks.values())})
+        return queue if isinstance(queue, str) and queue in self._queues else OTHER
+
     def on_event(self, event: Event) -> None:
         """Bus listener: must be quick and never raise (the bus swallows errors anyway)."""
         data = event.data
-        task = str(data.get("task") or "")
-        queue = str(data.get("queue") or "")
+        task = self.task_label(data.get("task"))
+        queue = self.queue_label(data.get("queue"))
         if event.type == "push":
             self.enqueued.labels(task, queue).inc()
             return
         if event.type != "run":
             return
         outcome = str(data.get("outcome") or "")
+        outcome = outcome if outcome in OUTCOMES else OTHER
         self.runs.labels(task, queue, outcome).inc()
         if outcome == "completed":
             self.completed.labels(task, queue).inc()
@@ -91,14 +118,21 @@ class Metrics:
     async def refresh_depths(self, app: Conveyor) -> None:
         try:
             queues = await app.alist_queues()
+            namespaces = {ns.name for ns in await app.alist_namespaces()}
         except ConveyorError:
             self.store_up.set(0)
             return
         self.store_up.set(1)
-        self.depth.clear()
+        totals: dict[tuple[str, str, str], int] = {}
         for q in queues:
+            namespace = q.namespace if q.namespace in namespaces else OTHER
+            queue = self.queue_label(q.name)
             for status, count in q.counts.items():
-                self.depth.labels(q.namespace, q.name, status).set(count)
+                key = (namespace, queue, str(status))
+                totals[key] = totals.get(key, 0) + count
+        self.depth.clear()
+        for (namespace, queue, status), count in totals.items():
+            self.depth.labels(namespace, queue, status).set(count)
 
 
 def _parse(value: object) -> datetime | None:

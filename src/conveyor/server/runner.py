@@ -93,6 +93,7 @@ def build_server(
     gs2_owner_id: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     limits: ConnectionLimits | None = None,
+    metrics_token: str | None = None,
 ) -> uvicorn.Server:
     """The configured uvicorn server (not started): `await server.serve()` or `server.run()`."""
     if app is None:
@@ -110,6 +111,7 @@ def build_server(
         gs2_region=gs2_region,
         gs2_owner_id=gs2_owner_id,
         max_body_bytes=max_body_bytes,
+        metrics_token=metrics_token,
     )
     config = uvicorn.Config(
         api,
@@ -145,6 +147,7 @@ def serve(
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    metrics_token: str | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (blocking). `url` picks the store (default sqlite:///conveyor.db) unless `app`
     or `app_spec` ("module:attribute") gives the app whose tasks the workers run."""
@@ -165,6 +168,7 @@ def serve(
         gs2_owner_id=gs2_owner_id,
         max_body_bytes=max_body_bytes,
         limits=ConnectionLimits(max_header_bytes, header_timeout, request_timeout),
+        metrics_token=metrics_token,
     )
     where = f"http://{host}:{port}"
     print(
