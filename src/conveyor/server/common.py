@@ -7,6 +7,8 @@ working and every other client gets the field and rule in words.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,7 +32,10 @@ from conveyor.model import (
     WorkerInfo,
     check_json_text,
     encode_payload,
+    is_reserved_task,
 )
+
+log = logging.getLogger("conveyor.server")
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -68,14 +73,33 @@ def error_response(status: int, message: str, *, error: str = "error", field: st
     return JSONResponse(body, status_code=status)
 
 
+STORE_UNAVAILABLE_TEXT = "the job store is unavailable right now; retry later"
+SERVER_ERROR_TEXT = "internal error; see the server log"
+
+
+def caller_is_admin(request: Request) -> bool:
+    principal = getattr(request.state, "principal", None)
+    return bool(principal is not None and principal.is_admin)
+
+
+def server_error_text(request: Request, exc: ConveyorError) -> str:
+    """What a caller may read of a 5xx: the admin gets the message (a store's own words: hosts, file paths, driver
+    errors — what an operator needs); anyone else a fixed sentence, the detail going to the server log."""
+    if caller_is_admin(request):
+        return exc.message
+    log.warning("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+    return STORE_UNAVAILABLE_TEXT if isinstance(exc, StoreUnavailable) else SERVER_ERROR_TEXT
+
+
 def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConveyorError)
     field = exc.field if isinstance(exc, ValidationError) else None
     status = exc.status_code
     if status >= 500 and not isinstance(exc, StoreUnavailable):
-        # a ConveyorError that maps to 500 (e.g. a misconfiguration) still says what it is
+        # a ConveyorError that maps to 500 (e.g. a misconfiguration) still says what it is (to the admin)
         status = 500
-    return error_response(status, exc.message, error=exc.code, field=field)
+    message = server_error_text(request, exc) if status >= 500 else exc.message
+    return error_response(status, message, error=exc.code, field=field)
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -171,6 +195,40 @@ def reject_nul(value: Any, field: str) -> None:
     if value is None or isinstance(value, int | float):
         return
     check_json_text(value, field)
+
+
+# ---- what a caller may see of a job's errors --------------------------------------------------------------------
+
+INTERNAL_ERROR_TEXT = "the task failed with an internal error (its details are visible to admins only)"
+
+
+def public_error(attempt: Attempt, task: str) -> str | None:
+    """The error text of an attempt that a user token may read. A deliberate failure's text is the handler's own
+    words for its callers (`Fail(reason)`, `Retry(reason=...)`, timeouts, cancels, a lost lease); an unexpected
+    exception (status 500) carries internal exception text — paths, hosts, driver messages, values from the code —
+    and Conveyor's own `conveyor:` jobs (webhook deliveries) carry URLs: both are replaced by a fixed sentence."""
+    if attempt.error is None:
+        return None
+    if attempt.status_code == 500 or is_reserved_task(task):
+        return INTERNAL_ERROR_TEXT
+    return attempt.error
+
+
+def visible_attempt(attempt: Attempt, task: str, *, admin: bool) -> Attempt:
+    """The attempt as the caller may see it: everything for the admin; for a user token no traceback, and the
+    error text only as `public_error` allows."""
+    if admin:
+        return attempt
+    return dataclasses.replace(attempt, error=public_error(attempt, task), traceback=None)
+
+
+def visible_job(job: Job, *, admin: bool, last_attempt: Attempt | None = None) -> Job:
+    """The job as the caller may see it: a user token reads `last_error` only as the public text of the attempt
+    that set it (when the caller has it at hand, as Run does), never the stored text."""
+    if admin or job.last_error is None:
+        return job
+    shown = public_error(last_attempt, job.task) if last_attempt is not None else None
+    return dataclasses.replace(job, last_error=shown)
 
 
 # ---- JSON shapes ----------------------------------------------------------------------------------------------

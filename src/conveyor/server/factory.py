@@ -31,7 +31,13 @@ from conveyor.server import metrics as metrics_routes
 from conveyor.server import notify, routes_pocketbase, routes_v1
 from conveyor.server.access import Guard
 from conveyor.server.auth import IssuedToken, Principal
-from conveyor.server.common import ERROR_RESPONSES, error_response, fix_openapi_errors, install_error_handlers
+from conveyor.server.common import (
+    ERROR_RESPONSES,
+    STORE_UNAVAILABLE_TEXT,
+    error_response,
+    fix_openapi_errors,
+    install_error_handlers,
+)
 from conveyor.server.deps import ServerContext
 from conveyor.server.gs2_models import Grn
 from conveyor.server.metrics import Metrics
@@ -289,11 +295,12 @@ def create_app(
 
     @api.get("/health", response_model=HealthOut, tags=["health"], responses={503: ERROR_RESPONSES[503]})
     async def health() -> JSONResponse:
-        """200 when the store answers; 503 (with the store's message) when it does not."""
+        """200 when the store answers; 503 when it does not (the reason goes to the server log, not to the caller)."""
         try:
             await conveyor_app._on_home(conveyor_app.store.ping)
-        except ConveyorError as exc:
-            return error_response(503, exc.message, error="store_unavailable")
+        except ConveyorError as exc:  # public: no store detail (hosts, paths) in the answer, it goes to the log
+            log.warning("health: store unavailable: %s", exc.message)
+            return error_response(503, STORE_UNAVAILABLE_TEXT, error="store_unavailable")
         return JSONResponse({"status": "ok", "store": conveyor_app.store.scheme})
 
     api.include_router(routes_pocketbase.router)

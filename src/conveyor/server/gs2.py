@@ -49,6 +49,7 @@ from conveyor.errors import (
 from conveyor.idempotency import Answer, InProgress, once
 from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, loads_json, validate_name
 from conveyor.server.access import path_user
+from conveyor.server.common import SERVER_ERROR_TEXT, STORE_UNAVAILABLE_TEXT, server_error_text, visible_attempt
 from conveyor.server.gs2_models import (
     CONFLICT_MESSAGE,
     DEFAULT_PAGE_LIMIT,
@@ -189,8 +190,9 @@ def _inflate(raw: bytes) -> bytes:
     return out
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    """Every failure in GS2's error format, with the status that picks the SDK's exception class."""
+def error_response(exc: BaseException, request: Request | None = None) -> JSONResponse:
+    """Every failure in GS2's error format, with the status that picks the SDK's exception class. A 5xx tells a
+    caller other than the admin no internal detail (`conveyor.server.common.server_error_text`)."""
     if isinstance(exc, GS2Error):
         return JSONResponse(error_body(exc.items), status_code=exc.status)
     if isinstance(exc, Conflict):
@@ -200,7 +202,10 @@ def error_response(exc: BaseException) -> JSONResponse:
         if isinstance(exc, ValidationError) or status == 413:
             status = 400  # GS2 has no 413: an oversized value is a bad request to its SDK
         component = getattr(exc, "field", None) or exc.code
-        return JSONResponse(error_body([GS2ErrorItem(component, exc.message, f"jobQueue.{exc.code}")]), status)
+        message = exc.message
+        if status >= 500:
+            message = server_error_text(request, exc) if request is not None else STORE_UNAVAILABLE_TEXT
+        return JSONResponse(error_body([GS2ErrorItem(component, message, f"jobQueue.{exc.code}")]), status)
     if isinstance(exc, RequestValidationError):
         items = []
         for err in exc.errors():
@@ -216,13 +221,10 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
         log.warning("store unreachable while serving a GS2 request: %s", exc)
         return JSONResponse(
-            error_body([GS2ErrorItem("store", f"the job store is unavailable: {exc}", "jobQueue.store.unavailable")]),
-            503,
+            error_body([GS2ErrorItem("store", STORE_UNAVAILABLE_TEXT, "jobQueue.store.unavailable")]), 503
         )
     log.exception("unexpected error in a GS2 request", exc_info=exc)
-    return JSONResponse(
-        error_body([GS2ErrorItem("server", f"internal error: {type(exc).__name__}", "jobQueue.internal")]), 500
-    )
+    return JSONResponse(error_body([GS2ErrorItem("server", SERVER_ERROR_TEXT, "jobQueue.internal")]), 500)
 
 
 class GS2Route(APIRoute):
@@ -235,7 +237,7 @@ class GS2Route(APIRoute):
             try:
                 return await original(_GS2Request(request.scope, request.receive))
             except Exception as exc:
-                return error_response(exc)
+                return error_response(exc, request)
 
         return handler
 
@@ -701,7 +703,9 @@ class _GS2Api:
             outcome = await self.app.arun_next(namespace, user_id)
             return {
                 "item": None if outcome.job is None else job_to_gs2(outcome.job, self.grn),
-                "result": None if outcome.attempt is None else result_body_to_gs2(outcome.attempt),
+                "result": None
+                if outcome.attempt is None or outcome.job is None
+                else result_body_to_gs2(_shown(request, outcome.attempt, outcome.job.task)),
                 "isLastJob": outcome.is_last,
             }
 
@@ -772,7 +776,7 @@ class _GS2Api:
         """GS2 GetJobResult: the try given by `tryNumber`, else the latest."""
         job = await self._user_job(namespace, user_id, name)
         attempt = await self._latest_attempt(job, request.query_params.get("tryNumber"))
-        return {"item": job_result_to_gs2(job, attempt, self.grn)}
+        return {"item": job_result_to_gs2(job, _shown(request, attempt, job.task), self.grn)}
 
     # ---- dead letters ------------------------------------------------------------------------------------------
 
@@ -789,7 +793,7 @@ class _GS2Api:
         page = await self.app.alist_jobs(
             JobFilter(namespace=namespaceName, user_id=userId, status=JobStatus.FAILED), limit=limit, offset=offset
         )
-        items = [dead_letter_to_gs2(j, await self.app.aattempts(j.id), self.grn) for j in page.items]
+        items = [dead_letter_to_gs2(j, await self._attempts_shown(request, j), self.grn) for j in page.items]
         return {"items": items, "nextPageToken": _next_token(offset, len(page.items), page.total)}
 
     async def _dead_letter(self, namespace: str, user_id: str, name: str) -> Job:
@@ -809,7 +813,7 @@ class _GS2Api:
     ) -> dict[str, JSON]:
         check_user_id(userId)
         job = await self._dead_letter(namespaceName, userId, deadLetterJobName)
-        return {"item": dead_letter_to_gs2(job, await self.app.aattempts(job.id), self.grn)}
+        return {"item": dead_letter_to_gs2(job, await self._attempts_shown(request, job), self.grn)}
 
     async def delete_dead_letter_job_by_user_id(
         self,
@@ -822,11 +826,21 @@ class _GS2Api:
 
         async def delete() -> dict[str, JSON]:
             job = await self._dead_letter(namespaceName, userId, deadLetterJobName)
-            attempts = await self.app.aattempts(job.id)
+            attempts = await self._attempts_shown(request, job)
             await self.app.adelete(job.id, force=True)
             return {"item": dead_letter_to_gs2(job, attempts, self.grn)}
 
         return await self._deduplicated(request, f"dead {namespaceName} {userId} {deadLetterJobName}", delete)
+
+    async def _attempts_shown(self, request: Request, job: Job) -> list[Attempt]:
+        return [_shown(request, a, job.task) for a in await self.app.aattempts(job.id)]
+
+
+def _shown(request: Request, attempt: Attempt, task: str) -> Attempt:
+    """An attempt as the caller may see it (conveyor.server.common.visible_attempt): a game client's user token
+    never reads internal exception text, tracebacks, or a `conveyor:` job's errors."""
+    principal = getattr(request.state, "principal", None)
+    return visible_attempt(attempt, task, admin=principal is not None and principal.is_admin)
 
 
 def _ns_not_found(name: str) -> GS2Error:

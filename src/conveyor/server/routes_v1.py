@@ -39,6 +39,8 @@ from conveyor.server.common import (
     queue_json,
     reject_nul,
     rfc3339,
+    visible_attempt,
+    visible_job,
     worker_json,
 )
 from conveyor.server.deps import ServerContext, get_context, get_principal, get_user
@@ -236,15 +238,15 @@ async def job_result(
     return JSONResponse(await _one_attempt(ctx, job, try_number))
 
 
-async def _one_attempt(ctx: ServerContext, job: Job, try_number: int | None) -> dict[str, Any]:
+async def _one_attempt(ctx: ServerContext, job: Job, try_number: int | None, *, admin: bool = True) -> dict[str, Any]:
     attempts = await ctx.app.aattempts(job.id)
     if try_number is None:
         if not attempts:
             raise NotFound(f"Job {job.id} has not run yet: no attempt recorded")
-        return attempt_json(attempts[-1])
+        return attempt_json(visible_attempt(attempts[-1], job.task, admin=admin))
     for attempt in reversed(attempts):  # attempt_order: the last record of a try number is the one that counted
         if attempt.try_number == try_number:
-            return attempt_json(attempt)
+            return attempt_json(visible_attempt(attempt, job.task, admin=admin))
     raise NotFound(f"Job {job.id} has no attempt number {try_number}")
 
 
@@ -594,6 +596,7 @@ async def list_user_jobs(
     user_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
     status: JobStatus | None = None,
     limit: int = LimitQ,
     offset: int = OffsetQ,
@@ -604,7 +607,12 @@ async def list_user_jobs(
         JobFilter(namespace=namespace, user_id=uid, status=status), limit=limit, offset=offset
     )
     return JSONResponse(
-        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+        {
+            "items": [job_json(visible_job(j, admin=principal.is_admin)) for j in page.items],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+        }
     )
 
 
@@ -624,8 +632,10 @@ async def get_user_job(
     job_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
 ) -> JSONResponse:
-    return JSONResponse(job_json(await _user_job(ctx, namespace, uid, job_id)))
+    job = await _user_job(ctx, namespace, uid, job_id)
+    return JSONResponse(job_json(visible_job(job, admin=principal.is_admin)))
 
 
 @users.delete(USER + "/jobs/{job_id}", response_model=JobOut, summary="Delete one of a user's jobs")
@@ -635,10 +645,12 @@ async def delete_user_job(
     job_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
 ) -> JSONResponse:
     """Deletes regardless of state, as GS2 does (a running job's attempt is lost)."""
     job = await _user_job(ctx, namespace, uid, job_id)
-    return JSONResponse(job_json(await ctx.app.adelete(job.id, force=True)))
+    deleted = await ctx.app.adelete(job.id, force=True)
+    return JSONResponse(job_json(visible_job(deleted, admin=principal.is_admin)))
 
 
 @users.get(USER + "/jobs/{job_id}/attempts", response_model=AttemptList, summary="A user's job's attempts")
@@ -648,9 +660,13 @@ async def user_job_attempts(
     job_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
 ) -> JSONResponse:
     job = await _user_job(ctx, namespace, uid, job_id)
-    return JSONResponse({"items": [attempt_json(a) for a in await ctx.app.aattempts(job.id)]})
+    attempts = await ctx.app.aattempts(job.id)
+    return JSONResponse(
+        {"items": [attempt_json(visible_attempt(a, job.task, admin=principal.is_admin)) for a in attempts]}
+    )
 
 
 @users.get(USER + "/jobs/{job_id}/result", response_model=AttemptOut, summary="One attempt (latest by default)")
@@ -660,10 +676,11 @@ async def user_job_result(
     job_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
     try_number: int | None = Query(None, ge=1, le=10_000),
 ) -> JSONResponse:
     job = await _user_job(ctx, namespace, uid, job_id)
-    return JSONResponse(await _one_attempt(ctx, job, try_number))
+    return JSONResponse(await _one_attempt(ctx, job, try_number, admin=principal.is_admin))
 
 
 @users.post(USER + "/run", response_model=RunAnswer, summary="Run the user's next job here (GS2 Run)")
@@ -672,16 +689,21 @@ async def run_user(
     user_id: str,
     ctx: ServerContext = Depends(get_context),
     uid: str = Depends(get_user),
+    principal: Principal = Depends(get_principal),
 ) -> JSONResponse:
     """Executes the user's next due job in this request and answers `{job, attempt, is_last}`.
     409 while another job of that user is processing: retry."""
     _name(namespace, "namespace")
     reject_nul(uid, "user_id")
     result = await ctx.app.arun_next(namespace, uid)
+    admin = principal.is_admin
+    job, attempt = result.job, result.attempt
     return JSONResponse(
         {
-            "job": job_json(result.job) if result.job is not None else None,
-            "attempt": attempt_json(result.attempt) if result.attempt is not None else None,
+            "job": None if job is None else job_json(visible_job(job, admin=admin, last_attempt=attempt)),
+            "attempt": None
+            if attempt is None or job is None
+            else attempt_json(visible_attempt(attempt, job.task, admin=admin)),
             "is_last": result.is_last,
         }
     )
