@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.errors import ValidationError
-from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace, loads_json, text_problem
+from conveyor.model import JSON, Attempt, Job, JobStatus, Namespace, is_reserved_task, loads_json, text_problem
 
 MAX_PUSH_ENTRIES = 10
 """GS2 PushByUserId takes 1–10 JobEntries per call."""
@@ -284,6 +284,13 @@ def _parse_entry(index: int, raw: object) -> JobEntry:
     problem = text_problem(script_id)
     if problem is not None:
         raise GS2Error(400, "scriptId", f"{where}.scriptId {problem}", "jobQueue.scriptId.error.invalid")
+    if is_reserved_task(script_id):
+        raise GS2Error(
+            400,
+            "scriptId",
+            f"{where}.scriptId {script_id!r} is reserved: names starting with 'conveyor:' are Conveyor's own jobs",
+            "jobQueue.scriptId.error.reserved",
+        )
     if len(script_id) > MAX_SCRIPT_ID:
         raise GS2Error(
             400,

@@ -267,8 +267,11 @@ async def push_by_sheet(app: Conveyor, grn: Grn, sheet: object, key_id: object) 
         ]
         try:
             pushed = await app.aenqueue_many(specs)
-        except ValidationError:  # an id exists already: a concurrent replay pushed them first
-            pushed = []
+        except ValidationError as exc:
+            if exc.field != "id":  # the sheet itself is refused: nothing was stored, so nothing stays reserved
+                await app.akv_delete(key)
+                raise
+            pushed = []  # an id exists already: a concurrent replay pushed them first
         jobs = []
         for i, job in enumerate(pushed or [None] * len(ids)):  # type: ignore[list-item]
             current = await app.aget_job(ids[i] if job is None else job.id)
