@@ -16,6 +16,7 @@ With a metrics token configured (`create_app(metrics_token=...)`, `CONVEYOR_METR
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ router = APIRouter(tags=["health"])
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 OTHER = "other"
+DEPTH_REFRESH_SECONDS = 1.0
 OUTCOMES = frozenset({"completed", "failed", "retry", "timeout", "lost", "cancelled"})
 
 
@@ -43,6 +45,7 @@ class Metrics:
         self.app = app
         self._queues: frozenset[str] = frozenset({DEFAULT_QUEUE})
         self._queues_for = -1
+        self._depths_at = -DEPTH_REFRESH_SECONDS
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("task", "queue")
         self.enqueued = Counter("conveyor_jobs_enqueued", "Jobs enqueued", labels, registry=self.registry)
@@ -116,6 +119,12 @@ class Metrics:
                 self.latency.labels(task, queue).observe(max((started - due).total_seconds(), 0.0))
 
     async def refresh_depths(self, app: Conveyor) -> None:
+        """Read queue depths from the store, at most once a second however often /metrics is called (it may be
+        public: a flood of scrapes must not become a flood of store queries)."""
+        now = time.monotonic()
+        if now - self._depths_at < DEPTH_REFRESH_SECONDS:
+            return
+        self._depths_at = now
         try:
             queues = await app.alist_queues()
             namespaces = {ns.name for ns in await app.alist_namespaces()}
