@@ -21,5 +21,6 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check src tests examples; .venv/bin/ruff format --check src tests examples
 echo "== mypy --strict"; .venv/bin/mypy
+echo "== import-linter (the layer contract: pyproject.toml [tool.importlinter])"; .venv/bin/lint-imports --no-cache
 echo "== pytest (stores: ${CONVEYOR_TEST_STORES:-memory,sqlite,postgresql,redis})"
 exec .venv/bin/pytest -n "${PYTEST_WORKERS:-4}" -q -p no:cacheprovider "$@"
