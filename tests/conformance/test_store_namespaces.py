@@ -1,5 +1,6 @@
-"""Store conformance: namespace settings are enforced inside the claim, and deleting a namespace deletes its jobs
-(store/base.py "Namespace settings", `delete_namespace`).
+"""Store conformance: namespace settings are enforced inside the claim, deleting a namespace deletes its jobs, and
+namespace writes never lose one another (store/base.py "Namespace settings", `delete_namespace`, "Namespace
+writes never lose one another").
 
 No caller passes anything about auto_run: the store reads the namespace's settings in the claim's own atomic step,
 so a namespace created (or switched) with auto_run off before a job is enqueued never has that job claimed by a
@@ -8,10 +9,13 @@ background claim — neither by `claim` nor by a hand-off inside the enqueue. GS
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 import pytest
 
-from conveyor.errors import ValidationError
-from conveyor.model import DEFAULT_NAMESPACE, JobFilter, JobStatus, Namespace, QueueSettings
+from conveyor.errors import NamespaceExists, NamespaceNotFound, RevisionConflict, ValidationError
+from conveyor.model import DEFAULT_NAMESPACE, JobFilter, JobStatus, Namespace, QueueSettings, utcnow
 from conveyor.store import Store, open_store
 from tests.conformance.store_helpers import (
     LEASE,
@@ -22,6 +26,7 @@ from tests.conformance.store_helpers import (
     enqueue_one,
     ids,
     offer,
+    same_instant,
 )
 
 
@@ -142,3 +147,132 @@ async def test_next_due_skips_namespaces_whose_auto_run_is_off(store: Store) -> 
     await store.put_namespace(Namespace("manual", auto_run=True))
     due = await store.next_due(["default"])
     assert due is not None and due <= 0
+
+
+# ---- writes that cannot lose one another (store/base.py "Namespace writes never lose one another") ---------------
+
+
+async def test_create_namespace_stores_a_new_namespace(store: Store) -> None:
+    created = await store.create_namespace(Namespace("fresh", description="made once", auto_run=False))
+    assert (created.name, created.description, created.auto_run) == ("fresh", "made once", False)
+    got = await store.get_namespace("fresh")
+    assert got is not None and got.description == "made once" and got.revision == created.revision
+
+
+async def test_create_namespace_refuses_an_existing_name_and_changes_nothing(store: Store) -> None:
+    first = await store.create_namespace(Namespace("taken", description="first"))
+    with pytest.raises(NamespaceExists):
+        await store.create_namespace(Namespace("taken", description="second", auto_run=False))
+    got = await store.get_namespace("taken")
+    assert got is not None and (got.description, got.auto_run, got.revision) == ("first", True, first.revision)
+
+
+async def test_the_default_namespace_always_exists_for_create(store: Store) -> None:
+    with pytest.raises(NamespaceExists):
+        await store.create_namespace(Namespace(DEFAULT_NAMESPACE, max_attempts=7))
+    got = await store.get_namespace(DEFAULT_NAMESPACE)
+    assert got is not None and got.max_attempts != 7
+
+
+async def test_of_concurrent_creates_exactly_one_wins_and_its_settings_are_stored(store_url: str) -> None:
+    """Ten writers (five store objects, as five processes) create one name at once: one succeeds, nine are told it
+    exists, and what is stored is the winner's settings (a read-then-put would let every one "succeed" and the last
+    write win)."""
+    stores = [open_store(store_url) for _ in range(5)]
+    for s in stores:
+        await s.open()
+    try:
+
+        async def create(i: int) -> Namespace | None:
+            try:
+                return await stores[i % 5].create_namespace(Namespace("race", description=f"writer {i}"))
+            except NamespaceExists:
+                return None
+
+        results = await asyncio.gather(*(create(i) for i in range(10)))
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1, results
+        got = await stores[0].get_namespace("race")
+        assert got is not None and got.description == winners[0].description
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_put_with_the_expected_revision_replaces_and_bumps_it(store: Store) -> None:
+    first = await store.create_namespace(Namespace("cas", description="one"))
+    second = await store.put_namespace(
+        replace(first, description="two", created=utcnow()), expected_revision=first.revision
+    )
+    assert second.revision == first.revision + 1 and second.description == "two"
+    assert same_instant(second.created, first.created)  # created is the store's, not the writer's
+    got = await store.get_namespace("cas")
+    assert got is not None and (got.description, got.revision) == ("two", second.revision)
+
+
+async def test_put_with_a_stale_revision_is_refused_and_changes_nothing(store: Store) -> None:
+    first = await store.create_namespace(Namespace("cas", description="one"))
+    await store.put_namespace(replace(first, description="two"), expected_revision=first.revision)
+    with pytest.raises(RevisionConflict):
+        await store.put_namespace(replace(first, description="lost"), expected_revision=first.revision)
+    got = await store.get_namespace("cas")
+    assert got is not None and (got.description, got.revision) == ("two", first.revision + 1)
+
+
+async def test_put_with_an_expected_revision_never_creates(store: Store) -> None:
+    with pytest.raises(NamespaceNotFound):
+        await store.put_namespace(Namespace("nobody"), expected_revision=0)
+    assert await store.get_namespace("nobody") is None
+
+
+async def test_a_never_stored_default_namespace_has_revision_zero(store: Store) -> None:
+    default = await store.get_namespace(DEFAULT_NAMESPACE)
+    assert default is not None and default.revision == 0
+    stored = await store.put_namespace(replace(default, max_attempts=6), expected_revision=0)
+    assert stored.revision == 1 and stored.max_attempts == 6
+    with pytest.raises(RevisionConflict):
+        await store.put_namespace(replace(default, max_attempts=8), expected_revision=0)
+    again = await store.put_namespace(replace(stored, max_attempts=9), expected_revision=1)
+    assert again.revision == 2 and again.max_attempts == 9
+
+
+async def test_concurrent_updates_of_different_settings_all_land(store_url: str) -> None:
+    """Ten writers each change their own setting of one namespace at once (through five store objects): every
+    change is there afterwards, and the revision counts each one."""
+    stores = [open_store(store_url) for _ in range(5)]
+    for s in stores:
+        await s.open()
+    try:
+        start = await stores[0].create_namespace(Namespace("shared"))
+
+        async def update(i: int) -> Namespace:
+            async def change(ns: Namespace) -> Namespace:
+                return replace(ns, extra={**ns.extra, f"k{i}": i})
+
+            return await stores[i % 5].update_namespace("shared", change)
+
+        await asyncio.gather(*(update(i) for i in range(10)))
+        got = await stores[0].get_namespace("shared")
+        assert got is not None
+        assert dict(got.extra) == {f"k{i}": i for i in range(10)}
+        assert got.revision == start.revision + 10
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_update_of_a_missing_or_deleted_namespace_is_not_found(store: Store) -> None:
+    async def unchanged(ns: Namespace) -> Namespace:
+        return ns
+
+    with pytest.raises(NamespaceNotFound):
+        await store.update_namespace("nobody", unchanged)
+    await store.create_namespace(Namespace("brief"))
+
+    async def delete_first(ns: Namespace) -> Namespace:
+        await store.delete_namespace("brief")  # deleted between the read and the write
+        return replace(ns, description="too late")
+
+    with pytest.raises(NamespaceNotFound):
+        await store.update_namespace("brief", delete_first)
+    assert await store.get_namespace("brief") is None
