@@ -3,11 +3,15 @@
 
 Each backend module in tests/backends/<name>.py provides:
 
+    BASE: str
+        The store's base URL on this machine (the shared PostgreSQL and Redis servers).
     def fresh_url(tmp_path: Path) -> str
-        A URL naming a new, empty, isolated store (a fresh SQLite file, PostgreSQL schema, Redis key prefix).
-        Other processes can open the same URL (multi-process and kill -9 tests).
+        A URL naming a new, empty, isolated store (a fresh SQLite file, PostgreSQL schema, Redis key prefix), made by
+        the store itself (`conveyor.store.isolated_url`). Other processes can open the same URL (multi-process and
+        kill -9 tests).
     async def cleanup(url: str) -> None
-        Remove what fresh_url's store left behind (drop the schema, delete the keys). Called after the test.
+        Remove what fresh_url's store left behind (`Store.drop`). Called after the test.
+    snapshot / restore / make_schema_newer: test-only hooks (a crash that loses writes, a newer schema).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ def selected_stores() -> list[str]:
 
 def backend(name: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f"tests.backends.{BACKEND_MODULES[name]}")
+
+
+def base_url(name: str) -> str:
+    """The base URL of store `name` on this machine (isolated spaces are made beside it)."""
+    url: str = backend(name).BASE
+    return url
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -53,6 +53,51 @@ class NamespaceNotFound(NotFound):
         self.name = name
 
 
+class NamespaceExists(ConveyorError):
+    """`create_namespace` found a namespace of that name already (`default` always exists): nothing was changed.
+    Surfaces say how to change it instead (an update)."""
+
+    status_code = 409
+    code = "namespace_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Namespace {name!r} already exists; update it instead of creating it.")
+        self.name = name
+
+
+class RevisionConflict(ConveyorError):
+    """A compare-and-set write of a namespace (`put_namespace(expected_revision=…)`) found that someone else changed
+    it since it was read: nothing was written. Read it again and re-apply the change (`Store.update_namespace`
+    does exactly that)."""
+
+    status_code = 409
+    code = "revision_conflict"
+
+    def __init__(self, name: str, expected: int, found: int | None = None) -> None:
+        now = "" if found is None else f" (it is at revision {found} now)"
+        super().__init__(
+            f"Namespace {name!r} was changed by someone else since revision {expected}{now}; read it again and retry."
+        )
+        self.name = name
+        self.expected = expected
+        self.found = found
+
+
+class SchemaTooNew(ConveyorError):
+    """The store was migrated by a newer Conveyor than this one: its schema has steps this code does not know, and
+    running older code on it could damage jobs. Nothing was changed."""
+
+    code = "schema_too_new"
+
+    def __init__(self, where: str, found: str, known: str) -> None:
+        super().__init__(
+            f"{where} has schema version {found}, newer than this Conveyor knows (up to {known}): it was migrated by "
+            "a newer Conveyor. Upgrade Conveyor here (pip install -U conveyor-queue) before using this store."
+        )
+        self.found = found
+        self.known = known
+
+
 class InvalidTransition(ConveyorError):
     """The job is not in a state that allows the requested change (e.g. requeue of a pending job)."""
 

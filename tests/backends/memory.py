@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
+
+from tests.backends import isolated
+
+BASE = "memory://"
 
 
 def fresh_url(tmp_path: Path) -> str:
-    return f"memory://{uuid.uuid4().hex}"
+    return isolated(BASE, tmp_path)
 
 
 async def cleanup(url: str) -> None:
-    from conveyor.store.memory import MemoryStore
+    from conveyor.store import open_store
 
-    MemoryStore.forget(url)
+    await open_store(url).drop()
+
+
+async def make_schema_newer(url: str) -> bool:
+    """The memory store has no schema to be newer than this code."""
+    return False
 
 
 async def snapshot(url: str) -> object:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from pathlib import Path
 
-REDIS = "redis://127.0.0.1:6379/0"
+from conveyor.store import open_store
+from tests.backends import isolated
+
+REDIS = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BASE = REDIS
 
 
 def fresh_url(tmp_path: Path) -> str:
-    return f"{REDIS}?prefix=cvt:{uuid.uuid4().hex[:16]}"
+    return isolated(BASE, tmp_path)
 
 
 async def cleanup(url: str) -> None:
     """Delete every key under the URL's prefix (and nothing else: other suites share this Redis)."""
+    await open_store(url).drop()
+
+
+async def make_schema_newer(url: str) -> bool:
+    """Record a key layout newer than this code knows, as a newer Conveyor would have."""
     import redis.asyncio as aioredis
 
     from conveyor.store.redis.store import split_url
@@ -21,16 +30,10 @@ async def cleanup(url: str) -> None:
     base, prefix = split_url(url)
     client = aioredis.Redis.from_url(base)
     try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
+        await client.hset(f"{prefix}:meta", "schema", "99")
     finally:
         await client.aclose()
+    return True
 
 
 async def snapshot(url: str) -> object:

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
+
+from conveyor.store import open_store
+from tests.backends import isolated
+
+BASE = "sqlite://"
 
 
 def fresh_url(tmp_path: Path) -> str:
-    path = (tmp_path / f"conveyor-{uuid.uuid4().hex[:12]}.db").resolve()
-    return f"sqlite:///{path}"  # path is absolute, so this is sqlite:////abs/…
+    return isolated(BASE, tmp_path)  # an absolute path under tmp_path: sqlite:////abs/…
 
 
 async def cleanup(url: str) -> None:
+    await open_store(url).drop()
+
+
+async def make_schema_newer(url: str) -> bool:
+    """Record a migration this code does not know, as a newer Conveyor would have."""
+    import sqlite3
+
     from conveyor.store.sqlite import parse_sqlite_url
 
     path, _ = parse_sqlite_url(url)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO conveyor_schema_migrations (version, name, applied_at) VALUES (9999, 'from_the_future', 0)"
+        )
+    return True
 
 
 async def snapshot(url: str) -> object:

@@ -70,19 +70,40 @@ Rules every implementation must honour (the conformance suite in tests/conforman
   counting an attempt. Stores without it ignore offers; their waiters wake and claim.
 * **Unavailability.** When the backend cannot be reached a method raises `StoreUnavailable` (never a driver
   exception), and the store reconnects by itself on a later call.
+* **Namespace writes never lose one another.** `create_namespace` stores a namespace only if none of that name
+  exists, in one atomic step (`NamespaceExists` otherwise; `default` always exists), so of two concurrent creates
+  exactly one wins and its settings are the ones stored. `put_namespace(ns, expected_revision=r)` is a
+  compare-and-set on `Namespace.revision`: it writes only while the stored revision is still `r` (a `default` never
+  written has revision 0) and raises `RevisionConflict` otherwise; `update_namespace` builds read → change →
+  compare-and-set → retry on it, so two concurrent updates of different settings both land.
+* **One idempotency primitive.** `kv_setdefault` puts a value only when no live one exists and answers the value in
+  place and whether this call put it, in one atomic step: replay-once protocols reserve and read in one call, with
+  no window between the two in which the reservation can expire or be taken.
+* **Migrations.** `migrate()` behaves the same on every store: it may be called on a store that is not open (it
+  opens only what it needs and releases it again), returns the labels of the steps *this call* applied in order
+  (`known_migrations()` on an empty store, `[]` when up to date, also right after `open()`), applies each step
+  exactly once however many processes start at once, and refuses a store migrated by a newer Conveyor (a step it
+  does not know) with `SchemaTooNew`, changing nothing; `open()` refuses it too.
+* **Isolated spaces.** `Store.isolated_url(base, label, workdir)` names a separate, empty space beside the base
+  URL's (a PostgreSQL schema, a Redis key prefix, a SQLite file in `workdir`, a named memory data set) and
+  `drop()` deletes everything stored under the store's URL. `drop` refuses the default space (label `conveyor`:
+  schema / prefix `conveyor`, `conveyor.db`) unless `allow_default=True`, so a wrong URL cannot wipe production
+  data. Benchmarks and the conformance suite run on such spaces.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from conveyor.errors import Unsupported
+from conveyor.errors import NamespaceNotFound, RevisionConflict, Unsupported, ValidationError
 from conveyor.model import (
     Attempt,
     Finish,
@@ -100,6 +121,36 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
 )
+
+DEFAULT_SPACE = "conveyor"
+"""The label of every store's default space (schema `conveyor`, prefix `conveyor`, `conveyor.db`): what a URL
+without `schema=`/`prefix=` uses, so `drop()` refuses it unless told otherwise."""
+
+_LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+UPDATE_ATTEMPTS = 50
+"""How often `update_namespace` re-reads and re-applies a change that lost a compare-and-set race before it gives up
+(each retry means another writer succeeded, so this is reached only under a storm of writes to one namespace)."""
+
+
+def check_label(label: str) -> str:
+    """An isolated space's label must be a plain identifier: it becomes a PostgreSQL schema, a Redis key prefix, a
+    file name."""
+    if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
+        raise ValidationError(
+            f"an isolated space's label must be 1-63 letters, digits or '_' (not starting with a digit), got {label!r}",
+            field="label",
+        )
+    return label
+
+
+def refuse_default(what: str, name: str, allow_default: bool) -> None:
+    """`drop()`'s guard: the default space is production data unless the caller says otherwise."""
+    if name == DEFAULT_SPACE and not allow_default:
+        raise ValidationError(
+            f"refusing to drop {what} {name!r}: it is the default space, where production jobs live. Drop an "
+            "isolated space (Store.isolated_url) instead, or pass allow_default=True if you really mean it",
+            field="url",
+        )
 
 
 class HandlerTransaction(abc.ABC):
@@ -141,6 +192,8 @@ class Store(abc.ABC):
     supports_transactions: bool = False
     #: Whether an enqueue can claim for an idle worker of this process (`offer_idle`; see the module doc).
     supports_handoff: bool = False
+    #: Whether other processes can open the same URL and share the jobs (False for the in-memory store).
+    supports_processes: bool = True
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -157,7 +210,26 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def migrate(self) -> list[str]:
-        """Apply pending schema migrations; return the names of those applied (empty when up to date)."""
+        """Apply pending schema migrations; return the labels of those this call applied, in order (empty when up
+        to date). Callable on a store that is not open: it opens what it needs and releases it. Raises SchemaTooNew
+        when the store was migrated by a newer Conveyor (see the module doc)."""
+
+    def known_migrations(self) -> list[str]:
+        """Every migration this code knows, in order: what `migrate()` applies to an empty store."""
+        return []
+
+    @classmethod
+    def isolated_url(cls, base_url: str, label: str, workdir: Path) -> str:
+        """A URL naming a separate, empty space of this store beside `base_url`'s (same server and options), named
+        by `label` (see check_label); `workdir` is a directory the space may keep files in (SQLite). Opening it
+        creates the space; `drop()` deletes it."""
+        raise Unsupported(f"{cls.__name__} cannot make isolated spaces")
+
+    async def drop(self, *, allow_default: bool = False) -> None:
+        """Close this store and delete everything stored under its URL (schema, key prefix, file). Idempotent.
+        Refuses the default space (DEFAULT_SPACE) unless `allow_default`. Other store objects on the same URL must
+        be closed first."""
+        raise Unsupported(f"{type(self).__name__} cannot drop its space")
 
     async def ping(self) -> None:
         """Raise StoreUnavailable if the backend cannot be reached now."""
@@ -340,8 +412,41 @@ class Store(abc.ABC):
     # ---- namespaces ------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def put_namespace(self, namespace: Namespace) -> Namespace:
-        """Create or replace (revision += 1, updated = now on replace). Returns what was stored."""
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        """Store a new namespace, atomically, only if none of that name exists (stored as given). Raises
+        NamespaceExists otherwise, also for `default`, which always exists. Returns what was stored."""
+
+    @abc.abstractmethod
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
+        """Create or replace (revision += 1, updated = now, created kept on replace). Returns what was stored.
+
+        With `expected_revision`, a compare-and-set: write only while the stored revision is that one (a `default`
+        never stored has revision 0), else raise RevisionConflict; NamespaceNotFound when the namespace does not
+        exist (any more). Then the stored revision is `expected_revision + 1`."""
+
+    async def update_namespace(
+        self, name: str, change: Callable[[Namespace], Awaitable[Namespace]], *, attempts: int = UPDATE_ATTEMPTS
+    ) -> Namespace:
+        """Read the namespace, apply `change` (async, and free of side effects: it may run more than once) and write
+        the result back only if nobody changed the namespace meanwhile (compare-and-set on its revision); on a
+        race, read and apply again. So concurrent updates of different settings all land. Raises
+        NamespaceNotFound (also when it is deleted meanwhile), or RevisionConflict after `attempts` lost races."""
+        last: RevisionConflict | None = None
+        for _ in range(max(1, attempts)):
+            current = await self.get_namespace(name)
+            if current is None:
+                raise NamespaceNotFound(name)
+            wanted = await change(current)
+            if wanted.name != name:
+                raise ValidationError(
+                    f"an update of namespace {name!r} cannot rename it (got {wanted.name!r})", field="name"
+                )
+            try:
+                return await self.put_namespace(wanted, expected_revision=current.revision)
+            except RevisionConflict as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     @abc.abstractmethod
     async def get_namespace(self, name: str) -> Namespace | None:
@@ -409,6 +514,12 @@ class Store(abc.ABC):
     async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
         """Set a value (expiring after ttl seconds if given). With only_if_absent, set only when no live value
         exists and return whether it was set (an atomic test-and-set: cron de-duplication, first-start token)."""
+
+    @abc.abstractmethod
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        """Put `value` (expiring after ttl seconds if given) only when the key has no live value, atomically; return
+        the value in place afterwards and whether this call put it. An expired value counts as absent; a live one
+        keeps its own value and expiry."""
 
     @abc.abstractmethod
     async def kv_delete(self, key: str) -> None: ...

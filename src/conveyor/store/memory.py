@@ -38,9 +38,18 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
-from conveyor.errors import Conflict, InvalidTransition, JobNotFound, ValidationError
+from conveyor.errors import (
+    Conflict,
+    InvalidTransition,
+    JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
+    ValidationError,
+)
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
@@ -68,7 +77,7 @@ from conveyor.model import (
     serial_key_for,
     utcnow,
 )
-from conveyor.store.base import IdleClaim, Store
+from conveyor.store.base import IdleClaim, Store, refuse_default
 from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.wake import LocalWaker
 
@@ -342,6 +351,7 @@ class MemoryStore(Store):
     scheme = "memory"
     supports_transactions = False
     supports_handoff = True
+    supports_processes = False
 
     _registry: ClassVar[dict[str, _Data]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -386,6 +396,19 @@ class MemoryStore(Store):
 
     async def migrate(self) -> list[str]:
         return []
+
+    @classmethod
+    def isolated_url(cls, base_url: str, label: str, workdir: Path) -> str:
+        """`memory://<label>`: a data set of its own, shared by the stores of this process opened on that URL."""
+        return f"memory://{label}"
+
+    async def drop(self, *, allow_default: bool = False) -> None:
+        """Forget the data set (`memory://NAME`'s registry entry, or this store's private one)."""
+        name = self._name(self.url)
+        refuse_default("the memory data set", name or "", allow_default)
+        self.forget(self.url)
+        old, self._data = self._data, _Data()
+        old.waker.notify()
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 
@@ -868,11 +891,27 @@ class MemoryStore(Store):
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 
-    async def put_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        d = self._data
+        with d.lock:
+            if namespace.name == DEFAULT_NAMESPACE or namespace.name in d.namespaces:
+                raise NamespaceExists(namespace.name)
+            stored = replace(namespace, extra=dict(namespace.extra))
+            d.namespaces[namespace.name] = stored
+            return stored
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
         d = self._data
         with d.lock:
             old = d.namespaces.get(namespace.name)
             stored = replace(namespace, extra=dict(namespace.extra))
+            if expected_revision is not None:
+                if old is None and namespace.name == DEFAULT_NAMESPACE:
+                    old = DEFAULT_NAMESPACE_SETTINGS  # never stored: revision 0
+                if old is None:
+                    raise NamespaceNotFound(namespace.name)
+                if old.revision != expected_revision:
+                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
             if old is not None:
                 stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
             d.namespaces[namespace.name] = stored
@@ -1016,6 +1055,14 @@ class MemoryStore(Store):
                 return False
             self._data.kv[key] = (value, None if ttl is None else time.monotonic() + ttl)
             return True
+
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        with self._data.lock:
+            live = self._kv_live(key)
+            if live is not None:
+                return live, False
+            self._data.kv[key] = (value, None if ttl is None else time.monotonic() + ttl)
+            return value, True
 
     async def kv_delete(self, key: str) -> None:
         with self._data.lock:

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -44,6 +45,10 @@ from conveyor.errors import (
     Conflict,
     InvalidTransition,
     JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
+    SchemaTooNew,
     StoreUnavailable,
     ValidationError,
 )
@@ -69,18 +74,20 @@ from conveyor.model import (
     not_applied,
     utcnow,
 )
-from conveyor.store.base import HandlerTransaction, IdleClaim, Store
+from conveyor.store.base import DEFAULT_SPACE, HandlerTransaction, IdleClaim, Store, refuse_default
 from conveyor.store.caller import check_sqlalchemy
 from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.postgres import queries as sqlq
 from conveyor.store.postgres.migrations import MIGRATIONS
+from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
 
 logger = logging.getLogger("conveyor.store.postgres")
 
-DEFAULT_SCHEMA = "conveyor"
+DEFAULT_SCHEMA = DEFAULT_SPACE
+_SYSTEM_SCHEMAS = ("public", "information_schema")  # never dropped, whatever the caller says (nor pg_*)
 CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DRIVER_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed)
@@ -232,6 +239,10 @@ class PostgresStore(Store):
                 raise
             logger.warning("%s; opened lazily, will migrate and serve once the database is back", exc.message)
             warnings.warn(f"Conveyor opened lazily: {exc.message}", RuntimeWarning, stacklevel=2)
+        except BaseException:  # SchemaTooNew, a cancellation: nothing may stay open
+            self._pool = None
+            await pool.close()
+            raise
         if self._listen_enabled and self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name=f"conveyor-listen-{self.schema}")
 
@@ -283,6 +294,9 @@ class PostgresStore(Store):
             await conn.execute(q.CREATE_SCHEMA)
             await conn.execute(q.CREATE_MIGRATIONS_TABLE)
             done = {row[0] for row in await (await conn.execute(q.APPLIED_MIGRATIONS)).fetchall()}
+            known = MIGRATIONS[-1][0]
+            if done and max(done) > known:  # raised inside the transaction: rolled back, nothing changed
+                raise SchemaTooNew(f"PostgreSQL schema {self.schema!r}", str(max(done)), str(known))
             for version, name, text in MIGRATIONS:
                 if version in done:
                     continue
@@ -295,6 +309,29 @@ class PostgresStore(Store):
         if applied:
             logger.info("applied migrations to schema %s: %s", self.schema, ", ".join(applied))
         return applied
+
+    def known_migrations(self) -> list[str]:
+        return [name for _, name, _ in MIGRATIONS]
+
+    @classmethod
+    def isolated_url(cls, base_url: str, label: str, workdir: Path) -> str:
+        """The base URL with `schema=<label>`: a schema of its own on the same server and database."""
+        return with_param(base_url, "schema", label)
+
+    async def drop(self, *, allow_default: bool = False) -> None:
+        """Close, then `DROP SCHEMA … CASCADE`: every table, index, function and trigger of this store. Refused for
+        the default schema (`conveyor`) unless allow_default, and always for `public` and the system schemas."""
+        if self.schema.lower() in _SYSTEM_SCHEMAS or self.schema.lower().startswith("pg_"):
+            raise ValidationError(f"refusing to drop the PostgreSQL schema {self.schema!r}: it is not Conveyor's own")
+        refuse_default("the PostgreSQL schema", self.schema, allow_default)
+        await self.close()
+        try:
+            kwargs = {"connect_timeout": max(1, int(self._timeout)), **self._connect_kwargs()}
+            async with await psycopg.AsyncConnection.connect(self.conninfo, **kwargs) as conn:
+                await conn.execute(self._q.DROP_SCHEMA)
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        self._migrated = False
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(self._q.PING))
@@ -947,11 +984,30 @@ class PostgresStore(Store):
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 
-    async def put_namespace(self, namespace: Namespace) -> Namespace:
-        doc = Jsonb(namespace.to_dict())
-        row = await self._one(self._q.PUT_NAMESPACE, {"name": namespace.name, "doc": doc})
-        assert row is not None
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        if namespace.name == DEFAULT_NAMESPACE:  # exists whether stored or not
+            raise NamespaceExists(namespace.name)
+        row = await self._one(self._q.CREATE_NAMESPACE, {"name": namespace.name, "doc": Jsonb(namespace.to_dict())})
+        if row is None:
+            raise NamespaceExists(namespace.name)
         return Namespace.from_dict(row[0])
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
+        doc = Jsonb(namespace.to_dict())
+        if expected_revision is None:
+            row = await self._one(self._q.PUT_NAMESPACE, {"name": namespace.name, "doc": doc})
+            assert row is not None
+            return Namespace.from_dict(row[0])
+        params = {"name": namespace.name, "doc": doc, "expected": expected_revision}
+        row = await self._one(self._q.UPDATE_NAMESPACE_IF_REVISION, params)
+        if row is None and namespace.name == DEFAULT_NAMESPACE and expected_revision == 0:
+            row = await self._one(self._q.INSERT_DEFAULT_FIRST, params)  # never stored: its first write
+        if row is not None:
+            return Namespace.from_dict(row[0])
+        current = await self.get_namespace(namespace.name)
+        if current is None:
+            raise NamespaceNotFound(namespace.name)
+        raise RevisionConflict(namespace.name, expected_revision, current.revision)
 
     async def get_namespace(self, name: str) -> Namespace | None:
         row = await self._one(self._q.GET_NAMESPACE, {"name": name})
@@ -1074,6 +1130,13 @@ class PostgresStore(Store):
         query = self._q.KV_SET_IF_ABSENT if only_if_absent else self._q.KV_SET
         row = await self._one(query, {"key": key, "value": value, "ttl": ttl})
         return row is not None
+
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        params = {"key": key, "value": value, "ttl": ttl}
+        while True:  # no row: another writer's row is newer than this statement's snapshot (see KV_SETDEFAULT)
+            row = await self._one(self._q.KV_SETDEFAULT, params)
+            if row is not None:
+                return str(row[0]), bool(row[1])
 
     async def kv_delete(self, key: str) -> None:
         await self._run(lambda conn: conn.execute(self._q.KV_DELETE, {"key": key}))

@@ -694,6 +694,33 @@ SET doc = excluded.doc || jsonb_build_object('created', n.doc -> 'created',
 RETURNING doc
 """
 
+# Create only if absent (the primary key decides, atomically); nothing is returned when the name is taken.
+CREATE_NAMESPACE = """
+INSERT INTO {schema}.namespaces (name, doc) VALUES (%(name)s, %(doc)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING doc
+"""
+
+# Compare-and-set on the document's revision: replace only while it is still %(expected)s. Nothing is returned
+# when the namespace is missing or moved on (the caller reads it to say which).
+UPDATE_NAMESPACE_IF_REVISION = """
+UPDATE {schema}.namespaces AS n
+SET doc = %(doc)s || jsonb_build_object('created', n.doc -> 'created',
+                                        'updated', to_jsonb(statement_timestamp()),
+                                        'revision', %(expected)s::integer + 1)
+WHERE name = %(name)s AND coalesce((n.doc ->> 'revision')::integer, 0) = %(expected)s::integer
+RETURNING doc
+"""
+
+# `default` exists with revision 0 before anything was stored: when UPDATE_NAMESPACE_IF_REVISION found no row and
+# revision 0 was expected, the first write inserts it (as revision 1); a concurrent first write wins the key instead.
+INSERT_DEFAULT_FIRST = """
+INSERT INTO {schema}.namespaces (name, doc)
+VALUES (%(name)s, %(doc)s || jsonb_build_object('updated', to_jsonb(statement_timestamp()), 'revision', 1))
+ON CONFLICT (name) DO NOTHING
+RETURNING doc
+"""
+
 GET_NAMESPACE = "SELECT doc FROM {schema}.namespaces WHERE name = %(name)s"
 
 LIST_NAMESPACES = "SELECT doc FROM {schema}.namespaces ORDER BY name"
@@ -834,6 +861,27 @@ WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= statement_timestamp()
 RETURNING true
 """
 
+# Put if no live value, and answer (value in place, whether this statement put it). The fallback SELECT sees the
+# statement's snapshot: when another transaction wrote the key after it was taken, the upsert (which waits for that
+# row) finds it live while the SELECT sees nothing or an expired version, so no row comes back and the caller runs
+# the statement again.
+KV_SETDEFAULT = """
+WITH put AS (
+    INSERT INTO {schema}.kv AS kv (key, value, expires_at)
+    VALUES (%(key)s, %(value)s, statement_timestamp() + make_interval(secs => %(ttl)s::float8))
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+    WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= statement_timestamp()
+    RETURNING value
+)
+SELECT value, true FROM put
+UNION ALL
+SELECT value, false FROM {schema}.kv
+WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > statement_timestamp()) AND NOT EXISTS (SELECT 1 FROM put)
+"""
+
 KV_DELETE = "DELETE FROM {schema}.kv WHERE key = %(key)s"
+
+# drop(): the whole schema goes, with every table, index, function and trigger Conveyor made in it.
+DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 
 PING = "SELECT 1"

@@ -26,6 +26,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,7 +35,17 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from conveyor.errors import Conflict, InvalidTransition, JobNotFound, StoreUnavailable, ValidationError
+from conveyor.errors import (
+    Conflict,
+    InvalidTransition,
+    JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
+    SchemaTooNew,
+    StoreUnavailable,
+    ValidationError,
+)
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
@@ -61,10 +72,11 @@ from conveyor.model import (
     not_applied_error,
     utcnow,
 )
-from conveyor.store.base import IdleClaim, Store
+from conveyor.store.base import IdleClaim, Store, refuse_default
 from conveyor.store.handoff import IdleClaims, hand_over
 from conveyor.store.redis.keys import DEFAULT_PREFIX, SCHEMA_VERSION, Keys, pair
 from conveyor.store.redis.scripts import ScriptRunner
+from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
 
 log = logging.getLogger("conveyor.store.redis")
@@ -95,6 +107,7 @@ SCRIPTS = (
     "put_namespace",
     "delete_namespace",
     "migrate",
+    "kv_setdefault",
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -375,6 +388,10 @@ class RedisStore(Store):
             listener.cancel()
             with contextlib.suppress(BaseException):
                 await listener
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        """Close the clients (a later call connects again unless the store is closed)."""
         client, scripts = self._client, self._scripts
         self._client = self._scripts = None
         self._opened = False
@@ -387,9 +404,47 @@ class RedisStore(Store):
     async def migrate(self) -> list[str]:
         """Redis has no schema; the key layout's version is recorded in P:meta, and lua/migrate.lua brings older
         layouts to this one in one script (ready sets per task, the auto_run-off namespace set). Upgrade every
-        process of a deployment together: older code reads the older layout."""
-        migrated = await self._run("migrate", [SCHEMA_VERSION])
-        return [f"{int(SCHEMA_VERSION):04d}_redis_layout"] if migrated else []
+        process of a deployment together: older code reads the older layout, and refuses a newer one. On a store
+        that is not connected, the connections it opened are closed again."""
+        connected = self._client is not None
+        try:
+            code, version = await self._run("migrate", [SCHEMA_VERSION])
+        finally:
+            if not connected:
+                await self._disconnect()
+        if int(code) < 0:
+            raise SchemaTooNew(f"Redis key prefix {self.prefix!r} at {self._where()}", str(version), SCHEMA_VERSION)
+        return self.known_migrations() if int(code) > 0 else []
+
+    def known_migrations(self) -> list[str]:
+        return [f"{int(SCHEMA_VERSION):04d}_redis_layout"]
+
+    @classmethod
+    def isolated_url(cls, base_url: str, label: str, workdir: Path) -> str:
+        """The base URL with `prefix=<label>`: keys of their own on the same server and database."""
+        return with_param(base_url, "prefix", label)
+
+    async def drop(self, *, allow_default: bool = False) -> None:
+        """Close, then UNLINK every key under the prefix (SCAN, 500 keys per UNLINK). Refused for the default prefix
+        (`conveyor`) unless allow_default."""
+        refuse_default("the Redis key prefix", self.prefix, allow_default)
+        await self.close()
+        pattern = _glob_escape(self.prefix) + ":*"
+        client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout)
+        try:
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(UNAVAILABLE) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def ping(self) -> None:
         await self._do(lambda c: c.ping())
@@ -813,13 +868,31 @@ class RedisStore(Store):
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 
-    async def put_namespace(self, namespace: Namespace) -> Namespace:
-        """Create or replace with a compare-and-set loop so concurrent replaces each get their own revision."""
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        """put_namespace.lua's compare-and-set with "absent" expected: an atomic create."""
+        if namespace.name == DEFAULT_NAMESPACE:  # exists whether stored or not
+            raise NamespaceExists(namespace.name)
+        stored = replace(namespace, extra=dict(namespace.extra))
+        doc = json.dumps(stored.to_dict())
+        if not await self._run("put_namespace", [stored.name, "", doc, "1" if stored.auto_run else "0"]):
+            raise NamespaceExists(stored.name)
+        return stored
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
+        """Create or replace with a compare-and-set loop (put_namespace.lua) so concurrent replaces each get their
+        own revision; with `expected_revision`, the loop ends in RevisionConflict as soon as the revision moved."""
         while True:
             current: str | None = await self._do(lambda c: c.hget(self.keys.namespaces, namespace.name))
+            old = None if current is None else Namespace.from_dict(json.loads(current))
+            if expected_revision is not None:
+                if old is None and namespace.name == DEFAULT_NAMESPACE:
+                    old = DEFAULT_NAMESPACE_SETTINGS  # never stored: revision 0 (the script still expects absent)
+                if old is None:
+                    raise NamespaceNotFound(namespace.name)
+                if old.revision != expected_revision:
+                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
             stored = replace(namespace, extra=dict(namespace.extra))
-            if current is not None:
-                old = Namespace.from_dict(json.loads(current))
+            if old is not None:
                 stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
             doc = json.dumps(stored.to_dict())
             ok = await self._run("put_namespace", [namespace.name, _opt(current), doc, "1" if stored.auto_run else "0"])
@@ -958,8 +1031,18 @@ class RedisStore(Store):
         result = await self._do(lambda c: c.set(self.keys.kv(key), value, px=px, nx=only_if_absent))
         return bool(result)
 
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        px = "" if ttl is None else str(max(1, int(ttl * 1000)))
+        stored, put = await self._run("kv_setdefault", [key, value, px])
+        return str(stored), bool(int(put))
+
     async def kv_delete(self, key: str) -> None:
         await self._do(lambda c: c.delete(self.keys.kv(key)))
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal inside a SCAN MATCH pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _as_dict(reply: Any) -> dict[str, str]:

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.errors import SchemaTooNew
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -301,14 +303,20 @@ SELECT_APPLIED = "SELECT version FROM conveyor_schema_migrations"
 INSERT_APPLIED = "INSERT INTO conveyor_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
 
 
-def apply_migrations(conn: sqlite3.Connection, seeds: Sequence[tuple[str, Sequence[Any]]] = ()) -> list[str]:
+def apply_migrations(
+    conn: sqlite3.Connection, seeds: Sequence[tuple[str, Sequence[Any]]] = (), *, where: str = "the SQLite database"
+) -> list[str]:
     """Apply the missing steps in one write transaction; return their labels. `seeds` are idempotent statements
     (INSERT OR IGNORE …) run in the same transaction, e.g. the `default` namespace. The connection must be in
-    autocommit mode (isolation_level=None) and not inside a transaction."""
+    autocommit mode (isolation_level=None) and not inside a transaction. A database that a newer Conveyor migrated
+    (a step this code does not know) raises SchemaTooNew and is left as it was."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(CREATE_MIGRATIONS_TABLE)
         applied = {row[0] for row in conn.execute(SELECT_APPLIED)}
+        known = MIGRATIONS[-1].version
+        if applied and max(applied) > known:
+            raise SchemaTooNew(where, str(max(applied)), str(known))
         done: list[str] = []
         for step in MIGRATIONS:
             if step.version in applied:

@@ -441,8 +441,18 @@ INSERT INTO conveyor_kv (key, value, expires_at) VALUES (?1, ?2, ?3)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 WHERE conveyor_kv.expires_at IS NOT NULL AND conveyor_kv.expires_at <= ?4
 """
+KV_VALUE = "SELECT value FROM conveyor_kv WHERE key = ?"
 KV_DELETE = "DELETE FROM conveyor_kv WHERE key = ?"
 
 # ---- enqueue_on_connection checks ---------------------------------------------------------------------------------
+
+# drop() keeps a file that holds tables of the application's own and drops only Conveyor's tables from it
+# (SQLite's internal tables start with sqlite_).
+CONVEYOR_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'conveyor\\_%' ESCAPE '\\'"
+FOREIGN_TABLES = """
+SELECT name FROM sqlite_master
+WHERE type = 'table' AND name NOT LIKE 'conveyor\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+ORDER BY name
+"""
 
 DATABASE_LIST = "PRAGMA database_list"

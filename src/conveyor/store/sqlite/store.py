@@ -39,8 +39,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from conveyor.errors import (
     REQUIRE_TRANSACTION_HINT,
@@ -49,6 +50,9 @@ from conveyor.errors import (
     ConveyorError,
     InvalidTransition,
     JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
     StoreUnavailable,
     ValidationError,
 )
@@ -77,12 +81,12 @@ from conveyor.model import (
     not_applied,
     utcnow,
 )
-from conveyor.store.base import Store
+from conveyor.store.base import DEFAULT_SPACE, Store, refuse_default
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
-from conveyor.store.sqlite.migrations import apply_migrations
+from conveyor.store.sqlite.migrations import MIGRATIONS, apply_migrations
 from conveyor.store.sqlite.runner import ConnectionThread
-from conveyor.store.sqlite.wake import hub_for
+from conveyor.store.sqlite.wake import hub_for, remove_wake_directory
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -549,7 +553,11 @@ class SQLiteStore(Store):
     def _migrate_on(self, conn: sqlite3.Connection) -> list[str]:
         now = utcnow()
         seed = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=now, updated=now))
-        applied = apply_migrations(conn, seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))])
+        applied = apply_migrations(
+            conn,
+            seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))],
+            where=f"SQLite database {self.path}",
+        )
         if applied:
             log.info("SQLite database %s migrated: %s", self.path, ", ".join(applied))
         return applied
@@ -640,10 +648,43 @@ class SQLiteStore(Store):
         self._hub.local.notify()
 
     async def migrate(self) -> list[str]:
-        writer, _ = self._threads()
-        applied = await writer.submit(self._migrate_on, plain=True)
-        self._ready = True
-        return applied
+        """On the writer thread when the store is open; otherwise on a connection of its own, closed afterwards (a
+        thread of its own too, so busy retries and error mapping are the writer's)."""
+        with self._lock:
+            writer = self._writer if self._writer is not None and self._writer.alive else None
+        if writer is not None:
+            return await writer.submit(self._migrate_on, plain=True)
+        once = ConnectionThread(
+            "conveyor-sqlite-migrate",
+            lambda: self._connect(read_only=False),
+            self.path,
+            self.busy_retry,
+            transactional=True,
+        )
+        try:
+            return await once.submit(self._migrate_on, plain=True)
+        finally:
+            await once.stop()
+
+    def known_migrations(self) -> list[str]:
+        return [m.label for m in MIGRATIONS]
+
+    @classmethod
+    def isolated_url(cls, base_url: str, label: str, workdir: Path) -> str:
+        """`sqlite:///<workdir>/<label>.db`, with the base URL's options (busy_timeout, synchronous…)."""
+        _, _, query = base_url.partition("?")
+        path = quote(str((workdir / f"{label}.db").resolve()))
+        return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+    async def drop(self, *, allow_default: bool = False) -> None:
+        """Close, then delete the database file with its -wal, -shm and -journal files and its wake-up directory.
+        Refused for the default file (`conveyor.db`) unless allow_default. A file that also holds tables of the
+        application's own (transactional enqueue shares the application's file) is kept: only Conveyor's tables
+        are dropped from it, in one transaction."""
+        name = os.path.basename(self.path)
+        refuse_default("the SQLite database", DEFAULT_SPACE if name == f"{DEFAULT_SPACE}.db" else name, allow_default)
+        await self.close()
+        await asyncio.to_thread(_drop_files, self.path, self.busy_timeout)
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM conveyor_schema_migrations").fetchall())
@@ -1177,12 +1218,29 @@ class SQLiteStore(Store):
 
     # ---- namespaces ------------------------------------------------------------------------------------------
 
-    async def put_namespace(self, namespace: Namespace) -> Namespace:
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        if namespace.name == DEFAULT_NAMESPACE:  # seeded by every migrate: it always exists
+            raise NamespaceExists(namespace.name)
+        stored = replace(namespace, extra=dict(namespace.extra))
+
+        def run(conn: sqlite3.Connection) -> Namespace:
+            if conn.execute(q.INSERT_NAMESPACE_IF_ABSENT, (stored.name, _namespace_doc(stored))).rowcount == 0:
+                raise NamespaceExists(stored.name)
+            return stored
+
+        return await self._write(run)
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
         def run(conn: sqlite3.Connection) -> Namespace:
             row = conn.execute(q.SELECT_NAMESPACE, (namespace.name,)).fetchone()
+            old = None if row is None else _namespace_from_doc(row[0])
+            if expected_revision is not None:
+                if old is None:
+                    raise NamespaceNotFound(namespace.name)
+                if old.revision != expected_revision:
+                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
             stored = replace(namespace, extra=dict(namespace.extra))
-            if row is not None:
-                old = _namespace_from_doc(row[0])
+            if old is not None:
                 stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
             conn.execute(q.UPSERT_NAMESPACE, (stored.name, _namespace_doc(stored)))
             return stored
@@ -1317,11 +1375,57 @@ class SQLiteStore(Store):
 
         return await self._write(run)
 
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        def run(conn: sqlite3.Connection) -> tuple[str, bool]:
+            now = _now()
+            expires = None if ttl is None else now + _us(ttl)
+            if conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0:
+                return value, True
+            return str(conn.execute(q.KV_VALUE, (key,)).fetchone()[0]), False  # live: it refused the insert
+
+        return await self._write(run)
+
     async def kv_delete(self, key: str) -> None:
         await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
 
 
 PRUNE_CHUNK = 500
+
+
+def _drop_files(path: str, busy_timeout: float) -> None:
+    """`drop()` off the event loop: Conveyor's tables only, from a file shared with the application; otherwise the
+    file with its -wal, -shm and -journal files and its wake directory."""
+    if os.path.exists(path) and _drop_tables_if_shared(path, busy_timeout):
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+    remove_wake_directory(os.path.realpath(path))
+
+
+def _drop_tables_if_shared(path: str, busy_timeout: float) -> bool:
+    """When the file holds tables that are not Conveyor's (the application's own), drop Conveyor's tables from it
+    in one transaction and answer True (the file stays); otherwise change nothing and answer False."""
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open SQLite database {path} to drop it: {exc}") from exc
+    try:
+        if not conn.execute(q.FOREIGN_TABLES).fetchall():
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        for (table,) in conn.execute(q.CONVEYOR_TABLES).fetchall():
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute("COMMIT")
+        return True
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            return False  # not a database at all: nothing of anyone's to keep
+        raise StoreUnavailable(f"cannot drop Conveyor's tables from SQLite database {path}: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _pruner(status: str, before: int, chunk: int, namespace: str | None) -> Callable[[sqlite3.Connection], int]:

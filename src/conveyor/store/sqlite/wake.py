@@ -43,7 +43,7 @@ import time
 
 from conveyor.store.wake import LocalWaker
 
-__all__ = ["WakeHub", "hub_for", "wake_directory"]
+__all__ = ["WakeHub", "hub_for", "remove_wake_directory", "wake_directory"]
 
 log = logging.getLogger("conveyor.store.sqlite")
 
@@ -414,6 +414,25 @@ def _remove_stale(path: str) -> None:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_wake_directory(db_path: str) -> None:
+    """`SQLiteStore.drop`: remove the wake directory of a database being deleted (its sockets, then the directory);
+    anything in it that is not a wake socket stays, and so does the directory then."""
+    directory = wake_directory(db_path)
+    if directory is None or not os.path.isdir(directory):
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if _NAME.fullmatch(name):
+            _remove_stale(os.path.join(directory, name))
+    try:
+        os.rmdir(directory)
     except OSError:
         pass
 

@@ -3,8 +3,11 @@
 --   q:<pair>:ready:<task> / q:<pair>:sched:<task>, and q:<pair>:tasks lists every task the pair's counters have seen;
 -- * P:nsoff, the namespaces whose auto_run is off, is built from their documents.
 -- Attempt records keep their fields (a try number for old records, a lease token for new ones).
--- ARGV: prefix, version.  Returns 1 when it migrated, 0 when the layout was already at that version.
-if redis.call('HGET', P .. ':meta', 'schema') == ARGV[2] then return 0 end
+-- ARGV: prefix, version.  Returns {1, version} when it migrated, {0, version} when the layout was already at that
+-- version, and {-1, found} without changing anything when a newer Conveyor wrote a newer layout.
+local found = redis.call('HGET', P .. ':meta', 'schema')
+if found == ARGV[2] then return {0, found} end
+if found and tonumber(found) and tonumber(found) > tonumber(ARGV[2]) then return {-1, found} end
 for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
   local base = P .. ':q:' .. pair .. ':'
   for _, field in ipairs(redis.call('HKEYS', base .. 'n')) do
@@ -36,4 +39,4 @@ for i = 1, #docs, 2 do
   if cjson.decode(docs[i + 1]).auto_run == false then redis.call('SADD', P .. ':nsoff', docs[i]) end
 end
 redis.call('HSET', P .. ':meta', 'schema', ARGV[2])
-return 1
+return {1, ARGV[2]}
