@@ -716,15 +716,38 @@ class Conveyor:
         """The elected maintenance roles and who holds each (`conveyor workers` shows them)."""
         return await self._on_home(self.store.leaders)
 
-    async def aput_namespace(self, namespace: Namespace) -> Namespace:
-        """Create or replace a namespace's settings. Every rule is checked first (validate_namespace), and a
-        webhook URL must name a public address unless `webhook_allow_private` is set (conveyor.webhooks)."""
+    async def _checked_namespace(self, namespace: Namespace) -> Namespace:
+        """Every rule a namespace's settings follow (validate_namespace); a webhook URL must name a public address
+        unless `webhook_allow_private` is set (conveyor.webhooks)."""
         from conveyor.webhooks import check_webhook_url
 
         validate_namespace(namespace)
         if namespace.webhook_url:
             await check_webhook_url(namespace.webhook_url, allow_private=namespace.webhook_allow_private)
+        return namespace
+
+    async def aput_namespace(self, namespace: Namespace) -> Namespace:
+        """Create or replace a namespace's settings (whatever is stored is overwritten: to change some settings
+        use `aupdate_namespace`, which cannot lose a concurrent change). The rules are checked first."""
+        await self._checked_namespace(namespace)
         return await self._on_home(lambda: self.store.put_namespace(namespace))
+
+    async def acreate_namespace(self, namespace: Namespace) -> Namespace:
+        """Create a namespace, atomically, only if none of that name exists: raises NamespaceExists otherwise
+        (`default` always exists), so of two concurrent creates exactly one succeeds. The rules are checked first."""
+        await self._checked_namespace(namespace)
+        return await self._on_home(lambda: self.store.create_namespace(namespace))
+
+    async def aupdate_namespace(self, name: str, change: Callable[[Namespace], Namespace]) -> Namespace:
+        """Change a namespace: `change(current)` returns the new settings (e.g. `lambda ns: replace(ns,
+        auto_run=False)`), which are checked and written only if nobody changed the namespace meanwhile
+        (compare-and-set on its revision); otherwise it is read and `change` applied again, so concurrent updates of
+        different settings all land. `change` must be free of side effects. Raises NamespaceNotFound."""
+
+        async def checked(current: Namespace) -> Namespace:
+            return await self._checked_namespace(change(current))
+
+        return await self._on_home(lambda: self.store.update_namespace(name, checked))
 
     async def aget_namespace(self, name: str) -> Namespace:
         ns = await self._on_home(lambda: self.store.get_namespace(name))
@@ -748,6 +771,11 @@ class Conveyor:
         """Set a value (expiring after `ttl` seconds if given); with `only_if_absent`, an atomic test-and-set that
         answers whether this call set it (the first of several processes wins)."""
         return await self._on_home(lambda: self.store.kv_set(key, value, ttl=ttl, only_if_absent=only_if_absent))
+
+    async def akv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        """Put `value` only when the key has no live value, atomically; answer the value in place and whether this
+        call put it (reserve-and-read in one step: the primitive of every replay-once protocol)."""
+        return await self._on_home(lambda: self.store.kv_setdefault(key, value, ttl=ttl))
 
     async def akv_delete(self, key: str) -> None:
         await self._on_home(lambda: self.store.kv_delete(key))
@@ -824,6 +852,12 @@ class Conveyor:
 
     def put_namespace(self, namespace: Namespace) -> Namespace:
         return self._sync(lambda: self.aput_namespace(namespace))
+
+    def create_namespace(self, namespace: Namespace) -> Namespace:
+        return self._sync(lambda: self.acreate_namespace(namespace))
+
+    def update_namespace(self, name: str, change: Callable[[Namespace], Namespace]) -> Namespace:
+        return self._sync(lambda: self.aupdate_namespace(name, change))
 
     def get_namespace(self, name: str) -> Namespace:
         return self._sync(lambda: self.aget_namespace(name))

@@ -36,15 +36,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.model import JSON
+from conveyor.store import isolated_url, open_store, store_class
 
 NOOP_TASK = "bench:noop"
 HTTP_ENQUEUE_PATH = "/api/jobs/enqueue"
@@ -79,7 +79,7 @@ class IsolatedStore:
 
     url: str
     kind: str
-    cleanup: Callable[[], None]
+    cleanup: Callable[[], Awaitable[None]]
     where: str = ""
 
 
@@ -88,12 +88,29 @@ def store_kind(url: str) -> str:
     return {"postgres": "postgresql", "rediss": "redis"}.get(scheme, scheme)
 
 
-def _with_param(url: str, key: str, value: str | None) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key]
-    if value is not None:
-        query.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+def isolate(url: str | None) -> IsolatedStore:
+    """Derive a fresh, empty store from the URL the user gave, never touching the data that URL names: the store's
+    own isolated space beside it (`conveyor.store.isolated_url`), deleted afterwards with `Store.drop`."""
+    base = url or "sqlite://"
+    kind = store_kind(base)
+    store_class(base)  # an unsupported URL fails here, before anything is made
+    label = f"conveyor_bench_{uuid.uuid4().hex[:12]}"
+    tmp: str | None = None
+    if kind == "sqlite":  # a directory of its own beside the given file (same file system), or in the temp dir
+        rest = base.split(":///", 1)[1] if ":///" in base else ""
+        path_part = rest.partition("?")[0]
+        parent = Path(path_part).parent if path_part and path_part != ":memory:" else Path(tempfile.gettempdir())
+        tmp = tempfile.mkdtemp(prefix="conveyor-bench-", dir=parent.resolve())
+        label = "bench"
+    fresh = isolated_url(base, label, Path(tmp or tempfile.gettempdir()))
+
+    async def cleanup() -> None:
+        await open_store(fresh).drop()
+        if tmp is not None:
+            await asyncio.to_thread(_remove_tree, tmp)
+
+    where = {"sqlite": f"{tmp}/{label}.db", "postgresql": f"schema {label}", "redis": f"key prefix {label}"}
+    return IsolatedStore(fresh, kind, cleanup, where.get(kind, "in memory"))
 
 
 def _remove_tree(path: str) -> None:
@@ -104,68 +121,6 @@ def _remove_tree(path: str) -> None:
         if not os.path.exists(path):
             return
         time.sleep(0.05)
-
-
-def isolate(url: str | None) -> IsolatedStore:
-    """Derive a fresh, empty store from the URL the user gave, never touching the data that URL names."""
-    token = uuid.uuid4().hex[:12]
-    if url is None:
-        tmp = tempfile.mkdtemp(prefix="conveyor-bench-")
-        return IsolatedStore(f"sqlite:///{tmp}/bench.db", "sqlite", lambda: _remove_tree(tmp), f"{tmp}/bench.db")
-    kind = store_kind(url)
-    if kind == "sqlite":
-        rest = url.split(":///", 1)[1] if ":///" in url else ""
-        path_part, _, query = rest.partition("?")
-        parent = Path(path_part).parent if path_part and path_part != ":memory:" else Path(tempfile.gettempdir())
-        tmp = tempfile.mkdtemp(prefix="conveyor-bench-", dir=parent.resolve())
-        fresh = f"sqlite:///{tmp}/bench.db" + (f"?{query}" if query else "")
-        return IsolatedStore(fresh, kind, lambda: _remove_tree(tmp), f"{tmp}/bench.db")
-    if kind == "postgresql":
-        schema = f"conveyor_bench_{token}"
-        base = _with_param(url, "schema", None)
-
-        def drop_schema() -> None:
-            import psycopg
-
-            with psycopg.connect(base, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-        return IsolatedStore(_with_param(url, "schema", schema), kind, drop_schema, f"schema {schema}")
-    if kind == "redis":
-        prefix = f"conveyor-bench-{token}"
-        base = _with_param(url, "prefix", None)
-
-        def delete_keys() -> None:
-            import redis
-
-            client = redis.Redis.from_url(base)
-            try:
-                batch: list[Any] = []
-                for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-                    batch.append(key)
-                    if len(batch) >= 500:
-                        client.delete(*batch)
-                        batch.clear()
-                if batch:
-                    client.delete(*batch)
-            finally:
-                client.close()
-
-        return IsolatedStore(_with_param(url, "prefix", prefix), kind, delete_keys, f"key prefix {prefix}")
-    if kind == "memory":
-        fresh = f"memory://bench-{token}"
-
-        def forget() -> None:
-            from conveyor.store.memory import MemoryStore
-
-            forget_fn = getattr(MemoryStore, "forget", None)
-            if callable(forget_fn):
-                forget_fn(fresh)
-
-        return IsolatedStore(fresh, kind, forget, "in memory")
-    from conveyor.errors import UnsupportedURL
-
-    raise UnsupportedURL(url)
 
 
 # ---- machine -----------------------------------------------------------------------------------------------------
@@ -776,7 +731,7 @@ async def run_bench_async(config: BenchConfig, *, show_progress: bool = False) -
         if handled:
             loop.remove_signal_handler(signal.SIGTERM)
         if not config.keep:
-            await asyncio.to_thread(isolated.cleanup)
+            await isolated.cleanup()
 
 
 async def _with_report(config: BenchConfig, isolated: IsolatedStore | None, show_progress: bool) -> dict[str, JSON]:

@@ -1,10 +1,11 @@
 """Run a request once per key: the one idempotency protocol behind every API that takes a retry key (the HTTP
 API's `Idempotency-Key`, GS2's `X-GS2-DUPLICATION-AVOIDER`).
 
-The first request reserves the key in the store's key-value space (an atomic only-if-absent set, so two API nodes
-racing on one key cannot both run), runs, then replaces the reservation with its answer for `ttl` seconds; later
-requests with the key get that answer back. A request that fails (raises, or answers 4xx/5xx) releases the key so
-the client can fix and retry. A reuse while the first is still running raises `InProgress`.
+The first request reserves the key in the store's key-value space (`Store.kv_setdefault`: reserve-or-read in one
+atomic step, so two API nodes racing on one key cannot both run), runs, then replaces the reservation with its
+answer for `ttl` seconds; later requests with the key get that answer back. A request that fails (raises, or
+answers 4xx/5xx) releases the key so the client can fix and retry. A reuse while the first is still running raises
+`InProgress`.
 
 When a `fingerprint` is given, a reuse with a different one raises `KeyReused` (Stripe's rule: one key, one
 request). `fingerprint_json` makes it from the request's *meaning*: canonical JSON (keys sorted, no whitespace),
@@ -70,24 +71,16 @@ async def once(
     """Run `run()` once per (scope, key) and replay its answer (status < 400) to later calls; see the module doc."""
     kv_key = "idem:" + hashlib.sha256(f"{scope}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()
     store = app.store
-
-    async def reserve() -> bool:
-        return await store.kv_set(kv_key, _PENDING, ttl=RESERVATION_TTL, only_if_absent=True)
-
-    for _ in range(2):  # a key that expires between the reserve and the read is reserved once more
-        if await app._on_home(reserve):
-            break
-        stored = await app._on_home(lambda: store.kv_get(kv_key))
-        if stored is None:
-            continue
+    # Reserve and read in one atomic step (Store.kv_setdefault): no window in which the reservation can expire or
+    # be taken between the two, so two requests with one key can never both run.
+    stored, reserved = await app._on_home(lambda: store.kv_setdefault(kv_key, _PENDING, ttl=RESERVATION_TTL))
+    if not reserved:
         if stored == _PENDING:
             raise InProgress("A request with this key is in progress; retry shortly")
         saved = json.loads(stored)
         if fingerprint is not None and saved.get("fingerprint") not in (None, fingerprint):
             raise KeyReused("This idempotency key was used with a different request", field="Idempotency-Key")
         return Answer(saved["status"], saved["body"], replayed=True)
-    else:
-        raise InProgress("A request with this key is in progress; retry shortly")
     try:
         answer = await run()
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 from pathlib import Path
@@ -63,12 +64,12 @@ def test_isolation_never_reuses_the_given_store() -> None:
     pg = isolate("postgresql://postgres@127.0.0.1:5432/test?schema=mine&connect_timeout=3")
     assert "schema=conveyor_bench_" in pg.url and "schema=mine" not in pg.url and "connect_timeout=3" in pg.url
     rd = isolate("redis://127.0.0.1:6379/0?prefix=mine")
-    assert "prefix=conveyor-bench-" in rd.url and "prefix=mine" not in rd.url
+    assert "prefix=conveyor_bench_" in rd.url and "prefix=mine" not in rd.url
     tmp = isolate(None)
     try:
         assert tmp.url.startswith("sqlite:////") and tmp.url.endswith("/bench.db")
     finally:
-        tmp.cleanup()
+        asyncio.run(tmp.cleanup())
 
 
 @pytest.mark.skipif(importlib.util.find_spec("conveyor.server") is None, reason="the HTTP server is not installed")

@@ -21,9 +21,8 @@ from conveyor.cli.output import (
     stats_dict,
     when,
 )
-from conveyor.errors import StoreUnavailable, ValidationError
+from conveyor.errors import NamespaceExists, ValidationError
 from conveyor.model import JSON, Namespace, QueueInfo, Stats, WorkerInfo, utcnow
-from conveyor.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
@@ -349,11 +348,13 @@ def create_namespace(
 
     async def body() -> Namespace:
         async with app:
-            if name != "default" and any(ns.name == name for ns in await app.alist_namespaces()):
-                raise ValidationError(f"namespace {name!r} already exists; change it with `conveyor namespaces update`")
-            if name == "default":
-                raise ValidationError("namespace 'default' always exists; change it with `conveyor namespaces update`")
-            return await app.aput_namespace(Namespace(name=name, **settings))
+            try:
+                return await app.acreate_namespace(Namespace(name=name, **settings))
+            except NamespaceExists:
+                how = "always exists" if name == "default" else "already exists"
+                raise ValidationError(
+                    f"namespace {name!r} {how}; change it with `conveyor namespaces update`"
+                ) from None
 
     ns = run(body)
     if as_json:
@@ -396,8 +397,7 @@ def update_namespace(
 
     async def body() -> Namespace:
         async with app:
-            current = await app.aget_namespace(name)
-            return await app.aput_namespace(dataclasses.replace(current, **settings))
+            return await app.aupdate_namespace(name, lambda current: dataclasses.replace(current, **settings))
 
     ns = run(body)
     if as_json:
@@ -464,34 +464,6 @@ def schedules(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 # ---- migrate -----------------------------------------------------------------------------------------------------
 
 
-async def _migrate(store: Store) -> list[str]:
-    """Apply pending migrations and return their names, on every store.
-
-    Stores differ in one detail: some migrate without being opened (SQLite, Redis), others only once open, and
-    `open()` itself applies pending migrations (PostgreSQL). So: try `migrate()` first; if the store says it is
-    not open, open it while recording what `open()`'s own `migrate()` call applied, then ask again."""
-    try:
-        return await store.migrate()
-    except StoreUnavailable as exc:
-        if "not open" not in exc.message:
-            raise
-    original = store.migrate
-    applied: list[str] = []
-
-    async def recording() -> list[str]:
-        names = await original()
-        applied.extend(names)
-        return names
-
-    setattr(store, "migrate", recording)  # noqa: B010 - an instance attribute, only for the duration of open()
-    try:
-        await store.open()
-    finally:
-        delattr(store, "migrate")
-    applied.extend(await store.migrate())
-    return applied
-
-
 def migrate(ctx: typer.Context) -> None:
     """Apply pending schema migrations (safe while other processes run; they also run on start)."""
     app = load_app(ctx)
@@ -500,7 +472,7 @@ def migrate(ctx: typer.Context) -> None:
         from conveyor.server import tokens
 
         try:
-            applied = await _migrate(app.store)
+            applied = await app.store.migrate()  # the same contract on every store (store/base.py "Migrations")
             if await tokens.migrate_legacy(app.store):
                 applied.append("auth settings: the plain admin token hashed (server:auth)")
             return applied

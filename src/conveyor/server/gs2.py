@@ -43,6 +43,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import (
     Conflict,
     ConveyorError,
+    NamespaceExists,
     NotFound,
     ValidationError,
 )
@@ -592,12 +593,11 @@ class _GS2Api:
             raise GS2Error(400, "name", exc.message, "jobQueue.name.error.invalid") from None
         assert isinstance(name, str)
         try:
-            await self.app.aget_namespace(name)
-        except NotFound:
-            pass
-        else:
-            raise GS2Error(409, "name", f"namespace already exists: {name}", "jobQueue.namespace.error.duplicate")
-        stored = await self.app.aput_namespace(namespace_from_gs2(body, None, name))
+            stored = await self.app.acreate_namespace(namespace_from_gs2(body, None, name))
+        except NamespaceExists:
+            raise GS2Error(
+                409, "name", f"namespace already exists: {name}", "jobQueue.namespace.error.duplicate"
+            ) from None
         return {"item": namespace_to_gs2(stored, self.grn)}
 
     async def get_namespace_status(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
@@ -610,8 +610,13 @@ class _GS2Api:
     async def update_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
         """GS2 UpdateNamespace. Fields left out keep their value (the SDK only sends the ones that are set)."""
         body = await json_body(request)
-        existing = await self._namespace(namespaceName)
-        stored = await self.app.aput_namespace(namespace_from_gs2(body, existing, namespaceName))
+        await self._namespace(namespaceName)  # GS2's own not-found answer
+        try:
+            stored = await self.app.aupdate_namespace(
+                namespaceName, lambda current: namespace_from_gs2(body, current, namespaceName)
+            )
+        except NotFound:  # deleted meanwhile
+            raise _ns_not_found(namespaceName) from None
         return {"item": namespace_to_gs2(stored, self.grn)}
 
     async def delete_namespace(self, request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803

@@ -242,8 +242,9 @@ async def push_by_sheet(app: Conveyor, grn: Grn, sheet: object, key_id: object) 
     ttl = _record_ttl(body)
     ids = new_job_ids(len(entries))
     reservation = json.dumps({"state": "pending", "ids": ids})
-    if not await app.akv_set(key, reservation, ttl=ttl, only_if_absent=True):
-        stored = json.loads(await app.akv_get(key) or reservation)
+    text, reserved = await app.akv_setdefault(key, reservation, ttl=ttl)  # reserve, or read who did, in one step
+    if not reserved:
+        stored = json.loads(text)
         if stored.get("state") == "done":
             answer: dict[str, JSON] = stored["answer"]
             return answer
@@ -306,8 +307,9 @@ async def delete_by_task(
     if stored is None:
         job = await _user_job(app, namespace, user_id, name)
         item = job_to_gs2(job, grn)
-        if not await app.akv_set(key, json.dumps({"state": "pending", "item": item}), ttl=ttl, only_if_absent=True):
-            stored = json.loads(await app.akv_get(key) or "{}")
+        text, reserved = await app.akv_setdefault(key, json.dumps({"state": "pending", "item": item}), ttl=ttl)
+        if not reserved:
+            stored = json.loads(text)
             if stored.get("state") == "done":
                 again: dict[str, JSON] = stored["answer"]
                 return again

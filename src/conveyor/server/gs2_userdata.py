@@ -47,10 +47,8 @@ def _not_found(component: str, message: str) -> GS2Error:
 
 
 async def _secret(app: Conveyor) -> bytes:
-    fresh = secrets.token_urlsafe(32)
-    if await app.akv_set(SECRET_KEY, fresh, only_if_absent=True):
-        return fresh.encode()
-    return (await app.akv_get(SECRET_KEY) or fresh).encode()
+    secret, _ = await app.akv_setdefault(SECRET_KEY, secrets.token_urlsafe(32))  # the first process's wins
+    return secret.encode()
 
 
 async def _signed_url(app: Conveyor, request: Request, path: str) -> str:

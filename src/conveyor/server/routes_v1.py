@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.errors import Conflict, JobNotFound, NamespaceNotFound, NotFound, ValidationError
+from conveyor.errors import Conflict, JobNotFound, NamespaceExists, NamespaceNotFound, NotFound, ValidationError
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     MAX_INT_PARAMETER,
@@ -411,10 +411,10 @@ async def create_namespace(body: NamespaceCreate, ctx: ServerContext = Depends(g
     name = _name(body.name, "namespace")
     changes = _settings(body)
     changes.pop("name", None)
-    existing = await ctx.app.alist_namespaces()
-    if any(ns.name == name for ns in existing):
-        raise Conflict(f"Namespace {name!r} already exists; update it with PATCH /api/v1/namespaces/{name}")
-    stored = await ctx.app.aput_namespace(Namespace(name=name, **changes))
+    try:
+        stored = await ctx.app.acreate_namespace(Namespace(name=name, **changes))
+    except NamespaceExists:
+        raise Conflict(f"Namespace {name!r} already exists; update it with PATCH /api/v1/namespaces/{name}") from None
     return JSONResponse(namespace_json(stored), status_code=201)
 
 
@@ -431,8 +431,10 @@ async def get_namespace(name: str, ctx: ServerContext = Depends(get_context)) ->
 @admin.patch("/namespaces/{name}", response_model=NamespaceOut, tags=["namespaces"], summary="Update")
 async def update_namespace(name: str, body: NamespaceBody, ctx: ServerContext = Depends(get_context)) -> JSONResponse:
     """Only the given fields change; an empty `webhook_url` or `webhook_secret` removes it."""
-    current = await ctx.app.aget_namespace(_name(name, "namespace"))
-    stored = await ctx.app.aput_namespace(dataclasses.replace(current, **_settings(body)))
+    changes = _settings(body)
+    stored = await ctx.app.aupdate_namespace(
+        _name(name, "namespace"), lambda current: dataclasses.replace(current, **changes)
+    )
     return JSONResponse(namespace_json(stored))
 
 
