@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -89,6 +90,39 @@ def test_attempts_and_dead_letters(start_server: StartServer, store_url: str) ->
         lambda: [w for w in admin.get("/api/v1/workers").json()["items"] if slow["id"] in w["running"]], timeout=10
     )
     assert running
+
+
+def test_concurrent_namespace_creates_and_updates_lose_nothing(server: LiveServer) -> None:
+    """Ten creates of one name at once: one 201, nine 409, and the settings stored are the winner's. Eight PATCHes of
+    different settings at once: every one lands (read-then-put let every create "succeed" and the last write win)."""
+    admin = server.admin
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(
+            pool.map(
+                lambda i: admin.post("/api/v1/namespaces", json={"name": "race", "description": f"writer {i}"}),
+                range(10),
+            )
+        )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 9, [r.text for r in answers]
+    winner = next(r.json() for r in answers if r.status_code == 201)
+    assert admin.get("/api/v1/namespaces/race").json()["description"] == winner["description"]
+    changes: list[dict[str, Any]] = [
+        {"description": "changed"},
+        {"auto_run": False},
+        {"max_attempts": 7},
+        {"completed_retention": 61.0},
+        {"failed_retention": 62.0},
+        {"push_notification": True},
+        {"run_notification": True},
+        {"run_retry_backoff": True},
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda body: admin.patch("/api/v1/namespaces/race", json=body).status_code, changes))
+    assert codes == [200] * 8
+    stored = admin.get("/api/v1/namespaces/race").json()
+    for body in changes:
+        for key, value in body.items():
+            assert stored[key] == value, (key, stored)
 
 
 def test_namespaces_crud(server: LiveServer) -> None:

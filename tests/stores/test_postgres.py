@@ -695,3 +695,14 @@ def test_url_parsing_strips_schema_and_keeps_libpq_parameters() -> None:
     assert schema == "app_jobs"
     assert conninfo == "postgresql://postgres@127.0.0.1:5432/test?options=-c%20statement_timeout%3D5000"
     assert parse_url("postgres://u@h/db")[0] == "postgres://u@h/db"
+
+
+async def test_drop_refuses_schemas_that_are_not_conveyors() -> None:
+    """Never opened: nothing may be touched, whatever drop() does."""
+    from conveyor.errors import ValidationError
+
+    for schema in ("public", "pg_catalog", "information_schema"):
+        with pytest.raises(ValidationError, match="not Conveyor's own"):
+            await PostgresStore(f"{backend.SERVER_URL}?schema={schema}").drop(allow_default=True)
+    with pytest.raises(ValidationError, match="default"):
+        await PostgresStore(backend.SERVER_URL).drop()

@@ -534,3 +534,19 @@ async def test_max_connections_bounds_the_script_connections_too(url: str) -> No
         assert (await store.stats()).pending == 40
     finally:
         await store.close()
+
+
+async def test_drop_deletes_only_its_own_prefix_even_with_glob_characters(raw: aioredis.Redis) -> None:
+    """A prefix is a literal: `a*` must not take `ab`'s keys with it (SCAN MATCH patterns are escaped)."""
+    tag = f"cv_glob_{random.randrange(1 << 30)}"
+    base, _ = split_url(fresh_url(Path("/unused")))
+    star, plain = RedisStore(f"{base}?prefix={tag}*"), RedisStore(f"{base}?prefix={tag}b")
+    for s in (star, plain):
+        await s.open()
+        await s.kv_set("k", "v")
+    try:
+        await star.drop()
+        assert [k async for k in raw.scan_iter(match=f"{tag}\\**", count=1000)] == []
+        assert await plain.kv_get("k") == "v"
+    finally:
+        await plain.drop()

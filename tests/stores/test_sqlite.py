@@ -5,6 +5,7 @@ group commit of the writer thread. The shared behaviour is in tests/conformance.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sqlite3
 import time
@@ -599,3 +600,37 @@ async def test_close_stops_the_checkpoint_thread(url: str) -> None:
     assert checkpointer is not None and checkpointer.alive
     await s.close()
     assert not checkpointer.alive and s._checkpointer is None
+
+
+async def test_drop_keeps_a_file_shared_with_the_application(url: str) -> None:
+    """A file that also holds the application's tables (transactional enqueue) loses only Conveyor's tables."""
+    path, _ = parse_sqlite_url(url)
+    store = SQLiteStore(url)
+    await store.open()
+    await store.enqueue([job("t")])
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        conn.execute("INSERT INTO orders (item) VALUES ('book')")
+    await store.drop()
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"orders"}
+        assert conn.execute("SELECT item FROM orders").fetchall() == [("book",)]
+    again = SQLiteStore(url)
+    await again.open()  # Conveyor's tables come back, empty
+    try:
+        assert (await again.stats()).total == 0
+    finally:
+        await again.close()
+
+
+async def test_drop_removes_the_file_and_its_companions(url: str) -> None:
+    path, _ = parse_sqlite_url(url)
+    store = SQLiteStore(url)
+    await store.open()
+    await store.wait_for_jobs(0.01)  # binds a wake socket beside the file
+    await store.drop()
+    leftovers = [p for p in os.listdir(os.path.dirname(path)) if p.startswith(os.path.basename(path))]
+    assert leftovers == []
+    with pytest.raises(ValidationError, match="default"):
+        await SQLiteStore(f"sqlite:///{os.path.dirname(path)}/conveyor.db").drop()
