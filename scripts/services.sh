@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the real PostgreSQL and Redis that the test suite talks to are installed and running.
+# Make sure the real PostgreSQL and Redis that the test suite talks to are installed and running, and the network
+# tools the partition test needs (iproute2, nftables) are installed.
 # Installs them from Debian's packages when missing, starts them when stopped, and FAILS (never skips) when a
 # store cannot be brought up: the conformance suite must prove every store.
 set -euo pipefail
@@ -44,4 +45,8 @@ if ! redis_up; then
   for _ in $(seq 1 30); do redis_up && break; sleep 0.5; done
 fi
 redis_up || { echo "services: Redis is not reachable on 127.0.0.1:$REDIS_PORT — the suite needs it" >&2; exit 1; }
-echo "services: PostgreSQL and Redis are up"
+# The partition test (tests/faults/test_partition.py) builds worker hosts from network namespaces and cuts them off
+# with an nftables rule inside a host's namespace: it needs iproute2 and nftables (and root, as CI has).
+if ! command -v ip >/dev/null 2>&1; then echo "services: installing iproute2"; apt_install iproute2; fi
+if ! command -v nft >/dev/null 2>&1; then echo "services: installing nftables"; apt_install nftables; fi
+echo "services: PostgreSQL and Redis are up; ip and nft are installed"
