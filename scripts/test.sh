@@ -19,7 +19,7 @@ if [ ! -x /usr/bin/chromium ]; then  # the admin UI is tested in a real browser
     || { echo "test: could not install Chromium (apt-get install chromium)" >&2; exit 1; }
 fi
 
-echo "== ruff"; .venv/bin/ruff check src tests examples; .venv/bin/ruff format --check src tests examples
+echo "== ruff"; .venv/bin/ruff check src tests examples scripts; .venv/bin/ruff format --check src tests examples scripts
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter (the layer contract: pyproject.toml [tool.importlinter])"; .venv/bin/lint-imports --no-cache
 echo "== pytest (stores: ${CONVEYOR_TEST_STORES:-memory,sqlite,postgresql,redis})"

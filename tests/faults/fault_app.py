@@ -6,7 +6,8 @@ compares these independent records with what the store says happened: which run'
 (the job's result), and which attempts were recorded. A store that applies a completion to the wrong claim, loses
 a job, or accepts two completions shows up there, whatever the worker or the store believe.
 
-Environment: CONVEYOR_URL (the store), FAULTLAB_DIR (where the side logs go: one file per process).
+Environment: CONVEYOR_URL (the store), FAULTLAB_DIR (where the side logs go: one file per process),
+FAULTLAB_STORE_OPTIONS (a JSON object of store keyword options, e.g. {"fast_worker_commits": false}).
 Lines are written with one `os.write` on an O_APPEND descriptor: they reach the kernel before the handler goes on,
 so a SIGKILL of the worker loses none, and lines of concurrent handlers never interleave.
 """
@@ -14,6 +15,7 @@ so a SIGKILL of the worker loses none, and lines of concurrent handlers never in
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
@@ -45,7 +47,8 @@ class SideLog:
 
 
 def make_app() -> Conveyor:
-    app = Conveyor(os.environ.get("CONVEYOR_URL"))
+    options = json.loads(os.environ.get("FAULTLAB_STORE_OPTIONS") or "{}")
+    app = Conveyor(os.environ.get("CONVEYOR_URL"), **options)
     side = SideLog(os.environ.get("FAULTLAB_DIR", "."))
 
     @app.task(TASK, timeout=600)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +158,12 @@ class Report:
         return {k: v[:n] for k, v in named.items() if v}
 
 
+def _token(attempt: Attempt) -> str | None:
+    """The fencing token an attempt record was made under, where the store records one."""
+    token = getattr(attempt, "lease_token", None)
+    return str(token) if token is not None else None
+
+
 def _newer(other: Run, run: Run) -> bool:
     """Whether `other` claimed the job after `run` did: a higher try, or the same try/token claimed again later
     (the store forgot the first claim)."""
@@ -203,9 +209,18 @@ def analyse(
                 )
             else:
                 seen_tokens[r.token] = r
-        recorded = {(a.try_number, a.worker_id) for a in attempts}
+        # Each attempt record accounts for one run: the run of its claim's token where the store records tokens,
+        # else one run of its (try, worker) — runs beyond that have no record (before fencing tokens, two runs
+        # under one try could have at most one: attempts were keyed by try number).
+        tokens = {t for a in attempts if (t := _token(a)) is not None}
+        records = Counter((a.try_number, a.worker_id) for a in attempts if _token(a) is None)
         for r in job_runs:
-            if (r.try_number, r.worker_id) not in recorded:
+            key = (r.try_number, r.worker_id)
+            if r.token in tokens:
+                continue
+            if records[key] > 0:
+                records[key] -= 1
+            else:
                 report.unrecorded_runs.append(f"{job_id}: try {r.try_number} by {r.worker_id} (run {r.run})")
         if job.status is JobStatus.COMPLETED:
             result = job.result if isinstance(job.result, dict) else {}
@@ -223,7 +238,12 @@ def analyse(
                     f"(token {rival.token}) had claimed it for {rival.worker_id}"
                 )
             for a in done:
-                if a.worker_id != accepted.worker_id or a.try_number != accepted.try_number:
+                token = _token(a)
+                if (
+                    (token is not None and token != accepted.token)
+                    or a.worker_id != accepted.worker_id
+                    or (a.try_number != accepted.try_number)
+                ):
                     report.merged_attempts.append(
                         f"{job_id}: result of try {accepted.try_number} by {accepted.worker_id}, but the completed "
                         f"attempt says try {a.try_number} by {a.worker_id}"

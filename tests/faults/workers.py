@@ -4,6 +4,7 @@ optionally inside a network-namespace host, logging to a file of its own."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ class WorkerProcess:
         concurrency: int = 10,
         prefix: Sequence[str] = (),
         extra: Sequence[str] = (),
+        store_options: dict[str, object] | None = None,
     ) -> None:
         self.lab = lab
         self.url = url
@@ -51,6 +53,7 @@ class WorkerProcess:
             "FAULTLAB_DIR": str(lab.dir / "side"),
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
             "PYTHONUNBUFFERED": "1",
+            "FAULTLAB_STORE_OPTIONS": json.dumps(store_options or {}),
         }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*prefix, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -89,7 +92,7 @@ class WorkerProcess:
 
     def refused(self) -> list[str]:
         """Job ids whose completion this worker reported and the store refused (the worker logs each one)."""
-        return re.findall(r"job (\S+): outcome not applied", self.log())
+        return re.findall(r"job ([0-9a-f-]{36})\b[^\n]*?(?:outcome not applied|stale claim refused)", self.log())
 
     def started(self) -> bool:
         return "started: queues=" in self.log()
