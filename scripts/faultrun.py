@@ -7,8 +7,8 @@ mid-run — then an audit of what the store did against what the handlers did. S
 
 Per store: a private server (PostgreSQL cluster or redis-server with appendonly, on free ports; the machine's shared
 servers are never touched) or a SQLite file, a backlog of `--jobs` jobs (each sleeps a random 100-300 ms and writes
-its start and end to a side log), `--workers` `conveyor worker --lease 10` processes. Every 5-10 s a random worker
-gets SIGKILL and is started again under a new id. Once `--crash-at` of the backlog is done the store server
+its start and end to a side log), `--workers` `conveyor worker --lease 10` processes. Every 5-10 s a random running
+worker gets SIGKILL and is started again under a new id. Once `--crash-at` of the backlog is done the store server
 crashes and restarts (PostgreSQL: `pg_ctl restart -m immediate`; Redis: kill -9 and restart on its AOF; SQLite has
 no server: the SIGKILLs of the workers that write it are its crashes). After the backlog has drained the workers
 stop gracefully, and the ledger (tests/faults/ledger.py) reports jobs lost, stuck and failed, duplicate and foreign

@@ -154,8 +154,11 @@ async def _drive(run: Run, store: Store, ids: list[str], rng: random.Random) -> 
             crashed = True
             await _crash_store(run)
             continue
-        if stats.pending > 0 and now >= next_kill:
-            slot = rng.randrange(len(run.workers))
+        # A random worker that is running (its start-up done: on a loaded machine that takes seconds, and killing
+        # workers before they ever claim would test nothing).
+        running = [i for i, w in enumerate(run.workers) if w.started()]
+        if stats.pending > 0 and now >= next_kill and running:
+            slot = rng.choice(running)
             victim = run.workers[slot]
             at = victim.kill()
             run.kills.append(Kill(at, victim.worker_id, victim.pid))
