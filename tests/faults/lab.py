@@ -19,11 +19,13 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(os.environ.get("CONVEYOR_FAULTS_DIR", "/tmp/conveyor-faults"))
 NETNS_PREFIX = "cvf-"  # every network namespace a lab creates is named cvf-<lab id>-<host>
+_BUILDING = ".building-"
 
 
 def pg_bin(name: str) -> str:
@@ -52,9 +54,13 @@ class Lab:
         os.chmod(ROOT, 0o755)  # the postgres OS user must reach its data directory below
         self.id = secrets.token_hex(3)
         self.dir = ROOT / self.id
-        self.dir.mkdir(mode=0o755)
-        self._lock = os.open(self.dir / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        # The directory appears under its name with its lock already held (built aside, then renamed): a lab
+        # starting elsewhere at this moment must never find it unlocked and take it for a dead run's.
+        building = ROOT / f"{_BUILDING}{self.id}"
+        building.mkdir(mode=0o755)
+        self._lock = os.open(building / "lock", os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        building.rename(self.dir)
         self._cleanups: list[Callable[[], None]] = []
         self.closed = False
 
@@ -100,11 +106,16 @@ def reap_leftovers() -> list[str]:
     removed: list[str] = []
     if ROOT.is_dir():
         for lab_dir in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+            if lab_dir.name.startswith(_BUILDING):  # being built: removed only if its builder died long ago
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - lab_dir.stat().st_mtime > 60:
+                        shutil.rmtree(lab_dir, ignore_errors=True)
+                continue
             lock_path = lab_dir / "lock"
             try:
                 fd = os.open(lock_path, os.O_RDWR)
             except FileNotFoundError:
-                fd = None  # a lab that died while creating its directory
+                fd = None  # not a lab directory made by this code: nothing can own it
             if fd is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,15 +129,33 @@ def reap_leftovers() -> list[str]:
             finally:
                 if fd is not None:
                     os.close(fd)
-    live = {p.name for p in ROOT.iterdir()} if ROOT.is_dir() else set()
     if shutil.which("ip"):
+        # Namespaces first, labs second: a lab's directory exists before its namespaces, so every namespace listed
+        # here whose lab is alive has its directory in `live`.
         listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        live = {p.name for p in ROOT.iterdir()} if ROOT.is_dir() else set()
         for line in listing.stdout.splitlines():
             name = line.split()[0] if line.split() else ""
-            if name.startswith(NETNS_PREFIX) and name.split("-")[1] not in live:
+            owner = name.removeprefix(NETNS_PREFIX).split("-")[0]
+            if owner.startswith("probe"):  # netns.preflight's probe: its process's own to delete
+                if owner[5:].isdigit() and _alive(int(owner[5:])):
+                    continue
+            elif owner in live:
+                continue
+            if name.startswith(NETNS_PREFIX):
                 subprocess.run(["ip", "netns", "delete", name], capture_output=True)
                 removed.append(f"netns {name}")
     return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_resources(lab_dir: Path) -> list[str]:
@@ -155,12 +184,13 @@ def _remove_resources(lab_dir: Path) -> list[str]:
 
 
 def _kill_if_ours(pid: int, markers: list[str]) -> None:
-    """SIGKILL a process a lab started, if it is still that process (pids get reused): its command line must
-    contain every marker recorded with it."""
+    """SIGKILL a process a lab started, if it is still that process (pids get reused): every marker recorded with
+    it must be a word of its command line (or a path ending in it)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         return
-    if all(m in cmdline for m in markers):
+    words = cmdline.split()
+    if all(any(w == m or w.endswith("/" + m) for w in words) for m in markers):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

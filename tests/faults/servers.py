@@ -73,6 +73,14 @@ class PrivatePostgres:
             # initdb trusts loopback only; the worker hosts connect over their veth links (test-only cluster)
             with open(self.datadir / "pg_hba.conf", "a") as hba:
                 hba.write("host all all 0.0.0.0/0 trust\n")
+            for _ in range(4):  # a port found free can be taken by another test's server before ours binds it
+                try:
+                    self._ctl("start")
+                    return
+                except RuntimeError:
+                    if "postmaster.pid" in os.listdir(self.datadir):
+                        raise
+                    self.port = free_port(self.listen[0])
         self._ctl("start")
 
     def _ctl(self, action: str, *extra: str) -> None:
@@ -122,6 +130,20 @@ class PrivateRedis:
         return f"redis://{host or self.bind[0]}:{self.port}/{db}"
 
     def start(self, timeout: float = 20.0) -> None:
+        """Start the server; on its first start, on another free port if this one was taken meanwhile (a port
+        found free can be taken by another test's server before ours binds it). A restart keeps its port."""
+        for _ in range(5):
+            if self._start(timeout):
+                self.started_once = True
+                return
+            if self.started_once:
+                raise RuntimeError(f"private redis-server could not bind its port {self.port} again on restart")
+            self.port = free_port(self.bind[0])
+        raise RuntimeError(f"private redis-server found no free port (see {self.dir}/log)")
+
+    started_once = False
+
+    def _start(self, timeout: float) -> bool:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (scripts/services.sh)")
@@ -135,7 +157,7 @@ class PrivateRedis:
                 *persistence, "--maxmemory-policy", "noeviction", "--logfile", str(self.dir / "log"),
                 "--protected-mode", "no"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.lab.record_process(self.proc.pid, "redis-server", f":{self.port}")
+        self.lab.record_process(self.proc.pid, "redis-server", f"{self.bind[0]}:{self.port}")
         import redis
 
         client = redis.Redis(host=self.bind[0], port=self.port, socket_connect_timeout=0.5)
@@ -143,11 +165,14 @@ class PrivateRedis:
         try:
             while True:
                 try:
-                    if client.ping():
-                        return
+                    # Ours, not another test's server that holds the port: compare the process id.
+                    if client.info("server").get("process_id") == self.proc.pid:
+                        return True
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is not None:
+                    return False  # it could not bind (the log says why)
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"private redis-server on port {self.port} did not start (see {self.dir}/log)")
                 time.sleep(0.02)
         finally:

@@ -80,3 +80,21 @@ def test_a_live_lab_is_left_alone_and_closes_cleanly() -> None:
         assert lab.close() == []
     assert host.netns not in _netns()
     assert not lab.dir.exists()
+
+
+_CHURN = """
+from tests.faults.lab import Lab
+for _ in range(30):
+    with Lab() as lab:
+        lab.record("note", "x")
+        assert (lab.dir / "resources").exists(), "another lab's start removed this live lab"
+"""
+
+
+def test_labs_starting_at_once_never_take_each_other_for_dead_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CHURN], cwd=REPO, env=env, stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    failures = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(failures)
