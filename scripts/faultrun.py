@@ -7,13 +7,14 @@ mid-run — then an audit of what the store did against what the handlers did. S
 
 Per store: a private server (PostgreSQL cluster or redis-server with appendonly, on free ports; the machine's shared
 servers are never touched) or a SQLite file, a backlog of `--jobs` jobs (each sleeps a random 100-300 ms and writes
-its start and end to a side log), `--workers` `conveyor worker --lease 10` processes. Every 5-10 s a random running
-worker gets SIGKILL and is started again under a new id. Once `--crash-at` of the backlog is done the store server
-crashes and restarts (PostgreSQL: `pg_ctl restart -m immediate`; Redis: kill -9 and restart on its AOF; SQLite has
-no server: the SIGKILLs of the workers that write it are its crashes). After the backlog has drained the workers
-stop gracefully, and the ledger (tests/faults/ledger.py) reports jobs lost, stuck and failed, duplicate and foreign
-completions, fencing tokens claimed twice, runs without an attempt record, completions the workers saw refused, and
-the time from each kill to the killed worker's jobs running again.
+its start and end to a side log), `--workers` `conveyor worker --lease 10` processes. Every 5-10 s (counted once all
+are up) a random worker gets SIGKILL and is started again under a new id. Once `--crash-at` of the backlog is done
+the store server crashes and restarts (PostgreSQL: `pg_ctl restart -m immediate`; Redis: kill -9 and restart on its
+AOF; SQLite has no server: the SIGKILLs of the workers that write it are its crashes). After the backlog has
+drained the workers stop gracefully, and the ledger (tests/faults/ledger.py) reports jobs lost, stuck and failed,
+duplicate and foreign completions, fencing tokens claimed twice, runs without an attempt record, completions the
+workers saw refused, the time from each kill to the killed worker's jobs running again, and how many jobs behind a
+rescued job overtook it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _table(results: list[dict[str, Any]]) -> str:
         ("killed jobs", "killed_jobs"),
         ("exited unasked", "workers_exited_unasked"),
     ]
-    head = [c for c, _ in cols] + ["kill→rerun p50/max s", "max leases", "kill→rescue max s", "run s"]
+    head = [c for c, _ in cols] + ["kill→rerun p50/max s", "max leases", "kill→rescue max s", "overtaken max", "run s"]
     rows = []
     for r in results:
         s = r["summary"]
@@ -61,6 +62,7 @@ def _table(results: list[dict[str, Any]]) -> str:
                 f"{k['p50']}/{k['max']}",
                 str(s["kill_to_rerun_leases_max"]),
                 str(s["kill_to_rescue_s_max"]),
+                str(s["overtaken_max"]),
                 str(s["seconds"]),
             ]
         )

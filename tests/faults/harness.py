@@ -154,11 +154,12 @@ async def _drive(run: Run, store: Store, ids: list[str], rng: random.Random) -> 
             crashed = True
             await _crash_store(run)
             continue
-        # A random worker that is running (its start-up done: on a loaded machine that takes seconds, and killing
-        # workers before they ever claim would test nothing).
-        running = [i for i, w in enumerate(run.workers) if w.started()]
-        if stats.pending > 0 and now >= next_kill and running:
-            slot = rng.choice(running)
+        # A random worker, once every worker is running: start-up takes seconds on a loaded machine, and killing
+        # workers faster than they come up would only measure start-up (the interval counts from then).
+        if not all(w.started() for w in run.workers):
+            next_kill = max(next_kill, now + o.kill_every[0])
+        elif stats.pending > 0 and now >= next_kill:
+            slot = rng.randrange(len(run.workers))
             victim = run.workers[slot]
             at = victim.kill()
             run.kills.append(Kill(at, victim.worker_id, victim.pid))

@@ -14,13 +14,17 @@ the store recorded. From these:
 - **reused tokens** — two runs of one job under the same fencing token (the precondition of a foreign completion);
 - **unrecorded runs** — runs with no attempt record at all (neither their own outcome nor a LOST one);
 - **recovery** — for every SIGKILL of a worker: the jobs it held (a LOST attempt under its worker id, or a run of
-  it that never ended) and, per job, the time from the kill to the job running again on another worker.
+  it that never ended) and, per job, the time from the kill to the job running again on another worker; and, per
+  rescued job, how many jobs behind it in claim order started before its rerun (**overtaken**): a handful if a
+  rescued job keeps its place, the rest of the backlog if it goes to the back — a measure that, unlike the times,
+  does not depend on how loaded the machine is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +113,9 @@ class Report:
     recovery: list[tuple[float, str, float]] = field(default_factory=list)  # (kill time, job, seconds to rerun)
     not_rerun: list[str] = field(default_factory=list)
     rescue_delays: list[float] = field(default_factory=list)  # kill → LOST attempt recorded, per job
+    overtaken: list[tuple[str, int, int]] = field(default_factory=list)
+    """Per rescued job: (job, jobs behind it in claim order that started first between its rescue and its rerun,
+    jobs behind it still waiting for their first start at its rescue)."""
 
     @property
     def worst_recovery(self) -> float | None:
@@ -140,6 +147,8 @@ class Report:
             "kill_to_rerun_leases_max": round(delays[-1] / lease, 2) if delays else None,
             "kill_to_rescue_s_max": round(max(self.rescue_delays), 2) if self.rescue_delays else None,
             "kill_to_rescue_s_p50": round(statistics.median(self.rescue_delays), 2) if self.rescue_delays else None,
+            "overtaken_max": max((n for _, n, _ in self.overtaken), default=None),
+            "behind_at_rescue_max": max((w for _, _, w in self.overtaken), default=None),
         }
 
     def examples(self, n: int = 5) -> dict[str, list[str]]:
@@ -249,21 +258,37 @@ def analyse(
                         f"attempt says try {a.try_number} by {a.worker_id}"
                     )
     report.kills = len(kills)
+    # Claim order is enqueue order here (one priority; run_at and UUIDv7 ids both grow as the backlog is enqueued).
+    order = {job_id: i for i, job_id in enumerate(ids)}
+    first_starts = sorted((rs[0].start, order[j]) for j, rs in runs.items() if rs and j in order)
+    start_times = [t for t, _ in first_starts]
     for kill in kills:
-        held: set[str] = set()
+        held: dict[str, float | None] = {}  # job → when the rescuer gave it back (None: not known)
         for job_id in ids:
             entry = stored.get(job_id)
             for a in entry.attempts if entry is not None else []:
-                if a.outcome is AttemptOutcome.LOST and a.worker_id == kill.worker_id:
-                    held.add(job_id)
-                    report.rescue_delays.append(a.finished_at.timestamp() - kill.at)
+                # a LOST record by the rescuer after the kill (a refused report's record is older than the kill)
+                rescued = a.finished_at.timestamp()
+                if a.outcome is AttemptOutcome.LOST and a.worker_id == kill.worker_id and rescued >= kill.at:
+                    held[job_id] = rescued
+                    report.rescue_delays.append(rescued - kill.at)
             for r in runs.get(job_id, []):
                 if r.worker_id == kill.worker_id and r.end is None and r.start < kill.at:
-                    held.add(job_id)
+                    held.setdefault(job_id, None)
         for job_id in sorted(held):
             later = [r.start for r in runs.get(job_id, []) if r.start > kill.at and r.worker_id != kill.worker_id]
-            if later:
-                report.recovery.append((kill.at, job_id, min(later) - kill.at))
-            else:
+            if not later:
                 report.not_rerun.append(f"{job_id}: held by {kill.worker_id}, never ran again after the kill")
+                continue
+            rerun = min(later)
+            report.recovery.append((kill.at, job_id, rerun - kill.at))
+            given_back = held[job_id]
+            if given_back is not None and given_back < rerun:
+                # Jobs behind this one in claim order that started for the first time between its rescue and its
+                # rerun: a handful (claims already under way at the rescue) if it kept its place; the rest of
+                # the backlog if it was sent to the back. Independent of how loaded the machine is.
+                lo, hi = bisect_left(start_times, given_back), bisect_right(start_times, rerun)
+                passed = sum(1 for _, o in first_starts[lo:hi] if o > order[job_id])
+                waiting = sum(1 for _, o in first_starts[lo:] if o > order[job_id])
+                report.overtaken.append((job_id, passed, waiting))
     return report
