@@ -45,6 +45,7 @@ def _table(results: list[dict[str, Any]]) -> str:
         ("dup", "duplicate_completions"),
         ("merged", "merged_attempts"),
         ("token reused", "reused_tokens"),
+        ("try repeated", "repeated_tries"),
         ("unrecorded runs", "unrecorded_runs"),
         ("refused", "refused_completions"),
         ("kills", "kills"),

@@ -127,6 +127,19 @@ async def _crash_store(run: Run) -> None:
     run.note(f"store back after {time.time() - began:.1f}s")
 
 
+async def _leads_maintenance(store: Store, worker_id: str) -> bool:
+    """Whether the worker leads maintenance (runs the rescuer) now, by the store's election (stores without
+    elections, before leader election existed: every worker rescued, so none is "the" leader)."""
+    leaders = getattr(store, "leaders", None)
+    if leaders is None:
+        return False
+    try:
+        roles = await leaders()
+    except StoreUnavailable:
+        return False
+    return any(r.name == "maintenance" and r.holder == worker_id and r.expires_in > 0 for r in roles)
+
+
 async def _drive(run: Run, store: Store, ids: list[str], rng: random.Random) -> dict[str, Any]:
     """Kill workers until the backlog has drained, crash the store once, then wait for the last rescues."""
     o = run.options
@@ -161,11 +174,13 @@ async def _drive(run: Run, store: Store, ids: list[str], rng: random.Random) -> 
         elif stats.pending > 0 and now >= next_kill:
             slot = rng.randrange(len(run.workers))
             victim = run.workers[slot]
+            leader = await _leads_maintenance(store, victim.worker_id)
             at = victim.kill()
-            run.kills.append(Kill(at, victim.worker_id, victim.pid))
+            run.kills.append(Kill(at, victim.worker_id, victim.pid, leader))
             run.retired.append(victim)
             run.workers[slot] = _spawn(run, slot)
-            run.note(f"SIGKILL {victim.worker_id} (pid {victim.pid}); started {run.workers[slot].worker_id}")
+            role = " (the maintenance leader)" if leader else ""
+            run.note(f"SIGKILL {victim.worker_id}{role} (pid {victim.pid}); started {run.workers[slot].worker_id}")
             next_kill = now + rng.uniform(*o.kill_every)
         if stats.pending == 0 and stats.processing == 0:
             drained_at = now
@@ -206,7 +221,7 @@ async def run_store(kind: str, options: Options, rng: random.Random) -> dict[str
             examples = report.examples(10)
             if exited:
                 examples["workers_exited_unasked"] = exited
-            return {"summary": summary, "examples": examples, "events": run.events}
+            return {"summary": summary, "examples": examples, "kills": report.per_kill, "events": run.events}
         finally:
             for w in (*run.workers, *run.retired):
                 if w.alive():

@@ -12,6 +12,8 @@ the store recorded. From these:
   before the job's `finished_at`. Also counted: a completed attempt recorded under another worker than the run
   whose result was stored (an attempt merged into another one);
 - **reused tokens** — two runs of one job under the same fencing token (the precondition of a foreign completion);
+- **repeated tries** — two runs of one job under the same try number but different tokens: a claim the store
+  forgot (a crash) and made again, which fencing tokens keep apart;
 - **unrecorded runs** — runs with no attempt record at all (neither their own outcome nor a LOST one);
 - **recovery** — for every SIGKILL of a worker: the jobs it held (a LOST attempt under its worker id, or a run of
   it that never ended) and, per job, the time from the kill to the job running again on another worker; and, per
@@ -93,6 +95,7 @@ class Kill:
     at: float  # time.time() of the SIGKILL
     worker_id: str
     pid: int
+    leader: bool = False  # the killed worker led maintenance (the rescuer) at the time
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Report:
     foreign_completions: list[str] = field(default_factory=list)
     merged_attempts: list[str] = field(default_factory=list)
     reused_tokens: list[str] = field(default_factory=list)
+    repeated_tries: list[str] = field(default_factory=list)
     unrecorded_runs: list[str] = field(default_factory=list)
     completed_without_run: list[str] = field(default_factory=list)
     runs: int = 0
@@ -113,6 +117,8 @@ class Report:
     recovery: list[tuple[float, str, float]] = field(default_factory=list)  # (kill time, job, seconds to rerun)
     not_rerun: list[str] = field(default_factory=list)
     rescue_delays: list[float] = field(default_factory=list)  # kill → LOST attempt recorded, per job
+    leader_rescue_delays: list[float] = field(default_factory=list)  # the same, for kills of the maintenance leader
+    other_rescue_delays: list[float] = field(default_factory=list)  # and for the other kills
     overtaken: list[tuple[str, int, int]] = field(default_factory=list)
     """Per rescued job: (job, jobs behind it in claim order that started first between its rescue and its rerun,
     jobs behind it still waiting for their first start at its rescue)."""
@@ -121,8 +127,13 @@ class Report:
     def worst_recovery(self) -> float | None:
         return max((d for _, _, d in self.recovery), default=None)
 
+    leader_kills: int = 0
+    per_kill: list[dict[str, Any]] = field(default_factory=list)
+    """Per SIGKILL: when, whom, whether it led maintenance, how many jobs it held, their worst rescue and rerun."""
+
     def summary(self, lease: float) -> dict[str, Any]:
         delays = sorted(d for _, _, d in self.recovery)
+        others = self.other_rescue_delays
 
         def q(p: float) -> float | None:
             return round(delays[min(len(delays) - 1, int(p * len(delays)))], 2) if delays else None
@@ -137,6 +148,7 @@ class Report:
             "foreign_completions": len(self.foreign_completions),
             "merged_attempts": len(self.merged_attempts),
             "reused_tokens": len(self.reused_tokens),
+            "repeated_tries": len(self.repeated_tries),
             "unrecorded_runs": len(self.unrecorded_runs),
             "completed_without_run": len(self.completed_without_run),
             "runs": self.runs,
@@ -147,6 +159,11 @@ class Report:
             "kill_to_rerun_leases_max": round(delays[-1] / lease, 2) if delays else None,
             "kill_to_rescue_s_max": round(max(self.rescue_delays), 2) if self.rescue_delays else None,
             "kill_to_rescue_s_p50": round(statistics.median(self.rescue_delays), 2) if self.rescue_delays else None,
+            "leader_kills": self.leader_kills,
+            "kill_to_rescue_s_max_leader": round(max(self.leader_rescue_delays), 2)
+            if self.leader_rescue_delays
+            else None,
+            "kill_to_rescue_s_max_others": round(max(others), 2) if others else None,
             "overtaken_max": max((n for _, n, _ in self.overtaken), default=None),
             "behind_at_rescue_max": max((w for _, _, w in self.overtaken), default=None),
         }
@@ -160,6 +177,7 @@ class Report:
             "foreign_completions": self.foreign_completions,
             "merged_attempts": self.merged_attempts,
             "reused_tokens": self.reused_tokens,
+            "repeated_tries": self.repeated_tries,
             "unrecorded_runs": self.unrecorded_runs,
             "completed_without_run": self.completed_without_run,
             "not_rerun": self.not_rerun,
@@ -209,6 +227,7 @@ def analyse(
             tries = ", ".join(f"try {a.try_number} by {a.worker_id}" for a in done)
             report.duplicate_completions.append(f"{job_id}: {len(done)} completed attempts: {tries}")
         seen_tokens: dict[str, Run] = {}
+        seen_tries: dict[int, Run] = {}
         for r in job_runs:
             first = seen_tokens.get(r.token)
             if first is not None:
@@ -218,6 +237,13 @@ def analyse(
                 )
             else:
                 seen_tokens[r.token] = r
+            earlier = seen_tries.get(r.try_number)
+            if earlier is not None and earlier.token != r.token:
+                report.repeated_tries.append(
+                    f"{job_id}: try {r.try_number} claimed by {earlier.worker_id} and again by {r.worker_id} "
+                    f"{r.start - earlier.start:.2f}s later, under another token"
+                )
+            seen_tries.setdefault(r.try_number, r)
         # Each attempt record accounts for one run: the run of its claim's token where the store records tokens,
         # else one run of its (try, worker) — runs beyond that have no record (before fencing tokens, two runs
         # under one try could have at most one: attempts were keyed by try number).
@@ -258,6 +284,7 @@ def analyse(
                         f"attempt says try {a.try_number} by {a.worker_id}"
                     )
     report.kills = len(kills)
+    report.leader_kills = sum(1 for k in kills if k.leader)
     # Claim order is enqueue order here (one priority; run_at and UUIDv7 ids both grow as the backlog is enqueued).
     order = {job_id: i for i, job_id in enumerate(ids)}
     first_starts = sorted((rs[0].start, order[j]) for j, rs in runs.items() if rs and j in order)
@@ -272,11 +299,29 @@ def analyse(
                 if a.outcome is AttemptOutcome.LOST and a.worker_id == kill.worker_id and rescued >= kill.at:
                     held[job_id] = rescued
                     report.rescue_delays.append(rescued - kill.at)
+                    (report.leader_rescue_delays if kill.leader else report.other_rescue_delays).append(
+                        rescued - kill.at
+                    )
             for r in runs.get(job_id, []):
                 if r.worker_id == kill.worker_id and r.end is None and r.start < kill.at:
                     held.setdefault(job_id, None)
+        rescued_in = [t - kill.at for t in held.values() if t is not None]
+        reruns: list[float] = []
+        report.per_kill.append(
+            {
+                "at": round(kill.at, 3),
+                "worker": kill.worker_id,
+                "leader": kill.leader,
+                "jobs": len(held),
+                "rescue_max_s": round(max(rescued_in), 2) if rescued_in else None,
+                "rerun_max_s": None,
+            }
+        )
         for job_id in sorted(held):
             later = [r.start for r in runs.get(job_id, []) if r.start > kill.at and r.worker_id != kill.worker_id]
+            if later:
+                reruns.append(min(later) - kill.at)
+                report.per_kill[-1]["rerun_max_s"] = round(max(reruns), 2)
             if not later:
                 report.not_rerun.append(f"{job_id}: held by {kill.worker_id}, never ran again after the kill")
                 continue

@@ -91,7 +91,8 @@ class WorkerProcess:
             return ""
 
     def refused(self) -> list[str]:
-        """Job ids whose completion this worker reported and the store refused (the worker logs each one)."""
+        """Job ids whose report this worker sent and the store refused (the worker logs a warning for each; the
+        older wording is matched too, for runs of the harness on older code)."""
         return re.findall(r"job ([0-9a-f-]{36})\b[^\n]*?(?:outcome not applied|stale claim refused)", self.log())
 
     def started(self) -> bool:
