@@ -160,12 +160,30 @@ class Report:
             "kill_to_rescue_s_max": round(max(self.rescue_delays), 2) if self.rescue_delays else None,
             "kill_to_rescue_s_p50": round(statistics.median(self.rescue_delays), 2) if self.rescue_delays else None,
             "leader_kills": self.leader_kills,
+            # The rescuer runs on the elected maintenance leader only: a kill of the leader soon after another kill
+            # delays the earlier kill's rescue until a new leader is elected. Kills with no such leader kill after
+            # them, and those with one, apart:
+            **self._rerun_by_leader_kills(lease),
             "kill_to_rescue_s_max_leader": round(max(self.leader_rescue_delays), 2)
             if self.leader_rescue_delays
             else None,
             "kill_to_rescue_s_max_others": round(max(others), 2) if others else None,
             "overtaken_max": max((n for _, n, _ in self.overtaken), default=None),
             "behind_at_rescue_max": max((w for _, _, w in self.overtaken), default=None),
+        }
+
+    def _rerun_by_leader_kills(self, lease: float) -> dict[str, Any]:
+        clean: list[float] = []
+        followed: list[float] = []
+        for i, k in enumerate(self.per_kill):
+            rerun = k["rerun_max_s"]
+            if rerun is None:
+                continue
+            soon = any(o["leader"] and k["at"] < o["at"] <= k["at"] + 1.5 * lease for o in self.per_kill[i + 1 :])
+            (followed if soon else clean).append(rerun)
+        return {
+            "kill_to_rerun_s_max_alone": max(clean, default=None),
+            "kill_to_rerun_s_max_before_a_leader_kill": max(followed, default=None),
         }
 
     def examples(self, n: int = 5) -> dict[str, list[str]]:
