@@ -550,3 +550,24 @@ async def test_drop_deletes_only_its_own_prefix_even_with_glob_characters(raw: a
         assert await plain.kv_get("k") == "v"
     finally:
         await plain.drop()
+
+
+async def test_job_hash_fields_are_the_codec_fields(store: RedisStore, raw: aioredis.Redis) -> None:
+    """The scripts write a job's hash by hand (Lua); the Python side decodes it from conveyor.codec's field list.
+    Every hash field a job goes through in its life must be one of those (or `skey`, the scripts' serial key)."""
+    from conveyor.codec import STORED_JOB_FIELDS
+
+    allowed = {f.name for f in STORED_JOB_FIELDS} | {"skey"}
+    seen: set[str] = set()
+    (job,) = await store.enqueue([NewJob.build("t", {"a": 1}, user_id="u1", group_key="g", unique_key="k")])
+    seen |= set(await raw.hkeys(store.keys.job(job.id)))
+    [claimed] = await store.claim("w", ["default"], 1, LEASE)
+    await store.mark_timed_out(claimed.lease)
+    await store.cancel(claimed.id)
+    await store.heartbeat([claimed.lease], LEASE)
+    seen |= set(await raw.hkeys(store.keys.job(job.id)))
+    attempt = Attempt(job.id, 1, AttemptOutcome.RETRY, 500, claimed.started_at or claimed.run_at, claimed.run_at)
+    await store.finish([Finish(claimed.lease, JobStatus.FAILED, attempt=attempt, error="boom", result={"r": 1})])
+    seen |= set(await raw.hkeys(store.keys.job(job.id)))
+    assert seen - allowed == set(), f"hash fields the codec does not know: {seen - allowed}"
+    assert {"id", "status", "payload", "cancel_requested", "timed_out_at", "finished_at", "last_error"} <= seen

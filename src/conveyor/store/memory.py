@@ -3,7 +3,8 @@
 It backs application tests and `conveyor.testing`, and every other store is checked against the same conformance
 suite, so it aims to be obviously correct first and reasonably fast second:
 
-* Jobs live in mutable records (`_Rec`) turned into frozen `Job` values on the way out.
+* Jobs live as `Job` objects that only this module changes, in place, under the lock; callers get copies
+  (`_clone`, generated from the Job's field list by conveyor.codec), so a new Job field needs nothing here.
 * Small indexes (pending jobs per (namespace, queue, task) in claim order — per task so that a claim skips the
   jobs of tasks it does not serve without walking them —, lanes, processing sets, unique keys, status counts) are
   kept in step by the only two functions that touch them, `_index` and `_unindex`: every change un-indexes a
@@ -41,6 +42,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from conveyor.codec import copier
 from conveyor.errors import (
     Conflict,
     InvalidTransition,
@@ -53,7 +55,6 @@ from conveyor.errors import (
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
-    JSON,
     LOST_STATUS_CODE,
     Attempt,
     AttemptOutcome,
@@ -74,7 +75,6 @@ from conveyor.model import (
     attempt_order,
     new_lease_tokens,
     not_applied,
-    serial_key_for,
     utcnow,
 )
 from conveyor.store.base import IdleClaim, Store, refuse_default
@@ -92,99 +92,18 @@ _LaneOrder = tuple[int, str]  # (priority, id): FIFO order inside a lane
 CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 
 
-@dataclass(slots=True)
-class _Rec:
-    """A job's mutable state inside the store. Only `_Data` methods mutate it, always between un-index/index."""
+_clone = copier(Job, overrides=("duplicate",), name="clone")
+"""`_clone(job, duplicate=False)`: the copy of a stored Job that a caller gets (stored Jobs change in place, under the
+lock; what leaves the store never does)."""
 
-    id: str
-    namespace: str
-    queue: str
-    task: str
-    payload: JSON
-    status: JobStatus
-    priority: int
-    run_at: datetime
-    attempts: int
-    max_attempts: int
-    try_number: int
-    created: datetime
-    updated: datetime
-    user_id: str | None = None
-    group_key: str | None = None
-    unique_key: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    lease_expires_at: datetime | None = None
-    worker_id: str | None = None
-    last_error: str | None = None
-    result: JSON = None
-    cancel_requested: bool = False
-    lease_token: str | None = None
-    serial_key: str | None = None
-    payload_json: str | None = None
-    timed_out_at: datetime | None = None
 
-    @classmethod
-    def from_new(cls, new: NewJob) -> _Rec:
-        return cls(
-            id=new.id,
-            namespace=new.namespace,
-            queue=new.queue,
-            task=new.task,
-            payload=new.payload,
-            status=JobStatus.PENDING,
-            priority=new.priority,
-            run_at=new.run_at,
-            attempts=0,
-            max_attempts=new.max_attempts,
-            try_number=0,
-            created=new.created,
-            updated=new.created,
-            user_id=new.user_id,
-            group_key=new.group_key,
-            unique_key=new.unique_key,
-            serial_key=serial_key_for(new.group_key, new.user_id),
-            payload_json=new.payload_json,
-        )
+def _claim_key(job: Job) -> _ClaimKey:
+    return (job.priority, job.run_at, job.id)
 
-    def to_job(self, *, duplicate: bool = False) -> Job:
-        return Job(
-            id=self.id,
-            namespace=self.namespace,
-            queue=self.queue,
-            task=self.task,
-            payload=self.payload,
-            status=self.status,
-            priority=self.priority,
-            run_at=self.run_at,
-            attempts=self.attempts,
-            max_attempts=self.max_attempts,
-            try_number=self.try_number,
-            created=self.created,
-            updated=self.updated,
-            user_id=self.user_id,
-            group_key=self.group_key,
-            unique_key=self.unique_key,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            lease_expires_at=self.lease_expires_at,
-            worker_id=self.worker_id,
-            last_error=self.last_error,
-            result=self.result,
-            cancel_requested=self.cancel_requested,
-            lease_token=self.lease_token,
-            duplicate=duplicate,
-            payload_json=self.payload_json,
-            timed_out_at=self.timed_out_at,
-        )
 
-    @property
-    def claim_key(self) -> _ClaimKey:
-        return (self.priority, self.run_at, self.id)
-
-    @property
-    def lane_key(self) -> _LaneKey | None:
-        return None if self.serial_key is None else (self.namespace, self.serial_key)
+def _lane_key(job: Job) -> _LaneKey | None:
+    key = job.serial_key
+    return None if key is None else (job.namespace, key)
 
 
 @dataclass(slots=True)
@@ -193,7 +112,7 @@ class _Data:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     waker: LocalWaker = field(default_factory=LocalWaker)
-    jobs: dict[str, _Rec] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)  # changed in place only by _Data's methods, never handed out
     attempts: dict[str, dict[str, Attempt]] = field(default_factory=dict)  # job id -> lease token -> record
     # indexes, maintained only by _index/_unindex
     pending: dict[_ReadyKey, list[_ClaimKey]] = field(default_factory=dict)
@@ -212,12 +131,12 @@ class _Data:
 
     # ---- index maintenance ------------------------------------------------------------------------------------
 
-    def _index(self, rec: _Rec) -> None:
+    def _index(self, rec: Job) -> None:
         qk = (rec.namespace, rec.queue)
-        lk = rec.lane_key
+        lk = _lane_key(rec)
         self.counts[(rec.namespace, rec.queue, rec.task, rec.status)] += 1
         if rec.status is JobStatus.PENDING:
-            bisect.insort(self.pending.setdefault((rec.namespace, rec.queue, rec.task), []), rec.claim_key)
+            bisect.insort(self.pending.setdefault((rec.namespace, rec.queue, rec.task), []), _claim_key(rec))
             if lk is not None:
                 bisect.insort(self.lane_pending.setdefault(lk, []), (rec.priority, rec.id))
         elif rec.status is JobStatus.PROCESSING:
@@ -227,15 +146,15 @@ class _Data:
         if rec.unique_key is not None and not rec.status.is_final:
             self.unique[(rec.namespace, rec.unique_key)] = rec.id
 
-    def _unindex(self, rec: _Rec) -> None:
+    def _unindex(self, rec: Job) -> None:
         qk = (rec.namespace, rec.queue)
-        lk = rec.lane_key
+        lk = _lane_key(rec)
         ck = (rec.namespace, rec.queue, rec.task, rec.status)
         self.counts[ck] -= 1
         if self.counts[ck] <= 0:
             del self.counts[ck]
         if rec.status is JobStatus.PENDING:
-            _remove_sorted(self.pending, (rec.namespace, rec.queue, rec.task), rec.claim_key)
+            _remove_sorted(self.pending, (rec.namespace, rec.queue, rec.task), _claim_key(rec))
             if lk is not None:
                 _remove_sorted(self.lane_pending, lk, (rec.priority, rec.id))
         elif rec.status is JobStatus.PROCESSING:
@@ -247,7 +166,7 @@ class _Data:
 
     # ---- lanes ------------------------------------------------------------------------------------------------
 
-    def lane_head(self, lk: _LaneKey) -> _Rec | None:
+    def lane_head(self, lk: _LaneKey) -> Job | None:
         """The lane's pending job with the lowest (priority, id), due or not."""
         order = self.lane_pending.get(lk)
         return self.jobs[order[0][1]] if order else None
@@ -257,7 +176,7 @@ class _Data:
 
     # ---- transitions ------------------------------------------------------------------------------------------
 
-    def start(self, rec: _Rec, worker_id: str, lease: timedelta, now: datetime, token: str) -> None:
+    def start(self, rec: Job, worker_id: str, lease: timedelta, now: datetime, token: str) -> None:
         """pending → processing (a claim) under the fresh fencing token `token`."""
         self._unindex(rec)
         rec.status = JobStatus.PROCESSING
@@ -271,12 +190,12 @@ class _Data:
         rec.cancel_requested = False
         self._index(rec)
 
-    def delete(self, rec: _Rec) -> None:
+    def delete(self, rec: Job) -> None:
         self._unindex(rec)
         del self.jobs[rec.id]
         self.attempts.pop(rec.id, None)
 
-    def held(self, lease: Lease) -> _Rec | None:
+    def held(self, lease: Lease) -> Job | None:
         """The job when `lease` still holds it (fencing on the token), else None."""
         rec = self.jobs.get(lease.job_id)
         if rec is None or rec.status is not JobStatus.PROCESSING or rec.lease_token != lease.token:
@@ -333,7 +252,7 @@ def _discard_set(index: dict[Any, set[str]], key: Any, item: str) -> None:
             del index[key]
 
 
-def _matches(rec: _Rec, flt: JobFilter, ids: frozenset[str] | None) -> bool:
+def _matches(rec: Job, flt: JobFilter, ids: frozenset[str] | None) -> bool:
     return (
         (flt.namespace is None or rec.namespace == flt.namespace)
         and (flt.queue is None or rec.queue == flt.queue)
@@ -421,23 +340,23 @@ class MemoryStore(Store):
                 if new.id in d.jobs or new.id in seen:
                     raise ValidationError(f"a job with id {new.id} already exists", field="id")
                 seen.add(new.id)
-            batch_unique: dict[tuple[str, str], _Rec] = {}
+            batch_unique: dict[tuple[str, str], Job] = {}
             for new in jobs:
                 if new.unique_key is not None:
                     uk = (new.namespace, new.unique_key)
                     existing_id = d.unique.get(uk)
                     if existing_id is not None:
-                        out.append(d.jobs[existing_id].to_job(duplicate=True))
+                        out.append(_clone(d.jobs[existing_id], duplicate=True))
                         continue
                     if uk in batch_unique:  # first of equal keys in one batch wins
-                        out.append(batch_unique[uk].to_job(duplicate=True))
+                        out.append(_clone(batch_unique[uk], duplicate=True))
                         continue
-                rec = _Rec.from_new(new)
+                rec = new.to_job()
                 if new.unique_key is not None:
                     batch_unique[(new.namespace, new.unique_key)] = rec
                 d.jobs[rec.id] = rec
                 d._index(rec)
-                out.append(rec.to_job())
+                out.append(_clone(rec))
             stored = any(not job.duplicate for job in out)
             idle = self._idle.take(jobs) if stored else None
             handed = (
@@ -525,7 +444,7 @@ class MemoryStore(Store):
         if not sources:
             return []
         lanes_taken: set[_LaneKey] = set()
-        chosen: list[_Rec] = []
+        chosen: list[Job] = []
         # Choose first, start afterwards: starting changes the indexes that the merge is walking.
         for _, run_at, job_id in heapq.merge(*sources):
             if run_at > now:
@@ -535,7 +454,7 @@ class MemoryStore(Store):
             free = room[qk]
             if free is not None and free <= 0:
                 continue
-            lk = rec.lane_key
+            lk = _lane_key(rec)
             if lk is not None:
                 if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
                     continue
@@ -547,7 +466,7 @@ class MemoryStore(Store):
                 break
         for rec, token in zip(chosen, new_lease_tokens(len(chosen)), strict=True):
             d.start(rec, worker_id, lease, now, token)
-        return [rec.to_job() for rec in chosen]
+        return [_clone(rec) for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         d = self._data
@@ -560,7 +479,7 @@ class MemoryStore(Store):
             if head is None or head.run_at > now:
                 return None
             d.start(head, worker_id, lease, now, new_lease_tokens(1)[0])
-            return head.to_job()
+            return _clone(head)
 
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         d = self._data
@@ -666,7 +585,7 @@ class MemoryStore(Store):
                     for _, run_at, job_id in keys[i:end]:
                         if best is not None and run_at >= best:
                             break
-                        lk = d.jobs[job_id].lane_key
+                        lk = _lane_key(d.jobs[job_id])
                         if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is d.jobs[job_id]):
                             best = run_at
                             break
@@ -723,7 +642,7 @@ class MemoryStore(Store):
                     rec.status = JobStatus.FAILED
                     rec.finished_at = now
                 d._index(rec)
-                out.append(rec.to_job())
+                out.append(_clone(rec))
         if any(job.status is JobStatus.PENDING for job in out):
             d.waker.notify()
         return out
@@ -754,20 +673,20 @@ class MemoryStore(Store):
     async def get_job(self, job_id: str) -> Job | None:
         with self._data.lock:
             rec = self._data.jobs.get(job_id)
-            return None if rec is None else rec.to_job()
+            return None if rec is None else _clone(rec)
 
     async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
         d = self._data
         ids = None if filter.ids is None else frozenset(filter.ids)
         with d.lock:
-            source: Iterator[_Rec] = (
+            source: Iterator[Job] = (
                 (d.jobs[i] for i in ids if i in d.jobs) if ids is not None else iter(d.jobs.values())
             )
             matched = [rec for rec in source if _matches(rec, filter, ids)]
             matched.sort(key=lambda r: (r.created, r.id), reverse=True)
             offset = max(0, offset)
             page = matched[offset : offset + max(0, limit)]
-            return Page(items=[r.to_job() for r in page], total=len(matched), limit=limit, offset=offset)
+            return Page(items=[_clone(r) for r in page], total=len(matched), limit=limit, offset=offset)
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         with self._data.lock:
@@ -795,7 +714,7 @@ class MemoryStore(Store):
             scheduled=scheduled,
         )
 
-    def _get(self, job_id: str) -> _Rec:
+    def _get(self, job_id: str) -> Job:
         rec = self._data.jobs.get(job_id)
         if rec is None:
             raise JobNotFound(job_id)
@@ -819,7 +738,7 @@ class MemoryStore(Store):
                 raise InvalidTransition(
                     f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {rec.status.value!r})"
                 )
-            return rec.to_job()
+            return _clone(rec)
 
     async def requeue(self, job_id: str) -> Job:
         d = self._data
@@ -843,7 +762,7 @@ class MemoryStore(Store):
             rec.cancel_requested = False
             rec.updated = now
             d._index(rec)
-            job = rec.to_job()
+            job = _clone(rec)
         d.waker.notify()
         return job
 
@@ -853,7 +772,7 @@ class MemoryStore(Store):
             rec = self._get(job_id)
             if not force and rec.status not in (JobStatus.PENDING, JobStatus.FAILED):
                 raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
-            job = rec.to_job()
+            job = _clone(rec)
             d.delete(rec)
             return job
 
@@ -870,7 +789,7 @@ class MemoryStore(Store):
             rec.run_at = min(rec.run_at, now)  # a job already due keeps its place
             rec.updated = now
             d._index(rec)
-            job = rec.to_job()
+            job = _clone(rec)
         d.waker.notify()
         return job
 

@@ -39,6 +39,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, row_decoder
 from conveyor.errors import (
     REQUIRE_TRANSACTION_HINT,
     CallerConnectionError,
@@ -873,7 +874,7 @@ class PostgresStore(Store):
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._one(self._q.GET_JOB, {"id": job_id})
-        return None if row is None else _job(row)
+        return None if row is None else _job(row, payload_json=row[PAYLOAD_TEXT])
 
     async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
         offset = max(0, offset)
@@ -891,28 +892,13 @@ class PostgresStore(Store):
         async def go(conn: psycopg.AsyncConnection[Any]) -> Page[Job]:
             total = await (await conn.execute(self._q.COUNT_JOBS, params)).fetchone()
             rows = await (await conn.execute(self._q.LIST_JOBS, params)).fetchall()
-            return Page(items=[_job(r) for r in rows], total=int(total[0]) if total else 0, limit=limit, offset=offset)
+            items = [_job(r, payload_json=r[PAYLOAD_TEXT]) for r in rows]
+            return Page(items=items, total=int(total[0]) if total else 0, limit=limit, offset=offset)
 
         return await self._run(go)
 
     async def attempts(self, job_id: str) -> list[Attempt]:
-        rows = await self._all(self._q.ATTEMPTS, {"id": job_id})
-        return [
-            Attempt(
-                job_id=r[0],
-                try_number=r[1],
-                outcome=AttemptOutcome(r[2]),
-                status_code=r[3],
-                started_at=r[4],
-                finished_at=r[5],
-                worker_id=r[6],
-                result=r[7],
-                error=r[8],
-                traceback=r[9],
-                lease_token=r[10],
-            )
-            for r in rows
-        ]
+        return [_attempt(r) for r in await self._all(self._q.ATTEMPTS, {"id": job_id})]
 
     async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
         rows = await self._all(self._q.STATS, {"namespace": namespace, "queue": queue, "task": task})
@@ -1203,36 +1189,12 @@ class _Queries:
 # ---- row and parameter helpers ------------------------------------------------------------------------------------
 
 
-def _job(row: Sequence[Any], *, duplicate: bool = False) -> Job:
-    return Job(
-        id=row[0],
-        namespace=row[1],
-        queue=row[2],
-        task=row[3],
-        payload=row[4],
-        status=JobStatus(row[5]),
-        priority=row[6],
-        run_at=row[7],
-        attempts=row[8],
-        max_attempts=row[9],
-        try_number=row[10],
-        created=row[11],
-        updated=row[12],
-        user_id=row[13],
-        group_key=row[14],
-        unique_key=row[15],
-        started_at=row[16],
-        finished_at=row[17],
-        lease_expires_at=row[18],
-        worker_id=row[19],
-        last_error=row[20],
-        result=row[21],
-        cancel_requested=bool(row[22]),
-        duplicate=duplicate,
-        timed_out_at=row[23],
-        lease_token=row[24],
-        payload_json=row[25] if len(row) > 25 else None,
-    )
+_STATUS = {s.value: s for s in JobStatus}
+_job = row_decoder(Job, STORED_JOB_FIELDS, {"status": _STATUS}, name="decode_job")
+"""A row of `{job_columns}` → Job (psycopg already gives datetimes, booleans and decoded JSON). Reads for callers
+also select the payload's stored text after the job columns: pass it as `payload_json=row[PAYLOAD_TEXT]`."""
+PAYLOAD_TEXT = len(STORED_JOB_FIELDS)
+_attempt = row_decoder(Attempt, STORED_ATTEMPT_FIELDS, {"outcome": AttemptOutcome}, name="decode_attempt")
 
 
 def _claim_order(job: Job) -> tuple[int, datetime, str]:
@@ -1407,7 +1369,7 @@ def _collect_inserted(jobs: Sequence[NewJob], inserted: set[str], found: dict[st
 
 def _collect_existing(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]], found: dict[str, Job]) -> list[NewJob]:
     """Answer skipped jobs with the active job holding their key; return those whose holder vanished meanwhile."""
-    holders = {(row[1], row[15]): _job(row, duplicate=True) for row in rows}
+    holders = {(job.namespace, job.unique_key): job for job in (_job(row, duplicate=True) for row in rows)}
     rest: list[NewJob] = []
     for j in jobs:
         holder = holders.get((j.namespace, j.unique_key or ""))

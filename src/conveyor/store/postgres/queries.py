@@ -1,8 +1,9 @@
 """Every SQL statement of the PostgreSQL store, written out as SQL.
 
 Placeholders in braces are filled once when the store is built: `{schema}` is the quoted schema name (validated to
-be a plain identifier), `{job_columns}` / `{j_job_columns}` the job column list (bare / qualified by `j.`) in the
-order `PostgresStore._job` reads them. Parameters are psycopg's `%(name)s`.
+be a plain identifier), `{job_columns}` / `{j_job_columns}` the job column list (bare / qualified by `j.`): every
+stored field of `conveyor.codec.JOB_FIELDS`, in that order, which is how the store's decoder reads them.
+Parameters are psycopg's `%(name)s`.
 
 Time is the database's own clock, `statement_timestamp()`: stable inside a statement (so it can bound an index
 scan, unlike `clock_timestamp()`), and still correct inside a long transaction (unlike `now()`, the transaction's
@@ -11,38 +12,12 @@ start), which matters for transactional handlers.
 
 from __future__ import annotations
 
-JOB_COLUMNS: tuple[str, ...] = (
-    "id",
-    "namespace",
-    "queue",
-    "task",
-    "payload",
-    "status",
-    "priority",
-    "run_at",
-    "attempts",
-    "max_attempts",
-    "try_number",
-    "created",
-    "updated",
-    "user_id",
-    "group_key",
-    "unique_key",
-    "started_at",
-    "finished_at",
-    "lease_expires_at",
-    "worker_id",
-    "last_error",
-    "result",
-    "cancel_requested",
-    "timed_out_at",
-    "lease_token",
-)
+from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, column_names
 
-ATTEMPT_COLUMNS = (
-    "job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback, "
-    "lease_token"
-)
+JOB_COLUMNS: tuple[str, ...] = column_names(STORED_JOB_FIELDS)
+"""The jobs table's columns as the store reads them: every stored Job field, named after it, in its order."""
+
+ATTEMPT_COLUMNS = ", ".join(column_names(STORED_ATTEMPT_FIELDS))
 
 # ---- migrations -------------------------------------------------------------------------------------------------
 

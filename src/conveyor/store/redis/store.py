@@ -35,6 +35,7 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from conveyor.codec import JOB_FIELDS, STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, mapping_decoder
 from conveyor.errors import (
     Conflict,
     InvalidTransition,
@@ -122,8 +123,17 @@ def to_us(dt: datetime) -> int:
     return (dt - _EPOCH) // _US
 
 
+# Below this (year 2191) a float of seconds is within half a microsecond of the truth, so fromtimestamp (twice as
+# fast as datetime arithmetic) rounds back to the exact microsecond; beyond it, exact integer arithmetic.
+_FAST_US_LIMIT = 7_000_000_000_000_000
+_fromtimestamp = datetime.fromtimestamp
+
+
 def from_us(value: str | int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(value))
+    us = int(value)
+    if -_FAST_US_LIMIT < us < _FAST_US_LIMIT:
+        return _fromtimestamp(us / 1_000_000, UTC)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def _opt(value: str | None) -> str:
@@ -140,39 +150,24 @@ def _opt_us(value: datetime | None) -> str:
     return "" if value is None else f"={to_us(value)}"
 
 
-def decode_job(h: dict[str, str], *, duplicate: bool = False) -> Job:
-    """A Job from a job hash's fields (absent fields are None), as HGETALL or a script's JSON gives them."""
-    g = h.get
-    started, finished, lease, result = g("started_at"), g("finished_at"), g("lease_expires_at"), g("result")
-    return Job(
-        id=h["id"],
-        namespace=h["namespace"],
-        queue=h["queue"],
-        task=h["task"],
-        payload=json.loads(h["payload"]),
-        payload_json=h["payload"],
-        status=JobStatus(h["status"]),
-        priority=int(h["priority"]),
-        run_at=from_us(h["run_at"]),
-        attempts=int(h["attempts"]),
-        max_attempts=int(h["max_attempts"]),
-        try_number=int(h["try_number"]),
-        created=from_us(h["created"]),
-        updated=from_us(h["updated"]),
-        user_id=g("user_id"),
-        group_key=g("group_key"),
-        unique_key=g("unique_key"),
-        started_at=None if started is None else from_us(started),
-        finished_at=None if finished is None else from_us(finished),
-        lease_expires_at=None if lease is None else from_us(lease),
-        worker_id=g("worker_id"),
-        last_error=g("last_error"),
-        result=None if result is None else json.loads(result),
-        cancel_requested=g("cancel_requested") == "1",
-        lease_token=g("lease_token"),
-        duplicate=duplicate,
-        timed_out_at=None if g("timed_out_at") is None else from_us(h["timed_out_at"]),
-    )
+_STATUS = {s.value: s for s in JobStatus}
+
+
+def _is_one(value: object) -> bool:
+    """The scripts write a flag as "1" (and delete the field for false)."""
+    return value == "1"
+
+
+decode_job = mapping_decoder(
+    Job,
+    (*STORED_JOB_FIELDS, next(f for f in JOB_FIELDS if f.name == "payload_json")),
+    {"status": _STATUS, "int": int, "time": from_us, "json": json.loads, "bool": _is_one},
+    sources={"payload_json": "payload"},
+    name="decode_job",
+)
+"""A Job from a job hash's fields (absent fields get their defaults), as HGETALL or a script's JSON gives them:
+`decode_job(h, duplicate=False)`. The hash fields are named after conveyor.codec.JOB_FIELDS (plus `skey`, the
+serial key the scripts keep); payload_json is the stored payload text."""
 
 
 def _dumps(value: Any) -> str:
@@ -209,23 +204,18 @@ def encode_attempt(a: Attempt) -> str:
     return _attempt_head(a) + _attempt_body(a)
 
 
+_attempt_from = mapping_decoder(
+    Attempt,
+    tuple(f for f in STORED_ATTEMPT_FIELDS if f.name != "lease_token"),  # the record's hash field, not in it
+    {"outcome": AttemptOutcome, "int": int, "time": from_us},
+    name="decode_attempt",
+)
+
+
 def decode_attempt(text: str, field: str | None = None) -> Attempt:
     """An attempt record; `field` is its hash field: the claim's lease token (a try number on records made before
     tokens existed)."""
-    d = json.loads(text)
-    return Attempt(
-        job_id=d["job_id"],
-        try_number=int(d["try_number"]),
-        outcome=AttemptOutcome(d["outcome"]),
-        status_code=int(d["status_code"]),
-        started_at=from_us(d["started_at"]),
-        finished_at=from_us(d["finished_at"]),
-        worker_id=d.get("worker_id"),
-        result=d.get("result"),
-        error=d.get("error"),
-        traceback=d.get("traceback"),
-        lease_token=None if field is None or field.isdigit() else field,
-    )
+    return _attempt_from(json.loads(text), lease_token=None if field is None or field.isdigit() else field)
 
 
 def _encode_worker(w: WorkerInfo) -> str:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# One job as a JSON array, in this order (payload and result embedded as JSON values, times as integer µs).
-JOB_JSON = """json_array(id, namespace, queue, task, json(payload), status, priority, run_at, attempts, max_attempts,
-    try_number, created, updated, user_id, group_key, unique_key, started_at, finished_at, lease_expires_at,
-    worker_id, last_error, json(result), cancel_requested, timed_out_at, lease_token)"""
+from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, column_names
+
+# One job as a JSON array: json_array(id, namespace, queue, task, json(payload), status, …), every stored field of
+# conveyor.codec.JOB_FIELDS in its order (columns are named after the fields), payload and result embedded as JSON
+# values, times as integer µs. The store's decoder (store.py `_job`) is generated from the same list.
+JOB_JSON = "json_array(" + ", ".join(f"json({f.name})" if f.kind == "json" else f.name for f in STORED_JOB_FIELDS) + ")"
+ATTEMPT_COLUMNS = ", ".join(column_names(STORED_ATTEMPT_FIELDS))
 
 # ---- enqueue ------------------------------------------------------------------------------------------------------
 
@@ -301,9 +304,8 @@ GROUP BY status
 COUNT_SCHEDULED = "SELECT COUNT(*) FROM conveyor_jobs {where}"
 
 # model.attempt_order: by try number, lost records of a number first.
-SELECT_ATTEMPTS = """
-SELECT job_id, try_number, outcome, status_code, started_at, finished_at, worker_id, result, error, traceback,
-       lease_token
+SELECT_ATTEMPTS = f"""
+SELECT {ATTEMPT_COLUMNS}
 FROM conveyor_attempts WHERE job_id = ? ORDER BY try_number, outcome <> 'lost', started_at, lease_token
 """
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, quote, unquote
 
+from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, field_index, row_decoder
 from conveyor.errors import (
     REQUIRE_TRANSACTION_HINT,
     CallerConnectionError,
@@ -145,10 +146,6 @@ def _dt(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _odt(us: int | None) -> datetime | None:
-    return None if us is None else _dt(us)
-
-
 def _ts(value: datetime) -> int:
     return (value - _EPOCH) // _ONE_US
 
@@ -165,61 +162,42 @@ def _dumps(value: JSON) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _loads(text: str | None) -> JSON:
-    return None if text is None else json.loads(text)
+_job = row_decoder(Job, STORED_JOB_FIELDS, {"status": _STATUS, "time": _dt, "bool": bool}, name="decode_job")
+"""A decoded q.JOB_JSON array → Job (payload and result arrive already decoded)."""
 
-
-def _job(r: Sequence[Any], duplicate: bool = False) -> Job:
-    """A decoded q.JOB_JSON array → Job (payload and result arrive already decoded)."""
-    return Job(
-        id=r[0],
-        namespace=r[1],
-        queue=r[2],
-        task=r[3],
-        payload=r[4],
-        status=_STATUS[r[5]],
-        priority=r[6],
-        run_at=_dt(r[7]),
-        attempts=r[8],
-        max_attempts=r[9],
-        try_number=r[10],
-        created=_dt(r[11]),
-        updated=_dt(r[12]),
-        user_id=r[13],
-        group_key=r[14],
-        unique_key=r[15],
-        started_at=_odt(r[16]),
-        finished_at=_odt(r[17]),
-        lease_expires_at=_odt(r[18]),
-        worker_id=r[19],
-        last_error=r[20],
-        result=r[21],
-        cancel_requested=bool(r[22]),
-        duplicate=duplicate,
-        timed_out_at=_odt(r[23]),
-        lease_token=r[24],
+# Where q.JOB_JSON puts the fields that a claim changes (`_started`).
+_STATUS_AT, _ATTEMPTS_AT, _TRY_AT, _UPDATED_AT, _STARTED_AT, _EXPIRES_AT, _WORKER_AT, _CANCEL_AT, _TOKEN_AT = (
+    field_index(STORED_JOB_FIELDS, name)
+    for name in (
+        "status",
+        "attempts",
+        "try_number",
+        "updated",
+        "started_at",
+        "lease_expires_at",
+        "worker_id",
+        "cancel_requested",
+        "lease_token",
     )
+)
 
 
 def _started(r: list[Any], now: int, worker_id: str, expires: int, token: str) -> Job:
     """A candidate as q.CLAIM leaves it (the same changes, applied in Python instead of read back)."""
-    r[5] = "processing"
-    r[8] += 1
-    r[10] += 1
-    r[12] = r[16] = now
-    r[18] = expires
-    r[19] = worker_id
-    r[22] = 0
-    r[24] = token
+    r[_STATUS_AT] = "processing"
+    r[_ATTEMPTS_AT] += 1
+    r[_TRY_AT] += 1
+    r[_UPDATED_AT] = r[_STARTED_AT] = now
+    r[_EXPIRES_AT] = expires
+    r[_WORKER_AT] = worker_id
+    r[_CANCEL_AT] = 0
+    r[_TOKEN_AT] = token
     return _job(r)
 
 
 def _job_row(row: Sequence[Any], duplicate: bool = False) -> Job:
     """A fetched row whose first column is q.JOB_JSON → Job; a second column is the payload's stored text."""
-    job = _job(json.loads(row[0]), duplicate)
-    if len(row) > 1:
-        job.payload_json = row[1]
-    return job
+    return _job(json.loads(row[0]), duplicate=duplicate, payload_json=row[1] if len(row) > 1 else None)
 
 
 def _jobs_aggregate(row: Sequence[Any] | None) -> list[Job]:
@@ -233,20 +211,13 @@ def _claim_order(job: Job) -> tuple[int, datetime, str]:
     return (job.priority, job.run_at, job.id)
 
 
-def _attempt(r: Sequence[Any]) -> Attempt:
-    return Attempt(
-        job_id=r[0],
-        try_number=r[1],
-        outcome=_OUTCOME[r[2]],
-        status_code=r[3],
-        started_at=_dt(r[4]),
-        finished_at=_dt(r[5]),
-        worker_id=r[6],
-        result=_loads(r[7]),
-        error=r[8],
-        traceback=r[9],
-        lease_token=r[10],
-    )
+_attempt = row_decoder(
+    Attempt,
+    STORED_ATTEMPT_FIELDS,
+    {"outcome": _OUTCOME, "time": _dt, "json": json.loads},
+    name="decode_attempt",
+)
+"""A row of q.SELECT_ATTEMPTS → Attempt (the result is JSON text)."""
 
 
 def _attempt_params(a: Attempt, token: str) -> tuple[Any, ...]:
