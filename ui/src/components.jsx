@@ -21,7 +21,7 @@ export function Time({ iso, compact = false, now }) {
   if (!iso) return <span class="muted">—</span>;
   const abs = absolute(iso);
   return (
-    <time class="time" datetime={iso} title={abs}>
+    <time class="time" datetime={iso} title={absolute(iso, true)}>
       <span class="rel">{relative(iso, now)}</span>
       {compact ? null : <span class="abs">{abs}</span>}
     </time>
@@ -62,8 +62,8 @@ export function PageTitle({ title, children }) {
 export function NeedsServer({ what, children }) {
   return (
     <div class="needs" role="note" data-needs={what}>
-      <strong>Not on this server yet:</strong> {children || `this needs ${what}`}.{" "}
-      <span class="muted">This server's API does not offer it; a newer Conveyor will.</span>
+      <strong>Not on this server yet:</strong> {children || "this part of the page"}.{" "}
+      <span class="muted">It needs {what}, which this server's API does not offer.</span>
     </div>
   );
 }

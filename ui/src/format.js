@@ -3,9 +3,10 @@
 
 const numberFormat = new Intl.NumberFormat();
 const percentFormat = new Intl.NumberFormat(undefined, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
-const absoluteFormat = new Intl.DateTimeFormat(undefined, {
+const fullFormat = new Intl.DateTimeFormat(undefined, {
   year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
 });
+const shortFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
 
 export const num = (n) => (n === null || n === undefined ? "—" : numberFormat.format(n));
@@ -17,8 +18,11 @@ export function successRate(stats) {
   return finished ? percent(stats.completed / finished) : null;
 }
 
-export function absolute(iso) {
-  return iso ? absoluteFormat.format(new Date(iso)) : "—";
+/** The absolute local time; the year only when it is not this year's. `full` always gives it. */
+export function absolute(iso, full = false) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return (full || d.getFullYear() !== new Date().getFullYear() ? fullFormat : shortFormat).format(d);
 }
 
 export function relative(iso, now = Date.now()) {

@@ -118,6 +118,7 @@ export function useLiveStatus() {
   useEffect(() => {
     const fn = () => force((n) => n + 1);
     statusListeners.add(fn);
+    fn(); // the status may have changed between the first render and now
     return () => statusListeners.delete(fn);
   }, []);
   return { ...live.status, paused: live.paused };

@@ -204,6 +204,7 @@ function App() {
 
   const signIn = async (token) => {
     session.token = token;
+    session.onUnauthorized = () => {}; // a refused token is this form's answer, not a session that ended
     try {
       const me = await api.me();
       if (me.kind !== "admin") {
@@ -213,6 +214,8 @@ function App() {
     } catch (err) {
       session.token = null;
       return err.code === "unauthorized" ? "The token was not accepted." : err.message;
+    } finally {
+      session.onUnauthorized = signOut;
     }
     session.save(token);
     await caps.load();

@@ -202,9 +202,16 @@ function RowActions({ job, reload }) {
  * The rows to show. Normally the server's order. While `frozen`, the order shown last is kept: rows still in the
  * answer get their new data in place, rows that left it stay as greyed placeholders, new ones wait (counted).
  */
-function useFrozenRows(items, frozen) {
+function useFrozenRows(items, frozen, thaw) {
   const order = useRef([]);
   const known = useRef(new Map());
+  const lastItems = useRef(items);
+  // After the user's own action (thaw set), its result shows at once: the next answer resets the order.
+  if (thaw.current && items !== lastItems.current) {
+    thaw.current = false;
+    frozen = false;
+  }
+  lastItems.current = items;
   for (const j of items) known.current.set(j.id, j);
   let rows, waiting = 0;
   if (frozen && order.current.length) {
@@ -347,14 +354,19 @@ export function JobsPage({ route, dead = false }) {
   const offset = Math.max(0, Number(params.get("offset") || 0));
   const filter = useMemo(() => filterFrom(params, dead), [route.hash]);
   const options = useOptions();
-  const { data: page, error, reload } = useData(() => api.jobs(filter, { limit, offset }), route.hash);
+  const { data: page, error, reload: load } = useData(() => api.jobs(filter, { limit, offset }), route.hash);
+  const thaw = useRef(false);
+  const reload = () => {
+    thaw.current = true;
+    load();
+  };
   const [selected, setSelected] = useState(new Set());
   const [allMatching, setAllMatching] = useState(false);
   const [frozen, setFrozen] = useState(false);
   useEffect(() => { setSelected(new Set()); setAllMatching(false); }, [route.hash]);
 
   const items = page ? page.items : [];
-  const { rows, waiting } = useFrozenRows(items, frozen);
+  const { rows, waiting } = useFrozenRows(items, frozen, thaw);
   const toggle = (id, on) => {
     const next = new Set(selected);
     if (on) next.add(id); else next.delete(id);
