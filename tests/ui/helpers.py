@@ -23,15 +23,18 @@ def sign_in(page: Page, live: LiveServer, route: str = "") -> None:
     expect(page.locator("#live-text")).to_have_text("live")
 
 
-def go(page: Page, live: LiveServer, route: str) -> None:
-    """Open a page of the signed-in UI and wait until its heading shows."""
+def go(page: Page, live: LiveServer, route: str, *, loaded: bool = True) -> None:
+    """Open a page of the signed-in UI and wait until its heading shows and (`loaded`) its data is in."""
     page.goto(f"{live.base_url}/ui/#/{route}")
     expect(page.locator("main h1")).to_be_visible()
+    if loaded:
+        expect(page.locator("main [data-loaded]")).to_have_count(1)
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
 def page_width(page: Page) -> int:

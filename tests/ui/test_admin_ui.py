@@ -300,7 +300,7 @@ def test_namespaces_counts_create_and_errors_in_the_uis_words(page: Page, live: 
 
 def test_workflow_page_says_it_needs_the_server(page: Page, live: LiveServer) -> None:
     sign_in(page, live)
-    go(page, live, "workflows/wf-1")
+    go(page, live, "workflows/wf-1", loaded=False)
     expect(page.locator(".needs")).to_contain_text("GET /api/v1/workflows/{workflow_id}")
 
 

@@ -14,7 +14,9 @@ function cssVar(name) {
  * `format`: a value formatter for the axis and legend. Re-created when the theme or the series change; new data
  * is set in place (no flicker, the cursor stays).
  */
-export function Chart({ data, series, format = (v) => String(v), height = 200, label, theme }) {
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6];
+
+export function Chart({ data, series, format = (v) => String(v), integer = false, height = 200, label, theme }) {
   const box = useRef(null);
   const plot = useRef(null);
 
@@ -34,10 +36,14 @@ export function Chart({ data, series, format = (v) => String(v), height = 200, l
       padding: [8, 8, 0, 0],
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      scales: {
+        // at least a minute wide, so a fresh page's few samples get readable time ticks, not milliseconds
+        x: { time: true, range: (u, min, max) => [Math.min(min ?? 0, (max ?? 60) - 60), max ?? 60] },
+        y: { range: (u, min, max) => [0, Math.max(integer ? 4 : 1, (max ?? 0) * 1.15)] },
+      },
       axes: [
         { ...axis },
-        { ...axis, size: 64, values: (u, ticks) => ticks.map((v) => format(v)) },
+        { ...axis, size: 70, incrs: integer ? INTEGER_STEPS : undefined, values: (u, ticks) => ticks.map((v) => format(v)) },
       ],
       series: [
         {},

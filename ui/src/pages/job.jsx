@@ -85,7 +85,7 @@ export function JobPage({ id }) {
   }
 
   return (
-    <div>
+    <div data-loaded="1">
       <nav class="breadcrumb" aria-label="Breadcrumb">
         <a href={back} data-breadcrumb>{describeList(back)}</a>
         <span aria-hidden="true"> / </span>

@@ -378,7 +378,7 @@ export function JobsPage({ route, dead = false }) {
   const sortProps = { params, base };
 
   return (
-    <div>
+    <div data-loaded={page ? "1" : undefined}>
       <PageTitle title={dead ? "Dead letters" : "Jobs"}>
         {dead && page ? <DeadLetterActions filter={filter} total={page.total} reload={reload} /> : null}
       </PageTitle>

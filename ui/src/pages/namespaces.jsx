@@ -101,7 +101,7 @@ export function NamespacesPage() {
   const [deleting, setDeleting] = useState(null);
 
   return (
-    <div>
+    <div data-loaded={data ? "1" : undefined}>
       <PageTitle title="Namespaces">
         <button type="button" class="primary" onClick={() => setEditing(null)}>New namespace</button>
       </PageTitle>

@@ -115,9 +115,9 @@ function HistoryCharts({ theme }) {
       <ErrorNote error={error} />
       {s ? (
         <div class="charts">
-          <div class="card chart-card"><h3>Jobs finished per minute</h3><Chart theme={theme} data={throughput} series={THROUGHPUT} format={count} label="Processed and failed jobs per minute" /></div>
+          <div class="card chart-card"><h3>Jobs finished per minute</h3><Chart theme={theme} data={throughput} series={THROUGHPUT} format={count} integer label="Processed and failed jobs per minute" /></div>
           <div class="card chart-card"><h3>Queue wait (due → started)</h3><Chart theme={theme} data={latency} series={LATENCY} format={seconds} label="Queue wait percentiles" /></div>
-          <div class="card chart-card"><h3>Queue depth</h3><Chart theme={theme} data={depth} series={DEPTH} format={count} label="Jobs waiting and the oldest due job's age" /></div>
+          <div class="card chart-card"><h3>Queue depth</h3><Chart theme={theme} data={depth} series={DEPTH} format={count} integer label="Jobs waiting and the oldest due job's age" /></div>
         </div>
       ) : null}
     </section>
@@ -143,12 +143,12 @@ function SampledCharts({ stats, theme }) {
       <div class="charts">
         <div class="card chart-card" data-chart="throughput"><h3>Jobs finished per minute</h3>
           {series.t.length > 1
-            ? <Chart theme={theme} data={throughput} series={THROUGHPUT} format={count} label="Processed and failed jobs per minute, sampled" />
+            ? <Chart theme={theme} data={throughput} series={THROUGHPUT} format={count} integer label="Processed and failed jobs per minute, sampled" />
             : <p class="muted chart-wait">Collecting samples…</p>}
         </div>
         <div class="card chart-card" data-chart="depth"><h3>Queue depth</h3>
           {series.t.length > 1
-            ? <Chart theme={theme} data={depth} series={DEPTH_SAMPLED} format={count} label="Jobs pending or processing, sampled" />
+            ? <Chart theme={theme} data={depth} series={DEPTH_SAMPLED} format={count} integer label="Jobs pending or processing, sampled" />
             : <p class="muted chart-wait">Collecting samples…</p>}
         </div>
       </div>
@@ -163,7 +163,7 @@ export function OverviewPage({ theme }) {
     return { stats, queues: queues.items };
   }, "overview");
   return (
-    <div>
+    <div data-loaded={data ? "1" : undefined}>
       <PageTitle title="Overview" />
       <ErrorNote error={error} />
       {data ? (

@@ -127,7 +127,7 @@ export function QueuesPage() {
     }
   };
   return (
-    <div>
+    <div data-loaded={data ? "1" : undefined}>
       <PageTitle title="Queues" />
       <p class="muted">Pause stops workers from taking jobs from a queue (Run still consumes it). Clear deletes its waiting jobs.</p>
       <ErrorNote error={error} />

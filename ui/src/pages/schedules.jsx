@@ -43,7 +43,7 @@ export function SchedulesPage() {
   };
 
   return (
-    <div>
+    <div data-loaded={data ? "1" : undefined}>
       <PageTitle title="Schedules" />
       <p class="muted">Cron entries registered by the app (app.cron). Each occurrence is enqueued once across all processes.</p>
       <ErrorNote error={error} />

@@ -41,7 +41,7 @@ export function WorkersPage() {
   const { data, error } = useData(load, "workers");
   const now = useClock(1000);
   return (
-    <div>
+    <div data-loaded={data ? "1" : undefined}>
       <PageTitle title="Workers" />
       <p class="muted">
         Live registrations only: a worker that stops heartbeating disappears by itself and its jobs are rescued. One worker,
