@@ -19,6 +19,10 @@ if [ ! -x /usr/bin/chromium ]; then  # the admin UI is tested in a real browser
     || { echo "test: could not install Chromium (apt-get install chromium)" >&2; exit 1; }
 fi
 
+echo "== admin UI (ui/): the committed build in src/conveyor/ui/static matches the sources; axe-core for the tests"
+command -v npm >/dev/null || { echo "test: Node.js and npm are needed for the UI build check and axe-core" >&2; exit 1; }
+(cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check)
+
 echo "== ruff"; .venv/bin/ruff check src tests examples scripts; .venv/bin/ruff format --check src tests examples scripts
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter (the layer contract: pyproject.toml [tool.importlinter])"; .venv/bin/lint-imports --no-cache

@@ -85,9 +85,9 @@ class Problems:
         page.on("pageerror", lambda e: self.items.append(f"uncaught: {e}"))
 
     def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error" or "Content Security Policy" in message.text:
-            if not any(a in message.text for a in self.allowed):
-                self.items.append(f"console {message.type}: {message.text}")
+        serious = message.type == "error" or "Content Security Policy" in message.text
+        if serious and not any(a in message.text for a in self.allowed):
+            self.items.append(f"console {message.type}: {message.text}")
 
 
 @pytest.fixture

@@ -287,7 +287,8 @@ def test_namespaces_counts_create_and_errors_in_the_uis_words(page: Page, live: 
     page.click("button:has-text('New namespace')")
     page.fill("#ns-form input[name=name]", "game")
     page.click("#ns-form button[type=submit]")
-    expect(page.locator("#ns-error")).to_have_text("A namespace named “game” already exists: edit it in the list below.")
+    error = page.locator("#ns-error")
+    expect(error).to_have_text("A namespace named “game” already exists: edit it in the list below.")
     expect(page.locator("#ns-error")).not_to_contain_text("PATCH")
     shot(page, "namespaces")
 

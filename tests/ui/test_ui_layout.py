@@ -6,7 +6,7 @@ titles, a focus ring with at least 3:1 contrast, and the README's screenshots.""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.server.conftest import LiveServer, wait_for
 from tests.ui.conftest import PHONE, Problems, new_page
@@ -40,7 +40,9 @@ def _data(live: LiveServer) -> str:
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_every_page_fits_a_phone_and_passes_axe(browser: Browser, live: LiveServer, problems: Problems, theme: str) -> None:
+def test_every_page_fits_a_phone_and_passes_axe(
+    browser: Browser, live: LiveServer, problems: Problems, theme: str
+) -> None:
     failed = _data(live)
     context, page = new_page(browser, problems, viewport=PHONE, color_scheme=theme, is_mobile=True, has_touch=True)
     try:
@@ -131,7 +133,9 @@ def test_dark_mode_follows_the_system_and_the_toggle(browser: Browser, live: Liv
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_the_focus_ring_has_three_to_one_contrast(browser: Browser, live: LiveServer, problems: Problems, theme: str) -> None:
+def test_the_focus_ring_has_three_to_one_contrast(
+    browser: Browser, live: LiveServer, problems: Problems, theme: str
+) -> None:
     """Tab through the page; for every focused control, the outline colour against the colour behind it (the
     nearest opaque background) is at least 3:1 (WCAG 2.2, 1.4.11 and 2.4.13)."""
     _data(live)
@@ -148,7 +152,11 @@ def test_the_focus_ring_has_three_to_one_contrast(browser: Browser, live: LiveSe
                     if (!el || el === document.body) return null;
                     const s = getComputedStyle(el);
                     let p = el.parentElement, bg = 'rgba(0, 0, 0, 0)';
-                    while (p) { const c = getComputedStyle(p).backgroundColor; if (!c.endsWith(', 0)') && c !== 'transparent') { bg = c; break; } p = p.parentElement; }
+                    while (p) {
+                        const c = getComputedStyle(p).backgroundColor;
+                        if (!c.endsWith(', 0)') && c !== 'transparent') { bg = c; break; }
+                        p = p.parentElement;
+                    }
                     if (bg === 'rgba(0, 0, 0, 0)') bg = getComputedStyle(document.body).backgroundColor;
                     return { tag: el.tagName, text: (el.innerText || el.getAttribute('aria-label') || '').slice(0, 30),
                              style: s.outlineStyle, width: parseFloat(s.outlineWidth), color: s.outlineColor, bg };
@@ -167,18 +175,22 @@ def test_the_focus_ring_has_three_to_one_contrast(browser: Browser, live: LiveSe
     assert not problems.items, problems.items
 
 
-@pytest.mark.parametrize(("theme", "device"), [("light", "desktop"), ("dark", "desktop"), ("light", "phone"), ("dark", "phone")])
+@pytest.mark.parametrize(
+    ("theme", "device"), [("light", "desktop"), ("dark", "desktop"), ("light", "phone"), ("dark", "phone")]
+)
 def test_screenshots(browser: Browser, live: LiveServer, problems: Problems, theme: str, device: str) -> None:
     """The pictures in the README (CONVEYOR_SCREENSHOTS=docs/img refreshes them)."""
     failed = _data(live)
-    live.admin.post("/api/v1/jobs/batch", json=[{"task": "echo", "payload": {"n": n}} for n in range(40)])
     options: dict[str, object] = {"color_scheme": theme}
     if device == "phone":
         options.update(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     context, page = new_page(browser, problems, **options)
     try:
         sign_in(page, live)
-        page.wait_for_timeout(4500)  # a few samples for the live charts
+        for n in range(5):  # work arriving while the overview samples it, so its charts have a shape
+            jobs = [{"task": "echo", "payload": {"n": i}} for i in range(10 + 15 * n)]
+            live.admin.post("/api/v1/jobs/batch", json=jobs).raise_for_status()
+            page.wait_for_timeout(2100)
         for route in ("overview", "jobs", f"jobs/{failed}", "queues"):
             go(page, live, route)
             if route.startswith("jobs/"):
@@ -207,4 +219,3 @@ def _luminance(css: str) -> float:
 def _contrast(a: str, b: str) -> float:
     la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
     return (la + 0.05) / (lb + 0.05)
-

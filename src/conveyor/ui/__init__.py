@@ -1,8 +1,10 @@
-"""The admin web UI: a dependency-free single-page app served from the HTTP server at `/ui/`.
+"""The admin web UI: a single-page app served from the HTTP server at `/ui/`.
 
 It talks only to the public REST API (`/api/v1/...`, `/api/events`) with the admin token the user pastes in, so
-the UI can never do anything the API would not let the same token do. No build step: plain HTML, CSS and JS
-(ES modules), so `pip install` is all it takes and there is nothing to go stale between the Python and the page.
+the UI can never do anything the API would not let the same token do. The files in `static/` are built from the
+sources in the repository's `ui/` folder (Preact and uPlot bundled by esbuild: `cd ui && npm ci && npm run
+build`) and committed, so `pip install` is all it takes: no Node at install or run time. CI checks the committed
+files match the sources (`npm run check`). docs/choices.md says why.
 """
 
 from __future__ import annotations
