@@ -95,9 +95,19 @@ function PausedBanner({ queues }) {
   );
 }
 
+// History changes once a minute: ask at most every 30 s per range, whatever the live refresh rate.
+const historyCache = new Map();
+async function cachedHistory(range) {
+  const hit = historyCache.get(range);
+  if (hit && Date.now() - hit.at < 30_000) return hit.data;
+  const data = await history(range);
+  historyCache.set(range, { at: Date.now(), data });
+  return data;
+}
+
 function HistoryCharts({ theme }) {
   const [range, setRange] = useState("1h");
-  const { data, error } = useData(() => history(range), range);
+  const { data, error } = useData(() => cachedHistory(range), range);
   const s = data && data.series;
   const throughput = useMemo(() => (s ? [s.t, s.completed, s.failed] : null), [data]);
   const latency = useMemo(() => (s ? [s.t, s.wait_p50, s.wait_p95] : null), [data]);
