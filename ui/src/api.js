@@ -213,9 +213,10 @@ export function history(range, filter = {}) {
  * Bulk action by filter, done by the server (§2). `dry_run` answers the counts without changing anything, which
  * the confirmation names.
  */
-export function bulk(action, filter, { dryRun = false, ids = null } = {}) {
+export function bulk(action, filter, { dryRun = false, ids = null, expected = null } = {}) {
   need(needs.bulk(), "bulk actions by filter (POST /api/v1/jobs/bulk)");
   const body = { action, dry_run: dryRun };
+  if (expected !== null) body.expected = expected;
   if (ids) body.ids = ids;
   else body.filter = filter;
   return request("POST", "/api/v1/jobs/bulk", { body });
