@@ -327,7 +327,14 @@ class NewJob:
             raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))", field="run_at")
         else:
             if run_at.tzinfo is not UTC:
-                run_at = run_at.astimezone(UTC)
+                try:
+                    run_at = run_at.astimezone(UTC)
+                except OverflowError:  # e.g. 9999-12-31T23:59-14:00 is in the year 10000 in UTC
+                    raise ValidationError(
+                        f"run_at must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z once converted to UTC, "
+                        f"got {run_at.isoformat()}",
+                        field="run_at",
+                    ) from None
             if run_at < MIN_RUN_AT:
                 raise ValidationError(
                     f"run_at must be 1970-01-01T00:00:00Z or later, got {run_at.isoformat()}", field="run_at"

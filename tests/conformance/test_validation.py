@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -33,6 +33,9 @@ from conveyor.errors import PayloadTooLarge, ValidationError
         ({"task": "t", "delay": True}, "delay"),
         ({"task": "t", "run_at": datetime(1, 1, 1, tzinfo=UTC)}, "run_at"),
         ({"task": "t", "run_at": 123}, "run_at"),
+        # past the end of the calendar once converted to UTC (was an OverflowError, a 500 over HTTP)
+        ({"task": "t", "run_at": datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-14)))}, "run_at"),
+        ({"task": "t", "run_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))}, "run_at"),
         ({"task": "t", "payload": {"when": datetime(2026, 1, 1)}}, "payload"),
         ({"task": "t", "payload": math.nan}, "payload"),
         ({"task": "t", "user_id": "u\x00"}, "user_id"),

@@ -72,6 +72,9 @@ def test_a_lone_surrogate_in_any_body_is_a_400_on_every_route(server: LiveServer
         ("/api/jobs/enqueue", {"topic": "t", "user_id": ""}, "user_id"),
         ("/api/v1/jobs", {"task": "t", "max_attempts": True}, "max_attempts"),
         ("/api/v1/jobs", {"task": "t", "run_at": 1.5e9}, "run_at"),
+        ("/api/v1/jobs", {"task": "t", "run_at": "9999-12-31T23:59:59-14:00"}, "run_at"),  # year 10000 in UTC
+        ("/api/v1/jobs", {"task": "t", "run_at": "0001-01-01T00:00:00+14:00"}, "run_at"),  # year 0 in UTC
+        ("/api/jobs/enqueue", {"topic": "t", "run_at": "9999-12-31T23:59:59-01:00"}, "run_at"),
         ("/api/v1/jobs", {"task": " "}, "task"),
         ("/api/v1/jobs", {"task": "t", "queue": "q" * 129}, "queue"),
         ("/api/v1/namespaces", {"name": "n1", "run_notification": 0}, "run_notification"),
