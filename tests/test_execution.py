@@ -174,7 +174,7 @@ async def test_cancel_and_shutdown_of_an_async_handler(app: Conveyor) -> None:
         ctx = JobContext(job, app, "w")
         task = asyncio.create_task(execute(app, job, ctx))
         await asyncio.sleep(0.01)
-        ctx._request_cancel(reason)
+        ctx.request_cancel(reason)
         task.cancel()
         finish = (await task).finish
         assert finish.status is expected
@@ -202,7 +202,7 @@ async def test_sync_handler_that_stops_on_the_flag_is_cancelled(app: Conveyor) -
         ctx = JobContext(job, app, "w")
         running = asyncio.create_task(execute(app, job, ctx))
         await asyncio.sleep(0.05)
-        ctx._request_cancel(REASON_CANCEL)
+        ctx.request_cancel(REASON_CANCEL)
         finish = (await running).finish
         assert finish.status is JobStatus.CANCELLED, task
         assert finish.attempt is not None and finish.attempt.status_code == 499
@@ -216,8 +216,8 @@ def test_context_is_cheap_and_lazy() -> None:
     assert not ctx.cancelled and ctx.cancel_reason is None
     assert ctx._thread_event is None and ctx._async_event is None and ctx._logger is None
     assert ctx.logger.extra == {"job_id": job.id, "task": "t", "try_number": 0}  # type: ignore[comparison-overlap]
-    assert ctx._request_cancel("because")
-    assert not ctx._request_cancel("again")
+    assert ctx.request_cancel("because")
+    assert not ctx.request_cancel("again")
     assert ctx.cancelled and ctx.wait_cancelled_sync(0)
     with pytest.raises(JobCancelled, match="because"):
         ctx.raise_if_cancelled()
@@ -228,7 +228,7 @@ async def test_async_cancel_event(app: Conveyor) -> None:
     ctx = JobContext(job, app)
     waiter = asyncio.create_task(ctx.wait_cancelled())
     await asyncio.sleep(0)
-    ctx._request_cancel("stop")
+    ctx.request_cancel("stop")
     assert await asyncio.wait_for(waiter, 1) == "stop"
 
 

@@ -1,5 +1,5 @@
 """`conveyor:` task names are Conveyor's own: no public enqueue, registration, cron entry, HTTP call or CLI command
-may create them, and nothing is stored when one tries. Only Conveyor's internals (`_aenqueue_system`) can.
+may create them, and nothing is stored when one tries. Only Conveyor's internals (`enqueue_system`) can.
 
 The HTTP and CLI surfaces are covered in tests/server/test_access_matrix.py and tests/cli/test_commands.py; this
 file covers the Python API on every store, because the rule lives in the app, below every surface."""
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
+from conveyor.enqueue import enqueue_system
 from conveyor.errors import ValidationError
 from conveyor.model import JobFilter
 
@@ -23,7 +24,7 @@ async def _noop(payload: Any) -> None:
 
 async def test_public_enqueues_refuse_reserved_names_and_store_nothing(store_url: str) -> None:
     app = Conveyor(store_url)
-    app._register_system("conveyor:test", _noop, timeout=5)
+    app.runtime.register("conveyor:test", _noop, timeout=5, system=True)
     try:
         for call in (
             lambda: app.aenqueue("conveyor:webhook", {"namespace": "victim"}),
@@ -39,7 +40,7 @@ async def test_public_enqueues_refuse_reserved_names_and_store_nothing(store_url
         page = await app.alist_jobs(JobFilter(), limit=10)
         assert page.total == 0  # the valid first job of the refused batch was not stored either
 
-        job = await app._aenqueue_system("conveyor:test", {"n": 1})
+        job = await enqueue_system(app.runtime, "conveyor:test", {"n": 1})
         assert job.task == "conveyor:test"
     finally:
         await app.aclose()
@@ -56,7 +57,7 @@ def test_reserved_names_cannot_be_registered_or_scheduled() -> None:
     assert "conveyor:webhook" not in app.tasks and not app.schedules
     # the private path takes only reserved names, and only registered ones can be enqueued through it
     with pytest.raises(ValueError):
-        app._register_system("plain", _noop, timeout=1)
+        app.runtime.register("plain", _noop, timeout=1, system=True)
 
 
 def test_sync_enqueue_on_callers_sqlite_connection_refuses_reserved(tmp_path: Path) -> None:

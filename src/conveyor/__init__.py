@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from conveyor.app import Conveyor, EnqueueSpec, RunResult, TaskSpec
+from conveyor.app import Conveyor
 from conveyor.backoff import Backoff
 from conveyor.errors import (
     Conflict,
@@ -21,6 +21,8 @@ from conveyor.errors import (
 )
 from conveyor.logsafe import install as _install_log_escaping
 from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, RawJSON, Stats
+from conveyor.tasks import EnqueueOptions, EnqueueSpec, RunResult, TaskSpec
+from conveyor.version import __version__
 
 _install_log_escaping()  # control characters from user data never reach a log line raw (conveyor.logsafe)
 
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
     from conveyor.context import JobContext
     from conveyor.worker import Worker
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
@@ -37,6 +38,7 @@ __all__ = [
     "Conflict",
     "Conveyor",
     "ConveyorError",
+    "EnqueueOptions",
     "EnqueueSpec",
     "Fail",
     "InvalidTransition",
@@ -57,6 +59,7 @@ __all__ = [
     "TaskSpec",
     "ValidationError",
     "Worker",
+    "__version__",
 ]
 
 

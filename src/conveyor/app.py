@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, TypeVar, Unpack, overload
 
-from conveyor.backoff import DEFAULT_BACKOFF, Backoff
-from conveyor.errors import (
-    REQUIRE_TRANSACTION_HINT,
-    CallerConnectionError,
-    NamespaceNotFound,
-    TaskAlreadyRegistered,
-    ValidationError,
-)
+from conveyor import enqueue as _enqueue
+from conveyor.backoff import Backoff
+from conveyor.cron import CronSchedule, make_schedule
+from conveyor.errors import NamespaceNotFound
 from conveyor.events import EventBus
-from conveyor.ids import new_job_ids
+from conveyor.execution import run_user_job
+from conveyor.isolation import ProcessPool, isolated_handlers
 from conveyor.model import (
     DEFAULT_LEASE,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -50,70 +44,29 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
-    check_public_task_name,
-    is_reserved_task,
-    utcnow,
     validate_name,
     validate_namespace,
-    validate_task_name,
 )
+from conveyor.runtime import Runtime
 from conveyor.store import DEFAULT_URL, Store, open_store
-from conveyor.store.caller import check_sqlalchemy as _check_sqlalchemy
+from conveyor.tasks import (
+    THREAD,
+    CronOptions,
+    EnqueueOptions,
+    EnqueueSpec,
+    Handler,
+    JobOptions,
+    RunResult,
+    TaskSpec,
+    WorkerOptions,
+    check_options,
+)
+from conveyor.webhooks import check_webhook_url
+from conveyor.worker import Worker
 
-if TYPE_CHECKING:
-    from conveyor.isolation import ProcessPool
-    from conveyor.maintenance.scheduler import CronSchedule
-    from conveyor.worker import Worker
+__all__ = ["Conveyor", "EnqueueSpec", "Handler", "RunResult", "TaskSpec", "unserved_warning"]
 
 T = TypeVar("T")
-Handler = Callable[..., Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A registered task: its handler and the policy the worker applies to its jobs."""
-
-    name: str
-    fn: Handler
-    is_async: bool
-    max_attempts: int | None = None  # None: the namespace's default (3)
-    timeout: float = DEFAULT_TIMEOUT
-    backoff: Backoff = DEFAULT_BACKOFF
-    queue: str = DEFAULT_QUEUE
-    priority: int = 0
-    transactional: bool = False
-    takes_context: bool = True
-    isolation: str | None = None
-    """"thread" or "process" for a sync handler; None: the worker's default (`Worker(isolation=...)`, "thread")."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """Answer of `run_next` (GS2 Run): the job executed, its attempt record, and `is_last`: no pending job of the
-    user remains, due or scheduled. `job` and `attempt` are None when nothing was due (`is_last` is then False
-    if a job scheduled for later still waits)."""
-
-    job: Job | None
-    attempt: Attempt | None
-    is_last: bool
-
-
-@dataclass(slots=True)
-class EnqueueSpec:
-    """One entry of `enqueue_many`. Dicts with the same keys are accepted too."""
-
-    task: str
-    payload: JSON = None
-    namespace: str = DEFAULT_NAMESPACE
-    queue: str | None = None
-    priority: int | None = None
-    delay: float | timedelta | None = None
-    run_at: datetime | None = None
-    max_attempts: int | None = None
-    user_id: str | None = None
-    group_key: str | None = None
-    unique_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Conveyor:
@@ -134,19 +87,64 @@ class Conveyor:
         lease: timedelta = DEFAULT_LEASE,
         **store_options: Any,
     ) -> None:
-        self.url = url or (DEFAULT_URL if store is None else f"{store.scheme}://")
-        self.store: Store = store if store is not None else open_store(self.url, **store_options)
-        self.max_payload_bytes = max_payload_bytes
-        self.lease = lease
-        self.tasks: dict[str, TaskSpec] = {}
-        self.events = EventBus()
-        self._home: asyncio.AbstractEventLoop | None = None
-        self._portal: _Portal | None = None
-        self._open_lock = threading.Lock()
-        self._opened: asyncio.Future[None] | None = None
-        self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
+        url = url or (DEFAULT_URL if store is None else f"{store.scheme}://")
+        self.runtime = Runtime(
+            store if store is not None else open_store(url, **store_options),
+            url=url,
+            max_payload_bytes=max_payload_bytes,
+            lease=lease,
+        )
+        """The core this facade stands on: the store, the registries, the event bus and the home loop. The worker,
+        the maintenance services and the surfaces take it (or this app, which has one)."""
+        self.runtime.app = self
         self._run_pool: ProcessPool | None = None  # children for process-isolated tasks run by run_next
         self._served_cache: tuple[float, frozenset[str] | None] | None = None  # aunserved_tasks
+
+    # ---- what the runtime holds, as the app's attributes ------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self.runtime.store = store
+
+    @property
+    def url(self) -> str:
+        return self.runtime.url
+
+    @url.setter
+    def url(self, url: str) -> None:
+        self.runtime.url = url
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.runtime.max_payload_bytes
+
+    @max_payload_bytes.setter
+    def max_payload_bytes(self, value: int) -> None:
+        self.runtime.max_payload_bytes = value
+
+    @property
+    def lease(self) -> timedelta:
+        return self.runtime.lease
+
+    @lease.setter
+    def lease(self, value: timedelta) -> None:
+        self.runtime.lease = value
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        return self.runtime.tasks
+
+    @property
+    def schedules(self) -> dict[str, CronSchedule]:
+        return self.runtime.schedules
+
+    @property
+    def events(self) -> EventBus:
+        return self.runtime.events
 
     # ---- task registration ---------------------------------------------------------------------------------
 
@@ -222,8 +220,7 @@ class Conveyor:
     ) -> TaskSpec:
         """Register `fn` as the handler of task `name` (what `@app.task` does). Names starting with `conveyor:`
         are reserved for Conveyor's own tasks."""
-        check_public_task_name(name)
-        return self._register(
+        return self.runtime.register(
             name,
             fn,
             max_attempts=max_attempts,
@@ -235,106 +232,47 @@ class Conveyor:
             isolation=isolation,
         )
 
-    def _register_system(self, name: str, fn: Handler, *, max_attempts: int | None = None, timeout: float) -> TaskSpec:
-        """Conveyor's internals register their `conveyor:` tasks here (the public `register` refuses them)."""
-        if not is_reserved_task(name):
-            raise ValueError(f"system tasks are named conveyor:..., got {name!r}")
-        return self._register(name, fn, max_attempts=max_attempts, timeout=timeout)
-
-    def _register(
-        self,
-        name: str,
-        fn: Handler,
-        *,
-        max_attempts: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        backoff: Backoff | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-        transactional: bool = False,
-        isolation: str | None = None,
-    ) -> TaskSpec:
-        from conveyor.isolation import PROCESS, validate_isolation
-
-        validate_task_name(name)
-        validate_name(queue, "queue")
-        validate_isolation(isolation)
-        is_async = inspect.iscoroutinefunction(fn)
-        if isolation == PROCESS and (is_async or transactional):
-            raise ValidationError(
-                f"task {name!r}: isolation='process' is for plain (sync) functions; "
-                + (
-                    "an async handler runs on the worker's loop, where a timeout or cancel stops it"
-                    if is_async
-                    else "a transactional handler writes through the worker's own connection"
-                ),
-                field="isolation",
-            )
-        if name in self.tasks:
-            raise TaskAlreadyRegistered(name)
-        if timeout <= 0:
-            raise ValidationError(f"timeout must be > 0 seconds, got {timeout!r}", field="timeout")
-        if transactional and not self.store.supports_transactions:
-            raise ValidationError(
-                f"task {name!r} is transactional, which needs a store with transactions (PostgreSQL); "
-                f"this app uses {self.store.scheme}",
-                field="transactional",
-            )
-        params = [
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        spec = TaskSpec(
-            name=name,
-            fn=fn,
-            is_async=is_async,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            backoff=backoff or DEFAULT_BACKOFF,
-            queue=queue,
-            priority=priority,
-            transactional=transactional,
-            takes_context=len(params) >= 2,
-            isolation=isolation,
-        )
-        self.tasks[name] = spec
-        return spec
-
     # ---- cron ----------------------------------------------------------------------------------------------
 
     @overload
-    def cron(self, spec: str, task: str, payload: JSON = None, *, name: str | None = None, **options: Any) -> None: ...
+    def cron(
+        self, spec: str, task: str, payload: JSON = None, *, name: str | None = None, **options: Unpack[CronOptions]
+    ) -> None: ...
 
     @overload
     def cron(
-        self, spec: str, task: None = None, payload: JSON = None, *, name: str | None = None, **options: Any
+        self,
+        spec: str,
+        task: None = None,
+        payload: JSON = None,
+        *,
+        name: str | None = None,
+        **options: Unpack[CronOptions],
     ) -> Callable[[Handler], Handler]: ...
 
     def cron(
-        self, spec: str, task: str | None = None, payload: JSON = None, *, name: str | None = None, **options: Any
+        self,
+        spec: str,
+        task: str | None = None,
+        payload: JSON = None,
+        *,
+        name: str | None = None,
+        **options: Unpack[CronOptions],
     ) -> Callable[[Handler], Handler] | None:
         """Enqueue `task` on a schedule: `app.cron("*/5 * * * *", "cleanup", {"days": 7})`, or as a decorator on a
         sync or async handler, `@app.cron("@hourly")`, which also registers it as a task. Specs: 5-field crontab,
         @hourly/@daily/@weekly/@monthly/@yearly, or `@every 10m` (UTC). Workers (maintenance on) enqueue each
         occurrence exactly once across processes. `options` are enqueue options (queue, priority, namespace…)."""
-        from conveyor.maintenance.scheduler import make_schedule
 
         def add(task_name: str) -> None:
-            entry = make_schedule(spec, task_name, payload, name, **options)
-            if entry.name in self.schedules:
-                raise ValidationError(
-                    f"a cron schedule named {entry.name!r} exists already; give this one a name= of its own",
-                    field="name",
-                )
-            self.schedules[entry.name] = entry
+            self.runtime.add_schedule(make_schedule(spec, task_name, payload, name, options))
 
         if task is not None:
             add(task)
             return None
 
         def decorator(fn: Handler) -> Handler:
-            make_schedule(spec, fn.__name__, payload, name, **options)  # validate before registering the task
+            make_schedule(spec, fn.__name__, payload, name, options)  # validate before registering the task
             if fn.__name__ not in self.tasks:
                 self.register(fn.__name__, fn)
             add(fn.__name__)
@@ -342,93 +280,28 @@ class Conveyor:
 
         return decorator
 
-    # ---- loop plumbing -------------------------------------------------------------------------------------
-
-    async def _ensure_open(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._open_lock:
-            if self._home is None:
-                self._home = loop
-            opened = self._opened
-            if opened is None:
-                opened = self._opened = loop.create_future()
-                first = True
-            else:
-                first = False
-        if first:
-            try:
-                await self.store.open()
-            except BaseException as exc:
-                with self._open_lock:
-                    self._opened = None
-                opened.set_exception(exc)
-                opened.exception()  # mark retrieved
-                raise
-            opened.set_result(None)
-        else:
-            await asyncio.shield(opened) if opened.get_loop() is loop else None
-
-    async def _on_home(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run a store coroutine on the home loop, from whichever loop we are on."""
-        loop = asyncio.get_running_loop()
-        if self._home is None or self._home is loop:
-            await self._ensure_open()
-            return await factory()
-        home = self._home
-        if home.is_closed() or not home.is_running():
-            raise RuntimeError(
-                "this Conveyor app's event loop has stopped; create the app inside the loop that uses it"
-            )
-
-        async def on_home() -> T:
-            await self._ensure_open()
-            return await factory()
-
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_home(), home))
+    # ---- opening and closing -------------------------------------------------------------------------------
 
     def _sync(self, factory: Callable[[], Coroutine[Any, Any, T]], *, wake_for_signals: bool = False) -> T:
-        """Run from sync code: on the home loop (via its thread) or on a private portal loop. `wake_for_signals`:
-        the calling thread wakes up regularly while it waits, so that its signal handlers run (run_worker)."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None and running is self._home:
-            raise RuntimeError(
-                "a sync Conveyor method was called from the app's own event loop, which would deadlock; "
-                "use the async twin (e.g. await app.aenqueue(...))"
-            )
-        if self._home is None:
-            with self._open_lock:
-                if self._home is None:
-                    self._portal = _Portal()
-                    self._home = self._portal.loop
+        return self.runtime.call_sync(factory, wake_for_signals=wake_for_signals)
 
-        async def call() -> T:
-            return await self._on_home(factory)
+    async def _on_home(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await self.runtime.on_home(factory)
 
-        future: Future[T] = asyncio.run_coroutine_threadsafe(call(), self._home)
-        if not wake_for_signals:
-            return future.result()
-        # A signal that the kernel hands to another thread only trips a flag; the main thread runs its Python
-        # handler when it next executes bytecode, which a wait without a timeout would never do.
-        while True:
-            try:
-                return future.result(timeout=0.2)
-            except FutureTimeout:
-                continue
+    # Transitional, for conveyor.worker until it takes the runtime (issue 12): the loop plumbing moved there.
+    @property
+    def _home(self) -> asyncio.AbstractEventLoop | None:
+        return self.runtime.home
+
+    async def _ensure_open(self) -> None:
+        await self.runtime.ensure_open()
 
     async def aopen(self) -> None:
-        await self._on_home(self._noop)
-
-    async def _noop(self) -> None:
-        return None
+        await self.runtime.on_home(_noop)
 
     async def _isolation_pool(self) -> ProcessPool:
         """Child processes for the process-isolated tasks that `run_next` executes here (started on first use;
         workers have pools of their own, sized to their slots)."""
-        from conveyor.isolation import THREAD, ProcessPool, isolated_handlers
-
         if self._run_pool is None:
             pool = ProcessPool(isolated_handlers(self.tasks, THREAD), size=2, worker_id="run")
             await pool.start()
@@ -439,96 +312,24 @@ class Conveyor:
         pool, self._run_pool = self._run_pool, None
         if pool is not None:
             await self._on_home(pool.close)
-        if self._opened is not None:
-            await self._on_home(self.store.close)
-            self._opened = None
+        await self.runtime.aclose()
 
     def close(self) -> None:
         pool, self._run_pool = self._run_pool, None
         if pool is not None:
             self._sync(pool.close)
-        if self._opened is not None:
-            self._sync(self.store.close)
-            self._opened = None
-        if self._portal is not None:
-            self._portal.stop()
-            self._portal = None
-            self._home = None
+        self.runtime.close()
 
     def open(self) -> None:
-        self._sync(self._noop)
+        self._sync(_noop)
 
     # ---- enqueue -------------------------------------------------------------------------------------------
 
-    def build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
+    def build_job(self, task: str, payload: JSON = None, **options: Unpack[JobOptions]) -> NewJob:
         """Validate one job's options (task defaults applied) without storing anything. Task names starting with
         `conveyor:` are refused: they are reserved for Conveyor's own jobs."""
-        check_public_task_name(task)
-        return self._build_job(task, payload, **options)
-
-    def _build_job(self, task: str, payload: JSON = None, **options: Any) -> NewJob:
-        spec = self.tasks.get(task)
-        if options.get("queue") is None:
-            options["queue"] = spec.queue if spec is not None else DEFAULT_QUEUE
-        if options.get("priority") is None:
-            options["priority"] = spec.priority if spec is not None else 0
-        if spec is not None and spec.max_attempts is not None and options.get("max_attempts") is None:
-            options["max_attempts"] = spec.max_attempts
-        if "max_payload_bytes" not in options:
-            options["max_payload_bytes"] = self.max_payload_bytes
-        return NewJob.build(task, payload, **options)
-
-    def _build_many(self, specs: Sequence[EnqueueSpec | Mapping[str, Any]]) -> list[NewJob]:
-        return self._build_batch(specs)[0]
-
-    def _build_batch(
-        self, specs: Sequence[EnqueueSpec | Mapping[str, Any]], *, system: bool = False
-    ) -> tuple[list[NewJob], list[bool]]:
-        """Validate a batch (one clock reading for all). Also says, per job, whether max_attempts was chosen by
-        the caller or the task (else the namespace's default applies). `system`: Conveyor's own `conveyor:` jobs
-        (only `_aenqueue_system` passes it)."""
-        build = self._build_job if system else self.build_job
-        jobs: list[NewJob] = []
-        explicit: list[bool] = []
-        now = utcnow()
-        ids = new_job_ids(len(specs))
-        for index, spec in enumerate(specs):
-            values = _spec_dict(spec)
-            task = values.pop("task", None)
-            payload = values.pop("payload", None)
-            values.setdefault("now", now)
-            values.setdefault("job_id", ids[index])
-            try:
-                job = build(task, payload, **values)  # type: ignore[arg-type]
-            except ValidationError as exc:
-                if len(specs) == 1:
-                    raise
-                raise type(exc)(f"job #{index}: {exc.message}", field=exc.field) from None
-            except TypeError as exc:
-                raise ValidationError(f"job #{index}: {exc}") from None
-            jobs.append(job)
-            spec_task = self.tasks.get(job.task)
-            explicit.append(
-                values.get("max_attempts") is not None or (spec_task is not None and spec_task.max_attempts is not None)
-            )
-        return jobs, explicit
-
-    async def _with_namespace_defaults(self, jobs: list[NewJob], explicit: list[bool]) -> list[NewJob]:
-        """Apply each namespace's default max_attempts where the caller and the task gave none."""
-        if all(job.namespace == DEFAULT_NAMESPACE for job in jobs) or all(explicit):
-            return jobs
-        defaults: dict[str, int | None] = {}
-        out: list[NewJob] = []
-        for job, given in zip(jobs, explicit, strict=True):
-            if not given and job.namespace != DEFAULT_NAMESPACE:
-                if job.namespace not in defaults:
-                    ns = await self.store.get_namespace(job.namespace)
-                    defaults[job.namespace] = None if ns is None else ns.max_attempts
-                wanted = defaults[job.namespace]
-                if wanted is not None and wanted != job.max_attempts:
-                    job = _replace_attempts(job, wanted)
-            out.append(job)
-        return out
+        check_options(options, _JOB_OPTIONS, where="build_job")
+        return _enqueue.build_job(self.runtime, task, payload, options)
 
     async def aenqueue(
         self,
@@ -537,14 +338,16 @@ class Conveyor:
         *,
         connection: Any = None,
         require_transaction: bool = True,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> Job:
-        """Enqueue one job. Options: namespace, queue, priority, delay, run_at, max_attempts, user_id,
-        group_key, unique_key. With `connection=`, the job is inserted through the caller's own connection and
-        transaction (psycopg AsyncConnection, sqlite3.Connection, SQLAlchemy Connection/Session): it exists if
-        and only if the caller commits. That connection must be inside a transaction — an autocommit or idle one
-        is refused (CallerConnectionError) unless `require_transaction=False` says that committing with whatever
-        comes next on it (at once, in autocommit mode) is what the caller wants."""
+        """Enqueue one job. Options (`EnqueueOptions`): namespace, queue, priority, delay, run_at, max_attempts,
+        user_id, group_key, unique_key; an unknown one is a TypeError. With `connection=`, the job is inserted
+        through the caller's own connection and transaction (psycopg AsyncConnection, sqlite3.Connection,
+        SQLAlchemy Connection/Session): it exists if and only if the caller commits. That connection must be inside
+        a transaction — an autocommit or idle one is refused (CallerConnectionError) unless
+        `require_transaction=False` says that committing with whatever comes next on it (at once, in autocommit
+        mode) is what the caller wants."""
+        check_options(options, _JOB_OPTIONS)
         jobs = await self.aenqueue_many(
             [{"task": task, "payload": payload, **options}],
             connection=connection,
@@ -560,41 +363,9 @@ class Conveyor:
         require_transaction: bool = True,
     ) -> list[Job]:
         """Enqueue several jobs in one round trip, all or nothing (`connection=`: see aenqueue)."""
-        if not specs:
-            return []
-        built, explicit = self._build_batch(specs)
-        return await self._enqueue_built(built, explicit, connection, require_transaction)
-
-    async def _aenqueue_system(self, task: str, payload: JSON = None, **options: Any) -> Job:
-        """Enqueue one of Conveyor's own `conveyor:` jobs (e.g. a webhook delivery). The only way such a job is
-        created: public enqueues, the HTTP API and the CLI refuse reserved names."""
-        if not is_reserved_task(task) or task not in self.tasks:
-            raise ValueError(f"{task!r} is not a registered conveyor: system task")
-        built, explicit = self._build_batch([{"task": task, "payload": payload, **options}], system=True)
-        return (await self._enqueue_built(built, explicit, None, True))[0]
-
-    async def _enqueue_built(
-        self, built: list[NewJob], explicit: list[bool], connection: Any, require_transaction: bool
-    ) -> list[Job]:
-        if connection is not None:
-            if _is_async_connection(connection):
-                checked = _check_sqlalchemy(connection, require_transaction)
-                return await self.store.aenqueue_on_connection(
-                    connection, built, require_transaction=require_transaction and not checked
-                )
-            raw, checked = _unwrap_connection(connection, require_transaction)
-            return self.store.enqueue_on_connection(raw, built, require_transaction=require_transaction and not checked)
-
-        async def go() -> list[Job]:
-            jobs = await self._with_namespace_defaults(built, explicit)
-            stored = await self.store.enqueue(jobs)
-            if self.events.is_observed():  # skip building push events nobody reads (batch enqueue hot path)
-                for job in stored:
-                    if not job.duplicate:
-                        self.events.publish_push(job)
-            return stored
-
-        return await self._on_home(go)
+        return await _enqueue.enqueue_many(
+            self.runtime, specs, connection=connection, require_transaction=require_transaction
+        )
 
     def enqueue(
         self,
@@ -603,14 +374,13 @@ class Conveyor:
         *,
         connection: Any = None,
         require_transaction: bool = True,
-        **options: Any,
+        **options: Unpack[JobOptions],
     ) -> Job:
-        if connection is not None and not _is_async_connection(connection):
-            built = self._build_many([{"task": task, "payload": payload, **options}])
-            raw, checked = _unwrap_connection(connection, require_transaction)
-            return self.store.enqueue_on_connection(
-                raw, built, require_transaction=require_transaction and not checked
-            )[0]
+        """Enqueue one job (the sync twin of `aenqueue`, which says what the options mean)."""
+        check_options(options, _JOB_OPTIONS)
+        if connection is not None and not _enqueue.is_async_connection(connection):
+            built, _ = _enqueue.build_batch(self.runtime, [{"task": task, "payload": payload, **options}])
+            return _enqueue.enqueue_on_connection(self.runtime, built, connection, require_transaction)[0]
         return self._sync(
             lambda: self.aenqueue(
                 task, payload, connection=connection, require_transaction=require_transaction, **options
@@ -624,11 +394,12 @@ class Conveyor:
         connection: Any = None,
         require_transaction: bool = True,
     ) -> list[Job]:
-        if connection is not None and not _is_async_connection(connection):
-            raw, checked = _unwrap_connection(connection, require_transaction)
-            return self.store.enqueue_on_connection(
-                raw, self._build_many(specs), require_transaction=require_transaction and not checked
-            )
+        """Enqueue several jobs in one round trip, all or nothing (the sync twin of `aenqueue_many`)."""
+        if connection is not None and not _enqueue.is_async_connection(connection):
+            if not specs:
+                return []
+            built, _ = _enqueue.build_batch(self.runtime, specs)
+            return _enqueue.enqueue_on_connection(self.runtime, built, connection, require_transaction)
         return self._sync(
             lambda: self.aenqueue_many(specs, connection=connection, require_transaction=require_transaction)
         )
@@ -719,8 +490,6 @@ class Conveyor:
     async def _checked_namespace(self, namespace: Namespace) -> Namespace:
         """Every rule a namespace's settings follow (validate_namespace); a webhook URL must name a public address
         unless `webhook_allow_private` is set (conveyor.webhooks)."""
-        from conveyor.webhooks import check_webhook_url
-
         validate_namespace(namespace)
         if namespace.webhook_url:
             await check_webhook_url(namespace.webhook_url, allow_private=namespace.webhook_allow_private)
@@ -793,14 +562,12 @@ class Conveyor:
         namespace sets `run_retry_backoff`).
 
         Raises Conflict (409) while another job of that user is processing."""
-        from conveyor.execution import run_user_job
+        return await self._on_home(
+            lambda: run_user_job(self.runtime, namespace, user_id, worker_id=worker_id, pool=self._isolation_pool)
+        )
 
-        return await self._on_home(lambda: run_user_job(self, namespace, user_id, worker_id=worker_id))
-
-    async def arun_worker(self, **options: Any) -> None:
+    async def arun_worker(self, **options: Unpack[WorkerOptions]) -> None:
         """Run a worker in this process until cancelled or signalled (see conveyor.worker.Worker)."""
-        from conveyor.worker import Worker
-
         worker = Worker(self, **options)
         await self._on_home(worker.run)
 
@@ -871,13 +638,12 @@ class Conveyor:
     def run_next(self, namespace: str, user_id: str) -> RunResult:
         return self._sync(lambda: self.arun_next(namespace, user_id))
 
-    def run_worker(self, **options: Any) -> None:
+    def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
         """Run a worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
-        from conveyor.worker import Worker
-
-        if self._home is not None and self._portal is None:
+        runtime = self.runtime
+        if runtime.home is not None and not runtime.has_portal:
             raise RuntimeError("run_worker() blocks; from async code use `await app.arun_worker()`")
-        if self._portal is not None:  # the app was used synchronously before: run on its portal loop
+        if runtime.has_portal:  # the app was used synchronously before: run on its portal loop
             worker = Worker(self, **options)
             with _signals_to(worker) if worker.install_signal_handlers else contextlib.nullcontext():
                 self._sync(worker.run, wake_for_signals=True)
@@ -932,84 +698,8 @@ def _signals_to(worker: Worker) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _spec_dict(spec: EnqueueSpec | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(spec, EnqueueSpec):
-        values = {
-            "task": spec.task,
-            "payload": spec.payload,
-            "namespace": spec.namespace,
-            "queue": spec.queue,
-            "priority": spec.priority,
-            "delay": spec.delay,
-            "run_at": spec.run_at,
-            "max_attempts": spec.max_attempts,
-            "user_id": spec.user_id,
-            "group_key": spec.group_key,
-            "unique_key": spec.unique_key,
-            **spec.extra,
-        }
-        return {k: v for k, v in values.items() if v is not None or k in ("task", "payload")}
-    return dict(spec)
+async def _noop() -> None:
+    return None
 
 
-def _replace_attempts(job: NewJob, max_attempts: int) -> NewJob:
-    from dataclasses import replace
-
-    return replace(job, max_attempts=max_attempts)
-
-
-def _is_async_connection(connection: Any) -> bool:
-    module = type(connection).__module__
-    name = type(connection).__name__
-    return name.startswith("Async") and (module.startswith("psycopg") or module.startswith("sqlalchemy"))
-
-
-def _unwrap_connection(connection: Any, require_transaction: bool) -> tuple[Any, bool]:
-    """Accept SQLAlchemy Session/Connection by reaching the DBAPI connection inside the current transaction.
-    Returns (driver connection, whether the caller-connection rules were already checked at SQLAlchemy's level)."""
-    module = type(connection).__module__
-    if not module.startswith("sqlalchemy"):
-        return connection, False
-    _check_sqlalchemy(connection, require_transaction)
-    if hasattr(connection, "connection") and callable(getattr(connection, "connection", None)):
-        connection = connection.connection()  # Session.connection() -> Connection (in the Session's transaction)
-    dbapi = connection.connection  # Connection.connection -> PoolProxiedConnection
-    raw = getattr(dbapi, "driver_connection", dbapi)
-    if require_transaction and _driver_autocommit(raw):
-        raise CallerConnectionError(
-            "the SQLAlchemy connection passed as connection= runs its driver in autocommit mode, so the jobs would "
-            "not commit with your work; " + REQUIRE_TRANSACTION_HINT
-        )
-    return raw, True
-
-
-def _driver_autocommit(raw: Any) -> bool:
-    if isinstance(getattr(raw, "autocommit", None), bool) and type(raw).__module__.startswith("psycopg"):
-        return bool(raw.autocommit)
-    if type(raw).__name__ == "Connection" and type(raw).__module__ == "sqlite3":
-        autocommit = getattr(raw, "autocommit", None)
-        return autocommit is True or (autocommit in (None, -1) and raw.isolation_level is None)
-    return False
-
-
-class _Portal:
-    """A private event loop in a daemon thread for sync callers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(ready.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="conveyor-portal", daemon=True)
-        self.thread.start()
-        ready.wait()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
+_JOB_OPTIONS = frozenset(JobOptions.__annotations__) | frozenset(EnqueueOptions.__annotations__)

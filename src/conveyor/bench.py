@@ -41,10 +41,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
+from conveyor.loops import run_async
 from conveyor.model import JSON
 from conveyor.store import isolated_url, open_store, store_class
+from conveyor.store.urls import redact
+from conveyor.version import __version__
 
 NOOP_TASK = "bench:noop"
 HTTP_ENQUEUE_PATH = "/api/jobs/enqueue"
@@ -171,16 +178,12 @@ class _Progress:
     def __init__(self, show: bool) -> None:
         self._progress: Any = None
         if show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from conveyor.cli.common import err_console
-
             self._progress = Progress(
                 TextColumn("{task.description:<26}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=err_console,
+                console=Console(stderr=True, highlight=False),
                 refresh_per_second=4,
             )
 
@@ -551,7 +554,6 @@ async def _remote_latency(
 def remote_enqueue(url: str, warmup: float, count: float, rate: float) -> None:
     """The other process of the remote latency phase: warm up, then enqueue `count` jobs at `rate`, each carrying
     `perf_counter()` taken just before its enqueue; prints the seconds the paced enqueues took."""
-    from conveyor.cli.loop import run_async
 
     async def go() -> None:
         app = Conveyor(url)
@@ -735,9 +737,6 @@ async def run_bench_async(config: BenchConfig, *, show_progress: bool = False) -
 
 
 async def _with_report(config: BenchConfig, isolated: IsolatedStore | None, show_progress: bool) -> dict[str, JSON]:
-    from conveyor import __version__
-    from conveyor.cli.common import redact
-
     bar = _Progress(show_progress)
     report: dict[str, JSON] = {
         "conveyor": __version__,
@@ -775,20 +774,16 @@ async def _with_report(config: BenchConfig, isolated: IsolatedStore | None, show
 
 def run_bench(config: BenchConfig, *, show_progress: bool = False) -> dict[str, JSON]:
     """Sync entry point used by `conveyor bench`: the same event loop policy as `conveyor worker`."""
-    from conveyor.cli.loop import run_async
-
     try:
         return run_async(lambda: run_bench_async(config, show_progress=show_progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise BenchError("the benchmark was interrupted (its store was removed)") from None
 
 
-def print_report(report: dict[str, JSON]) -> None:
-    """The human view: throughput per phase, the latency percentiles, then the machine and the store."""
-    from rich.table import Table
-
-    from conveyor.cli.common import console
-
+def print_report(report: dict[str, JSON], console: Console | None = None) -> None:
+    """The human view: throughput per phase, the latency percentiles, then the machine and the store (on
+    `console`, the CLI's, else a new one on stdout)."""
+    console = console or Console(highlight=False)
     config = report.get("config") or {}
     assert isinstance(config, dict)
     table = Table(title="conveyor bench: throughput", title_justify="left")

@@ -17,7 +17,7 @@ from conveyor.errors import ConveyorError
 from conveyor.model import JSON, Job
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.runtime import Runtime, SupportsRuntime
 
 _task_logger = logging.getLogger("conveyor.task")
 
@@ -34,7 +34,7 @@ class JobContext:
 
     - `job`: the claimed `Job` (status processing, `attempts` already counts this try);
     - `try_number` / `attempt`: the fencing token and the 1-based attempt number towards `max_attempts`;
-    - `worker_id`, `app`;
+    - `worker_id`, `app` (the `Conveyor` app the task was registered on, to enqueue follow-up jobs), `runtime`;
     - `connection`: the open database connection of a transactional handler (PostgreSQL), else None;
     - `cancelled` (sync or async) / `cancel_event` (async) / `wait_cancelled()` (sync): the job should stop —
       a cancel was requested, the task timed out, the worker is shutting down, or its lease was lost.
@@ -43,28 +43,56 @@ class JobContext:
 
     __slots__ = (
         "_async_event",
-        "_deadline",
         "_logger",
-        "_task",
         "_thread_event",
-        "app",
         "cancel_reason",
         "connection",
+        "deadline",
         "job",
+        "run_task",
+        "runtime",
         "worker_id",
     )
 
-    def __init__(self, job: Job, app: Conveyor | None = None, worker_id: str | None = None) -> None:
+    def __init__(self, job: Job, app: SupportsRuntime | None = None, worker_id: str | None = None) -> None:
         self.job = job
-        self.app = app
+        self.runtime: Runtime | None = app.runtime if app is not None else None
         self.worker_id = worker_id
         self.connection: Any = None
         self.cancel_reason: str | None = None
         self._async_event: asyncio.Event | None = None
         self._thread_event: threading.Event | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
-        self._task: asyncio.Task[None] | None = None  # the worker's task running this job (for cancellation)
-        self._deadline = 0.0  # loop.time() after which the worker's watchdog stops the job (0: none)
+        self.run_task: asyncio.Task[None] | None = None
+        """The worker's task running this job (the worker cancels it; not for handlers)."""
+        self.deadline = 0.0
+        """loop.time() after which the worker's watchdog stops the job (0: none; not for handlers)."""
+
+    @property
+    def app(self) -> Any:
+        """The `Conveyor` app whose runtime runs this job (None for a bare context), to enqueue follow-up jobs
+        from a handler. Typed loosely because the core sits below the public facade and does not import it."""
+        return self.runtime.app if self.runtime is not None else None
+
+    # Transitional, for conveyor.worker until it uses the public names (issue 12).
+    @property
+    def _task(self) -> asyncio.Task[None] | None:
+        return self.run_task
+
+    @_task.setter
+    def _task(self, task: asyncio.Task[None] | None) -> None:
+        self.run_task = task
+
+    @property
+    def _deadline(self) -> float:
+        return self.deadline
+
+    @_deadline.setter
+    def _deadline(self, value: float) -> None:
+        self.deadline = value
+
+    def _request_cancel(self, reason: str) -> bool:
+        return self.request_cancel(reason)
 
     # ---- what the handler reads ----------------------------------------------------------------------------
 
@@ -132,15 +160,15 @@ class JobContext:
         Handy as an interruptible sleep: `if ctx.wait_cancelled_sync(5): return`."""
         event = self._thread_event
         if event is None:
-            # Publish the event before re-reading the flag: `_request_cancel` writes the flag before reading the
+            # Publish the event before re-reading the flag: `request_cancel` writes the flag before reading the
             # event, so whichever runs second sees the other's write and the event is never left unset.
             event = self._thread_event = threading.Event()
             if self.cancel_reason is not None:
                 event.set()
         return event.wait(timeout)
 
-    def _request_cancel(self, reason: str) -> bool:
-        """Set the stop signal (worker side, on the worker's loop). False if it was already set."""
+    def request_cancel(self, reason: str) -> bool:
+        """Set the stop signal (worker side, on the worker's loop; not for handlers). False if it was set."""
         if self.cancel_reason is not None:
             return False
         self.cancel_reason = reason

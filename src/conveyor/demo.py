@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conveyor.logsafe import printable
 from conveyor.model import JSON, MAX_ATTEMPTS_RANGE
-
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor, TaskSpec
+from conveyor.runtime import SupportsRuntime
+from conveyor.tasks import TaskSpec
 
 DEMO_TASK = "demo:delay_print"
 DEFAULT_MESSAGE = "Job executed successfully"
@@ -53,12 +52,13 @@ def delay_print(payload: JSON) -> dict[str, str]:
     return {"printed": line}
 
 
-def register_demo(app: Conveyor) -> TaskSpec:
+def register_demo(app: SupportsRuntime) -> TaskSpec:
     """Register `demo:delay_print` on the app (idempotent: returns the existing registration if present)."""
-    existing = app.tasks.get(DEMO_TASK)
+    rt = app.runtime
+    existing = rt.tasks.get(DEMO_TASK)
     if existing is not None:
         return existing
-    return app.register(DEMO_TASK, delay_print)
+    return rt.register(DEMO_TASK, delay_print)
 
 
 def demo_enqueue_options(

@@ -27,15 +27,14 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from conveyor.app import RunResult, TaskSpec
 from conveyor.context import JobCancelled, JobContext
 from conveyor.errors import Fail, Retry, StoreUnavailable, TaskNotRegistered
-from conveyor.isolation import PROCESS as PROCESS_ISOLATION
-from conveyor.isolation import ChildDied, RemoteError
+from conveyor.isolation import ChildDied, ProcessPool, RemoteError
 from conveyor.model import (
     JSON,
     LOST_STATUS_CODE,
@@ -49,12 +48,8 @@ from conveyor.model import (
     encode_result,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from conveyor.app import Conveyor
-    from conveyor.isolation import ProcessPool
+from conveyor.runtime import Runtime, SupportsRuntime
+from conveyor.tasks import PROCESS, RunResult, TaskSpec
 
 log = logging.getLogger("conveyor.worker")
 
@@ -91,7 +86,7 @@ def default_worker_id() -> str:
 
 
 async def execute(
-    app: Conveyor,
+    app: SupportsRuntime,
     job: Job,
     ctx: JobContext,
     executor: Executor | None = None,
@@ -106,13 +101,14 @@ async def execute(
     `enforce_timeout=False` is for callers that police deadlines themselves (the worker's watchdog cancels
     overdue jobs with reason "timeout"), which saves arming a timer per job. `pool`: run the (sync) handler in one
     of its child processes (process isolation); cancelling this call then kills the child."""
+    rt = app.runtime
     if spec is None:
-        spec = app.tasks.get(job.task)
+        spec = rt.tasks.get(job.task)
     started = utcnow()
     if spec is None:
         return Execution(_failure(job, started, ctx.worker_id, TaskNotRegistered(job.task), STATUS_ERROR, None))
     if spec.transactional:
-        return await _execute_transactional(app, job, ctx, executor, spec, started, enforce_timeout)
+        return await _execute_transactional(rt, job, ctx, executor, spec, started, enforce_timeout)
     try:
         if enforce_timeout:
             value = await _call(job, ctx, executor, spec, pool)
@@ -139,8 +135,8 @@ async def _call(
         except TimeoutError:
             if ctx.cancel_reason is not None:
                 raise
-            ctx._request_cancel(REASON_TIMEOUT)
-            await overrun(ctx.app, job, spec)
+            ctx.request_cancel(REASON_TIMEOUT)
+            await overrun(ctx.runtime, job, spec)
             with contextlib.suppress(BaseException):
                 await running
             raise TimeoutError(f"task {job.task!r} exceeded its timeout") from None
@@ -150,11 +146,11 @@ async def _call(
             return await _invoke(job, ctx, executor, spec, pool)
     except TimeoutError:
         if deadline.expired() and ctx.cancel_reason is None:
-            ctx._request_cancel(REASON_TIMEOUT)
+            ctx.request_cancel(REASON_TIMEOUT)
         raise
 
 
-async def overrun(app: Conveyor | None, job: Job, spec: TaskSpec) -> None:
+async def overrun(app: SupportsRuntime | None, job: Job, spec: TaskSpec) -> None:
     """A thread-run handler passed its timeout and runs on: say so in the log, and record it on the job
     (`Store.mark_timed_out`: API, UI and CLI show "timed out, still running") while its lease is kept."""
     log.warning(
@@ -168,7 +164,7 @@ async def overrun(app: Conveyor | None, job: Job, spec: TaskSpec) -> None:
     if app is None:
         return
     try:
-        await app.store.mark_timed_out(job.lease)
+        await app.runtime.store.mark_timed_out(job.lease)
     except Exception as exc:  # only the display depends on it; the lease and the retry do not
         log.warning("job %s: could not record that it timed out (%s)", job.id, exc)
 
@@ -192,7 +188,7 @@ async def _invoke(
 
 
 async def _execute_transactional(
-    app: Conveyor,
+    rt: Runtime,
     job: Job,
     ctx: JobContext,
     executor: Executor | None,
@@ -204,7 +200,7 @@ async def _execute_transactional(
     failure the transaction rolls back (the handler's writes vanish) and the failure is reported normally."""
     entered = False
     try:
-        async with app.store.handler_transaction(job) as tx:
+        async with rt.store.handler_transaction(job) as tx:
             entered = True
             ctx.connection = tx.connection
             if enforce_timeout:
@@ -480,27 +476,39 @@ def refused_message(finish: Finish, job: Job, now: Job | None, *, known: bool = 
 # ---- GS2 Run ---------------------------------------------------------------------------------------------------
 
 
-async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: str | None = None) -> RunResult:
+async def run_user_job(
+    app: SupportsRuntime,
+    namespace: str,
+    user_id: str,
+    worker_id: str | None = None,
+    *,
+    pool: Callable[[], Awaitable[ProcessPool]] | None = None,
+) -> RunResult:
     """GS2 Run: claim the user's next due job, execute it here, record the attempt, and report `is_last`: no pending
     job of the user remains (due or scheduled).
 
     Raises Conflict (409) while another job of the user is processing (from `Store.claim_user`). While the handler
-    runs, the lease is extended in the background so a long handler is not rescued from under us."""
-    store = app.store
+    runs, the lease is extended in the background so a long handler is not rescued from under us. `pool` gives
+    the child processes a process-isolated task runs in (the app's own, started on first use)."""
+    rt = app.runtime
+    store = rt.store
     wid = worker_id or f"run:{default_worker_id()}"
-    job = await store.claim_user(namespace, user_id, wid, app.lease)
+    job = await store.claim_user(namespace, user_id, wid, rt.lease)
     if job is None:  # nothing due: the queue may still hold a job scheduled for later (then is_last is False)
         return RunResult(job=None, attempt=None, is_last=not await store.has_pending_job(namespace, user_id))
-    ctx = JobContext(job, app, wid)
-    keeper = asyncio.create_task(_keep_lease(app, job, ctx))
+    ctx = JobContext(job, rt, wid)
+    keeper = asyncio.create_task(_keep_lease(rt, job, ctx))
     try:
-        spec = app.tasks.get(job.task)
+        spec = rt.tasks.get(job.task)
         try:
-            pool = await app._isolation_pool() if spec is not None and spec.isolation == PROCESS_ISOLATION else None
+            isolated = spec is not None and spec.isolation == PROCESS
+            if isolated and pool is None:
+                raise RuntimeError(f"task {job.task!r} runs in a child process, and no process pool was given")
+            children = await pool() if isolated and pool is not None else None
         except Exception as exc:  # e.g. a handler no child can import: the try fails, with that reason
             execution = Execution(_failure(job, utcnow(), wid, exc, STATUS_ERROR, spec, with_traceback=False))
         else:
-            execution = await execute(app, job, ctx, spec=spec, pool=pool)
+            execution = await execute(rt, job, ctx, spec=spec, pool=children)
     finally:
         keeper.cancel()
         try:
@@ -509,38 +517,38 @@ async def run_user_job(app: Conveyor, namespace: str, user_id: str, worker_id: s
             pass
     finish = execution.finish
     if not execution.committed and finish.status is JobStatus.PENDING and not finish.release:
-        finish = await _run_retry_policy(app, namespace, finish)
+        finish = await _run_retry_policy(rt, namespace, finish)
     applied = execution.applied
     if not execution.committed:
-        applied = await _finish_with_retries(app, finish)
+        applied = await _finish_with_retries(rt, finish)
     if not applied:
         log.warning("%s", refused_message(finish, job, await store.get_job(job.id)))
     elif finish.attempt is not None:
-        app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+        rt.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
     is_last = not await store.has_pending_job(namespace, user_id)
     after = await store.get_job(job.id)
     return RunResult(job=after or job, attempt=finish.attempt, is_last=is_last)
 
 
-async def _run_retry_policy(app: Conveyor, namespace: str, finish: Finish) -> Finish:
+async def _run_retry_policy(rt: Runtime, namespace: str, finish: Finish) -> Finish:
     """GS2's flow sends a failed job back to the queue for the next Run: in a namespace consumed by Run (auto_run
     off) a retry stays at the head of the user's queue and is due at once (`run_at=None`: the store's own now, so
     no clock skew can make the next Run miss it), unless the namespace opts into backoff (`run_retry_backoff`).
     Read only on this failure path, so a successful Run costs no extra round trip."""
-    ns = await app.store.get_namespace(namespace)
+    ns = await rt.store.get_namespace(namespace)
     if ns is None or ns.auto_run or ns.run_retry_backoff:
         return finish
     return dataclasses.replace(finish, run_at=None)
 
 
-async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) -> bool:
+async def _finish_with_retries(rt: Runtime, finish: Finish, tries: int = 4) -> bool:
     """Report a Run's outcome, riding out a short store hiccup (the job ran: its result should not be lost to a
     blip); whether it applied. If the store stays down the error propagates and the rescuer re-runs the job after
     its lease."""
     delay = 0.1
     for attempt in range(tries):
         try:
-            (applied,) = await app.store.finish([finish])
+            (applied,) = await rt.store.finish([finish])
             return applied
         except StoreUnavailable:
             if attempt == tries - 1:
@@ -550,18 +558,18 @@ async def _finish_with_retries(app: Conveyor, finish: Finish, tries: int = 4) ->
     return False  # pragma: no cover - the loop returns or raises
 
 
-async def _keep_lease(app: Conveyor, job: Job, ctx: JobContext) -> None:
+async def _keep_lease(rt: Runtime, job: Job, ctx: JobContext) -> None:
     """Heartbeat for a job run in the caller (Run): extend every lease/3, stop it if cancelled or lost."""
-    interval = max(app.lease.total_seconds() / 3, 0.05)
+    interval = max(rt.lease.total_seconds() / 3, 0.05)
     while True:
         await asyncio.sleep(interval)
         try:
-            (state,) = await app.store.heartbeat([job.lease], app.lease)
+            (state,) = await rt.store.heartbeat([job.lease], rt.lease)
         except Exception:  # a store hiccup: try again next time, the lease has slack
             continue
         if not state.held:
-            ctx._request_cancel(REASON_LOST)
+            ctx.request_cancel(REASON_LOST)
             return
         if state.cancel_requested:
-            ctx._request_cancel(REASON_CANCEL)
+            ctx.request_cancel(REASON_CANCEL)
             return

@@ -18,13 +18,10 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from conveyor.errors import Conflict, ValidationError
 from conveyor.model import JSON
-
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+from conveyor.runtime import SupportsRuntime
 
 _PENDING = "__pending__"
 RESERVATION_TTL = 300.0
@@ -60,7 +57,7 @@ def fingerprint_json(body: bytes) -> str:
 
 
 async def once(
-    app: Conveyor,
+    app: SupportsRuntime,
     scope: str,
     key: str,
     run: Callable[[], Awaitable[Answer]],
@@ -70,10 +67,11 @@ async def once(
 ) -> Answer:
     """Run `run()` once per (scope, key) and replay its answer (status < 400) to later calls; see the module doc."""
     kv_key = "idem:" + hashlib.sha256(f"{scope}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()
-    store = app.store
+    rt = app.runtime
+    store = rt.store
     # Reserve and read in one atomic step (Store.kv_setdefault): no window in which the reservation can expire or
     # be taken between the two, so two requests with one key can never both run.
-    stored, reserved = await app._on_home(lambda: store.kv_setdefault(kv_key, _PENDING, ttl=RESERVATION_TTL))
+    stored, reserved = await rt.on_home(lambda: store.kv_setdefault(kv_key, _PENDING, ttl=RESERVATION_TTL))
     if not reserved:
         if stored == _PENDING:
             raise InProgress("A request with this key is in progress; retry shortly")
@@ -84,15 +82,15 @@ async def once(
     try:
         answer = await run()
     except BaseException:
-        await app._on_home(lambda: store.kv_delete(kv_key))
+        await rt.on_home(lambda: store.kv_delete(kv_key))
         raise
     if answer.status >= 400:
-        await app._on_home(lambda: store.kv_delete(kv_key))
+        await rt.on_home(lambda: store.kv_delete(kv_key))
         return answer
     text = json.dumps(
         {"fingerprint": fingerprint, "status": answer.status, "body": answer.body},
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    await app._on_home(lambda: store.kv_set(kv_key, text, ttl=ttl))
+    await rt.on_home(lambda: store.kv_set(kv_key, text, ttl=ttl))
     return answer

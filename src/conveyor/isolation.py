@@ -51,25 +51,15 @@ from typing import Any
 from conveyor.context import JobContext
 from conveyor.errors import Fail, Retry, ValidationError
 from conveyor.model import JSON, Job, JobStatus, encode_result
+from conveyor.runtime import Runtime
+from conveyor.tasks import ISOLATIONS, PROCESS, THREAD, takes_context, validate_isolation
+
+__all__ = ["ISOLATIONS", "PROCESS", "THREAD", "ChildDied", "ProcessPool", "RemoteError", "validate_isolation"]
 
 log = logging.getLogger("conveyor.isolation")
 
-THREAD = "thread"
-PROCESS = "process"
-ISOLATIONS = (THREAD, PROCESS)
-
 _HEADER = struct.Struct("!I")
 _KILL_WAIT = 10.0  # seconds to wait for a killed child to be reaped (SIGKILL cannot be ignored)
-
-
-def validate_isolation(value: object, what: str = "isolation") -> str | None:
-    if value is None or value in ISOLATIONS:
-        return value  # type: ignore[return-value]
-    raise ValidationError(
-        f"{what} must be 'thread' (sync handlers in the worker's thread pool) or 'process' (in child processes the "
-        f"worker can kill on timeout or cancel), got {value!r}",
-        field="isolation",
-    )
 
 
 class ChildDied(Exception):
@@ -206,7 +196,7 @@ def _child_main(sock: socket.socket, handlers: dict[str, Callable[..., Any]], wo
     """A child's life: run the handlers it is asked to, one at a time, until its socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the worker decides
     apps = {name: _find_app(fn, name) for name, fn in handlers.items()}
-    takes_context = {name: _takes_context(fn) for name, fn in handlers.items()}
+    with_context = {name: takes_context(fn) for name, fn in handlers.items()}
     requests: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     current: list[JobContext] = []
     lock = threading.Lock()
@@ -229,7 +219,7 @@ def _child_main(sock: socket.socket, handlers: dict[str, Callable[..., Any]], wo
             elif message["op"] == "stop":
                 with lock:
                     for ctx in current:
-                        ctx._request_cancel(message["reason"])
+                        ctx.request_cancel(message["reason"])
 
     threading.Thread(target=reader, name="conveyor-child-reader", daemon=True).start()
     while True:
@@ -240,7 +230,7 @@ def _child_main(sock: socket.socket, handlers: dict[str, Callable[..., Any]], wo
             current[:] = [ctx]
         try:
             fn = handlers[job.task]
-            value = fn(job.payload, ctx) if takes_context[job.task] else fn(job.payload)
+            value = fn(job.payload, ctx) if with_context[job.task] else fn(job.payload)
             reply: dict[str, JSON] = {"ok": True, "result": encode_result(value)}
         except BaseException as exc:  # everything the handler raises goes back to the worker to classify
             reply = _error_wire(exc)
@@ -250,22 +240,16 @@ def _child_main(sock: socket.socket, handlers: dict[str, Callable[..., Any]], wo
 
 
 def _find_app(fn: Callable[..., Any], name: str) -> Any:
-    """The Conveyor app the handler was registered with, as the child's import of its module created it."""
-    from conveyor.app import Conveyor
-
+    """The Conveyor app the handler was registered with, as the child's import of its module created it: a
+    module-level object whose runtime (`app.runtime`) registered the task."""
     for value in getattr(fn, "__globals__", {}).values():
-        if isinstance(value, Conveyor) and name in value.tasks:
+        try:
+            runtime = getattr(value, "runtime", None)
+        except Exception:  # a module global with a strange __getattr__ is not an app
+            continue
+        if isinstance(runtime, Runtime) and runtime.app is value and name in runtime.tasks:
             return value
     return None
-
-
-def _takes_context(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    params = [
-        p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(params) >= 2
 
 
 # ---- the worker's side --------------------------------------------------------------------------------------------

@@ -645,7 +645,7 @@ def is_reserved_task(task: object) -> bool:
 
 def check_public_task_name(task: object, field: str = "task") -> None:
     """The rule every public way in (Python enqueue and register, cron, HTTP, CLI) applies: `conveyor:` names
-    are reserved. Conveyor's internals create their jobs through `Conveyor._aenqueue_system` instead."""
+    are reserved. Conveyor's internals create their jobs through `conveyor.enqueue.enqueue_system` instead."""
     if is_reserved_task(task):
         raise ValidationError(
             f"task {task!r} is reserved: names starting with {RESERVED_TASK_PREFIX!r} belong to Conveyor's own "

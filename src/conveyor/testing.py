@@ -27,16 +27,16 @@ inside `async def` tests (where calling a sync method on an app bound to the tes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.app import Conveyor, _Portal
+from conveyor.app import Conveyor
 from conveyor.context import JobContext
 from conveyor.execution import execute
 from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus
+from conveyor.runtime import Binding, Runtime
 from conveyor.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class QueueHelpers:
             out.sort(key=lambda j: (j.created, j.id))
             return out
 
-        return app._sync(read)
+        return app.runtime.call_sync(read)
 
     def get_first(self) -> Job | None:
         return self.get(1)
@@ -185,20 +185,19 @@ class QueueHelpers:
         also runs delayed jobs (and retries) at once.
         Returns each run's attempt record; `raise_errors` turns the first failed run into an AssertionError."""
         app = self._app
-        return app._sync(lambda: _drain(app, limit, include_scheduled, raise_errors, queues))
+        return app.runtime.call_sync(lambda: _drain(app.runtime, limit, include_scheduled, raise_errors, queues))
 
     def reset(self) -> None:
         """Forget every job (and attempt, namespace, kv entry): the app gets a fresh in-memory store."""
-        app = self._app
-        old = app.store
-        app._sync(old.close)
+        runtime = self._app.runtime
+        old = runtime.store
+        runtime.call_sync(old.close)
         _forget(old)
-        app.store = open_store(_memory_url())
-        app._opened = None
+        runtime.replace_store(open_store(_memory_url()))
 
 
 async def _drain(
-    app: Conveyor, limit: int, include_scheduled: bool, raise_errors: bool, queues: Sequence[str] | None
+    app: Runtime, limit: int, include_scheduled: bool, raise_errors: bool, queues: Sequence[str] | None
 ) -> list[Attempt]:
     store = app.store
     ran: list[Attempt] = []
@@ -240,8 +239,7 @@ class TestConveyor(QueueHelpers, Conveyor):
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
         Conveyor.__init__(self, url or _memory_url(), **options)
-        self._portal = _Portal()
-        self._home = self._portal.loop
+        self.runtime.use_portal()
 
     @property
     def _app(self) -> Conveyor:
@@ -260,41 +258,25 @@ class TestQueue(QueueHelpers):
 
     def __init__(self, app: Conveyor) -> None:
         self.app = app
-        self._saved: dict[str, Any] | None = None
+        self._saved: Binding | None = None
 
     @property
     def _app(self) -> Conveyor:
         return self.app
 
-    def _install(self) -> None:
-        app = self.app
-        self._saved = {
-            "store": app.store,
-            "url": app.url,
-            "_home": app._home,
-            "_portal": app._portal,
-            "_opened": app._opened,
-        }
-        app.url = _memory_url()
-        app.store = open_store(app.url)
-        app._portal = _Portal()
-        app._home = app._portal.loop
-        app._opened = None
+    def install(self) -> None:
+        """Point the app at a fresh in-memory store, on a loop of its own (what `test_queue` does)."""
+        url = _memory_url()
+        self._saved = self.app.runtime.rebind(open_store(url), url)
 
     def close(self) -> None:
         """Give the app its own store back."""
         if self._saved is None:
             return
-        app = self.app
-        store = app.store
-        portal = app._portal
-        if app._opened is not None and portal is not None:
-            asyncio.run_coroutine_threadsafe(store.close(), portal.loop).result()
-        if portal is not None:
-            portal.stop()
+        runtime = self.app.runtime
+        store = runtime.store
+        runtime.restore(self._saved)
         _forget(store)
-        for name, value in self._saved.items():
-            setattr(app, name, value)
         self._saved = None
 
     def __enter__(self) -> TestQueue:
@@ -307,7 +289,7 @@ class TestQueue(QueueHelpers):
 def test_queue(app: Conveyor) -> TestQueue:
     """Point `app` (with its registered tasks and cron entries) at a fresh in-memory store until `close()`."""
     queue = TestQueue(app)
-    queue._install()
+    queue.install()
     return queue
 
 

@@ -2,7 +2,7 @@
 `failed` ones) with every attempt. For data requests (dump), account deletion (clean) and moving a player (import).
 
 Used by the GS2 user-data calls (`server/gs2_userdata.py`) and `conveyor users dump | clean | import`, through the
-public `Conveyor` API only.
+runtime core only (the store on its home loop, and `conveyor.enqueue`).
 
 Import restores the user's *queue*: jobs that were pending or processing come back pending, with their ids, task,
 payload text (exactly), namespace, queue, priority, due time and retry budget. Finished jobs (completed, failed,
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
+from conveyor.enqueue import enqueue_many
 from conveyor.errors import ValidationError
 from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, RawJSON, utcnow
-
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+from conveyor.runtime import SupportsRuntime
 
 FORMAT = "conveyor.user-data"
 VERSION = 1
@@ -73,13 +73,15 @@ def job_doc(job: Job, attempts: list[Attempt]) -> dict[str, JSON]:
     }
 
 
-async def dump_user(app: Conveyor, user_id: str) -> dict[str, JSON]:
+async def dump_user(app: SupportsRuntime, user_id: str) -> dict[str, JSON]:
     """The document: every job of `user_id` oldest first, each with its attempts; dead letters listed by id."""
     _check_user(user_id)
+    rt = app.runtime
+    store = rt.store
     jobs: list[Job] = []
     offset = 0
     while True:
-        page = await app.alist_jobs(JobFilter(user_id=user_id), limit=PAGE, offset=offset)
+        page = await rt.on_home(partial(store.list_jobs, JobFilter(user_id=user_id), PAGE, offset))
         jobs.extend(page.items)
         offset += len(page.items)
         if not page.items or offset >= page.total:
@@ -87,7 +89,7 @@ async def dump_user(app: Conveyor, user_id: str) -> dict[str, JSON]:
         if offset > MAX_JOBS:
             raise ValidationError(f"user {user_id!r} has more than {MAX_JOBS} jobs; dump them in parts", field="user")
     jobs.sort(key=lambda j: (j.created, j.id))
-    docs = [job_doc(j, await app.aattempts(j.id)) for j in jobs]
+    docs = [job_doc(j, await rt.on_home(partial(store.attempts, j.id))) for j in jobs]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -98,16 +100,18 @@ async def dump_user(app: Conveyor, user_id: str) -> dict[str, JSON]:
     }
 
 
-async def clean_user(app: Conveyor, user_id: str) -> int:
+async def clean_user(app: SupportsRuntime, user_id: str) -> int:
     """Delete every job and attempt of the user atomically; how many jobs were deleted."""
     _check_user(user_id)
-    return await app.adelete_user_data(user_id)
+    rt = app.runtime
+    return await rt.on_home(lambda: rt.store.delete_user_data(user_id))
 
 
-async def import_user(app: Conveyor, user_id: str, document: Mapping[str, Any]) -> dict[str, JSON]:
+async def import_user(app: SupportsRuntime, user_id: str, document: Mapping[str, Any]) -> dict[str, JSON]:
     """Restore the queue of a dump (see the module doc) and answer a report. Refuses a document that is not a
     Conveyor user-data dump of `user_id`, or one holding another user's job, before changing anything."""
     _check_user(user_id)
+    rt = app.runtime
     if not isinstance(document, Mapping) or document.get("format") != FORMAT or document.get("version") != VERSION:
         raise ValidationError(f"not a {FORMAT} document of version {VERSION}", field="document")
     if document.get("userId") != user_id:
@@ -132,7 +136,7 @@ async def import_user(app: Conveyor, user_id: str, document: Mapping[str, Any]) 
         if status not in (JobStatus.PENDING.value, JobStatus.PROCESSING.value):
             skipped.append({"id": job_id, "status": status, "reason": "history: kept in the dump, not re-inserted"})
             continue
-        if isinstance(job_id, str) and await app.aget_job(job_id) is not None:
+        if isinstance(job_id, str) and await rt.on_home(partial(rt.store.get_job, job_id)) is not None:
             present.append(job_id)
             continue
         try:
@@ -154,7 +158,7 @@ async def import_user(app: Conveyor, user_id: str, document: Mapping[str, Any]) 
             "job_id": job_id,
         }
         specs.append(spec)
-    restored = await app.aenqueue_many(specs) if specs else []
+    restored = await enqueue_many(rt, specs) if specs else []
     return {
         "format": FORMAT + ".import-report",
         "userId": user_id,

@@ -39,19 +39,17 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
-from conveyor.errors import ConveyorError, Fail, NamespaceNotFound, ValidationError
+from conveyor.context import JobContext
+from conveyor.enqueue import enqueue_system
+from conveyor.errors import ConveyorError, Fail, ValidationError
 from conveyor.events import Event, Subscription
 from conveyor.ids import new_job_id
 from conveyor.model import DEFAULT_NAMESPACE, JSON, RESERVED_TASK_PREFIX, Namespace
-
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
-    from conveyor.context import JobContext
+from conveyor.runtime import Runtime, SupportsRuntime
 
 log = logging.getLogger("conveyor.webhooks")
 
@@ -175,11 +173,16 @@ def _record_key(job_id: str) -> str:
     return _RECORD_PREFIX + job_id
 
 
-async def deliver_webhook(app: Conveyor, job_id: str) -> dict[str, JSON]:
+async def _namespace_of(rt: Runtime, name: str) -> Namespace | None:
+    return await rt.on_home(lambda: rt.store.get_namespace(name))
+
+
+async def deliver_webhook(app: SupportsRuntime, job_id: str) -> dict[str, JSON]:
     """Deliver the notification recorded for webhook job `job_id`. 2xx → done; 408/429/5xx or a network error →
     raise (retried with backoff); a redirect or any other 4xx → Fail (retrying will not help)."""
-    store = app.store
-    raw = await app._on_home(lambda: store.kv_get(_record_key(job_id)))
+    rt = app.runtime
+    store = rt.store
+    raw = await rt.on_home(lambda: store.kv_get(_record_key(job_id)))
     if raw is None:
         raise Fail(
             "this webhook job has no delivery record: it was not created by Conveyor's dispatcher, or it is older "
@@ -188,10 +191,9 @@ async def deliver_webhook(app: Conveyor, job_id: str) -> dict[str, JSON]:
         )
     record = json.loads(raw)
     namespace = str(record["namespace"])
-    try:
-        ns = await app.aget_namespace(namespace)
-    except NamespaceNotFound:
-        raise Fail(f"namespace {namespace!r} no longer exists; nothing was sent", status_code=404) from None
+    ns = await _namespace_of(rt, namespace)
+    if ns is None:
+        raise Fail(f"namespace {namespace!r} no longer exists; nothing was sent", status_code=404)
     if not ns.webhook_url:
         raise Fail(f"namespace {namespace!r} has no webhook_url any more; nothing was sent", status_code=400)
     body = json.dumps(record["event"], separators=(",", ":"), ensure_ascii=False).encode()
@@ -205,7 +207,7 @@ async def deliver_webhook(app: Conveyor, job_id: str) -> dict[str, JSON]:
     code = await _post(ns, body, headers)
     if 200 <= code < 300:
         with contextlib.suppress(ConveyorError):  # delivered: the record's work is done (else it expires)
-            await app._on_home(lambda: store.kv_delete(_record_key(job_id)))
+            await rt.on_home(lambda: store.kv_delete(_record_key(job_id)))
         return {"status_code": code}
     if 300 <= code < 400:
         raise Fail(
@@ -256,15 +258,16 @@ async def _post(ns: Namespace, body: bytes, headers: dict[str, str]) -> int:
     return response.status_code
 
 
-def register_webhook_task(app: Conveyor) -> None:
+def register_webhook_task(app: SupportsRuntime) -> None:
     """Register `conveyor:webhook` on an app: every worker does, so webhook jobs run wherever workers run."""
-    if WEBHOOK_TASK in app.tasks:
+    rt = app.runtime
+    if WEBHOOK_TASK in rt.tasks:
         return
 
     async def webhook(payload: JSON, ctx: JobContext) -> dict[str, JSON]:
-        return await deliver_webhook(app, ctx.job.id)
+        return await deliver_webhook(rt, ctx.job.id)
 
-    app._register_system(WEBHOOK_TASK, webhook, max_attempts=WEBHOOK_MAX_ATTEMPTS, timeout=WEBHOOK_TIMEOUT * 2)
+    rt.register(WEBHOOK_TASK, webhook, max_attempts=WEBHOOK_MAX_ATTEMPTS, timeout=WEBHOOK_TIMEOUT * 2, system=True)
 
 
 # ---- the dispatcher --------------------------------------------------------------------------------------------
@@ -278,14 +281,14 @@ def is_system_event(event: Event) -> bool:
 class WebhookDispatcher:
     """Turns bus events into `conveyor:webhook` jobs for namespaces that asked for them (see module doc)."""
 
-    def __init__(self, app: Conveyor, *, cache_seconds: float = 2.0) -> None:
-        self.app = app
+    def __init__(self, app: SupportsRuntime, *, cache_seconds: float = 2.0) -> None:
+        self.runtime = app.runtime
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Namespace | None]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        sub = self.app.events.subscribe(self._wants, maxsize=100_000)
+        sub = self.runtime.events.subscribe(self._wants, maxsize=100_000)
         self._task = asyncio.create_task(self._run(sub), name="conveyor-webhooks")
 
     def _wants(self, event: Event) -> bool:
@@ -312,10 +315,7 @@ class WebhookDispatcher:
         cached = self._cache.get(name)
         if cached is not None and now - cached[0] < self.cache_seconds:
             return cached[1]
-        try:
-            ns: Namespace | None = await self.app.aget_namespace(name)
-        except NamespaceNotFound:
-            ns = None
+        ns = await _namespace_of(self.runtime, name)
         self._cache[name] = (now, ns)
         return ns
 
@@ -343,44 +343,47 @@ class WebhookDispatcher:
         body = {"type": event.type, **event.data, "at": stamp}
         record = {"namespace": event.namespace, "type": event.type, "event": body}
         job_id = new_job_id()
-        store = self.app.store
+        rt = self.runtime
+        store = rt.store
         text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-        await self.app._on_home(lambda: store.kv_set(_record_key(job_id), text, ttl=RECORD_TTL.total_seconds()))
+        await rt.on_home(lambda: store.kv_set(_record_key(job_id), text, ttl=RECORD_TTL.total_seconds()))
         # The payload repeats the event for readers of the job; the delivery reads only the record above.
-        await self.app._aenqueue_system(WEBHOOK_TASK, record, namespace=DEFAULT_NAMESPACE, job_id=job_id)
+        await enqueue_system(rt, WEBHOOK_TASK, record, {"namespace": DEFAULT_NAMESPACE, "job_id": job_id})
 
 
-_dispatchers: weakref.WeakKeyDictionary[Conveyor, tuple[WebhookDispatcher, int]] = weakref.WeakKeyDictionary()
+_dispatchers: weakref.WeakKeyDictionary[Runtime, tuple[WebhookDispatcher, int]] = weakref.WeakKeyDictionary()
 
 
-def acquire_dispatcher(app: Conveyor) -> WebhookDispatcher:
+def acquire_dispatcher(app: SupportsRuntime) -> WebhookDispatcher:
     """Start the app's dispatcher, or count one more user of the running one (call on the app's loop)."""
-    register_webhook_task(app)
-    current = _dispatchers.get(app)
+    rt = app.runtime
+    register_webhook_task(rt)
+    current = _dispatchers.get(rt)
     if current is not None:
-        _dispatchers[app] = (current[0], current[1] + 1)
+        _dispatchers[rt] = (current[0], current[1] + 1)
         return current[0]
-    dispatcher = WebhookDispatcher(app)
+    dispatcher = WebhookDispatcher(rt)
     dispatcher.start()
-    _dispatchers[app] = (dispatcher, 1)
+    _dispatchers[rt] = (dispatcher, 1)
     return dispatcher
 
 
-async def release_dispatcher(app: Conveyor) -> None:
+async def release_dispatcher(app: SupportsRuntime) -> None:
     """One user less; the last one stops the dispatcher."""
-    current = _dispatchers.get(app)
+    rt = app.runtime
+    current = _dispatchers.get(rt)
     if current is None:
         return
     dispatcher, users = current
     if users > 1:
-        _dispatchers[app] = (dispatcher, users - 1)
+        _dispatchers[rt] = (dispatcher, users - 1)
         return
-    del _dispatchers[app]
+    del _dispatchers[rt]
     await dispatcher.stop()
 
 
 @contextlib.asynccontextmanager
-async def webhook_notifications(app: Conveyor) -> AsyncIterator[None]:
+async def webhook_notifications(app: SupportsRuntime) -> AsyncIterator[None]:
     """Dispatch webhooks while the block runs (workers do this by themselves; for processes that only enqueue,
     so their `push` events are delivered too).
 

@@ -42,7 +42,7 @@ def test_every_enqueueing_route_refuses_reserved_tasks(start_server: StartServer
         json={"key": "k", "namespace": "game", "user_id": "alice", "jobs": [{"scriptId": RESERVED}]},
     )
     # a sheet signed with the real key by another service (not through Conveyor's issuing API)
-    key = live.app._sync(lambda: get_key(live.app, "k"))
+    key = live.app.runtime.call_sync(lambda: get_key(live.app, "k"))
     grn = Grn.from_env(None, None)
     args = {"namespaceName": "game", "userId": "alice", "jobs": [{"scriptId": RESERVED, "args": "{}"}]}
     body = {

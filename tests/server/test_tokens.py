@@ -66,7 +66,7 @@ def test_generated_token_is_printed_once_and_stored_only_as_a_hash(
         printed = capsys.readouterr().out
         token = next(line.strip() for line in printed.splitlines() if line.strip().startswith("cva_"))
         assert is_admin(live, token)
-        raw = app.store and live.app._sync(lambda: live.app.store.kv_get(tokens.AUTH_KEY))
+        raw = app.store and live.app.runtime.call_sync(lambda: live.app.store.kv_get(tokens.AUTH_KEY))
         assert raw is not None and token not in raw and tokens.digest(token) in raw
         assert token.encode() not in stored_bytes(sqlite_url)  # not in the database file, nor its WAL
     finally:
@@ -90,8 +90,8 @@ def test_a_plain_token_of_an_older_store_is_hashed_in_place(
     stay valid), and deletes the plain copies."""
     old_token, old_secret = "cva_" + "x" * 43, "legacy-secret-" + "y" * 40
     seed = make_app(store_url)
-    seed._sync(lambda: seed.store.kv_set(tokens.LEGACY_ADMIN_TOKEN_KEY, old_token))
-    seed._sync(lambda: seed.store.kv_set(tokens.LEGACY_TOKEN_SECRET_KEY, old_secret))
+    seed.runtime.call_sync(lambda: seed.store.kv_set(tokens.LEGACY_ADMIN_TOKEN_KEY, old_token))
+    seed.runtime.call_sync(lambda: seed.store.kv_set(tokens.LEGACY_TOKEN_SECRET_KEY, old_secret))
     seed.close()
     issued_before = sign_user_token(old_secret, "alice", None, 4_000_000_000)
     if how == "conveyor migrate":
@@ -102,9 +102,9 @@ def test_a_plain_token_of_an_older_store_is_hashed_in_place(
     assert is_admin(live, old_token)
     assert live.client(issued_before).get("/api/v1/me").json()["user_id"] == "alice"
     app = live.app
-    assert app._sync(lambda: app.store.kv_get(tokens.LEGACY_ADMIN_TOKEN_KEY)) is None
-    assert app._sync(lambda: app.store.kv_get(tokens.LEGACY_TOKEN_SECRET_KEY)) is None
-    raw = app._sync(lambda: app.store.kv_get(tokens.AUTH_KEY))
+    assert app.runtime.call_sync(lambda: app.store.kv_get(tokens.LEGACY_ADMIN_TOKEN_KEY)) is None
+    assert app.runtime.call_sync(lambda: app.store.kv_get(tokens.LEGACY_TOKEN_SECRET_KEY)) is None
+    raw = app.runtime.call_sync(lambda: app.store.kv_get(tokens.AUTH_KEY))
     assert raw is not None and old_token not in raw
     listed = live.admin.get("/api/v1/admin-tokens", headers={"Authorization": f"Bearer {old_token}"}).json()
     assert [(t["name"], t["source"], t["active"]) for t in listed["items"]] == [("generated", "generated", True)]
@@ -223,5 +223,5 @@ def test_cli_and_server_agree_on_an_env_secret(
     r = live.client(CONFIGURED).post("/api/v1/token-secret/rotate")
     assert r.status_code == 400 and "CONVEYOR_TOKEN_SECRET" in r.json()["message"]
     assert conveyor(sqlite_url, "token", "rotate-secret", "--yes").returncode == 1
-    raw: Any = live.app._sync(lambda: live.app.store.kv_get(tokens.AUTH_KEY))
+    raw: Any = live.app.runtime.call_sync(lambda: live.app.store.kv_get(tokens.AUTH_KEY))
     assert secret not in raw  # only a slow fingerprint of it is kept

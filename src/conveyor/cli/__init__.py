@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from conveyor.cli.common import State, console, get_state
+from conveyor.version import __version__
 
 __all__ = ["State", "app", "main"]
 
@@ -29,8 +30,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from conveyor import __version__
-
         console.print(f"conveyor {__version__}", markup=False)
         raise typer.Exit()
 

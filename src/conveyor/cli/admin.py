@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, redact, run
+from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, run
 from conveyor.cli.output import (
     STATUS_STYLE,
     ago,
@@ -23,6 +23,7 @@ from conveyor.cli.output import (
 )
 from conveyor.errors import NamespaceExists, ValidationError
 from conveyor.model import JSON, Namespace, QueueInfo, Stats, WorkerInfo, utcnow
+from conveyor.store.urls import redact
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 

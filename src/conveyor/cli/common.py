@@ -26,9 +26,12 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape as rich_escape
 
 from conveyor.app import Conveyor
+from conveyor.demo import register_demo
 from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
 from conveyor.logsafe import printable
+from conveyor.loops import run_async
 from conveyor.store import DEFAULT_URL
+from conveyor.store.urls import redact
 
 T = TypeVar("T")
 
@@ -146,7 +149,6 @@ def handle_errors() -> Iterator[None]:
 
 def run(body: Callable[[], Awaitable[T]]) -> T:
     """Run an async command body on a fresh event loop, with the CLI's error handling."""
-    from conveyor.cli.loop import run_async
 
     with handle_errors():
         return run_async(body)
@@ -207,21 +209,5 @@ def load_app(ctx: typer.Context, *, demo: bool = False) -> Conveyor:
         else:
             app = Conveyor(state.url)
         if demo:
-            from conveyor.demo import register_demo
-
             register_demo(app)
     return app
-
-
-def redact(url: str) -> str:
-    """A store URL safe to print: the password replaced by ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

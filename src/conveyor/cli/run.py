@@ -14,14 +14,15 @@ from rich.logging import RichHandler
 from conveyor.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    console,
     err_console,
     fail,
     get_state,
     handle_errors,
     load_app,
-    redact,
     run,
 )
+from conveyor.store.urls import redact
 
 
 def setup_logging(level: str) -> None:
@@ -296,7 +297,7 @@ def bench(
 
         print_json(report)
     else:
-        benchmark.print_report(report)
+        benchmark.print_report(report, console)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,16 +12,13 @@ in the store and idempotent, so the moment of overlap a fail-over can leave (one
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from conveyor.maintenance.base import Service
 from conveyor.maintenance.leader import Elected
 from conveyor.maintenance.pruner import Pruner
 from conveyor.maintenance.rescuer import Rescuer
 from conveyor.maintenance.scheduler import CronSchedule, Scheduler, parse_schedule
-
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+from conveyor.runtime import SupportsRuntime
 
 __all__ = [
     "CronSchedule",
@@ -39,19 +36,21 @@ MAINTENANCE = "maintenance"
 SCHEDULER = "scheduler"
 
 
-def default_services(app: Conveyor, *, rescue_interval: float | None = None, worker_id: str = "") -> list[Service]:
+def default_services(
+    app: SupportsRuntime, *, rescue_interval: float | None = None, worker_id: str = ""
+) -> list[Service]:
     """The services a standard worker runs."""
     services: list[Service] = [
         Rescuer(app, interval=rescue_interval),
         Pruner(app),
     ]
-    if getattr(app, "schedules", None):
+    if app.runtime.schedules:
         services.append(Scheduler(app, owner=worker_id))
     return services
 
 
 def elected_services(
-    app: Conveyor,
+    app: SupportsRuntime,
     *,
     candidate: str,
     ttl: float,
@@ -69,6 +68,6 @@ def elected_services(
         return [Scheduler(app, owner=candidate, catch_up=2 * ttl + 2.0)]
 
     roles = [Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change)]
-    if getattr(app, "schedules", None):
+    if app.runtime.schedules:
         roles.append(Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change))
     return roles

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from conveyor.maintenance.base import Service
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.runtime import SupportsRuntime
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -46,7 +46,7 @@ class Elected:
 
     def __init__(
         self,
-        app: Conveyor,
+        app: SupportsRuntime,
         role: str,
         candidate: str,
         factory: Callable[[], list[Service]],
@@ -56,7 +56,7 @@ class Elected:
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"the election lease must be > 0 seconds, got {ttl!r}")
-        self.app = app
+        self.runtime = app.runtime
         self.role = role
         self.candidate = candidate
         self.factory = factory
@@ -90,7 +90,7 @@ class Elected:
         if self._leading:
             await self._step_down("shutting down")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.app.store.resign(self.role, self.candidate), 5.0)
+                await asyncio.wait_for(self.runtime.store.resign(self.role, self.candidate), 5.0)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,7 +98,9 @@ class Elected:
             sent = loop.time()
             bound = self._deadline - sent if self._leading else self.ttl
             try:
-                role = await asyncio.wait_for(self.app.store.elect(self.role, self.candidate, self.ttl), max(bound, 0))
+                role = await asyncio.wait_for(
+                    self.runtime.store.elect(self.role, self.candidate, self.ttl), max(bound, 0)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -15,7 +15,7 @@ from conveyor.maintenance.base import Service
 from conveyor.model import utcnow
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.runtime import SupportsRuntime
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -28,7 +28,7 @@ class Pruner(Service):
 
     def __init__(
         self,
-        app: Conveyor,
+        app: SupportsRuntime,
         *,
         interval: float = 60.0,
         completed_retention: float | None = None,
@@ -37,7 +37,7 @@ class Pruner(Service):
         initial_delay: float = 5.0,
     ) -> None:
         super().__init__(interval, initial_delay=initial_delay)
-        self.app = app
+        self.runtime = app.runtime
         self.completed_retention = completed_retention
         self.failed_retention = failed_retention
         self.limit = limit
@@ -46,7 +46,7 @@ class Pruner(Service):
     async def plan(self) -> list[tuple[str, float, float]]:
         """(namespace, completed retention, failed retention) in seconds, for every namespace that has jobs or
         settings. Explicit settings of this Pruner win over the namespaces' own."""
-        store = self.app.store
+        store = self.runtime.store
         spaces = {ns.name: ns for ns in await store.list_namespaces()}
         names = set(spaces) | {q.namespace for q in await store.list_queues()}
         plan: list[tuple[str, float, float]] = []
@@ -65,7 +65,7 @@ class Pruner(Service):
         now = utcnow()
         for namespace, completed, failed in await self.plan():
             while True:
-                n = await self.app.store.prune(
+                n = await self.runtime.store.prune(
                     now - timedelta(seconds=completed),
                     now - timedelta(seconds=failed),
                     limit=self.limit,

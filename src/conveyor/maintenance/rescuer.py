@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from conveyor.maintenance.base import Service
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.runtime import SupportsRuntime
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -19,15 +19,15 @@ log = logging.getLogger("conveyor.maintenance")
 class Rescuer(Service):
     name = "rescuer"
 
-    def __init__(self, app: Conveyor, *, interval: float | None = None, limit: int = 1000) -> None:
-        super().__init__(interval or max(app.lease.total_seconds() / 2, 0.1))
-        self.app = app
+    def __init__(self, app: SupportsRuntime, *, interval: float | None = None, limit: int = 1000) -> None:
+        super().__init__(interval or max(app.runtime.lease.total_seconds() / 2, 0.1))
+        self.runtime = app.runtime
         self.limit = limit
         self.rescued = 0
 
     async def tick(self) -> None:
         while True:
-            jobs = await self.app.store.rescue(limit=self.limit)
+            jobs = await self.runtime.store.rescue(limit=self.limit)
             if jobs:
                 self.rescued += len(jobs)
                 log.warning(

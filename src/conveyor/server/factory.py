@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute, APIRouter
 
 from conveyor import webhooks
 from conveyor.app import Conveyor
+from conveyor.demo import register_demo
 from conveyor.errors import ConveyorError, StoreUnavailable
 from conveyor.model import find_bad_text
 from conveyor.server import demo as demo_routes
@@ -43,6 +44,7 @@ from conveyor.server.gs2_models import Grn
 from conveyor.server.metrics import Metrics
 from conveyor.server.schemas import HealthOut
 from conveyor.server.security import SecurityHeaders
+from conveyor.version import __version__
 
 log = logging.getLogger("conveyor.server")
 
@@ -238,8 +240,6 @@ def create_app(
     grn = Grn.from_env(gs2_region, gs2_owner_id)  # the region and owner id in every GS2 GRN this server writes
     webhooks.register_webhook_task(conveyor_app)
     if demo:
-        from conveyor.demo import register_demo
-
         register_demo(conveyor_app)
     metrics = Metrics(conveyor_app)
     conveyor_app.events.add_listener(metrics.on_event)
@@ -297,7 +297,7 @@ def create_app(
     async def health() -> JSONResponse:
         """200 when the store answers; 503 when it does not (the reason goes to the server log, not to the caller)."""
         try:
-            await conveyor_app._on_home(conveyor_app.store.ping)
+            await conveyor_app.runtime.on_home(conveyor_app.store.ping)
         except ConveyorError as exc:  # public: no store detail (hosts, paths) in the answer, it goes to the log
             log.warning("health: store unavailable: %s", exc.message)
             return error_response(503, STORE_UNAVAILABLE_TEXT, error="store_unavailable")
@@ -343,6 +343,4 @@ def create_app(
 
 
 def _version() -> str:
-    from conveyor import __version__
-
     return __version__

@@ -68,6 +68,7 @@ from conveyor.server.gs2_models import (
     parse_job_entries,
     result_body_to_gs2,
 )
+from conveyor.version import __version__
 
 log = logging.getLogger("conveyor.server.gs2")
 
@@ -566,8 +567,6 @@ class _GS2Api:
 
     async def get_service_version(self, request: Request) -> dict[str, JSON]:
         """GS2 GetServiceVersion: Conveyor's version."""
-        from conveyor import __version__
-
         return {"item": __version__}
 
     # ---- namespaces --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from conveyor.server.gs2 import (
 )
 from conveyor.server.gs2_keys import KeyNotFound, get_key, now_ms
 from conveyor.server.gs2_models import Grn, GS2Error
+from conveyor.version import __version__
 
 AUTH_PREFIX = "/auth"
 DEFAULT_ACCESS_TOKEN_TTL = 3600.0
@@ -124,8 +125,6 @@ def build_auth_router(
         )
 
     async def get_service_version(request: Request) -> dict[str, JSON]:
-        from conveyor import __version__
-
         return {"item": __version__}
 
     login_body = {"userId": {"type": "string"}, "timeOffset": {"type": "integer"}, "contextStack": {"type": "string"}}

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["with_param"]
+__all__ = ["redact", "with_param"]
+
+
+def redact(url: str) -> str:
+    """A store URL safe to print or report: the password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def with_param(url: str, key: str, value: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Which event loop the CLI's long-running commands use.
+"""Which event loop Conveyor's own long-running entry points use (the CLI's commands, the benchmark).
 
 uvloop is installed with uvicorn[standard] and makes the worker's loop noticeably cheaper per job, so `conveyor
 worker`, `conveyor bench` (and every other command, for one behaviour) run on it when it is importable — the same
