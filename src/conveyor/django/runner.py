@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, reset_queries
@@ -45,9 +45,19 @@ from conveyor.model import RETRYABLE_STATUS_CODES, Attempt, utcnow
 
 if TYPE_CHECKING:
     from conveyor.context import JobContext
-    from conveyor.django.backend import Binding
 
 log = logging.getLogger("conveyor.django")
+
+
+class Binding(Protocol):
+    """What a handler needs of the backend's binding (`backend.Binding`): its alias, the backend class that sends
+    Django's signals, and the registry of declared tasks. A protocol, so this module does not import the backend
+    that imports it."""
+
+    alias: str
+    backend_class: type[Any]
+
+    def task(self, name: str) -> AnyTask | None: ...
 
 
 def make_handler(binding: Binding, name: str, is_async: bool) -> Callable[..., Any]:
