@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full test suite, exactly as CI runs it: install, bring up PostgreSQL and Redis, lint, type-check, test.
-# Extra arguments go to pytest (e.g. scripts/test.sh tests/conformance -k lanes).
+# Extra arguments go to pytest (e.g. scripts/test.sh src/conveyor/conformance -k lanes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,18 +1,25 @@
-"""Each store's test backend: a base URL on this machine's servers (fresh spaces come from the store itself,
-`conveyor.store.isolated_url` + `Store.drop`), and what only a test needs: snapshot/restore (a crash of the store that
-loses its last writes) and make_schema_newer (a store migrated by a newer Conveyor)."""
+"""Each store's test backend for the tests outside the conformance package (worker, server, CLI, Django tests):
+its base URL on this machine's servers and fresh isolated spaces, both taken from the store's conformance harness
+(`conveyor.conformance.load_harness`), so this repository's tests and the shipped suite make spaces the same way."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-from conveyor.store import isolated_url
-
-LABEL_PREFIX = "cv_"
-"""Every test space's label starts so (a leftover is easy to recognise on the shared servers)."""
+from conveyor.conformance import StoreHarness, load_harness
 
 
-def isolated(base: str, tmp_path: Path) -> str:
-    """A URL naming a new, empty, isolated space of `base`'s store."""
-    return isolated_url(base, f"{LABEL_PREFIX}{uuid.uuid4().hex[:16]}", tmp_path)
+class Backend:
+    """One built-in store's harness, as the module-like object `tests.conftest.backend(name)` returns."""
+
+    def __init__(self, name: str) -> None:
+        self.harness: StoreHarness = load_harness(name)
+        self.BASE = self.harness.base_url
+
+    def fresh_url(self, tmp_path: Path) -> str:
+        """A URL naming a new, empty, isolated space (other processes can open it too)."""
+        return self.harness.isolated_url(tmp_path)
+
+    async def cleanup(self, url: str) -> None:
+        """Delete what fresh_url's space holds (`Store.drop`)."""
+        await self.harness.cleanup(url)

@@ -4,7 +4,8 @@ In the spirit of River's driver and Oban's engine: the store owns persistence an
 change; the worker owns policy (backoff, timeouts, outcome classification) and hands the store finished decisions.
 Every method is async; the sync Python API runs them on a private event loop.
 
-Rules every implementation must honour (the conformance suite in tests/conformance checks each one):
+Rules every implementation must honour (the conformance suite, `conveyor.conformance`, checks each one; a store
+written outside this repository runs it with `pytest --pyargs conveyor.conformance`, docs/own-store.md):
 
 * **Atomic transitions.** Each method that changes state does so atomically: a crash between two statements
   never leaves a job half-moved (one SQL transaction, one Lua script).

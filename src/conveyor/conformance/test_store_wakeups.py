@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import enqueue_one, new
 from conveyor.model import JobFilter
-from conveyor.store import Store, open_store
-from tests.conformance.store_helpers import enqueue_one, new
+from conveyor.store import Store
 
 WAIT = 20.0  # the waiter's timeout: returning much sooner proves it was woken
 SETTLE = 0.3  # time for a waiter (and a store's listener) to be in place before the enqueue under test
@@ -49,8 +50,10 @@ async def test_every_waiter_is_woken(store: Store) -> None:
     assert max(elapsed) < WAIT / 2
 
 
-async def test_an_enqueue_through_another_store_object_wakes_waiters(store: Store, store_url: str) -> None:
-    other = open_store(store_url)
+async def test_an_enqueue_through_another_store_object_wakes_waiters(
+    store_harness: StoreHarness, store: Store, store_url: str
+) -> None:
+    other = store_harness.open(store_url)
     await other.open()
     try:
         waiter = asyncio.create_task(_time_wait(store, WAIT))
@@ -63,8 +66,8 @@ async def test_an_enqueue_through_another_store_object_wakes_waiters(store: Stor
         await other.close()
 
 
-async def test_close_wakes_waiters(store_url: str) -> None:
-    s = open_store(store_url)
+async def test_close_wakes_waiters(store_harness: StoreHarness, store_url: str) -> None:
+    s = store_harness.open(store_url)
     await s.open()
     waiter = asyncio.create_task(_time_wait(s, WAIT))
     await asyncio.sleep(0.05)
@@ -73,8 +76,10 @@ async def test_close_wakes_waiters(store_url: str) -> None:
     assert elapsed < WAIT / 2
 
 
-async def test_open_and_close_are_idempotent_and_migrate_is_up_to_date(store_url: str) -> None:
-    s = open_store(store_url)
+async def test_open_and_close_are_idempotent_and_migrate_is_up_to_date(
+    store_harness: StoreHarness, store_url: str
+) -> None:
+    s = store_harness.open(store_url)
     await s.open()
     await s.open()
     try:
@@ -86,12 +91,12 @@ async def test_open_and_close_are_idempotent_and_migrate_is_up_to_date(store_url
         await s.close()
 
 
-async def test_data_survives_reopening_the_same_url(store_url: str) -> None:
-    first = open_store(store_url)
+async def test_data_survives_reopening_the_same_url(store_harness: StoreHarness, store_url: str) -> None:
+    first = store_harness.open(store_url)
     await first.open()
     job = await enqueue_one(first, "t", {"kept": True})
     await first.close()
-    second = open_store(store_url)
+    second = store_harness.open(store_url)
     await second.open()
     try:
         got = await second.get_job(job.id)
@@ -103,10 +108,10 @@ async def test_data_survives_reopening_the_same_url(store_url: str) -> None:
 _ENQUEUE_ELSEWHERE = """
 import asyncio, sys
 from conveyor.model import NewJob
-from conveyor.store import open_store
+from conveyor.conformance import load_harness
 
 async def main() -> None:
-    store = open_store(sys.argv[1])
+    store = load_harness(sys.argv[2]).open(sys.argv[1])
     await store.open()
     try:
         await store.enqueue([NewJob.build("from-another-process")])
@@ -117,8 +122,10 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.stores("sqlite", "postgresql", "redis")
-async def test_an_enqueue_in_another_process_wakes_waiters(store: Store, store_url: str) -> None:
+@pytest.mark.processes
+async def test_an_enqueue_in_another_process_wakes_waiters(
+    store: Store, store_url: str, store_harness: StoreHarness
+) -> None:
     """Every store that other processes can open wakes their waiters: PostgreSQL by NOTIFY, Redis by its wake
     lists, SQLite by datagrams beside the database file (docs/sqlite.md)."""
     # A store may end the first waits after it starts listening early (SQLite: until senders have surely seen
@@ -126,7 +133,7 @@ async def test_an_enqueue_in_another_process_wakes_waiters(store: Store, store_u
     await _time_wait(store, 0.3)
     waiter = asyncio.create_task(_time_wait(store, WAIT))
     await asyncio.sleep(SETTLE)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _ENQUEUE_ELSEWHERE, store_url)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _ENQUEUE_ELSEWHERE, store_url, store_harness.spec)
     assert await asyncio.wait_for(proc.wait(), 60) == 0
     elapsed = await asyncio.wait_for(waiter, WAIT + 5)
     assert elapsed < WAIT - 2

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor.model import LOST_STATUS_CODE, AttemptOutcome, JobFilter, JobStatus, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     ago,
     claim,
     claim_one,
@@ -20,6 +18,8 @@ from tests.conformance.store_helpers import (
     near,
     same_instant,
 )
+from conveyor.model import LOST_STATUS_CODE, AttemptOutcome, JobFilter, JobStatus, utcnow
+from conveyor.store import Store
 
 # ---- rescue ------------------------------------------------------------------------------------------------------
 

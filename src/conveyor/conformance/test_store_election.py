@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from conveyor.conformance.helpers import eventually
 from conveyor.store import Store
-from tests.conformance.store_helpers import eventually
 
 TTL = 30.0
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor.model import AttemptOutcome, Finish, JobFilter, JobStatus, Lease, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     attempt,
     claim,
     claim_one,
@@ -19,6 +17,8 @@ from tests.conformance.store_helpers import (
     retry,
     same_instant,
 )
+from conveyor.model import AttemptOutcome, Finish, JobFilter, JobStatus, Lease, utcnow
+from conveyor.store import Store
 
 # ---- heartbeat -----------------------------------------------------------------------------------------------------
 
@@ -51,11 +51,11 @@ async def test_heartbeat_of_stale_unknown_and_finished_leases_is_not_held(store:
     live, done = await claim(store)
     assert await complete(store, done)
     leases = [
-        Lease(live.id, live.try_number + 1),  # a try that does not exist
+        Lease(live.id, str(live.try_number + 1)),  # a token no claim drew (the next try's number)
         live.lease,
-        Lease("00000000-0000-7000-8000-000000000000", 1),  # no such job
+        Lease("00000000-0000-7000-8000-000000000000", "1"),  # no such job
         done.lease,  # finished
-        Lease(live.id, live.try_number - 1),  # an older try
+        Lease(live.id, str(live.try_number - 1)),  # a token no claim drew (an older try's number)
     ]
     states = await store.heartbeat(leases, timedelta(seconds=30))
     assert [s.lease for s in states] == leases
@@ -277,11 +277,11 @@ async def test_a_finish_from_a_rescued_try_cannot_touch_the_new_try(store: Store
 
 async def test_finish_of_pending_unknown_and_deleted_jobs_is_stale(store: Store) -> None:
     pending = await enqueue_one(store)
-    assert await store.finish([Finish(Lease(pending.id, 0), JobStatus.COMPLETED)]) == [False]
-    assert await store.finish([Finish(Lease(pending.id, 1), JobStatus.COMPLETED)]) == [False]
+    assert await store.finish([Finish(Lease(pending.id, "0"), JobStatus.COMPLETED)]) == [False]
+    assert await store.finish([Finish(Lease(pending.id, "1"), JobStatus.COMPLETED)]) == [False]
     stored = await store.get_job(pending.id)
     assert stored is not None and stored.status is JobStatus.PENDING
-    assert await store.finish([Finish(Lease("00000000-0000-7000-8000-000000000000", 1), JobStatus.COMPLETED)]) == [
+    assert await store.finish([Finish(Lease("00000000-0000-7000-8000-000000000000", "1"), JobStatus.COMPLETED)]) == [
         False
     ]
     job = await claim_one(store)
@@ -293,7 +293,7 @@ async def test_finish_of_pending_unknown_and_deleted_jobs_is_stale(store: Store)
 async def test_finish_with_a_wrong_try_number_changes_nothing(store: Store) -> None:
     await enqueue_one(store)
     job = await claim_one(store)
-    wrong = Lease(job.id, job.try_number + 1)
+    wrong = Lease(job.id, str(job.try_number + 1))
     assert await store.finish([Finish(wrong, JobStatus.FAILED, error="x")]) == [False]
     stored = await store.get_job(job.id)
     assert stored is not None and stored.status is JobStatus.PROCESSING and stored.last_error is None

@@ -1,4 +1,4 @@
-"""Small helpers shared by the store-level conformance tests (tests/conformance/test_store_*.py).
+"""Small helpers shared by the store-level conformance tests (conveyor/conformance/test_store_*.py).
 
 They keep the tests short and, above all, tolerant of what legitimately differs between stores: each store keeps
 time with its own clock (the database's, Redis's), so "about now" comparisons allow a little slack, and
@@ -11,10 +11,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
 
 from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, utcnow
 from conveyor.store import Store
+
+if TYPE_CHECKING:
+    from conveyor.conformance.harness import StoreHarness
 from conveyor.store.base import IdleClaim
 
 LEASE = timedelta(seconds=30)
@@ -201,3 +206,30 @@ def offer(
     )
     store.offer_idle(claim)
     return claim
+
+
+async def lose_the_claim(how: str, store: Store, harness: StoreHarness, url: str) -> tuple[Job, Job]:
+    """Claim as worker A, lose that claim `how`, claim again as worker B. Returns (A's job, B's job)."""
+    if how == "crash" and (harness.snapshot is None or harness.restore is None):
+        pytest.skip(f"{harness.name}: its StoreHarness has no snapshot/restore hooks to simulate a crash")
+    job = await enqueue_one(store, max_attempts=5)
+    snap = await harness.snapshot(url) if how == "crash" and harness.snapshot else None
+    a = await claim_one(store, worker_id="A")
+    if how == "crash" and harness.restore:
+        await harness.restore(url, snap)
+        back = await store.get_job(job.id)
+        assert back is not None and (back.status, back.try_number, back.attempts) == (JobStatus.PENDING, 0, 0)
+    elif how == "hand_back":
+        assert await store.finish([Finish(a.lease, JobStatus.PENDING, release=True)]) == [True]
+    elif how == "rescue":
+        (rescued,) = await store.rescue(now=later(600))
+        assert rescued.status is JobStatus.PENDING and rescued.lease_token is None
+    else:
+        assert await fail(store, a)
+        await store.requeue(job.id)
+    b = await claim_one(store, worker_id="B")
+    assert b.id == a.id
+    assert a.lease_token and b.lease_token and a.lease_token != b.lease_token
+    if how in ("crash", "hand_back"):
+        assert b.try_number == a.try_number == 1  # the try number repeats; the token does not
+    return a, b

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from conveyor.conformance.helpers import LEASE, claim, claim_one, complete, enqueue_one, later, retry
 from conveyor.model import Namespace, QueueSettings
 from conveyor.store import Store
-from tests.conformance.store_helpers import LEASE, claim, claim_one, complete, enqueue_one, later, retry
 
 SLACK = 0.5
 

@@ -5,10 +5,11 @@ that rolled the claim back (the job is claimed again under the *same* try number
 rescuer, to a requeue — can neither finish, fail, cancel nor extend the claim that replaced it, and its late report
 becomes a LOST record of its own claim instead of landing on the other one.
 
-"A crash of the store" is simulated exactly: the test backend snapshots the store before the claim and restores it
-afterwards (tests/backends/*: SQLite's backup API, PostgreSQL table copies, Redis DUMP/RESTORE of every key, the
-memory store's data set), which is what a crash that loses the claim's commit leaves behind: the job pending again,
-with its old try number. tests/stores/test_postgres_crash_fencing.py does it for real with `pg_ctl -m immediate`.
+"A crash of the store" is simulated exactly: the harness snapshots the store before the claim and restores it
+afterwards (`StoreHarness.snapshot`/`restore`; conformance/builtin.py for Conveyor's stores: SQLite's backup API,
+PostgreSQL table copies, Redis DUMP/RESTORE of every key, the memory store's data set), which is what a crash that
+loses the claim's commit leaves behind: the job pending again, with its old try number.
+tests/stores/test_postgres_crash_fencing.py does it for real with `pg_ctl -m immediate`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ from typing import Any
 
 import pytest
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import (
+    LEASE,
+    Taker,
+    attempt,
+    claim,
+    claim_one,
+    complete,
+    enqueue_many,
+    enqueue_one,
+    later,
+    lose_the_claim,
+    offer,
+)
 from conveyor.model import (
     LOST_STATUS_CODE,
     Attempt,
@@ -30,47 +45,8 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store import Store
-from tests.conformance.store_helpers import (
-    LEASE,
-    Taker,
-    attempt,
-    claim,
-    claim_one,
-    complete,
-    enqueue_many,
-    enqueue_one,
-    fail,
-    later,
-    offer,
-)
-from tests.conftest import backend
 
 HOW = ("crash", "hand_back", "rescue", "requeue")
-
-
-async def _lose_the_claim(how: str, store: Store, kind: str, url: str) -> tuple[Job, Job]:
-    """Claim as worker A, lose that claim `how`, claim again as worker B. Returns (A's job, B's job)."""
-    job = await enqueue_one(store, max_attempts=5)
-    snap = await backend(kind).snapshot(url) if how == "crash" else None
-    a = await claim_one(store, worker_id="A")
-    if how == "crash":
-        await backend(kind).restore(url, snap)
-        back = await store.get_job(job.id)
-        assert back is not None and (back.status, back.try_number, back.attempts) == (JobStatus.PENDING, 0, 0)
-    elif how == "hand_back":
-        assert await store.finish([Finish(a.lease, JobStatus.PENDING, release=True)]) == [True]
-    elif how == "rescue":
-        (rescued,) = await store.rescue(now=later(600))
-        assert rescued.status is JobStatus.PENDING and rescued.lease_token is None
-    else:
-        assert await fail(store, a)
-        await store.requeue(job.id)
-    b = await claim_one(store, worker_id="B")
-    assert b.id == a.id
-    assert a.lease_token and b.lease_token and a.lease_token != b.lease_token
-    if how in ("crash", "hand_back"):
-        assert b.try_number == a.try_number == 1  # the try number repeats; the token does not
-    return a, b
 
 
 def _reports(a: Job) -> list[Finish]:
@@ -102,9 +78,9 @@ def _reports(a: Job) -> list[Finish]:
 
 @pytest.mark.parametrize("how", HOW)
 async def test_a_lost_claims_token_can_neither_finish_nor_extend_nor_be_cancelled_against(
-    store: Store, store_kind: str, store_url: str, how: str
+    store: Store, store_harness: StoreHarness, store_url: str, how: str
 ) -> None:
-    a, b = await _lose_the_claim(how, store, store_kind, store_url)
+    a, b = await lose_the_claim(how, store, store_harness, store_url)
 
     a_state, b_state = await store.heartbeat([a.lease, b.lease], timedelta(hours=1))
     assert not a_state.held and b_state.held
@@ -149,9 +125,9 @@ async def test_a_lost_claims_token_can_neither_finish_nor_extend_nor_be_cancelle
 
 
 async def test_a_refused_report_is_kept_as_a_lost_attempt_that_says_what_the_try_ended_with(
-    store: Store, store_kind: str, store_url: str
+    store: Store, store_harness: StoreHarness, store_url: str
 ) -> None:
-    a, b = await _lose_the_claim("crash", store, store_kind, store_url)
+    a, b = await lose_the_claim("crash", store, store_harness, store_url)
     report = Finish(a.lease, JobStatus.COMPLETED, attempt=attempt(a, result={"r": 1}), result={"r": 1})
     assert await store.finish([report]) == [False]
     (lost,) = await store.attempts(a.id)  # B has not reported yet
@@ -235,27 +211,6 @@ async def test_handed_off_jobs_are_fenced_by_their_own_tokens(store: Store, coun
     stale = Lease(victim.id, handed[1].lease_token or "")
     assert await store.finish([Finish(stale, JobStatus.COMPLETED)]) == [False]
     assert [await complete(store, j) for j in handed] == [True] * len(handed)
-
-
-@pytest.mark.stores("postgresql")
-async def test_a_transactional_handlers_finish_is_fenced_too(store: Store, store_kind: str, store_url: str) -> None:
-    """The handler's writes commit with the completion only under the claim's own token; a stale one rolls them
-    back, and the try is still kept as a LOST record."""
-    a, b = await _lose_the_claim("crash", store, store_kind, store_url)
-    schema = getattr(store, "schema")  # noqa: B009 - PostgresStore's schema: the handler writes into its kv table
-    async with store.handler_transaction(a) as tx:
-        await tx.connection.execute(f'INSERT INTO "{schema}".kv (key, value) VALUES (%s, %s)', ("written-by-a", "x"))
-        finished = await tx.finish(Finish(a.lease, JobStatus.COMPLETED, attempt=attempt(a, result=1), result=1))
-    assert finished is False
-    assert await store.kv_get("written-by-a") is None  # rolled back with the refused completion
-    now = await store.get_job(b.id)
-    assert now is not None and now.status is JobStatus.PROCESSING and now.lease_token == b.lease_token
-    (lost,) = await store.attempts(a.id)
-    assert lost.lease_token == a.lease_token and lost.outcome is AttemptOutcome.LOST
-    async with store.handler_transaction(b) as tx:
-        await tx.connection.execute(f'INSERT INTO "{schema}".kv (key, value) VALUES (%s, %s)', ("written-by-b", "y"))
-        assert await tx.finish(Finish(b.lease, JobStatus.COMPLETED, attempt=attempt(b, result=2), result=2))
-    assert await store.kv_get("written-by-b") == "y"
 
 
 async def test_rescue_records_the_lost_try_under_its_own_claim(store: Store) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+from conveyor.conformance.helpers import LEASE, Taker, claim_one, enqueue_one, eventually, later, new, offer
 from conveyor.model import Job, JobStatus, QueueSettings
 from conveyor.store import Store
-from tests.conformance.store_helpers import LEASE, Taker, claim_one, enqueue_one, eventually, later, new, offer
 
 
 async def status_of(store: Store, job: Job) -> JobStatus:

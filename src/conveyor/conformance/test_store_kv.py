@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from conveyor.store import Store, open_store
-from tests.conformance.store_helpers import eventually
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import eventually
+from conveyor.store import Store
 
 
 async def test_setdefault_puts_an_absent_value_and_keeps_a_present_one(store: Store) -> None:
@@ -46,8 +47,10 @@ async def test_a_live_value_keeps_its_own_expiry(store: Store) -> None:
     assert await store.kv_get("forever") == "z"
 
 
-async def test_of_concurrent_setdefaults_exactly_one_puts_and_all_see_its_value(store_url: str) -> None:
-    stores = [open_store(store_url) for _ in range(5)]
+async def test_of_concurrent_setdefaults_exactly_one_puts_and_all_see_its_value(
+    store_harness: StoreHarness, store_url: str
+) -> None:
+    stores = [store_harness.open(store_url) for _ in range(5)]
     for s in stores:
         await s.open()
     try:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from conveyor.conformance.helpers import claim_one, complete, enqueue_one, eventually, same_instant
 from conveyor.errors import ValidationError
 from conveyor.model import (
     DEFAULT_NAMESPACE,
@@ -18,7 +19,6 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store import Store
-from tests.conformance.store_helpers import claim_one, complete, enqueue_one, eventually, same_instant
 
 # ---- namespaces --------------------------------------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ async def test_list_namespaces_by_name(store: Store) -> None:
 
 
 async def test_delete_namespace_removes_its_record(store: Store) -> None:
-    """(Its jobs go with it: tests/conformance/test_store_namespaces.py.)"""
+    """(Its jobs go with it: conveyor/conformance/test_store_namespaces.py.)"""
     await store.put_namespace(Namespace(name="gone"))
     assert await store.delete_namespace("gone") is True
     assert await store.get_namespace("gone") is None

@@ -11,9 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from conveyor.model import JobStatus, QueueSettings, WorkerInfo, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     Taker,
     ago,
     claim,
@@ -25,6 +23,8 @@ from tests.conformance.store_helpers import (
     ids,
     offer,
 )
+from conveyor.model import JobStatus, QueueSettings, WorkerInfo, utcnow
+from conveyor.store import Store
 
 
 async def test_a_claim_takes_only_the_tasks_it_serves(store: Store) -> None:

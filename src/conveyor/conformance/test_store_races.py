@@ -13,17 +13,18 @@ from datetime import timedelta
 
 import pytest
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import LEASE, complete, enqueue_one, new
 from conveyor.errors import Conflict
 from conveyor.model import Job, JobFilter, JobStatus, QueueSettings
-from conveyor.store import Store, open_store
-from tests.conformance.store_helpers import LEASE, complete, enqueue_one, new
+from conveyor.store import Store
 
 OBJECTS = 3  # store objects sharing the URL
 
 
 @pytest.fixture
-async def stores(store: Store, store_url: str) -> AsyncIterator[list[Store]]:
-    others = [open_store(store_url) for _ in range(OBJECTS - 1)]
+async def stores(store_harness: StoreHarness, store: Store, store_url: str) -> AsyncIterator[list[Store]]:
+    others = [store_harness.open(store_url) for _ in range(OBJECTS - 1)]
     for s in others:
         await s.open()
     try:

@@ -13,10 +13,9 @@ import threading
 
 import pytest
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import enqueue_one
 from conveyor.errors import SchemaTooNew
-from conveyor.store import open_store
-from tests.conformance.store_helpers import enqueue_one
-from tests.conftest import backend
 
 
 def _threads() -> set[int]:
@@ -24,8 +23,10 @@ def _threads() -> set[int]:
     return {t.ident or 0 for t in threading.enumerate() if not t.name.startswith("asyncio_")}
 
 
-async def test_migrate_on_a_closed_empty_store_applies_every_step_and_leaves_nothing_running(store_url: str) -> None:
-    store = open_store(store_url)
+async def test_migrate_on_a_closed_empty_store_applies_every_step_and_leaves_nothing_running(
+    store_harness: StoreHarness, store_url: str
+) -> None:
+    store = store_harness.open(store_url)
     before = _threads()
     applied = await store.migrate()
     assert applied == store.known_migrations()
@@ -39,20 +40,20 @@ async def test_migrate_on_a_closed_empty_store_applies_every_step_and_leaves_not
         await store.close()
 
 
-async def test_open_migrates_so_a_later_migrate_has_nothing_to_do(store_url: str) -> None:
-    store = open_store(store_url)
+async def test_open_migrates_so_a_later_migrate_has_nothing_to_do(store_harness: StoreHarness, store_url: str) -> None:
+    store = store_harness.open(store_url)
     await store.open()
     try:
         assert await store.migrate() == []
     finally:
         await store.close()
-    again = open_store(store_url)
+    again = store_harness.open(store_url)
     assert await again.migrate() == []
 
 
-@pytest.mark.stores("sqlite", "postgresql", "redis")
-async def test_concurrent_starts_apply_each_step_exactly_once(store_url: str) -> None:
-    stores = [open_store(store_url) for _ in range(4)]
+@pytest.mark.processes
+async def test_concurrent_starts_apply_each_step_exactly_once(store_harness: StoreHarness, store_url: str) -> None:
+    stores = [store_harness.open(store_url) for _ in range(4)]
     results = await asyncio.gather(*(s.migrate() for s in stores))
     labels = [label for applied in results for label in applied]
     assert sorted(labels) == sorted(stores[0].known_migrations()), results
@@ -60,14 +61,18 @@ async def test_concurrent_starts_apply_each_step_exactly_once(store_url: str) ->
         await s.close()
 
 
-async def test_a_store_migrated_by_a_newer_conveyor_is_refused(store_kind: str, store_url: str) -> None:
-    store = open_store(store_url)
+async def test_a_store_migrated_by_a_newer_conveyor_is_refused(
+    store_harness: StoreHarness, store_kind: str, store_url: str
+) -> None:
+    store = store_harness.open(store_url)
     await store.migrate()
-    if not await backend(store_kind).make_schema_newer(store_url):
+    if store_harness.make_schema_newer is None:
+        pytest.skip(f"{store_kind}: its StoreHarness has no make_schema_newer hook")
+    if not await store_harness.make_schema_newer(store_url):
         pytest.skip(f"{store_kind} keeps no schema version")
     with pytest.raises(SchemaTooNew, match="newer"):
-        await open_store(store_url).migrate()
-    fresh = open_store(store_url)
+        await store_harness.open(store_url).migrate()
+    fresh = store_harness.open(store_url)
     with pytest.raises(SchemaTooNew, match="Upgrade Conveyor"):
         await fresh.open()
     await fresh.close()

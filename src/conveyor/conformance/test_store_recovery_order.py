@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.model import Finish, Job, JobStatus
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     ago,
     claim,
     claim_one,
@@ -23,6 +21,8 @@ from tests.conformance.store_helpers import (
     later,
     same_instant,
 )
+from conveyor.model import Finish, Job, JobStatus
+from conveyor.store import Store
 
 BACKLOG = 300
 

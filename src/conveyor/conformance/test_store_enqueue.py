@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.errors import ValidationError
-from conveyor.ids import new_job_id
-from conveyor.model import JobFilter, JobStatus, RawJSON, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     claim,
     claim_one,
     complete,
@@ -20,6 +16,10 @@ from tests.conformance.store_helpers import (
     new,
     same_instant,
 )
+from conveyor.errors import ValidationError
+from conveyor.ids import new_job_id
+from conveyor.model import JobFilter, JobStatus, RawJSON, utcnow
+from conveyor.store import Store
 
 
 async def test_enqueue_returns_a_pending_job_with_every_field(store: Store) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import enqueue_one
 from conveyor.errors import ValidationError
 from conveyor.model import DEFAULT_NAMESPACE, JobFilter, Namespace
-from conveyor.store import DEFAULT_SPACE, Store, isolated_url, open_store
-from tests.conformance.store_helpers import enqueue_one
-from tests.conftest import base_url
+from conveyor.store import DEFAULT_SPACE, Store, isolated_url
 
 
 def _label() -> str:
@@ -28,11 +28,12 @@ async def _is_empty(store: Store) -> bool:
     )
 
 
-async def test_isolated_spaces_are_separate_and_drop_deletes_everything(store_kind: str, tmp_path: Path) -> None:
-    base = base_url(store_kind)
-    urls = [isolated_url(base, _label(), tmp_path) for _ in range(2)]
+async def test_isolated_spaces_are_separate_and_drop_deletes_everything(
+    store_harness: StoreHarness, tmp_path: Path
+) -> None:
+    urls = [store_harness.isolated_url(tmp_path, _label()) for _ in range(2)]
     assert urls[0] != urls[1]
-    a, b = open_store(urls[0]), open_store(urls[1])
+    a, b = store_harness.open(urls[0]), store_harness.open(urls[1])
     await a.open()
     await b.open()
     try:
@@ -43,7 +44,7 @@ async def test_isolated_spaces_are_separate_and_drop_deletes_everything(store_ki
         assert await b.get_job(job.id) is None and await _is_empty(b)
 
         await a.drop()
-        again = open_store(urls[0])
+        again = store_harness.open(urls[0])
         await again.open()  # the space is made afresh, empty
         try:
             assert await again.get_job(job.id) is None and await _is_empty(again)
@@ -54,14 +55,14 @@ async def test_isolated_spaces_are_separate_and_drop_deletes_everything(store_ki
         await b.drop()
 
 
-async def test_drop_without_opening_deletes_the_space(store_kind: str, tmp_path: Path) -> None:
-    url = isolated_url(base_url(store_kind), _label(), tmp_path)
-    first = open_store(url)
+async def test_drop_without_opening_deletes_the_space(store_harness: StoreHarness, tmp_path: Path) -> None:
+    url = store_harness.isolated_url(tmp_path, _label())
+    first = store_harness.open(url)
     await first.open()
     job = await enqueue_one(first)
     await first.close()
-    await open_store(url).drop()
-    second = open_store(url)
+    await store_harness.open(url).drop()
+    second = store_harness.open(url)
     await second.open()
     try:
         assert await second.get_job(job.id) is None
@@ -69,9 +70,9 @@ async def test_drop_without_opening_deletes_the_space(store_kind: str, tmp_path:
         await second.drop()
 
 
-async def test_drop_refuses_the_default_space(store_kind: str, tmp_path: Path) -> None:
+async def test_drop_refuses_the_default_space(store_harness: StoreHarness, tmp_path: Path) -> None:
     """Never opened: the test must not touch a real default space whatever drop() does."""
-    store = open_store(isolated_url(base_url(store_kind), DEFAULT_SPACE, tmp_path))
+    store = store_harness.open(store_harness.isolated_url(tmp_path, DEFAULT_SPACE))
     with pytest.raises(ValidationError, match="default"):
         await store.drop()
 

@@ -31,6 +31,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import attempt
 from conveyor.errors import Conflict, InvalidTransition
 from conveyor.model import (
     Finish,
@@ -44,9 +46,7 @@ from conveyor.model import (
     serial_key_for,
     utcnow,
 )
-from conveyor.store import Store, open_store
-from tests.conformance.store_helpers import attempt
-from tests.conftest import backend
+from conveyor.store import Store
 
 T = TypeVar("T")
 NAMESPACES = (0, 1)  # indexes into each run's own two namespaces
@@ -472,19 +472,18 @@ def _make_machine(store: Store, loop: asyncio.AbstractEventLoop) -> type[RuleBas
     return StoreMachine
 
 
-def test_store_matches_the_model(store_kind: str, tmp_path: Path) -> None:
+def test_store_matches_the_model(store_harness: StoreHarness, tmp_path: Path) -> None:
     # A sync test with its own loop: Hypothesis drives the rules synchronously, and the store's connections must
     # live on the loop that runs them.
-    module = backend(store_kind)
     loop = asyncio.new_event_loop()
-    url: str = module.fresh_url(tmp_path)
-    store = open_store(url)
+    url = store_harness.isolated_url(tmp_path)
+    store = store_harness.open(url)
     try:
         loop.run_until_complete(store.open())
         run_state_machine_as_test(
             _make_machine(store, loop),
             settings=settings(
-                max_examples=60 if store_kind == "memory" else 30,
+                max_examples=60 if store_harness.name == "memory" else 30,
                 stateful_step_count=25,
                 deadline=None,
                 database=None,
@@ -494,6 +493,6 @@ def test_store_matches_the_model(store_kind: str, tmp_path: Path) -> None:
     finally:
         try:
             loop.run_until_complete(store.close())
-            loop.run_until_complete(module.cleanup(url))
+            loop.run_until_complete(store_harness.cleanup(url))
         finally:
             loop.close()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.errors import InvalidTransition, JobNotFound
-from conveyor.model import JobFilter, JobStatus, Stats, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     claim,
     claim_one,
     complete,
@@ -21,6 +18,9 @@ from tests.conformance.store_helpers import (
     retry,
     same_instant,
 )
+from conveyor.errors import InvalidTransition, JobNotFound
+from conveyor.model import JobFilter, JobStatus, Stats, utcnow
+from conveyor.store import Store
 
 MISSING = "00000000-0000-7000-8000-000000000000"
 

@@ -14,10 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from conveyor.errors import NamespaceExists, NamespaceNotFound, RevisionConflict, ValidationError
-from conveyor.model import DEFAULT_NAMESPACE, JobFilter, JobStatus, Namespace, QueueSettings, utcnow
-from conveyor.store import Store, open_store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.harness import StoreHarness
+from conveyor.conformance.helpers import (
     LEASE,
     Taker,
     claim,
@@ -28,6 +26,9 @@ from tests.conformance.store_helpers import (
     offer,
     same_instant,
 )
+from conveyor.errors import NamespaceExists, NamespaceNotFound, RevisionConflict, ValidationError
+from conveyor.model import DEFAULT_NAMESPACE, JobFilter, JobStatus, Namespace, QueueSettings, utcnow
+from conveyor.store import Store
 
 
 async def test_claim_skips_namespaces_whose_auto_run_is_off(store: Store) -> None:
@@ -114,10 +115,12 @@ async def test_delete_namespace_without_a_record_still_deletes_its_jobs(store: S
     assert await store.delete_namespace("implicit") is False
 
 
-async def test_a_namespace_deleted_through_another_store_object_takes_new_jobs_again(store_url: str) -> None:
+async def test_a_namespace_deleted_through_another_store_object_takes_new_jobs_again(
+    store_harness: StoreHarness, store_url: str
+) -> None:
     """Stores may cache what they registered for the claim; a delete made elsewhere must not leave new jobs of the
     namespace unclaimable (two store objects on one URL stand for two processes)."""
-    a, b = open_store(store_url), open_store(store_url)
+    a, b = store_harness.open(store_url), store_harness.open(store_url)
     await a.open()
     await b.open()
     try:
@@ -174,11 +177,13 @@ async def test_the_default_namespace_always_exists_for_create(store: Store) -> N
     assert got is not None and got.max_attempts != 7
 
 
-async def test_of_concurrent_creates_exactly_one_wins_and_its_settings_are_stored(store_url: str) -> None:
+async def test_of_concurrent_creates_exactly_one_wins_and_its_settings_are_stored(
+    store_harness: StoreHarness, store_url: str
+) -> None:
     """Ten writers (five store objects, as five processes) create one name at once: one succeeds, nine are told it
     exists, and what is stored is the winner's settings (a read-then-put would let every one "succeed" and the last
     write win)."""
-    stores = [open_store(store_url) for _ in range(5)]
+    stores = [store_harness.open(store_url) for _ in range(5)]
     for s in stores:
         await s.open()
     try:
@@ -236,10 +241,10 @@ async def test_a_never_stored_default_namespace_has_revision_zero(store: Store) 
     assert again.revision == 2 and again.max_attempts == 9
 
 
-async def test_concurrent_updates_of_different_settings_all_land(store_url: str) -> None:
+async def test_concurrent_updates_of_different_settings_all_land(store_harness: StoreHarness, store_url: str) -> None:
     """Ten writers each change their own setting of one namespace at once (through five store objects): every
     change is there afterwards, and the revision counts each one."""
-    stores = [open_store(store_url) for _ in range(5)]
+    stores = [store_harness.open(store_url) for _ in range(5)]
     for s in stores:
         await s.open()
     try:

@@ -7,10 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from conveyor.errors import Conflict
-from conveyor.model import Finish, JobStatus, QueueSettings, utcnow
-from conveyor.store import Store
-from tests.conformance.store_helpers import (
+from conveyor.conformance.helpers import (
     ago,
     claim,
     claim_one,
@@ -25,6 +22,9 @@ from tests.conformance.store_helpers import (
     new,
     retry,
 )
+from conveyor.errors import Conflict
+from conveyor.model import Finish, JobStatus, QueueSettings, utcnow
+from conveyor.store import Store
 
 # ---- what a claim does -------------------------------------------------------------------------------------------
 
