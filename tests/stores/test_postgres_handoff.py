@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from psycopg import sql
 from tests.backends import postgres as backend
-from tests.conformance.store_helpers import Taker, eventually
-from tests.conformance.store_helpers import offer as shared_offer
 
+from conveyor.conformance.helpers import Taker, eventually
+from conveyor.conformance.helpers import offer as shared_offer
 from conveyor.errors import ValidationError
 from conveyor.model import Job, JobStatus, NewJob
 from conveyor.store.base import IdleClaim
@@ -379,7 +379,7 @@ async def test_a_handoff_cut_off_after_its_commit_comes_back_through_rescue(
 ) -> None:
     """When the hand-off task itself is cancelled right after the commit (the event loop shutting down), nobody
     delivers the claimed job: it is not stuck, its lease expires and the rescuer gives it back."""
-    from conveyor.store import postgres as pg
+    from conveyor.store.postgres import handoff as pg
 
     def cut_off(claim: IdleClaim, jobs: list[Job]) -> bool:
         raise asyncio.CancelledError
