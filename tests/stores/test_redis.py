@@ -36,7 +36,8 @@ from conveyor.model import (
 )
 from conveyor.store.base import IdleClaim
 from conveyor.store.redis import RedisStore
-from conveyor.store.redis.store import SCRIPTS, load_script, split_url
+from conveyor.store.redis.store import SCRIPTS, load_script
+from conveyor.store.redis.url import split_url
 
 LEASE = timedelta(seconds=30)
 

@@ -63,8 +63,8 @@ async def wait_until(predicate: object, timeout: float = 10.0) -> None:
 def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert parse_sqlite_url("sqlite:///rel/x.db")[0] == str(tmp_path / "rel" / "x.db")
-    assert parse_sqlite_url("sqlite:////abs/x.db") == ("/abs/x.db", {})
-    assert parse_sqlite_url("sqlite:////abs/x.db?busy_timeout=2")[1] == {"busy_timeout": "2"}
+    assert parse_sqlite_url("sqlite:////abs/x.db") == ("/abs/x.db", [])
+    assert parse_sqlite_url("sqlite:////abs/x.db?busy_timeout=2")[1] == [("busy_timeout", "2")]
     for bad in ("sqlite://x.db", "sqlite:///", "sqlite:///:memory:", "postgresql://h/db"):
         with pytest.raises(ValidationError):
             parse_sqlite_url(bad)

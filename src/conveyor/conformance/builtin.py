@@ -182,7 +182,7 @@ async def _redis_snapshot(url: str) -> object:
     """Every key under the URL's prefix, DUMPed with its time to live."""
     import redis.asyncio as aioredis
 
-    from conveyor.store.redis.store import split_url
+    from conveyor.store.redis.url import split_url
 
     base, prefix = split_url(url)
     client = aioredis.Redis.from_url(base)
@@ -202,7 +202,7 @@ async def _redis_restore(url: str, snap: object) -> None:
     later write (appendfsync everysec, a kill -9) leaves behind."""
     import redis.asyncio as aioredis
 
-    from conveyor.store.redis.store import split_url
+    from conveyor.store.redis.url import split_url
 
     assert isinstance(snap, list)
     base, prefix = split_url(url)
@@ -223,7 +223,7 @@ async def _redis_schema_newer(url: str) -> bool:
     """Record a key layout newer than this code knows, as a newer Conveyor would have."""
     import redis.asyncio as aioredis
 
-    from conveyor.store.redis.store import split_url
+    from conveyor.store.redis.url import split_url
 
     base, prefix = split_url(url)
     client = aioredis.Redis.from_url(base)

@@ -90,6 +90,11 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
   `drop()` deletes everything stored under the store's URL. `drop` refuses the default space (label `conveyor`:
   schema / prefix `conveyor`, `conveyor.db`) unless `allow_default=True`, so a wrong URL cannot wipe production
   data. Benchmarks and the conformance suite run on such spaces.
+* **Options are read strictly.** A store is built as `StoreClass(url, *, lazy=False, **options)`; its options come
+  from the URL's query and the keyword arguments (which win). An option the store does not know (nor passes to its
+  driver, which knows it), a value it cannot read, or an option given twice is refused when the store is built with
+  a ValidationError naming the option and listing the valid ones (`conveyor.store.urls.take_options`): a misspelt
+  durability setting must never be silently ignored.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
 from conveyor.codec import copier
 from conveyor.errors import (
@@ -79,6 +80,7 @@ from conveyor.model import (
 )
 from conveyor.store.base import IdleClaim, Store, refuse_default
 from conveyor.store.handoff import IdleClaims, covers, hand_over
+from conveyor.store.urls import take_options
 from conveyor.store.wake import LocalWaker
 
 __all__ = ["MemoryStore"]
@@ -278,6 +280,9 @@ class MemoryStore(Store):
     def __init__(self, url: str = "memory://", *, lazy: bool = False, **options: Any) -> None:
         self.url = url
         self.lazy = lazy
+        # The memory store has no options: one given (in the URL or as a keyword) is a mistake, refused by name.
+        take_options("memory", parse_qsl(url.partition("?")[2], keep_blank_values=True), {})
+        take_options("memory", options, {})
         self.options = options
         name = self._name(url)
         if name is None:

@@ -59,7 +59,7 @@ from conveyor.store.postgres.params import arms_params, claim_params, dumps, fin
 from conveyor.store.postgres.pool import DRIVER_ERRORS
 from conveyor.store.postgres.rows import PAYLOAD_TEXT, claim_order, decode_attempt, decode_job
 from conveyor.store.postgres.statements import Queries
-from conveyor.store.postgres.url import SYSTEM_SCHEMAS, parse_url
+from conveyor.store.postgres.url import SYSTEM_SCHEMAS, read_keywords, read_url
 from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
 
@@ -73,10 +73,12 @@ CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 class PostgresStore(PgHandOff):
     """Jobs in PostgreSQL. URL: `postgresql://user@host:port/db?schema=NAME` (default schema `conveyor`).
 
-    Options: `min_size`/`max_size` (pool, default 1/10), `timeout` (seconds to wait for a connection before
-    StoreUnavailable, default 10), `listen` (LISTEN/NOTIFY wake-ups, default True), `fast_worker_commits`
-    (default True: claims, finishes and heartbeats commit without waiting for the WAL flush — enqueues and every
-    other change stay durable; see docs/postgres.md for what a database *crash* can then undo).
+    Options (URL query parameters or keyword arguments, which win; url.py reads them strictly): `min_size`/`max_size`
+    (pool, default 1/10), `timeout` (seconds to wait for a connection before StoreUnavailable, default 10), `listen`
+    (LISTEN/NOTIFY wake-ups, default true), `fast_worker_commits` (default true: claims, finishes and heartbeats
+    commit without waiting for the WAL flush — enqueues and every other change stay durable; see docs/postgres.md
+    for what a database *crash* can then undo). Other URL parameters and keyword arguments must be libpq's (or
+    psycopg connect()'s); anything else is refused.
     """
 
     scheme = "postgresql"
@@ -88,23 +90,36 @@ class PostgresStore(PgHandOff):
         url: str,
         *,
         lazy: bool = False,
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout: float = 10.0,
-        listen: bool = True,
-        fast_worker_commits: bool = True,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        timeout: float | None = None,
+        listen: bool | None = None,
+        fast_worker_commits: bool | None = None,
         **options: Any,
     ) -> None:
         self.url = url
         self.lazy = lazy
-        self.conninfo, self.schema = parse_url(url)
-        self.options = options
-        self._min_size = min_size
-        self._max_size = max_size
-        self._timeout = timeout
-        self._listen_enabled = listen
+        self.conninfo, self.schema, values = read_url(url)
+        given = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": timeout,
+            "listen": listen,
+            "fast_worker_commits": fast_worker_commits,
+        }
+        keywords, self.options = read_keywords(given, options)
+        values.update(keywords)
+        self._min_size: int = values.get("min_size", 1)
+        self._max_size: int = values.get("max_size", 10)
+        if self._min_size > self._max_size:
+            raise ValidationError(
+                f"PostgreSQL store option min_size={self._min_size} is above max_size={self._max_size}",
+                field="min_size",
+            )
+        self._timeout: float = values.get("timeout", 10.0)
+        self._listen_enabled: bool = values.get("listen", True)
         # claim/finish/heartbeat commit without waiting for the WAL flush unless asked (see docs/postgres.md)
-        self._worker_commit = "off" if fast_worker_commits else "on"
+        self._worker_commit = "off" if values.get("fast_worker_commits", True) else "on"
         self.channel = f"conveyor_{self.schema}"[:63]
         self._q = Queries(self.schema, self.channel)
         self._pool: AsyncConnectionPool | None = None

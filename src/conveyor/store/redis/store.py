@@ -28,7 +28,7 @@ from importlib import resources
 from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -75,8 +75,9 @@ from conveyor.model import (
 )
 from conveyor.store.base import IdleClaim, Store, refuse_default
 from conveyor.store.handoff import IdleClaims, hand_over
-from conveyor.store.redis.keys import DEFAULT_PREFIX, SCHEMA_VERSION, Keys, pair
+from conveyor.store.redis.keys import SCHEMA_VERSION, Keys, pair
 from conveyor.store.redis.scripts import ScriptRunner
+from conveyor.store.redis.url import read_options
 from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
 
@@ -253,20 +254,6 @@ def _decode_worker(text: str) -> WorkerInfo:
     )
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """(URL for redis-py without our `prefix` parameter, the key prefix)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = DEFAULT_PREFIX
-    kept: list[tuple[str, str]] = []
-    for k, v in query:
-        if k == "prefix":
-            prefix = v or DEFAULT_PREFIX
-        else:
-            kept.append((k, v))
-    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
-
-
 def load_script(name: str) -> str:
     """A script's text: lua/common.lua followed by lua/<name>.lua (one EVALSHA per transition)."""
     lua = resources.files("conveyor.store.redis").joinpath("lua")
@@ -278,8 +265,9 @@ _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, ConnectionError, 
 
 class RedisStore(Store):
     """Jobs in Redis. URL `redis://host:port/db?prefix=NAME` (the prefix namespaces every key; default
-    `conveyor`). Options: `socket_timeout` (seconds, default 5), `wake_block` (seconds one BLPOP blocks,
-    default 1), `max_connections`."""
+    `conveyor`). Options (URL query parameters or keyword arguments, which win; url.py reads them strictly):
+    `socket_timeout` (seconds, default 5), `wake_block` (seconds one BLPOP blocks, default 1), `max_connections`.
+    Other URL parameters must be redis-py's; anything else is refused."""
 
     scheme = "redis"
     supports_transactions = False
@@ -288,11 +276,11 @@ class RedisStore(Store):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, lazy: bool = False, **options: Any) -> None:
         self.url = url
         self.lazy = lazy
-        self.options = options
-        self._redis_url, self.prefix = split_url(url)
+        self._redis_url, self.prefix, values = read_options(url, options)
+        self.options = values
         self.keys = Keys(self.prefix)
-        self._socket_timeout = float(options.get("socket_timeout", 5.0))
-        self._wake_block = float(options.get("wake_block", 1.0))
+        self._socket_timeout: float = values.get("socket_timeout", 5.0)
+        self._wake_block: float = values.get("wake_block", 1.0)
         self._client: aioredis.Redis | None = None
         self._scripts: ScriptRunner | None = None
         self._waker = LocalWaker()
@@ -316,7 +304,7 @@ class RedisStore(Store):
                 "retry": Retry(NoBackoff(), 1),
                 "health_check_interval": 10,
             }
-            max_connections = int(self.options["max_connections"]) if "max_connections" in self.options else None
+            max_connections: int | None = self.options.get("max_connections")
             if max_connections is not None:
                 common["max_connections"] = max_connections
             self._client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout, **common)

@@ -88,6 +88,7 @@ from conveyor.store.sqlite.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from conveyor.store.sqlite.migrations import MIGRATIONS, apply_migrations
 from conveyor.store.sqlite.runner import ConnectionThread
 from conveyor.store.sqlite.wake import hub_for, remove_wake_directory
+from conveyor.store.urls import choice, number, take_options
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -97,13 +98,19 @@ T = TypeVar("T")
 
 CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 
-_OPTIONS = {"busy_timeout": float, "busy_retry": float, "synchronous": str, "cache_size_kib": int}
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+OPTIONS = {
+    "busy_timeout": number(float),
+    "busy_retry": number(float),
+    "synchronous": choice("OFF", "NORMAL", "FULL", "EXTRA"),
+    "cache_size_kib": number(int, minimum=0, above=True),
+}
+"""The SQLite store's options (URL query parameters or keyword arguments; docs/sqlite.md "Options")."""
 
 
-def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+def parse_sqlite_url(url: str) -> tuple[str, list[tuple[str, str]]]:
     """`sqlite:///relative.db` (relative to the current directory) or `sqlite:////abs/path.db`, with optional
-    `?busy_timeout=…` style options. Returns the absolute path and the options."""
+    `?busy_timeout=…` style options. Returns the absolute path and the options as given (read by `take_options`:
+    an empty or repeated one is refused, not dropped)."""
     scheme, _, rest = url.partition(":")
     if scheme.lower() != "sqlite" or not rest.startswith("///"):
         raise ValidationError(
@@ -118,7 +125,7 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
             "For an in-memory store use memory://",
             field="url",
         )
-    return os.path.abspath(path), dict(parse_qsl(query))
+    return os.path.abspath(path), parse_qsl(query, keep_blank_values=True)
 
 
 # ---- conversions at the boundary --------------------------------------------------------------------------------
@@ -386,21 +393,11 @@ class SQLiteStore(Store):
         self.lazy = lazy
         path, url_options = parse_sqlite_url(url)
         self.path = path
-        merged: dict[str, Any] = {**url_options, **options}
-        unknown = sorted(set(merged) - set(_OPTIONS))
-        if unknown:
-            raise ValidationError(
-                f"unknown SQLite store option(s) {unknown}; known options: {sorted(_OPTIONS)}", field="options"
-            )
-        try:
-            values = {k: _OPTIONS[k](v) for k, v in merged.items()}
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"invalid SQLite store option: {exc}", field="options") from None
+        values, _ = take_options("SQLite", url_options, OPTIONS)
+        values.update(take_options("SQLite", options, OPTIONS)[0])  # keyword arguments win over the URL
         self.busy_timeout: float = values.get("busy_timeout", 5.0)
         self.busy_retry: float = values.get("busy_retry", 10.0)
-        self.synchronous: str = str(values.get("synchronous", "NORMAL")).upper()
-        if self.synchronous not in _SYNCHRONOUS:
-            raise ValidationError(f"synchronous must be one of {_SYNCHRONOUS}, got {self.synchronous!r}")
+        self.synchronous: str = values.get("synchronous", "NORMAL")
         self.cache_size_kib: int = values.get("cache_size_kib", 16384)
         # One hub per database file in this process: stores on one file share its LocalWaker and its socket.
         self._hub = hub_for(os.path.realpath(path))
