@@ -25,6 +25,11 @@ How it is put together, and why:
   shared by every SQLiteStore of the process on the file) and sends one datagram to each other process that waits
   on the file (Unix datagram sockets in `<db>-wake/`), once per group commit. Where that is unavailable, waiters
   in other processes poll (`wait_for_jobs` times out), as does a waiter after `enqueue_on_connection`.
+
+Modules: url.py (URL, options), connections.py (threads, `_write`/`_read`), admin.py (inspection and
+management, namespaces, queues, workers, election, key-value), rows.py (conversions), insert.py,
+files.py (deleting a space), queries.py (every SQL statement), migrations.py, runner.py, wake.py, checkpoint.py;
+this module holds the lifecycle, enqueue, the worker's calls and maintenance.
 """
 
 from __future__ import annotations
@@ -37,60 +42,56 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, quote, unquote
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, field_index, row_decoder
 from conveyor.errors import (
     REQUIRE_TRANSACTION_HINT,
     CallerConnectionError,
     Conflict,
     ConveyorError,
-    InvalidTransition,
-    JobNotFound,
-    NamespaceExists,
-    NamespaceNotFound,
-    RevisionConflict,
     StoreUnavailable,
     ValidationError,
 )
 from conveyor.model import (
-    DEFAULT_NAMESPACE,
-    DEFAULT_NAMESPACE_SETTINGS,
-    JSON,
     LOST_STATUS_CODE,
-    Attempt,
     AttemptOutcome,
     Finish,
     Job,
-    JobFilter,
     JobStatus,
-    Leadership,
     Lease,
     LeaseState,
-    Namespace,
     NewJob,
-    Page,
-    QueueInfo,
-    QueueSettings,
-    Stats,
-    WorkerInfo,
     new_lease_tokens,
     not_applied,
-    utcnow,
 )
-from conveyor.store.base import DEFAULT_SPACE, Store, refuse_default
+from conveyor.store.base import DEFAULT_SPACE, refuse_default
 from conveyor.store.sqlite import queries as q
-from conveyor.store.sqlite.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
-from conveyor.store.sqlite.migrations import MIGRATIONS, apply_migrations
+from conveyor.store.sqlite.admin import SQLiteAdmin
+from conveyor.store.sqlite.checkpoint import Checkpointer
+from conveyor.store.sqlite.files import drop_files
+from conveyor.store.sqlite.insert import insert_jobs
+from conveyor.store.sqlite.migrations import MIGRATIONS
+from conveyor.store.sqlite.rows import (
+    attempt_params,
+    claim_order,
+    clock_us,
+    dumps,
+    job_from_row,
+    jobs_from_aggregate,
+    seconds_us,
+    started_job,
+    to_us,
+    to_us_or_none,
+)
 from conveyor.store.sqlite.runner import ConnectionThread
-from conveyor.store.sqlite.wake import hub_for, remove_wake_directory
-from conveyor.store.urls import choice, number, take_options
+from conveyor.store.sqlite.url import OPTIONS, parse_sqlite_url
+from conveyor.store.sqlite.wake import hub_for
+from conveyor.store.urls import take_options
 
-__all__ = ["SQLiteStore", "parse_sqlite_url"]
+__all__ = ["CONFLICT_MESSAGE", "SQLiteStore", "parse_sqlite_url"]
 
 log = logging.getLogger("conveyor.store.sqlite")
 
@@ -98,283 +99,8 @@ T = TypeVar("T")
 
 CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
 
-OPTIONS = {
-    "busy_timeout": number(float),
-    "busy_retry": number(float),
-    "synchronous": choice("OFF", "NORMAL", "FULL", "EXTRA"),
-    "cache_size_kib": number(int, minimum=0, above=True),
-}
-"""The SQLite store's options (URL query parameters or keyword arguments; docs/sqlite.md "Options")."""
 
-
-def parse_sqlite_url(url: str) -> tuple[str, list[tuple[str, str]]]:
-    """`sqlite:///relative.db` (relative to the current directory) or `sqlite:////abs/path.db`, with optional
-    `?busy_timeout=…` style options. Returns the absolute path and the options as given (read by `take_options`:
-    an empty or repeated one is refused, not dropped)."""
-    scheme, _, rest = url.partition(":")
-    if scheme.lower() != "sqlite" or not rest.startswith("///"):
-        raise ValidationError(
-            f"SQLite store URL must look like sqlite:///relative/path.db or sqlite:////absolute/path.db, got {url!r}",
-            field="url",
-        )
-    raw_path, _, query = rest[3:].partition("?")
-    path = unquote(raw_path)
-    if not path or path == ":memory:" or path.startswith("file:"):
-        raise ValidationError(
-            f"SQLite store URL {url!r} names no file; give a path (sqlite:///conveyor.db). "
-            "For an in-memory store use memory://",
-            field="url",
-        )
-    return os.path.abspath(path), parse_qsl(query, keep_blank_values=True)
-
-
-# ---- conversions at the boundary --------------------------------------------------------------------------------
-
-_STATUS = {s.value: s for s in JobStatus}
-_OUTCOME = {o.value: o for o in AttemptOutcome}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
-
-def _now() -> int:
-    """This process's clock in integer microseconds (the store's clock)."""
-    return time.time_ns() // 1000
-
-
-# Below this (year 2191) a float of seconds is within half a microsecond of the truth, so fromtimestamp (twice as
-# fast as datetime arithmetic) rounds back to the exact microsecond; beyond it we do exact integer arithmetic.
-_FAST_US_LIMIT = 7_000_000_000_000_000
-_fromtimestamp = datetime.fromtimestamp
-
-
-def _dt(us: int) -> datetime:
-    if -_FAST_US_LIMIT < us < _FAST_US_LIMIT:
-        return _fromtimestamp(us / 1_000_000, UTC)
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _ts(value: datetime) -> int:
-    return (value - _EPOCH) // _ONE_US
-
-
-def _ots(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _ONE_US
-
-
-def _us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _dumps(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-_job = row_decoder(Job, STORED_JOB_FIELDS, {"status": _STATUS, "time": _dt, "bool": bool}, name="decode_job")
-"""A decoded q.JOB_JSON array → Job (payload and result arrive already decoded)."""
-
-# Where q.JOB_JSON puts the fields that a claim changes (`_started`).
-_STATUS_AT, _ATTEMPTS_AT, _TRY_AT, _UPDATED_AT, _STARTED_AT, _EXPIRES_AT, _WORKER_AT, _CANCEL_AT, _TOKEN_AT = (
-    field_index(STORED_JOB_FIELDS, name)
-    for name in (
-        "status",
-        "attempts",
-        "try_number",
-        "updated",
-        "started_at",
-        "lease_expires_at",
-        "worker_id",
-        "cancel_requested",
-        "lease_token",
-    )
-)
-
-
-def _started(r: list[Any], now: int, worker_id: str, expires: int, token: str) -> Job:
-    """A candidate as q.CLAIM leaves it (the same changes, applied in Python instead of read back)."""
-    r[_STATUS_AT] = "processing"
-    r[_ATTEMPTS_AT] += 1
-    r[_TRY_AT] += 1
-    r[_UPDATED_AT] = r[_STARTED_AT] = now
-    r[_EXPIRES_AT] = expires
-    r[_WORKER_AT] = worker_id
-    r[_CANCEL_AT] = 0
-    r[_TOKEN_AT] = token
-    return _job(r)
-
-
-def _job_row(row: Sequence[Any], duplicate: bool = False) -> Job:
-    """A fetched row whose first column is q.JOB_JSON → Job; a second column is the payload's stored text."""
-    return _job(json.loads(row[0]), duplicate=duplicate, payload_json=row[1] if len(row) > 1 else None)
-
-
-def _jobs_aggregate(row: Sequence[Any] | None) -> list[Job]:
-    """A fetched json_group_array(q.JOB_JSON) → Jobs."""
-    if row is None or row[0] is None:
-        return []
-    return [_job(r) for r in json.loads(row[0])]
-
-
-def _claim_order(job: Job) -> tuple[int, datetime, str]:
-    return (job.priority, job.run_at, job.id)
-
-
-_attempt = row_decoder(
-    Attempt,
-    STORED_ATTEMPT_FIELDS,
-    {"outcome": _OUTCOME, "time": _dt, "json": json.loads},
-    name="decode_attempt",
-)
-"""A row of q.SELECT_ATTEMPTS → Attempt (the result is JSON text)."""
-
-
-def _attempt_params(a: Attempt, token: str) -> tuple[Any, ...]:
-    """A record for INSERT_ATTEMPTS, stored under the claim's token."""
-    return (
-        a.job_id,
-        a.try_number,
-        a.outcome.value,
-        a.status_code,
-        _ts(a.started_at),
-        _ts(a.finished_at),
-        a.worker_id,
-        None if a.result is None else _dumps(a.result),
-        a.error,
-        a.traceback,
-        token,
-    )
-
-
-def _worker_doc(info: WorkerInfo) -> str:
-    return json.dumps(
-        {
-            "id": info.id,
-            "hostname": info.hostname,
-            "pid": info.pid,
-            "queues": list(info.queues),
-            "concurrency": info.concurrency,
-            "started_at": info.started_at.isoformat(),
-            "heartbeat_at": info.heartbeat_at.isoformat(),
-            "expires_at": info.expires_at.isoformat(),
-            "running": list(info.running),
-            "version": info.version,
-            "tasks": list(info.tasks),
-        }
-    )
-
-
-def _worker_from_doc(doc: str) -> WorkerInfo:
-    d = json.loads(doc)
-    return WorkerInfo(
-        id=d["id"],
-        hostname=d["hostname"],
-        pid=d["pid"],
-        queues=tuple(d["queues"]),
-        concurrency=d["concurrency"],
-        started_at=datetime.fromisoformat(d["started_at"]),
-        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        running=tuple(d.get("running", ())),
-        version=d.get("version", ""),
-        tasks=tuple(d.get("tasks", ())),
-    )
-
-
-def _namespace_doc(ns: Namespace) -> str:
-    return json.dumps(ns.to_dict(), ensure_ascii=False)
-
-
-def _namespace_from_doc(doc: str) -> Namespace:
-    return Namespace.from_dict(json.loads(doc))
-
-
-def _filter_params(flt: JobFilter) -> tuple[list[str], dict[str, Any]]:
-    names: list[str] = []
-    params: dict[str, Any] = {}
-    for name in ("namespace", "queue", "task", "user_id"):
-        value = getattr(flt, name)
-        if value is not None:
-            names.append(name)
-            params[name] = value
-    if flt.status is not None:
-        names.append("status")
-        params["status"] = JobStatus(flt.status).value
-    if flt.ids is not None:
-        names.append("ids")
-        params["ids"] = json.dumps(list(flt.ids))
-    return names, params
-
-
-# ---- inserting jobs: shared by enqueue and enqueue_on_connection ----------------------------------------------
-
-
-def insert_jobs(
-    conn: sqlite3.Connection,
-    jobs: Sequence[NewJob],
-    registered: frozenset[tuple[str, str, str]] | set[tuple[str, str, str]] = frozenset(),
-) -> list[Job]:
-    """Insert inside the connection's current transaction (the caller begins and commits). Applies the unique-key
-    rule: an active job with the same (namespace, unique_key) — or an earlier job of this batch — wins and is
-    returned with duplicate=True. Each job's (namespace, queue) is recorded in conveyor_queues and its
-    (namespace, queue, task) in conveyor_queue_tasks for the claim, except those in `registered` (known committed:
-    rows there are never deleted)."""
-    out: list[Job] = []
-    rows: list[list[Any]] = []
-    ranges: set[tuple[str, str, str]] = set()
-    batch_unique: dict[tuple[str, str], Job] = {}
-    seen: set[str] = set()
-    for new in jobs:
-        if new.id in seen:
-            raise ValidationError(f"a job with id {new.id} already exists", field="id")
-        seen.add(new.id)
-        if new.unique_key is not None:
-            key = (new.namespace, new.unique_key)
-            prior = batch_unique.get(key)
-            if prior is not None:
-                out.append(replace(prior, duplicate=True))
-                continue
-            row = conn.execute(q.SELECT_ACTIVE_BY_UNIQUE_KEY, key).fetchone()
-            if row is not None:
-                out.append(_job_row(row, duplicate=True))
-                continue
-            job = new.to_job()
-            batch_unique[key] = job
-        else:
-            job = new.to_job()
-        rows.append(
-            [
-                new.id,
-                new.namespace,
-                new.queue,
-                new.task,
-                new.payload_json,
-                new.priority,
-                _ts(new.run_at),
-                new.max_attempts,
-                _ts(new.created),
-                new.user_id,
-                new.group_key,
-                new.unique_key,
-            ]
-        )
-        ranges.add((new.namespace, new.queue, new.task))
-        out.append(job)
-    if rows:
-        try:
-            conn.execute(q.INSERT_JOBS, (_dumps(rows),))
-        except sqlite3.IntegrityError as exc:
-            if "conveyor_jobs.id" in str(exc):
-                raise ValidationError(
-                    f"a job with one of these ids already exists: {', '.join(r[0] for r in rows)}", field="id"
-                ) from None
-            raise
-        ranges.difference_update(registered)
-        for ns, queue, task in sorted(ranges):
-            conn.execute(q.REGISTER_QUEUE, (ns, queue))
-            conn.execute(q.REGISTER_QUEUE_TASK, (queue, task, ns))
-    return out
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteAdmin):
     """Jobs in one SQLite file (WAL). Safe for several processes on one machine; see the module docstring.
 
     Options (keyword arguments or URL query parameters): `busy_timeout` seconds SQLite waits for another
@@ -412,181 +138,6 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
-
-    # ---- connections --------------------------------------------------------------------------------------------
-
-    _mode_noted: ClassVar[set[str]] = set()
-
-    @classmethod
-    def _create_private(cls, path: str) -> None:
-        """Create a new database file readable by its owner only (0600). SQLite gives its -wal and -shm files the
-        database file's permissions, and the wake-up directory beside it follows them too, so job payloads,
-        results and the server's auth settings are not readable by other local users. An existing file is left
-        as it is (its owner chose), with a note in the log when others may read it."""
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            if path not in cls._mode_noted:
-                cls._mode_noted.add(path)
-                try:
-                    mode = os.stat(path).st_mode & 0o777
-                except OSError:
-                    return
-                if mode & 0o077:
-                    log.warning(
-                        "SQLite database %s is readable by other users (mode %o); Conveyor creates new databases "
-                        "0600 but leaves existing ones as they are: chmod 600 it (and its -wal and -shm files) if "
-                        "that is not intended",
-                        path,
-                        mode,
-                    )
-            return
-        except OSError:
-            return  # sqlite3.connect reports why the file cannot be opened
-        os.close(fd)
-
-    def _connect(self, *, read_only: bool) -> sqlite3.Connection:
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            raise StoreUnavailable(
-                f"cannot open SQLite database {self.path}: the directory {directory} does not exist; create it "
-                "first (Conveyor creates the file, not its directory)"
-            )
-        self._create_private(self.path)
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=256,
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if not read_only:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreUnavailable(
-                        f"SQLite database {self.path} cannot use WAL mode (got {mode!r}); Conveyor needs a local "
-                        "file system that supports shared memory"
-                    )
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute(f"PRAGMA cache_size = {-abs(self.cache_size_kib)}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            if not read_only:  # checkpoints are the Checkpointer's job; the writer's own only past a safety net
-                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
-            if read_only:
-                conn.execute("PRAGMA query_only = 1")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _threads(self) -> tuple[ConnectionThread, ConnectionThread]:
-        with self._lock:
-            if self._writer is None or not self._writer.alive:
-                self._writer = ConnectionThread(
-                    "conveyor-sqlite-writer",
-                    lambda: self._connect(read_only=False),
-                    self.path,
-                    self.busy_retry,
-                    transactional=True,
-                    after_group=self._flush_wake,
-                )
-            if self._checkpointer is None or not self._checkpointer.alive:
-                # A query_only connection may checkpoint (it moves no data of its own) and can write nothing else.
-                self._checkpointer = Checkpointer(lambda: self._connect(read_only=True), self.path)
-                self._checkpointer.start()
-            if self._reader is None or not self._reader.alive:
-                self._reader = ConnectionThread(
-                    "conveyor-sqlite-reader",
-                    lambda: self._connect(read_only=True),
-                    self.path,
-                    self.busy_retry,
-                    transactional=False,
-                )
-            return self._writer, self._reader
-
-    async def _ensure_ready(self) -> tuple[ConnectionThread, ConnectionThread]:
-        writer, reader = self._writer, self._reader
-        if self._ready and writer is not None and reader is not None:
-            return writer, reader
-        writer, reader = self._threads()
-        await writer.submit(self._migrate_on, plain=True)
-        self._ready = True
-        return writer, reader
-
-    def _migrate_on(self, conn: sqlite3.Connection) -> list[str]:
-        now = utcnow()
-        seed = _namespace_doc(replace(DEFAULT_NAMESPACE_SETTINGS, created=now, updated=now))
-        applied = apply_migrations(
-            conn,
-            seeds=[(q.INSERT_NAMESPACE_IF_ABSENT, (DEFAULT_NAMESPACE, seed))],
-            where=f"SQLite database {self.path}",
-        )
-        if applied:
-            log.info("SQLite database %s migrated: %s", self.path, ", ".join(applied))
-        return applied
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], wake: Callable[[T], bool] | None = None) -> T:
-        """Run fn inside a BEGIN IMMEDIATE transaction on the writer thread (possibly shared with other queued
-        writes, see runner.py); wake waiters here and in other processes after the commit when `wake(result)` says
-        so."""
-        writer, _ = await self._ensure_ready()
-        if wake is None:
-            return await writer.submit(fn)
-
-        def after_commit(result: T) -> None:
-            if wake(result):
-                self._wake_due = True
-
-        return await writer.submit(fn, after_commit)
-
-    def _wake_later(self, _: object = None) -> None:
-        """An `after_commit`: ask for a wake-up once the group is through (writer thread)."""
-        self._wake_due = True
-
-    def _flush_wake(self) -> None:
-        """The writer's `after_group`, after the commit: the members of the group that asked for a wake-up share
-        one, so a group of enqueues costs each other process one datagram, not one per enqueue."""
-        if self._wake_due:
-            self._wake_due = False
-            self._hub.notify()
-
-    def _release_orphans(self, claimed: list[Job] | Job | None) -> None:
-        """A claim finished after its caller was cancelled: hand the jobs straight back (not counted), so they do not
-        sit processing until their lease expires and cost an attempt. Runs on the caller's loop; fire and forget."""
-        jobs = [claimed] if isinstance(claimed, Job) else list(claimed or ())
-        writer = self._writer
-        if not jobs or writer is None:
-            return
-        releases = [Finish(job.lease, JobStatus.PENDING, release=True) for job in jobs]
-
-        def run(conn: sqlite3.Connection) -> None:
-            now = _now()
-            for f in releases:
-                conn.execute(q.RELEASE, (now, None, None, f.lease.job_id, f.lease.token))
-
-        fut = writer.submit(run, self._wake_later)
-        fut.add_done_callback(_swallow)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
-        """Run fn on the reader thread; `snapshot` wraps several statements in one read transaction."""
-        _, reader = await self._ensure_ready()
-        if not snapshot:
-            return await reader.submit(fn)
-
-        def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-
-        return await reader.submit(run)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -652,7 +203,7 @@ class SQLiteStore(Store):
         name = os.path.basename(self.path)
         refuse_default("the SQLite database", DEFAULT_SPACE if name == f"{DEFAULT_SPACE}.db" else name, allow_default)
         await self.close()
-        await asyncio.to_thread(_drop_files, self.path, self.busy_timeout)
+        await asyncio.to_thread(drop_files, self.path, self.busy_timeout)
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM conveyor_schema_migrations").fetchall())
@@ -770,13 +321,13 @@ class SQLiteStore(Store):
         if limit <= 0 or not queues or (tasks is not None and not tasks):
             return []
         queues_json = json.dumps(list(dict.fromkeys(queues)))
-        tasks_json = None if tasks is None else _dumps(list(dict.fromkeys(tasks)))
+        tasks_json = None if tasks is None else dumps(list(dict.fromkeys(tasks)))
         wanted = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
-        lease_us = _us(lease.total_seconds())
+        lease_us = seconds_us(lease.total_seconds())
 
         def run(conn: sqlite3.Connection) -> list[Job]:
-            now = _now()
+            now = clock_us()
             # Ranges grouped by how many jobs each may give: `limit`, or less in a queue with a concurrency cap.
             groups: dict[int, list[list[str]]] = {}
             rooms: dict[tuple[str, str], int] = {}
@@ -797,7 +348,7 @@ class SQLiteStore(Store):
                 return []
             found: list[tuple[int, list[Any]]] = []
             for room, ranges in groups.items():
-                rowids, rows = conn.execute(q.CLAIM_CANDIDATES, (_dumps(ranges), now, room, limit)).fetchone()
+                rowids, rows = conn.execute(q.CLAIM_CANDIDATES, (dumps(ranges), now, room, limit)).fetchone()
                 if rowids != "[]":
                     found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
             if rooms:  # merge in claim order, honouring each capped queue's room across all its ranges
@@ -817,14 +368,14 @@ class SQLiteStore(Store):
             expires = now + lease_us
             tokens = new_lease_tokens(len(found))
             pairs = [[rid, token] for (rid, _), token in zip(found, tokens, strict=True)]
-            started = conn.execute(q.CLAIM, (now, worker_id, expires, _dumps(pairs))).rowcount
+            started = conn.execute(q.CLAIM, (now, worker_id, expires, dumps(pairs))).rowcount
             if started != len(found):  # cannot happen inside one write transaction; read back to be safe
                 rowids = json.dumps([rid for rid, _ in found])
                 return sorted(
-                    _jobs_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (rowids,)).fetchone()), key=_claim_order
+                    jobs_from_aggregate(conn.execute(q.SELECT_JOBS_BY_ROWID, (rowids,)).fetchone()), key=claim_order
                 )
-            jobs = [_started(r, now, worker_id, expires, t) for (_, r), t in zip(found, tokens, strict=True)]
-            jobs.sort(key=_claim_order)
+            jobs = [started_job(r, now, worker_id, expires, t) for (_, r), t in zip(found, tokens, strict=True)]
+            jobs.sort(key=claim_order)
             return jobs
 
         writer, _ = await self._ensure_ready()
@@ -832,15 +383,15 @@ class SQLiteStore(Store):
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         key = f"u:{user_id}"
-        lease_us = _us(lease.total_seconds())
+        lease_us = seconds_us(lease.total_seconds())
 
         def run(conn: sqlite3.Connection) -> Job | None:
             if conn.execute(q.SELECT_LANE_PROCESSING, (namespace, key)).fetchone() is not None:
                 raise Conflict(CONFLICT_MESSAGE)
-            now = _now()
+            now = clock_us()
             token = new_lease_tokens(1)[0]
             rows = conn.execute(q.CLAIM_LANE_HEAD, (now, worker_id, now + lease_us, namespace, key, token)).fetchall()
-            return _job_row(rows[0]) if rows else None
+            return job_from_row(rows[0]) if rows else None
 
         writer, _ = await self._ensure_ready()
         return await writer.submit(run, on_orphan=self._release_orphans)
@@ -848,15 +399,15 @@ class SQLiteStore(Store):
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
             return []
-        lease_us = _us(lease.total_seconds())
-        wanted = _dumps([[held.job_id, held.token] for held in leases])
+        lease_us = seconds_us(lease.total_seconds())
+        wanted = dumps([[held.job_id, held.token] for held in leases])
 
         def run(conn: sqlite3.Connection) -> list[LeaseState]:
-            now = _now()
+            now = clock_us()
             (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
             held = {(job_id, token): bool(cancel) for job_id, token, cancel in json.loads(found)}
             if held:
-                conn.execute(q.HEARTBEAT, (now + lease_us, now, _dumps([job_id for job_id, _ in held])))
+                conn.execute(q.HEARTBEAT, (now + lease_us, now, dumps([job_id for job_id, _ in held])))
             out: list[LeaseState] = []
             for lease_ in leases:
                 cancel = held.get((lease_.job_id, lease_.token))
@@ -889,14 +440,14 @@ class SQLiteStore(Store):
             for i, f in group:
                 if f.release:
                     lease = f.lease
-                    cur = conn.execute(q.RELEASE, (now, _ots(f.run_at), f.error, lease.job_id, lease.token))
+                    cur = conn.execute(q.RELEASE, (now, to_us_or_none(f.run_at), f.error, lease.job_id, lease.token))
                     out[i] = cur.rowcount == 1
                     woke = woke or out[i]
                 else:
                     others.append((i, f))
             if not others:
                 return woke
-            wanted = _dumps([[f.lease.job_id, f.lease.token] for _, f in others])
+            wanted = dumps([[f.lease.job_id, f.lease.token] for _, f in others])
             (found,) = conn.execute(q.HELD_LEASES, (wanted,)).fetchone()
             live = {job_id for job_id, _, _ in json.loads(found)}
             batch: list[list[Any]] = []
@@ -905,14 +456,14 @@ class SQLiteStore(Store):
             for i, f in others:
                 if f.lease.job_id not in live:
                     if f.attempt is not None:
-                        stale.append(_attempt_params(not_applied(f.attempt), f.lease.token))
+                        stale.append(attempt_params(not_applied(f.attempt), f.lease.token))
                     continue
                 out[i] = True
                 status = f.status
                 completed = status is JobStatus.COMPLETED
                 run_at = None
                 if status is JobStatus.PENDING:
-                    run_at = now if f.run_at is None else _ts(f.run_at)
+                    run_at = now if f.run_at is None else to_us(f.run_at)
                     woke = woke or run_at <= now
                 batch.append(
                     [
@@ -920,22 +471,22 @@ class SQLiteStore(Store):
                         f.lease.token,
                         status.value,
                         None if completed else f.error,
-                        _dumps(f.result) if completed else None,
+                        dumps(f.result) if completed else None,
                         run_at,
                     ]
                 )
                 if f.attempt is not None:
-                    attempts.append(_attempt_params(f.attempt, f.lease.token))
+                    attempts.append(attempt_params(f.attempt, f.lease.token))
             if batch:
-                conn.execute(q.FINISH_MANY, (now, _dumps(batch)))
+                conn.execute(q.FINISH_MANY, (now, dumps(batch)))
             if attempts:
-                conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
+                conn.execute(q.INSERT_ATTEMPTS, (dumps(attempts),))
             if stale:
-                conn.execute(q.INSERT_STALE_ATTEMPTS, (_dumps(stale),))
+                conn.execute(q.INSERT_STALE_ATTEMPTS, (dumps(stale),))
             return woke
 
         def run(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
-            now = _now()
+            now = clock_us()
             out = [False] * len(finishes)
             indexed = list(enumerate(finishes))
             if len({f.lease.job_id for f in finishes}) == len(finishes):
@@ -981,7 +532,7 @@ class SQLiteStore(Store):
         if not queues or (tasks is not None and not tasks):
             return None
         queues_json = json.dumps(list(dict.fromkeys(queues)))
-        tasks_json = None if tasks is None else _dumps(list(dict.fromkeys(tasks)))
+        tasks_json = None if tasks is None else dumps(list(dict.fromkeys(tasks)))
         wanted = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
 
@@ -1001,13 +552,13 @@ class SQLiteStore(Store):
                 (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
                 if first is not None and (best is None or first < best):
                     best = first
-            return None if best is None else (best - _now()) / 1e6
+            return None if best is None else (best - clock_us()) / 1e6
 
         return await self._read(run, snapshot=True)
 
     async def mark_timed_out(self, lease: Lease) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            return conn.execute(q.MARK_TIMED_OUT, (_now(), lease.job_id, lease.token)).rowcount == 1
+            return conn.execute(q.MARK_TIMED_OUT, (clock_us(), lease.job_id, lease.token)).rowcount == 1
 
         return await self._write(run)
 
@@ -1015,7 +566,7 @@ class SQLiteStore(Store):
 
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
         def run(conn: sqlite3.Connection) -> list[Job]:
-            at = _now() if now is None else _ts(now)
+            at = clock_us() if now is None else to_us(now)
             out: list[Job] = []
             attempts: list[tuple[Any, ...]] = []
             for job_id, try_number, worker_id, started_at, token in conn.execute(
@@ -1038,9 +589,9 @@ class SQLiteStore(Store):
                     )
                 )
                 rows = conn.execute(q.RESCUE, (at, error, job_id, token)).fetchall()
-                out.extend(_job_row(r) for r in rows)
+                out.extend(job_from_row(r) for r in rows)
             if attempts:
-                conn.execute(q.INSERT_ATTEMPTS, (_dumps(attempts),))
+                conn.execute(q.INSERT_ATTEMPTS, (dumps(attempts),))
             return out
 
         return await self._write(run, _any_pending)
@@ -1058,342 +609,14 @@ class SQLiteStore(Store):
         ):
             while deleted < limit:
                 chunk = min(PRUNE_CHUNK, limit - deleted)
-                n = await self._write(_pruner(status.value, _ts(before), chunk, namespace))
+                n = await self._write(_pruner(status.value, to_us(before), chunk, namespace))
                 deleted += n
                 if n < chunk:
                     break
         return deleted
 
-    # ---- inspection and management --------------------------------------------------------------------------
-
-    async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._read(lambda conn: conn.execute(q.SELECT_JOB, (job_id,)).fetchall())
-        return _job_row(rows[0]) if rows else None
-
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
-        names, params = _filter_params(filter)
-        where = q.where_clause(names)
-        offset = max(0, offset)
-        limit_ = max(0, limit)
-
-        def run(conn: sqlite3.Connection) -> tuple[int, list[Any]]:
-            total = conn.execute(q.COUNT_JOBS.format(where=where), params).fetchone()[0]
-            page_params = {**params, "limit": limit_, "offset": offset}
-            return total, conn.execute(q.LIST_JOBS.format(where=where), page_params).fetchall()
-
-        total, rows = await self._read(run, snapshot=True)
-        return Page(items=[_job_row(r) for r in rows], total=total, limit=limit, offset=offset)
-
-    async def attempts(self, job_id: str) -> list[Attempt]:
-        rows = await self._read(lambda conn: conn.execute(q.SELECT_ATTEMPTS, (job_id,)).fetchall())
-        return [_attempt(r) for r in rows]
-
-    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
-        names, params = _filter_params(JobFilter(namespace=namespace, queue=queue, task=task))
-        sql = q.STATS.format(where=q.where_clause(names))
-        scheduled_sql = q.COUNT_SCHEDULED.format(where=q.where_clause([*names, "scheduled"]))
-
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], int]:
-            rows = conn.execute(sql, params).fetchall()
-            return rows, conn.execute(scheduled_sql, {**params, "now": _now()}).fetchone()[0]
-
-        rows, scheduled = await self._read(run, snapshot=True)
-        counts = {status: n for status, n in rows}
-        return Stats(
-            pending=counts.get("pending", 0),
-            processing=counts.get("processing", 0),
-            completed=counts.get("completed", 0),
-            failed=counts.get("failed", 0),
-            cancelled=counts.get("cancelled", 0),
-            scheduled=scheduled,
-        )
-
-    @staticmethod
-    def _get(conn: sqlite3.Connection, job_id: str) -> Job:
-        rows = conn.execute(q.SELECT_JOB, (job_id,)).fetchall()
-        if not rows:
-            raise JobNotFound(job_id)
-        return _job_row(rows[0])
-
-    async def cancel(self, job_id: str) -> Job:
-        def run(conn: sqlite3.Connection) -> Job:
-            job = self._get(conn, job_id)
-            now = _now()
-            if job.status is JobStatus.PENDING:
-                return _job_row(conn.execute(q.CANCEL_PENDING, (now, job_id)).fetchall()[0])
-            if job.status is JobStatus.PROCESSING:
-                return _job_row(conn.execute(q.REQUEST_CANCEL, (now, job_id)).fetchall()[0])
-            raise InvalidTransition(
-                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {job.status.value!r})"
-            )
-
-        return await self._write(run)
-
-    async def requeue(self, job_id: str) -> Job:
-        def run(conn: sqlite3.Connection) -> Job:
-            job = self._get(conn, job_id)
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
-            if job.unique_key is not None:
-                holder = conn.execute(
-                    q.SELECT_OTHER_ACTIVE_WITH_KEY, (job.namespace, job.unique_key, job.id)
-                ).fetchone()
-                if holder is not None:
-                    raise InvalidTransition(
-                        f"Job cannot be requeued: active job {holder[0]} holds its unique key {job.unique_key!r}"
-                    )
-            return _job_row(conn.execute(q.REQUEUE, (_now(), job_id)).fetchall()[0])
-
-        return await self._write(run, _always)
-
-    async def delete(self, job_id: str, *, force: bool = False) -> Job:
-        def run(conn: sqlite3.Connection) -> Job:
-            job = self._get(conn, job_id)
-            if not force and job.status not in (JobStatus.PENDING, JobStatus.FAILED):
-                raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
-            conn.execute(q.DELETE_ATTEMPTS_OF_JOB, (job_id,))
-            conn.execute(q.DELETE_JOB, (job_id,))
-            return job
-
-        return await self._write(run)
-
-    async def run_now(self, job_id: str) -> Job:
-        def run(conn: sqlite3.Connection) -> Job:
-            job = self._get(conn, job_id)
-            if job.status is not JobStatus.PENDING:
-                raise InvalidTransition(
-                    f"Job cannot be run now (must be in 'pending' status; it is {job.status.value!r})"
-                )
-            return _job_row(conn.execute(q.RUN_NOW, (_now(), job_id)).fetchall()[0])
-
-        return await self._write(run, _always)
-
-    async def delete_user_data(self, user_id: str) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            conn.execute(q.DELETE_ATTEMPTS_OF_USER, (user_id,))
-            deleted: int = conn.execute(q.DELETE_JOBS_OF_USER, (user_id,)).rowcount
-            return deleted
-
-        return await self._write(run, _always)
-
-    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
-        key = f"u:{user_id}"
-
-        def run(conn: sqlite3.Connection) -> bool:
-            return bool(conn.execute(q.HAS_PENDING_JOB, (namespace, key)).fetchone()[0])
-
-        return await self._read(run)
-
-    # ---- namespaces ------------------------------------------------------------------------------------------
-
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
-        if namespace.name == DEFAULT_NAMESPACE:  # seeded by every migrate: it always exists
-            raise NamespaceExists(namespace.name)
-        stored = replace(namespace, extra=dict(namespace.extra))
-
-        def run(conn: sqlite3.Connection) -> Namespace:
-            if conn.execute(q.INSERT_NAMESPACE_IF_ABSENT, (stored.name, _namespace_doc(stored))).rowcount == 0:
-                raise NamespaceExists(stored.name)
-            return stored
-
-        return await self._write(run)
-
-    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
-        def run(conn: sqlite3.Connection) -> Namespace:
-            row = conn.execute(q.SELECT_NAMESPACE, (namespace.name,)).fetchone()
-            old = None if row is None else _namespace_from_doc(row[0])
-            if expected_revision is not None:
-                if old is None:
-                    raise NamespaceNotFound(namespace.name)
-                if old.revision != expected_revision:
-                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
-            stored = replace(namespace, extra=dict(namespace.extra))
-            if old is not None:
-                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
-            conn.execute(q.UPSERT_NAMESPACE, (stored.name, _namespace_doc(stored)))
-            return stored
-
-        return await self._write(run)
-
-    async def get_namespace(self, name: str) -> Namespace | None:
-        rows = await self._read(lambda conn: conn.execute(q.SELECT_NAMESPACE, (name,)).fetchall())
-        if rows:
-            return _namespace_from_doc(rows[0][0])
-        return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
-
-    async def list_namespaces(self) -> list[Namespace]:
-        rows = await self._read(lambda conn: conn.execute(q.LIST_NAMESPACES).fetchall())
-        found = {ns.name: ns for ns in (_namespace_from_doc(r[0]) for r in rows)}
-        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
-        return [found[name] for name in sorted(found)]
-
-    async def delete_namespace(self, name: str) -> bool:
-        if name == DEFAULT_NAMESPACE:
-            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
-
-        def run(conn: sqlite3.Connection) -> bool:
-            conn.execute(q.DELETE_ATTEMPTS_OF_NAMESPACE, (name,))
-            jobs = conn.execute(q.DELETE_JOBS_OF_NAMESPACE, (name,)).rowcount
-            conn.execute(q.RESET_QUEUES_OF_NAMESPACE, (name,))
-            return conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0 or jobs > 0
-
-        return await self._write(run)
-
-    # ---- queues ----------------------------------------------------------------------------------------------
-
-    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
-
-        def run(conn: sqlite3.Connection) -> QueueSettings:
-            conn.execute(
-                q.UPSERT_QUEUE_SETTINGS,
-                (settings.namespace, settings.name, int(settings.paused), settings.concurrency),
-            )
-            return settings
-
-        return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
-
-    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
-        names = [] if namespace is None else ["namespace"]
-        where = q.where_clause(names)
-        scheduled_where = q.where_clause([*names, "scheduled"])
-
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
-            params = {"namespace": namespace, "now": _now()}
-            counts = conn.execute(q.QUEUE_COUNTS.format(where=where), params).fetchall()
-            scheduled = conn.execute(q.QUEUE_SCHEDULED.format(where=scheduled_where), params).fetchall()
-            settings = conn.execute(q.SELECT_QUEUE_SETTINGS.format(where=where), params).fetchall()
-            return counts, scheduled, settings
-
-        count_rows, scheduled_rows, setting_rows = await self._read(run, snapshot=True)
-        counts: dict[tuple[str, str], dict[str, int]] = {}
-        for ns, queue, status, n in count_rows:
-            counts.setdefault((ns, queue), _zero_counts())[status] += n
-        for ns, queue, n in scheduled_rows:
-            counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
-        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
-        for ns, name, paused, concurrency, configured in setting_rows:
-            settings[(ns, name)] = (bool(paused), concurrency)
-            if configured:
-                counts.setdefault((ns, name), _zero_counts())
-        return [
-            QueueInfo(
-                namespace=key[0],
-                name=key[1],
-                paused=settings.get(key, (False, None))[0],
-                counts=counts[key],
-                concurrency=settings.get(key, (False, None))[1],
-            )
-            for key in sorted(counts)
-        ]
-
-    # ---- workers ---------------------------------------------------------------------------------------------
-
-    async def register_worker(self, info: WorkerInfo) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(q.DELETE_EXPIRED_WORKERS, (_now(),))
-            conn.execute(q.UPSERT_WORKER, (info.id, _worker_doc(info), _ts(info.started_at), _ts(info.expires_at)))
-
-        await self._write(run)
-
-    async def unregister_worker(self, worker_id: str) -> None:
-        await self._write(lambda conn: conn.execute(q.DELETE_WORKER, (worker_id,)).rowcount)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (_now(),)).fetchall())
-        return [_worker_from_doc(r[0]) for r in rows]
-
-    # ---- leader election ---------------------------------------------------------------------------------------
-
-    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
-        def run(conn: sqlite3.Connection) -> Leadership:
-            now = _now()
-            conn.execute(q.ELECT, (name, candidate, now + _us(ttl), now))
-            holder, term, expires = conn.execute(q.SELECT_LEADER, (name,)).fetchone()
-            return Leadership(name, holder, term, (expires - now) / 1e6, held=holder == candidate and expires > now)
-
-        return await self._write(run)
-
-    async def resign(self, name: str, candidate: str) -> None:
-        await self._write(lambda conn: conn.execute(q.RESIGN, (name, candidate, _now())).rowcount)
-
-    async def leaders(self) -> list[Leadership]:
-        def run(conn: sqlite3.Connection) -> list[Leadership]:
-            now = _now()
-            rows = conn.execute(q.LIST_LEADERS, (now,)).fetchall()
-            return [Leadership(n, h, t, (e - now) / 1e6) for n, h, t, e in rows]
-
-        return await self._read(run)
-
-    # ---- key-value -------------------------------------------------------------------------------------------
-
-    async def kv_get(self, key: str) -> str | None:
-        rows = await self._read(lambda conn: conn.execute(q.KV_GET, (key, _now())).fetchall())
-        return rows[0][0] if rows else None
-
-    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            now = _now()
-            expires = None if ttl is None else now + _us(ttl)
-            if only_if_absent:
-                return conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0
-            conn.execute(q.KV_SET, (key, value, expires))
-            return True
-
-        return await self._write(run)
-
-    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
-        def run(conn: sqlite3.Connection) -> tuple[str, bool]:
-            now = _now()
-            expires = None if ttl is None else now + _us(ttl)
-            if conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0:
-                return value, True
-            return str(conn.execute(q.KV_VALUE, (key,)).fetchone()[0]), False  # live: it refused the insert
-
-        return await self._write(run)
-
-    async def kv_delete(self, key: str) -> None:
-        await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
-
 
 PRUNE_CHUNK = 500
-
-
-def _drop_files(path: str, busy_timeout: float) -> None:
-    """`drop()` off the event loop: Conveyor's tables only, from a file shared with the application; otherwise the
-    file with its -wal, -shm and -journal files and its wake directory."""
-    if os.path.exists(path) and _drop_tables_if_shared(path, busy_timeout):
-        return
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
-    remove_wake_directory(os.path.realpath(path))
-
-
-def _drop_tables_if_shared(path: str, busy_timeout: float) -> bool:
-    """When the file holds tables that are not Conveyor's (the application's own), drop Conveyor's tables from it
-    in one transaction and answer True (the file stays); otherwise change nothing and answer False."""
-    try:
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"cannot open SQLite database {path} to drop it: {exc}") from exc
-    try:
-        if not conn.execute(q.FOREIGN_TABLES).fetchall():
-            return False
-        conn.execute("BEGIN IMMEDIATE")
-        for (table,) in conn.execute(q.CONVEYOR_TABLES).fetchall():
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-        conn.execute("COMMIT")
-        return True
-    except sqlite3.DatabaseError as exc:
-        if "not a database" in str(exc) or "malformed" in str(exc):
-            return False  # not a database at all: nothing of anyone's to keep
-        raise StoreUnavailable(f"cannot drop Conveyor's tables from SQLite database {path}: {exc}") from exc
-    finally:
-        conn.close()
 
 
 def _pruner(status: str, before: int, chunk: int, namespace: str | None) -> Callable[[sqlite3.Connection], int]:
@@ -1411,12 +634,6 @@ def _pruner(status: str, before: int, chunk: int, namespace: str | None) -> Call
     return run
 
 
-def _zero_counts() -> dict[str, int]:
-    counts = {status.value: 0 for status in JobStatus}
-    counts["scheduled"] = 0
-    return counts
-
-
 def _any_new(jobs: list[Job]) -> bool:
     return any(not job.duplicate for job in jobs)
 
@@ -1427,13 +644,3 @@ def _any_pending(jobs: list[Job]) -> bool:
 
 def _second(result: tuple[Any, bool]) -> bool:
     return result[1]
-
-
-def _always(_: object) -> bool:
-    return True
-
-
-def _swallow(fut: asyncio.Future[Any]) -> None:
-    """Retrieve a fire-and-forget future's outcome; a failed hand-back is logged, the lease expiry covers it."""
-    if not fut.cancelled() and fut.exception() is not None:
-        log.warning("could not hand back jobs of a cancelled claim: %s", fut.exception())

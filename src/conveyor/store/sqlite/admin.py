@@ -1,0 +1,361 @@
+"""The SQLite store's inspection and management calls (`SQLiteStore` inherits them; see store.py)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from conveyor.errors import (
+    InvalidTransition,
+    JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
+    ValidationError,
+)
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    Attempt,
+    Job,
+    JobFilter,
+    JobStatus,
+    Leadership,
+    Namespace,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    utcnow,
+)
+from conveyor.store.sqlite import queries as q
+from conveyor.store.sqlite.connections import SQLiteConnections
+from conveyor.store.sqlite.rows import (
+    clock_us,
+    decode_attempt,
+    filter_params,
+    job_from_row,
+    namespace_doc,
+    namespace_from_doc,
+    seconds_us,
+    to_us,
+    worker_doc,
+    worker_from_doc,
+)
+
+__all__ = ["SQLiteAdmin"]
+
+log = logging.getLogger("conveyor.store.sqlite")
+
+T = TypeVar("T")
+
+
+class SQLiteAdmin(SQLiteConnections):
+    """Inspection and management of the SQLite store: reading and changing jobs one at a time, namespaces, queue
+    settings, the worker registry, leader election and the key-value table. Each is one read on the reader thread
+    or one `BEGIN IMMEDIATE` write on the writer thread."""
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_JOB, (job_id,)).fetchall())
+        return job_from_row(rows[0]) if rows else None
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        names, params = filter_params(filter)
+        where = q.where_clause(names)
+        offset = max(0, offset)
+        limit_ = max(0, limit)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, list[Any]]:
+            total = conn.execute(q.COUNT_JOBS.format(where=where), params).fetchone()[0]
+            page_params = {**params, "limit": limit_, "offset": offset}
+            return total, conn.execute(q.LIST_JOBS.format(where=where), page_params).fetchall()
+
+        total, rows = await self._read(run, snapshot=True)
+        return Page(items=[job_from_row(r) for r in rows], total=total, limit=limit, offset=offset)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_ATTEMPTS, (job_id,)).fetchall())
+        return [decode_attempt(r) for r in rows]
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        names, params = filter_params(JobFilter(namespace=namespace, queue=queue, task=task))
+        sql = q.STATS.format(where=q.where_clause(names))
+        scheduled_sql = q.COUNT_SCHEDULED.format(where=q.where_clause([*names, "scheduled"]))
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], int]:
+            rows = conn.execute(sql, params).fetchall()
+            return rows, conn.execute(scheduled_sql, {**params, "now": clock_us()}).fetchone()[0]
+
+        rows, scheduled = await self._read(run, snapshot=True)
+        counts = {status: n for status, n in rows}
+        return Stats(
+            pending=counts.get("pending", 0),
+            processing=counts.get("processing", 0),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+            scheduled=scheduled,
+        )
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, job_id: str) -> Job:
+        rows = conn.execute(q.SELECT_JOB, (job_id,)).fetchall()
+        if not rows:
+            raise JobNotFound(job_id)
+        return job_from_row(rows[0])
+
+    async def cancel(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            now = clock_us()
+            if job.status is JobStatus.PENDING:
+                return job_from_row(conn.execute(q.CANCEL_PENDING, (now, job_id)).fetchall()[0])
+            if job.status is JobStatus.PROCESSING:
+                return job_from_row(conn.execute(q.REQUEST_CANCEL, (now, job_id)).fetchall()[0])
+            raise InvalidTransition(
+                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {job.status.value!r})"
+            )
+
+        return await self._write(run)
+
+    async def requeue(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+            if job.unique_key is not None:
+                holder = conn.execute(
+                    q.SELECT_OTHER_ACTIVE_WITH_KEY, (job.namespace, job.unique_key, job.id)
+                ).fetchone()
+                if holder is not None:
+                    raise InvalidTransition(
+                        f"Job cannot be requeued: active job {holder[0]} holds its unique key {job.unique_key!r}"
+                    )
+            return job_from_row(conn.execute(q.REQUEUE, (clock_us(), job_id)).fetchall()[0])
+
+        return await self._write(run, _always)
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if not force and job.status not in (JobStatus.PENDING, JobStatus.FAILED):
+                raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+            conn.execute(q.DELETE_ATTEMPTS_OF_JOB, (job_id,))
+            conn.execute(q.DELETE_JOB, (job_id,))
+            return job
+
+        return await self._write(run)
+
+    async def run_now(self, job_id: str) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            job = self._get(conn, job_id)
+            if job.status is not JobStatus.PENDING:
+                raise InvalidTransition(
+                    f"Job cannot be run now (must be in 'pending' status; it is {job.status.value!r})"
+                )
+            return job_from_row(conn.execute(q.RUN_NOW, (clock_us(), job_id)).fetchall()[0])
+
+        return await self._write(run, _always)
+
+    async def delete_user_data(self, user_id: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(q.DELETE_ATTEMPTS_OF_USER, (user_id,))
+            deleted: int = conn.execute(q.DELETE_JOBS_OF_USER, (user_id,)).rowcount
+            return deleted
+
+        return await self._write(run, _always)
+
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
+        key = f"u:{user_id}"
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(q.HAS_PENDING_JOB, (namespace, key)).fetchone()[0])
+
+        return await self._read(run)
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        if namespace.name == DEFAULT_NAMESPACE:  # seeded by every migrate: it always exists
+            raise NamespaceExists(namespace.name)
+        stored = replace(namespace, extra=dict(namespace.extra))
+
+        def run(conn: sqlite3.Connection) -> Namespace:
+            if conn.execute(q.INSERT_NAMESPACE_IF_ABSENT, (stored.name, namespace_doc(stored))).rowcount == 0:
+                raise NamespaceExists(stored.name)
+            return stored
+
+        return await self._write(run)
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
+        def run(conn: sqlite3.Connection) -> Namespace:
+            row = conn.execute(q.SELECT_NAMESPACE, (namespace.name,)).fetchone()
+            old = None if row is None else namespace_from_doc(row[0])
+            if expected_revision is not None:
+                if old is None:
+                    raise NamespaceNotFound(namespace.name)
+                if old.revision != expected_revision:
+                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
+            stored = replace(namespace, extra=dict(namespace.extra))
+            if old is not None:
+                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
+            conn.execute(q.UPSERT_NAMESPACE, (stored.name, namespace_doc(stored)))
+            return stored
+
+        return await self._write(run)
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        rows = await self._read(lambda conn: conn.execute(q.SELECT_NAMESPACE, (name,)).fetchall())
+        if rows:
+            return namespace_from_doc(rows[0][0])
+        return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
+
+    async def list_namespaces(self) -> list[Namespace]:
+        rows = await self._read(lambda conn: conn.execute(q.LIST_NAMESPACES).fetchall())
+        found = {ns.name: ns for ns in (namespace_from_doc(r[0]) for r in rows)}
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(q.DELETE_ATTEMPTS_OF_NAMESPACE, (name,))
+            jobs = conn.execute(q.DELETE_JOBS_OF_NAMESPACE, (name,)).rowcount
+            conn.execute(q.RESET_QUEUES_OF_NAMESPACE, (name,))
+            return conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0 or jobs > 0
+
+        return await self._write(run)
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+
+        def run(conn: sqlite3.Connection) -> QueueSettings:
+            conn.execute(
+                q.UPSERT_QUEUE_SETTINGS,
+                (settings.namespace, settings.name, int(settings.paused), settings.concurrency),
+            )
+            return settings
+
+        return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        names = [] if namespace is None else ["namespace"]
+        where = q.where_clause(names)
+        scheduled_where = q.where_clause([*names, "scheduled"])
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
+            params = {"namespace": namespace, "now": clock_us()}
+            counts = conn.execute(q.QUEUE_COUNTS.format(where=where), params).fetchall()
+            scheduled = conn.execute(q.QUEUE_SCHEDULED.format(where=scheduled_where), params).fetchall()
+            settings = conn.execute(q.SELECT_QUEUE_SETTINGS.format(where=where), params).fetchall()
+            return counts, scheduled, settings
+
+        count_rows, scheduled_rows, setting_rows = await self._read(run, snapshot=True)
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for ns, queue, status, n in count_rows:
+            counts.setdefault((ns, queue), _zero_counts())[status] += n
+        for ns, queue, n in scheduled_rows:
+            counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
+        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
+        for ns, name, paused, concurrency, configured in setting_rows:
+            settings[(ns, name)] = (bool(paused), concurrency)
+            if configured:
+                counts.setdefault((ns, name), _zero_counts())
+        return [
+            QueueInfo(
+                namespace=key[0],
+                name=key[1],
+                paused=settings.get(key, (False, None))[0],
+                counts=counts[key],
+                concurrency=settings.get(key, (False, None))[1],
+            )
+            for key in sorted(counts)
+        ]
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(q.DELETE_EXPIRED_WORKERS, (clock_us(),))
+            conn.execute(q.UPSERT_WORKER, (info.id, worker_doc(info), to_us(info.started_at), to_us(info.expires_at)))
+
+        await self._write(run)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._write(lambda conn: conn.execute(q.DELETE_WORKER, (worker_id,)).rowcount)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (clock_us(),)).fetchall())
+        return [worker_from_doc(r[0]) for r in rows]
+
+    # ---- leader election ---------------------------------------------------------------------------------------
+
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        def run(conn: sqlite3.Connection) -> Leadership:
+            now = clock_us()
+            conn.execute(q.ELECT, (name, candidate, now + seconds_us(ttl), now))
+            holder, term, expires = conn.execute(q.SELECT_LEADER, (name,)).fetchone()
+            return Leadership(name, holder, term, (expires - now) / 1e6, held=holder == candidate and expires > now)
+
+        return await self._write(run)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        await self._write(lambda conn: conn.execute(q.RESIGN, (name, candidate, clock_us())).rowcount)
+
+    async def leaders(self) -> list[Leadership]:
+        def run(conn: sqlite3.Connection) -> list[Leadership]:
+            now = clock_us()
+            rows = conn.execute(q.LIST_LEADERS, (now,)).fetchall()
+            return [Leadership(n, h, t, (e - now) / 1e6) for n, h, t, e in rows]
+
+        return await self._read(run)
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        rows = await self._read(lambda conn: conn.execute(q.KV_GET, (key, clock_us())).fetchall())
+        return rows[0][0] if rows else None
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            now = clock_us()
+            expires = None if ttl is None else now + seconds_us(ttl)
+            if only_if_absent:
+                return conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0
+            conn.execute(q.KV_SET, (key, value, expires))
+            return True
+
+        return await self._write(run)
+
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        def run(conn: sqlite3.Connection) -> tuple[str, bool]:
+            now = clock_us()
+            expires = None if ttl is None else now + seconds_us(ttl)
+            if conn.execute(q.KV_SET_IF_ABSENT, (key, value, expires, now)).rowcount > 0:
+                return value, True
+            return str(conn.execute(q.KV_VALUE, (key,)).fetchone()[0]), False  # live: it refused the insert
+
+        return await self._write(run)
+
+    async def kv_delete(self, key: str) -> None:
+        await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
+
+
+def _zero_counts() -> dict[str, int]:
+    counts = {status.value: 0 for status in JobStatus}
+    counts["scheduled"] = 0
+    return counts
+
+
+def _always(_: object) -> bool:
+    return True
