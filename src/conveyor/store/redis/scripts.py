@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -128,3 +129,35 @@ class ScriptRunner:
 async def _close(conn: aioredis.Connection) -> None:
     with contextlib.suppress(Exception):
         await conn.disconnect(nowait=True)
+
+
+SCRIPTS = (
+    "enqueue",
+    "claim",
+    "claim_user",
+    "heartbeat",
+    "finish",
+    "rescue",
+    "cancel",
+    "requeue",
+    "delete",
+    "delete_user",
+    "run_now",
+    "prune",
+    "stats",
+    "list",
+    "next_due",
+    "mark_timed_out",
+    "elect",
+    "put_namespace",
+    "delete_namespace",
+    "migrate",
+    "kv_setdefault",
+)
+"""Every transition script (lua/<name>.lua), loaded by each ScriptRunner."""
+
+
+def load_script(name: str) -> str:
+    """A script's text: lua/common.lua followed by lua/<name>.lua (one EVALSHA per transition)."""
+    lua = resources.files("conveyor.store.redis").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()

@@ -13,6 +13,11 @@ Why it looks the way it does:
   waiters in this process are also woken directly through LocalWaker.
 * Any connection failure becomes `StoreUnavailable` with the text the HTTP layer answers 503 with; redis-py
   reconnects on a later call. A lazy store opens while Redis is down and works once it is back.
+
+Modules: url.py (URL, options), connections.py (clients, `_do`/`_run`), admin.py (inspection and management,
+namespaces, queues, workers, election, key-value), encoding.py (values ↔ script strings), scripts.py (the script
+runner, lua/), keys.py (the key layout); this module holds the lifecycle, enqueue, the worker's calls and
+maintenance.
 """
 
 from __future__ import annotations
@@ -21,249 +26,57 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from importlib import resources
-from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from conveyor.codec import JOB_FIELDS, STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, mapping_decoder
 from conveyor.errors import (
     Conflict,
-    InvalidTransition,
-    JobNotFound,
-    NamespaceExists,
-    NamespaceNotFound,
-    RevisionConflict,
     SchemaTooNew,
     StoreUnavailable,
     ValidationError,
 )
 from conveyor.model import (
-    DEFAULT_NAMESPACE,
-    DEFAULT_NAMESPACE_SETTINGS,
-    LOST_STATUS_CODE,
-    Attempt,
-    AttemptOutcome,
     Finish,
     Job,
-    JobFilter,
     JobStatus,
-    Leadership,
     Lease,
     LeaseState,
-    Namespace,
     NewJob,
-    Page,
-    QueueInfo,
-    QueueSettings,
-    Stats,
-    WorkerInfo,
-    attempt_order,
     encode_result,
     new_lease_tokens,
-    not_applied_error,
-    utcnow,
 )
-from conveyor.store.base import IdleClaim, Store, refuse_default
+from conveyor.store.base import IdleClaim, refuse_default
 from conveyor.store.handoff import IdleClaims, hand_over
-from conveyor.store.redis.keys import SCHEMA_VERSION, Keys, pair
-from conveyor.store.redis.scripts import ScriptRunner
+from conveyor.store.redis.admin import RedisAdmin, glob_escape
+from conveyor.store.redis.connections import CONFLICT_MESSAGE, CONNECTION_ERRORS, UNAVAILABLE
+from conveyor.store.redis.encoding import (
+    ONE_US,
+    attempt_body,
+    attempt_head,
+    decode_job,
+    encode_rows,
+    lost_head,
+    to_us,
+    us_or_empty,
+)
+from conveyor.store.redis.keys import SCHEMA_VERSION, Keys
+from conveyor.store.redis.scripts import SCRIPTS, ScriptRunner, load_script
 from conveyor.store.redis.url import read_options
 from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
 
+__all__ = ["CONFLICT_MESSAGE", "SCRIPTS", "UNAVAILABLE", "RedisStore", "load_script"]
+
 log = logging.getLogger("conveyor.store.redis")
 
-UNAVAILABLE = "job queue service is unavailable: Redis is not connected"
-"""The exact text of StoreUnavailable (the Go template's 503 message; the HTTP layer answers with it)."""
 
-CONFLICT_MESSAGE = "Job queue execution conflict. Retry required."
-
-SCRIPTS = (
-    "enqueue",
-    "claim",
-    "claim_user",
-    "heartbeat",
-    "finish",
-    "rescue",
-    "cancel",
-    "requeue",
-    "delete",
-    "delete_user",
-    "run_now",
-    "prune",
-    "stats",
-    "list",
-    "next_due",
-    "mark_timed_out",
-    "elect",
-    "put_namespace",
-    "delete_namespace",
-    "migrate",
-    "kv_setdefault",
-)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_STATUSES = [s.value for s in JobStatus]
-
-
-def to_us(dt: datetime) -> int:
-    """A datetime as integer microseconds since the epoch (exact, unlike float timestamps)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _US
-
-
-# Below this (year 2191) a float of seconds is within half a microsecond of the truth, so fromtimestamp (twice as
-# fast as datetime arithmetic) rounds back to the exact microsecond; beyond it, exact integer arithmetic.
-_FAST_US_LIMIT = 7_000_000_000_000_000
-_fromtimestamp = datetime.fromtimestamp
-
-
-def from_us(value: str | int) -> datetime:
-    us = int(value)
-    if -_FAST_US_LIMIT < us < _FAST_US_LIMIT:
-        return _fromtimestamp(us / 1_000_000, UTC)
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _opt(value: str | None) -> str:
-    """Optional string argument for a script: '' is None, anything else carries a leading '='."""
-    return "" if value is None else "=" + value
-
-
-def _batch(rows: list[list[str | None]]) -> str:
-    """A batch as one script argument: redis-py packs one large argument much faster than many small ones."""
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-
-
-def _opt_us(value: datetime | None) -> str:
-    return "" if value is None else f"={to_us(value)}"
-
-
-_STATUS = {s.value: s for s in JobStatus}
-
-
-def _is_one(value: object) -> bool:
-    """The scripts write a flag as "1" (and delete the field for false)."""
-    return value == "1"
-
-
-decode_job = mapping_decoder(
-    Job,
-    (*STORED_JOB_FIELDS, next(f for f in JOB_FIELDS if f.name == "payload_json")),
-    {"status": _STATUS, "int": int, "time": from_us, "json": json.loads, "bool": _is_one},
-    sources={"payload_json": "payload"},
-    name="decode_job",
-)
-"""A Job from a job hash's fields (absent fields get their defaults), as HGETALL or a script's JSON gives them:
-`decode_job(h, duplicate=False)`. The hash fields are named after conveyor.codec.JOB_FIELDS (plus `skey`, the
-serial key the scripts keep); payload_json is the stored payload text."""
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _js(text: str | None) -> str:
-    """A JSON string (or null), by the json module's C escaper: several of these per finish are on the hot path."""
-    return "null" if text is None else _encode_str(text)
-
-
-def _attempt_head(a: Attempt) -> str:
-    """The first fields of a stored attempt record, outcome first: finish.lua recognises a LOST record by its first
-    bytes, and stores `_lost_head` instead when the report turns out stale."""
-    return f'{{"outcome":"{a.outcome.value}","status_code":{a.status_code},"error":{_js(a.error)}'
-
-
-def _lost_head(a: Attempt) -> str:
-    """`_attempt_head` of `model.not_applied(a)`: the record a refused report is kept as."""
-    return f'{{"outcome":"lost","status_code":{LOST_STATUS_CODE},"error":{_js(not_applied_error(a))}'
-
-
-def _attempt_body(a: Attempt) -> str:
-    """The rest of a stored attempt record (after `_attempt_head`), closing the JSON object."""
-    result = "null" if a.result is None else _dumps(a.result)
-    return (
-        f',"job_id":{_js(a.job_id)},"try_number":{a.try_number},"started_at":{to_us(a.started_at)},'
-        f'"finished_at":{to_us(a.finished_at)},"worker_id":{_js(a.worker_id)},"result":{result},'
-        f'"traceback":{_js(a.traceback)}}}'
-    )
-
-
-def encode_attempt(a: Attempt) -> str:
-    return _attempt_head(a) + _attempt_body(a)
-
-
-_attempt_from = mapping_decoder(
-    Attempt,
-    tuple(f for f in STORED_ATTEMPT_FIELDS if f.name != "lease_token"),  # the record's hash field, not in it
-    {"outcome": AttemptOutcome, "int": int, "time": from_us},
-    name="decode_attempt",
-)
-
-
-def decode_attempt(text: str, field: str | None = None) -> Attempt:
-    """An attempt record; `field` is its hash field: the claim's lease token (a try number on records made before
-    tokens existed)."""
-    return _attempt_from(json.loads(text), lease_token=None if field is None or field.isdigit() else field)
-
-
-def _encode_worker(w: WorkerInfo) -> str:
-    return json.dumps(
-        {
-            "id": w.id,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "queues": list(w.queues),
-            "concurrency": w.concurrency,
-            "started_at": w.started_at.isoformat(),
-            "heartbeat_at": w.heartbeat_at.isoformat(),
-            "expires_at": w.expires_at.isoformat(),
-            "running": list(w.running),
-            "version": w.version,
-            "tasks": list(w.tasks),
-        }
-    )
-
-
-def _decode_worker(text: str) -> WorkerInfo:
-    d = json.loads(text)
-    return WorkerInfo(
-        id=d["id"],
-        hostname=d["hostname"],
-        pid=int(d["pid"]),
-        queues=tuple(d["queues"]),
-        concurrency=int(d["concurrency"]),
-        started_at=datetime.fromisoformat(d["started_at"]),
-        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        running=tuple(d.get("running", ())),
-        version=d.get("version", ""),
-        tasks=tuple(d.get("tasks", ())),
-    )
-
-
-def load_script(name: str) -> str:
-    """A script's text: lua/common.lua followed by lua/<name>.lua (one EVALSHA per transition)."""
-    lua = resources.files("conveyor.store.redis").joinpath("lua")
-    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
-
-
-_CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
-
-
-class RedisStore(Store):
+class RedisStore(RedisAdmin):
     """Jobs in Redis. URL `redis://host:port/db?prefix=NAME` (the prefix namespaces every key; default
     `conveyor`). Options (URL query parameters or keyword arguments, which win; url.py reads them strictly):
     `socket_timeout` (seconds, default 5), `wake_block` (seconds one BLPOP blocks, default 1), `max_connections`.
@@ -294,28 +107,7 @@ class RedisStore(Store):
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
-    def _connect(self) -> aioredis.Redis:
-        """Build the clients (no I/O yet). One retry without back-off replaces a pooled connection that died with
-        a Redis restart; a Redis that stays down fails fast instead of hanging the caller."""
-        if self._client is None:
-            common: dict[str, Any] = {
-                "decode_responses": True,
-                "socket_connect_timeout": self._socket_timeout,
-                "retry": Retry(NoBackoff(), 1),
-                "health_check_interval": 10,
-            }
-            max_connections: int | None = self.options.get("max_connections")
-            if max_connections is not None:
-                common["max_connections"] = max_connections
-            self._client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout, **common)
-            self._scripts = ScriptRunner(
-                self._redis_url,
-                {name: load_script(name) for name in SCRIPTS},
-                timeout=self._socket_timeout,
-                connect_timeout=self._socket_timeout,
-                max_connections=max_connections,
-            )
-        return self._client
+    # ---- lifecycle ------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._closed = False
@@ -330,7 +122,7 @@ class RedisStore(Store):
                 raise
             log.warning("Redis at %s is not reachable; the job queue is unavailable until it returns", self._where())
             return
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             if not self.lazy:
                 raise StoreUnavailable(UNAVAILABLE) from exc
             log.warning("Redis at %s is not reachable; the job queue is unavailable until it returns", self._where())
@@ -407,7 +199,7 @@ class RedisStore(Store):
         (`conveyor`) unless allow_default."""
         refuse_default("the Redis key prefix", self.prefix, allow_default)
         await self.close()
-        pattern = _glob_escape(self.prefix) + ":*"
+        pattern = glob_escape(self.prefix) + ":*"
         client = aioredis.Redis.from_url(self._redis_url, socket_timeout=self._socket_timeout)
         try:
             batch: list[bytes] = []
@@ -418,7 +210,7 @@ class RedisStore(Store):
                     batch.clear()
             if batch:
                 await client.unlink(*batch)
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise StoreUnavailable(UNAVAILABLE) from exc
         finally:
             with contextlib.suppress(Exception):
@@ -426,33 +218,6 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         await self._do(lambda c: c.ping())
-
-    # ---- plumbing -------------------------------------------------------------------------------------------
-
-    async def _do(self, fn: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
-        """Run one Redis operation, turning every connection failure into StoreUnavailable."""
-        if self._closed and self._client is None:
-            raise StoreUnavailable(UNAVAILABLE)
-        client = self._connect()
-        try:
-            return await fn(client)
-        except _CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(UNAVAILABLE) from exc
-        except rexc.ResponseError as exc:
-            text = str(exc)
-            if text.startswith(("MISCONF", "LOADING", "READONLY", "MASTERDOWN")):
-                raise StoreUnavailable(UNAVAILABLE) from exc
-            raise
-
-    async def _run(self, name: str, args: Sequence[Any]) -> Any:
-        """Run one transition script (scripts.py: on the store's own connections, not the client's pool)."""
-        script_args = [self.prefix, *args]
-
-        async def call(_: aioredis.Redis) -> Any:
-            assert self._scripts is not None
-            return await self._scripts.run(name, script_args)
-
-        return await self._do(call)
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 
@@ -483,12 +248,12 @@ class RedisStore(Store):
             )
         idle = self._idle.take(jobs) if self._idle else None
         if idle is None:
-            reply = await self._run("enqueue", [_batch(rows), ""])
+            reply = await self._run("enqueue", [encode_rows(rows), ""])
         else:
             handoff = {
                 "worker": idle.worker_id,
                 "limit": idle.limit,
-                "lease": str(idle.lease // _US),
+                "lease": str(idle.lease // ONE_US),
                 "queues": list(idle.queues),
                 "namespaces": None if idle.namespaces is None else list(idle.namespaces),
                 "exclude": list(idle.exclude_namespaces),
@@ -497,7 +262,7 @@ class RedisStore(Store):
             }
             # The claimed jobs reach the worker from the script's completion, not from this coroutine: a caller
             # cancelled meanwhile must not strand them in `processing`.
-            call = asyncio.ensure_future(self._run("enqueue", [_batch(rows), json.dumps(handoff)]))
+            call = asyncio.ensure_future(self._run("enqueue", [encode_rows(rows), json.dumps(handoff)]))
             call.add_done_callback(lambda done: self._hand_over(idle, done))
             reply = await asyncio.shield(call)
         kind, value = reply[0], reply[1]
@@ -560,7 +325,7 @@ class RedisStore(Store):
             }
         )
         tokens = "".join(new_lease_tokens(limit))
-        reply = await self._shielded_claim("claim", [worker_id, limit, lease // _US, opts, tokens])
+        reply = await self._shielded_claim("claim", [worker_id, limit, lease // ONE_US, opts, tokens])
         return [decode_job(h) for h in json.loads(reply)]
 
     async def _shielded_claim(self, name: str, args: Sequence[Any]) -> Any:
@@ -601,7 +366,7 @@ class RedisStore(Store):
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
         token = new_lease_tokens(1)[0]
-        reply = await self._shielded_claim("claim_user", [namespace, user_id, worker_id, lease // _US, token])
+        reply = await self._shielded_claim("claim_user", [namespace, user_id, worker_id, lease // ONE_US, token])
         if reply[0] == "conflict":
             raise Conflict(CONFLICT_MESSAGE)
         if reply[0] == "none":
@@ -611,7 +376,7 @@ class RedisStore(Store):
     async def heartbeat(self, leases: Sequence[Lease], lease: timedelta) -> list[LeaseState]:
         if not leases:
             return []
-        args: list[Any] = [lease // _US]
+        args: list[Any] = [lease // ONE_US]
         for held in leases:
             args += [held.job_id, held.token]
         reply: str = await self._run("heartbeat", args)
@@ -642,12 +407,12 @@ class RedisStore(Store):
                     None if f.run_at is None else str(to_us(f.run_at)),
                     f.error,
                     encode_result(f.result) if completed and f.result is not None else None,
-                    None if a is None else _attempt_head(a),
-                    None if a is None else _lost_head(a),
-                    None if a is None else _attempt_body(a),
+                    None if a is None else attempt_head(a),
+                    None if a is None else lost_head(a),
+                    None if a is None else attempt_body(a),
                 ]
             )
-        reply: str = await self._run("finish", [_batch(rows)])
+        reply: str = await self._run("finish", [encode_rows(rows)])
         return [c == "1" for c in reply]
 
     async def mark_timed_out(self, lease: Lease) -> bool:
@@ -709,7 +474,7 @@ class RedisStore(Store):
     # ---- maintenance ----------------------------------------------------------------------------------------
 
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
-        reply = await self._run("rescue", [_opt_us(now), max(0, limit)])
+        reply = await self._run("rescue", [us_or_empty(now), max(0, limit)])
         jobs = [decode_job(h) for h in json.loads(reply)]
         if any(j.status is JobStatus.PENDING for j in jobs):
             self._waker.notify()
@@ -722,310 +487,3 @@ class RedisStore(Store):
             return 0
         args = [to_us(completed_before), to_us(failed_before), limit, namespace or ""]
         return int(await self._run("prune", args))
-
-    # ---- inspection and management --------------------------------------------------------------------------
-
-    async def get_job(self, job_id: str) -> Job | None:
-        fields = await self._do(lambda c: c.hgetall(self.keys.job(job_id)))
-        if not fields:
-            return None
-        return decode_job(_as_dict(fields))
-
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
-        offset = max(0, offset)
-        limit = max(0, limit)
-        if filter.ids is not None:
-            return await self._list_ids(filter, limit, offset)
-        args = [
-            _opt(filter.namespace),
-            _opt(filter.queue),
-            _opt(filter.task),
-            _opt(None if filter.status is None else JobStatus(filter.status).value),
-            _opt(filter.user_id),
-            limit,
-            offset,
-            *_STATUSES,
-        ]
-        reply = await self._run("list", args)
-        items = [decode_job(h) for h in json.loads(reply[1])]
-        return Page(items=items, total=int(reply[0]), limit=limit, offset=offset)
-
-    async def _list_ids(self, flt: JobFilter, limit: int, offset: int) -> Page[Job]:
-        ids = list(dict.fromkeys(flt.ids or ()))
-
-        async def fetch(c: aioredis.Redis) -> list[Any]:
-            pipe = c.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(self.keys.job(job_id))
-            return list(await pipe.execute())
-
-        found = [decode_job(_as_dict(fields)) for fields in await self._do(fetch) if fields]
-        matched = [
-            j
-            for j in found
-            if (flt.namespace is None or j.namespace == flt.namespace)
-            and (flt.queue is None or j.queue == flt.queue)
-            and (flt.task is None or j.task == flt.task)
-            and (flt.status is None or j.status == flt.status)
-            and (flt.user_id is None or j.user_id == flt.user_id)
-        ]
-        matched.sort(key=lambda j: (j.created, j.id), reverse=True)
-        return Page(items=matched[offset : offset + limit], total=len(matched), limit=limit, offset=offset)
-
-    async def attempts(self, job_id: str) -> list[Attempt]:
-        records: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.attempts(job_id)))
-        return sorted((decode_attempt(text, field) for field, text in records.items()), key=attempt_order)
-
-    async def _stat_rows(self, namespace: str | None, queue: str | None, task: str | None) -> list[list[Any]]:
-        rows: list[list[Any]] = await self._run("stats", [_opt(namespace), _opt(queue), _opt(task), *_STATUSES])
-        return rows
-
-    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
-        totals = [0] * (len(_STATUSES) + 1)
-        for row in await self._stat_rows(namespace, queue, task):
-            for i in range(len(totals)):
-                totals[i] += int(row[1 + i])
-        by = dict(zip([*_STATUSES, "scheduled"], totals, strict=True))
-        return Stats(
-            pending=by["pending"],
-            processing=by["processing"],
-            completed=by["completed"],
-            failed=by["failed"],
-            cancelled=by["cancelled"],
-            scheduled=by["scheduled"],
-        )
-
-    async def _change(self, name: str, job_id: str, *extra: Any) -> tuple[str, Any]:
-        reply = await self._run(name, [job_id, *extra])
-        kind = reply[0]
-        if kind == "missing":
-            raise JobNotFound(job_id)
-        if kind == "ok":
-            return kind, json.loads(reply[1])
-        return kind, reply[1] if len(reply) > 1 else None
-
-    async def cancel(self, job_id: str) -> Job:
-        kind, value = await self._change("cancel", job_id)
-        if kind == "invalid":
-            raise InvalidTransition(
-                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {value!r})"
-            )
-        return decode_job(value)
-
-    async def requeue(self, job_id: str) -> Job:
-        job = await self.get_job(job_id)
-        kind, value = await self._change("requeue", job_id)
-        if kind == "invalid":
-            raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
-        if kind == "unique":
-            key = job.unique_key if job is not None else None
-            raise InvalidTransition(f"Job cannot be requeued: active job {value} holds its unique key {key!r}")
-        self._waker.notify()
-        return decode_job(value)
-
-    async def delete(self, job_id: str, *, force: bool = False) -> Job:
-        kind, value = await self._change("delete", job_id, "1" if force else "0")
-        if kind == "invalid":
-            raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
-        self._waker.notify()
-        return decode_job(value)
-
-    async def run_now(self, job_id: str) -> Job:
-        kind, value = await self._change("run_now", job_id)
-        if kind == "invalid":
-            raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {value!r})")
-        self._waker.notify()
-        return decode_job(value)
-
-    async def delete_user_data(self, user_id: str) -> int:
-        return int(await self._run("delete_user", [user_id]))
-
-    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
-        key = self.keys.lane(namespace, f"u:{user_id}")
-        return bool(await self._do(lambda c: c.exists(key)))
-
-    # ---- namespaces ------------------------------------------------------------------------------------------
-
-    async def create_namespace(self, namespace: Namespace) -> Namespace:
-        """put_namespace.lua's compare-and-set with "absent" expected: an atomic create."""
-        if namespace.name == DEFAULT_NAMESPACE:  # exists whether stored or not
-            raise NamespaceExists(namespace.name)
-        stored = replace(namespace, extra=dict(namespace.extra))
-        doc = json.dumps(stored.to_dict())
-        if not await self._run("put_namespace", [stored.name, "", doc, "1" if stored.auto_run else "0"]):
-            raise NamespaceExists(stored.name)
-        return stored
-
-    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
-        """Create or replace with a compare-and-set loop (put_namespace.lua) so concurrent replaces each get their
-        own revision; with `expected_revision`, the loop ends in RevisionConflict as soon as the revision moved."""
-        while True:
-            current: str | None = await self._do(lambda c: c.hget(self.keys.namespaces, namespace.name))
-            old = None if current is None else Namespace.from_dict(json.loads(current))
-            if expected_revision is not None:
-                if old is None and namespace.name == DEFAULT_NAMESPACE:
-                    old = DEFAULT_NAMESPACE_SETTINGS  # never stored: revision 0 (the script still expects absent)
-                if old is None:
-                    raise NamespaceNotFound(namespace.name)
-                if old.revision != expected_revision:
-                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
-            stored = replace(namespace, extra=dict(namespace.extra))
-            if old is not None:
-                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
-            doc = json.dumps(stored.to_dict())
-            ok = await self._run("put_namespace", [namespace.name, _opt(current), doc, "1" if stored.auto_run else "0"])
-            if ok:
-                return stored
-
-    async def get_namespace(self, name: str) -> Namespace | None:
-        doc = await self._do(lambda c: c.hget(self.keys.namespaces, name))
-        if doc is None:
-            return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
-        return Namespace.from_dict(json.loads(doc))
-
-    async def list_namespaces(self) -> list[Namespace]:
-        docs: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.namespaces))
-        found = {name: Namespace.from_dict(json.loads(doc)) for name, doc in docs.items()}
-        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
-        return [found[name] for name in sorted(found)]
-
-    async def delete_namespace(self, name: str) -> bool:
-        if name == DEFAULT_NAMESPACE:
-            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
-        return bool(await self._run("delete_namespace", [name]))
-
-    # ---- queues ----------------------------------------------------------------------------------------------
-
-    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
-        p = pair(settings.namespace, settings.name)
-        doc = json.dumps({"paused": settings.paused, "concurrency": settings.concurrency})
-
-        async def write(c: aioredis.Redis) -> None:
-            pipe = c.pipeline(transaction=True)  # MULTI/EXEC: the three views change together
-            pipe.hset(self.keys.qset, p, doc)
-            pipe.sadd(self.keys.pairs, p)
-            if settings.paused:
-                pipe.sadd(self.keys.qpaused, p)
-            else:
-                pipe.srem(self.keys.qpaused, p)
-            if settings.concurrency is None:
-                pipe.hdel(self.keys.qconc, p)
-            else:
-                pipe.hset(self.keys.qconc, p, str(settings.concurrency))
-            pipe.lpush(self.keys.wake(settings.name), "1")  # a resumed queue or a raised limit may free jobs
-            pipe.ltrim(self.keys.wake(settings.name), 0, 63)
-            await pipe.execute()
-
-        await self._do(write)
-        self._waker.notify()
-        return settings
-
-    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
-        out: list[QueueInfo] = []
-        n = len(_STATUSES)
-        for row in await self._stat_rows(namespace, None, None):
-            ns, q = str(row[0]).split(":", 1)
-            counts = {s: int(row[1 + i]) for i, s in enumerate(_STATUSES)}
-            counts["scheduled"] = int(row[1 + n])
-            concurrency = int(row[3 + n])
-            out.append(
-                QueueInfo(
-                    namespace=ns,
-                    name=q,
-                    paused=bool(int(row[2 + n])),
-                    counts=counts,
-                    concurrency=None if concurrency < 0 else concurrency,
-                )
-            )
-        out.sort(key=lambda qi: (qi.namespace, qi.name))
-        return out
-
-    # ---- workers ---------------------------------------------------------------------------------------------
-
-    async def register_worker(self, info: WorkerInfo) -> None:
-        """The registration is a key that Redis expires by itself: a killed worker leaves nothing behind."""
-        expires_ms = to_us(info.expires_at) // 1000
-
-        async def write(c: aioredis.Redis) -> None:
-            pipe = c.pipeline(transaction=True)
-            pipe.set(self.keys.worker(info.id), _encode_worker(info), pxat=max(1, expires_ms))
-            pipe.zadd(self.keys.workers, {info.id: expires_ms})
-            await pipe.execute()
-
-        await self._do(write)
-
-    async def unregister_worker(self, worker_id: str) -> None:
-        async def drop(c: aioredis.Redis) -> None:
-            pipe = c.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(worker_id))
-            pipe.zrem(self.keys.workers, worker_id)
-            await pipe.execute()
-
-        await self._do(drop)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        async def read(c: aioredis.Redis) -> list[WorkerInfo]:
-            ids = [str(i) for i in await c.zrange(self.keys.workers, 0, -1)]
-            if not ids:
-                return []
-            docs: list[Any] = list(await c.mget([self.keys.worker(i) for i in ids]))
-            gone = [i for i, d in zip(ids, docs, strict=True) if d is None]
-            if gone:
-                await c.zrem(self.keys.workers, *gone)
-            now = utcnow()
-            live = [_decode_worker(d) for d in docs if d is not None]
-            return sorted((w for w in live if w.expires_at > now), key=lambda w: (w.started_at, w.id))
-
-        workers: list[WorkerInfo] = await self._do(read)
-        return workers
-
-    # ---- leader election ---------------------------------------------------------------------------------------
-
-    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
-        reply = await self._run("elect", ["elect", name, candidate, max(1, int(ttl * 1000))])
-        took, holder, term, left = reply
-        return Leadership(name, holder, int(term), int(left) / 1000, held=int(took) == 1 and holder == candidate)
-
-    async def resign(self, name: str, candidate: str) -> None:
-        await self._run("elect", ["resign", name, candidate])
-
-    async def leaders(self) -> list[Leadership]:
-        flat = await self._run("elect", ["list"])
-        found = [
-            Leadership(flat[i], flat[i + 1], int(flat[i + 2]), int(flat[i + 3]) / 1000) for i in range(0, len(flat), 4)
-        ]
-        return sorted(found, key=lambda role: role.name)
-
-    # ---- key-value -------------------------------------------------------------------------------------------
-
-    async def kv_get(self, key: str) -> str | None:
-        value: str | None = await self._do(lambda c: c.get(self.keys.kv(key)))
-        return value
-
-    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        result = await self._do(lambda c: c.set(self.keys.kv(key), value, px=px, nx=only_if_absent))
-        return bool(result)
-
-    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
-        px = "" if ttl is None else str(max(1, int(ttl * 1000)))
-        stored, put = await self._run("kv_setdefault", [key, value, px])
-        return str(stored), bool(int(put))
-
-    async def kv_delete(self, key: str) -> None:
-        await self._do(lambda c: c.delete(self.keys.kv(key)))
-
-
-def _glob_escape(text: str) -> str:
-    """`text` as a literal inside a SCAN MATCH pattern."""
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def _as_dict(reply: Any) -> dict[str, str]:
-    """HGETALL answers a dict (RESP3 / response callbacks) or a flat list, depending on protocol and version."""
-    if isinstance(reply, dict):
-        return reply
-    it = iter(reply)
-    return dict(zip(it, it, strict=True))

@@ -1,0 +1,367 @@
+"""The Redis store's inspection and management calls (`RedisStore` inherits them; see store.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from conveyor.errors import (
+    InvalidTransition,
+    JobNotFound,
+    NamespaceExists,
+    NamespaceNotFound,
+    RevisionConflict,
+    ValidationError,
+)
+from conveyor.model import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NAMESPACE_SETTINGS,
+    Attempt,
+    Job,
+    JobFilter,
+    JobStatus,
+    Leadership,
+    Namespace,
+    Page,
+    QueueInfo,
+    QueueSettings,
+    Stats,
+    WorkerInfo,
+    attempt_order,
+    utcnow,
+)
+from conveyor.store.redis.connections import RedisConnections
+from conveyor.store.redis.encoding import (
+    STATUS_VALUES,
+    decode_attempt,
+    decode_job,
+    decode_worker,
+    encode_worker,
+    text_or_empty,
+    to_us,
+)
+from conveyor.store.redis.keys import pair
+
+__all__ = ["RedisAdmin", "as_dict", "glob_escape"]
+
+log = logging.getLogger("conveyor.store.redis")
+
+
+class RedisAdmin(RedisConnections):
+    """Inspection and management of the Redis store: reading and changing jobs one at a time, namespaces, queue
+    settings, the worker registry, leader election and the key-value keys (each one script or one command)."""
+
+    # ---- inspection and management --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        fields = await self._do(lambda c: c.hgetall(self.keys.job(job_id)))
+        if not fields:
+            return None
+        return decode_job(as_dict(fields))
+
+    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+        offset = max(0, offset)
+        limit = max(0, limit)
+        if filter.ids is not None:
+            return await self._list_ids(filter, limit, offset)
+        args = [
+            text_or_empty(filter.namespace),
+            text_or_empty(filter.queue),
+            text_or_empty(filter.task),
+            text_or_empty(None if filter.status is None else JobStatus(filter.status).value),
+            text_or_empty(filter.user_id),
+            limit,
+            offset,
+            *STATUS_VALUES,
+        ]
+        reply = await self._run("list", args)
+        items = [decode_job(h) for h in json.loads(reply[1])]
+        return Page(items=items, total=int(reply[0]), limit=limit, offset=offset)
+
+    async def _list_ids(self, flt: JobFilter, limit: int, offset: int) -> Page[Job]:
+        ids = list(dict.fromkeys(flt.ids or ()))
+
+        async def fetch(c: aioredis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            return list(await pipe.execute())
+
+        found = [decode_job(as_dict(fields)) for fields in await self._do(fetch) if fields]
+        matched = [
+            j
+            for j in found
+            if (flt.namespace is None or j.namespace == flt.namespace)
+            and (flt.queue is None or j.queue == flt.queue)
+            and (flt.task is None or j.task == flt.task)
+            and (flt.status is None or j.status == flt.status)
+            and (flt.user_id is None or j.user_id == flt.user_id)
+        ]
+        matched.sort(key=lambda j: (j.created, j.id), reverse=True)
+        return Page(items=matched[offset : offset + limit], total=len(matched), limit=limit, offset=offset)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        records: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.attempts(job_id)))
+        return sorted((decode_attempt(text, field) for field, text in records.items()), key=attempt_order)
+
+    async def _stat_rows(self, namespace: str | None, queue: str | None, task: str | None) -> list[list[Any]]:
+        rows: list[list[Any]] = await self._run(
+            "stats", [text_or_empty(namespace), text_or_empty(queue), text_or_empty(task), *STATUS_VALUES]
+        )
+        return rows
+
+    async def stats(self, namespace: str | None = None, queue: str | None = None, task: str | None = None) -> Stats:
+        totals = [0] * (len(STATUS_VALUES) + 1)
+        for row in await self._stat_rows(namespace, queue, task):
+            for i in range(len(totals)):
+                totals[i] += int(row[1 + i])
+        by = dict(zip([*STATUS_VALUES, "scheduled"], totals, strict=True))
+        return Stats(
+            pending=by["pending"],
+            processing=by["processing"],
+            completed=by["completed"],
+            failed=by["failed"],
+            cancelled=by["cancelled"],
+            scheduled=by["scheduled"],
+        )
+
+    async def _change(self, name: str, job_id: str, *extra: Any) -> tuple[str, Any]:
+        reply = await self._run(name, [job_id, *extra])
+        kind = reply[0]
+        if kind == "missing":
+            raise JobNotFound(job_id)
+        if kind == "ok":
+            return kind, json.loads(reply[1])
+        return kind, reply[1] if len(reply) > 1 else None
+
+    async def cancel(self, job_id: str) -> Job:
+        kind, value = await self._change("cancel", job_id)
+        if kind == "invalid":
+            raise InvalidTransition(
+                f"Job cannot be cancelled (must be in 'pending' or 'processing' status; it is {value!r})"
+            )
+        return decode_job(value)
+
+    async def requeue(self, job_id: str) -> Job:
+        job = await self.get_job(job_id)
+        kind, value = await self._change("requeue", job_id)
+        if kind == "invalid":
+            raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
+        if kind == "unique":
+            key = job.unique_key if job is not None else None
+            raise InvalidTransition(f"Job cannot be requeued: active job {value} holds its unique key {key!r}")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def delete(self, job_id: str, *, force: bool = False) -> Job:
+        kind, value = await self._change("delete", job_id, "1" if force else "0")
+        if kind == "invalid":
+            raise InvalidTransition("Job cannot be deleted (must be in 'pending' or 'failed' status)")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def run_now(self, job_id: str) -> Job:
+        kind, value = await self._change("run_now", job_id)
+        if kind == "invalid":
+            raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {value!r})")
+        self._waker.notify()
+        return decode_job(value)
+
+    async def delete_user_data(self, user_id: str) -> int:
+        return int(await self._run("delete_user", [user_id]))
+
+    async def has_pending_job(self, namespace: str, user_id: str) -> bool:
+        key = self.keys.lane(namespace, f"u:{user_id}")
+        return bool(await self._do(lambda c: c.exists(key)))
+
+    # ---- namespaces ------------------------------------------------------------------------------------------
+
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        """put_namespace.lua's compare-and-set with "absent" expected: an atomic create."""
+        if namespace.name == DEFAULT_NAMESPACE:  # exists whether stored or not
+            raise NamespaceExists(namespace.name)
+        stored = replace(namespace, extra=dict(namespace.extra))
+        doc = json.dumps(stored.to_dict())
+        if not await self._run("put_namespace", [stored.name, "", doc, "1" if stored.auto_run else "0"]):
+            raise NamespaceExists(stored.name)
+        return stored
+
+    async def put_namespace(self, namespace: Namespace, *, expected_revision: int | None = None) -> Namespace:
+        """Create or replace with a compare-and-set loop (put_namespace.lua) so concurrent replaces each get their
+        own revision; with `expected_revision`, the loop ends in RevisionConflict as soon as the revision moved."""
+        while True:
+            current: str | None = await self._do(lambda c: c.hget(self.keys.namespaces, namespace.name))
+            old = None if current is None else Namespace.from_dict(json.loads(current))
+            if expected_revision is not None:
+                if old is None and namespace.name == DEFAULT_NAMESPACE:
+                    old = DEFAULT_NAMESPACE_SETTINGS  # never stored: revision 0 (the script still expects absent)
+                if old is None:
+                    raise NamespaceNotFound(namespace.name)
+                if old.revision != expected_revision:
+                    raise RevisionConflict(namespace.name, expected_revision, old.revision)
+            stored = replace(namespace, extra=dict(namespace.extra))
+            if old is not None:
+                stored = replace(stored, created=old.created, updated=utcnow(), revision=old.revision + 1)
+            doc = json.dumps(stored.to_dict())
+            ok = await self._run(
+                "put_namespace", [namespace.name, text_or_empty(current), doc, "1" if stored.auto_run else "0"]
+            )
+            if ok:
+                return stored
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        doc = await self._do(lambda c: c.hget(self.keys.namespaces, name))
+        if doc is None:
+            return DEFAULT_NAMESPACE_SETTINGS if name == DEFAULT_NAMESPACE else None
+        return Namespace.from_dict(json.loads(doc))
+
+    async def list_namespaces(self) -> list[Namespace]:
+        docs: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.namespaces))
+        found = {name: Namespace.from_dict(json.loads(doc)) for name, doc in docs.items()}
+        found.setdefault(DEFAULT_NAMESPACE, DEFAULT_NAMESPACE_SETTINGS)
+        return [found[name] for name in sorted(found)]
+
+    async def delete_namespace(self, name: str) -> bool:
+        if name == DEFAULT_NAMESPACE:
+            raise ValidationError("the namespace 'default' always exists and cannot be deleted", field="name")
+        return bool(await self._run("delete_namespace", [name]))
+
+    # ---- queues ----------------------------------------------------------------------------------------------
+
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        if settings.concurrency is not None and settings.concurrency < 0:
+            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        p = pair(settings.namespace, settings.name)
+        doc = json.dumps({"paused": settings.paused, "concurrency": settings.concurrency})
+
+        async def write(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)  # MULTI/EXEC: the three views change together
+            pipe.hset(self.keys.qset, p, doc)
+            pipe.sadd(self.keys.pairs, p)
+            if settings.paused:
+                pipe.sadd(self.keys.qpaused, p)
+            else:
+                pipe.srem(self.keys.qpaused, p)
+            if settings.concurrency is None:
+                pipe.hdel(self.keys.qconc, p)
+            else:
+                pipe.hset(self.keys.qconc, p, str(settings.concurrency))
+            pipe.lpush(self.keys.wake(settings.name), "1")  # a resumed queue or a raised limit may free jobs
+            pipe.ltrim(self.keys.wake(settings.name), 0, 63)
+            await pipe.execute()
+
+        await self._do(write)
+        self._waker.notify()
+        return settings
+
+    async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
+        out: list[QueueInfo] = []
+        n = len(STATUS_VALUES)
+        for row in await self._stat_rows(namespace, None, None):
+            ns, q = str(row[0]).split(":", 1)
+            counts = {s: int(row[1 + i]) for i, s in enumerate(STATUS_VALUES)}
+            counts["scheduled"] = int(row[1 + n])
+            concurrency = int(row[3 + n])
+            out.append(
+                QueueInfo(
+                    namespace=ns,
+                    name=q,
+                    paused=bool(int(row[2 + n])),
+                    counts=counts,
+                    concurrency=None if concurrency < 0 else concurrency,
+                )
+            )
+        out.sort(key=lambda qi: (qi.namespace, qi.name))
+        return out
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """The registration is a key that Redis expires by itself: a killed worker leaves nothing behind."""
+        expires_ms = to_us(info.expires_at) // 1000
+
+        async def write(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)
+            pipe.set(self.keys.worker(info.id), encode_worker(info), pxat=max(1, expires_ms))
+            pipe.zadd(self.keys.workers, {info.id: expires_ms})
+            await pipe.execute()
+
+        await self._do(write)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async def drop(c: aioredis.Redis) -> None:
+            pipe = c.pipeline(transaction=True)
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            await pipe.execute()
+
+        await self._do(drop)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async def read(c: aioredis.Redis) -> list[WorkerInfo]:
+            ids = [str(i) for i in await c.zrange(self.keys.workers, 0, -1)]
+            if not ids:
+                return []
+            docs: list[Any] = list(await c.mget([self.keys.worker(i) for i in ids]))
+            gone = [i for i, d in zip(ids, docs, strict=True) if d is None]
+            if gone:
+                await c.zrem(self.keys.workers, *gone)
+            now = utcnow()
+            live = [decode_worker(d) for d in docs if d is not None]
+            return sorted((w for w in live if w.expires_at > now), key=lambda w: (w.started_at, w.id))
+
+        workers: list[WorkerInfo] = await self._do(read)
+        return workers
+
+    # ---- leader election ---------------------------------------------------------------------------------------
+
+    async def elect(self, name: str, candidate: str, ttl: float) -> Leadership:
+        reply = await self._run("elect", ["elect", name, candidate, max(1, int(ttl * 1000))])
+        took, holder, term, left = reply
+        return Leadership(name, holder, int(term), int(left) / 1000, held=int(took) == 1 and holder == candidate)
+
+    async def resign(self, name: str, candidate: str) -> None:
+        await self._run("elect", ["resign", name, candidate])
+
+    async def leaders(self) -> list[Leadership]:
+        flat = await self._run("elect", ["list"])
+        found = [
+            Leadership(flat[i], flat[i + 1], int(flat[i + 2]), int(flat[i + 3]) / 1000) for i in range(0, len(flat), 4)
+        ]
+        return sorted(found, key=lambda role: role.name)
+
+    # ---- key-value -------------------------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> str | None:
+        value: str | None = await self._do(lambda c: c.get(self.keys.kv(key)))
+        return value
+
+    async def kv_set(self, key: str, value: str, *, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        result = await self._do(lambda c: c.set(self.keys.kv(key), value, px=px, nx=only_if_absent))
+        return bool(result)
+
+    async def kv_setdefault(self, key: str, value: str, *, ttl: float | None = None) -> tuple[str, bool]:
+        px = "" if ttl is None else str(max(1, int(ttl * 1000)))
+        stored, put = await self._run("kv_setdefault", [key, value, px])
+        return str(stored), bool(int(put))
+
+    async def kv_delete(self, key: str) -> None:
+        await self._do(lambda c: c.delete(self.keys.kv(key)))
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal inside a SCAN MATCH pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def as_dict(reply: Any) -> dict[str, str]:
+    """HGETALL answers a dict (RESP3 / response callbacks) or a flat list, depending on protocol and version."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply)
+    return dict(zip(it, it, strict=True))
