@@ -102,7 +102,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -147,6 +147,18 @@ def check_label(label: str) -> str:
             field="label",
         )
     return label
+
+
+def stats_from_counts(counts: Mapping[str, int], scheduled: int) -> Stats:
+    """The Stats of a store that counted jobs by status value (`"pending"`, …; a status it did not see counts 0)."""
+    return Stats(
+        pending=counts.get("pending", 0),
+        processing=counts.get("processing", 0),
+        completed=counts.get("completed", 0),
+        failed=counts.get("failed", 0),
+        cancelled=counts.get("cancelled", 0),
+        scheduled=scheduled,
+    )
 
 
 def refuse_default(what: str, name: str, allow_default: bool) -> None:

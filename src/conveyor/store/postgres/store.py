@@ -49,7 +49,7 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
 )
-from conveyor.store.base import HandlerTransaction, refuse_default
+from conveyor.store.base import HandlerTransaction, refuse_default, stats_from_counts
 from conveyor.store.handoff import IdleClaims
 from conveyor.store.postgres import queries as sqlq
 from conveyor.store.postgres.handoff import PgHandOff
@@ -525,14 +525,7 @@ class PostgresStore(PgHandOff):
         rows = await self._all(self._q.STATS, {"namespace": namespace, "queue": queue, "task": task})
         counts = {row[0]: int(row[1]) for row in rows}
         scheduled = sum(int(row[2]) for row in rows)
-        return Stats(
-            pending=counts.get("pending", 0),
-            processing=counts.get("processing", 0),
-            completed=counts.get("completed", 0),
-            failed=counts.get("failed", 0),
-            cancelled=counts.get("cancelled", 0),
-            scheduled=scheduled,
-        )
+        return stats_from_counts(counts, scheduled)
 
     async def _status_of(self, job_id: str) -> str:
         row = await self._one(self._q.JOB_STATUS, {"id": job_id})

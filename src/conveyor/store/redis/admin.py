@@ -34,13 +34,13 @@ from conveyor.model import (
     attempt_order,
     utcnow,
 )
+from conveyor.store.base import stats_from_counts
+from conveyor.store.documents import worker_from_json, worker_to_json
 from conveyor.store.redis.connections import RedisConnections
 from conveyor.store.redis.encoding import (
     STATUS_VALUES,
     decode_attempt,
     decode_job,
-    decode_worker,
-    encode_worker,
     text_or_empty,
     to_us,
 )
@@ -120,14 +120,7 @@ class RedisAdmin(RedisConnections):
             for i in range(len(totals)):
                 totals[i] += int(row[1 + i])
         by = dict(zip([*STATUS_VALUES, "scheduled"], totals, strict=True))
-        return Stats(
-            pending=by["pending"],
-            processing=by["processing"],
-            completed=by["completed"],
-            failed=by["failed"],
-            cancelled=by["cancelled"],
-            scheduled=by["scheduled"],
-        )
+        return stats_from_counts(by, by["scheduled"])
 
     async def _change(self, name: str, job_id: str, *extra: Any) -> tuple[str, Any]:
         reply = await self._run(name, [job_id, *extra])
@@ -286,7 +279,7 @@ class RedisAdmin(RedisConnections):
 
         async def write(c: aioredis.Redis) -> None:
             pipe = c.pipeline(transaction=True)
-            pipe.set(self.keys.worker(info.id), encode_worker(info), pxat=max(1, expires_ms))
+            pipe.set(self.keys.worker(info.id), worker_to_json(info), pxat=max(1, expires_ms))
             pipe.zadd(self.keys.workers, {info.id: expires_ms})
             await pipe.execute()
 
@@ -311,7 +304,7 @@ class RedisAdmin(RedisConnections):
             if gone:
                 await c.zrem(self.keys.workers, *gone)
             now = utcnow()
-            live = [decode_worker(d) for d in docs if d is not None]
+            live = [worker_from_json(d) for d in docs if d is not None]
             return sorted((w for w in live if w.expires_at > now), key=lambda w: (w.started_at, w.id))
 
         workers: list[WorkerInfo] = await self._do(read)

@@ -17,7 +17,6 @@ from conveyor.model import (
     AttemptOutcome,
     Job,
     JobStatus,
-    WorkerInfo,
     not_applied_error,
 )
 
@@ -30,11 +29,9 @@ __all__ = [
     "attempt_head",
     "decode_attempt",
     "decode_job",
-    "decode_worker",
     "dumps",
     "encode_attempt",
     "encode_rows",
-    "encode_worker",
     "from_us",
     "is_one",
     "json_or_empty",
@@ -152,38 +149,3 @@ def decode_attempt(text: str, field: str | None = None) -> Attempt:
     """An attempt record; `field` is its hash field: the claim's lease token (a try number on records made before
     tokens existed)."""
     return _attempt_from(json.loads(text), lease_token=None if field is None or field.isdigit() else field)
-
-
-def encode_worker(w: WorkerInfo) -> str:
-    return json.dumps(
-        {
-            "id": w.id,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "queues": list(w.queues),
-            "concurrency": w.concurrency,
-            "started_at": w.started_at.isoformat(),
-            "heartbeat_at": w.heartbeat_at.isoformat(),
-            "expires_at": w.expires_at.isoformat(),
-            "running": list(w.running),
-            "version": w.version,
-            "tasks": list(w.tasks),
-        }
-    )
-
-
-def decode_worker(text: str) -> WorkerInfo:
-    d = json.loads(text)
-    return WorkerInfo(
-        id=d["id"],
-        hostname=d["hostname"],
-        pid=int(d["pid"]),
-        queues=tuple(d["queues"]),
-        concurrency=int(d["concurrency"]),
-        started_at=datetime.fromisoformat(d["started_at"]),
-        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        running=tuple(d.get("running", ())),
-        version=d.get("version", ""),
-        tasks=tuple(d.get("tasks", ())),
-    )

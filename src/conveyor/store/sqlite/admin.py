@@ -31,6 +31,8 @@ from conveyor.model import (
     WorkerInfo,
     utcnow,
 )
+from conveyor.store.base import stats_from_counts
+from conveyor.store.documents import worker_from_json, worker_to_json
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.connections import SQLiteConnections
 from conveyor.store.sqlite.rows import (
@@ -42,8 +44,6 @@ from conveyor.store.sqlite.rows import (
     namespace_from_doc,
     seconds_us,
     to_us,
-    worker_doc,
-    worker_from_doc,
 )
 
 __all__ = ["SQLiteAdmin"]
@@ -93,14 +93,7 @@ class SQLiteAdmin(SQLiteConnections):
 
         rows, scheduled = await self._read(run, snapshot=True)
         counts = {status: n for status, n in rows}
-        return Stats(
-            pending=counts.get("pending", 0),
-            processing=counts.get("processing", 0),
-            completed=counts.get("completed", 0),
-            failed=counts.get("failed", 0),
-            cancelled=counts.get("cancelled", 0),
-            scheduled=scheduled,
-        )
+        return stats_from_counts(counts, scheduled)
 
     @staticmethod
     def _get(conn: sqlite3.Connection, job_id: str) -> Job:
@@ -287,7 +280,9 @@ class SQLiteAdmin(SQLiteConnections):
     async def register_worker(self, info: WorkerInfo) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(q.DELETE_EXPIRED_WORKERS, (clock_us(),))
-            conn.execute(q.UPSERT_WORKER, (info.id, worker_doc(info), to_us(info.started_at), to_us(info.expires_at)))
+            conn.execute(
+                q.UPSERT_WORKER, (info.id, worker_to_json(info), to_us(info.started_at), to_us(info.expires_at))
+            )
 
         await self._write(run)
 
@@ -296,7 +291,7 @@ class SQLiteAdmin(SQLiteConnections):
 
     async def list_workers(self) -> list[WorkerInfo]:
         rows = await self._read(lambda conn: conn.execute(q.LIST_WORKERS, (clock_us(),)).fetchall())
-        return [worker_from_doc(r[0]) for r in rows]
+        return [worker_from_json(r[0]) for r in rows]
 
     # ---- leader election ---------------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from conveyor.model import (
     JobFilter,
     JobStatus,
     Namespace,
-    WorkerInfo,
 )
 
 __all__ = [
@@ -44,8 +43,6 @@ __all__ = [
     "started_job",
     "to_us",
     "to_us_or_none",
-    "worker_doc",
-    "worker_from_doc",
 ]
 
 log = logging.getLogger("conveyor.store.sqlite")
@@ -166,41 +163,6 @@ def attempt_params(a: Attempt, token: str) -> tuple[Any, ...]:
         a.error,
         a.traceback,
         token,
-    )
-
-
-def worker_doc(info: WorkerInfo) -> str:
-    return json.dumps(
-        {
-            "id": info.id,
-            "hostname": info.hostname,
-            "pid": info.pid,
-            "queues": list(info.queues),
-            "concurrency": info.concurrency,
-            "started_at": info.started_at.isoformat(),
-            "heartbeat_at": info.heartbeat_at.isoformat(),
-            "expires_at": info.expires_at.isoformat(),
-            "running": list(info.running),
-            "version": info.version,
-            "tasks": list(info.tasks),
-        }
-    )
-
-
-def worker_from_doc(doc: str) -> WorkerInfo:
-    d = json.loads(doc)
-    return WorkerInfo(
-        id=d["id"],
-        hostname=d["hostname"],
-        pid=d["pid"],
-        queues=tuple(d["queues"]),
-        concurrency=d["concurrency"],
-        started_at=datetime.fromisoformat(d["started_at"]),
-        heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        running=tuple(d.get("running", ())),
-        version=d.get("version", ""),
-        tasks=tuple(d.get("tasks", ())),
     )
 
 
