@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)  # a whole suite in a subprocess, on a loaded CI machine
 
 _STORES = '''
 from conveyor.conformance import StoreHarness
@@ -43,7 +43,7 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=880,
     )
 
 
