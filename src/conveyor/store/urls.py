@@ -1,6 +1,5 @@
 """Small helpers on store URLs, shared by the stores and the tools above them: setting one query parameter, hiding
-a password, and
-reading a store's options strictly.
+a password, and reading a store's options strictly.
 
 Why strict: a misspelt option (`?synchronus=FULL`, `?fast_worker_commit=off`) that is silently ignored leaves the
 store running with a durability the operator did not choose. Every store therefore names its options (`Option`),
