@@ -52,6 +52,7 @@ from conveyor.model import JSON
 from conveyor.store import isolated_url, open_store, store_class
 from conveyor.store.urls import redact
 from conveyor.version import __version__
+from conveyor.worker import Worker
 
 NOOP_TASK = "bench:noop"
 HTTP_ENQUEUE_PATH = "/api/jobs/enqueue"
@@ -293,8 +294,6 @@ class _WorkerRun:
     """The standard Worker running as a task of the bench's loop."""
 
     def __init__(self, app: Conveyor, concurrency: int) -> None:
-        from conveyor.worker import Worker
-
         self.worker = Worker(app, concurrency=concurrency, install_signal_handlers=False)
         self.task: asyncio.Task[None] | None = None
 

@@ -15,18 +15,27 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from croniter import croniter
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ValidationError
 from conveyor.model import JSON, check_public_task_name, validate_name
 from conveyor.tasks import CRON_OPTIONS, check_options
 
+if TYPE_CHECKING:
+    from croniter import croniter
+
 _EVERY_RE = re.compile(r"^@every\s+((?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+)$")
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _croniter() -> type[croniter]:
+    """croniter, imported when a crontab spec is first read: it pulls in dateutil's time zones, which an app
+    without crontab schedules (and `import conveyor`) need not pay for at start-up."""
+    from croniter import croniter
+
+    return croniter
 
 
 class Schedule:
@@ -41,7 +50,7 @@ class Schedule:
             if seconds < 1:
                 raise ValidationError(f"cron spec {spec!r}: @every needs at least 1s", field="spec")
             self._every = seconds
-        elif not croniter.is_valid(self.spec):
+        elif not _croniter().is_valid(self.spec):
             raise ValidationError(
                 f"invalid cron spec {spec!r}: use 5 fields (minute hour day month weekday, e.g. '*/5 * * * *'), "
                 "a descriptor (@hourly, @daily, @weekly, @monthly, @yearly) or '@every 10m'",
@@ -53,7 +62,7 @@ class Schedule:
             elapsed = (after - EPOCH).total_seconds()
             n = int(elapsed // self._every) + 1
             return EPOCH + timedelta(seconds=n * self._every)
-        nxt: datetime = croniter(self.spec, after.astimezone(UTC)).get_next(datetime)
+        nxt: datetime = _croniter()(self.spec, after.astimezone(UTC)).get_next(datetime)
         return nxt.astimezone(UTC)
 
     def period(self, around: datetime) -> float:

@@ -32,6 +32,7 @@ from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from conveyor.backoff import DEFAULT_BACKOFF
 from conveyor.context import JobCancelled, JobContext
 from conveyor.errors import Fail, Retry, StoreUnavailable, TaskNotRegistered
 from conveyor.isolation import ChildDied, ProcessPool, RemoteError
@@ -391,8 +392,6 @@ def _failure(
 
 
 def _default_delay(attempt: int) -> float:
-    from conveyor.backoff import DEFAULT_BACKOFF
-
     return DEFAULT_BACKOFF.delay(attempt)
 
 

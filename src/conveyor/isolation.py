@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from conveyor.context import JobContext
+from conveyor.context import JobCancelled, JobContext
 from conveyor.errors import Fail, Retry, ValidationError
 from conveyor.model import JSON, Job, JobStatus, encode_result
 from conveyor.runtime import Runtime
@@ -176,8 +176,6 @@ def _error_wire(exc: BaseException) -> dict[str, JSON]:
 
 
 def _error_from_wire(reply: Mapping[str, Any]) -> BaseException:
-    from conveyor.context import JobCancelled
-
     if "retry" in reply:
         r = reply["retry"]
         return Retry(r["delay"], reason=r["reason"], status_code=r["status_code"])

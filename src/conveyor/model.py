@@ -17,6 +17,7 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any, Generic, TypeVar
 
 from conveyor.errors import PayloadTooLarge, ValidationError
+from conveyor.ids import new_job_id
 
 JSON = Any
 """A value that survives `json.dumps` (dict, list, str, int, float, bool, None)."""
@@ -288,8 +289,6 @@ class NewJob:
         now: datetime | None = None,
         job_id: str | None = None,
     ) -> NewJob:
-        from conveyor.ids import new_job_id
-
         now = now or utcnow()
         validate_task_name(task)
         validate_name(namespace, "namespace")

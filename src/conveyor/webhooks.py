@@ -41,8 +41,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from urllib.parse import urlsplit
 
-import httpx
-
 from conveyor.context import JobContext
 from conveyor.enqueue import enqueue_system
 from conveyor.errors import ConveyorError, Fail, ValidationError
@@ -241,6 +239,10 @@ async def _post(ns: Namespace, body: bytes, headers: dict[str, str]) -> int:
                 status_code=403,
             )
         addresses = allowed
+    # Imported at the first delivery, not with the module: every worker (and so `import conveyor`) loads this
+    # module, and an HTTP client with its CLI dependencies would double the start-up time of every command.
+    import httpx
+
     url = httpx.URL(ns.webhook_url)
     pinned = url.copy_with(host=addresses[0])
     default_port = 443 if scheme == "https" else 80

@@ -23,6 +23,7 @@ from conveyor.cli.common import (
     run,
 )
 from conveyor.store.urls import redact
+from conveyor.worker import Worker
 
 
 def setup_logging(level: str) -> None:
@@ -89,8 +90,6 @@ def worker(
             EXIT_USAGE,
         )
     from datetime import timedelta
-
-    from conveyor.worker import Worker
 
     options: dict[str, Any] = {
         "queues": tuple(queue or ("default",)),

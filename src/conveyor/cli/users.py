@@ -15,6 +15,7 @@ import typer
 
 from conveyor.cli.common import EXIT_USAGE, console, fail, load_app, run
 from conveyor.cli.output import print_json
+from conveyor.userdata import clean_user, dump_user, import_user
 
 users_app = typer.Typer(name="users", help="A user's data: dump, clean (delete all), import.", no_args_is_help=True)
 
@@ -26,8 +27,6 @@ def dump(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Write every job, attempt and dead letter of USER_ID as one JSON document."""
-    from conveyor.userdata import dump_user
-
     app = load_app(ctx)
 
     async def body() -> dict[str, Any]:
@@ -50,8 +49,6 @@ def clean(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete every job and attempt of USER_ID, in every namespace, atomically (account deletion)."""
-    from conveyor.userdata import clean_user
-
     if not yes and not typer.confirm(f"Delete every job and attempt of user {user_id!r}?"):
         raise typer.Exit(1)
     app = load_app(ctx)
@@ -71,8 +68,6 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
 ) -> None:
     """Restore USER_ID's queue from a dump: pending jobs come back with their ids and exact payload text."""
-    from conveyor.userdata import import_user
-
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -55,6 +55,7 @@ from conveyor.django._compat import (
 )
 from conveyor.django.config import BackendOptions, parse_options
 from conveyor.django.results import arguments, to_task_result
+from conveyor.django.runner import make_handler
 from conveyor.errors import ValidationError
 from conveyor.model import MAX_TASK_NAME, validate_name
 
@@ -89,8 +90,6 @@ class Binding:
         known = self._tasks.get(name)
         if known is not None and known.func is task.func:
             return
-        from conveyor.django.runner import make_handler
-
         with self._lock:
             known = self._tasks.get(name)
             if known is not None and known.func is task.func:

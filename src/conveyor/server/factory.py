@@ -45,6 +45,7 @@ from conveyor.server.metrics import Metrics
 from conveyor.server.schemas import HealthOut
 from conveyor.server.security import SecurityHeaders
 from conveyor.version import __version__
+from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.server")
 
@@ -255,8 +256,6 @@ def create_app(
         worker_task: asyncio.Task[None] | None = None
         worker: Any = None
         if run_worker:
-            from conveyor.worker import Worker
-
             options = {"install_signal_handlers": False, **(worker_options or {})}
             worker = Worker(conveyor_app, **options)
             api.state.worker = worker
