@@ -396,8 +396,6 @@ class Conveyor:
     ) -> list[Job]:
         """Enqueue several jobs in one round trip, all or nothing (the sync twin of `aenqueue_many`)."""
         if connection is not None and not _enqueue.is_async_connection(connection):
-            if not specs:
-                return []
             built, _ = _enqueue.build_batch(self.runtime, specs)
             return _enqueue.enqueue_on_connection(self.runtime, built, connection, require_transaction)
         return self._sync(
