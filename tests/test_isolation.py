@@ -46,7 +46,9 @@ async def test_cancel_kills_the_child(app: Conveyor, tmp_path: Path) -> None:
         assert not isolation_tasks.alive(pid)
         (attempt,) = await app.aattempts(job.id)
         assert attempt.status_code == 499
-        await wait_until(lambda: worker._pool is not None and len(worker._pool.pids) == 1)  # replaced
+        await wait_until(
+            lambda: worker.executor.process_pool is not None and len(worker.executor.process_pool.pids) == 1
+        )  # replaced
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,7 @@ async def test_a_child_that_dies_is_a_failed_try_with_the_reason_and_the_pool_go
         assert "crash" in (failed.last_error or "")
         after = [await app.aenqueue("crash", {"how": "ok"}) for _ in range(3)]
         pids = {(await wait_status(app, j.id, JobStatus.COMPLETED, timeout=20)).result for j in after}
-        assert worker._pool is not None and worker._pool.started_children == 2
+        assert worker.executor.process_pool is not None and worker.executor.process_pool.started_children == 2
         assert len(pids) == 1  # the replacement child serves them all
 
 

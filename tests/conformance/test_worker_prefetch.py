@@ -32,10 +32,10 @@ async def _blocked_worker_with_buffer(
         [{"task": "block", "priority": -1}] + [{"task": "quick", "payload": i} for i in range(3)]
     )
     worker = Worker(app, concurrency=1, install_signal_handlers=False, poll_interval=0.2, **options)  # type: ignore[arg-type]
-    worker._avg_run = 0.0  # pretend handlers have been fast: prefetch is on from the first claim
+    worker.executor.avg_run = 0.0  # pretend handlers have been fast: prefetch is on from the first claim
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(inside.wait(), 10)
-    await wait_until(lambda: len(worker._buffer) == 3)
+    await wait_until(lambda: len(worker.producer.buffer) == 3)
     return worker, task, [j.id for j in jobs]
 
 
@@ -65,7 +65,7 @@ async def test_prefetched_jobs_waiting_too_long_are_handed_back(worker_app: Conv
     release = asyncio.Event()
     worker, task, (block, a, b, c) = await _blocked_worker_with_buffer(app, release)
     worker.buffer_wait = 0.2
-    await wait_until(lambda: not worker._buffer, timeout=10)
+    await wait_until(lambda: not worker.producer.buffer, timeout=10)
 
     async def handed_back() -> bool:
         jobs = [await app.aget_job(j) for j in (a, b, c)]
@@ -90,7 +90,7 @@ async def test_fast_jobs_complete_exactly_once_with_prefetch(worker_app: Conveyo
 
     n = 400
     async with running_worker(app, concurrency=4, batch_size=4) as worker:
-        worker._avg_run = 0.0
+        worker.executor.avg_run = 0.0
         await app.aenqueue_many([{"task": "count", "payload": i} for i in range(n)])
         await wait_until(lambda: len(counts) == n, timeout=60)
 

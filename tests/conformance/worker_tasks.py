@@ -100,13 +100,13 @@ async def main(argv: list[str] | None = None) -> None:
     )
     if args.leader_log:
         log_path = args.leader_log
-        changed = worker._leadership_changed
+        changed = worker.leadership_changed
 
         def record(role: str, leading: bool) -> None:
             changed(role, leading)
             append_line(log_path, f"{'lead' if leading else 'stop'} {role} {os.getpid()} {time.time():.6f}")
 
-        worker._leadership_changed = record  # type: ignore[method-assign]
+        worker.leadership_changed = record  # type: ignore[method-assign]
     run = asyncio.create_task(worker.run())
     if await worker.wait_started(timeout=60) and args.ready:
         _write(args.ready, worker.worker_id)
