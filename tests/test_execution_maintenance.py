@@ -205,7 +205,10 @@ class FlakyStore(MemoryStore):
 async def test_worker_survives_an_outage_and_never_drops_a_finish(caplog: pytest.LogCaptureFixture) -> None:
     url = f"memory://flaky-{uuid.uuid4().hex}"
     store = FlakyStore(url)
-    app = Conveyor(store=store, lease=timedelta(seconds=0.6))
+    # The lease outlasts the 0.5 s outage with room for a stall of the loaded machine: the heartbeat after the
+    # outage must extend the unflushed job's lease before the rescuer may take it (with a lease barely longer than
+    # the outage, the rescue raced the first heartbeat after it, and the test measured the race).
+    app = Conveyor(store=store, lease=timedelta(seconds=2.0))
     inside = asyncio.Event()
     release = asyncio.Event()
 
