@@ -35,6 +35,8 @@ from conveyor.model import (
     Attempt,
     Job,
     JobFilter,
+    JobKey,
+    JobSort,
     JobStatus,
     Leadership,
     Namespace,
@@ -433,10 +435,19 @@ class Conveyor:
         return await self._on_home(lambda: self.store.get_job(job_id))
 
     async def alist_jobs(
-        self, filter: JobFilter | None = None, *, limit: int = 20, offset: int = 0, **criteria: Any
+        self,
+        filter: JobFilter | None = None,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+        **criteria: Any,
     ) -> Page[Job]:
-        flt = filter or JobFilter(**{k: (JobStatus(v) if k == "status" and v else v) for k, v in criteria.items()})
-        return await self._on_home(lambda: self.store.list_jobs(flt, limit, offset))
+        """One page of jobs in `sort` order. For the next page pass `after=page.next` (a keyset: jobs consumed or
+        added between pages never make it skip or repeat one); `offset` is PocketBase-style paging."""
+        flt = filter or JobFilter(**{k: (JobStatus(v) if k == "status" and v else v) for k, v in criteria.items()})  # type: ignore[arg-type]
+        return await self._on_home(lambda: self.store.list_jobs(flt, limit, offset, after=after, sort=sort))
 
     async def aattempts(self, job_id: str) -> list[Attempt]:
         return await self._on_home(lambda: self.store.attempts(job_id))
@@ -549,6 +560,11 @@ class Conveyor:
 
     # ---- users (GS2 user data: data requests and account deletion) ---------------------------------------------
 
+    async def arestore_jobs(self, jobs: Sequence[Job], attempts: Sequence[Attempt] = ()) -> list[Job]:
+        """Put jobs back exactly as they were, with their attempt records, all or nothing (`Store.restore_jobs`:
+        any status but processing; refuses ids that exist). For user-data imports and moves between stores."""
+        return await self._on_home(lambda: self.store.restore_jobs(jobs, attempts))
+
     async def adelete_user_data(self, user_id: str) -> int:
         """Delete every job of `user_id` (any namespace, any status) with its attempts, atomically. Returns how many
         jobs were deleted. A job running meanwhile cannot finish onto it (its report is stale and ignored)."""
@@ -578,9 +594,18 @@ class Conveyor:
         return self._sync(lambda: self.aget_job(job_id))
 
     def list_jobs(
-        self, filter: JobFilter | None = None, *, limit: int = 20, offset: int = 0, **criteria: Any
+        self,
+        filter: JobFilter | None = None,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+        **criteria: Any,
     ) -> Page[Job]:
-        return self._sync(lambda: self.alist_jobs(filter, limit=limit, offset=offset, **criteria))
+        return self._sync(
+            lambda: self.alist_jobs(filter, limit=limit, offset=offset, after=after, sort=sort, **criteria)
+        )
 
     def attempts(self, job_id: str) -> list[Attempt]:
         return self._sync(lambda: self.aattempts(job_id))

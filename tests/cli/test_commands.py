@@ -266,3 +266,22 @@ def test_serve_without_the_server_package_fails_clearly(sqlite_cli: Cli, monkeyp
     result = sqlite_cli("serve")
     assert result.exit_code == 1
     assert "HTTP server is not available" in result.stderr and "Traceback" not in result.output
+
+
+def test_jobs_list_pages_by_cursor(cli: Cli) -> None:
+    for i in range(5):
+        cli.ok("enqueue", "a", json.dumps({"n": i, "tag": "find" if i % 2 else "skip"}))
+    first = cli.json("jobs", "list", "--limit", "2", "--sort", "created")
+    assert first["next_cursor"]
+    rest = cli.json("jobs", "list", "--limit", "10", "--sort", "created", "--cursor", first["next_cursor"])
+    ids = [j["id"] for j in first["items"] + rest["items"]]
+    assert len(ids) == len(set(ids)) == 5 and rest["next_cursor"] is None
+    assert "Next page: --cursor" in cli.ok("jobs", "list", "--limit", "2").stdout
+    bad = cli("jobs", "list", "--cursor", "nonsense")
+    assert bad.exit_code != 0 and "--cursor" in bad.output
+    other = cli("jobs", "list", "--cursor", first["next_cursor"])  # made for --sort created
+    assert other.exit_code != 0 and "sort" in other.output
+    assert [j["payload"]["n"] for j in cli.json("jobs", "list", "--search", "FIND", "--sort=-created")["items"]] == [
+        3,
+        1,
+    ]

@@ -31,6 +31,7 @@ from gs2.job_queue.request import (
     DescribeJobsByUserIdRequest,
     DumpUserDataByUserIdRequest,
     GetJobByUserIdRequest,
+    GetJobResultByUserIdRequest,
     GetNamespaceRequest,
     ImportUserDataByUserIdRequest,
     PrepareImportUserDataByUserIdRequest,
@@ -289,8 +290,30 @@ def test_item8_user_data_dump_clean_import(served: ServeProcess, session: Gs2Res
     restored = client.describe_jobs_by_user_id(
         DescribeJobsByUserIdRequest().with_namespace_name("data").with_user_id("gina")
     )
-    assert [j.args for j in restored.items] == ['{"item":   "crown"}']
-    assert report["restored"] == [restored.items[0].name]
+    assert [j.args for j in restored.items] == ['{"item":   "crown"}']  # the queue: the one pending job
+    assert report["restored"] == [j["id"] for j in dump["jobs"]]  # and everything else: history, dead letters
+    # dump → clean → import restores everything exactly: a new dump is the old one, job for job, try for try
+    client.dump_user_data_by_user_id(DumpUserDataByUserIdRequest().with_user_id("gina"))
+    again = httpx.get(
+        client.check_dump_user_data_by_user_id(CheckDumpUserDataByUserIdRequest().with_user_id("gina")).url
+    ).json()
+    assert again["jobs"] == dump["jobs"] and again["deadLetterJobs"] == dump["deadLetterJobs"]
+    done = client.get_job_result_by_user_id(
+        GetJobResultByUserIdRequest().with_namespace_name("data").with_user_id("gina").with_job_name(pending[0].name)
+    ).item
+    assert done.status_code == 200 and json.loads(done.result) == {"granted": "ring", "n": 1}
+    # importing the same dump again changes nothing
+    twice = client.prepare_import_user_data_by_user_id(PrepareImportUserDataByUserIdRequest().with_user_id("gina"))
+    httpx.put(twice.upload_url, content=json.dumps(dump))
+    client.import_user_data_by_user_id(
+        ImportUserDataByUserIdRequest().with_user_id("gina").with_upload_token(twice.upload_token)
+    )
+    second = httpx.get(
+        client.check_import_user_data_by_user_id(
+            CheckImportUserDataByUserIdRequest().with_user_id("gina").with_upload_token(twice.upload_token)
+        ).url
+    ).json()
+    assert second["restored"] == [] and sorted(second["alreadyPresent"]) == sorted(report["restored"])
 
     # a dump of another user is refused, and nothing changes
     other = client.prepare_import_user_data_by_user_id(PrepareImportUserDataByUserIdRequest().with_user_id("hank"))
@@ -374,3 +397,66 @@ def test_cli_users_dump_clean_import(served: ServeProcess, session: Gs2RestSessi
     assert cli("import", "jo", str(out)).returncode == 0
     back = _queue(client, "cli", "jo")
     assert [j.args for j in back.items] == ['{"a":  1}']
+
+
+def test_item2_page_tokens_are_keyset_cursors(served: ServeProcess, session: Gs2RestSession) -> None:
+    """Page 1 was [1, 2] with token "2"; a Run consumed job 1; page 2 came back empty and job 3 was never listed.
+    With keyset cursors a Run or a push between pages never makes a page skip or repeat a job."""
+    client = Gs2JobQueueRestClient(session)
+    _ns(client, "pages")
+    pushed = [
+        j.name for j in _push(client, "pages", "lena", *[_entry("grant", f'{{"n": {i}}}') for i in range(5)]).items
+    ]
+
+    def page(token: str | None) -> Any:
+        request = DescribeJobsByUserIdRequest().with_namespace_name("pages").with_user_id("lena").with_limit(2)
+        return client.describe_jobs_by_user_id(request if token is None else request.with_page_token(token))
+
+    first = page(None)
+    assert [j.name for j in first.items] == pushed[:2] and first.next_page_token
+    run = client.run_by_user_id(RunByUserIdRequest().with_namespace_name("pages").with_user_id("lena"))
+    assert run.item.name == pushed[0]  # job 1 consumed between pages
+    second = page(first.next_page_token)
+    assert [j.name for j in second.items] == pushed[2:4]  # job 3 is listed, nothing repeats
+    later = _push(client, "pages", "lena", _entry("grant")).items[0].name  # a push between pages
+    third = page(second.next_page_token)
+    assert [j.name for j in third.items] == [pushed[4], later]
+    assert third.next_page_token is None
+
+    # tokens are opaque and checked: a tampered or made-up one is a 400 naming pageToken
+    for bad in ("2", "p" + first.next_page_token[2:-3], "garbage!", "p" + "A" * 40):
+        with pytest.raises(BadRequestException) as refused:
+            page(bad)
+        assert refused.value.errors[0].component == "pageToken"
+
+    # namespaces page by name the same way
+    for name in ("pages-b", "pages-a"):
+        _ns(client, name)
+    from gs2.job_queue.request import DescribeNamespacesRequest
+
+    names: list[str] = []
+    token = None
+    while True:
+        request = DescribeNamespacesRequest().with_name_prefix("pages").with_limit(1)
+        answer = client.describe_namespaces(request if token is None else request.with_page_token(token))
+        names += [n.name for n in answer.items]
+        token = answer.next_page_token
+        if token is None:
+            break
+    assert names == ["pages", "pages-a", "pages-b"]
+
+    # the HTTP API's lists: next_cursor, and a bad cursor is a 400 naming the parameter
+    with _admin_api(served) as api:
+        listed = api.get("/api/v1/jobs", params={"user_id": "lena", "status": "pending", "limit": 2, "sort": "created"})
+        body = listed.json()
+        assert [j["id"] for j in body["items"]] == pushed[1:3] and body["next_cursor"]
+        more = api.get(
+            "/api/v1/jobs",
+            params={"user_id": "lena", "status": "pending", "sort": "created", "cursor": body["next_cursor"]},
+        ).json()
+        assert [j["id"] for j in more["items"]] == [pushed[3], pushed[4], later] and more["next_cursor"] is None
+        for bad in ("not-a-cursor", body["next_cursor"][:-4] + "AAAA"):
+            refused = api.get("/api/v1/jobs", params={"cursor": bad, "sort": "created"})
+            assert refused.status_code == 400 and refused.json()["field"] == "cursor", refused.text
+        other_order = api.get("/api/v1/jobs", params={"cursor": body["next_cursor"]})  # made for sort=created
+        assert other_order.status_code == 400 and "sort" in other_order.json()["message"]

@@ -706,3 +706,32 @@ async def test_drop_refuses_schemas_that_are_not_conveyors() -> None:
             await PostgresStore(f"{backend.SERVER_URL}?schema={schema}").drop(allow_default=True)
     with pytest.raises(ValidationError, match="default"):
         await PostgresStore(backend.SERVER_URL).drop()
+
+
+# ---- keyset lists -----------------------------------------------------------------------------------------------
+
+
+async def test_keyset_pages_seek_an_index_whatever_the_depth(store: PostgresStore) -> None:
+    """A deep page costs what page 1 costs (issue 16): the keyset is a range of (created, id) — of (status,
+    created, id) for a status filter, of (namespace, user_id, created, id) for a user's jobs — read in order, never
+    a sort of every match."""
+    from conveyor.model import JobFilter, JobKey, JobSort
+
+    for start in range(0, 20_000, 5_000):
+        await store.enqueue([_new(payload={"n": i}, user_id=f"u{i % 20}") for i in range(start, start + 5_000)])
+    async with await _server() as conn:
+        await conn.execute(sql.SQL("ANALYZE {}.jobs").format(sql.Identifier(store.schema)))
+    for flt, index in (
+        (JobFilter(), "jobs_created"),
+        (JobFilter(status=JobStatus.PENDING), "jobs_"),
+        (JobFilter(namespace="default", user_id="u3"), "jobs_user"),
+    ):
+        for sort in (JobSort.CREATED_DESC, JobSort.CREATED):
+            deep = (await store.list_jobs(flt, 1, 900, sort=sort)).items[0]
+            _, page_sql, params = store.list_statements(flt, JobKey.of(deep, sort), sort)
+            async with await _server() as conn:
+                query = "EXPLAIN (ANALYZE, COSTS OFF) " + page_sql
+                rows = await (await conn.execute(query, {**params, "limit": 21, "offset": 0})).fetchall()  # type: ignore[arg-type]
+            plan = "\n".join(r[0] for r in rows)
+            assert "Index Scan" in plan and index in plan, plan
+            assert "Sort" not in plan and "Seq Scan" not in plan, plan

@@ -634,3 +634,24 @@ async def test_drop_removes_the_file_and_its_companions(url: str) -> None:
     assert leftovers == []
     with pytest.raises(ValidationError, match="default"):
         await SQLiteStore(f"sqlite:///{os.path.dirname(path)}/conveyor.db").drop()
+
+
+async def test_keyset_pages_seek_an_index_whatever_the_depth(store: SQLiteStore) -> None:
+    """A deep page costs what page 1 costs (issue 16): the keyset is a range of (created, id), of (status, created,
+    id) for a status filter, read in order — never a sort of every match (no temp b-tree)."""
+    from conveyor.model import JobFilter, JobKey, JobSort, JobStatus
+
+    await store.enqueue([job(payload={"n": i}) for i in range(3000)])
+    path, _ = parse_sqlite_url(store.url)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ANALYZE")
+        for flt, index in ((JobFilter(), "conveyor_jobs_created"), (JobFilter(status=JobStatus.PENDING), "status")):
+            for sort in (JobSort.CREATED_DESC, JobSort.CREATED):
+                deep = (await store.list_jobs(flt, 1, 900, sort=sort)).items[0]
+                _, page_sql, params = store.list_statements(flt, JobKey.of(deep, sort), sort)
+                plan = _plan(conn, page_sql, {**params, "limit": 21, "offset": 0})
+                assert "USING" in plan and index in plan, plan
+                assert "TEMP B-TREE" not in plan and "SCAN conveyor_jobs" not in plan, plan
+    finally:
+        conn.close()

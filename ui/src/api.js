@@ -165,8 +165,10 @@ export const api = {
    * server's support (checked here): status scheduled/retrying, id (a fragment), q (payload text), path + value
    * (JSON path), queue_contains, task_contains, sort. Dead letters are status=failed.
    */
-  jobs(filter, { limit = 20, offset = 0 } = {}) {
-    const query = { limit, offset };
+  jobs(filter, { limit = 20, offset = 0, cursor = null } = {}) {
+    // Pages by the server's keyset cursor (the previous answer's next_cursor): jobs that run or arrive meanwhile
+    // never make a page skip or repeat one. A server without cursors pages by offset.
+    const query = cursor && caps.param("GET", "/api/v1/jobs", "cursor") ? { limit, cursor } : { limit, offset };
     for (const key of ["namespace", "queue", "task", "user_id"]) if (filter[key]) query[key] = filter[key];
     if (filter.status) {
       need(caps.accepts("GET", "/api/v1/jobs", "status", filter.status), `the "${filter.status}" status filter (GET /api/v1/jobs?status=${filter.status})`);

@@ -26,7 +26,19 @@ from conveyor.cli.output import (
 )
 from conveyor.errors import JobNotFound, ValidationError
 from conveyor.logsafe import printable
-from conveyor.model import JSON, MAX_INT_PARAMETER, Attempt, Job, JobStatus, loads_json
+from conveyor.model import (
+    JSON,
+    MAX_INT_PARAMETER,
+    Attempt,
+    Job,
+    JobFilter,
+    JobSort,
+    JobStatus,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    loads_json,
+)
 
 jobs_app = typer.Typer(
     name="jobs", help="List, inspect, requeue, cancel and delete jobs.", no_args_is_help=True, add_completion=False
@@ -139,26 +151,49 @@ def list_jobs(
     user: Annotated[str | None, typer.Option("--user", "-u")] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000)] = 20,
     offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_INT_PARAMETER)] = 0,
+    cursor: Annotated[
+        str | None,
+        typer.Option(
+            "--cursor",
+            help="Continue after the page that printed this cursor (jobs run or added meanwhile "
+            "never make a page skip or repeat one).",
+        ),
+    ] = None,
+    sort: Annotated[
+        JobSort, typer.Option("--sort", help="Order; ties by id; '-' is descending.")
+    ] = JobSort.CREATED_DESC,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Text in the payload (case-insensitive).", show_default=False)
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first, with filters and paging."""
     app = load_app(ctx)
 
-    async def body() -> tuple[list[Job], int]:
+    async def body() -> Page[Job]:
+        after = None if cursor is None else decode_cursor(cursor, sort, field="--cursor")
         async with app:
-            page = await app.alist_jobs(
-                namespace=namespace, queue=queue, task=task, status=status, user_id=user, limit=limit, offset=offset
-            )
-            return list(page.items), page.total
+            flt = JobFilter(namespace=namespace, queue=queue, task=task, status=status, user_id=user, q=search or None)
+            return await app.alist_jobs(flt, limit=limit, offset=offset, after=after, sort=sort)
 
-    items, total = run(body)
+    page = run(body)
+    items, total = list(page.items), page.total
+    next_cursor = None if page.next is None else encode_cursor(page.next)
     if as_json:
-        print_json({"items": [job_dict(j) for j in items], "total": total, "limit": limit, "offset": offset})
+        print_json(
+            {
+                "items": [job_dict(j) for j in items],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "next_cursor": next_cursor,
+            }
+        )
         return
     if not items:
         console.print(f"No jobs{' on this page' if total else ''} (total {total}).")
         return
-    table = Table(title=f"Jobs {offset + 1}-{offset + len(items)} of {total}", title_justify="left")
+    table = Table(title=f"{len(items)} of {total} jobs", title_justify="left")
     table.add_column("id", no_wrap=True)
     table.add_column("task", overflow="fold")
     table.add_column("status")
@@ -179,6 +214,8 @@ def list_jobs(
             ago(job.created),
         )
     console.print(table)
+    if next_cursor is not None:
+        console.print(f"Next page: --cursor {next_cursor}", markup=False, soft_wrap=True)
 
 
 def show_job(

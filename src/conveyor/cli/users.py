@@ -67,7 +67,8 @@ def import_(
     path: Annotated[Path, typer.Argument(help="A dump written by `conveyor users dump` (or the GS2 dump URL).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
 ) -> None:
-    """Restore USER_ID's queue from a dump: pending jobs come back with their ids and exact payload text."""
+    """Restore USER_ID's jobs from a dump, all of them exactly (finished ones and dead letters with their tries);
+    jobs whose ids exist already are left alone."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -83,8 +84,8 @@ def import_(
         print_json(report)
     else:
         console.print(
-            f"Restored {len(report['restored'])} jobs of {user_id!r}; {len(report['alreadyPresent'])} already "
-            f"present; {len(report['skipped'])} finished jobs kept in the dump only.",
+            f"Restored {len(report['restored'])} jobs of {user_id!r} with their tries; "
+            f"{len(report['alreadyPresent'])} already present.",
             markup=False,
         )
 

@@ -48,7 +48,23 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.idempotency import Answer, InProgress, once
-from conveyor.model import JSON, Attempt, Job, JobFilter, JobStatus, Namespace, RawJSON, loads_json, validate_name
+from conveyor.model import (
+    JSON,
+    Attempt,
+    Job,
+    JobFilter,
+    JobKey,
+    JobSort,
+    JobStatus,
+    Namespace,
+    RawJSON,
+    decode_cursor,
+    decode_name_cursor,
+    encode_cursor,
+    encode_name_cursor,
+    loads_json,
+    validate_name,
+)
 from conveyor.server.access import path_user
 from conveyor.server.common import SERVER_ERROR_TEXT, STORE_UNAVAILABLE_TEXT, server_error_text, visible_attempt
 from conveyor.server.gs2_models import (
@@ -82,7 +98,6 @@ DUPLICATION_TTL = 24 * 3600.0
 """How long a request answered under an `X-GS2-DUPLICATION-AVOIDER` is replayed to retries."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Inflated body limit: 10 entries × 128 KiB of args fit many times over; a gzip bomb does not."""
-MAX_OFFSET = 2**31 - 1
 """Page tokens are offsets; anything larger is not one we issued (and would overflow SQLite's integers)."""
 ACCESS_TOKEN_HEADER = "X-GS2-ACCESS-TOKEN"
 DUPLICATION_HEADER = "X-GS2-DUPLICATION-AVOIDER"
@@ -258,29 +273,43 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _paging(request: Request) -> tuple[int, int]:
-    """GS2 pages with an opaque `pageToken` (here: the offset) and `limit` (default 30)."""
-    token = request.query_params.get("pageToken")
+def _paging(request: Request) -> tuple[str | None, int]:
+    """GS2 pages with an opaque `pageToken` (here: a keyset cursor, see `_job_token`) and `limit` (default 30)."""
+    token = request.query_params.get("pageToken") or None
     raw_limit = request.query_params.get("limit")
-    try:
-        offset = int(token) if token else 0
-    except ValueError:
-        raise GS2Error(400, "pageToken", "pageToken is invalid", "jobQueue.pageToken.error.invalid") from None
     try:
         limit = int(raw_limit) if raw_limit else DEFAULT_PAGE_LIMIT
     except ValueError:
         raise GS2Error(400, "limit", "limit must be an integer", "jobQueue.limit.error.invalid") from None
-    if not 0 <= offset <= MAX_OFFSET:
-        raise GS2Error(400, "pageToken", "pageToken is invalid", "jobQueue.pageToken.error.invalid")
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise GS2Error(
             400, "limit", f"limit must be from 1 to {MAX_PAGE_LIMIT}, got {limit}", "jobQueue.limit.error.invalid"
         )
-    return offset, limit
+    return token, limit
 
 
-def _next_token(offset: int, count: int, total: int) -> str | None:
-    return str(offset + count) if count and offset + count < total else None
+def _bad_token() -> GS2Error:
+    return GS2Error(
+        400,
+        "pageToken",
+        "pageToken is invalid: pass the previous answer's nextPageToken unchanged, or none for the first page",
+        "jobQueue.pageToken.error.invalid",
+    )
+
+
+def _job_key(token: str | None, sort: JobSort) -> JobKey | None:
+    """A job list's pageToken: a keyset cursor of that list's order (never an offset, which skips a job when one
+    before it is consumed between pages)."""
+    if token is None:
+        return None
+    try:
+        return decode_cursor(token, sort, field="pageToken")
+    except ValidationError:
+        raise _bad_token() from None
+
+
+def _job_token(key: JobKey | None) -> str | None:
+    return None if key is None else encode_cursor(key)
 
 
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -510,37 +539,37 @@ class _GS2Api:
         body: dict[str, JSON] = answer.body
         return body
 
-    async def _active_jobs(self, namespace: str, user_id: str, offset: int, limit: int) -> tuple[list[Job], int]:
-        """The user's queue in execution order: the running job first, then pending ones oldest first."""
-        running = await self.app.alist_jobs(
-            JobFilter(namespace=namespace, user_id=user_id, status=JobStatus.PROCESSING), limit=100
-        )
-        processing = list(reversed(running.items))
-        pending_total = await self._count(namespace, user_id, JobStatus.PENDING)
-        total = running.total + pending_total
-        items = processing[offset : offset + limit]
+    async def _active_jobs(
+        self, namespace: str, user_id: str, token: str | None, limit: int
+    ) -> tuple[list[Job], str | None]:
+        """The user's queue in execution order: running jobs first, then pending ones oldest first, each part by
+        (created, id). The token says which part the next page continues and where (`r`/`p` + a keyset cursor),
+        so a job run or pushed between pages never makes a page skip or repeat one."""
+        part, key = "r", None
+        if token is not None:
+            if token[:1] not in ("r", "p") or (token == "r"):
+                raise _bad_token()
+            part, key = token[0], _job_key(token[1:] or None, JobSort.CREATED)
+        items: list[Job] = []
+        if part == "r":
+            running = await self.app.alist_jobs(
+                JobFilter(namespace=namespace, user_id=user_id, status=JobStatus.PROCESSING),
+                limit=limit,
+                after=key,
+                sort=JobSort.CREATED,
+            )
+            items = list(running.items)
+            if running.next is not None:
+                return items, "r" + encode_cursor(running.next)
+            key = None
+        pending = JobFilter(namespace=namespace, user_id=user_id, status=JobStatus.PENDING)
         want = limit - len(items)
-        start = max(0, offset - running.total)
-        if want > 0 and start < pending_total:
-            items += await self._oldest_first(namespace, user_id, JobStatus.PENDING, start, want, pending_total)
-        return items, total
-
-    async def _count(self, namespace: str, user_id: str, status: JobStatus) -> int:
-        page = await self.app.alist_jobs(JobFilter(namespace=namespace, user_id=user_id, status=status), limit=1)
-        return page.total
-
-    async def _oldest_first(
-        self, namespace: str, user_id: str, status: JobStatus, offset: int, limit: int, total: int
-    ) -> list[Job]:
-        """Conveyor lists newest first; GS2 queues read oldest first, so page from the far end and reverse."""
-        end = total - offset
-        if end <= 0:
-            return []
-        start = max(0, end - limit)
-        page = await self.app.alist_jobs(
-            JobFilter(namespace=namespace, user_id=user_id, status=status), limit=end - start, offset=start
-        )
-        return list(reversed(page.items))
+        if want == 0:  # the page is full of running jobs: is there a pending part to come?
+            probe = await self.app.alist_jobs(pending, limit=1, sort=JobSort.CREATED)
+            return items, "p" if probe.items else None
+        page = await self.app.alist_jobs(pending, limit=want, after=key, sort=JobSort.CREATED)
+        items += page.items
+        return items, None if page.next is None else "p" + encode_cursor(page.next)
 
     async def _latest_attempt(self, job: Job, raw_try: str | None) -> Attempt:
         attempts = await self.app.aattempts(job.id)
@@ -573,13 +602,23 @@ class _GS2Api:
 
     async def describe_namespaces(self, request: Request) -> dict[str, JSON]:
         """GS2 DescribeNamespaces: by name, optionally filtered by `namePrefix`, paged."""
-        offset, limit = _paging(request)
+        token, limit = _paging(request)
         prefix = request.query_params.get("namePrefix") or ""
-        names = [ns for ns in await self.app.alist_namespaces() if ns.name.startswith(prefix)]
-        page = names[offset : offset + limit]
+        start = None
+        if token is not None:
+            try:
+                start = decode_name_cursor(token, field="pageToken")
+            except ValidationError:
+                raise _bad_token() from None
+        names = [
+            ns
+            for ns in await self.app.alist_namespaces()
+            if ns.name.startswith(prefix) and (start is None or ns.name > start)
+        ]
+        page = names[:limit]
         return {
             "items": [namespace_to_gs2(ns, self.grn) for ns in page],
-            "nextPageToken": _next_token(offset, len(page), len(names)),
+            "nextPageToken": encode_name_cursor(page[-1].name) if len(names) > limit else None,
         }
 
     async def create_namespace(self, request: Request) -> dict[str, JSON]:
@@ -636,13 +675,10 @@ class _GS2Api:
         """The user's queue: jobs still to run (processing, then pending oldest first). Executed jobs leave the
         queue as in GS2; their results stay readable, failed ones as dead letters."""
         check_user_id(userId)
-        offset, limit = _paging(request)
+        token, limit = _paging(request)
         await self._namespace(namespaceName)
-        items, total = await self._active_jobs(namespaceName, userId, offset, limit)
-        return {
-            "items": [job_to_gs2(j, self.grn) for j in items],
-            "nextPageToken": _next_token(offset, len(items), total),
-        }
+        items, next_token = await self._active_jobs(namespaceName, userId, token, limit)
+        return {"items": [job_to_gs2(j, self.grn) for j in items], "nextPageToken": next_token}
 
     async def get_job_by_user_id(
         self,
@@ -792,13 +828,14 @@ class _GS2Api:
     ) -> dict[str, JSON]:
         """GS2 DescribeDeadLetterJobsByUserId: the user's failed jobs (newest first), each with every try."""
         check_user_id(userId)
-        offset, limit = _paging(request)
+        token, limit = _paging(request)
+        after = _job_key(token, JobSort.CREATED_DESC)
         await self._namespace(namespaceName)
         page = await self.app.alist_jobs(
-            JobFilter(namespace=namespaceName, user_id=userId, status=JobStatus.FAILED), limit=limit, offset=offset
+            JobFilter(namespace=namespaceName, user_id=userId, status=JobStatus.FAILED), limit=limit, after=after
         )
         items = [dead_letter_to_gs2(j, await self._attempts_shown(request, j), self.grn) for j in page.items]
-        return {"items": items, "nextPageToken": _next_token(offset, len(page.items), page.total)}
+        return {"items": items, "nextPageToken": _job_token(page.next)}
 
     async def _dead_letter(self, namespace: str, user_id: str, name: str) -> Job:
         job = await self._find_job(name)

@@ -9,6 +9,8 @@ never the data). Routes here only read the caller and the user the guard resolve
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -21,8 +23,14 @@ from conveyor.model import (
     MAX_INT_PARAMETER,
     Job,
     JobFilter,
+    JobSort,
     JobStatus,
     Namespace,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    id_fragment,
+    parse_json_path,
     utcnow,
     validate_name,
 )
@@ -161,38 +169,122 @@ async def create_jobs(
     return await idempotent(ctx.app, idempotency_key, "v1-batch", await request.body(), ctx.idempotency_ttl, run)
 
 
-async def _job_page(
-    ctx: ServerContext,
-    namespace: str | None,
-    queue: str | None,
-    task: str | None,
-    status: JobStatus | None,
-    user_id: str | None,
-    limit: int,
-    offset: int,
-) -> JSONResponse:
-    """One page of jobs matching the filter, newest first (jobs and dead-letter listings share it)."""
-    for name, value in (("namespace", namespace), ("queue", queue), ("task", task), ("user_id", user_id)):
-        reject_nul(value, name)
-    flt = JobFilter(namespace=namespace, queue=queue, task=task, status=status, user_id=user_id)
-    page = await ctx.app.alist_jobs(flt, limit=limit, offset=offset)
-    return JSONResponse(
-        {"items": [job_json(j) for j in page.items], "total": page.total, "limit": limit, "offset": offset}
+class StatusFilter(StrEnum):
+    """The `status` filter of job lists: a job status, or `scheduled` (pending, due later, never tried) or
+    `retrying` (pending after at least one try)."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RETRYING = "retrying"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+CursorQ = Query(
+    None,
+    max_length=2048,
+    description="The `next_cursor` of the previous page (leave out for the first). Opaque; a cursor continues the "
+    "`sort` it was made for",
+)
+SortQ = Query(JobSort.CREATED_DESC, description="Order; ties are broken by id. `-` means descending")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSearch:
+    """The job list's query parameters (docs/ui-api-needs.md §3), declared once for `/jobs` and `/dead-letters`."""
+
+    namespace: str | None = None
+    queue: str | None = None
+    task: str | None = None
+    user_id: str | None = None
+    id: str | None = Query(
+        None,
+        max_length=64,
+        description="A whole id, or 4+ hexadecimal characters (dashes ignored) that begin or end it",
     )
+    q: str | None = Query(None, max_length=1024, description="Text in the JSON payload, case-insensitive")
+    path: str | None = Query(
+        None, max_length=512, description="A JSON path in the payload ($.user.id, dotted keys and [n]); with `value`"
+    )
+    value: str | None = Query(
+        None, max_length=1024, description="What `path` must equal: as JSON when it parses as JSON, or as text"
+    )
+    queue_contains: str | None = Query(None, max_length=128, description="Case-insensitive part of the queue name")
+    task_contains: str | None = Query(None, max_length=1024, description="Case-insensitive part of the task name")
+    sort: JobSort = SortQ
+    cursor: str | None = CursorQ
+    limit: int = LimitQ
+    offset: int = OffsetQ
+
+    def job_filter(self, status: StatusFilter | None) -> JobFilter:
+        for name in ("namespace", "queue", "task", "user_id", "id", "q", "path", "value"):
+            reject_nul(getattr(self, name), name)
+        for name in ("queue_contains", "task_contains"):
+            reject_nul(getattr(self, name), name)
+        ids: list[str] | None = None
+        fragment: str | None = None
+        if self.id is not None:
+            whole = _whole_id(self.id)
+            if whole is not None:
+                ids = [whole]
+            else:
+                fragment = id_fragment(self.id, field="id")
+        if self.value is not None and self.path is None:
+            raise ValidationError("value needs a path: give path=$.some.key too", field="value")
+        plain = None if status in (None, StatusFilter.SCHEDULED, StatusFilter.RETRYING) else JobStatus(status)
+        return JobFilter(
+            namespace=self.namespace,
+            queue=self.queue,
+            task=self.task,
+            status=plain,
+            user_id=self.user_id,
+            ids=ids,
+            scheduled=True if status is StatusFilter.SCHEDULED else None,
+            retrying=True if status is StatusFilter.RETRYING else None,
+            id_fragment=fragment,
+            q=self.q or None,
+            path=None if self.path is None else parse_json_path(self.path, field="path"),
+            value=self.value if self.path is not None else None,
+            queue_contains=self.queue_contains or None,
+            task_contains=self.task_contains or None,
+        )
+
+    async def page(self, ctx: ServerContext, status: StatusFilter | None) -> JSONResponse:
+        flt = self.job_filter(status)
+        after = None if not self.cursor else decode_cursor(self.cursor, self.sort, field="cursor")
+        page = await ctx.app.alist_jobs(flt, limit=self.limit, offset=self.offset, after=after, sort=self.sort)
+        return JSONResponse(page_json(page, [job_json(j) for j in page.items]))
+
+
+def _whole_id(text: str) -> str | None:
+    try:
+        return str(uuid.UUID(text)) if len(text) == 36 else None
+    except ValueError:
+        return None
+
+
+def page_json(page: Page[Job], items: list[Any]) -> dict[str, Any]:
+    """A job list's answer: the page, its total and the keyset cursor of the next page."""
+    return {
+        "items": items,
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "next_cursor": None if page.next is None else encode_cursor(page.next),
+    }
 
 
 @admin.get("/jobs", response_model=JobList, tags=["jobs"], summary="List jobs, newest first")
 async def list_jobs(
     ctx: ServerContext = Depends(get_context),
-    namespace: str | None = None,
-    queue: str | None = None,
-    task: str | None = None,
-    status: JobStatus | None = None,
-    user_id: str | None = None,
-    limit: int = LimitQ,
-    offset: int = OffsetQ,
+    search: JobSearch = Depends(),
+    status: StatusFilter | None = None,
 ) -> JSONResponse:
-    return await _job_page(ctx, namespace, queue, task, status, user_id, limit, offset)
+    """Page with `cursor` (the previous answer's `next_cursor`): jobs consumed or added between pages never make
+    a page skip or repeat one. `offset` skips that many more jobs from there."""
+    return await search.page(ctx, status)
 
 
 @admin.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="Get a job")
@@ -254,16 +346,9 @@ async def _one_attempt(ctx: ServerContext, job: Job, try_number: int | None, *, 
 
 
 @admin.get("/dead-letters", response_model=JobList, tags=["dead letters"], summary="List failed jobs")
-async def list_dead(
-    ctx: ServerContext = Depends(get_context),
-    namespace: str | None = None,
-    queue: str | None = None,
-    task: str | None = None,
-    user_id: str | None = None,
-    limit: int = LimitQ,
-    offset: int = OffsetQ,
-) -> JSONResponse:
-    return await _job_page(ctx, namespace, queue, task, JobStatus.FAILED, user_id, limit, offset)
+async def list_dead(ctx: ServerContext = Depends(get_context), search: JobSearch = Depends()) -> JSONResponse:
+    """The job list's parameters (but `status`), for failed jobs; paged by `cursor` like `/jobs`."""
+    return await search.page(ctx, StatusFilter.FAILED)
 
 
 async def _dead(ctx: ServerContext, job_id: str) -> Job:
@@ -602,20 +687,15 @@ async def list_user_jobs(
     status: JobStatus | None = None,
     limit: int = LimitQ,
     offset: int = OffsetQ,
+    cursor: str | None = CursorQ,
 ) -> JSONResponse:
     _name(namespace, "namespace")
     reject_nul(uid, "user_id")
+    after = None if not cursor else decode_cursor(cursor, JobSort.CREATED_DESC, field="cursor")
     page = await ctx.app.alist_jobs(
-        JobFilter(namespace=namespace, user_id=uid, status=status), limit=limit, offset=offset
+        JobFilter(namespace=namespace, user_id=uid, status=status), limit=limit, offset=offset, after=after
     )
-    return JSONResponse(
-        {
-            "items": [job_json(visible_job(j, admin=principal.is_admin)) for j in page.items],
-            "total": page.total,
-            "limit": limit,
-            "offset": offset,
-        }
-    )
+    return JSONResponse(page_json(page, [job_json(visible_job(j, admin=principal.is_admin)) for j in page.items]))
 
 
 async def _user_job(ctx: ServerContext, namespace: str, uid: str, job_id: str) -> Job:

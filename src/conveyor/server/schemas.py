@@ -255,6 +255,11 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        None,
+        description="Pass as `cursor` for the next page (null on the last page). A keyset: jobs consumed or added "
+        "between pages never make the next page skip or repeat one",
+    )
     warnings: list[str] | None = Field(
         None, description="On enqueue answers only: tasks that no live worker has registered (the jobs wait)"
     )

@@ -104,7 +104,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,8 @@ from conveyor.model import (
     Finish,
     Job,
     JobFilter,
+    JobKey,
+    JobSort,
     JobStatus,
     Leadership,
     Lease,
@@ -126,6 +128,11 @@ from conveyor.model import (
     QueueSettings,
     Stats,
     WorkerInfo,
+    dashed_prefix,
+    dashed_suffix,
+    dumps_compact,
+    path_values,
+    prefix_upper_bound,
 )
 
 DEFAULT_SPACE = "conveyor"
@@ -159,6 +166,87 @@ def stats_from_counts(counts: Mapping[str, int], scheduled: int) -> Stats:
         cancelled=counts.get("cancelled", 0),
         scheduled=scheduled,
     )
+
+
+def check_after(after: JobKey | None, sort: JobSort) -> None:
+    """`list_jobs`'s rule: a key continues the order it was made in."""
+    if after is not None and after.sort is not JobSort(sort):
+        raise ValidationError(
+            f"a page key made for sort={after.sort.value} cannot continue sort={JobSort(sort).value}", field="cursor"
+        )
+
+
+def like_contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its wildcards (`%`, `_`) and the escape (`\\`) taken literally (both
+    SQLite, with `ESCAPE '\\'`, and PostgreSQL, whose default escape is the backslash)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def filter_conditions(flt: JobFilter, fragments: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
+    """The SQL stores' WHERE: the condition of each filter `flt` sets (from the store's `fragments`, keyed by
+    filter name) and the parameters they use. `ids` is given as a list (SQLite encodes it)."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    for name in ("namespace", "queue", "task", "user_id"):
+        value = getattr(flt, name)
+        if value is not None:
+            conditions.append(fragments[name])
+            params[name] = value
+    if flt.status is not None:
+        conditions.append(fragments["status"])
+        params["status"] = JobStatus(flt.status).value
+    if flt.ids is not None:
+        conditions.append(fragments["ids"])
+        params["ids"] = list(flt.ids)
+    for name in ("scheduled", "retrying"):
+        wanted = getattr(flt, name)
+        if wanted is not None:
+            conditions.append(fragments[name] if wanted else f"NOT {fragments[name]}")
+    if flt.id_fragment is not None:
+        conditions.append(fragments["id_fragment"])
+        lo = dashed_prefix(flt.id_fragment)
+        params.update(id_lo=lo, id_hi=prefix_upper_bound(lo), id_suffix="%" + dashed_suffix(flt.id_fragment))
+    for name in ("q", "queue_contains", "task_contains"):
+        value = getattr(flt, name)
+        if value is not None:
+            conditions.append(fragments[name])
+            params[name] = like_contains(value)
+    if flt.path is not None:
+        conditions.append(fragments["path"])
+        params["path"] = [str(step) for step in flt.path]
+        params["path_values"] = [dumps_compact(v) for v in path_values(flt.value or "")]
+    return conditions, params
+
+
+def check_restore(jobs: Sequence[Job], attempts: Sequence[Attempt]) -> list[Job]:
+    """`restore_jobs`'s rules every store checks before touching anything: the jobs, lease fields cleared."""
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("restore_jobs got the same job id twice", field="id")
+    for job in jobs:
+        if job.status is JobStatus.PROCESSING:
+            raise ValidationError(
+                f"job {job.id} is processing: no worker holds that claim any more; restore it as pending",
+                field="status",
+            )
+    known = set(ids)
+    for a in attempts:
+        if a.job_id not in known:
+            raise ValidationError(
+                f"an attempt of job {a.job_id}, which is not among the jobs restored", field="attempts"
+            )
+    return [
+        replace(
+            j,
+            lease_expires_at=None,
+            worker_id=None,
+            lease_token=None,
+            cancel_requested=False,
+            timed_out_at=None,
+            duplicate=False,
+        )
+        for j in jobs
+    ]
 
 
 def refuse_default(what: str, name: str, allow_default: bool) -> None:
@@ -383,8 +471,23 @@ class Store(abc.ABC):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     @abc.abstractmethod
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
-        """Newest first (created DESC, id DESC), with the total count matching the filter."""
+    async def list_jobs(
+        self,
+        filter: JobFilter,
+        limit: int = 20,
+        offset: int = 0,
+        *,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+    ) -> Page[Job]:
+        """Jobs matching the filter in `sort` order (default newest first: created DESC, id DESC; ties always by
+        id in the sort's direction), with the total count matching the filter.
+
+        Keyset paging: with `after` (the `next` of the previous page, made for the same sort), the page starts
+        right after that key — jobs consumed, moved or added meanwhile never make a later page skip or repeat a
+        job that stayed in the filter. The query seeks to the key by index, so a deep page costs what the first
+        one does. `offset` (PocketBase's paging) is applied after the key; `Page.next` is the key of the page's last
+        job when more follow, else None. `after` made for another sort raises ValidationError."""
 
     @abc.abstractmethod
     async def attempts(self, job_id: str) -> list[Attempt]:
@@ -419,6 +522,19 @@ class Store(abc.ABC):
         """Whether the user's lane (serial key `u:<user_id>`) has a pending job, due now or scheduled later.
         GS2 Run's `isLastJob` is `not this`: a client that loops "Run until isLastJob" must not stop while a job
         of its queue still waits (a retry, or a job scheduled for later)."""
+
+    @abc.abstractmethod
+    async def restore_jobs(self, jobs: Sequence[Job], attempts: Sequence[Attempt] = ()) -> list[Job]:
+        """Put jobs back exactly as they were — ids, status, times, attempts and try numbers, errors, results, the
+        payload's exact text — with their attempt records, in one atomic step (a user-data import, a move between
+        stores). Any status but processing (no worker holds that claim any more: restore it as pending). Pending
+        jobs enter the claim order (lanes, unique keys) and wake waiters; finished ones count in stats and are
+        pruned by their `finished_at`. Lease fields (worker, lease expiry and token, cancel request, timed out)
+        are not restored.
+
+        Refuses the whole call, storing nothing, with ValidationError: an id already taken (field `id`), a pending
+        job whose unique key an active job holds (field `unique_key`), a processing job (field `status`), an
+        attempt of a job not in `jobs` (field `attempts`). Returns the jobs as stored, in the given order."""
 
     @abc.abstractmethod
     async def delete_user_data(self, user_id: str) -> int:

@@ -15,7 +15,7 @@ function describeList(hash) {
   const name = path.startsWith("/dead-letters") ? "Dead letters" : "Jobs";
   const p = new URLSearchParams(query);
   const parts = [];
-  for (const [k, v] of p) if (!["limit", "offset", "sort"].includes(k)) parts.push(`${k.replace("_contains", "~")}: ${v}`);
+  for (const [k, v] of p) if (!["limit", "offset", "sort", "cursor", "page"].includes(k)) parts.push(`${k.replace("_contains", "~")}: ${v}`);
   return parts.length ? `${name} (${parts.join(", ")})` : name;
 }
 

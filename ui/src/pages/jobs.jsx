@@ -173,7 +173,7 @@ function SortHeader({ field, label, params, base, className }) {
   const next = current === "descending" ? field : `-${field}`;
   return (
     <th class={className} scope="col" aria-sort={current || "none"}>
-      <button type="button" class="sort" onClick={() => setParams(base, { ...Object.fromEntries(params), sort: next, offset: 0 })}>
+      <button type="button" class="sort" onClick={() => setParams(base, { ...Object.fromEntries(params), sort: next, offset: 0, cursor: "", page: "" })}>
         {label}<span aria-hidden="true">{current === "descending" ? " ▼" : current === "ascending" ? " ▲" : ""}</span>
       </button>
     </th>
@@ -352,9 +352,10 @@ export function JobsPage({ route, dead = false }) {
   const params = route.params;
   const limit = Math.min(1000, Number(params.get("limit") || 20));
   const offset = Math.max(0, Number(params.get("offset") || 0));
+  const cursor = params.get("cursor") || null;
   const filter = useMemo(() => filterFrom(params, dead), [route.hash]);
   const options = useOptions();
-  const { data: page, error, reload: load } = useData(() => api.jobs(filter, { limit, offset }), route.hash);
+  const { data: page, error, reload: load } = useData(() => api.jobs(filter, { limit, offset, cursor }), route.hash);
   const thaw = useRef(false);
   const reload = () => {
     thaw.current = true;
@@ -452,16 +453,51 @@ export function JobsPage({ route, dead = false }) {
   );
 }
 
+// The cursors of the pages before this one, per list (filter and sort): "Previous" goes back along them. Kept for
+// the session only; a page opened from a link starts a new trail (its "Previous" goes to the first page).
+const trails = new Map();
+
 function Pager({ page, limit, offset, params, base }) {
-  const first = page.total ? offset + 1 : 0;
-  const last = Math.min(offset + page.items.length, page.total);
-  const go = (o) => setParams(base, { ...Object.fromEntries(params), offset: o });
+  const keyset = page.next_cursor !== undefined;
+  const here = Object.fromEntries(params);
+  const cursor = here.cursor || "";
+  const number = Math.max(1, Number(here.page || 1));
+  delete here.cursor;
+  delete here.page;
+  delete here.offset;
+  const listKey = base + JSON.stringify(here);
+  if (!keyset) {
+    const first = page.total ? offset + 1 : 0;
+    const last = Math.min(offset + page.items.length, page.total);
+    const go = (o) => setParams(base, { ...Object.fromEntries(params), offset: o });
+    return (
+      <nav class="pager" aria-label="Pages">
+        <span>Showing {num(first)}–{num(last)} of {num(page.total)}</span>
+        <span class="buttons">
+          <button type="button" disabled={offset === 0} onClick={() => go(Math.max(0, offset - limit))}>Previous</button>
+          <button type="button" disabled={offset + limit >= page.total} onClick={() => go(offset + limit)}>Next</button>
+        </span>
+      </nav>
+    );
+  }
+  const trail = trails.get(listKey) || [];
+  const first = page.items.length ? (number - 1) * limit + 1 : 0;
+  const last = first ? first + page.items.length - 1 : 0;
+  const next = () => {
+    trails.set(listKey, [...trail.slice(0, number - 1), cursor]);
+    setParams(base, { ...here, cursor: page.next_cursor, page: number + 1 });
+  };
+  const previous = () => {
+    const before = trail[number - 2];
+    if (number <= 2 || before === undefined) setParams(base, here);
+    else setParams(base, { ...here, cursor: before, page: number - 1 });
+  };
   return (
     <nav class="pager" aria-label="Pages">
       <span>Showing {num(first)}–{num(last)} of {num(page.total)}</span>
       <span class="buttons">
-        <button type="button" disabled={offset === 0} onClick={() => go(Math.max(0, offset - limit))}>Previous</button>
-        <button type="button" disabled={offset + limit >= page.total} onClick={() => go(offset + limit)}>Next</button>
+        <button type="button" disabled={!cursor} onClick={previous}>Previous</button>
+        <button type="button" disabled={!page.next_cursor} data-next-page onClick={next}>Next</button>
       </span>
     </nav>
   );

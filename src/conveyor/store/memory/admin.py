@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from conveyor.errors import (
@@ -21,6 +21,8 @@ from conveyor.model import (
     Attempt,
     Job,
     JobFilter,
+    JobKey,
+    JobSort,
     JobStatus,
     Leadership,
     Namespace,
@@ -30,9 +32,10 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
     attempt_order,
+    job_sort_key,
     utcnow,
 )
-from conveyor.store.base import Store
+from conveyor.store.base import Store, check_after, check_restore
 from conveyor.store.memory.data import (
     DataSet,
     QueueKey,
@@ -58,18 +61,37 @@ class MemoryAdmin(Store):
             rec = self._data.jobs.get(job_id)
             return None if rec is None else clone_job(rec)
 
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+    async def list_jobs(
+        self,
+        filter: JobFilter,
+        limit: int = 20,
+        offset: int = 0,
+        *,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+    ) -> Page[Job]:
+        sort = JobSort(sort)
+        check_after(after, sort)
         d = self._data
         ids = None if filter.ids is None else frozenset(filter.ids)
+        now = utcnow()
         with d.lock:
             source: Iterator[Job] = (
                 (d.jobs[i] for i in ids if i in d.jobs) if ids is not None else iter(d.jobs.values())
             )
-            matched = [rec for rec in source if matches_filter(rec, filter, ids)]
-            matched.sort(key=lambda r: (r.created, r.id), reverse=True)
+            matched = [rec for rec in source if matches_filter(rec, filter, ids) and filter.matches(rec, now)]
+            matched.sort(key=lambda r: job_sort_key(r, sort), reverse=sort.descending)
+            following = matched if after is None else [r for r in matched if after.precedes(r)]
             offset = max(0, offset)
-            page = matched[offset : offset + max(0, limit)]
-            return Page(items=[clone_job(r) for r in page], total=len(matched), limit=limit, offset=offset)
+            page = following[offset : offset + max(0, limit)]
+            more = len(following) > offset + len(page) and limit > 0
+            return Page(
+                items=[clone_job(r) for r in page],
+                total=len(matched),
+                limit=limit,
+                offset=offset,
+                next=JobKey.of(page[-1], sort) if more and page else None,
+            )
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         with self._data.lock:
@@ -175,6 +197,32 @@ class MemoryAdmin(Store):
             job = clone_job(rec)
         d.waker.notify()
         return job
+
+    async def restore_jobs(self, jobs: Sequence[Job], attempts: Sequence[Attempt] = ()) -> list[Job]:
+        records = check_restore(jobs, attempts)
+        d = self._data
+        with d.lock:
+            taken = [j.id for j in records if j.id in d.jobs]
+            if taken:
+                raise ValidationError(f"a job with one of these ids already exists: {', '.join(taken)}", field="id")
+            for j in records:
+                if j.unique_key is not None and not j.status.is_final:
+                    holder = d.unique.get((j.namespace, j.unique_key))
+                    if holder is not None:
+                        raise ValidationError(
+                            f"job {j.id}: active job {holder} holds its unique key {j.unique_key!r}",
+                            field="unique_key",
+                        )
+            for j in records:
+                rec = clone_job(j)
+                d.jobs[rec.id] = rec
+                d._index(rec)
+            for a in attempts:
+                d.attempts.setdefault(a.job_id, {})[a.lease_token or f"try-{a.try_number}"] = a
+            out = [clone_job(d.jobs[j.id]) for j in records]
+        if any(j.status is JobStatus.PENDING for j in records):
+            d.waker.notify()
+        return out
 
     async def delete_user_data(self, user_id: str) -> int:
         d = self._data

@@ -169,4 +169,17 @@ CREATE INDEX namespaces_auto_run_off ON {schema}.namespaces (name) WHERE NOT aut
 ALTER TABLE {schema}.workers ADD COLUMN tasks text[] NOT NULL DEFAULT '{}';
 """,
     ),
+    (
+        4,
+        "0004_keyset_lists",
+        """
+-- Keyset pages (Store.list_jobs with a key): newest or oldest first seeks (created, id) by index, so a deep page
+-- costs what the first one does. Neither column ever changes, so updates stay HOT.
+CREATE INDEX jobs_created ON {schema}.jobs (created, id);
+-- A list by status (dead letters, the UI's status filter) in the same order, without sorting every job of it.
+CREATE INDEX jobs_status_created ON {schema}.jobs (status, created, id);
+-- A user's jobs (GS2 lists, the user API), in the same order.
+CREATE INDEX jobs_user ON {schema}.jobs (namespace, user_id, created, id) WHERE user_id IS NOT NULL;
+""",
+    ),
 )

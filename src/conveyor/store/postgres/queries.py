@@ -561,22 +561,77 @@ GET_JOB = "SELECT {job_columns}, payload::text FROM {schema}.jobs WHERE id = %(i
 
 JOB_STATUS = "SELECT status FROM {schema}.jobs WHERE id = %(id)s"
 
-_FILTER = """
-WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s::text)
-  AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
-"""
+# ---- listing (Store.list_jobs): a WHERE of the filters given, a keyset seek, an order --------------------------
+
+# Each filter's condition, joined with AND by `list_where` (only those the filter sets). `scheduled`/`retrying` are
+# written `NOT (...)` when the filter asks for False.
+LIST_FILTERS = {
+    "namespace": "namespace = %(namespace)s",
+    "queue": "queue = %(queue)s",
+    "task": "task = %(task)s",
+    "status": "status = %(status)s",
+    "user_id": "user_id = %(user_id)s",
+    "ids": "id = ANY(%(ids)s::text[])",
+    "scheduled": "(status = 'pending' AND run_at > statement_timestamp() AND attempts = 0)",
+    "retrying": "(status = 'pending' AND attempts > 0)",
+    # a whole-id prefix is an index range; a suffix is a LIKE (the UI shows ids by their end)
+    "id_fragment": "((id >= %(id_lo)s AND id < %(id_hi)s) OR id LIKE %(id_suffix)s)",
+    "q": "payload::text ILIKE %(q)s",
+    "path": "(payload::jsonb #> %(path)s::text[]) = ANY(%(path_values)s::jsonb[])",
+    "queue_contains": "queue ILIKE %(queue_contains)s",
+    "task_contains": "task ILIKE %(task_contains)s",
+}
+
+# The keyset seek, by the sort's direction: a row comparison on (column, id) that the (created, id) and
+# (namespace, user_id, created, id) indexes answer as a range. finished_at lists unfinished jobs last (NULLS LAST),
+# so a key of a finished job also lets every unfinished one through, and a key of an unfinished one only those.
+KEYSET_AFTER = {
+    False: "({col}, id) > (%(after_value)s, %(after_id)s)",
+    True: "({col}, id) < (%(after_value)s, %(after_id)s)",
+}
+KEYSET_AFTER_NULLABLE = {
+    False: "(({col}, id) > (%(after_value)s, %(after_id)s) OR {col} IS NULL)",
+    True: "(({col}, id) < (%(after_value)s, %(after_id)s) OR {col} IS NULL)",
+}
+KEYSET_AFTER_NULL = {False: "({col} IS NULL AND id > %(after_id)s)", True: "({col} IS NULL AND id < %(after_id)s)"}
+# NULLS LAST only where a column can be NULL (finished_at): on the others it would keep the planner from walking
+# the (created, id) index backwards, and every page would sort the whole match.
+ORDER = {False: "{col} ASC, id ASC", True: "{col} DESC, id DESC"}
+ORDER_NULLABLE = {False: "{col} ASC NULLS LAST, id ASC", True: "{col} DESC NULLS LAST, id DESC"}
 
 LIST_JOBS = (
-    "SELECT {job_columns}, payload::text FROM {schema}.jobs"
-    + _FILTER
-    + "ORDER BY created DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s"
+    "SELECT {job_columns}, payload::text FROM {schema}.jobs {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s"
 )
 
-COUNT_JOBS = "SELECT count(*) FROM {schema}.jobs" + _FILTER
+COUNT_JOBS = "SELECT count(*) FROM {schema}.jobs {where}"
+
+
+def list_where(conditions: list[str]) -> str:
+    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+
+# ---- restore (Store.restore_jobs): jobs and attempts put back as they were, one transaction -----------------------
+
+RESTORE_TAKEN = "SELECT id FROM {schema}.jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id"
+
+RESTORE_UNIQUE_HOLDER = """
+SELECT id FROM {schema}.jobs
+WHERE namespace = %s AND unique_key = %s AND status IN ('pending', 'processing')
+"""
+
+# every stored field in codec order (json kinds as their text), then the serial key the lanes read
+RESTORE_JOB = (
+    "INSERT INTO {schema}.jobs ({job_columns}, serial_key) VALUES ("
+    + ", ".join("%s::json" if f.kind == "json" else "%s" for f in STORED_JOB_FIELDS)
+    + ", %s)"
+)
+
+RESTORE_ATTEMPT = (
+    f"INSERT INTO {{schema}}.attempts ({ATTEMPT_COLUMNS}) VALUES ("
+    + ", ".join("%s::json" if f.kind == "json" else "%s" for f in STORED_ATTEMPT_FIELDS)
+    + ")"
+)
+
 
 # model.attempt_order: by try number, lost records of a number first.
 ATTEMPTS = (

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from conveyor.codec import STORED_JOB_FIELDS
 from conveyor.errors import (
     InvalidTransition,
     JobNotFound,
@@ -23,6 +25,8 @@ from conveyor.model import (
     Attempt,
     Job,
     JobFilter,
+    JobKey,
+    JobSort,
     JobStatus,
     Leadership,
     Namespace,
@@ -32,15 +36,18 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
     attempt_order,
+    job_sort_key,
     utcnow,
 )
-from conveyor.store.base import stats_from_counts
+from conveyor.store.base import check_after, check_restore, stats_from_counts
 from conveyor.store.documents import worker_from_json, worker_to_json
 from conveyor.store.redis.connections import RedisConnections
 from conveyor.store.redis.encoding import (
     STATUS_VALUES,
     decode_attempt,
     decode_job,
+    dumps,
+    encode_attempt,
     text_or_empty,
     to_us,
 )
@@ -63,12 +70,20 @@ class RedisAdmin(RedisConnections):
             return None
         return decode_job(as_dict(fields))
 
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
+    async def list_jobs(
+        self,
+        filter: JobFilter,
+        limit: int = 20,
+        offset: int = 0,
+        *,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+    ) -> Page[Job]:
+        sort = JobSort(sort)
+        check_after(after, sort)
         offset = max(0, offset)
         limit = max(0, limit)
-        if filter.ids is not None:
-            return await self._list_ids(filter, limit, offset)
-        args = [
+        base = [
             text_or_empty(filter.namespace),
             text_or_empty(filter.queue),
             text_or_empty(filter.task),
@@ -76,11 +91,24 @@ class RedisAdmin(RedisConnections):
             text_or_empty(filter.user_id),
             limit,
             offset,
-            *STATUS_VALUES,
         ]
-        reply = await self._run("list", args)
+        if filter.ids is not None or filter.searches or sort.field != "created":
+            # No secondary index serves these (payload text, JSON paths, other orders): the candidates of the
+            # exact filters are read and filtered here, O(candidates) — see docs/redis.md.
+            reply = await self._run("list", [*base, "ids", "", "", *STATUS_VALUES])
+            return await self._list_scanned(list(reply[1]), filter, limit, offset, after, sort)
+        seek = ["", ""] if after is None else [str(to_us(after.value)), after.id]  # type: ignore[arg-type]
+        order = "desc" if sort.descending else "asc"
+        reply = await self._run("list", [*base, order, *seek, *STATUS_VALUES])
         items = [decode_job(h) for h in json.loads(reply[1])]
-        return Page(items=items, total=int(reply[0]), limit=limit, offset=offset)
+        more = bool(int(reply[2])) and bool(items)
+        return Page(
+            items=items,
+            total=int(reply[0]),
+            limit=limit,
+            offset=offset,
+            next=JobKey.of(items[-1], sort) if more else None,
+        )
 
     async def _list_ids(self, flt: JobFilter, limit: int, offset: int) -> Page[Job]:
         ids = list(dict.fromkeys(flt.ids or ()))
@@ -163,6 +191,67 @@ class RedisAdmin(RedisConnections):
             raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {value!r})")
         self._waker.notify()
         return decode_job(value)
+
+    async def _list_scanned(
+        self, candidates: list[Any], flt: JobFilter, limit: int, offset: int, after: JobKey | None, sort: JobSort
+    ) -> Page[Job]:
+        ids = [c.decode() if isinstance(c, bytes) else str(c) for c in candidates]
+        if flt.ids is not None:
+            wanted = frozenset(flt.ids)
+            ids = [i for i in ids if i in wanted]
+        now = utcnow()
+        matched: list[Job] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+
+            async def fetch(c: aioredis.Redis, chunk: list[str] = chunk) -> list[Any]:
+                pipe = c.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hgetall(self.keys.job(job_id))
+                return list(await pipe.execute())
+
+            for fields in await self._do(fetch):
+                if fields:
+                    job = decode_job(as_dict(fields))
+                    if flt.matches(job, now):
+                        matched.append(job)
+        matched.sort(key=lambda j: job_sort_key(j, sort), reverse=sort.descending)
+        following = matched if after is None else [j for j in matched if after.precedes(j)]
+        page = following[offset : offset + limit]
+        more = len(following) > offset + len(page) and bool(page)
+        return Page(
+            items=page, total=len(matched), limit=limit, offset=offset, next=JobKey.of(page[-1], sort) if more else None
+        )
+
+    async def restore_jobs(self, jobs: Sequence[Job], attempts: Sequence[Attempt] = ()) -> list[Job]:
+        records = check_restore(jobs, attempts)
+        if not records:
+            return []
+        by_job: dict[str, list[str]] = {}
+        for a in attempts:
+            by_job.setdefault(a.job_id, []).extend([a.lease_token or str(a.try_number), encode_attempt(a)])
+        rows = [
+            {
+                "id": j.id,
+                "namespace": j.namespace,
+                "status": j.status.value,
+                "unique": None if j.unique_key is None or j.status.is_final else j.unique_key,
+                "fields": _hash_fields(j),
+                "attempts": by_job.get(j.id, []),
+            }
+            for j in records
+        ]
+        reply = await self._run("restore", [json.dumps(rows)])
+        kind = _text(reply[0])
+        if kind == "exists":
+            raise ValidationError(f"a job with one of these ids already exists: {_text(reply[1])}", field="id")
+        if kind == "unique":
+            raise ValidationError(
+                f"job {_text(reply[1])}: active job {_text(reply[2])} holds its unique key", field="unique_key"
+            )
+        if any(j.status is JobStatus.PENDING for j in records):
+            self._waker.notify()
+        return [j for j in [await self.get_job(j.id) for j in records] if j is not None]
 
     async def delete_user_data(self, user_id: str) -> int:
         return int(await self._run("delete_user", [user_id]))
@@ -358,3 +447,31 @@ def as_dict(reply: Any) -> dict[str, str]:
         return reply
     it = iter(reply)
     return dict(zip(it, it, strict=True))
+
+
+def _hash_fields(job: Job) -> list[str]:
+    """A job's hash fields as the scripts keep them (flat field, value list): every stored field but `status`,
+    which restore.lua sets through its index bookkeeping; None fields and false flags are absent."""
+    out: list[str] = []
+    for f in STORED_JOB_FIELDS:
+        if f.name == "status":
+            continue
+        v = getattr(job, f.name)
+        if f.name == "payload":
+            text = job.payload_json if job.payload_json is not None else dumps(v)
+            out += ["payload", text]
+        elif v is None or v is False:
+            continue
+        elif f.kind == "json":
+            out += [f.name, dumps(v)]
+        elif f.kind == "time":
+            out += [f.name, str(to_us(v))]
+        elif f.kind == "bool":
+            out += [f.name, "1"]
+        else:
+            out += [f.name, str(v)]
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

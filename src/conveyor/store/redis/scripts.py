@@ -146,6 +146,7 @@ SCRIPTS = (
     "prune",
     "stats",
     "list",
+    "restore",
     "next_due",
     "mark_timed_out",
     "elect",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
+from conveyor.codec import STORED_ATTEMPT_FIELDS, STORED_JOB_FIELDS, FieldSpec
 from conveyor.errors import (
     InvalidTransition,
     JobNotFound,
@@ -21,6 +25,8 @@ from conveyor.model import (
     Attempt,
     Job,
     JobFilter,
+    JobKey,
+    JobSort,
     JobStatus,
     Leadership,
     Namespace,
@@ -31,13 +37,14 @@ from conveyor.model import (
     WorkerInfo,
     utcnow,
 )
-from conveyor.store.base import stats_from_counts
+from conveyor.store.base import check_after, check_restore, filter_conditions, stats_from_counts
 from conveyor.store.documents import worker_from_json, worker_to_json
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.connections import SQLiteConnections
 from conveyor.store.sqlite.rows import (
     clock_us,
     decode_attempt,
+    dumps,
     filter_params,
     job_from_row,
     namespace_doc,
@@ -64,19 +71,30 @@ class SQLiteAdmin(SQLiteConnections):
         rows = await self._read(lambda conn: conn.execute(q.SELECT_JOB, (job_id,)).fetchall())
         return job_from_row(rows[0]) if rows else None
 
-    async def list_jobs(self, filter: JobFilter, limit: int = 20, offset: int = 0) -> Page[Job]:
-        names, params = filter_params(filter)
-        where = q.where_clause(names)
-        offset = max(0, offset)
-        limit_ = max(0, limit)
+    async def list_jobs(
+        self,
+        filter: JobFilter,
+        limit: int = 20,
+        offset: int = 0,
+        *,
+        after: JobKey | None = None,
+        sort: JobSort = JobSort.CREATED_DESC,
+    ) -> Page[Job]:
+        sort = JobSort(sort)
+        check_after(after, sort)
+        offset, limit_ = max(0, offset), max(0, limit)
+        count_sql, page_sql, params = self.list_statements(filter, after, sort)
 
         def run(conn: sqlite3.Connection) -> tuple[int, list[Any]]:
-            total = conn.execute(q.COUNT_JOBS.format(where=where), params).fetchone()[0]
-            page_params = {**params, "limit": limit_, "offset": offset}
-            return total, conn.execute(q.LIST_JOBS.format(where=where), page_params).fetchall()
+            total = conn.execute(count_sql, params).fetchone()[0]
+            return total, conn.execute(page_sql, {**params, "limit": limit_ + 1, "offset": offset}).fetchall()
 
         total, rows = await self._read(run, snapshot=True)
-        return Page(items=[job_from_row(r) for r in rows], total=total, limit=limit, offset=offset)
+        items = [job_from_row(r) for r in rows[:limit_]]
+        more = len(rows) > limit_ and bool(items)
+        return Page(
+            items=items, total=total, limit=limit, offset=offset, next=JobKey.of(items[-1], sort) if more else None
+        )
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         rows = await self._read(lambda conn: conn.execute(q.SELECT_ATTEMPTS, (job_id,)).fetchall())
@@ -154,6 +172,71 @@ class SQLiteAdmin(SQLiteConnections):
             return job_from_row(conn.execute(q.RUN_NOW, (clock_us(), job_id)).fetchall()[0])
 
         return await self._write(run, _always)
+
+    def list_statements(
+        self, filter: JobFilter, after: JobKey | None, sort: JobSort
+    ) -> tuple[str, str, dict[str, Any]]:
+        """`list_jobs`'s count and page statements with their parameters (but limit and offset): what it runs,
+        and what the EXPLAIN tests check uses an index."""
+        conditions, params = filter_conditions(filter, q.LIST_FILTERS)
+        if "ids" in params:
+            params["ids"] = json.dumps(params["ids"])
+        if "path" in params:
+            params["path"] = "$" + "".join(f"[{s}]" if s.isdigit() else '."' + s + '"' for s in params["path"])
+            params["path_values"] = json.dumps(params["path_values"])
+        params["now"] = clock_us()
+        count_sql = q.COUNT_JOBS.format(where=q.list_where(conditions))
+        col = sort.field
+        if after is not None:
+            if after.value is None:
+                seek = q.KEYSET_AFTER_NULL[sort.descending]
+            elif col == "finished_at":
+                seek = q.KEYSET_AFTER_NULLABLE[sort.descending]
+            else:
+                seek = q.KEYSET_AFTER[sort.descending]
+            conditions = [*conditions, seek.replace("{col}", col)]
+            value = after.value
+            params.update(after_value=to_us(value) if isinstance(value, datetime) else value, after_id=after.id)
+        page_sql = q.LIST_JOBS.format(
+            where=q.list_where(conditions),
+            order=(q.ORDER_NULLABLE if col == "finished_at" else q.ORDER)[sort.descending].replace("{col}", col),
+        )
+
+        return count_sql, page_sql, params
+
+    async def restore_jobs(self, jobs: Sequence[Job], attempts: Sequence[Attempt] = ()) -> list[Job]:
+        records = check_restore(jobs, attempts)
+        if not records:
+            return []
+        job_rows = [_stored_values(j, STORED_JOB_FIELDS) for j in records]
+        attempt_rows = [
+            _stored_values(replace(a, lease_token=a.lease_token or f"try-{a.try_number}"), STORED_ATTEMPT_FIELDS)
+            for a in attempts
+        ]
+
+        def run(conn: sqlite3.Connection) -> bool:
+            taken = conn.execute(q.RESTORE_TAKEN, (json.dumps([j.id for j in records]),)).fetchall()
+            if taken:
+                raise ValidationError(
+                    f"a job with one of these ids already exists: {', '.join(r[0] for r in taken)}", field="id"
+                )
+            for j in records:
+                if j.unique_key is not None and not j.status.is_final:
+                    holder = conn.execute(q.RESTORE_UNIQUE_HOLDER, (j.namespace, j.unique_key)).fetchone()
+                    if holder is not None:
+                        raise ValidationError(
+                            f"job {j.id}: active job {holder[0]} holds its unique key {j.unique_key!r}",
+                            field="unique_key",
+                        )
+            conn.executemany(q.RESTORE_JOB, job_rows)
+            conn.executemany(q.RESTORE_ATTEMPT, attempt_rows)
+            for ns, queue, task in sorted({(j.namespace, j.queue, j.task) for j in records}):
+                conn.execute(q.REGISTER_QUEUE, (ns, queue))
+                conn.execute(q.REGISTER_QUEUE_TASK, (queue, task, ns))
+            return any(j.status is JobStatus.PENDING for j in records)
+
+        await self._write(run, bool)
+        return [j for j in [await self.get_job(j.id) for j in records] if j is not None]
 
     async def delete_user_data(self, user_id: str) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -354,3 +437,27 @@ def _zero_counts() -> dict[str, int]:
 
 def _always(_: object) -> bool:
     return True
+
+
+def _stored_values(value: Any, fields: Sequence[FieldSpec]) -> tuple[Any, ...]:
+    """A Job's or Attempt's stored fields as statement parameters in codec order, kept as this store keeps each
+    kind (times in integer microseconds, JSON as text: a job's payload exactly as it was given)."""
+    out: list[Any] = []
+    for f in fields:
+        v = getattr(value, f.name)
+        if f.name == "payload":  # NOT NULL: a None payload is the JSON text null
+            text = getattr(value, "payload_json", None)
+            out.append(text if text is not None else dumps(v))
+        elif v is None:
+            out.append(None)
+        elif f.kind == "json":
+            out.append(dumps(v))
+        elif f.kind == "time":
+            out.append(to_us(v))
+        elif f.kind in ("status", "outcome"):
+            out.append(v.value)
+        elif f.kind == "bool":
+            out.append(1 if v else 0)
+        else:
+            out.append(v)
+    return tuple(out)

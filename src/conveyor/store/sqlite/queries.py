@@ -270,9 +270,40 @@ SELECT_JOB = f"SELECT {JOB_JSON}, payload FROM conveyor_jobs WHERE id = ?"
 LIST_JOBS = f"""
 SELECT {JOB_JSON}, payload FROM conveyor_jobs
 {{where}}
-ORDER BY created DESC, id DESC
+ORDER BY {{order}}
 LIMIT :limit OFFSET :offset
 """
+
+# Store.list_jobs: each filter's condition (joined with AND; `scheduled`/`retrying` as `NOT (...)` when False).
+LIST_FILTERS = {
+    "namespace": "namespace = :namespace",
+    "queue": "queue = :queue",
+    "task": "task = :task",
+    "status": "status = :status",
+    "user_id": "user_id = :user_id",
+    "ids": "id IN (SELECT value FROM json_each(:ids))",
+    "scheduled": "(status = 'pending' AND run_at > :now AND attempts = 0)",
+    "retrying": "(status = 'pending' AND attempts > 0)",
+    # a prefix of the id is a range of the primary key; a suffix a LIKE (the UI shows ids by their end)
+    "id_fragment": "((id >= :id_lo AND id < :id_hi) OR id LIKE :id_suffix)",
+    "q": "payload LIKE :q ESCAPE '\\'",
+    "path": "(payload -> :path) IN (SELECT value FROM json_each(:path_values))",
+    "queue_contains": "queue LIKE :queue_contains ESCAPE '\\'",
+    "task_contains": "task LIKE :task_contains ESCAPE '\\'",
+}
+
+# The keyset seek by the sort's direction: a row-value comparison on (column, id), which the (created, id) index
+# answers as a range. finished_at lists unfinished jobs last (NULLS LAST).
+KEYSET_AFTER = {False: "({col}, id) > (:after_value, :after_id)", True: "({col}, id) < (:after_value, :after_id)"}
+KEYSET_AFTER_NULLABLE = {
+    False: "(({col}, id) > (:after_value, :after_id) OR {col} IS NULL)",
+    True: "(({col}, id) < (:after_value, :after_id) OR {col} IS NULL)",
+}
+KEYSET_AFTER_NULL = {False: "({col} IS NULL AND id > :after_id)", True: "({col} IS NULL AND id < :after_id)"}
+# NULLS LAST only where a column can be NULL (finished_at): on the others it would keep the planner from walking
+# the (created, id) index backwards, and every page would sort the whole match.
+ORDER = {False: "{col} ASC, id ASC", True: "{col} DESC, id DESC"}
+ORDER_NULLABLE = {False: "{col} ASC NULLS LAST, id ASC", True: "{col} DESC NULLS LAST, id DESC"}
 
 COUNT_JOBS = "SELECT COUNT(*) FROM conveyor_jobs {where}"
 
@@ -458,3 +489,27 @@ ORDER BY name
 """
 
 DATABASE_LIST = "PRAGMA database_list"
+
+
+def list_where(conditions: Sequence[str]) -> str:
+    """`WHERE a AND b` from list conditions (empty when none)."""
+    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+
+# ---- restore (Store.restore_jobs) -----------------------------------------------------------------------------
+
+RESTORE_TAKEN = "SELECT id FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+
+RESTORE_UNIQUE_HOLDER = """
+SELECT id FROM conveyor_jobs WHERE namespace = ? AND unique_key = ? AND status IN ('pending', 'processing')
+"""
+
+# every stored field in codec order; the lane triggers set `eligible` (serial_key is generated)
+RESTORE_JOB = (
+    f"INSERT INTO conveyor_jobs ({', '.join(column_names(STORED_JOB_FIELDS))}) "
+    f"VALUES ({', '.join('?' for _ in STORED_JOB_FIELDS)})"
+)
+
+RESTORE_ATTEMPT = (
+    f"INSERT INTO conveyor_attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' for _ in STORED_ATTEMPT_FIELDS)})"
+)
