@@ -290,14 +290,6 @@ class Conveyor:
     async def _on_home(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await self.runtime.on_home(factory)
 
-    # Transitional, for conveyor.worker until it takes the runtime (issue 12): the loop plumbing moved there.
-    @property
-    def _home(self) -> asyncio.AbstractEventLoop | None:
-        return self.runtime.home
-
-    async def _ensure_open(self) -> None:
-        await self.runtime.ensure_open()
-
     async def aopen(self) -> None:
         await self.runtime.on_home(_noop)
 

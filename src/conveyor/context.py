@@ -74,26 +74,6 @@ class JobContext:
         from a handler. Typed loosely because the core sits below the public facade and does not import it."""
         return self.runtime.app if self.runtime is not None else None
 
-    # Transitional, for conveyor.worker until it uses the public names (issue 12).
-    @property
-    def _task(self) -> asyncio.Task[None] | None:
-        return self.run_task
-
-    @_task.setter
-    def _task(self, task: asyncio.Task[None] | None) -> None:
-        self.run_task = task
-
-    @property
-    def _deadline(self) -> float:
-        return self.deadline
-
-    @_deadline.setter
-    def _deadline(self, value: float) -> None:
-        self.deadline = value
-
-    def _request_cancel(self, reason: str) -> bool:
-        return self.request_cancel(reason)
-
     # ---- what the handler reads ----------------------------------------------------------------------------
 
     @property

@@ -16,20 +16,19 @@ Per-job overhead is kept small: one context object, one task, no store round tri
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Unpack
 
+from conveyor.runtime import SupportsRuntime
+from conveyor.tasks import WorkerOptions
 from conveyor.worker.completer import MAX_FLUSH
 from conveyor.worker.executor import FAST_JOB
 from conveyor.worker.lifecycle import Worker
 from conveyor.worker.producer import BUFFER_WAIT
 from conveyor.worker.signals import Signal
 
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
-
 __all__ = ["BUFFER_WAIT", "FAST_JOB", "MAX_FLUSH", "Signal", "Worker", "run"]
 
 
-def run(app: Conveyor, **options: Any) -> None:
+def run(app: SupportsRuntime, **options: Unpack[WorkerOptions]) -> None:
     """Run a worker in the foreground (convenience for scripts): `conveyor.worker.run(app, concurrency=20)`."""
-    app.run_worker(**options)
+    app.runtime.app.run_worker(**options)  # the facade's run_worker: signals, the portal loop of a sync app

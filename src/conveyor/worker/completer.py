@@ -99,7 +99,7 @@ class Completer:
                     self.outage.recovered()
                 del self.pending[: len(batch)]
                 self.reported += len(batch)
-                events = self.settings.app.events
+                events = self.settings.runtime.events
                 publish = events.publish_run if events.is_observed(ignore=self.listener) else None
                 refused: list[tuple[Finish, Job]] = []
                 for (finish, job), ok in zip(batch, applied, strict=False):

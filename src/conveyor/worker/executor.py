@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from conveyor.context import JobContext
 from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_TIMEOUT, execute, overrun
+from conveyor.isolation import ProcessPool, is_isolated, isolated_handlers
 from conveyor.model import Job
 from conveyor.worker.completer import Completer
 from conveyor.worker.state import RunState, WorkerSettings
 
 if TYPE_CHECKING:
-    from conveyor.isolation import ProcessPool
     from conveyor.tasks import TaskSpec
 
 log = logging.getLogger("conveyor.worker")
@@ -71,8 +71,6 @@ class Executor:
     async def start_pool(self) -> None:
         """Start the child processes of process-isolated tasks (one per slot) before claiming anything; a handler
         that no child could import fails the start with a clear error instead of every job that uses it."""
-        from conveyor.isolation import ProcessPool, isolated_handlers
-
         settings = self.settings
         handlers = isolated_handlers(settings.specs, settings.isolation)
         if handlers:
@@ -95,8 +93,6 @@ class Executor:
 
     def isolated(self, spec: TaskSpec | None) -> bool:
         """Whether `spec`'s handler runs in a child process here."""
-        from conveyor.isolation import is_isolated
-
         return self.process_pool is not None and is_isolated(spec, self.settings.isolation)
 
     # ---- running -------------------------------------------------------------------------------------------
@@ -106,14 +102,14 @@ class Executor:
         loop = self.state.loop
         assert loop is not None
         settings = self.settings
-        ctx = JobContext(job, settings.app, settings.worker_id)
+        ctx = JobContext(job, settings.runtime, settings.worker_id)
         spec = settings.specs.get(job.task)
         if spec is not None:
-            ctx._deadline = loop.time() + spec.timeout
+            ctx.deadline = loop.time() + spec.timeout
             if spec.timeout < self._min_timeout:
                 self._set_watch_tick(spec.timeout)
         self.running[job.id] = ctx
-        ctx._task = loop.create_task(self._run_job(job, ctx, spec))
+        ctx.run_task = loop.create_task(self._run_job(job, ctx, spec))
 
     def _set_watch_tick(self, timeout: float) -> None:
         """Deadlines are checked every timeout/20 (≥ 10 ms, ≤ 0.5 s): a job overruns by at most ~5 %."""
@@ -123,18 +119,18 @@ class Executor:
     async def _run_job(self, job: Job, ctx: JobContext, spec: TaskSpec | None) -> None:
         loop = self.state.loop
         assert loop is not None
-        app = self.settings.app
+        runtime = self.settings.runtime
         began = loop.time()
         try:
             pool = self.process_pool if self.isolated(spec) else None
-            execution = await execute(app, job, ctx, self._threads, spec, enforce_timeout=False, pool=pool)
+            execution = await execute(runtime, job, ctx, self._threads, spec, enforce_timeout=False, pool=pool)
         except BaseException as exc:  # execute classifies everything; this is a last line of defence
             log.exception("internal error running job %s: %s", job.id, exc)
             self._job_done(job)
             return
         self.avg_run += (loop.time() - began - self.avg_run) * 0.2
         self._job_done(job)
-        task = ctx._task
+        task = ctx.run_task
         if task is not None and task.cancelling():
             task.uncancel()
         finish = execution.finish
@@ -146,7 +142,7 @@ class Executor:
         if execution.committed:
             self.committed += 1
             if execution.applied and finish.attempt is not None:
-                app.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+                runtime.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
             elif not execution.applied:
                 self.completer.log_refused([(finish, job)])
             return
@@ -161,7 +157,7 @@ class Executor:
     def check_deadlines(self, now: float) -> None:
         """Stop jobs past their task timeout (`now`: the loop's time); called by the watchdog every `watch_tick`."""
         for ctx in list(self.running.values()):
-            if 0 < ctx._deadline <= now and ctx.cancel_reason is None:
+            if 0 < ctx.deadline <= now and ctx.cancel_reason is None:
                 log.warning("job %s (%s): exceeded its timeout; stopping it", ctx.job.id, ctx.job.task)
                 self.stop_job(ctx, REASON_TIMEOUT)
 
@@ -170,9 +166,9 @@ class Executor:
         try is reported once the child is gone). A sync handler in a thread cannot be stopped: it sees
         `ctx.cancelled`; on a cancel request or a timeout the worker keeps waiting for it (and keeps its lease, so
         its retry cannot start beside it); on a shutdown or a lost lease it stops waiting."""
-        first = ctx._request_cancel(reason)
+        first = ctx.request_cancel(reason)
         spec = self.settings.specs.get(ctx.job.task)
-        task = ctx._task
+        task = ctx.run_task
         if task is None or task.done():
             return
         if self.isolated(spec):
@@ -184,7 +180,7 @@ class Executor:
             task.cancel()
         elif reason == REASON_TIMEOUT:
             assert self.state.loop is not None
-            self.state.loop.create_task(overrun(self.settings.app, ctx.job, spec))
+            self.state.loop.create_task(overrun(self.settings.runtime, ctx.job, spec))
         elif reason != REASON_CANCEL:
             task.cancel()  # shutdown past its grace, or lost lease: stop waiting for the thread
 
@@ -206,12 +202,12 @@ class Executor:
         if pool is None:
             return
         for ctx in self.running.values():
-            if self.isolated(self.settings.specs.get(ctx.job.task)) and ctx._request_cancel(reason):
+            if self.isolated(self.settings.specs.get(ctx.job.task)) and ctx.request_cancel(reason):
                 pool.notify_stop(ctx.job.id, reason)
 
     async def drain(self, reason: str) -> None:
         """At shutdown: let the running jobs finish within the grace period (none if forced), then stop them."""
-        tasks = [ctx._task for ctx in self.running.values() if ctx._task is not None]
+        tasks = [ctx.run_task for ctx in self.running.values() if ctx.run_task is not None]
         if not tasks:
             return
         grace = self.settings.grace_period

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.events import Event
 from conveyor.execution import REASON_SHUTDOWN
+from conveyor.maintenance import elected_services
 from conveyor.model import DEFAULT_QUEUE
+from conveyor.runtime import SupportsRuntime
+from conveyor.tasks import TaskSpec, validate_isolation
 from conveyor.version import __version__
 from conveyor.webhooks import acquire_dispatcher, register_webhook_task, release_dispatcher
 from conveyor.worker.completer import Completer
@@ -31,9 +34,7 @@ from conveyor.worker.signals import Signal, install_signal_handlers, remove_sign
 from conveyor.worker.state import RunState
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
     from conveyor.maintenance import Elected
-    from conveyor.tasks import TaskSpec
 
 log = logging.getLogger("conveyor.worker")
 
@@ -47,7 +48,7 @@ class Worker:
 
     def __init__(
         self,
-        app: Conveyor,
+        app: SupportsRuntime,
         *,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
         namespaces: Sequence[str] | None = None,
@@ -65,8 +66,6 @@ class Worker:
         leader_lease: float | None = None,
         isolation: str = "thread",
     ) -> None:
-        from conveyor.isolation import validate_isolation
-
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
         validate_isolation(isolation)
@@ -75,20 +74,22 @@ class Worker:
         (child processes the worker kills on timeout or cancel; see conveyor/isolation.py)."""
         if isinstance(queues, str):
             queues = [queues]
-        self.app = app
-        self.store = app.store
+        runtime = self.runtime = app.runtime
+        """The core the worker stands on (store, task registry, event bus, home loop): `Worker(app)` takes an app
+        or anything else with a runtime."""
+        self.store = runtime.store
         self.queues: list[str] = list(queues) or [DEFAULT_QUEUE]
         self.namespaces: list[str] | None = list(namespaces) if namespaces is not None else None
-        self.tasks: tuple[str, ...] = tuple(app.tasks)
+        self.tasks: tuple[str, ...] = tuple(runtime.tasks)
         """The task names this worker claims: those registered on the app when it starts running."""
-        self.specs: dict[str, TaskSpec] = app.tasks
+        self.specs: dict[str, TaskSpec] = runtime.tasks
         self.concurrency = concurrency
         self.batch_size = max(1, batch_size or concurrency)
         self.prefetch = 3 * self.batch_size if prefetch is None else max(0, prefetch)
         self.buffer_wait = BUFFER_WAIT
         self.poll_interval = poll_interval
         if lease is None:
-            lease = app.lease
+            lease = runtime.lease
         self.lease: timedelta = lease if isinstance(lease, timedelta) else timedelta(seconds=lease)
         self.grace_period = grace_period
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -106,7 +107,7 @@ class Worker:
         self.stopped = Signal()
         self.leading: set[str] = set()
         """The maintenance roles this worker holds now ("maintenance", "scheduler")."""
-        register_webhook_task(app)  # every worker delivers its namespaces' webhooks (conveyor.webhooks)
+        register_webhook_task(runtime)  # every worker delivers its namespaces' webhooks (conveyor.webhooks)
 
         self.state = RunState()
         self.outage = Outage()
@@ -211,14 +212,14 @@ class Worker:
         The worker runs on the app's home loop (the loop its store's connections belong to); awaited from another
         loop, it is carried there and this call waits for it."""
         here = asyncio.get_running_loop()
-        home = self.app._home
+        home = self.runtime.home
         if home is not None and home is not here and home.is_running():
-            await self.app._on_home(self.run)
+            await self.runtime.on_home(self.run)
             return
         if self._ran:
             raise RuntimeError("a Worker runs once; create a new Worker to run again")
         self._ran = True
-        self.tasks = tuple(self.app.tasks)
+        self.tasks = tuple(self.runtime.tasks)
         state = self.state
         loop = here
         state.start(loop)
@@ -226,7 +227,7 @@ class Worker:
         self.executor.start()
         self.producer.buffer = {}
         signals = install_signal_handlers(loop, self._on_signal) if self.install_signal_handlers else []
-        self.app.events.add_listener(self._listener)
+        self.runtime.events.add_listener(self._listener)
         background: list[asyncio.Task[None]] = []
         dispatching = False
         try:
@@ -238,7 +239,7 @@ class Worker:
             background.append(loop.create_task(self._watchdog_loop(), name="conveyor-watchdog"))
             if self.maintenance:
                 self._start_services()
-            acquire_dispatcher(self.app)
+            acquire_dispatcher(self.runtime)
             dispatching = True
             if state.stop_requested:
                 self._begin_shutdown()
@@ -263,10 +264,10 @@ class Worker:
             await self._stop_services()
             await self.executor.close_pool()
             if dispatching:
-                await release_dispatcher(self.app)
+                await release_dispatcher(self.runtime)
             state.closed = True
             self.producer.cancel_timer()
-            self.app.events.remove_listener(self._listener)
+            self.runtime.events.remove_listener(self._listener)
             remove_signal_handlers(loop, signals)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.store.unregister_worker(self.worker_id), 5.0)
@@ -282,7 +283,7 @@ class Worker:
             if self.state.stop_requested:
                 return False
             try:
-                await self.app._ensure_open()
+                await self.runtime.ensure_open()
                 await self.heartbeat.register()
                 self.outage.recovered()
                 return True
@@ -324,10 +325,8 @@ class Worker:
     def _start_services(self) -> None:
         """Campaign for the maintenance roles: this worker runs the rescuer, pruner and scheduler only while the
         store has elected it (maintenance/leader.py), so a fleet of workers runs one of each."""
-        from conveyor.maintenance import elected_services
-
         self._services = elected_services(
-            self.app,
+            self.runtime,
             candidate=self.worker_id,
             ttl=self.leader_lease,
             rescue_interval=self.rescue_interval,

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.runtime import Runtime
     from conveyor.store.base import Store
     from conveyor.tasks import TaskSpec
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class WorkerSettings(Protocol):
     """The worker's configuration, as its parts read it (`Worker` provides it)."""
 
-    app: Conveyor
+    runtime: Runtime
     store: Store
     worker_id: str
     queues: list[str]
