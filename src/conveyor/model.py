@@ -345,7 +345,7 @@ class NewJob:
                     raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
                 if value is not None:
                     check_text(value, name)
-        if type(payload) is RawJSON:
+        if isinstance(payload, RawJSON):  # RawJSON, or CheckedJSON (checked and encoded by the caller)
             payload, payload_json = payload.decode(max_payload_bytes), payload.stored_text
         else:
             payload_json = encode_payload(payload, max_payload_bytes)
@@ -469,6 +469,28 @@ def _encode_json(payload: JSON) -> str:
     except BaseException:
         _c_encoder = _make_c_encoder()  # a failed run can leave entries in its circular-reference markers
         raise
+
+
+class CheckedJSON(RawJSON):
+    """A payload already checked and encoded by its caller, handed over with its text so enqueue does not encode
+    it again: the HTTP API parses a request once, checks and encodes its payload once (to answer 400/413 before any
+    store call), and enqueues this. Build one with `CheckedJSON.encode(value)`; the text is the canonical encoding,
+    not the caller's spelling (for that, use `RawJSON`)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: JSON, text: str) -> None:
+        super().__init__(text)
+        self.value = value
+
+    @classmethod
+    def encode(cls, value: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> CheckedJSON:
+        """Check and encode `value` once (the checks of `encode_payload`: JSON only, no NUL or lone surrogate,
+        within `max_bytes`)."""
+        return cls(value, encode_payload(value, max_bytes))
+
+    def decode(self, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JSON:
+        return self.value
 
 
 def encode_payload(payload: JSON, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:

@@ -25,13 +25,13 @@ from conveyor.errors import ConveyorError, JobNotFound, StoreUnavailable, Valida
 from conveyor.model import (
     JSON,
     Attempt,
+    CheckedJSON,
     Job,
     JobStatus,
     Namespace,
     QueueInfo,
     WorkerInfo,
     check_json_text,
-    encode_payload,
     is_reserved_task,
 )
 
@@ -171,14 +171,15 @@ def fix_openapi_errors(schema: dict[str, Any]) -> dict[str, Any]:
 # ---- input checks shared by the routes ------------------------------------------------------------------------
 
 
-def check_payload(payload: Any, max_bytes: int, field: str = "payload") -> None:
-    """Refuse a non-JSON or oversize payload with its own status (413) and field name, before any store call."""
+def check_payload(payload: Any, max_bytes: int, field: str = "payload") -> CheckedJSON:
+    """Refuse a non-JSON or oversize payload with its own status (413) and field name, before any store call, and
+    hand back the payload with its encoding, which enqueue keeps: a request's payload is encoded once. (The encoder
+    refuses NUL and lone surrogates too, on every store alike.)"""
     try:
-        encode_payload(payload, max_bytes)
+        return CheckedJSON.encode(payload, max_bytes)
     except ValidationError as exc:
         exc.field = field
         raise
-    reject_nul(payload, field)
 
 
 def check_job_id(job_id: str) -> str:

@@ -43,7 +43,7 @@ def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[s
         raise ValidationError("Topic is required", field=f"{where}topic")
     reject_nul(topic, f"{where}topic")
     try:
-        check_payload(body.payload, max_bytes, f"{where}payload")
+        payload = check_payload(body.payload, max_bytes, f"{where}payload")
     except PayloadTooLarge as exc:
         # PocketBase answers 400 "payload too large (max 1MB)" (its JobMaxPayloadSize check), not 413
         limit = "1MB" if max_bytes == 1 << 20 else f"{max_bytes} bytes"
@@ -56,7 +56,7 @@ def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[s
             options[name] = value
     if body.max_retries is not None and body.max_retries > 0:
         options["max_attempts"] = body.max_retries
-    return topic, body.payload, options
+    return topic, payload, options
 
 
 def _prefix_field(exc: ValidationError, where: str) -> ValidationError:

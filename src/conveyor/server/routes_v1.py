@@ -85,8 +85,7 @@ OffsetQ = Query(0, ge=0, le=MAX_INT_PARAMETER)
 
 def _job_options(body: NewJobBody, max_bytes: int) -> dict[str, Any]:
     reject_nul(body.task, "task")
-    check_payload(body.payload, max_bytes)
-    options: dict[str, Any] = {"task": body.task, "payload": body.payload}
+    options: dict[str, Any] = {"task": body.task, "payload": check_payload(body.payload, max_bytes)}
     for name in (
         "namespace",
         "queue",
@@ -655,8 +654,8 @@ async def push_user_jobs(
     specs: list[dict[str, Any]] = []
     for index, entry in enumerate(body.jobs):
         reject_nul(entry.task, f"jobs.{index}.task")
-        check_payload(entry.payload, ctx.app.max_payload_bytes, f"jobs.{index}.payload")
-        spec: dict[str, Any] = {"task": entry.task, "payload": entry.payload, "namespace": namespace, "user_id": uid}
+        payload = check_payload(entry.payload, ctx.app.max_payload_bytes, f"jobs.{index}.payload")
+        spec: dict[str, Any] = {"task": entry.task, "payload": payload, "namespace": namespace, "user_id": uid}
         for name in ("queue", "priority", "delay", "max_attempts", "unique_key"):
             value = getattr(entry, name)
             if value is not None:
