@@ -48,6 +48,8 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
   `pending` when attempts < max_attempts, else to `failed` (last_error set). A rescued job keeps its `run_at`, and
   so its place in the claim order: it runs again as soon as a claim reaches it, not behind the whole backlog that
   arrived while it ran. The same holds for a graceful hand-back (`Finish(release=True)` without run_at).
+  `next_lease_expiry` says, by the store's clock, when the earliest lease of a processing job runs out, so the
+  rescuer can act then rather than poll.
 * **Wake-ups.** After a successful enqueue the store wakes waiters in this process at once (`wait_for_jobs`)
   and, where the backend can, in other processes (NOTIFY, Redis lists/pub-sub); otherwise waiters poll. Jobs
   stored for later (a future `run_at`) wake waiters too, hand-off or not: a woken worker asks `next_due` again,
@@ -456,6 +458,15 @@ class Store(abc.ABC):
     async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
         """Give back jobs whose lease expired, keeping their run_at (see module doc). Returns the jobs after the
         change."""
+
+    @abc.abstractmethod
+    async def next_lease_expiry(self) -> float | None:
+        """Seconds from now, by the store's clock, until the earliest lease of a processing job expires (≤ 0: one
+        has expired, and `rescue` takes it now); None when no job is processing.
+
+        Why: the elected rescuer arms a timer to it, so a killed worker's jobs go back to the queue when their lease
+        runs out, not up to a rescue interval later (recovery within 1.5 leases, issue 9). By the store's clock, the
+        one `rescue` compares leases with, so a leader whose clock is off still rescues on time."""
 
     @abc.abstractmethod
     async def prune(

@@ -431,6 +431,18 @@ class MemoryStore(MemoryAdmin):
             d.waker.notify()
         return out
 
+    async def next_lease_expiry(self) -> float | None:
+        d = self._data
+        with d.lock:
+            now = utcnow()
+            expiries = [
+                rec.lease_expires_at
+                for ids in d.processing.values()
+                for rec in (d.jobs[i] for i in ids)
+                if rec.lease_expires_at is not None
+            ]
+            return None if not expiries else (min(expiries) - now).total_seconds()
+
     async def prune(
         self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
     ) -> int:

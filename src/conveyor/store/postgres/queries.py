@@ -492,6 +492,14 @@ WHERE a.outcome = 'lost'
 
 # ---- maintenance ------------------------------------------------------------------------------------------------
 
+# The earliest lease of a processing job (Store.next_lease_expiry), by the clock RESCUE compares with: a scan of the
+# few processing rows through the partial index jobs_running.
+NEXT_LEASE_EXPIRY = """
+SELECT extract(epoch FROM min(j.lease_expires_at) - statement_timestamp())::float8
+FROM {schema}.jobs j
+WHERE j.status = 'processing'
+"""
+
 RESCUE = """
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, statement_timestamp()) AS now

@@ -487,6 +487,10 @@ class PostgresStore(PgHandOff):
             self._waker.notify()
         return jobs
 
+    async def next_lease_expiry(self) -> float | None:
+        row = await self._one(self._q.NEXT_LEASE_EXPIRY, {})
+        return None if row is None or row[0] is None else float(row[0])
+
     async def prune(
         self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
     ) -> int:

@@ -138,6 +138,7 @@ SCRIPTS = (
     "heartbeat",
     "finish",
     "rescue",
+    "next_lease_expiry",
     "cancel",
     "requeue",
     "delete",

@@ -480,6 +480,10 @@ class RedisStore(RedisAdmin):
             self._waker.notify()
         return jobs
 
+    async def next_lease_expiry(self) -> float | None:
+        reply: str = await self._run("next_lease_expiry", [])
+        return None if reply == "" else int(reply) / 1e6
+
     async def prune(
         self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
     ) -> int:

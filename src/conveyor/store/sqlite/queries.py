@@ -241,6 +241,12 @@ ORDER BY lease_expires_at, id
 LIMIT ?
 """
 
+# The earliest lease of a processing job (Store.next_lease_expiry): a scan of the few processing rows.
+NEXT_LEASE_EXPIRY = """
+SELECT min(lease_expires_at) FROM conveyor_jobs INDEXED BY conveyor_jobs_processing
+WHERE status = 'processing'
+"""
+
 # A rescued job keeps its run_at: it goes back to its place in the claim order, not behind the backlog.
 RESCUE = f"""
 UPDATE conveyor_jobs

@@ -596,6 +596,13 @@ class SQLiteStore(SQLiteAdmin):
 
         return await self._write(run, _any_pending)
 
+    async def next_lease_expiry(self) -> float | None:
+        def run(conn: sqlite3.Connection) -> float | None:
+            (first,) = conn.execute(q.NEXT_LEASE_EXPIRY).fetchone()
+            return None if first is None else (first - clock_us()) / 1e6
+
+        return await self._read(run, snapshot=True)
+
     async def prune(
         self, completed_before: datetime, failed_before: datetime, limit: int = 10_000, *, namespace: str | None = None
     ) -> int:
