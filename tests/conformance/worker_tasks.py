@@ -1,6 +1,7 @@
 """Tasks and a worker entry point for the multi-process worker conformance tests.
 
     python -m tests.conformance.worker_tasks URL [--concurrency N] [--lease S] [--grace S] [--ready FILE]
+                                                [--queues A,B]
 
 runs a standard Worker (signal handlers on: SIGTERM/SIGINT shut it down gracefully) with the tasks below, and
 touches the ready file once it is claiming. Side effects are lines appended (O_APPEND, one write per line, so
@@ -52,6 +53,14 @@ def register(app: Conveyor) -> None:
         append_line(payload["log"], f"done {ctx.try_number} {os.getpid()}")
         return f"completed by {os.getpid()}"
 
+    @app.task("hold_first")
+    async def hold_first(payload: dict[str, Any], ctx: JobContext) -> str:
+        """Like block_once, with the time of each start (the recovery test measures kill -> rerun)."""
+        append_line(payload["log"], f"start {ctx.try_number} {os.getpid()} {time.time():.6f}")
+        if ctx.try_number == 1:
+            await asyncio.sleep(600)
+        return f"completed by {os.getpid()}"
+
     @app.task("cron_tick")
     def cron_tick(payload: dict[str, Any], ctx: JobContext) -> str:
         """A cron occurrence ran (the occurrence is in the job's id; the leader test counts these lines)."""
@@ -83,6 +92,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--poll", type=float, default=0.2)
     parser.add_argument("--ready")
+    parser.add_argument("--queues", default="default", help="comma-separated queues to claim from")
     parser.add_argument("--cron-log", help="register an @every 1s cron whose jobs append to this file")
     parser.add_argument("--leader-log", help="append 'lead|stop ROLE PID TIME' when this process's roles change")
     args = parser.parse_args(argv)
@@ -93,6 +103,7 @@ async def main(argv: list[str] | None = None) -> None:
         app.cron("@every 1s", "cron_tick", {"log": args.cron_log}, name="tick")
     worker = Worker(
         app,
+        queues=args.queues.split(","),
         concurrency=args.concurrency,
         grace_period=args.grace,
         poll_interval=args.poll,

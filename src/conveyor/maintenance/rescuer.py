@@ -1,7 +1,13 @@
 """The rescuer: jobs whose worker stopped heartbeating (killed, frozen, partitioned) go back to the queue.
 
-The store records the lost try (status code 0) and re-queues or dead-letters the job atomically; running it every
-lease/2 bounds the time a crashed worker's job waits to about 1.5 leases."""
+The store records the lost try (status code 0) and re-queues or dead-letters the job atomically. When to look: after
+each rescue the store says when the earliest lease of a processing job runs out (`Store.next_lease_expiry`, by its
+own clock) and the rescuer sleeps until then, never longer than `interval` (lease/2; a job claimed meanwhile under a
+shorter lease than the rest is still found within it). A killed worker's job is therefore given back when its lease
+expires — at most one lease after the kill, not up to half a lease later at the next periodic tick — and a newly
+elected leader rescues at once (a Service ticks when it starts). With the election lease a third of the job lease
+(worker/lifecycle.py), a kill of the leader costs at most that third: recovery within about 1.33 leases, whatever
+process was killed (issue 9)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.maintenance")
 
+LATE = 0.01
+"""Seconds the rescuer wakes after the earliest lease runs out: a hair late rather than early, so `rescue` finds it
+expired."""
+MIN_RETRY = 0.01
+"""Seconds before looking again at a lease that has expired but was not rescued (a row locked by a finish or a
+heartbeat in flight, which decides it); doubled on each repeat, up to `interval`, so nothing spins."""
+
 
 class Rescuer(Service):
     name = "rescuer"
@@ -24,8 +37,13 @@ class Rescuer(Service):
         self.runtime = app.runtime
         self.limit = limit
         self.rescued = 0
+        self.next_expiry: float | None = None
+        """Seconds until the earliest lease ran out, as the store said after the last tick (None: no job was
+        processing, or the store could not be asked)."""
+        self._stale = 0  # consecutive ticks that found an expired lease they could not rescue
 
     async def tick(self) -> None:
+        self.next_expiry = None
         while True:
             jobs = await self.runtime.store.rescue(limit=self.limit)
             if jobs:
@@ -36,4 +54,18 @@ class Rescuer(Service):
                     ", ".join(f"{j.id} ({j.task}) → {j.status.value}" for j in jobs[:10]),
                 )
             if len(jobs) < self.limit:
-                return
+                break
+        self.next_expiry = await self.runtime.store.next_lease_expiry()
+
+    def next_delay(self) -> float:
+        """Until the earliest lease runs out, at most the (jittered) interval."""
+        periodic = super().next_delay()
+        left = self.next_expiry
+        if left is None:
+            self._stale = 0
+            return periodic
+        if left <= 0:
+            self._stale += 1
+            return min(periodic, MIN_RETRY * 2.0 ** min(self._stale, 20))
+        self._stale = 0
+        return min(periodic, left + LATE)
