@@ -14,8 +14,8 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from conveyor.events import Event
 from conveyor.execution import REASON_SHUTDOWN
@@ -123,7 +123,7 @@ class Worker:
         self._ran = False
 
     # The completer and the executor reach the producer through these (it is built after them).
-    def _wake_at(self, when: Any) -> bool:
+    def _wake_at(self, when: datetime) -> bool:
         return self.producer.wake_at(when)
 
     def _wake_soon(self) -> None:
