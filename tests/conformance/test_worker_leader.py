@@ -6,7 +6,7 @@ maintenance roles; the test kill -9s the leader and checks:
 * one leader at a time: every process logs when it takes and gives up a role (its own clock: one machine), and no
   two of those intervals overlap for a role — the killed leader's ends at the kill;
 * the store's record (`leaders()`, sampled every 50 ms) never names a dead process for longer than one lease, and a
-  new leader is elected within one lease of the kill;
+  new leader is elected within one lease of the kill (measured by the time the new leader logs taking office);
 * cron fired exactly once per occurrence, without a gap at the fail-over: each occurrence's job id carries its
   time, and the store refuses a second job for one occurrence (test_store_enqueue).
 """
@@ -84,8 +84,7 @@ async def test_one_leader_at_a_time_and_a_new_one_within_a_lease_after_kill_9(ap
                 return None
             return now
 
-        await wait_until(replaced, timeout=3 * LEASE, interval=0.02)
-        failover = time.time() - killed_at
+        await wait_until(replaced, timeout=5 * LEASE, interval=0.02)
         workers = await app.alist_workers()  # operators see who leads
         assert any(w.leader_of for w in workers), workers
         await asyncio.sleep(3.0)  # cron goes on under the new leader
@@ -95,7 +94,6 @@ async def test_one_leader_at_a_time_and_a_new_one_within_a_lease_after_kill_9(ap
         codes = [stop_process(p) for p in procs if p.pid != killed_pid]
         stop_process(by_pid[killed_pid], signal.SIGKILL) if killed_pid else None
     assert codes == [0] * (WORKERS - 1), codes
-    assert failover <= LEASE + 0.75, f"no new leader {failover:.2f}s after the kill (lease {LEASE}s)"
 
     # One leader at a time, by each process's own account.
     spans: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
@@ -114,6 +112,18 @@ async def test_one_leader_at_a_time_and_a_new_one_within_a_lease_after_kill_9(ap
         for (_, end, a), (start, _, b) in itertools.pairwise(intervals):
             assert start >= end, f"{role}: {b} led from {start} while {a} led until {end}"
     assert {pid for _, _, pid in spans["maintenance"]} - {killed_pid}, "nobody took over"
+
+    # A new leader within one lease of the kill, by the time the new leader logged taking office (not when this
+    # test's own polling of the store, slow on a loaded machine, happened to see it).
+    for role, intervals in spans.items():
+        ends = [i for i, (_, end, pid) in enumerate(intervals) if pid == killed_pid and end == killed_at]
+        if not ends:
+            continue  # the killed process did not hold this role when it died
+        (held,) = ends
+        assert held + 1 < len(intervals), f"{role}: nobody took over"
+        failover = intervals[held + 1][0] - killed_at
+        assert failover <= LEASE + 0.5, f"{role}: no new leader {failover:.2f}s after the kill (lease {LEASE}s)"
+    assert killed_at in {end for _, end, _ in spans["maintenance"]}, "the killed process held maintenance"
 
     # The store's record named the dead process no longer than one lease after the kill.
     stale = [t for t, roles in samples if any(_pid(h) == killed_pid for h in roles.values())]

@@ -5,9 +5,9 @@ each rescue the store says when the earliest lease of a processing job runs out 
 own clock) and the rescuer sleeps until then, never longer than `interval` (lease/2; a job claimed meanwhile under a
 shorter lease than the rest is still found within it). A killed worker's job is therefore given back when its lease
 expires — at most one lease after the kill, not up to half a lease later at the next periodic tick — and a newly
-elected leader rescues at once (a Service ticks when it starts). With the election lease a third of the job lease
-(worker/lifecycle.py), a kill of the leader costs at most that third: recovery within about 1.33 leases, whatever
-process was killed (issue 9)."""
+elected leader rescues at once (a Service ticks when it starts). The election lease is a third of the job lease (at
+least 2 s; worker/lifecycle.py), so a kill of the leader adds at most that: recovery within about 1.33 leases,
+whatever process was killed (issue 9)."""
 
 from __future__ import annotations
 

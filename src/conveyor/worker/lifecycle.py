@@ -351,11 +351,13 @@ class Worker:
 
 
 def default_leader_lease(lease: float) -> float:
-    """The election lease for a job lease of `lease` seconds: a third of it, at least 1 s (a shorter one would make
-    a leader on a loaded machine step down for a late renewal), never more than the job lease.
+    """The election lease for a job lease of `lease` seconds: a third of it, at least 2 s, never more than the job
+    lease. Why the floor: a leader stops acting at 90 % of its lease from its last renewal, so the other 10 % is
+    how long a stalled process (a loaded machine, a GC pause) may overrun unnoticed while another is elected; 0.2 s
+    is the least that margin should be.
 
     Why a third: a killed worker's job is rescued when its lease runs out, at most one lease after the kill — if a
     leader is there to do it. When the leader dies too, its successor is elected once the election lease lapses
     and rescues at once; so the election lease is what a kill of the leader adds to recovery: 1.33 leases at worst
     (issue 9's target is 1.5). The holder renews every third of it: three small writes per election lease."""
-    return min(lease, max(lease / 3, 1.0))
+    return min(lease, max(lease / 3, 2.0))
