@@ -128,6 +128,41 @@ async def test_rescuer_gives_back_expired_leases(app: Conveyor) -> None:
     assert [a.status_code for a in await app.aattempts(job.id)] == [0]
 
 
+class RescueOutageStore(MemoryStore):
+    """A real in-memory store whose `rescue` fails while `down` is set."""
+
+    down = False
+
+    async def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+        if self.down:
+            raise StoreUnavailable("injected outage")
+        return await super().rescue(now, limit)
+
+
+async def test_the_rescuer_tries_again_soon_after_a_failed_tick_not_an_interval_later() -> None:
+    url = f"memory://rescue-outage-{uuid.uuid4().hex}"
+    store = RescueOutageStore(url)
+    app = Conveyor(store=store)
+    rescuer = Rescuer(app, interval=30.0)
+    try:
+        job = await app.aenqueue("t")
+        await store.claim("dead-worker", ["default"], 1, timedelta(seconds=0.2))
+        store.down = True
+        rescuer.start()
+        await asyncio.sleep(0.5)  # ticks fail meanwhile; the lease runs out
+        store.down = False
+        back = asyncio.get_running_loop().time()
+        await wait_until(lambda: rescuer.rescued == 1, timeout=10)
+        took = asyncio.get_running_loop().time() - back
+        assert took <= 1.5, f"rescued {took:.2f}s after the store came back (interval 30 s)"
+        rescued = await app.aget_job(job.id)
+        assert rescued is not None and rescued.status is JobStatus.PENDING
+    finally:
+        await rescuer.stop()
+        await app.aclose()
+        MemoryStore.forget(url)
+
+
 async def test_pruner_applies_each_namespaces_own_retention(app: Conveyor) -> None:
     await app.aput_namespace(Namespace("keep", completed_retention=90 * 86400.0, failed_retention=10.0))
     await app.aput_namespace(Namespace("brief", completed_retention=0.0, failed_retention=0.0))
