@@ -19,7 +19,18 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.logsafe import install as _install_log_escaping
-from conveyor.model import Attempt, AttemptOutcome, Job, JobFilter, JobStatus, Namespace, RawJSON, Stats
+from conveyor.model import (
+    Attempt,
+    AttemptOutcome,
+    Job,
+    JobFilter,
+    JobStatus,
+    Namespace,
+    QueueSettings,
+    RateLimit,
+    RawJSON,
+    Stats,
+)
 from conveyor.tasks import EnqueueOptions, EnqueueSpec, RunResult, TaskSpec
 from conveyor.version import __version__
 from conveyor.worker import Worker
@@ -46,6 +57,8 @@ __all__ = [
     "Namespace",
     "NotFound",
     "PayloadTooLarge",
+    "QueueSettings",
+    "RateLimit",
     "RawJSON",
     "Retry",
     "RunResult",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, Unpack, overload
 from conveyor import enqueue as _enqueue
 from conveyor.backoff import Backoff
 from conveyor.cron import CronSchedule, make_schedule
-from conveyor.errors import NamespaceNotFound
+from conveyor.errors import NamespaceNotFound, ValidationError
 from conveyor.events import EventBus
 from conveyor.execution import run_user_job
 from conveyor.isolation import ProcessPool, isolated_handlers
@@ -32,20 +32,25 @@ from conveyor.model import (
     DEFAULT_QUEUE,
     DEFAULT_TIMEOUT,
     JSON,
+    KEEP,
     Attempt,
     Job,
     JobFilter,
     JobKey,
     JobSort,
     JobStatus,
+    Keep,
     Leadership,
     Namespace,
     NewJob,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
+    RateLimit,
     Stats,
     WorkerInfo,
+    check_queue_settings,
     validate_name,
     validate_namespace,
 )
@@ -465,9 +470,43 @@ class Conveyor:
         return await self._on_home(lambda: self.store.list_queues(namespace))
 
     async def apause_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE, *, paused: bool = True) -> None:
+        """Pause (or resume) a queue; its limits stay as they are (only the pause changes)."""
+        await self.aupdate_queue(queue, namespace, paused=paused)
+
+    async def aupdate_queue(
+        self,
+        queue: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        paused: bool | Keep = KEEP,
+        concurrency: int | Keep | None = KEEP,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        rate_burst: int | None = None,
+    ) -> QueueSettings:
+        """Change some of a queue's settings at runtime, keeping the others; returns the settings now stored.
+
+        `concurrency`: at most this many of the queue's jobs processing at once, across every worker (None: no
+        cap). `rate_limit`: at most N claims per period, across every worker — a `RateLimit` or text such as
+        "100/s", "10/m", "3/10s" (None: no limit); `rate_burst` is how many may start at once after an idle spell
+        (default: N). Settings not given are left as stored, so a pause never erases a limit. Workers apply a
+        change at their next claim; Run (GS2) ignores pauses and limits."""
         validate_name(queue, "queue")
         validate_name(namespace, "namespace")
-        await self._on_home(lambda: self.store.put_queue_settings(QueueSettings(namespace, queue, paused=paused)))
+        if isinstance(rate_limit, str):
+            rate_limit = RateLimit.parse(rate_limit, rate_burst)
+        elif rate_burst is not None:
+            if not isinstance(rate_limit, RateLimit):
+                raise ValidationError("rate_burst needs a rate_limit to go with it", field="rate_burst")
+            rate_limit = RateLimit(rate_limit.limit, rate_limit.period, rate_burst)
+        change = QueueChange(paused=paused, concurrency=concurrency, rate_limit=rate_limit)
+        check_queue_settings(change.apply(QueueSettings(namespace, queue)))
+        return await self._on_home(lambda: self.store.update_queue_settings(namespace, queue, change))
+
+    async def aget_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> QueueSettings:
+        """A queue's stored settings (the defaults when it has none)."""
+        validate_name(queue, "queue")
+        validate_name(namespace, "namespace")
+        return await self._on_home(lambda: self.store.get_queue_settings(namespace, queue))
 
     async def aresume_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
         await self.apause_queue(queue, namespace, paused=False)
@@ -625,6 +664,31 @@ class Conveyor:
 
     def resume_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._sync(lambda: self.aresume_queue(queue, namespace))
+
+    def update_queue(
+        self,
+        queue: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        paused: bool | Keep = KEEP,
+        concurrency: int | Keep | None = KEEP,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        rate_burst: int | None = None,
+    ) -> QueueSettings:
+        """Sync twin of `aupdate_queue`: e.g. `app.update_queue("emails", rate_limit="100/s", concurrency=20)`."""
+        return self._sync(
+            lambda: self.aupdate_queue(
+                queue,
+                namespace,
+                paused=paused,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                rate_burst=rate_burst,
+            )
+        )
+
+    def get_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> QueueSettings:
+        return self._sync(lambda: self.aget_queue(queue, namespace))
 
     def list_workers(self) -> list[WorkerInfo]:
         return self._sync(self.alist_workers)

@@ -48,7 +48,7 @@ from rich.table import Table
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.loops import run_async
-from conveyor.model import JSON
+from conveyor.model import DEFAULT_QUEUE, JSON
 from conveyor.store import isolated_url, open_store, store_class
 from conveyor.store.urls import redact
 from conveyor.version import __version__
@@ -76,6 +76,8 @@ class BenchConfig:
     token: str | None = None
     connections: int = 8
     keep: bool = False
+    queue_rate: str | None = None  # a rate limit on the bench queue (e.g. "1000000/s": set, but not binding)
+    queue_concurrency: int | None = None  # a concurrency cap on the bench queue
 
 
 # ---- isolated state ----------------------------------------------------------------------------------------------
@@ -389,6 +391,17 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
     results: dict[str, JSON] = {}
     try:
         await app.aopen()
+        if config.queue_rate is not None or config.queue_concurrency is not None:
+            # Limits on the measured queue (issue 13): with values that do not bind, what checking them costs.
+            settings = await app.aupdate_queue(
+                DEFAULT_QUEUE,
+                rate_limit=config.queue_rate,
+                concurrency=config.queue_concurrency,
+            )
+            results["queue_limits"] = {
+                "rate_limit": None if settings.rate_limit is None else str(settings.rate_limit),
+                "concurrency": settings.concurrency,
+            }
         await _phases(app, url, config, tracker, bar, results)
     finally:
         await app.aclose()

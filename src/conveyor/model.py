@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
@@ -798,12 +798,139 @@ def validate_namespace(ns: Namespace) -> None:
     check_json_text(dict(ns.extra), "extra")
 
 
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|m|min|h|d)\s*")
+MAX_RATE_PERIOD = 7 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `limit` claims per `period` seconds from one queue, across every worker and process.
+
+    Why a GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): the store keeps a single
+    number per queue (the theoretical arrival time) and updates it inside the claim's own atomic step, so the limit
+    holds however many workers claim at once, and an idle queue costs nothing. `burst` is how many claims may start
+    at once after an idle spell (the bucket's size; default: `limit`, one period's worth)."""
+
+    limit: int
+    period: float = 1.0
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, top in (("limit", self.limit, MAX_INT_PARAMETER), ("burst", self.burst, MAX_INT_PARAMETER)):
+            if value is None and name == "burst":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValidationError(
+                    f"rate {name} must be a whole number from 1 to {top}, got {value!r}", field="rate_limit"
+                )
+        p = self.period
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.001 <= p <= MAX_RATE_PERIOD:
+            raise ValidationError(
+                f"a rate limit's period must be from 0.001 s to 7 days, got {p!r}", field="rate_limit"
+            )
+
+    @classmethod
+    def parse(cls, text: str, burst: int | None = None) -> RateLimit:
+        """`"100/s"`, `"10/m"`, `"5/h"`, `"1000/d"`, `"3/10s"` (3 per 10 seconds)."""
+        m = _RATE_RE.fullmatch(text) if isinstance(text, str) else None
+        if m is None:
+            raise ValidationError(
+                f"a rate limit is written N/unit or N/<count><unit> with unit s, m, h or d (e.g. '100/s', '10/m', "
+                f"'3/10s'), got {text!r}",
+                field="rate_limit",
+            )
+        return cls(int(m.group(1)), float(m.group(2) or 1) * _RATE_UNITS[m.group(3)], burst)
+
+    @property
+    def interval_us(self) -> int:
+        """Microseconds between two claims at the steady rate (the GCRA's emission interval), at least 1."""
+        return max(1, round(self.period * 1_000_000 / self.limit))
+
+    @property
+    def tolerance_us(self) -> int:
+        """How far ahead of now the theoretical arrival time may run: (burst - 1) intervals."""
+        return (self.effective_burst - 1) * self.interval_us
+
+    @property
+    def effective_burst(self) -> int:
+        return self.limit if self.burst is None else self.burst
+
+    def __str__(self) -> str:
+        period = f"{self.period:g}s" if self.period != 1 else "s"
+        return f"{self.limit}/{period}" + ("" if self.burst is None else f" (burst {self.burst})")
+
+
+def rate_from_columns(limit: int | None, period: float | None, burst: int | None) -> RateLimit | None:
+    """A stored rate limit (three columns / fields, limit NULL when there is none) as a RateLimit."""
+    if limit is None:
+        return None
+    return RateLimit(int(limit), float(period) if period is not None else 1.0, None if burst is None else int(burst))
+
+
+def rate_allowance(rate: RateLimit, tat_us: int | None, now_us: int) -> tuple[int, int]:
+    """How many claims the GCRA allows at `now_us` given the stored theoretical arrival time `tat_us`, and the
+    microseconds from now until the next one is allowed (0 when some are allowed now). The memory and SQLite stores
+    call this; PostgreSQL's claim and Redis's Lua compute the same formula (store/*/queries, lua/common.lua)."""
+    t = rate.interval_us
+    tat = now_us if tat_us is None or tat_us < now_us else tat_us
+    slack = now_us + rate.tolerance_us - tat
+    if slack < 0:
+        return 0, -slack
+    return slack // t + 1, 0
+
+
+def rate_advance(rate: RateLimit, tat_us: int | None, now_us: int, taken: int) -> int:
+    """The theoretical arrival time after `taken` claims at `now_us`."""
+    tat = now_us if tat_us is None or tat_us < now_us else tat_us
+    return tat + taken * rate.interval_us
+
+
+class Keep(Enum):
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+"""`QueueChange`'s "leave this setting as it is"."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
+    """A queue's settings in one namespace. Why they travel whole but are written by `QueueChange`: pause/resume
+    and the limits are set by different people at different times, and none of them may erase another's."""
+
     namespace: str
     name: str
     paused: bool = False
     concurrency: int | None = None  # max processing jobs across all workers; None = unlimited
+    rate_limit: RateLimit | None = None  # max claims per period across all workers; None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class QueueChange:
+    """Some of a queue's settings, the rest kept (`KEEP`): what `Store.update_queue_settings` applies atomically.
+    None for `concurrency` / `rate_limit` removes that limit."""
+
+    paused: bool | Keep = KEEP
+    concurrency: int | Keep | None = KEEP
+    rate_limit: RateLimit | Keep | None = KEEP
+
+    def apply(self, settings: QueueSettings) -> QueueSettings:
+        return QueueSettings(
+            settings.namespace,
+            settings.name,
+            paused=settings.paused if self.paused is KEEP else self.paused,
+            concurrency=settings.concurrency if self.concurrency is KEEP else self.concurrency,
+            rate_limit=settings.rate_limit if self.rate_limit is KEEP else self.rate_limit,
+        )
+
+
+def check_queue_settings(settings: QueueSettings) -> None:
+    c = settings.concurrency
+    if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_INT_PARAMETER):
+        raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+    if settings.rate_limit is not None and not isinstance(settings.rate_limit, RateLimit):
+        raise ValidationError("rate_limit must be a RateLimit (or None for no limit)", field="rate_limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -813,6 +940,7 @@ class QueueInfo:
     paused: bool
     counts: Mapping[str, int]  # status -> count, plus "scheduled" (pending with run_at in the future)
     concurrency: int | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

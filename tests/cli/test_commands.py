@@ -202,6 +202,21 @@ def test_queues_list_pause_resume(cli: Cli) -> None:
     assert {q["name"]: q for q in cli.json("queues", "list")}["mail"]["paused"] is False
 
 
+def test_queues_set_limits(cli: Cli) -> None:
+    got = cli.json("queues", "set", "mail", "--rate", "10/m", "--concurrency", "4")
+    assert got["rate_limit"] == {"limit": 10, "period": 60.0, "burst": None} and got["concurrency"] == 4
+    cli.ok("queues", "pause", "mail")
+    cli.ok("queues", "resume", "mail")
+    listed = {q["name"]: q for q in cli.json("queues", "list")}["mail"]
+    assert listed["concurrency"] == 4 and listed["rate_limit"]["limit"] == 10
+    assert "10/60s" in cli.ok("queues", "list").stdout
+    assert cli("queues", "set", "mail", "--rate", "none", "--burst", "2").exit_code != 0
+    got = cli.json("queues", "set", "mail", "--rate", "3/s", "--burst", "2")
+    assert got["rate_limit"] == {"limit": 3, "period": 1.0, "burst": 2} and got["concurrency"] == 4
+    assert cli("queues", "set", "mail", "--rate", "fast").exit_code != 0
+    assert cli("queues", "set", "mail").exit_code != 0
+
+
 def test_namespaces(cli: Cli) -> None:
     assert [ns["name"] for ns in cli.json("namespaces", "list")] == ["default"]
     created = cli.json(

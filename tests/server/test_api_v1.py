@@ -173,6 +173,27 @@ def test_queues_pause_resume(server: LiveServer) -> None:
     assert admin.post("/api/v1/queues/bad%20name/pause").status_code == 400
 
 
+def test_queue_limits_are_set_at_runtime_and_kept_across_pause(server: LiveServer) -> None:
+    admin = server.admin
+    got = admin.patch("/api/v1/queues/mail", json={"concurrency": 5, "rate_limit": "100/s", "rate_burst": 10}).json()
+    assert got["concurrency"] == 5 and got["rate_limit"] == {"limit": 100, "period": 1.0, "burst": 10}
+    assert admin.post("/api/v1/queues/mail/pause").json()["rate_limit"]["limit"] == 100
+    resumed = admin.post("/api/v1/queues/mail/resume").json()
+    assert resumed["paused"] is False and resumed["concurrency"] == 5 and resumed["rate_limit"]["burst"] == 10
+    got = admin.patch("/api/v1/queues/mail", json={"rate_limit": {"limit": 3, "period": 60.0}}).json()
+    assert got["rate_limit"] == {"limit": 3, "period": 60.0, "burst": None} and got["concurrency"] == 5
+    got = admin.patch("/api/v1/queues/mail?namespace=default", json={"concurrency": None}).json()
+    assert got["concurrency"] is None and got["rate_limit"]["limit"] == 3
+    listed = {q["name"]: q for q in admin.get("/api/v1/queues").json()["items"]}["mail"]
+    assert listed["rate_limit"] == {"limit": 3, "period": 60.0, "burst": None}
+    bad = admin.patch("/api/v1/queues/mail", json={"rate_limit": "lots"})
+    assert bad.status_code == 400 and bad.json()["field"] == "rate_limit"
+    assert admin.patch("/api/v1/queues/mail", json={"concurrency": -1}).status_code in (400, 422)
+    assert admin.patch("/api/v1/queues/mail", json={"rate_burst": 2}).status_code == 400
+    assert admin.patch("/api/v1/queues/mail", json={"speed": 2}).status_code in (400, 422)
+    assert server.client(server.user_token("alice")).patch("/api/v1/queues/mail", json={}).status_code == 403
+
+
 def test_tokens_and_me(server: LiveServer) -> None:
     token = server.user_token("alice", namespace="game")
     me = server.client(token).get("/api/v1/me").json()

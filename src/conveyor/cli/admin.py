@@ -22,13 +22,13 @@ from conveyor.cli.output import (
     when,
 )
 from conveyor.errors import NamespaceExists, ValidationError
-from conveyor.model import JSON, Namespace, QueueInfo, Stats, WorkerInfo, utcnow
+from conveyor.model import JSON, KEEP, Keep, Namespace, QueueInfo, QueueSettings, Stats, WorkerInfo, utcnow
 from conveyor.store.urls import redact
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 queues_app = typer.Typer(
-    name="queues", help="List queues with their counts; pause and resume them.", no_args_is_help=True
+    name="queues", help="List queues with their counts; pause and resume them; set their limits.", no_args_is_help=True
 )
 namespaces_app = typer.Typer(
     name="namespaces", help="Create, inspect, change and delete namespaces.", no_args_is_help=True
@@ -98,6 +98,7 @@ def list_queues(
     for name in columns:
         table.add_column(name, justify="right", style=STATUS_STYLE.get(name, ""))
     table.add_column("limit", justify="right")
+    table.add_column("rate", justify="right")
     for q in queues:
         table.add_row(
             escape(q.namespace),
@@ -105,8 +106,64 @@ def list_queues(
             "[red]paused[/]" if q.paused else "[green]active[/]",
             *(str(q.counts.get(name, 0)) for name in columns),
             "-" if q.concurrency is None else str(q.concurrency),
+            "-" if q.rate_limit is None else escape(str(q.rate_limit)),
         )
     console.print(table)
+
+
+def _limit(text: str | None, what: str) -> int | Keep | None:
+    if text is None:
+        return KEEP
+    if text.strip().lower() in ("none", "off", "-"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError(f"{what} must be a whole number, or 'none' to remove it (got {text!r})") from None
+
+
+def set_queue(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    concurrency: Annotated[
+        str | None,
+        typer.Option("--concurrency", "-c", help="Max processing jobs across all workers; 'none' removes the cap."),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", "-r", help="Max claims per period: '100/s', '10/m', '3/10s'; 'none' removes it."),
+    ] = None,
+    burst: Annotated[
+        int | None, typer.Option("--burst", help="With --rate: claims that may start at once (default: N).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a queue's limits at runtime; what you do not name stays as it is (a pause keeps the limits too)."""
+    if concurrency is None and rate is None:
+        fail("nothing to change: give --concurrency and/or --rate", code=EXIT_USAGE)
+    cap = _limit(concurrency, "--concurrency")
+    rate_limit: str | Keep | None = KEEP
+    if rate is not None:
+        rate_limit = None if rate.strip().lower() in ("none", "off", "-") else rate
+    if burst is not None and not isinstance(rate_limit, str):
+        fail("--burst goes with --rate N/period", code=EXIT_USAGE)
+    app = load_app(ctx)
+
+    async def body() -> QueueSettings:
+        async with app:
+            return await app.aupdate_queue(queue, namespace, concurrency=cap, rate_limit=rate_limit, rate_burst=burst)
+
+    stored = run(body)
+    if as_json:
+        print_json(jsonable(stored))
+        return
+    console.print(
+        f"Queue {escape(namespace)}/{escape(queue)}: "
+        f"concurrency {'unlimited' if stored.concurrency is None else stored.concurrency}, "
+        f"rate {'unlimited' if stored.rate_limit is None else escape(str(stored.rate_limit))}"
+        f"{', paused' if stored.paused else ''}."
+    )
 
 
 def _set_paused(ctx: typer.Context, queue: str, namespace: str, paused: bool) -> None:
@@ -490,6 +547,7 @@ def migrate(ctx: typer.Context) -> None:
 
 queues_app.command("list")(list_queues)
 queues_app.command("pause")(pause_queue)
+queues_app.command("set")(set_queue)
 queues_app.command("resume")(resume_queue)
 namespaces_app.command("list")(list_namespaces)
 namespaces_app.command("create")(create_namespace)

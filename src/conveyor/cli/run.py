@@ -269,6 +269,13 @@ def bench(
     ] = None,
     connections: Annotated[int, typer.Option("--connections", min=1, help="HTTP mode: concurrent connections.")] = 8,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the benchmark's store instead of removing it.")] = False,
+    queue_rate: Annotated[
+        str | None,
+        typer.Option("--queue-rate", help="Rate-limit the measured queue (e.g. 1000000/s: the cost of a limit)."),
+    ] = None,
+    queue_concurrency: Annotated[
+        int | None, typer.Option("--queue-concurrency", min=0, help="Cap the measured queue's processing jobs.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
 ) -> None:
     """Measure enqueue (single and batch), drain and enqueue-to-start latency on a fresh, isolated store."""
@@ -288,6 +295,8 @@ def bench(
         token=token,
         connections=connections,
         keep=keep,
+        queue_rate=queue_rate,
+        queue_concurrency=queue_concurrency,
     )
     with handle_errors():
         report = benchmark.run_bench(config, show_progress=not as_json)

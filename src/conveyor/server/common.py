@@ -30,6 +30,7 @@ from conveyor.model import (
     JobStatus,
     Namespace,
     QueueInfo,
+    RateLimit,
     WorkerInfo,
     check_json_text,
     is_reserved_task,
@@ -354,8 +355,15 @@ def queue_json(q: QueueInfo) -> dict[str, JSON]:
         "name": q.name,
         "paused": q.paused,
         "concurrency": q.concurrency,
+        "rate_limit": rate_json(q.rate_limit),
         "counts": dict(q.counts),
     }
+
+
+def rate_json(rate: RateLimit | None) -> dict[str, JSON] | None:
+    if rate is None:
+        return None
+    return {"limit": rate.limit, "period": rate.period, "burst": rate.burst}
 
 
 def worker_json(w: WorkerInfo) -> dict[str, JSON]:

@@ -20,13 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.errors import Conflict, JobNotFound, NamespaceExists, NamespaceNotFound, NotFound, ValidationError
 from conveyor.model import (
     DEFAULT_NAMESPACE,
+    KEEP,
     MAX_INT_PARAMETER,
     Job,
     JobFilter,
     JobSort,
     JobStatus,
+    Keep,
     Namespace,
     Page,
+    RateLimit,
     decode_cursor,
     encode_cursor,
     id_fragment,
@@ -68,6 +71,8 @@ from conveyor.server.schemas import (
     OkAnswer,
     QueueList,
     QueueOut,
+    QueuePatch,
+    RateLimitOut,
     RunAnswer,
     StatsOut,
     TokenBody,
@@ -411,7 +416,35 @@ async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONR
     for q in await ctx.app.alist_queues(namespace):
         if q.name == queue:
             return JSONResponse(queue_json(q))
-    return JSONResponse({"namespace": namespace, "name": queue, "paused": False, "concurrency": None, "counts": {}})
+    return JSONResponse(
+        {"namespace": namespace, "name": queue, "paused": False, "concurrency": None, "rate_limit": None, "counts": {}}
+    )
+
+
+@admin.patch("/queues/{queue}", response_model=QueueOut, tags=["queues"], summary="Change a queue's settings")
+async def update_queue(
+    queue: str, body: QueuePatch, ctx: ServerContext = Depends(get_context), namespace: str = DEFAULT_NAMESPACE
+) -> JSONResponse:
+    """Set or remove the queue's concurrency cap and rate limit, or pause it; omitted fields keep their value (a
+    pause keeps the limits). Workers apply the change at their next claim; Run ignores pauses and limits."""
+    given = body.model_fields_set
+    if "rate_burst" in given and body.rate_burst is not None and not isinstance(body.rate_limit, str):
+        raise ValidationError("rate_burst goes with a text rate_limit such as '100/s'", field="rate_burst")
+    rate: RateLimit | str | Keep | None = KEEP
+    if "rate_limit" in given:
+        r = body.rate_limit
+        rate = RateLimit(r.limit, r.period, r.burst) if isinstance(r, RateLimitOut) else r
+    if "paused" in given and body.paused is None:
+        raise ValidationError("paused must be true or false", field="paused")
+    await ctx.app.aupdate_queue(
+        queue,
+        namespace,
+        paused=body.paused if "paused" in given and body.paused is not None else KEEP,
+        concurrency=body.concurrency if "concurrency" in given else KEEP,
+        rate_limit=rate,
+        rate_burst=body.rate_burst,
+    )
+    return await _queue_answer(ctx, namespace, queue)
 
 
 @admin.post("/queues/{queue}/pause", response_model=QueueOut, tags=["queues"], summary="Pause a queue")

@@ -321,12 +321,39 @@ class NamespaceList(BaseModel):
     items: list[NamespaceOut]
 
 
+class RateLimitOut(BaseModel):
+    """At most `limit` claims per `period` seconds across every worker; `burst` claims may start at once after an
+    idle spell (null: `limit`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int = Field(ge=1, le=2**31 - 1)
+    period: float = Field(1.0, ge=0.001, le=7 * 86_400)
+    burst: int | None = Field(None, ge=1, le=2**31 - 1)
+
+
 class QueueOut(BaseModel):
     namespace: str
     name: str
     paused: bool
     concurrency: int | None = None
+    rate_limit: RateLimitOut | None = None
     counts: dict[str, int]
+
+
+class QueuePatch(BaseModel):
+    """A queue's settings to change; omitted fields keep their stored value, `null` removes a limit."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    paused: bool | None = None
+    concurrency: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Max processing jobs across all workers; null: no cap"
+    )
+    rate_limit: str | RateLimitOut | None = Field(
+        None, description="Max claims per period across all workers: '100/s', '10/m', '3/10s' or an object; null: none"
+    )
+    rate_burst: int | None = Field(None, ge=1, le=2**31 - 1, description="With a text rate_limit: its burst")
 
 
 class QueueList(BaseModel):

@@ -29,6 +29,15 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
   does not serve (the lane is skipped, never overtaken). At most one job per lane per claim.
 * **Paused queues** (QueueSettings.paused) are not claimed from by `claim` (Run via `claim_user` ignores pauses).
   A queue's `concurrency` limit, when set, caps its processing jobs across all workers.
+* **Rate limits** (QueueSettings.rate_limit, a `RateLimit`): `claim` (hand-off included) starts at most what the
+  queue's GCRA allows (`model.rate_allowance`), and advances the queue's stored theoretical arrival time by the
+  jobs it started (`model.rate_advance`), in the claim's own atomic step, so the limit holds across every worker
+  and process. Jobs over the limit stay pending and burn no attempt; `next_due` reports the time of the next
+  allowed claim, so workers sleep until then. `claim_user` (Run) ignores rate limits as it ignores pauses. The
+  arrival time is kept by every settings write (changing the limit does not reset the bucket).
+* **Queue settings are changed, not replaced**, by `update_queue_settings`: one atomic read-change-write per call,
+  so a pause never erases a cap or a rate limit set meanwhile, and two concurrent changes of different settings
+  both land.
 * **Fencing.** `finish` and `heartbeat` act only when the job is `processing` under the lease's token (`Lease`,
   `Job.lease_token`); otherwise they change nothing and report it, and a heartbeat then reports no cancel request
   either (a stale worker cannot finish, fail, cancel or extend a claim that has since been given to someone else).
@@ -126,6 +135,7 @@ from conveyor.model import (
     Namespace,
     NewJob,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
     Stats,
@@ -611,7 +621,18 @@ class Store(abc.ABC):
     # ---- queues ----------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings: ...
+    async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
+        """Replace every setting of the queue (its rate limiter's state is kept)."""
+
+    @abc.abstractmethod
+    async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
+        """Apply `change` to the queue's stored settings (defaults when it has none) in one atomic step and return
+        the settings stored. Fields the change leaves at KEEP are those stored at that moment, whatever another
+        writer did just before."""
+
+    @abc.abstractmethod
+    async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
+        """The queue's stored settings, or the defaults (not paused, no limits) when it has none."""
 
     @abc.abstractmethod
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:

@@ -27,11 +27,13 @@ from conveyor.model import (
     Leadership,
     Namespace,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
     Stats,
     WorkerInfo,
     attempt_order,
+    check_queue_settings,
     job_sort_key,
     utcnow,
 )
@@ -290,18 +292,31 @@ class MemoryAdmin(Store):
                 d.delete(rec)
             for qk in [qk for qk in d.queue_settings if qk[0] == name]:
                 del d.queue_settings[qk]
+                d.rate_tat.pop(qk, None)
             return d.namespaces.pop(name, None) is not None or bool(doomed)
 
     # ---- queues ----------------------------------------------------------------------------------------------
 
     async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        check_queue_settings(settings)
         with self._data.lock:
             self._data.queue_settings[(settings.namespace, settings.name)] = settings
         d = self._data
         d.waker.notify()  # a resumed queue or a raised limit may free jobs
         return settings
+
+    async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
+        d = self._data
+        with d.lock:
+            settings = change.apply(d.queue_settings.get((namespace, queue)) or QueueSettings(namespace, queue))
+            check_queue_settings(settings)
+            d.queue_settings[(namespace, queue)] = settings
+        d.waker.notify()  # a resumed queue or a raised limit may free jobs
+        return settings
+
+    async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
+        with self._data.lock:
+            return self._data.queue_settings.get((namespace, queue)) or QueueSettings(namespace, queue)
 
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         d = self._data
@@ -327,6 +342,8 @@ class MemoryAdmin(Store):
                         paused=settings is not None and settings.paused,
                         counts=counts[qk],
                         concurrency=None if settings is None else settings.concurrency,
+                        rate_limit=None if settings is None else settings.rate_limit,
+                        rate_limit=None if settings is None else settings.rate_limit,
                     )
                 )
             return out

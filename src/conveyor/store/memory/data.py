@@ -79,6 +79,7 @@ class DataSet:
     # everything else
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     queue_settings: dict[QueueKey, QueueSettings] = field(default_factory=dict)
+    rate_tat: dict[QueueKey, int] = field(default_factory=dict)  # rate limiter state (µs), kept across writes
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     kv: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # key -> (value, monotonic expiry)
     leaders: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # role -> (holder, term, expiry)

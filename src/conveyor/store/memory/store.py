@@ -5,8 +5,9 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -25,7 +26,10 @@ from conveyor.model import (
     Lease,
     LeaseState,
     NewJob,
+    RateLimit,
     new_lease_tokens,
+    rate_advance,
+    rate_allowance,
     utcnow,
 )
 from conveyor.store.base import IdleClaim, refuse_default
@@ -40,6 +44,14 @@ from conveyor.store.memory.data import (
     lane_key,
 )
 from conveyor.store.urls import take_options
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (the rate limiter's clock)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
 
 __all__ = ["CONFLICT_MESSAGE", "MemoryStore"]
 
@@ -206,8 +218,10 @@ class MemoryStore(MemoryAdmin):
         wanted_ns = None if namespaces is None else set(namespaces)
         excluded = set(exclude_namespaces)
         now = utcnow()
+        now_us = _us(now)
         sources: list[list[ClaimKey]] = []
         room: dict[QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
+        rated: dict[QueueKey, RateLimit] = {}  # rate-limited queues of this claim
         for (ns, q, task), keys in d.pending.items():
             if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
                 continue
@@ -223,6 +237,12 @@ class MemoryStore(MemoryAdmin):
                     cap -= len(d.processing.get(qk, ()))
                     if cap <= 0:
                         continue
+                if settings is not None and settings.rate_limit is not None:
+                    allowed, _ = rate_allowance(settings.rate_limit, d.rate_tat.get(qk), now_us)
+                    if allowed <= 0:
+                        continue
+                    cap = allowed if cap is None else min(cap, allowed)
+                    rated[qk] = settings.rate_limit
                 room[qk] = cap
             sources.append(keys)
         if not sources:
@@ -250,6 +270,11 @@ class MemoryStore(MemoryAdmin):
                 break
         for rec, token in zip(chosen, new_lease_tokens(len(chosen)), strict=True):
             d.start(rec, worker_id, lease, now, token)
+        if rated:
+            taken = Counter((rec.namespace, rec.queue) for rec in chosen)
+            for qk, rate in rated.items():
+                if taken[qk]:
+                    d.rate_tat[qk] = rate_advance(rate, d.rate_tat.get(qk), now_us, taken[qk])
         return [clone_job(rec) for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
@@ -362,16 +387,23 @@ class MemoryStore(MemoryAdmin):
                     or (settings.concurrency is not None and settings.concurrency <= len(d.processing.get(qk, ())))
                 ):
                     continue
+                # a rate-limited queue's jobs are claimable no sooner than its next token
+                floor: datetime | None = None
+                if settings is not None and settings.rate_limit is not None:
+                    _, wait_us = rate_allowance(settings.rate_limit, d.rate_tat.get(qk), _us(now))
+                    if wait_us:
+                        floor = now + timedelta(microseconds=wait_us)
                 # keys are in (priority, run_at, id) order: each priority's first claimable key is its earliest
                 i = 0
                 while i < len(keys):
                     end = bisect.bisect_left(keys, (keys[i][0] + 1,), lo=i)
                     for _, run_at, job_id in keys[i:end]:
-                        if best is not None and run_at >= best:
+                        at = run_at if floor is None or run_at >= floor else floor
+                        if best is not None and at >= best:
                             break
                         lk = lane_key(d.jobs[job_id])
                         if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is d.jobs[job_id]):
-                            best = run_at
+                            best = at
                             break
                     i = end
         return None if best is None else (best - now).total_seconds()

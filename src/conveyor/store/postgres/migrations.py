@@ -182,4 +182,20 @@ CREATE INDEX jobs_status_created ON {schema}.jobs (status, created, id);
 CREATE INDEX jobs_user ON {schema}.jobs (namespace, user_id, created, id) WHERE user_id IS NOT NULL;
 """,
     ),
+    (
+        5,
+        "0005_queue_rate_limits",
+        """
+-- Flow control (issue 13): a queue's rate limit (N claims per period, a burst), its GCRA constants in µs
+-- (interval between claims, how far ahead the arrival time may run) and its state, the theoretical arrival time in
+-- µs since the epoch, which the claim reads and advances under the row's lock.
+ALTER TABLE {schema}.queue_settings
+    ADD COLUMN rate_limit integer,
+    ADD COLUMN rate_period double precision,
+    ADD COLUMN rate_burst integer,
+    ADD COLUMN rate_interval bigint,
+    ADD COLUMN rate_tolerance bigint,
+    ADD COLUMN rate_tat bigint;
+""",
+    ),
 )

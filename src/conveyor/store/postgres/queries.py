@@ -116,6 +116,9 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 #              locked with SKIP LOCKED so concurrent claimers take disjoint jobs (each arm locks at most `limit`
 #              rows, of which `chosen` keeps the first `limit` overall: the price of reading per task);
 #   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
+#   rated    - rate-limited queues advance their limiter (GCRA: the theoretical arrival time `rate_tat`, µs) by the
+#              jobs chosen from them; their room above already counted what the limiter allows now (`capped`
+#              locks the rows, so concurrent claims take turns and see each other's advance);
 # and the UPDATE marks them processing under the lease. CLAIM and HANDOFF_CLAIM are built from these same parts,
 # so a hand-off claims by exactly the rules of `claim`.
 #
@@ -170,13 +173,21 @@ commit_mode AS MATERIALIZED (
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
 ),
 capped AS MATERIALIZED (
-    SELECT c.namespace, c.queue, c.concurrency - {schema}.running_jobs(c.namespace, c.queue) AS room
+    SELECT c.namespace, c.queue, c.rate_interval, c.rate_from,
+           least(CASE WHEN c.concurrency IS NOT NULL
+                      THEN c.concurrency - {schema}.running_jobs(c.namespace, c.queue) END,
+                 CASE WHEN c.rate_interval IS NULL THEN NULL
+                      WHEN c.now_us + c.rate_tolerance < c.rate_from THEN 0
+                      ELSE (c.now_us + c.rate_tolerance - c.rate_from) / c.rate_interval + 1 END) AS room
     FROM (
-        SELECT s.namespace, s.queue, s.concurrency
-        FROM {schema}.queue_settings s
-        WHERE s.queue = ANY(%(queues)s::text[]) AND s.concurrency IS NOT NULL AND NOT s.paused
+        SELECT s.namespace, s.queue, s.concurrency, s.rate_interval, s.rate_tolerance, t.now_us,
+               greatest(coalesce(s.rate_tat, 0), t.now_us) AS rate_from
+        FROM {schema}.queue_settings s,
+             (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
+        WHERE s.queue = ANY(%(queues)s::text[]) AND (s.concurrency IS NOT NULL OR s.rate_interval IS NOT NULL)
+          AND NOT s.paused
         ORDER BY s.namespace, s.queue
-        FOR UPDATE
+        FOR UPDATE OF s
     ) c
 ),
 picked AS (
@@ -208,7 +219,7 @@ picked AS (
     ) p
 ),
 chosen AS (
-    SELECT r.id
+    SELECT r.id, r.namespace, r.queue
     FROM (
         SELECT p.*, row_number() OVER (PARTITION BY p.namespace, p.queue ORDER BY p.priority, p.run_at, p.id) AS n
         FROM picked p
@@ -217,6 +228,14 @@ chosen AS (
     WHERE x.room IS NULL OR r.n <= x.room
     ORDER BY r.priority, r.run_at, r.id
     LIMIT %(limit)s
+),
+rated AS (
+    UPDATE {schema}.queue_settings s
+    SET rate_tat = x.rate_from + n.taken * x.rate_interval
+    FROM capped x
+    JOIN (SELECT c.namespace, c.queue, count(*) AS taken FROM chosen c GROUP BY c.namespace, c.queue) n
+      ON n.namespace = x.namespace AND n.queue = x.queue
+    WHERE x.rate_interval IS NOT NULL AND s.namespace = x.namespace AND s.queue = x.queue
 )
 """
 
@@ -360,8 +379,27 @@ blocked AS MATERIALIZED (
     WHERE s.queue = ANY(%(queues)s::text[])
       AND (s.paused OR (s.concurrency IS NOT NULL
                         AND s.concurrency <= {schema}.running_jobs(s.namespace, s.queue)))
+),
+rate_wait AS MATERIALIZED (
+    SELECT s.namespace, s.queue,
+           greatest(coalesce(s.rate_tat, 0), t.now_us) - s.rate_tolerance - t.now_us AS wait_us
+    FROM {schema}.queue_settings s,
+         (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.rate_interval IS NOT NULL
+),
+rate_blocked AS MATERIALIZED (
+    SELECT w.namespace, w.queue, statement_timestamp() + w.wait_us * interval '1 microsecond' AS at
+    FROM rate_wait w
+    WHERE w.wait_us > 0
+      AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = w.namespace AND x.queue = w.queue)
+      AND (%(namespaces)s::text[] IS NULL OR w.namespace = ANY(%(namespaces)s::text[]))
+      AND w.namespace <> ALL(%(exclude)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = w.namespace)
+      AND EXISTS (SELECT 1 FROM arms a JOIN {schema}.jobs j ON j.queue = a.queue AND j.task = a.task
+                  WHERE a.queue = w.queue AND j.status = 'pending' AND j.namespace = w.namespace)
 )
-SELECT extract(epoch FROM min(first.run_at) - statement_timestamp())::float8
+SELECT extract(epoch FROM least(min(first.run_at), (SELECT min(b.at) FROM rate_blocked b))
+                          - statement_timestamp())::float8
 FROM prio
 CROSS JOIN LATERAL (
     SELECT j.run_at
@@ -371,6 +409,7 @@ CROSS JOIN LATERAL (
       AND j.namespace <> ALL(%(exclude)s::text[])
       AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = j.namespace)
       AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
+      AND NOT EXISTS (SELECT 1 FROM rate_blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
       AND (j.serial_key IS NULL OR (
                NOT EXISTS (SELECT 1 FROM {schema}.jobs h
                            WHERE h.status = 'pending' AND h.namespace = j.namespace
@@ -781,10 +820,33 @@ gone AS (
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_jobs)
 """
 
+# Every setting at once; the rate limiter's state (rate_tat) is kept. rate_interval / rate_tolerance are the limit's
+# GCRA constants in µs (model.RateLimit computes them, so every store applies one formula).
 PUT_QUEUE_SETTINGS = """
-INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency)
-VALUES (%(namespace)s, %(queue)s, %(paused)s, %(concurrency)s)
-ON CONFLICT (namespace, queue) DO UPDATE SET paused = excluded.paused, concurrency = excluded.concurrency
+INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst,
+                                     rate_interval, rate_tolerance)
+VALUES (%(namespace)s, %(queue)s, %(paused)s, %(concurrency)s, %(rate_limit)s, %(rate_period)s, %(rate_burst)s,
+        %(rate_interval)s, %(rate_tolerance)s)
+ON CONFLICT (namespace, queue) DO UPDATE
+SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, rate_interval = excluded.rate_interval,
+    rate_tolerance = excluded.rate_tolerance
+"""
+
+# update_queue_settings: the row is created if missing, then locked (FOR UPDATE) and read in the caller's
+# transaction, which writes the changed settings back with PUT_QUEUE_SETTINGS before it commits.
+ENSURE_QUEUE_SETTINGS = """
+INSERT INTO {schema}.queue_settings (namespace, queue) VALUES (%(namespace)s, %(queue)s)
+ON CONFLICT (namespace, queue) DO NOTHING
+"""
+LOCK_QUEUE_SETTINGS = """
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM {schema}.queue_settings
+WHERE namespace = %(namespace)s AND queue = %(queue)s
+FOR UPDATE
+"""
+GET_QUEUE_SETTINGS = """
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM {schema}.queue_settings
+WHERE namespace = %(namespace)s AND queue = %(queue)s
 """
 
 # Counts per (namespace, queue, status) joined with every settings row, so queues with settings but no jobs show.
@@ -797,12 +859,13 @@ WITH counts AS (
     GROUP BY namespace, queue, status
 ),
 settings AS (
-    SELECT namespace, queue, paused, concurrency
+    SELECT namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst
     FROM {schema}.queue_settings
     WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
 )
 SELECT coalesce(c.namespace, s.namespace), coalesce(c.queue, s.queue), c.status, coalesce(c.n, 0),
-       coalesce(c.scheduled, 0), coalesce(s.paused, false), s.concurrency
+       coalesce(c.scheduled, 0), coalesce(s.paused, false), s.concurrency, s.rate_limit, s.rate_period,
+       s.rate_burst
 FROM counts c
 FULL JOIN settings s ON s.namespace = c.namespace AND s.queue = c.queue
 """

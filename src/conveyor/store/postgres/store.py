@@ -49,10 +49,14 @@ from conveyor.model import (
     Namespace,
     NewJob,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
+    RateLimit,
     Stats,
     WorkerInfo,
+    check_queue_settings,
+    rate_from_columns,
 )
 from conveyor.store.base import (
     HandlerTransaction,
@@ -719,30 +723,52 @@ class PostgresStore(PgHandOff):
     # ---- queues ----------------------------------------------------------------------------------------------
 
     async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
-        params = {
-            "namespace": settings.namespace,
-            "queue": settings.name,
-            "paused": settings.paused,
-            "concurrency": settings.concurrency,
-        }
+        check_queue_settings(settings)
+        params = _queue_settings_params(settings)
         await self._run(lambda conn: conn.execute(self._q.PUT_QUEUE_SETTINGS, params))
         self._waker.notify()  # a resumed queue or a raised limit may free jobs
         return settings
 
+    async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
+        check_queue_settings(change.apply(QueueSettings(namespace, queue)))
+        key = {"namespace": namespace, "queue": queue}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> QueueSettings:
+            async with conn.transaction():
+                await conn.execute(self._q.ENSURE_QUEUE_SETTINGS, key)
+                row = await (await conn.execute(self._q.LOCK_QUEUE_SETTINGS, key)).fetchone()
+                assert row is not None
+                settings = change.apply(_queue_settings_row(namespace, queue, row))
+                await conn.execute(self._q.PUT_QUEUE_SETTINGS, _queue_settings_params(settings))
+            return settings
+
+        settings = await self._run(go)
+        self._waker.notify()  # a resumed queue or a raised limit may free jobs
+        return settings
+
+    async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
+        row = await self._one(self._q.GET_QUEUE_SETTINGS, {"namespace": namespace, "queue": queue})
+        return QueueSettings(namespace, queue) if row is None else _queue_settings_row(namespace, queue, row)
+
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         rows = await self._all(self._q.LIST_QUEUES, {"namespace": namespace})
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
-        for ns, queue, status, n, scheduled, paused, concurrency in rows:
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None]] = {}
+        for ns, queue, status, n, scheduled, paused, concurrency, rate_limit, rate_period, rate_burst in rows:
             c = counts.setdefault((ns, queue), {s.value: 0 for s in JobStatus} | {"scheduled": 0})
             if status is not None:
                 c[status] += int(n)
                 c["scheduled"] += int(scheduled)
-            settings[(ns, queue)] = (bool(paused), concurrency)
+            settings[(ns, queue)] = (bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst))
         return [
-            QueueInfo(namespace=k[0], name=k[1], paused=settings[k][0], counts=counts[k], concurrency=settings[k][1])
+            QueueInfo(
+                namespace=k[0],
+                name=k[1],
+                paused=settings[k][0],
+                counts=counts[k],
+                concurrency=settings[k][1],
+                rate_limit=settings[k][2],
+            )
             for k in sorted(counts)
         ]
 
@@ -879,3 +905,25 @@ def _stored_values(value: Any, fields: Sequence[FieldSpec]) -> tuple[Any, ...]:
         else:
             out.append(v)
     return tuple(out)
+
+
+def _queue_settings_row(namespace: str, queue: str, row: Sequence[Any]) -> QueueSettings:
+    paused, concurrency, rate_limit, rate_period, rate_burst = row
+    return QueueSettings(
+        namespace, queue, bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst)
+    )
+
+
+def _queue_settings_params(settings: QueueSettings) -> dict[str, Any]:
+    rate = settings.rate_limit
+    return {
+        "namespace": settings.namespace,
+        "queue": settings.name,
+        "paused": settings.paused,
+        "concurrency": settings.concurrency,
+        "rate_limit": None if rate is None else rate.limit,
+        "rate_period": None if rate is None else float(rate.period),
+        "rate_burst": None if rate is None else rate.burst,
+        "rate_interval": None if rate is None else rate.interval_us,
+        "rate_tolerance": None if rate is None else rate.tolerance_us,
+    }

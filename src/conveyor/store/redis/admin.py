@@ -22,6 +22,7 @@ from conveyor.errors import (
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
+    KEEP,
     Attempt,
     Job,
     JobFilter,
@@ -31,11 +32,13 @@ from conveyor.model import (
     Leadership,
     Namespace,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
     Stats,
     WorkerInfo,
     attempt_order,
+    check_queue_settings,
     job_sort_key,
     utcnow,
 )
@@ -46,8 +49,11 @@ from conveyor.store.redis.encoding import (
     STATUS_VALUES,
     decode_attempt,
     decode_job,
+    decode_queue_settings,
+    decode_rate,
     dumps,
     encode_attempt,
+    encode_rate,
     text_or_empty,
     to_us,
 )
@@ -315,34 +321,33 @@ class RedisAdmin(RedisConnections):
     # ---- queues ----------------------------------------------------------------------------------------------
 
     async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
-        p = pair(settings.namespace, settings.name)
-        doc = json.dumps({"paused": settings.paused, "concurrency": settings.concurrency})
+        check_queue_settings(settings)
+        change = QueueChange(paused=settings.paused, concurrency=settings.concurrency, rate_limit=settings.rate_limit)
+        return await self.update_queue_settings(settings.namespace, settings.name, change)
 
-        async def write(c: aioredis.Redis) -> None:
-            pipe = c.pipeline(transaction=True)  # MULTI/EXEC: the three views change together
-            pipe.hset(self.keys.qset, p, doc)
-            pipe.sadd(self.keys.pairs, p)
-            if settings.paused:
-                pipe.sadd(self.keys.qpaused, p)
-            else:
-                pipe.srem(self.keys.qpaused, p)
-            if settings.concurrency is None:
-                pipe.hdel(self.keys.qconc, p)
-            else:
-                pipe.hset(self.keys.qconc, p, str(settings.concurrency))
-            pipe.lpush(self.keys.wake(settings.name), "1")  # a resumed queue or a raised limit may free jobs
-            pipe.ltrim(self.keys.wake(settings.name), 0, 63)
-            await pipe.execute()
+    async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
+        """One script (queue_settings.lua) reads the stored document, applies the change and writes every view the
+        claim reads (qpaused, qconc, qrate) together."""
+        check_queue_settings(change.apply(QueueSettings(namespace, queue)))
+        args = [
+            pair(namespace, queue),
+            queue,
+            "" if change.paused is KEEP else ("1" if change.paused else "0"),
+            "" if change.concurrency is KEEP else ("-" if change.concurrency is None else str(change.concurrency)),
+            "" if change.rate_limit is KEEP else encode_rate(change.rate_limit),
+        ]
+        doc = await self._run("queue_settings", args)
+        self._waker.notify()  # a resumed queue or a raised limit may free jobs
+        return decode_queue_settings(namespace, queue, doc)
 
-        await self._do(write)
-        self._waker.notify()
-        return settings
+    async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
+        doc = await self._do(lambda c: c.hget(self.keys.qset, pair(namespace, queue)))
+        return QueueSettings(namespace, queue) if doc is None else decode_queue_settings(namespace, queue, doc)
 
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         out: list[QueueInfo] = []
         n = len(STATUS_VALUES)
+        docs: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.qset))
         for row in await self._stat_rows(namespace, None, None):
             ns, q = str(row[0]).split(":", 1)
             counts = {s: int(row[1 + i]) for i, s in enumerate(STATUS_VALUES)}
@@ -355,6 +360,7 @@ class RedisAdmin(RedisConnections):
                     paused=bool(int(row[2 + n])),
                     counts=counts,
                     concurrency=None if concurrency < 0 else concurrency,
+                    rate_limit=None if str(row[0]) not in docs else decode_rate(json.loads(docs[str(row[0])])),
                 )
             )
         out.sort(key=lambda qi: (qi.namespace, qi.name))

@@ -17,7 +17,10 @@ from conveyor.model import (
     AttemptOutcome,
     Job,
     JobStatus,
+    QueueSettings,
+    RateLimit,
     not_applied_error,
+    rate_from_columns,
 )
 
 __all__ = [
@@ -29,8 +32,11 @@ __all__ = [
     "attempt_head",
     "decode_attempt",
     "decode_job",
+    "decode_queue_settings",
+    "decode_rate",
     "dumps",
     "encode_attempt",
+    "encode_rate",
     "encode_rows",
     "from_us",
     "is_one",
@@ -149,3 +155,40 @@ def decode_attempt(text: str, field: str | None = None) -> Attempt:
     """An attempt record; `field` is its hash field: the claim's lease token (a try number on records made before
     tokens existed)."""
     return _attempt_from(json.loads(text), lease_token=None if field is None or field.isdigit() else field)
+
+
+def encode_rate(rate: RateLimit | None) -> str:
+    """queue_settings.lua's rate argument: '-' for none, else the limit and its GCRA constants (computed here, once,
+    by model.RateLimit, so the script applies the same formula as the other stores)."""
+    if rate is None:
+        return "-"
+    return json.dumps(
+        {
+            "limit": rate.limit,
+            "period": repr(float(rate.period)),
+            "burst": rate.burst,
+            "interval": str(rate.interval_us),
+            "tolerance": str(rate.tolerance_us),
+        }
+    )
+
+
+def decode_rate(doc: dict[str, Any]) -> RateLimit | None:
+    """The rate limit of a stored queue settings document, if any."""
+    rate = doc.get("rate")
+    if not isinstance(rate, dict):
+        return None
+    return rate_from_columns(int(rate["limit"]), float(rate["period"]), rate.get("burst"))
+
+
+def decode_queue_settings(namespace: str, queue: str, text: str) -> QueueSettings:
+    """A queue's settings from its stored JSON document (P:qset)."""
+    doc = json.loads(text)
+    concurrency = doc.get("concurrency")
+    return QueueSettings(
+        namespace,
+        queue,
+        paused=bool(doc.get("paused")),
+        concurrency=None if concurrency is None else int(concurrency),
+        rate_limit=decode_rate(doc),
+    )

@@ -25,6 +25,10 @@ P:q:<pair>:n                           HASH    counts per `<status>|<task>` (sum
 P:qset                                 HASH    <pair> -> QueueSettings JSON (what list_queues reports)
 P:qpaused                              SET     paused <pair>s            (read by claim_due)
 P:qconc                                HASH    <pair> -> concurrency cap (read by claim_due)
+P:qrate                                HASH    <pair> -> `<interval µs>|<tolerance µs>`: its rate limit's GCRA
+                                               constants (read by claim_due; the limit itself is in qset)
+P:qtat                                 HASH    <pair> -> the rate limiter's theoretical arrival time, µs (claim_due
+                                               advances it; absent = a full bucket)
 P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)
 P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `head` = its job in the claim index
 P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it

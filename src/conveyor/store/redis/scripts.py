@@ -155,6 +155,7 @@ SCRIPTS = (
     "delete_namespace",
     "migrate",
     "kv_setdefault",
+    "queue_settings",
 )
 """Every transition script (lua/<name>.lua), loaded by each ScriptRunner."""
 

@@ -31,10 +31,14 @@ from conveyor.model import (
     Leadership,
     Namespace,
     Page,
+    QueueChange,
     QueueInfo,
     QueueSettings,
+    RateLimit,
     Stats,
     WorkerInfo,
+    check_queue_settings,
+    rate_from_columns,
     utcnow,
 )
 from conveyor.store.base import check_after, check_restore, filter_conditions, stats_from_counts
@@ -312,17 +316,25 @@ class SQLiteAdmin(SQLiteConnections):
     # ---- queues ----------------------------------------------------------------------------------------------
 
     async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
-        if settings.concurrency is not None and settings.concurrency < 0:
-            raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+        check_queue_settings(settings)
 
         def run(conn: sqlite3.Connection) -> QueueSettings:
-            conn.execute(
-                q.UPSERT_QUEUE_SETTINGS,
-                (settings.namespace, settings.name, int(settings.paused), settings.concurrency),
-            )
+            _upsert_queue_settings(conn, settings)
             return settings
 
         return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
+
+    async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
+        def run(conn: sqlite3.Connection) -> QueueSettings:
+            settings = change.apply(_queue_settings(conn, namespace, queue))
+            check_queue_settings(settings)
+            _upsert_queue_settings(conn, settings)
+            return settings
+
+        return await self._write(run, _always)  # a resumed queue or a raised limit may free jobs
+
+    async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
+        return await self._read(lambda conn: _queue_settings(conn, namespace, queue))
 
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         names = [] if namespace is None else ["namespace"]
@@ -342,18 +354,20 @@ class SQLiteAdmin(SQLiteConnections):
             counts.setdefault((ns, queue), _zero_counts())[status] += n
         for ns, queue, n in scheduled_rows:
             counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
-        settings: dict[tuple[str, str], tuple[bool, int | None]] = {}
-        for ns, name, paused, concurrency, configured in setting_rows:
-            settings[(ns, name)] = (bool(paused), concurrency)
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None]] = {}
+        for ns, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst in setting_rows:
+            settings[(ns, name)] = (bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst))
             if configured:
                 counts.setdefault((ns, name), _zero_counts())
+        none: tuple[bool, int | None, RateLimit | None] = (False, None, None)
         return [
             QueueInfo(
                 namespace=key[0],
                 name=key[1],
-                paused=settings.get(key, (False, None))[0],
+                paused=settings.get(key, none)[0],
                 counts=counts[key],
-                concurrency=settings.get(key, (False, None))[1],
+                concurrency=settings.get(key, none)[1],
+                rate_limit=settings.get(key, none)[2],
             )
             for key in sorted(counts)
         ]
@@ -461,3 +475,29 @@ def _stored_values(value: Any, fields: Sequence[FieldSpec]) -> tuple[Any, ...]:
         else:
             out.append(v)
     return tuple(out)
+
+
+def _queue_settings(conn: sqlite3.Connection, namespace: str, queue: str) -> QueueSettings:
+    row = conn.execute(q.SELECT_ONE_QUEUE_SETTINGS, (namespace, queue)).fetchone()
+    if row is None:
+        return QueueSettings(namespace, queue)
+    paused, concurrency, rate_limit, rate_period, rate_burst = row
+    return QueueSettings(
+        namespace, queue, bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst)
+    )
+
+
+def _upsert_queue_settings(conn: sqlite3.Connection, settings: QueueSettings) -> None:
+    rate = settings.rate_limit
+    conn.execute(
+        q.UPSERT_QUEUE_SETTINGS,
+        (
+            settings.namespace,
+            settings.name,
+            int(settings.paused),
+            settings.concurrency,
+            None if rate is None else rate.limit,
+            None if rate is None else float(rate.period),
+            None if rate is None else rate.burst,
+        ),
+    )

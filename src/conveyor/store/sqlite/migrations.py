@@ -300,6 +300,18 @@ MIGRATIONS += (
         "keyset_lists",
         ("CREATE INDEX conveyor_jobs_status_created ON conveyor_jobs (status, created, id)",),
     ),
+    # Flow control (issue 13): a queue's rate limit (N claims per period, a burst) and its GCRA state, the
+    # theoretical arrival time in µs, which the claim reads and advances in its own write transaction.
+    Migration(
+        5,
+        "queue_rate_limits",
+        (
+            "ALTER TABLE conveyor_queues ADD COLUMN rate_limit INTEGER",
+            "ALTER TABLE conveyor_queues ADD COLUMN rate_period REAL",
+            "ALTER TABLE conveyor_queues ADD COLUMN rate_burst INTEGER",
+            "ALTER TABLE conveyor_queues ADD COLUMN rate_tat INTEGER",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

@@ -51,12 +51,14 @@ REGISTER_QUEUE_TASK = "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, 
 
 # ---- claim --------------------------------------------------------------------------------------------------------
 
-# The claim's plan: every (namespace, queue, task) range it may read, with its queue's cap, in one step. ?1: JSON
+# The claim's plan: every (namespace, queue, task) range it may read, with its queue's cap and rate limit (limit,
+# period, burst, and the limiter's theoretical arrival time), in one step. ?1: JSON
 # array of queues; ?2: JSON array of served tasks, or NULL for any task. Paused queues and namespaces whose stored
 # settings have auto_run off are left out here, inside the claim's own write transaction (so a setting committed
 # before a job was enqueued always governs that job's claim).
 SELECT_CLAIM_ARMS = """
-SELECT json_group_array(json_array(t.namespace, t.queue, t.task, q.concurrency))
+SELECT json_group_array(json_array(t.namespace, t.queue, t.task, q.concurrency, q.rate_limit, q.rate_period,
+                                    q.rate_burst, q.rate_tat))
 FROM conveyor_queue_tasks AS t
 JOIN conveyor_queues AS q ON q.namespace = t.namespace AND q.name = t.queue
 WHERE t.queue IN (SELECT value FROM json_each(?1))
@@ -103,6 +105,10 @@ SET status = 'processing', attempts = attempts + 1, try_number = try_number + 1,
 FROM json_each(?4) AS c
 WHERE conveyor_jobs.rowid = json_extract(c.value, '$[0]') AND +conveyor_jobs.status = 'pending'
 """
+
+# A rate-limited queue's limiter after a claim started jobs from it (same transaction). Parameters: tat, namespace,
+# queue.
+ADVANCE_RATE = "UPDATE conveyor_queues SET rate_tat = ? WHERE namespace = ? AND name = ?"
 
 SELECT_JOBS_BY_ROWID = f"""
 SELECT json_group_array({JOB_JSON}) FROM conveyor_jobs WHERE rowid IN (SELECT value FROM json_each(?))
@@ -410,15 +416,27 @@ DELETE FROM conveyor_attempts WHERE job_id IN (SELECT id FROM conveyor_jobs WHER
 """
 DELETE_JOBS_OF_NAMESPACE = "DELETE FROM conveyor_jobs WHERE namespace = ?"
 RESET_QUEUES_OF_NAMESPACE = """
-UPDATE conveyor_queues SET paused = 0, concurrency = NULL, configured = 0 WHERE namespace = ?
+UPDATE conveyor_queues
+SET paused = 0, concurrency = NULL, configured = 0, rate_limit = NULL, rate_period = NULL, rate_burst = NULL,
+    rate_tat = NULL
+WHERE namespace = ?
 """
 
 # ---- queues -------------------------------------------------------------------------------------------------------
 
+# Every setting at once; the limiter's state (rate_tat) is kept. Parameters: namespace, name, paused, concurrency,
+# rate_limit, rate_period, rate_burst.
 UPSERT_QUEUE_SETTINGS = """
-INSERT INTO conveyor_queues (namespace, name, paused, concurrency, configured) VALUES (?, ?, ?, ?, 1)
+INSERT INTO conveyor_queues (namespace, name, paused, concurrency, rate_limit, rate_period, rate_burst, configured)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (namespace, name) DO UPDATE
-SET paused = excluded.paused, concurrency = excluded.concurrency, configured = 1
+SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, configured = 1
+"""
+
+# One queue's settings (update_queue_settings reads them in its write transaction, then upserts).
+SELECT_ONE_QUEUE_SETTINGS = """
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM conveyor_queues WHERE namespace = ? AND name = ?
 """
 
 QUEUE_COUNTS = """
@@ -434,7 +452,7 @@ GROUP BY namespace, queue
 """
 
 SELECT_QUEUE_SETTINGS = """
-SELECT namespace, name, paused, concurrency, configured FROM conveyor_queues
+SELECT namespace, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst FROM conveyor_queues
 {where}
 """
 

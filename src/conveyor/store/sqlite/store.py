@@ -64,8 +64,12 @@ from conveyor.model import (
     Lease,
     LeaseState,
     NewJob,
+    RateLimit,
     new_lease_tokens,
     not_applied,
+    rate_advance,
+    rate_allowance,
+    rate_from_columns,
 )
 from conveyor.store.base import DEFAULT_SPACE, refuse_default
 from conveyor.store.sqlite import queries as q
@@ -331,15 +335,23 @@ class SQLiteStore(SQLiteAdmin):
             # Ranges grouped by how many jobs each may give: `limit`, or less in a queue with a concurrency cap.
             groups: dict[int, list[list[str]]] = {}
             rooms: dict[tuple[str, str], int] = {}
+            rated: dict[tuple[str, str], tuple[RateLimit, int | None]] = {}
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()
-            for ns, queue, task, cap in json.loads(plan):
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 room = limit
-                if cap is not None:
+                if cap is not None or rate_limit is not None:
                     if (ns, queue) not in rooms:
-                        busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
-                        rooms[(ns, queue)] = cap - busy
+                        free = limit
+                        if cap is not None:
+                            busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
+                            free = cap - busy
+                        rate = rate_from_columns(rate_limit, rate_period, rate_burst)
+                        if rate is not None:
+                            free = min(free, rate_allowance(rate, tat, now)[0])
+                            rated[(ns, queue)] = (rate, tat)
+                        rooms[(ns, queue)] = free
                     room = min(limit, rooms[(ns, queue)])
                     if room <= 0:
                         continue
@@ -365,6 +377,13 @@ class SQLiteStore(SQLiteAdmin):
             found = found[:limit]
             if not found:
                 return []
+            if rated:  # advance each rate-limited queue's limiter by what this claim starts from it
+                started_in: dict[tuple[str, str], int] = {}
+                for _, r in found:
+                    started_in[(r[1], r[2])] = started_in.get((r[1], r[2]), 0) + 1
+                for key, (rate, tat) in rated.items():
+                    if key in started_in:
+                        conn.execute(q.ADVANCE_RATE, (rate_advance(rate, tat, now, started_in[key]), *key))
             expires = now + lease_us
             tokens = new_lease_tokens(len(found))
             pairs = [[rid, token] for (rid, _), token in zip(found, tokens, strict=True)]
@@ -540,7 +559,8 @@ class SQLiteStore(SQLiteAdmin):
             best: int | None = None
             full: dict[tuple[str, str], bool] = {}
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()  # claim's own plan
-            for ns, queue, task, cap in json.loads(plan):
+            now = clock_us()
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 if cap is not None:
@@ -550,9 +570,12 @@ class SQLiteStore(SQLiteAdmin):
                     if full[(ns, queue)]:
                         continue
                 (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
+                rate = rate_from_columns(rate_limit, rate_period, rate_burst)
+                if first is not None and rate is not None:  # no sooner than the queue's next rate token
+                    first = max(first, now + rate_allowance(rate, tat, now)[1])
                 if first is not None and (best is None or first < best):
                     best = first
-            return None if best is None else (best - clock_us()) / 1e6
+            return None if best is None else (best - now) / 1e6
 
         return await self._read(run, snapshot=True)
 

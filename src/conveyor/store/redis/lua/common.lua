@@ -252,6 +252,29 @@ local function claim_scope(opts)
   return in_scope, served
 end
 
+-- ---- rate limits: a GCRA per rate-limited pair -------------------------------------------------------------------
+-- P:qrate holds `<interval µs>|<tolerance µs>` per pair (written with the settings), P:qtat the theoretical arrival
+-- time in µs (the limiter's state). The formula is model.rate_allowance / rate_advance.
+
+-- returns (allowed now, µs until the next one, interval, stored tat), or nil when the pair has no rate limit
+local function rate_state(pair, now)
+  local r = redis.call('HGET', P .. ':qrate', pair)
+  if not r then return nil end
+  local interval, tol = string.match(r, '^(%d+)|(%d+)$')
+  interval, tol = tonumber(interval), tonumber(tol)
+  local tat = tonumber(redis.call('HGET', P .. ':qtat', pair) or '0')
+  local from = tat
+  if from < now then from = now end
+  local slack = now + tol - from
+  if slack < 0 then return 0, -slack, interval, tat end
+  return math.floor(slack / interval) + 1, 0, interval, tat
+end
+
+local function rate_advance(pair, now, interval, tat, taken)
+  if tat < now then tat = now end
+  redis.call('HSET', P .. ':qtat', pair, num(tat + taken * interval))
+end
+
 -- Claim up to `limit` due jobs in (priority, run_at, id) order across the pairs in scope and the tasks served, for
 -- `worker`; `tokens` holds one fresh 32-hex-digit fencing token per job it may claim (drawn by the caller from the
 -- OS: math.random is no source of uniqueness). Scheduled jobs that have come due move from sched to ready here, so
@@ -259,6 +282,8 @@ end
 -- enqueuing process (hand-off).
 local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
   local cands, room, lists = {}, {}, 0
+  local rated = {}
+  local any_rated = redis.call('EXISTS', P .. ':qrate') == 1
   for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     if in_scope(pair) and redis.call('SISMEMBER', P .. ':qpaused', pair) == 0 then
       local base = P .. ':q:' .. pair .. ':'
@@ -267,6 +292,13 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
       if cap then
         local busy = counts_of(base, nil).processing or 0
         free = math.min(free, tonumber(cap) - busy)
+      end
+      if any_rated and free > 0 then
+        local allowed, _, interval, tat = rate_state(pair, now)
+        if allowed then
+          free = math.min(free, allowed)
+          rated[pair] = { interval = interval, tat = tat, taken = 0 }
+        end
       end
       if free > 0 then
         room[pair] = free
@@ -306,7 +338,11 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
       local n = #out
       start(j, worker, now, lease_us, string.sub(tokens, 32 * n + 1, 32 * n + 32), true)
       out[#out + 1] = j
+      if rated[c.pair] then rated[c.pair].taken = rated[c.pair].taken + 1 end
     end
+  end
+  for pair, r in pairs(rated) do
+    if r.taken > 0 then rate_advance(pair, now, r.interval, r.tat, r.taken) end
   end
   return out
 end

@@ -28,6 +28,8 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     redis.call('SREM', P .. ':qpaused', pair)
     redis.call('HDEL', P .. ':qconc', pair)
     redis.call('HDEL', P .. ':qset', pair)
+    redis.call('HDEL', P .. ':qrate', pair)
+    redis.call('HDEL', P .. ':qtat', pair)
   end
 end
 for skey in pairs(lanes) do redis.call('DEL', lane_keys(ns, skey)) end

@@ -14,12 +14,17 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     local cap = redis.call('HGET', P .. ':qconc', pair)
     if cap then open = (counts_of(base, nil).processing or 0) < tonumber(cap) end
     if open then
+      -- a rate-limited pair's jobs are claimable no sooner than its next token
+      local floor = now
+      local allowed, wait = rate_state(pair, now)
+      if allowed then floor = now + wait end
       for _, task in ipairs(redis.call('SMEMBERS', base .. 'tasks')) do
         if served(task) then
-          if redis.call('ZCARD', base .. 'ready:' .. task) > 0 and (best == nil or now < best) then best = now end
+          if redis.call('ZCARD', base .. 'ready:' .. task) > 0 and (best == nil or floor < best) then best = floor end
           local first = redis.call('ZRANGE', base .. 'sched:' .. task, 0, 0, 'WITHSCORES')
           if first[2] then
             local t = tonumber(first[2])
+            if t < floor then t = floor end
             if best == nil or t < best then best = t end
           end
         end

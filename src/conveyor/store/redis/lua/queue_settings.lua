@@ -1,0 +1,42 @@
+-- queue_settings.lua: change some of a queue's settings, keep the rest, in one atomic step (update_queue_settings;
+-- put_queue_settings passes every field). The limiter's state (P:qtat) is kept.
+-- ARGV: prefix, pair, queue, paused, concurrency, rate — each '' to keep the stored value; paused '0' | '1';
+--       concurrency '-' (none) or a number; rate '-' (none) or JSON {"limit", "period" (text), "burst" (or null),
+--       "interval" (µs), "tolerance" (µs)}
+-- Returns the settings document stored (JSON: paused, concurrency, rate).
+local pair, queue = ARGV[2], ARGV[3]
+local doc = { paused = false, concurrency = cjson.null, rate = cjson.null }
+local old = redis.call('HGET', P .. ':qset', pair)
+if old then
+  local d = cjson.decode(old)
+  doc.paused = d.paused
+  if d.concurrency ~= nil then doc.concurrency = d.concurrency end
+  if d.rate ~= nil then doc.rate = d.rate end
+end
+if ARGV[4] ~= '' then doc.paused = ARGV[4] == '1' end
+if ARGV[5] == '-' then doc.concurrency = cjson.null elseif ARGV[5] ~= '' then doc.concurrency = tonumber(ARGV[5]) end
+local rate_view = nil
+if ARGV[6] == '-' then
+  doc.rate = cjson.null
+elseif ARGV[6] ~= '' then
+  local r = cjson.decode(ARGV[6])
+  doc.rate = { limit = r.limit, period = r.period, burst = r.burst }
+  rate_view = r.interval .. '|' .. r.tolerance
+end
+redis.call('HSET', P .. ':qset', pair, cjson.encode(doc))
+redis.call('SADD', P .. ':pairs', pair)
+if doc.paused then redis.call('SADD', P .. ':qpaused', pair) else redis.call('SREM', P .. ':qpaused', pair) end
+if doc.concurrency == cjson.null then
+  redis.call('HDEL', P .. ':qconc', pair)
+else
+  redis.call('HSET', P .. ':qconc', pair, doc.concurrency)
+end
+if doc.rate == cjson.null then
+  redis.call('HDEL', P .. ':qrate', pair)
+elseif rate_view then
+  redis.call('HSET', P .. ':qrate', pair, rate_view)
+end
+-- a resumed queue or a raised limit may free jobs
+redis.call('LPUSH', P .. ':wake:' .. queue, '1')
+redis.call('LTRIM', P .. ':wake:' .. queue, 0, 63)
+return cjson.encode(doc)
