@@ -482,14 +482,17 @@ class Conveyor:
         concurrency: int | Keep | None = KEEP,
         rate_limit: RateLimit | str | Keep | None = KEEP,
         rate_burst: int | None = None,
+        key_concurrency: int | Keep | None = KEEP,
     ) -> QueueSettings:
         """Change some of a queue's settings at runtime, keeping the others; returns the settings now stored.
 
         `concurrency`: at most this many of the queue's jobs processing at once, across every worker (None: no
         cap). `rate_limit`: at most N claims per period, across every worker — a `RateLimit` or text such as
         "100/s", "10/m", "3/10s" (None: no limit); `rate_burst` is how many may start at once after an idle spell
-        (default: N). Settings not given are left as stored, so a pause never erases a limit. Workers apply a
-        change at their next claim; Run (GS2) ignores pauses and limits."""
+        (default: N). `key_concurrency`: at most this many jobs with the same `concurrency_key` (an enqueue
+        option: per user, per tenant) processing at once, across every worker (None: no limit). Settings not
+        given are left as stored, so a pause never erases a limit. Workers apply a change at their next claim; Run
+        (GS2) ignores pauses and limits."""
         validate_name(queue, "queue")
         validate_name(namespace, "namespace")
         if isinstance(rate_limit, str):
@@ -498,7 +501,9 @@ class Conveyor:
             if not isinstance(rate_limit, RateLimit):
                 raise ValidationError("rate_burst needs a rate_limit to go with it", field="rate_burst")
             rate_limit = RateLimit(rate_limit.limit, rate_limit.period, rate_burst)
-        change = QueueChange(paused=paused, concurrency=concurrency, rate_limit=rate_limit)
+        change = QueueChange(
+            paused=paused, concurrency=concurrency, rate_limit=rate_limit, key_concurrency=key_concurrency
+        )
         check_queue_settings(change.apply(QueueSettings(namespace, queue)))
         return await self._on_home(lambda: self.store.update_queue_settings(namespace, queue, change))
 
@@ -674,6 +679,7 @@ class Conveyor:
         concurrency: int | Keep | None = KEEP,
         rate_limit: RateLimit | str | Keep | None = KEEP,
         rate_burst: int | None = None,
+        key_concurrency: int | Keep | None = KEEP,
     ) -> QueueSettings:
         """Sync twin of `aupdate_queue`: e.g. `app.update_queue("emails", rate_limit="100/s", concurrency=20)`."""
         return self._sync(
@@ -684,6 +690,7 @@ class Conveyor:
                 concurrency=concurrency,
                 rate_limit=rate_limit,
                 rate_burst=rate_burst,
+                key_concurrency=key_concurrency,
             )
         )
 

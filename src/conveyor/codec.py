@@ -86,6 +86,7 @@ _JOB_KINDS: dict[str, str] = {
     "duplicate": "-bool",
     "payload_json": "-text?",
     "timed_out_at": "time?",
+    "concurrency_key": "text?",
 }
 
 _ATTEMPT_KINDS: dict[str, str] = {

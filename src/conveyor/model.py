@@ -136,6 +136,9 @@ class Job:
     """When a try of this job passed its timeout while its handler kept running (a plain function in a thread
     cannot be stopped): the worker keeps the lease until the thread ends, so the retry never overlaps it. Set by
     `Store.mark_timed_out`; it belongs to the current try only while it is not older than `started_at`."""
+    concurrency_key: str | None = None
+    """Jobs of one queue with the same key run at most `QueueSettings.key_concurrency` at once across every worker
+    (per user, per tenant: flow control, docs/flow-control.md). None: only the queue's own limits apply."""
 
     @property
     def serial_key(self) -> str | None:
@@ -266,6 +269,7 @@ class NewJob:
     user_id: str | None = None
     group_key: str | None = None
     unique_key: str | None = None
+    concurrency_key: str | None = None
 
     @property
     def serial_key(self) -> str | None:
@@ -286,6 +290,7 @@ class NewJob:
         user_id: str | None = None,
         group_key: str | None = None,
         unique_key: str | None = None,
+        concurrency_key: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         now: datetime | None = None,
         job_id: str | None = None,
@@ -339,8 +344,13 @@ class NewJob:
                 raise ValidationError(
                     f"run_at must be 1970-01-01T00:00:00Z or later, got {run_at.isoformat()}", field="run_at"
                 )
-        if user_id is not None or group_key is not None or unique_key is not None:
-            for name, value in (("user_id", user_id), ("group_key", group_key), ("unique_key", unique_key)):
+        if user_id is not None or group_key is not None or unique_key is not None or concurrency_key is not None:
+            for name, value in (
+                ("user_id", user_id),
+                ("group_key", group_key),
+                ("unique_key", unique_key),
+                ("concurrency_key", concurrency_key),
+            ):
                 if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 1024):
                     raise ValidationError(f"{name} must be a string of 1 to 1024 characters, got {value!r}", field=name)
                 if value is not None:
@@ -363,6 +373,7 @@ class NewJob:
             user_id=user_id,
             group_key=group_key,
             unique_key=unique_key,
+            concurrency_key=concurrency_key,
         )
 
     def to_job(self) -> Job:
@@ -385,6 +396,7 @@ class NewJob:
             group_key=self.group_key,
             unique_key=self.unique_key,
             payload_json=self.payload_json,
+            concurrency_key=self.concurrency_key,
         )
 
 
@@ -904,6 +916,7 @@ class QueueSettings:
     paused: bool = False
     concurrency: int | None = None  # max processing jobs across all workers; None = unlimited
     rate_limit: RateLimit | None = None  # max claims per period across all workers; None = unlimited
+    key_concurrency: int | None = None  # max processing jobs per Job.concurrency_key; None = unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -914,6 +927,7 @@ class QueueChange:
     paused: bool | Keep = KEEP
     concurrency: int | Keep | None = KEEP
     rate_limit: RateLimit | Keep | None = KEEP
+    key_concurrency: int | Keep | None = KEEP
 
     def apply(self, settings: QueueSettings) -> QueueSettings:
         return QueueSettings(
@@ -922,13 +936,15 @@ class QueueChange:
             paused=settings.paused if self.paused is KEEP else self.paused,
             concurrency=settings.concurrency if self.concurrency is KEEP else self.concurrency,
             rate_limit=settings.rate_limit if self.rate_limit is KEEP else self.rate_limit,
+            key_concurrency=settings.key_concurrency if self.key_concurrency is KEEP else self.key_concurrency,
         )
 
 
 def check_queue_settings(settings: QueueSettings) -> None:
-    c = settings.concurrency
-    if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_INT_PARAMETER):
-        raise ValidationError("queue concurrency must be ≥ 0 (or None for no limit)", field="concurrency")
+    for name in ("concurrency", "key_concurrency"):
+        c = getattr(settings, name)
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_INT_PARAMETER):
+            raise ValidationError(f"queue {name} must be ≥ 0 (or None for no limit)", field=name)
     if settings.rate_limit is not None and not isinstance(settings.rate_limit, RateLimit):
         raise ValidationError("rate_limit must be a RateLimit (or None for no limit)", field="rate_limit")
 
@@ -941,6 +957,7 @@ class QueueInfo:
     counts: Mapping[str, int]  # status -> count, plus "scheduled" (pending with run_at in the future)
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    key_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

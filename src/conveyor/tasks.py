@@ -91,6 +91,7 @@ class EnqueueOptions(TypedDict, total=False):
     user_id: str | None
     group_key: str | None
     unique_key: str | None
+    concurrency_key: str | None
 
 
 class JobOptions(EnqueueOptions, total=False):
@@ -145,6 +146,7 @@ class EnqueueSpec:
     user_id: str | None = None
     group_key: str | None = None
     unique_key: str | None = None
+    concurrency_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,6 +163,7 @@ class EnqueueSpec:
             "user_id": self.user_id,
             "group_key": self.group_key,
             "unique_key": self.unique_key,
+            "concurrency_key": self.concurrency_key,
             **self.extra,
         }
         return {k: v for k, v in values.items() if v is not None or k in ("task", "payload")}

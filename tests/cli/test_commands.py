@@ -215,6 +215,10 @@ def test_queues_set_limits(cli: Cli) -> None:
     assert got["rate_limit"] == {"limit": 3, "period": 1.0, "burst": 2} and got["concurrency"] == 4
     assert cli("queues", "set", "mail", "--rate", "fast").exit_code != 0
     assert cli("queues", "set", "mail").exit_code != 0
+    got = cli.json("queues", "set", "mail", "--key-concurrency", "2")
+    assert got["key_concurrency"] == 2 and got["concurrency"] == 4
+    job = cli.json("enqueue", "t", "--queue", "mail", "--concurrency-key", "tenant-1")
+    assert job["concurrency_key"] == "tenant-1"
 
 
 def test_namespaces(cli: Cli) -> None:

@@ -194,6 +194,20 @@ def test_queue_limits_are_set_at_runtime_and_kept_across_pause(server: LiveServe
     assert server.client(server.user_token("alice")).patch("/api/v1/queues/mail", json={}).status_code == 403
 
 
+def test_concurrency_keys_over_http(server: LiveServer) -> None:
+    admin = server.admin
+    got = admin.patch("/api/v1/queues/mail", json={"key_concurrency": 1}).json()
+    assert got["key_concurrency"] == 1 and got["concurrency"] is None
+    job = admin.post("/api/v1/jobs", json={"task": "echo", "queue": "mail", "concurrency_key": "tenant-7"}).json()
+    assert job["concurrency_key"] == "tenant-7"
+    assert admin.get(f"/api/v1/jobs/{job['id']}").json()["concurrency_key"] == "tenant-7"
+    listed = {q["name"]: q for q in admin.get("/api/v1/queues").json()["items"]}["mail"]
+    assert listed["key_concurrency"] == 1
+    assert admin.patch("/api/v1/queues/mail", json={"key_concurrency": None}).json()["key_concurrency"] is None
+    bad = admin.post("/api/v1/jobs", json={"task": "echo", "concurrency_key": ""})
+    assert bad.status_code in (400, 422)
+
+
 def test_tokens_and_me(server: LiveServer) -> None:
     token = server.user_token("alice", namespace="game")
     me = server.client(token).get("/api/v1/me").json()

@@ -99,6 +99,7 @@ def list_queues(
         table.add_column(name, justify="right", style=STATUS_STYLE.get(name, ""))
     table.add_column("limit", justify="right")
     table.add_column("rate", justify="right")
+    table.add_column("per key", justify="right")
     for q in queues:
         table.add_row(
             escape(q.namespace),
@@ -107,6 +108,7 @@ def list_queues(
             *(str(q.counts.get(name, 0)) for name in columns),
             "-" if q.concurrency is None else str(q.concurrency),
             "-" if q.rate_limit is None else escape(str(q.rate_limit)),
+            "-" if q.key_concurrency is None else str(q.key_concurrency),
         )
     console.print(table)
 
@@ -137,12 +139,19 @@ def set_queue(
     burst: Annotated[
         int | None, typer.Option("--burst", help="With --rate: claims that may start at once (default: N).")
     ] = None,
+    key_concurrency: Annotated[
+        str | None,
+        typer.Option(
+            "--key-concurrency", "-k", help="Max processing jobs per concurrency key; 'none' removes the limit."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a queue's limits at runtime; what you do not name stays as it is (a pause keeps the limits too)."""
-    if concurrency is None and rate is None:
-        fail("nothing to change: give --concurrency and/or --rate", code=EXIT_USAGE)
+    if concurrency is None and rate is None and key_concurrency is None:
+        fail("nothing to change: give --concurrency, --rate or --key-concurrency", code=EXIT_USAGE)
     cap = _limit(concurrency, "--concurrency")
+    key_cap = _limit(key_concurrency, "--key-concurrency")
     rate_limit: str | Keep | None = KEEP
     if rate is not None:
         rate_limit = None if rate.strip().lower() in ("none", "off", "-") else rate
@@ -152,7 +161,9 @@ def set_queue(
 
     async def body() -> QueueSettings:
         async with app:
-            return await app.aupdate_queue(queue, namespace, concurrency=cap, rate_limit=rate_limit, rate_burst=burst)
+            return await app.aupdate_queue(
+                queue, namespace, concurrency=cap, rate_limit=rate_limit, rate_burst=burst, key_concurrency=key_cap
+            )
 
     stored = run(body)
     if as_json:
@@ -161,7 +172,8 @@ def set_queue(
     console.print(
         f"Queue {escape(namespace)}/{escape(queue)}: "
         f"concurrency {'unlimited' if stored.concurrency is None else stored.concurrency}, "
-        f"rate {'unlimited' if stored.rate_limit is None else escape(str(stored.rate_limit))}"
+        f"rate {'unlimited' if stored.rate_limit is None else escape(str(stored.rate_limit))}, "
+        f"per key {'unlimited' if stored.key_concurrency is None else stored.key_concurrency}"
         f"{', paused' if stored.paused else ''}."
     )
 

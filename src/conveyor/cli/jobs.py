@@ -104,6 +104,10 @@ def enqueue(
     unique_key: Annotated[
         str | None, typer.Option("--unique-key", help="Store nothing if an active job has this key.")
     ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="Its queue's key_concurrency limits the jobs of this key at once."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Enqueue one job and print its id."""
@@ -122,6 +126,7 @@ def enqueue(
         ("user_id", user),
         ("group_key", group),
         ("unique_key", unique_key),
+        ("concurrency_key", concurrency_key),
     ):
         if option is not None:
             options[key] = option

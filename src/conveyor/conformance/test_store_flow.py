@@ -9,9 +9,9 @@ import asyncio
 import pytest
 
 from conveyor.errors import ValidationError
-from conveyor.model import KEEP, QueueChange, QueueSettings, RateLimit, rate_advance, rate_allowance
+from conveyor.model import KEEP, Job, NewJob, QueueChange, QueueSettings, RateLimit, rate_advance, rate_allowance
 from conveyor.store import Store
-from conveyor.conformance.helpers import LEASE, Taker, claim, complete, enqueue_many, new, offer
+from conveyor.conformance.helpers import LEASE, Taker, claim, complete, enqueue_many, fail, new, offer, retry
 
 # ---- settings changed, not replaced ---------------------------------------------------------------------------------
 
@@ -190,3 +190,130 @@ async def test_a_hand_off_honours_the_rate_limit(store: Store) -> None:
     handed = len(taker.jobs)
     assert handed <= 2
     assert len(await claim(store)) == 2 - handed
+
+
+# ---- concurrency per key ----------------------------------------------------------------------------------------
+
+
+def keyed(key: str | None, n: int = 0, **options: object) -> NewJob:
+    return new("t", n, concurrency_key=key, **options)
+
+
+def keys_of(jobs: list[Job]) -> list[str | None]:
+    return sorted((j.concurrency_key for j in jobs), key=lambda k: k or "")
+
+
+async def test_the_concurrency_key_is_stored(store: Store) -> None:
+    (job,) = await store.enqueue([keyed("tenant-1")])
+    assert job.concurrency_key == "tenant-1"
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.concurrency_key == "tenant-1"
+    (got,) = await claim(store)
+    assert got.concurrency_key == "tenant-1"
+
+
+async def test_a_key_limit_caps_processing_jobs_per_key(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=2))
+    await store.enqueue([keyed(k, i) for i in range(4) for k in ("a", "b", None)])
+    got = await claim(store)
+    assert keys_of(got) == [None, None, None, None, "a", "a", "b", "b"]
+    assert await claim(store) == []
+    assert await complete(store, next(j for j in got if j.concurrency_key == "a"))
+    (more,) = await claim(store)
+    assert more.concurrency_key == "a"
+    assert await fail(store, next(j for j in got if j.concurrency_key == "b"))
+    (more,) = await claim(store)
+    assert more.concurrency_key == "b"
+
+
+async def test_a_blocked_key_does_not_starve_the_jobs_behind_it(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=1))
+    await store.enqueue([keyed("busy", i) for i in range(60)])
+    await store.enqueue([keyed("other"), keyed(None)])
+    (first,) = await claim(store, limit=1)
+    assert first.concurrency_key == "busy"
+    got = await claim(store, limit=1)
+    got += await claim(store, limit=1)
+    assert keys_of(got) == [None, "other"]
+    assert await claim(store, limit=5) == []
+    assert await store.next_due(["default"]) is None  # nothing claimable: no spinning on the blocked key
+
+
+async def test_a_retried_job_frees_its_key_and_next_due_sees_it(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=1))
+    await store.enqueue([keyed("k", i) for i in range(2)])
+    (got,) = await claim(store)
+    assert await store.next_due(["default"]) is None
+    assert await retry(store, got, None)
+    wait = await store.next_due(["default"])
+    assert wait is not None and wait <= 0
+    assert len(await claim(store)) == 1
+
+
+async def test_key_limits_are_per_queue_and_namespace(store: Store) -> None:
+    await store.update_queue_settings("default", "q", QueueChange(key_concurrency=1))
+    await store.enqueue([keyed("k", i, queue="q") for i in range(3)])
+    await store.enqueue([keyed("k", i, queue="free") for i in range(3)])
+    await store.enqueue([keyed("k", i, queue="q", namespace="other") for i in range(3)])
+    got = await claim(store, queues=["q", "free"])
+    assert sorted((j.namespace, j.queue) for j in got) == [
+        ("default", "free"),
+        ("default", "free"),
+        ("default", "free"),
+        ("default", "q"),
+        ("other", "q"),
+        ("other", "q"),
+        ("other", "q"),
+    ]
+
+
+async def test_a_key_limit_of_zero_holds_keyed_jobs_only(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=0))
+    await store.enqueue([keyed("k"), keyed(None)])
+    got = await claim(store)
+    assert [j.concurrency_key for j in got] == [None]
+
+
+async def test_a_key_limit_holds_across_concurrent_claims(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=2))
+    await store.enqueue([keyed("k", i) for i in range(20)])
+    batches = await asyncio.gather(*(claim(store, limit=3, worker_id=f"w{i}") for i in range(8)))
+    assert sum(len(b) for b in batches) == 2
+
+
+async def test_key_limit_and_queue_cap_both_bind(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=2, concurrency=3))
+    await store.enqueue([keyed(k, i) for i in range(3) for k in ("a", "b")])
+    got = await claim(store)
+    assert len(got) == 3
+    assert max(sum(1 for j in got if j.concurrency_key == k) for k in ("a", "b")) == 2
+
+
+async def test_without_a_key_limit_the_key_changes_nothing(store: Store) -> None:
+    await store.enqueue([keyed("k", i) for i in range(5)])
+    assert len(await claim(store)) == 5
+
+
+async def test_a_hand_off_honours_the_key_limit(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=1))
+    taker = Taker()
+    offer(store, taker, limit=5)
+    await store.enqueue([keyed("k", i) for i in range(3)])
+    assert len(taker.jobs) + len(await claim(store)) == 1
+
+
+async def test_deleting_a_processing_job_frees_its_key(store: Store) -> None:
+    await store.update_queue_settings("default", "default", QueueChange(key_concurrency=1))
+    await store.enqueue([keyed("k", i) for i in range(2)])
+    (got,) = await claim(store)
+    await store.delete(got.id, force=True)
+    assert len(await claim(store)) == 1
+
+
+async def test_the_key_limit_is_kept_across_pause(store: Store) -> None:
+    await store.update_queue_settings("default", "q", QueueChange(key_concurrency=3))
+    await store.update_queue_settings("default", "q", QueueChange(paused=True))
+    got = await store.update_queue_settings("default", "q", QueueChange(paused=False))
+    assert got.key_concurrency == 3
+    (info,) = [q for q in await store.list_queues("default") if q.name == "q"]
+    assert info.key_concurrency == 3

@@ -307,6 +307,7 @@ def job_json(job: Job) -> dict[str, JSON]:
         "user_id": job.user_id,
         "group_key": job.group_key,
         "unique_key": job.unique_key,
+        "concurrency_key": job.concurrency_key,
         "started_at": rfc3339(job.started_at),
         "finished_at": rfc3339(job.finished_at),
         "lease_expires_at": rfc3339(job.lease_expires_at),
@@ -356,6 +357,7 @@ def queue_json(q: QueueInfo) -> dict[str, JSON]:
         "paused": q.paused,
         "concurrency": q.concurrency,
         "rate_limit": rate_json(q.rate_limit),
+        "key_concurrency": q.key_concurrency,
         "counts": dict(q.counts),
     }
 

@@ -49,7 +49,17 @@ def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[s
         limit = "1MB" if max_bytes == 1 << 20 else f"{max_bytes} bytes"
         raise ValidationError(f"payload too large (max {limit})", field=f"{where}payload") from exc
     options: dict[str, Any] = {}
-    for name in ("namespace", "queue", "priority", "delay", "user_id", "group_key", "unique_key", "run_at"):
+    for name in (
+        "namespace",
+        "queue",
+        "priority",
+        "delay",
+        "user_id",
+        "group_key",
+        "unique_key",
+        "concurrency_key",
+        "run_at",
+    ):
         value = getattr(body, name)
         if value is not None:
             reject_nul(value, f"{where}{name}")

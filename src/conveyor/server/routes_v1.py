@@ -99,6 +99,7 @@ def _job_options(body: NewJobBody, max_bytes: int) -> dict[str, Any]:
         "user_id",
         "group_key",
         "unique_key",
+        "concurrency_key",
         "run_at",
         "max_attempts",
     ):
@@ -417,7 +418,15 @@ async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONR
         if q.name == queue:
             return JSONResponse(queue_json(q))
     return JSONResponse(
-        {"namespace": namespace, "name": queue, "paused": False, "concurrency": None, "rate_limit": None, "counts": {}}
+        {
+            "namespace": namespace,
+            "name": queue,
+            "paused": False,
+            "concurrency": None,
+            "rate_limit": None,
+            "key_concurrency": None,
+            "counts": {},
+        }
     )
 
 
@@ -441,6 +450,7 @@ async def update_queue(
         namespace,
         paused=body.paused if "paused" in given and body.paused is not None else KEEP,
         concurrency=body.concurrency if "concurrency" in given else KEEP,
+        key_concurrency=body.key_concurrency if "key_concurrency" in given else KEEP,
         rate_limit=rate,
         rate_burst=body.rate_burst,
     )

@@ -66,6 +66,9 @@ class JobOptions(BaseModel):
     user_id: Key | None = Field(None, description="Owner (GS2 per-user FIFO queue)")
     group_key: Key | None = Field(None, description="Jobs with the same group key run one at a time, in order")
     unique_key: Key | None = Field(None, description="An active job with this key makes the enqueue a no-op")
+    concurrency_key: Key | None = Field(
+        None, description="Jobs of one queue with this key run at most the queue's key_concurrency at once"
+    )
 
 
 class PBEnqueue(JobOptions):
@@ -235,6 +238,7 @@ class JobOut(BaseModel):
     user_id: str | None = None
     group_key: str | None = None
     unique_key: str | None = None
+    concurrency_key: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     lease_expires_at: str | None = None
@@ -338,6 +342,7 @@ class QueueOut(BaseModel):
     paused: bool
     concurrency: int | None = None
     rate_limit: RateLimitOut | None = None
+    key_concurrency: int | None = None
     counts: dict[str, int]
 
 
@@ -354,6 +359,9 @@ class QueuePatch(BaseModel):
         None, description="Max claims per period across all workers: '100/s', '10/m', '3/10s' or an object; null: none"
     )
     rate_burst: int | None = Field(None, ge=1, le=2**31 - 1, description="With a text rate_limit: its burst")
+    key_concurrency: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Max processing jobs per concurrency_key; null: no limit"
+    )
 
 
 class QueueList(BaseModel):

@@ -35,6 +35,11 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
   and process. Jobs over the limit stay pending and burn no attempt; `next_due` reports the time of the next
   allowed claim, so workers sleep until then. `claim_user` (Run) ignores rate limits as it ignores pauses. The
   arrival time is kept by every settings write (changing the limit does not reset the bucket).
+* **Concurrency per key** (Job.concurrency_key, QueueSettings.key_concurrency): `claim` (hand-off included) never
+  leaves more than `key_concurrency` jobs of one (namespace, queue, concurrency key) processing, counted inside its
+  own atomic step; it passes over the jobs of keys at their limit to the jobs behind them (a blocked key's backlog
+  must not starve other keys), and `next_due` does not count them. No key or no limit: nothing changes.
+  `claim_user` ignores it, as it ignores caps.
 * **Queue settings are changed, not replaced**, by `update_queue_settings`: one atomic read-change-write per call,
   so a pause never erases a cap or a rate limit set meanwhile, and two concurrent changes of different settings
   both land.

@@ -343,7 +343,7 @@ class MemoryAdmin(Store):
                         counts=counts[qk],
                         concurrency=None if settings is None else settings.concurrency,
                         rate_limit=None if settings is None else settings.rate_limit,
-                        rate_limit=None if settings is None else settings.rate_limit,
+                        key_concurrency=None if settings is None else settings.key_concurrency,
                     )
                 )
             return out

@@ -75,6 +75,7 @@ class DataSet:
     lane_pending: dict[LaneKey, list[LaneOrder]] = field(default_factory=dict)
     lane_processing: dict[LaneKey, set[str]] = field(default_factory=dict)
     unique: dict[tuple[str, str], str] = field(default_factory=dict)
+    key_processing: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (ns, queue, concurrency key)
     counts: Counter[tuple[str, str, str, JobStatus]] = field(default_factory=Counter)
     # everything else
     namespaces: dict[str, Namespace] = field(default_factory=dict)
@@ -99,6 +100,8 @@ class DataSet:
             self.processing.setdefault(qk, set()).add(rec.id)
             if lk is not None:
                 self.lane_processing.setdefault(lk, set()).add(rec.id)
+            if rec.concurrency_key is not None:
+                self.key_processing[(rec.namespace, rec.queue, rec.concurrency_key)] += 1
         if rec.unique_key is not None and not rec.status.is_final:
             self.unique[(rec.namespace, rec.unique_key)] = rec.id
 
@@ -117,6 +120,11 @@ class DataSet:
             discard_from_set(self.processing, qk, rec.id)
             if lk is not None:
                 discard_from_set(self.lane_processing, lk, rec.id)
+            if rec.concurrency_key is not None:
+                kk = (rec.namespace, rec.queue, rec.concurrency_key)
+                self.key_processing[kk] -= 1
+                if self.key_processing[kk] <= 0:
+                    del self.key_processing[kk]
         if rec.unique_key is not None and self.unique.get((rec.namespace, rec.unique_key)) == rec.id:
             del self.unique[(rec.namespace, rec.unique_key)]
 

@@ -222,6 +222,7 @@ class MemoryStore(MemoryAdmin):
         sources: list[list[ClaimKey]] = []
         room: dict[QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
         rated: dict[QueueKey, RateLimit] = {}  # rate-limited queues of this claim
+        key_limits: dict[QueueKey, int] = {}  # queues with a limit per concurrency key
         for (ns, q, task), keys in d.pending.items():
             if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
                 continue
@@ -243,11 +244,14 @@ class MemoryStore(MemoryAdmin):
                         continue
                     cap = allowed if cap is None else min(cap, allowed)
                     rated[qk] = settings.rate_limit
+                if settings is not None and settings.key_concurrency is not None:
+                    key_limits[qk] = settings.key_concurrency
                 room[qk] = cap
             sources.append(keys)
         if not sources:
             return []
         lanes_taken: set[LaneKey] = set()
+        keys_taken: Counter[tuple[str, str, str]] = Counter()
         chosen: list[Job] = []
         # Choose first, start afterwards: starting changes the indexes that the merge is walking.
         for _, run_at, job_id in heapq.merge(*sources):
@@ -258,6 +262,11 @@ class MemoryStore(MemoryAdmin):
             free = room[qk]
             if free is not None and free <= 0:
                 continue
+            kk = None
+            if rec.concurrency_key is not None and qk in key_limits:
+                kk = (rec.namespace, rec.queue, rec.concurrency_key)
+                if d.key_processing[kk] + keys_taken[kk] >= key_limits[qk]:
+                    continue
             lk = lane_key(rec)
             if lk is not None:
                 if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
@@ -265,6 +274,8 @@ class MemoryStore(MemoryAdmin):
                 lanes_taken.add(lk)
             if free is not None:
                 room[qk] = free - 1
+            if kk is not None:
+                keys_taken[kk] += 1
             chosen.append(rec)
             if len(chosen) >= limit:
                 break
@@ -387,6 +398,7 @@ class MemoryStore(MemoryAdmin):
                     or (settings.concurrency is not None and settings.concurrency <= len(d.processing.get(qk, ())))
                 ):
                     continue
+                key_limit = None if settings is None else settings.key_concurrency
                 # a rate-limited queue's jobs are claimable no sooner than its next token
                 floor: datetime | None = None
                 if settings is not None and settings.rate_limit is not None:
@@ -401,8 +413,12 @@ class MemoryStore(MemoryAdmin):
                         at = run_at if floor is None or run_at >= floor else floor
                         if best is not None and at >= best:
                             break
-                        lk = lane_key(d.jobs[job_id])
-                        if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is d.jobs[job_id]):
+                        rec = d.jobs[job_id]
+                        ck = rec.concurrency_key
+                        if key_limit is not None and ck is not None and d.key_processing[(ns, q, ck)] >= key_limit:
+                            continue  # its key is at its limit: claim skips it
+                        lk = lane_key(rec)
+                        if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is rec):
                             best = at
                             break
                     i = end

@@ -45,6 +45,7 @@ def copy_text(jobs: Sequence[NewJob]) -> str:
                     _copy_optional(j.group_key),
                     "\\N",
                     _copy_optional(j.serial_key),
+                    _copy_optional(j.concurrency_key),
                 )
             )
         )

@@ -198,4 +198,15 @@ ALTER TABLE {schema}.queue_settings
     ADD COLUMN rate_tat bigint;
 """,
     ),
+    (
+        5,
+        "0005_concurrency_keys",
+        """
+-- Concurrency per key (issue 13): a job's concurrency key and its queue's limit of processing jobs per key. The
+-- claim counts a keyed queue's processing jobs per key (running_keys) through jobs_processing-like scans of the few
+-- processing rows; no index is needed for the key itself.
+ALTER TABLE {schema}.jobs ADD COLUMN concurrency_key text;
+ALTER TABLE {schema}.queue_settings ADD COLUMN key_concurrency integer;
+""",
+    ),
 )

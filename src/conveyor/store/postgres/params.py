@@ -91,6 +91,7 @@ def enqueue_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
                 "group_key": j.group_key,
                 "unique_key": j.unique_key,
                 "serial_key": j.serial_key,
+                "concurrency_key": j.concurrency_key,
             }
         )
         records.append(head[:-1] + ',"payload":' + j.payload_json + "}")

@@ -64,6 +64,17 @@ LANGUAGE sql VOLATILE AS $$
 $$
 """
 
+# The same for a queue with a limit per concurrency key: its processing jobs per key (keys without any: not listed).
+CREATE_RUNNING_KEYS_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.running_keys(p_namespace text, p_queue text)
+RETURNS TABLE (key text, n bigint)
+LANGUAGE sql VOLATILE AS $$
+    SELECT concurrency_key, count(*) FROM {schema}.jobs
+    WHERE status = 'processing' AND namespace = p_namespace AND queue = p_queue AND concurrency_key IS NOT NULL
+    GROUP BY concurrency_key
+$$
+"""
+
 # ---- enqueue ----------------------------------------------------------------------------------------------------
 
 # One statement for the whole batch, in input order so that the first of equal unique keys wins. Rows whose
@@ -71,13 +82,13 @@ $$
 # Batches arrive as one JSON array of records: one C-encoded parameter instead of thirteen Python-built arrays.
 ENQUEUE = """
 INSERT INTO {schema}.jobs (id, namespace, queue, task, payload, priority, run_at, max_attempts, created, updated,
-                           user_id, group_key, unique_key, serial_key)
+                           user_id, group_key, unique_key, serial_key, concurrency_key)
 SELECT n.id, n.namespace, n.queue, n.task, n.payload, n.priority, n.run_at, n.max_attempts, n.created, n.created,
-       n.user_id, n.group_key, n.unique_key, n.serial_key
+       n.user_id, n.group_key, n.unique_key, n.serial_key, n.concurrency_key
 FROM json_to_recordset(%(batch)s::json)
      AS n(ord integer, id text, namespace text, queue text, task text, payload json, priority smallint,
           run_at timestamptz, max_attempts integer, created timestamptz, user_id text, group_key text,
-          unique_key text, serial_key text)
+          unique_key text, serial_key text, concurrency_key text)
 ORDER BY n.ord
 ON CONFLICT (namespace, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
 DO NOTHING
@@ -88,7 +99,7 @@ RETURNING id
 # building thirteen Python arrays, and COPY fires the same statement trigger (NOTIFY) as INSERT.
 ENQUEUE_COPY = """
 COPY {schema}.jobs (id, namespace, queue, task, payload, priority, run_at, max_attempts, created, updated,
-                    user_id, group_key, unique_key, serial_key)
+                    user_id, group_key, unique_key, serial_key, concurrency_key)
 FROM STDIN
 """
 
@@ -115,7 +126,10 @@ JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::te
 #              namespaces, pauses, caps and serial lanes (only a lane's head, only while its lane is idle),
 #              locked with SKIP LOCKED so concurrent claimers take disjoint jobs (each arm locks at most `limit`
 #              rows, of which `chosen` keeps the first `limit` overall: the price of reading per task);
-#   chosen   - the batch: merged claim order, no more per capped queue than its room, at most `limit`;
+#   key_busy - for queues with a limit per concurrency key: processing jobs per key, counted after the lock as for
+#              caps; `picked` passes over the jobs of keys at their limit (so they never hide the jobs behind them);
+#   chosen   - the batch: merged claim order, no more per capped queue than its room, no more per key than its
+#              room, at most `limit`;
 #   rated    - rate-limited queues advance their limiter (GCRA: the theoretical arrival time `rate_tat`, µs) by the
 #              jobs chosen from them; their room above already counted what the limiter allows now (`capped`
 #              locks the rows, so concurrent claims take turns and see each other's advance);
@@ -173,28 +187,34 @@ commit_mode AS MATERIALIZED (
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
 ),
 capped AS MATERIALIZED (
-    SELECT c.namespace, c.queue, c.rate_interval, c.rate_from,
+    SELECT c.namespace, c.queue, c.rate_interval, c.rate_from, c.key_concurrency,
            least(CASE WHEN c.concurrency IS NOT NULL
                       THEN c.concurrency - {schema}.running_jobs(c.namespace, c.queue) END,
                  CASE WHEN c.rate_interval IS NULL THEN NULL
                       WHEN c.now_us + c.rate_tolerance < c.rate_from THEN 0
                       ELSE (c.now_us + c.rate_tolerance - c.rate_from) / c.rate_interval + 1 END) AS room
     FROM (
-        SELECT s.namespace, s.queue, s.concurrency, s.rate_interval, s.rate_tolerance, t.now_us,
+        SELECT s.namespace, s.queue, s.concurrency, s.rate_interval, s.rate_tolerance, s.key_concurrency, t.now_us,
                greatest(coalesce(s.rate_tat, 0), t.now_us) AS rate_from
         FROM {schema}.queue_settings s,
              (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
-        WHERE s.queue = ANY(%(queues)s::text[]) AND (s.concurrency IS NOT NULL OR s.rate_interval IS NOT NULL)
+        WHERE s.queue = ANY(%(queues)s::text[])
+          AND (s.concurrency IS NOT NULL OR s.rate_interval IS NOT NULL OR s.key_concurrency IS NOT NULL)
           AND NOT s.paused
         ORDER BY s.namespace, s.queue
         FOR UPDATE OF s
     ) c
 ),
+key_busy AS MATERIALIZED (
+    SELECT c.namespace, c.queue, k.key, k.n
+    FROM capped c CROSS JOIN LATERAL {schema}.running_keys(c.namespace, c.queue) k
+    WHERE c.key_concurrency IS NOT NULL
+),
 picked AS (
-    SELECT p.id, p.namespace, p.queue, p.priority, p.run_at
+    SELECT p.id, p.namespace, p.queue, p.priority, p.run_at, p.concurrency_key
     FROM arms a
     CROSS JOIN LATERAL (
-        SELECT j.id, j.namespace, j.queue, j.priority, j.run_at
+        SELECT j.id, j.namespace, j.queue, j.priority, j.run_at, j.concurrency_key
         FROM {schema}.jobs j
         WHERE j.status = 'pending'
           AND j.queue = a.queue
@@ -206,6 +226,12 @@ picked AS (
           AND NOT EXISTS (SELECT 1 FROM paused x WHERE x.namespace = j.namespace AND x.queue = j.queue)
           AND NOT EXISTS (SELECT 1 FROM capped x WHERE x.namespace = j.namespace AND x.queue = j.queue
                                                    AND x.room <= 0)
+          AND (j.concurrency_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM capped x
+                   WHERE x.namespace = j.namespace AND x.queue = j.queue AND x.key_concurrency IS NOT NULL
+                     AND x.key_concurrency <= coalesce((SELECT kb.n FROM key_busy kb
+                                                        WHERE kb.namespace = j.namespace AND kb.queue = j.queue
+                                                          AND kb.key = j.concurrency_key), 0)))
           AND (j.serial_key IS NULL OR (
                    NOT EXISTS (SELECT 1 FROM {schema}.jobs h
                                WHERE h.status = 'pending' AND h.namespace = j.namespace
@@ -221,11 +247,15 @@ picked AS (
 chosen AS (
     SELECT r.id, r.namespace, r.queue
     FROM (
-        SELECT p.*, row_number() OVER (PARTITION BY p.namespace, p.queue ORDER BY p.priority, p.run_at, p.id) AS n
+        SELECT p.*, row_number() OVER (PARTITION BY p.namespace, p.queue ORDER BY p.priority, p.run_at, p.id) AS n,
+               row_number() OVER (PARTITION BY p.namespace, p.queue, p.concurrency_key
+                                  ORDER BY p.priority, p.run_at, p.id) AS kn
         FROM picked p
     ) r
     LEFT JOIN capped x ON x.namespace = r.namespace AND x.queue = r.queue
-    WHERE x.room IS NULL OR r.n <= x.room
+    LEFT JOIN key_busy kb ON kb.namespace = r.namespace AND kb.queue = r.queue AND kb.key = r.concurrency_key
+    WHERE (x.room IS NULL OR r.n <= x.room)
+      AND (r.concurrency_key IS NULL OR x.key_concurrency IS NULL OR r.kn <= x.key_concurrency - coalesce(kb.n, 0))
     ORDER BY r.priority, r.run_at, r.id
     LIMIT %(limit)s
 ),
@@ -387,6 +417,15 @@ rate_wait AS MATERIALIZED (
          (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.rate_interval IS NOT NULL
 ),
+key_full AS MATERIALIZED (
+    SELECT s.namespace, s.queue, k.key
+    FROM {schema}.queue_settings s CROSS JOIN LATERAL {schema}.running_keys(s.namespace, s.queue) k
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.key_concurrency IS NOT NULL AND k.n >= s.key_concurrency
+),
+key_zero AS MATERIALIZED (
+    SELECT s.namespace, s.queue FROM {schema}.queue_settings s
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.key_concurrency = 0
+),
 rate_blocked AS MATERIALIZED (
     SELECT w.namespace, w.queue, statement_timestamp() + w.wait_us * interval '1 microsecond' AS at
     FROM rate_wait w
@@ -410,6 +449,10 @@ CROSS JOIN LATERAL (
       AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = j.namespace)
       AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
       AND NOT EXISTS (SELECT 1 FROM rate_blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
+      AND (j.concurrency_key IS NULL OR (
+               NOT EXISTS (SELECT 1 FROM key_full x WHERE x.namespace = j.namespace AND x.queue = j.queue
+                                                      AND x.key = j.concurrency_key)
+           AND NOT EXISTS (SELECT 1 FROM key_zero x WHERE x.namespace = j.namespace AND x.queue = j.queue)))
       AND (j.serial_key IS NULL OR (
                NOT EXISTS (SELECT 1 FROM {schema}.jobs h
                            WHERE h.status = 'pending' AND h.namespace = j.namespace
@@ -824,13 +867,13 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_jobs)
 # GCRA constants in µs (model.RateLimit computes them, so every store applies one formula).
 PUT_QUEUE_SETTINGS = """
 INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst,
-                                     rate_interval, rate_tolerance)
+                                     rate_interval, rate_tolerance, key_concurrency)
 VALUES (%(namespace)s, %(queue)s, %(paused)s, %(concurrency)s, %(rate_limit)s, %(rate_period)s, %(rate_burst)s,
-        %(rate_interval)s, %(rate_tolerance)s)
+        %(rate_interval)s, %(rate_tolerance)s, %(key_concurrency)s)
 ON CONFLICT (namespace, queue) DO UPDATE
 SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
     rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, rate_interval = excluded.rate_interval,
-    rate_tolerance = excluded.rate_tolerance
+    rate_tolerance = excluded.rate_tolerance, key_concurrency = excluded.key_concurrency
 """
 
 # update_queue_settings: the row is created if missing, then locked (FOR UPDATE) and read in the caller's
@@ -840,12 +883,12 @@ INSERT INTO {schema}.queue_settings (namespace, queue) VALUES (%(namespace)s, %(
 ON CONFLICT (namespace, queue) DO NOTHING
 """
 LOCK_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM {schema}.queue_settings
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM {schema}.queue_settings
 WHERE namespace = %(namespace)s AND queue = %(queue)s
 FOR UPDATE
 """
 GET_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM {schema}.queue_settings
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM {schema}.queue_settings
 WHERE namespace = %(namespace)s AND queue = %(queue)s
 """
 
@@ -859,13 +902,13 @@ WITH counts AS (
     GROUP BY namespace, queue, status
 ),
 settings AS (
-    SELECT namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst
+    SELECT namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency
     FROM {schema}.queue_settings
     WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
 )
 SELECT coalesce(c.namespace, s.namespace), coalesce(c.queue, s.queue), c.status, coalesce(c.n, 0),
        coalesce(c.scheduled, 0), coalesce(s.paused, false), s.concurrency, s.rate_limit, s.rate_period,
-       s.rate_burst
+       s.rate_burst, s.key_concurrency
 FROM counts c
 FULL JOIN settings s ON s.namespace = c.namespace AND s.queue = c.queue
 """

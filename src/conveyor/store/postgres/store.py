@@ -244,6 +244,7 @@ class PostgresStore(PgHandOff):
                 applied.append(name)
             # Functions and the trigger are (re)created every time: cheap, and they always match this code.
             await conn.execute(q.CREATE_RUNNING_FUNCTION)
+            await conn.execute(q.CREATE_RUNNING_KEYS_FUNCTION)
             await conn.execute(q.CREATE_NOTIFY_TRIGGER)
         if applied:
             logger.info("applied migrations to schema %s: %s", self.schema, ", ".join(applied))
@@ -753,13 +754,18 @@ class PostgresStore(PgHandOff):
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         rows = await self._all(self._q.LIST_QUEUES, {"namespace": namespace})
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None]] = {}
-        for ns, queue, status, n, scheduled, paused, concurrency, rate_limit, rate_period, rate_burst in rows:
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None]] = {}
+        for ns, queue, status, n, scheduled, paused, concurrency, rate_limit, rate_period, rate_burst, kc in rows:
             c = counts.setdefault((ns, queue), {s.value: 0 for s in JobStatus} | {"scheduled": 0})
             if status is not None:
                 c[status] += int(n)
                 c["scheduled"] += int(scheduled)
-            settings[(ns, queue)] = (bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst))
+            settings[(ns, queue)] = (
+                bool(paused),
+                concurrency,
+                rate_from_columns(rate_limit, rate_period, rate_burst),
+                kc,
+            )
         return [
             QueueInfo(
                 namespace=k[0],
@@ -768,6 +774,7 @@ class PostgresStore(PgHandOff):
                 counts=counts[k],
                 concurrency=settings[k][1],
                 rate_limit=settings[k][2],
+                key_concurrency=settings[k][3],
             )
             for k in sorted(counts)
         ]
@@ -908,9 +915,14 @@ def _stored_values(value: Any, fields: Sequence[FieldSpec]) -> tuple[Any, ...]:
 
 
 def _queue_settings_row(namespace: str, queue: str, row: Sequence[Any]) -> QueueSettings:
-    paused, concurrency, rate_limit, rate_period, rate_burst = row
+    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency = row
     return QueueSettings(
-        namespace, queue, bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst)
+        namespace,
+        queue,
+        bool(paused),
+        concurrency,
+        rate_from_columns(rate_limit, rate_period, rate_burst),
+        key_concurrency,
     )
 
 
@@ -926,4 +938,5 @@ def _queue_settings_params(settings: QueueSettings) -> dict[str, Any]:
         "rate_burst": None if rate is None else rate.burst,
         "rate_interval": None if rate is None else rate.interval_us,
         "rate_tolerance": None if rate is None else rate.tolerance_us,
+        "key_concurrency": settings.key_concurrency,
     }

@@ -335,6 +335,9 @@ class RedisAdmin(RedisConnections):
             "" if change.paused is KEEP else ("1" if change.paused else "0"),
             "" if change.concurrency is KEEP else ("-" if change.concurrency is None else str(change.concurrency)),
             "" if change.rate_limit is KEEP else encode_rate(change.rate_limit),
+            ""
+            if change.key_concurrency is KEEP
+            else ("-" if change.key_concurrency is None else str(change.key_concurrency)),
         ]
         doc = await self._run("queue_settings", args)
         self._waker.notify()  # a resumed queue or a raised limit may free jobs
@@ -353,6 +356,7 @@ class RedisAdmin(RedisConnections):
             counts = {s: int(row[1 + i]) for i, s in enumerate(STATUS_VALUES)}
             counts["scheduled"] = int(row[1 + n])
             concurrency = int(row[3 + n])
+            doc = json.loads(docs[str(row[0])]) if str(row[0]) in docs else None
             out.append(
                 QueueInfo(
                     namespace=ns,
@@ -360,7 +364,10 @@ class RedisAdmin(RedisConnections):
                     paused=bool(int(row[2 + n])),
                     counts=counts,
                     concurrency=None if concurrency < 0 else concurrency,
-                    rate_limit=None if str(row[0]) not in docs else decode_rate(json.loads(docs[str(row[0])])),
+                    rate_limit=None if doc is None else decode_rate(doc),
+                    key_concurrency=None
+                    if doc is None or doc.get("key_concurrency") is None
+                    else int(doc["key_concurrency"]),
                 )
             )
         out.sort(key=lambda qi: (qi.namespace, qi.name))

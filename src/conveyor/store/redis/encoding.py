@@ -185,10 +185,12 @@ def decode_queue_settings(namespace: str, queue: str, text: str) -> QueueSetting
     """A queue's settings from its stored JSON document (P:qset)."""
     doc = json.loads(text)
     concurrency = doc.get("concurrency")
+    key_concurrency = doc.get("key_concurrency")
     return QueueSettings(
         namespace,
         queue,
         paused=bool(doc.get("paused")),
         concurrency=None if concurrency is None else int(concurrency),
         rate_limit=decode_rate(doc),
+        key_concurrency=None if key_concurrency is None else int(key_concurrency),
     )

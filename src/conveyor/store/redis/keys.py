@@ -27,6 +27,10 @@ P:qpaused                              SET     paused <pair>s            (read b
 P:qconc                                HASH    <pair> -> concurrency cap (read by claim_due)
 P:qrate                                HASH    <pair> -> `<interval µs>|<tolerance µs>`: its rate limit's GCRA
                                                constants (read by claim_due; the limit itself is in qset)
+P:qkey                                 HASH    <pair> -> limit of processing jobs per concurrency key (read by
+                                               claim_due; the limit itself is also in qset)
+P:kbusy:<pair>                         HASH    concurrency key -> its processing jobs in the pair (kept by
+                                               transition in common.lua)
 P:qtat                                 HASH    <pair> -> the rate limiter's theoretical arrival time, µs (claim_due
                                                advances it; absent = a full bucket)
 P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)

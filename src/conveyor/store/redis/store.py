@@ -244,6 +244,7 @@ class RedisStore(RedisAdmin):
                     new.user_id,
                     new.group_key,
                     new.unique_key,
+                    new.concurrency_key,
                 ]
             )
         idle = self._idle.take(jobs) if self._idle else None

@@ -354,12 +354,13 @@ class SQLiteAdmin(SQLiteConnections):
             counts.setdefault((ns, queue), _zero_counts())[status] += n
         for ns, queue, n in scheduled_rows:
             counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
-        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None]] = {}
-        for ns, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst in setting_rows:
-            settings[(ns, name)] = (bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst))
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None]] = {}
+        for ns, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_cap in setting_rows:
+            rate = rate_from_columns(rate_limit, rate_period, rate_burst)
+            settings[(ns, name)] = (bool(paused), concurrency, rate, key_cap)
             if configured:
                 counts.setdefault((ns, name), _zero_counts())
-        none: tuple[bool, int | None, RateLimit | None] = (False, None, None)
+        none: tuple[bool, int | None, RateLimit | None, int | None] = (False, None, None, None)
         return [
             QueueInfo(
                 namespace=key[0],
@@ -368,6 +369,7 @@ class SQLiteAdmin(SQLiteConnections):
                 counts=counts[key],
                 concurrency=settings.get(key, none)[1],
                 rate_limit=settings.get(key, none)[2],
+                key_concurrency=settings.get(key, none)[3],
             )
             for key in sorted(counts)
         ]
@@ -481,9 +483,14 @@ def _queue_settings(conn: sqlite3.Connection, namespace: str, queue: str) -> Que
     row = conn.execute(q.SELECT_ONE_QUEUE_SETTINGS, (namespace, queue)).fetchone()
     if row is None:
         return QueueSettings(namespace, queue)
-    paused, concurrency, rate_limit, rate_period, rate_burst = row
+    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency = row
     return QueueSettings(
-        namespace, queue, bool(paused), concurrency, rate_from_columns(rate_limit, rate_period, rate_burst)
+        namespace,
+        queue,
+        bool(paused),
+        concurrency,
+        rate_from_columns(rate_limit, rate_period, rate_burst),
+        key_concurrency,
     )
 
 
@@ -499,5 +506,6 @@ def _upsert_queue_settings(conn: sqlite3.Connection, settings: QueueSettings) ->
             None if rate is None else rate.limit,
             None if rate is None else float(rate.period),
             None if rate is None else rate.burst,
+            settings.key_concurrency,
         ),
     )

@@ -79,6 +79,7 @@ def insert_jobs(
                 new.user_id,
                 new.group_key,
                 new.unique_key,
+                new.concurrency_key,
             ]
         )
         ranges.add((new.namespace, new.queue, new.task))

@@ -314,6 +314,20 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    # Concurrency per key (issue 13): a job's concurrency key, and its queue's limit of processing jobs per key. The
+    # claim counts a keyed queue's processing jobs per key through conveyor_jobs_processing (processing jobs are
+    # few: at most the workers' slots).
+    Migration(
+        5,
+        "concurrency_keys",
+        (
+            "ALTER TABLE conveyor_jobs ADD COLUMN concurrency_key TEXT",
+            "ALTER TABLE conveyor_queues ADD COLUMN key_concurrency INTEGER",
+        ),
+    ),
+)
+
 CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS conveyor_schema_migrations (
     version    INTEGER PRIMARY KEY,

@@ -27,15 +27,15 @@ ATTEMPT_COLUMNS = ", ".join(column_names(STORED_ATTEMPT_FIELDS))
 # ---- enqueue ------------------------------------------------------------------------------------------------------
 
 # ?1: JSON array of [id, namespace, queue, task, payload_json, priority, run_at, max_attempts, created, user_id,
-# group_key, unique_key].
+# group_key, unique_key, concurrency_key].
 INSERT_JOBS = """
 INSERT INTO conveyor_jobs (id, namespace, queue, task, payload, status, priority, run_at, attempts, max_attempts,
-                           try_number, created, updated, user_id, group_key, unique_key)
+                           try_number, created, updated, user_id, group_key, unique_key, concurrency_key)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), 'pending', json_extract(value, '$[5]'),
        json_extract(value, '$[6]'), 0, json_extract(value, '$[7]'), 0, json_extract(value, '$[8]'),
        json_extract(value, '$[8]'), json_extract(value, '$[9]'), json_extract(value, '$[10]'),
-       json_extract(value, '$[11]')
+       json_extract(value, '$[11]'), json_extract(value, '$[12]')
 FROM json_each(?1)
 """
 
@@ -58,7 +58,7 @@ REGISTER_QUEUE_TASK = "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, 
 # before a job was enqueued always governs that job's claim).
 SELECT_CLAIM_ARMS = """
 SELECT json_group_array(json_array(t.namespace, t.queue, t.task, q.concurrency, q.rate_limit, q.rate_period,
-                                    q.rate_burst, q.rate_tat))
+                                    q.rate_burst, q.rate_tat, q.key_concurrency))
 FROM conveyor_queue_tasks AS t
 JOIN conveyor_queues AS q ON q.namespace = t.namespace AND q.name = t.queue
 WHERE t.queue IN (SELECT value FROM json_each(?1))
@@ -68,6 +68,13 @@ WHERE t.queue IN (SELECT value FROM json_each(?1))
       SELECT 1 FROM conveyor_namespaces AS n
       WHERE n.name = t.namespace AND json_extract(n.doc, '$.auto_run') = 0
   )
+"""
+
+# A queue with a limit per concurrency key: its processing jobs per key. Parameters: namespace, queue.
+COUNT_PROCESSING_PER_KEY = """
+SELECT concurrency_key, COUNT(*) FROM conveyor_jobs
+WHERE namespace = ? AND queue = ? AND status = 'processing' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key
 """
 
 COUNT_PROCESSING_IN_QUEUE = """
@@ -95,6 +102,15 @@ FROM (
 ) AS c
 JOIN conveyor_jobs ON conveyor_jobs.rowid = c.rid
 """
+
+# CLAIM_CANDIDATES for the ranges of one queue with a limit per concurrency key: ?5 is a JSON array of the keys at
+# their limit, whose jobs the range scan passes over (so a blocked key's backlog never hides the jobs behind it).
+CLAIM_CANDIDATES_KEYED = CLAIM_CANDIDATES.replace(
+    "AND y.eligible = 1 AND y.run_at <= ?2",
+    "AND y.eligible = 1 AND y.run_at <= ?2\n"
+    "          AND (y.concurrency_key IS NULL OR y.concurrency_key NOT IN (SELECT value FROM json_each(?5)))",
+)
+assert CLAIM_CANDIDATES_KEYED != CLAIM_CANDIDATES
 
 # Start the candidates (same transaction, so still pending), each under its own fresh fencing token. ?4: JSON array
 # of [rowid, token]. The store applies the same changes to the candidates it read instead of reading them again.
@@ -174,6 +190,12 @@ SELECT MIN((SELECT MIN(run_at) FROM conveyor_jobs
               AND priority = prio.p))
 FROM prio WHERE prio.p IS NOT NULL
 """
+
+# NEXT_DUE_IN_RANGE for a queue with a limit per concurrency key: ?4 is a JSON array of the keys at their limit.
+NEXT_DUE_IN_RANGE_KEYED = NEXT_DUE_IN_RANGE.replace(
+    "AND eligible = 1",
+    "AND eligible = 1 AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?4)))",
+)
 
 # ---- finish -------------------------------------------------------------------------------------------------------
 
@@ -418,25 +440,28 @@ DELETE_JOBS_OF_NAMESPACE = "DELETE FROM conveyor_jobs WHERE namespace = ?"
 RESET_QUEUES_OF_NAMESPACE = """
 UPDATE conveyor_queues
 SET paused = 0, concurrency = NULL, configured = 0, rate_limit = NULL, rate_period = NULL, rate_burst = NULL,
-    rate_tat = NULL
+    rate_tat = NULL, key_concurrency = NULL
 WHERE namespace = ?
 """
 
 # ---- queues -------------------------------------------------------------------------------------------------------
 
 # Every setting at once; the limiter's state (rate_tat) is kept. Parameters: namespace, name, paused, concurrency,
-# rate_limit, rate_period, rate_burst.
+# rate_limit, rate_period, rate_burst, key_concurrency.
 UPSERT_QUEUE_SETTINGS = """
-INSERT INTO conveyor_queues (namespace, name, paused, concurrency, rate_limit, rate_period, rate_burst, configured)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1)
+INSERT INTO conveyor_queues (namespace, name, paused, concurrency, rate_limit, rate_period, rate_burst,
+                             key_concurrency, configured)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (namespace, name) DO UPDATE
 SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
-    rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, configured = 1
+    rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, key_concurrency = excluded.key_concurrency,
+    configured = 1
 """
 
 # One queue's settings (update_queue_settings reads them in its write transaction, then upserts).
 SELECT_ONE_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst FROM conveyor_queues WHERE namespace = ? AND name = ?
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM conveyor_queues
+WHERE namespace = ? AND name = ?
 """
 
 QUEUE_COUNTS = """
@@ -452,7 +477,8 @@ GROUP BY namespace, queue
 """
 
 SELECT_QUEUE_SETTINGS = """
-SELECT namespace, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst FROM conveyor_queues
+SELECT namespace, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_concurrency
+FROM conveyor_queues
 {where}
 """
 

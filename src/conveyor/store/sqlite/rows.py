@@ -23,6 +23,7 @@ from conveyor.model import (
 )
 
 __all__ = [
+    "CONCURRENCY_KEY_AT",
     "EPOCH",
     "ONE_US",
     "OUTCOME",
@@ -109,6 +110,8 @@ _STATUS_AT, _ATTEMPTS_AT, _TRY_AT, _UPDATED_AT, _STARTED_AT, _EXPIRES_AT, _WORKE
         "lease_token",
     )
 )
+CONCURRENCY_KEY_AT = field_index(STORED_JOB_FIELDS, "concurrency_key")
+"""Where a claim candidate row (STORED_JOB_FIELDS order) holds the job's concurrency key."""
 
 
 def started_job(r: list[Any], now: int, worker_id: str, expires: int, token: str) -> Job:

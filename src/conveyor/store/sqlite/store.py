@@ -79,6 +79,7 @@ from conveyor.store.sqlite.files import drop_files
 from conveyor.store.sqlite.insert import insert_jobs
 from conveyor.store.sqlite.migrations import MIGRATIONS
 from conveyor.store.sqlite.rows import (
+    CONCURRENCY_KEY_AT,
     attempt_params,
     claim_order,
     clock_us,
@@ -336,8 +337,10 @@ class SQLiteStore(SQLiteAdmin):
             groups: dict[int, list[list[str]]] = {}
             rooms: dict[tuple[str, str], int] = {}
             rated: dict[tuple[str, str], tuple[RateLimit, int | None]] = {}
+            keyed: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}  # limit per key, processing per key
+            keyed_ranges: dict[tuple[str, str], list[list[str]]] = {}
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()
-            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat in json.loads(plan):
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 room = limit
@@ -355,22 +358,42 @@ class SQLiteStore(SQLiteAdmin):
                     room = min(limit, rooms[(ns, queue)])
                     if room <= 0:
                         continue
+                if key_cap is not None:  # read apart, passing over the keys at their limit
+                    if (ns, queue) not in keyed:
+                        busy_keys = conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue)).fetchall()
+                        keyed[(ns, queue)] = (key_cap, dict(busy_keys))
+                    keyed_ranges.setdefault((ns, queue), []).append([ns, queue, task])
+                    continue
                 groups.setdefault(room, []).append([ns, queue, task])
-            if not groups:
+            if not groups and not keyed_ranges:
                 return []
             found: list[tuple[int, list[Any]]] = []
             for room, ranges in groups.items():
                 rowids, rows = conn.execute(q.CLAIM_CANDIDATES, (dumps(ranges), now, room, limit)).fetchone()
                 if rowids != "[]":
                     found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
-            if rooms:  # merge in claim order, honouring each capped queue's room across all its ranges
+            for pair_key, ranges in keyed_ranges.items():
+                key_cap, busy = keyed[pair_key]
+                full = dumps([k for k, n in busy.items() if n >= key_cap])
+                room = min(limit, rooms.get(pair_key, limit))
+                params = (dumps(ranges), now, room, limit, full)
+                rowids, rows = conn.execute(q.CLAIM_CANDIDATES_KEYED, params).fetchone()
+                if rowids != "[]":
+                    found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
+            if rooms or keyed:  # merge in claim order, honouring each capped queue's room across all its ranges
                 found.sort(key=lambda c: (c[1][6], c[1][7], c[1][0]))
                 taken: list[tuple[int, list[Any]]] = []
                 for rid, r in found:
                     key = (r[1], r[2])
-                    if key in rooms:
-                        if rooms[key] <= 0:
+                    if key in rooms and rooms[key] <= 0:
+                        continue
+                    ck = r[CONCURRENCY_KEY_AT]
+                    if ck is not None and key in keyed:
+                        key_cap, busy = keyed[key]
+                        if busy.get(ck, 0) >= key_cap:
                             continue
+                        busy[ck] = busy.get(ck, 0) + 1
+                    if key in rooms:
                         rooms[key] -= 1
                     taken.append((rid, r))
                 found = taken
@@ -560,7 +583,8 @@ class SQLiteStore(SQLiteAdmin):
             full: dict[tuple[str, str], bool] = {}
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()  # claim's own plan
             now = clock_us()
-            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat in json.loads(plan):
+            full_keys: dict[tuple[str, str], str] = {}
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 if cap is not None:
@@ -569,7 +593,14 @@ class SQLiteStore(SQLiteAdmin):
                         full[(ns, queue)] = busy >= cap
                     if full[(ns, queue)]:
                         continue
-                (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
+                if key_cap is None:
+                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
+                else:  # jobs of keys at their limit do not count
+                    if (ns, queue) not in full_keys:
+                        busy_keys = conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue)).fetchall()
+                        full_keys[(ns, queue)] = dumps([k for k, n in busy_keys if n >= key_cap])
+                    params = (ns, queue, task, full_keys[(ns, queue)])
+                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE_KEYED, params).fetchone()
                 rate = rate_from_columns(rate_limit, rate_period, rate_burst)
                 if first is not None and rate is not None:  # no sooner than the queue's next rate token
                     first = max(first, now + rate_allowance(rate, tat, now)[1])

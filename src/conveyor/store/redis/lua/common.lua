@@ -92,6 +92,14 @@ local function transition(j, new, ch)
     if new == 'processing' then redis.call('ZADD', P .. ':leases', j.lease_expires_at, id) end
     if FINAL_SET[new] then redis.call('ZADD', done_key(ns, FINAL_SET[new]), j.finished_at, id) end
   end
+  if j.concurrency_key and (old == 'processing' or new == 'processing') and old ~= new then
+    local kb = P .. ':kbusy:' .. ns .. ':' .. q
+    if new == 'processing' then
+      redis.call('HINCRBY', kb, j.concurrency_key, 1)
+    elseif redis.call('HINCRBY', kb, j.concurrency_key, -1) <= 0 then
+      redis.call('HDEL', kb, j.concurrency_key)
+    end
+  end
   if j.unique_key then
     local uk = P .. ':uniq:' .. ns
     if ACTIVE[old] and not ACTIVE[new] then
@@ -275,6 +283,55 @@ local function rate_advance(pair, now, interval, tat, taken)
   redis.call('HSET', P .. ':qtat', pair, num(tat + taken * interval))
 end
 
+-- ---- concurrency per key ------------------------------------------------------------------------------------------
+-- P:qkey holds a pair's limit of processing jobs per concurrency key, P:kbusy:<pair> its processing jobs per key
+-- (kept by transition). A keyed pair's ready set is walked past the members of keys at their limit, at most
+-- KEY_SCAN members per claim: a blocked key's backlog longer than that hides the jobs behind it until it drains.
+local KEY_SCAN = 2000
+
+-- up to `want` ready members of a keyed pair's task whose key has room, at most `room[key]` per key, in claim order;
+-- returns {member, score} pairs
+local function keyed_ready(base, task, pair, want, key_cap)
+  local busy = {}
+  local flat = redis.call('HGETALL', P .. ':kbusy:' .. pair)
+  for i = 1, #flat, 2 do busy[flat[i]] = tonumber(flat[i + 1]) end
+  local out, seen = {}, 0
+  local page = math.max(want * 2, 32)
+  while #out < want and seen < KEY_SCAN do
+    local r = redis.call('ZRANGE', base .. 'ready:' .. task, seen, seen + page - 1, 'WITHSCORES')
+    if #r == 0 then break end
+    for i = 1, #r, 2 do
+      local ck = redis.call('HGET', jkey(string.sub(r[i], 18)), 'concurrency_key')
+      if not ck then
+        out[#out + 1] = { r[i], r[i + 1] }
+      elseif (busy[ck] or 0) < key_cap then
+        busy[ck] = (busy[ck] or 0) + 1
+        out[#out + 1] = { r[i], r[i + 1] }
+      end
+      if #out >= want then break end
+    end
+    seen = seen + page
+  end
+  return out
+end
+
+-- the first {id, run_at} of a keyed pair's task's sched set whose key has room (next_due), or {}
+local function keyed_sched(base, task, pair, key_cap)
+  local seen, page = 0, 64
+  while seen < KEY_SCAN do
+    local r = redis.call('ZRANGE', base .. 'sched:' .. task, seen, seen + page - 1, 'WITHSCORES')
+    if #r == 0 then break end
+    for i = 1, #r, 2 do
+      local ck = redis.call('HGET', jkey(r[i]), 'concurrency_key')
+      if not ck or tonumber(redis.call('HGET', P .. ':kbusy:' .. pair, ck) or '0') < key_cap then
+        return { r[i], r[i + 1] }
+      end
+    end
+    seen = seen + page
+  end
+  return {}
+end
+
 -- Claim up to `limit` due jobs in (priority, run_at, id) order across the pairs in scope and the tasks served, for
 -- `worker`; `tokens` holds one fresh 32-hex-digit fencing token per job it may claim (drawn by the caller from the
 -- OS: math.random is no source of uniqueness). Scheduled jobs that have come due move from sched to ready here, so
@@ -311,10 +368,19 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
               redis.call('ZREM', base .. 'sched:' .. task, id)
               redis.call('ZADD', base .. 'ready:' .. task, f[1], rmember(f[2], id))
             end
-            local r = redis.call('ZRANGE', base .. 'ready:' .. task, 0, free - 1, 'WITHSCORES')
-            if #r > 0 then lists = lists + 1 end
-            for i = 1, #r, 2 do
-              cands[#cands + 1] = { prio = tonumber(r[i + 1]), m = r[i], pair = pair }
+            local key_cap = redis.call('HGET', P .. ':qkey', pair)
+            if key_cap then
+              local r = keyed_ready(base, task, pair, free, tonumber(key_cap))
+              if #r > 0 then lists = lists + 1 end
+              for _, c in ipairs(r) do
+                cands[#cands + 1] = { prio = tonumber(c[2]), m = c[1], pair = pair }
+              end
+            else
+              local r = redis.call('ZRANGE', base .. 'ready:' .. task, 0, free - 1, 'WITHSCORES')
+              if #r > 0 then lists = lists + 1 end
+              for i = 1, #r, 2 do
+                cands[#cands + 1] = { prio = tonumber(r[i + 1]), m = r[i], pair = pair }
+              end
             end
           end
         end

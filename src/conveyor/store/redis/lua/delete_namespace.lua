@@ -30,6 +30,8 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     redis.call('HDEL', P .. ':qset', pair)
     redis.call('HDEL', P .. ':qrate', pair)
     redis.call('HDEL', P .. ':qtat', pair)
+    redis.call('HDEL', P .. ':qkey', pair)
+    redis.call('DEL', P .. ':kbusy:' .. pair)
   end
 end
 for skey in pairs(lanes) do redis.call('DEL', lane_keys(ns, skey)) end

@@ -1,6 +1,7 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
 -- ARGV: prefix, JSON list with one list of strings per job: id, namespace, queue, task, payload JSON, priority,
---       run_at µs, max_attempts, created µs, user_id, group_key, unique_key (the last three may be null)
+--       run_at µs, max_attempts, created µs, user_id, group_key, unique_key, concurrency_key (the last four may
+--       be null)
 --       and the hand-off: '' or JSON {"worker", "limit", "lease" (µs), "queues", "namespaces", "exclude", "tasks",
 --       "tokens"}, an idle worker of the enqueuing process to claim for in this same step (claim_due, the rules of
 --       claim.lua: served tasks, auto_run, lanes, pauses, caps)
@@ -22,6 +23,7 @@ for _, r in ipairs(rows) do
   local j = {
     id = r[1], namespace = r[2], queue = r[3], task = r[4], payload = r[5], priority = r[6], run_at = r[7],
     max_attempts = r[8], created = r[9], user_id = nul(r[10]), group_key = nul(r[11]), unique_key = nul(r[12]),
+    concurrency_key = nul(r[13]),
   }
   local holder = false
   if j.unique_key then holder = redis.call('HGET', P .. ':uniq:' .. j.namespace, j.unique_key) end
@@ -34,7 +36,7 @@ for _, r in ipairs(rows) do
       'priority', j.priority, 'run_at', j.run_at, 'attempts', '0', 'max_attempts', j.max_attempts,
       'try_number', '0', 'created', j.created, 'updated', j.created,
     }
-    for _, k in ipairs({ 'user_id', 'group_key', 'unique_key', 'skey' }) do
+    for _, k in ipairs({ 'user_id', 'group_key', 'unique_key', 'skey', 'concurrency_key' }) do
       if j[k] then
         fields[#fields + 1] = k
         fields[#fields + 1] = j[k]

@@ -18,10 +18,22 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
       local floor = now
       local allowed, wait = rate_state(pair, now)
       if allowed then floor = now + wait end
+      local key_cap = redis.call('HGET', P .. ':qkey', pair)
       for _, task in ipairs(redis.call('SMEMBERS', base .. 'tasks')) do
         if served(task) then
-          if redis.call('ZCARD', base .. 'ready:' .. task) > 0 and (best == nil or floor < best) then best = floor end
-          local first = redis.call('ZRANGE', base .. 'sched:' .. task, 0, 0, 'WITHSCORES')
+          local ready
+          if key_cap then  -- jobs of keys at their limit do not count
+            ready = #keyed_ready(base, task, pair, 1, tonumber(key_cap)) > 0
+          else
+            ready = redis.call('ZCARD', base .. 'ready:' .. task) > 0
+          end
+          if ready and (best == nil or floor < best) then best = floor end
+          local first = {}
+          if key_cap then
+            first = keyed_sched(base, task, pair, tonumber(key_cap))
+          else
+            first = redis.call('ZRANGE', base .. 'sched:' .. task, 0, 0, 'WITHSCORES')
+          end
           if first[2] then
             local t = tonumber(first[2])
             if t < floor then t = floor end

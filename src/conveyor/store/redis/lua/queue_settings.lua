@@ -1,20 +1,26 @@
 -- queue_settings.lua: change some of a queue's settings, keep the rest, in one atomic step (update_queue_settings;
 -- put_queue_settings passes every field). The limiter's state (P:qtat) is kept.
--- ARGV: prefix, pair, queue, paused, concurrency, rate — each '' to keep the stored value; paused '0' | '1';
---       concurrency '-' (none) or a number; rate '-' (none) or JSON {"limit", "period" (text), "burst" (or null),
---       "interval" (µs), "tolerance" (µs)}
+-- ARGV: prefix, pair, queue, paused, concurrency, rate, key_concurrency — each '' to keep the stored value; paused
+--       '0' | '1'; concurrency and key_concurrency '-' (none) or a number; rate '-' (none) or JSON {"limit",
+--       "period" (text), "burst" (or null), "interval" (µs), "tolerance" (µs)}
 -- Returns the settings document stored (JSON: paused, concurrency, rate).
 local pair, queue = ARGV[2], ARGV[3]
-local doc = { paused = false, concurrency = cjson.null, rate = cjson.null }
+local doc = { paused = false, concurrency = cjson.null, rate = cjson.null, key_concurrency = cjson.null }
 local old = redis.call('HGET', P .. ':qset', pair)
 if old then
   local d = cjson.decode(old)
   doc.paused = d.paused
   if d.concurrency ~= nil then doc.concurrency = d.concurrency end
   if d.rate ~= nil then doc.rate = d.rate end
+  if d.key_concurrency ~= nil then doc.key_concurrency = d.key_concurrency end
 end
 if ARGV[4] ~= '' then doc.paused = ARGV[4] == '1' end
 if ARGV[5] == '-' then doc.concurrency = cjson.null elseif ARGV[5] ~= '' then doc.concurrency = tonumber(ARGV[5]) end
+if ARGV[7] == '-' then
+  doc.key_concurrency = cjson.null
+elseif ARGV[7] ~= '' then
+  doc.key_concurrency = tonumber(ARGV[7])
+end
 local rate_view = nil
 if ARGV[6] == '-' then
   doc.rate = cjson.null
@@ -30,6 +36,11 @@ if doc.concurrency == cjson.null then
   redis.call('HDEL', P .. ':qconc', pair)
 else
   redis.call('HSET', P .. ':qconc', pair, doc.concurrency)
+end
+if doc.key_concurrency == cjson.null then
+  redis.call('HDEL', P .. ':qkey', pair)
+else
+  redis.call('HSET', P .. ':qkey', pair, doc.key_concurrency)
 end
 if doc.rate == cjson.null then
   redis.call('HDEL', P .. ':qrate', pair)
