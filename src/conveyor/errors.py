@@ -186,6 +186,26 @@ class Retry(Exception):
         self.status_code = status_code
 
 
+class Snooze(Exception):
+    """Raise (or return) from a handler to run the job again after `seconds`, without counting an attempt.
+
+    Why not Retry: a snooze is not a failure — the handler found the work not ready yet (a quota, an upstream not
+    ready, a rate it must respect) and asks to be called again later. The try is kept in the job's history (an
+    attempt with outcome `snoozed`), `try_number` moves on, but `attempts` — what `max_attempts` counts — does not,
+    so a job may snooze any number of times."""
+
+    def __init__(self, seconds: float, *, reason: str = "snoozed") -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= 10 * 366 * 86_400.0  # also refuses NaN
+        ):
+            raise ValidationError(f"Snooze takes seconds from 0 to ten years, got {seconds!r}", field="seconds")
+        super().__init__(reason)
+        self.seconds = float(seconds)
+        self.reason = reason
+
+
 class Fail(Exception):
     """Raise from a handler to fail the job permanently (dead letter) without further retries.
 

@@ -5,6 +5,8 @@ The worker owns policy (docs/design.md): the store only applies the `Finish` com
 - returns `v` → attempt 200 COMPLETED, job `completed` with result `v`;
 - raises `Retry(delay)` → attempt with its status code (503 by default) RETRY, job `pending` at now + delay (the
   task's backoff when delay is None); it counts as an attempt;
+- raises or returns `Snooze(seconds)` → attempt 202 SNOOZED, job `pending` at now + seconds; it does not count as
+  an attempt (max_attempts), try_number moves on;
 - raises `Fail(status_code=c)` → c not retryable: attempt c FAILED, job `failed` at once; c retryable
   (402, 409, 500, 502, 503, 504): an ordinary retryable failure;
 - raises anything else → 500 with error text and traceback, retry with backoff;
@@ -34,7 +36,7 @@ from typing import Any, NamedTuple
 
 from conveyor.backoff import DEFAULT_BACKOFF
 from conveyor.context import JobCancelled, JobContext
-from conveyor.errors import Fail, Retry, StoreUnavailable, TaskNotRegistered
+from conveyor.errors import Fail, Retry, Snooze, StoreUnavailable, TaskNotRegistered
 from conveyor.isolation import ChildDied, ProcessPool, RemoteError
 from conveyor.model import (
     JSON,
@@ -58,6 +60,7 @@ STATUS_OK = 200
 STATUS_ERROR = 500
 STATUS_TIMEOUT = 504
 STATUS_CANCELLED = 499
+STATUS_SNOOZED = 202  # accepted, to be run later
 MAX_STATUS_CODE = 1000
 
 # Why a running job was told to stop (JobContext.cancel_reason).
@@ -242,6 +245,8 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
     if not isinstance(value, _SIMPLE_RESULTS) or (
         isinstance(value, str) and (len(value) > _LONG_STRING or not value.isascii())
     ):
+        if isinstance(value, Snooze):
+            return _snoozed(job, started, ctx.worker_id, value)
         try:
             value = json.loads(encode_result(value))  # normalise (datetimes → str) and enforce the 5 MiB cap
         except Exception as exc:
@@ -289,6 +294,8 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
         return _cancelled(job, started, ctx.worker_id)
     if isinstance(exc, ChildDied):
         return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec, with_traceback=False)
+    if isinstance(exc, Snooze):
+        return _snoozed(job, started, ctx.worker_id, exc)
     if isinstance(exc, Retry):
         delay = exc.delay
         return _failure(
@@ -305,6 +312,28 @@ def _classify_error(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime
     if isinstance(exc, Fail):
         return _failure(job, started, ctx.worker_id, exc, _clamp_code(exc.status_code), spec, result=exc.result)
     return _failure(job, started, ctx.worker_id, exc, STATUS_ERROR, spec)
+
+
+def _snoozed(job: Job, started: datetime, worker_id: str | None, snooze: Snooze) -> Finish:
+    """The handler asked to run again later: pending at now + seconds, the try recorded (SNOOZED) but not counted."""
+    finished = utcnow()
+    return Finish(
+        lease=job.lease,
+        status=JobStatus.PENDING,
+        attempt=Attempt(
+            job_id=job.id,
+            try_number=job.try_number,
+            outcome=AttemptOutcome.SNOOZED,
+            status_code=STATUS_SNOOZED,
+            started_at=started,
+            finished_at=finished,
+            worker_id=worker_id,
+            error=f"{snooze.reason} for {snooze.seconds:g} s",
+            lease_token=job.lease_token,
+        ),
+        run_at=finished + timedelta(seconds=snooze.seconds),
+        snooze=True,
+    )
 
 
 def _timed_out(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime) -> Finish:

@@ -82,6 +82,7 @@ class AttemptOutcome(StrEnum):
     LOST = "lost"  # worker died / lease expired; recorded by the rescuer
     TIMEOUT = "timeout"  # exceeded the task timeout (504); retried or failed like any failure
     CANCELLED = "cancelled"  # stopped on request while running
+    SNOOZED = "snoozed"  # the handler asked to run again later (Snooze); the try did not count as an attempt
 
 
 LOST_STATUS_CODE = 0  # GS2's "no connection / unknown" code: the worker vanished, nothing was returned
@@ -702,6 +703,9 @@ class Finish:
     `release=True` hands the job back without counting the try (graceful shutdown): status PENDING, attempts and
     try_number decremented, no Attempt record, run_at unchanged unless given (so it keeps its place in the order).
     Otherwise `attempt` is the record to store for this try.
+    `snooze=True` (the handler raised or returned `Snooze`): status PENDING at `run_at`, the attempt recorded (its
+    outcome SNOOZED) and try_number kept, but `attempts` decremented — the try does not count toward max_attempts;
+    `last_error` is kept unless `error` is given.
     """
 
     lease: Lease
@@ -711,6 +715,7 @@ class Finish:
     error: str | None = None
     result: JSON = None
     release: bool = False
+    snooze: bool = False
 
 
 @dataclass(frozen=True, slots=True)

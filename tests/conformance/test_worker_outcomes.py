@@ -10,7 +10,9 @@ import asyncio
 import threading
 from typing import Any
 
-from conveyor import AttemptOutcome, Conveyor, Fail, JobContext, JobStatus, Retry
+import pytest
+
+from conveyor import AttemptOutcome, Conveyor, Fail, JobContext, JobStatus, Retry, Snooze, ValidationError
 from tests.conformance.worker_support import FAST, running_worker, wait_status, wait_until, worker_app
 
 __all__ = ["worker_app"]
@@ -132,6 +134,45 @@ async def test_retry_exception_reruns_after_its_delay(worker_app: Conveyor) -> N
     assert first.traceback is None
     assert (second.status_code, second.outcome) == (200, AttemptOutcome.COMPLETED)
     assert (second.started_at - first.finished_at).total_seconds() >= 0.04
+
+
+async def test_snooze_reruns_later_without_using_an_attempt(worker_app: Conveyor) -> None:
+    app = worker_app
+    seen: list[tuple[int, int]] = []
+
+    @app.task("patient", max_attempts=1)
+    async def patient(payload: None, ctx: JobContext) -> Any:
+        seen.append((ctx.attempt, ctx.try_number))
+        if ctx.try_number == 1:
+            raise Snooze(0.05, reason="quota used up")
+        if ctx.try_number == 2:
+            return Snooze(0)  # returning one works too
+        return "done"
+
+    @app.task("sync_patient", max_attempts=1)
+    def sync_patient(payload: None, ctx: JobContext) -> str:
+        if ctx.try_number == 1:
+            raise Snooze(0)
+        return "done"
+
+    job = await app.aenqueue("patient")
+    other = await app.aenqueue("sync_patient")
+    async with running_worker(app):
+        done = await wait_status(app, job.id, JobStatus.COMPLETED)
+        other_done = await wait_status(app, other.id, JobStatus.COMPLETED)
+    assert done.result == "done" and (done.attempts, done.try_number) == (1, 3)
+    assert seen == [(1, 1), (1, 2), (1, 3)]  # each snoozed try gave its attempt back
+    first, second, third = await app.aattempts(job.id)
+    assert (first.status_code, first.outcome, first.error) == (202, AttemptOutcome.SNOOZED, "quota used up for 0.05 s")
+    assert second.outcome is AttemptOutcome.SNOOZED and third.outcome is AttemptOutcome.COMPLETED
+    assert (second.started_at - first.finished_at).total_seconds() >= 0.04
+    assert other_done.result == "done" and other_done.attempts == 1
+
+
+def test_snooze_checks_its_seconds() -> None:
+    for bad in (-1, float("nan"), "5", True):
+        with pytest.raises(ValidationError):
+            Snooze(bad)  # type: ignore[arg-type]
 
 
 async def test_retry_on_the_last_attempt_dead_letters(worker_app: Conveyor) -> None:

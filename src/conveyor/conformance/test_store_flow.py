@@ -1,17 +1,43 @@
 """Store conformance: flow control (issue 13) — queue settings changed at runtime without erasing one another,
-and rate limits enforced inside the claim (store/base.py: "Rate limits", "Queue settings are changed, not
-replaced")."""
+rate limits and concurrency per key enforced inside the claim, and snoozes (store/base.py: "Rate limits",
+"Concurrency per key", "Queue settings are changed, not replaced"; model.Finish.snooze)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from conveyor.errors import ValidationError
-from conveyor.model import KEEP, Job, NewJob, QueueChange, QueueSettings, RateLimit, rate_advance, rate_allowance
+from conveyor.model import (
+    KEEP,
+    AttemptOutcome,
+    Finish,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    QueueChange,
+    QueueSettings,
+    RateLimit,
+    rate_advance,
+    rate_allowance,
+    utcnow,
+)
 from conveyor.store import Store
-from conveyor.conformance.helpers import LEASE, Taker, claim, complete, enqueue_many, fail, new, offer, retry
+from conveyor.conformance.helpers import (
+    LEASE,
+    Taker,
+    attempt,
+    claim,
+    complete,
+    enqueue_many,
+    fail,
+    new,
+    offer,
+    retry,
+)
 
 # ---- settings changed, not replaced ---------------------------------------------------------------------------------
 
@@ -317,3 +343,69 @@ async def test_the_key_limit_is_kept_across_pause(store: Store) -> None:
     assert got.key_concurrency == 3
     (info,) = [q for q in await store.list_queues("default") if q.name == "q"]
     assert info.key_concurrency == 3
+
+
+# ---- snooze -----------------------------------------------------------------------------------------------------
+
+
+def snoozed(job: Job, seconds: float, error: str | None = None) -> Finish:
+    return Finish(
+        job.lease,
+        JobStatus.PENDING,
+        attempt=attempt(job, status_code=202, outcome=AttemptOutcome.SNOOZED, error="snoozed"),
+        run_at=utcnow() + timedelta(seconds=seconds),
+        error=error,
+        snooze=True,
+    )
+
+
+async def test_a_snooze_reschedules_without_counting_an_attempt(store: Store) -> None:
+    (job,) = await store.enqueue([new("t", max_attempts=1)])
+    for n in (1, 2, 3):
+        (got,) = await claim(store)
+        assert (got.attempts, got.try_number) == (1, n)
+        assert await store.finish([snoozed(got, 0)]) == [True]
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status is JobStatus.PENDING
+        assert (stored.attempts, stored.try_number) == (0, n)
+    outcomes = [a.outcome for a in await store.attempts(job.id)]
+    assert outcomes == [AttemptOutcome.SNOOZED] * 3
+    (got,) = await claim(store)
+    assert await complete(store, got)
+    done = await store.get_job(job.id)
+    assert done is not None and done.status is JobStatus.COMPLETED and (done.attempts, done.try_number) == (1, 4)
+
+
+async def test_a_snoozed_job_waits_for_its_time(store: Store) -> None:
+    await store.enqueue([new("t")])
+    (got,) = await claim(store)
+    assert await store.finish([snoozed(got, 30)]) == [True]
+    assert await claim(store) == []
+    wait = await store.next_due(["default"])
+    assert wait is not None and 25 < wait <= 30
+
+
+async def test_a_snooze_keeps_the_last_error(store: Store) -> None:
+    await store.enqueue([new("t")])
+    (got,) = await claim(store)
+    assert await retry(store, got, None, error="upstream down")
+    (got,) = await claim(store)
+    assert await store.finish([snoozed(got, 0)]) == [True]
+    stored = await store.get_job(got.id)
+    assert stored is not None and stored.last_error == "upstream down" and stored.attempts == 1
+
+
+async def test_a_stale_snooze_changes_nothing(store: Store) -> None:
+    await store.enqueue([new("t")])
+    (got,) = await claim(store)
+    stale = Finish(Lease(got.id, "not-the-token"), JobStatus.PENDING, run_at=utcnow(), snooze=True)
+    assert await store.finish([stale]) == [False]
+    stored = await store.get_job(got.id)
+    assert stored is not None and stored.status is JobStatus.PROCESSING and stored.attempts == 1
+
+
+async def test_a_snooze_must_go_to_pending(store: Store) -> None:
+    await store.enqueue([new("t")])
+    (got,) = await claim(store)
+    with pytest.raises(ValidationError):
+        await store.finish([Finish(got.lease, JobStatus.COMPLETED, snooze=True)])

@@ -318,7 +318,7 @@ class MemoryStore(MemoryAdmin):
 
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         for f in finishes:
-            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+            if f.status is JobStatus.PROCESSING or ((f.release or f.snooze) and f.status is not JobStatus.PENDING):
                 raise ValidationError(
                     f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
                     f"got {f.status.value!r}",
@@ -351,7 +351,12 @@ class MemoryStore(MemoryAdmin):
                         rec.last_error = f.error
                     woke = True
                 else:
-                    rec.last_error = None if f.status is JobStatus.COMPLETED else f.error
+                    if f.snooze:  # the try does not count; the last error stays unless one is given
+                        rec.attempts = max(0, rec.attempts - 1)
+                        if f.error is not None:
+                            rec.last_error = f.error
+                    else:
+                        rec.last_error = None if f.status is JobStatus.COMPLETED else f.error
                     if f.status is JobStatus.COMPLETED:
                         rec.result = f.result
                     if f.status is JobStatus.PENDING:

@@ -105,7 +105,7 @@ def existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
 def finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     for ord_, f in enumerate(finishes, 1):
-        if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+        if f.status is JobStatus.PROCESSING or ((f.release or f.snooze) and f.status is not JobStatus.PENDING):
             raise ValidationError(
                 f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
                 f"got {f.status.value!r}",
@@ -119,6 +119,7 @@ def finish_params(finishes: Sequence[Finish], synchronous_commit: str) -> dict[s
             "run_at": f.run_at,
             "error": f.error,
             "release": f.release,
+            "snooze": f.snooze,
         }
         if f.result is not None:  # absent → SQL NULL (a JSON null would be stored as the json value 'null')
             record["result"] = f.result

@@ -504,8 +504,9 @@ f AS (
     SELECT *
     FROM json_to_recordset(%(batch)s::json)
          AS f(ord integer, id text, token text, status text, run_at timestamptz, error text, result json,
-              release boolean, a_try_number integer, a_outcome text, a_status_code integer, a_started timestamptz,
-              a_finished timestamptz, a_worker_id text, a_result json, a_error text, a_traceback text)
+              release boolean, snooze boolean, a_try_number integer, a_outcome text, a_status_code integer,
+              a_started timestamptz, a_finished timestamptz, a_worker_id text, a_result json, a_error text,
+              a_traceback text)
 ),
 applied AS (
     UPDATE {schema}.jobs j
@@ -514,12 +515,12 @@ applied AS (
         lease_expires_at = NULL,
         worker_id = NULL,
         lease_token = NULL,
-        attempts = CASE WHEN f.release THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        attempts = CASE WHEN f.release OR f.snooze THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         try_number = CASE WHEN f.release THEN greatest(j.try_number - 1, 0) ELSE j.try_number END,
         run_at = CASE WHEN f.release THEN coalesce(f.run_at, j.run_at)
                       WHEN f.status = 'pending' THEN coalesce(f.run_at, statement_timestamp())
                       ELSE j.run_at END,
-        last_error = CASE WHEN f.release THEN coalesce(f.error, j.last_error)
+        last_error = CASE WHEN f.release OR f.snooze THEN coalesce(f.error, j.last_error)
                           WHEN f.status = 'completed' THEN NULL
                           ELSE f.error END,
         result = CASE WHEN NOT f.release AND f.status = 'completed' THEN f.result ELSE j.result END,

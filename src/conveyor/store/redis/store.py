@@ -391,7 +391,7 @@ class RedisStore(RedisAdmin):
             return []
         rows: list[list[str | None]] = []
         for f in finishes:
-            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+            if f.status is JobStatus.PROCESSING or ((f.release or f.snooze) and f.status is not JobStatus.PENDING):
                 raise ValidationError(
                     f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
                     f"got {f.status.value!r}",
@@ -411,6 +411,7 @@ class RedisStore(RedisAdmin):
                     None if a is None else attempt_head(a),
                     None if a is None else lost_head(a),
                     None if a is None else attempt_body(a),
+                    "1" if f.snooze else "0",
                 ]
             )
         reply: str = await self._run("finish", [encode_rows(rows)])

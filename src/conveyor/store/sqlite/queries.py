@@ -199,8 +199,9 @@ NEXT_DUE_IN_RANGE_KEYED = NEXT_DUE_IN_RANGE.replace(
 
 # ---- finish -------------------------------------------------------------------------------------------------------
 
-# Many finishes in one statement: ?2 is a JSON array of [id, token, status, last_error, result_json, run_at]
-# (run_at only for retries), ?1 is now. Only entries that HELD_LEASES found live are passed. The unary `+` keeps
+# Many finishes in one statement: ?2 is a JSON array of [id, token, status, last_error, result_json, run_at,
+# snooze] (run_at only for retries; snooze 1: the try does not count and last_error is kept unless given), ?1 is
+# now. Only entries that HELD_LEASES found live are passed. The unary `+` keeps
 # the planner from walking the status index: it must look each id up by primary key.
 FINISH_MANY = """
 UPDATE conveyor_jobs
@@ -210,7 +211,9 @@ SET status = json_extract(f.value, '$[2]'),
     lease_expires_at = NULL,
     worker_id = NULL,
     lease_token = NULL,
-    last_error = json_extract(f.value, '$[3]'),
+    last_error = CASE WHEN json_extract(f.value, '$[6]') THEN COALESCE(json_extract(f.value, '$[3]'), last_error)
+                      ELSE json_extract(f.value, '$[3]') END,
+    attempts = CASE WHEN json_extract(f.value, '$[6]') THEN MAX(0, attempts - 1) ELSE attempts END,
     result = CASE WHEN json_extract(f.value, '$[2]') = 'completed' THEN json_extract(f.value, '$[4]') ELSE result END,
     run_at = COALESCE(json_extract(f.value, '$[5]'), run_at),
     cancel_requested = CASE WHEN json_extract(f.value, '$[2]') = 'pending' THEN 0 ELSE cancel_requested END

@@ -464,7 +464,7 @@ class SQLiteStore(SQLiteAdmin):
 
     async def finish(self, finishes: Sequence[Finish]) -> list[bool]:
         for f in finishes:
-            if f.status is JobStatus.PROCESSING or (f.release and f.status is not JobStatus.PENDING):
+            if f.status is JobStatus.PROCESSING or ((f.release or f.snooze) and f.status is not JobStatus.PENDING):
                 raise ValidationError(
                     f"a Finish must move the job to pending, completed, failed or cancelled (release: pending), "
                     f"got {f.status.value!r}",
@@ -515,6 +515,7 @@ class SQLiteStore(SQLiteAdmin):
                         None if completed else f.error,
                         dumps(f.result) if completed else None,
                         run_at,
+                        1 if f.snooze else 0,
                     ]
                 )
                 if f.attempt is not None:

@@ -2,7 +2,8 @@
 -- ARGV: prefix, JSON list with one list per report: id, token, next status, release ('1'/'0'), run_at µs, error,
 --       result JSON, and the attempt as three pieces (all null when none): its head as applied
 --       ('{"outcome":…,"status_code":…,"error":…'), its head as a LOST record (model.not_applied), and the rest
---       of its fields (',…}'); all values are strings
+--       of its fields (',…}'), snooze ('1'/'0': the try does not count, last_error kept unless given); all values
+--       are strings
 -- Returns a string with '1' per report applied and '0' per stale report. A stale report changes nothing but keeps
 -- its attempt as a LOST record of its own claim (field = its token), unless the job is gone or that claim already
 -- has a record that is not LOST (a repeated report of an applied try).
@@ -13,6 +14,7 @@ for _, r in ipairs(cjson.decode(ARGV[2])) do
   local id, token, status, release = r[1], r[2], r[3], r[4] == '1'
   local run_at, err, result = nul(r[5]), nul(r[6]), nul(r[7])
   local head, lost_head, body = nul(r[8]), nul(r[9]), nul(r[10])
+  local snooze = r[11] == '1'
   local j = load(id)
   if not j or j.status ~= 'processing' or j.lease_token ~= token then
     if j and head and not release then
@@ -33,6 +35,9 @@ for _, r in ipairs(cjson.decode(ARGV[2])) do
       if status == 'completed' then
         ch.last_error = false
         ch.result = result or false
+      elseif snooze then
+        ch.attempts = tostring(math.max(0, tonumber(j.attempts) - 1))
+        if err then ch.last_error = err end
       else
         ch.last_error = err or false
       end
