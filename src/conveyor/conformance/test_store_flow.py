@@ -9,6 +9,18 @@ from datetime import timedelta
 
 import pytest
 
+from conveyor.conformance.helpers import (
+    LEASE,
+    Taker,
+    attempt,
+    claim,
+    complete,
+    enqueue_many,
+    fail,
+    new,
+    offer,
+    retry,
+)
 from conveyor.errors import ValidationError
 from conveyor.model import (
     KEEP,
@@ -26,18 +38,6 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store import Store
-from conveyor.conformance.helpers import (
-    LEASE,
-    Taker,
-    attempt,
-    claim,
-    complete,
-    enqueue_many,
-    fail,
-    new,
-    offer,
-    retry,
-)
 
 # ---- settings changed, not replaced ---------------------------------------------------------------------------------
 
