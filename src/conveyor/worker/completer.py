@@ -106,8 +106,8 @@ class Completer:
                     attempt = finish.attempt
                     if ok and attempt is not None and publish is not None:
                         publish(job, attempt.status_code, attempt.outcome.value)
-                    if job.group_key is not None or job.user_id is not None:
-                        wake_after = True  # the next job of its lane may be claimable now
+                    if job.group_key is not None or job.user_id is not None or job.concurrency_key is not None:
+                        wake_after = True  # the next job of its lane, or of its concurrency key, may be claimable now
                     elif finish.status is JobStatus.PENDING and not finish.release and finish.run_at is not None:
                         wake_after = self.wake_at(finish.run_at) or wake_after  # a retry: claim it when due
                     if not ok:
