@@ -199,8 +199,8 @@ ALTER TABLE {schema}.queue_settings
 """,
     ),
     (
-        5,
-        "0005_concurrency_keys",
+        6,
+        "0006_concurrency_keys",
         """
 -- Concurrency per key (issue 13): a job's concurrency key and its queue's limit of processing jobs per key. The
 -- claim counts a keyed queue's processing jobs per key (running_keys) through jobs_processing-like scans of the few

@@ -319,7 +319,7 @@ MIGRATIONS += (
     # claim counts a keyed queue's processing jobs per key through conveyor_jobs_processing (processing jobs are
     # few: at most the workers' slots).
     Migration(
-        5,
+        6,
         "concurrency_keys",
         (
             "ALTER TABLE conveyor_jobs ADD COLUMN concurrency_key TEXT",
