@@ -284,9 +284,15 @@ def test_queues_pause_resume_settings_and_what_needs_the_server(page: Page, live
     expect(row.locator("[data-latency]")).to_have_text("n/a")
     expect(page.locator("[data-needs=latency]")).to_be_visible()
     row.locator("button:has-text('Settings')").click()
-    settings = page.locator("#queue-settings")
-    expect(settings.locator(".needs")).to_contain_text("PATCH /api/v1/queues/{queue}")
-    expect(settings.locator("input[name=concurrency]")).to_be_disabled()
+    settings = page.locator("#queue-settings")  # PATCH /api/v1/queues/{queue} is served (issue 13): editable
+    expect(settings.locator(".needs")).to_have_count(0)
+    settings.locator("input[name=concurrency]").fill("7")
+    settings.locator("input[name=rate_limit]").fill("3/10s")
+    settings.locator("button[type=submit]").click()
+    expect(page.locator(".toast", has_text="Queue mail saved")).to_be_visible()
+    mail = next(q for q in live.admin.get("/api/v1/queues").json()["items"] if q["name"] == "mail")
+    assert mail["concurrency"] == 7 and mail["rate_limit"]["limit"] == 3 and mail["rate_limit"]["period"] == 10
+    expect(row).to_contain_text("3/10s")
     row.locator("button[data-clear]").click()
     expect(page.locator(".toast.error")).to_contain_text("bulk endpoint")
 

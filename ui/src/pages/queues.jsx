@@ -52,7 +52,7 @@ export function QueueTable({ queues, actions = true, reload, onSettings, onClear
               </td>
               <td class="opt small">
                 {q.concurrency ? `at most ${num(q.concurrency)} at once` : "no cap"}
-                {q.rate_limit ? <div>{q.rate_limit}{q.rate_key ? ` per ${q.rate_key}` : ""}</div> : null}
+                {q.rate_limit ? <div>{rateText(q.rate_limit)}</div> : null}
               </td>
               {actions ? (
                 <td class="actions">
@@ -77,6 +77,14 @@ export function QueueTable({ queues, actions = true, reload, onSettings, onClear
   );
 }
 
+// The server answers a rate limit as {limit, period (seconds), burst}; the form and the table speak "100/s".
+function rateText(r) {
+  if (!r) return "";
+  if (typeof r === "string") return r;
+  const unit = r.period === 1 ? "s" : r.period === 60 ? "m" : r.period === 3600 ? "h" : `${r.period}s`;
+  return `${r.limit}/${unit}`;
+}
+
 function Settings({ q, reload, onClose }) {
   const editable = needs.queueSettings();
   const submit = (e) => {
@@ -85,7 +93,6 @@ function Settings({ q, reload, onClose }) {
     const body = {
       concurrency: f.get("concurrency") ? Number(f.get("concurrency")) : null,
       rate_limit: f.get("rate_limit") || null,
-      rate_key: f.get("rate_key") || null,
     };
     act(() => updateQueue(q, body), `Queue ${q.name} saved`, () => { reload(); onClose(); });
   };
@@ -98,8 +105,7 @@ function Settings({ q, reload, onClose }) {
       <fieldset disabled={!editable}>
         <div class="form-grid">
           <label>Concurrency cap (jobs at once, empty: none)<input name="concurrency" type="number" min="1" defaultValue={q.concurrency ?? ""} /></label>
-          <label>Rate limit (e.g. 100/s, 10/m; empty: none)<input name="rate_limit" pattern="\d+/(s|m|h)" defaultValue={q.rate_limit ?? ""} /></label>
-          <label>Rate limit per (payload field or user_id)<input name="rate_key" defaultValue={q.rate_key ?? ""} /></label>
+          <label>Rate limit (e.g. 100/s, 10/m, 3/10s; empty: none)<input name="rate_limit" pattern="\d+/\d*(s|m|h)" defaultValue={rateText(q.rate_limit)} /></label>
         </div>
       </fieldset>
       <div class="form-buttons">
