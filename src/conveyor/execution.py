@@ -259,18 +259,37 @@ def _success(job: Job, spec: TaskSpec, ctx: JobContext, started: datetime, value
     return Finish(
         lease=job.lease,
         status=JobStatus.COMPLETED,
-        attempt=Attempt(
-            job_id=job.id,
-            try_number=job.try_number,
-            outcome=AttemptOutcome.COMPLETED,
-            status_code=STATUS_OK,
-            started_at=started,
-            finished_at=finished,
-            worker_id=ctx.worker_id,
-            result=value,
-            lease_token=job.lease_token,
-        ),
+        attempt=_attempt(job, started, finished, ctx.worker_id, AttemptOutcome.COMPLETED, STATUS_OK, result=value),
         result=value,
+    )
+
+
+def _attempt(
+    job: Job,
+    started: datetime,
+    finished: datetime,
+    worker_id: str | None,
+    outcome: AttemptOutcome,
+    status_code: int,
+    *,
+    result: JSON = None,
+    error: str | None = None,
+    tb: str | None = None,
+) -> Attempt:
+    """The record of this claim's try, whatever its outcome: the job's try number and the claim's fencing token
+    (the store files it under that token, so a stale report lands on its own claim, never on another's)."""
+    return Attempt(
+        job_id=job.id,
+        try_number=job.try_number,
+        outcome=outcome,
+        status_code=status_code,
+        started_at=started,
+        finished_at=finished,
+        worker_id=worker_id,
+        result=result,
+        error=error,
+        traceback=tb,
+        lease_token=job.lease_token,
     )
 
 
@@ -320,16 +339,14 @@ def _snoozed(job: Job, started: datetime, worker_id: str | None, snooze: Snooze)
     return Finish(
         lease=job.lease,
         status=JobStatus.PENDING,
-        attempt=Attempt(
-            job_id=job.id,
-            try_number=job.try_number,
-            outcome=AttemptOutcome.SNOOZED,
-            status_code=STATUS_SNOOZED,
-            started_at=started,
-            finished_at=finished,
-            worker_id=worker_id,
+        attempt=_attempt(
+            job,
+            started,
+            finished,
+            worker_id,
+            AttemptOutcome.SNOOZED,
+            STATUS_SNOOZED,
             error=f"{snooze.reason} for {snooze.seconds:g} s",
-            lease_token=job.lease_token,
         ),
         run_at=finished + timedelta(seconds=snooze.seconds),
         snooze=True,
@@ -402,18 +419,8 @@ def _failure(
     return Finish(
         lease=job.lease,
         status=status,
-        attempt=Attempt(
-            job_id=job.id,
-            try_number=job.try_number,
-            outcome=outcome,
-            status_code=status_code,
-            started_at=started,
-            finished_at=finished,
-            worker_id=worker_id,
-            result=_safe_result(result),
-            error=error,
-            traceback=tb,
-            lease_token=job.lease_token,
+        attempt=_attempt(
+            job, started, finished, worker_id, outcome, status_code, result=_safe_result(result), error=error, tb=tb
         ),
         run_at=run_at,
         error=error,
@@ -440,17 +447,7 @@ def lost_finish(job: Job, started: datetime, worker_id: str | None) -> Finish:
     return Finish(
         lease=job.lease,
         status=JobStatus.PENDING,
-        attempt=Attempt(
-            job_id=job.id,
-            try_number=job.try_number,
-            outcome=AttemptOutcome.LOST,
-            status_code=LOST_STATUS_CODE,
-            started_at=started,
-            finished_at=utcnow(),
-            worker_id=worker_id,
-            error=error,
-            lease_token=job.lease_token,
-        ),
+        attempt=_attempt(job, started, utcnow(), worker_id, AttemptOutcome.LOST, LOST_STATUS_CODE, error=error),
         error=error,
     )
 
@@ -465,17 +462,7 @@ def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
     return Finish(
         lease=job.lease,
         status=JobStatus.CANCELLED,
-        attempt=Attempt(
-            job_id=job.id,
-            try_number=job.try_number,
-            outcome=AttemptOutcome.CANCELLED,
-            status_code=STATUS_CANCELLED,
-            started_at=started,
-            finished_at=utcnow(),
-            worker_id=worker_id,
-            error=error,
-            lease_token=job.lease_token,
-        ),
+        attempt=_attempt(job, started, utcnow(), worker_id, AttemptOutcome.CANCELLED, STATUS_CANCELLED, error=error),
         error=error,
     )
 
