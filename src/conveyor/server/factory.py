@@ -192,12 +192,14 @@ def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn) -> list[APIRouter]
     """The GS2-compatible surface: `/job-queue/...` (with stamp sheets and user data), `/auth/...`, the
     identifier login, Conveyor's own `/api/v1/gs2/...` (keys, issuing sheets), and GS2-format 404s under
     `/gateway/...` (its WebSocket and calls are not served yet)."""
-    from conveyor.server import gs2, gs2_admin, gs2_auth
+    from conveyor.server import gs2, gs2_admin, gs2_auth, gs2_common
 
     auth = LazyAuth(ctx)
-    gateway = APIRouter(prefix="/gateway", route_class=gs2.GS2Route, include_in_schema=False)
+    gateway = APIRouter(prefix="/gateway", route_class=gs2_common.GS2Route, include_in_schema=False)
     gateway.add_api_route(
-        "/{rest:path}", gs2.unsupported_route("/gateway", "gateway"), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+        "/{rest:path}",
+        gs2_common.unsupported_route("/gateway", "gateway"),
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     )
     return [
         gs2.build_router(app, auth, grn=grn),

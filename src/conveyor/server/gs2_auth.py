@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 
 from conveyor.errors import ValidationError
 from conveyor.model import JSON
-from conveyor.server.gs2 import (
+from conveyor.server.gs2_common import (
     GS2_RESPONSES,
     GS2Auth,
     GS2Route,

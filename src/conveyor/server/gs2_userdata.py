@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from conveyor.errors import ConveyorError
 from conveyor.model import JSON
-from conveyor.server.gs2 import GS2Auth, json_body
+from conveyor.server.gs2_common import GS2Auth, json_body
 from conveyor.server.gs2_models import Grn, GS2Error, check_user_id
 from conveyor.userdata import clean_user, dump_user, import_user
 
