@@ -25,6 +25,7 @@ from conveyor.errors import NamespaceNotFound, ValidationError
 from conveyor.events import EventBus
 from conveyor.execution import run_user_job
 from conveyor.isolation import ProcessPool, isolated_handlers
+from conveyor.logs import ensure_visible
 from conveyor.model import (
     DEFAULT_LEASE,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -725,7 +726,10 @@ class Conveyor:
         return self._sync(lambda: self.arun_next(namespace, user_id))
 
     def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
-        """Run a worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
+        """Run a worker in the foreground until SIGTERM/SIGINT (graceful shutdown). Like `conveyor worker`, it shows
+        its start line, failures, retries and dead letters on stderr — unless the program configured logging
+        itself, which is then left as it is (conveyor.logs.ensure_visible)."""
+        ensure_visible()
         runtime = self.runtime
         if runtime.home is not None and not runtime.has_portal:
             raise RuntimeError("run_worker() blocks; from async code use `await app.arun_worker()`")

@@ -38,6 +38,7 @@ from conveyor.backoff import DEFAULT_BACKOFF
 from conveyor.context import JobCancelled, JobContext
 from conveyor.errors import Fail, Retry, Snooze, StoreUnavailable, TaskNotRegistered
 from conveyor.isolation import ChildDied, ProcessPool, RemoteError
+from conveyor.logsafe import printable
 from conveyor.model import (
     JSON,
     LOST_STATUS_CODE,
@@ -467,6 +468,38 @@ def _cancelled(job: Job, started: datetime, worker_id: str | None) -> Finish:
     )
 
 
+def log_outcome(finish: Finish, job: Job) -> None:
+    """Say what became of a failed try once the store has recorded it: a retry at INFO, a dead letter at WARNING,
+    with the job's id, task, try and error both in the message and as fields (`extra`: the JSON log format writes
+    them as keys). Successes, snoozes and cancels say nothing here (they are not problems; DEBUG shows the rest)."""
+    attempt = finish.attempt
+    if attempt is None or attempt.outcome not in _LOGGED_OUTCOMES:
+        return
+    fields = {
+        "job_id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "namespace": job.namespace,
+        "try": attempt.try_number,
+        "max_attempts": job.max_attempts,
+        "status_code": attempt.status_code,
+        "outcome": attempt.outcome.value,
+        "error": finish.error,
+    }
+    where = f"job {job.id} ({job.task}) try {attempt.try_number}/{job.max_attempts}"
+    error = printable(finish.error or f"status {attempt.status_code}")
+    if finish.status is JobStatus.FAILED:
+        log.warning("%s failed for good: %s; moved to the dead letters", where, error, extra=fields)
+    elif finish.run_at is None:
+        log.info("%s failed: %s; retrying now", where, error, extra={**fields, "retry_at": None})
+    else:
+        when = finish.run_at.isoformat(timespec="milliseconds")
+        log.info("%s failed: %s; retrying at %s", where, error, when, extra={**fields, "retry_at": when})
+
+
+_LOGGED_OUTCOMES = frozenset({AttemptOutcome.RETRY, AttemptOutcome.TIMEOUT, AttemptOutcome.FAILED})
+
+
 def refused_message(finish: Finish, job: Job, now: Job | None, *, known: bool = True) -> str:
     """The warning for a report the store refused: the job, its task, the stale claim, and the job as it is now."""
     attempt = finish.attempt
@@ -539,6 +572,7 @@ async def run_user_job(
     if not applied:
         log.warning("%s", refused_message(finish, job, await store.get_job(job.id)))
     elif finish.attempt is not None:
+        log_outcome(finish, job)
         rt.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
     is_last = not await store.has_pending_job(namespace, user_id)
     after = await store.get_job(job.id)

@@ -9,7 +9,7 @@ import asyncio
 import os
 from typing import Any
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Retry
 
 
 def make_app() -> Conveyor:
@@ -22,6 +22,10 @@ def make_app() -> Conveyor:
     @app.task("boom", max_attempts=1)
     def boom(payload: Any) -> None:
         raise RuntimeError(f"boom: {payload}")
+
+    @app.task("flaky", max_attempts=2)
+    def flaky(payload: Any) -> None:
+        raise Retry(0.05, reason="try again soon")
 
     @app.task("slow")
     async def slow(payload: Any) -> str:

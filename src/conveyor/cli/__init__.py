@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import State, console, get_state
+from conveyor.cli.common import EXIT_USAGE, State, console, fail, get_state, setup_logging
+from conveyor.logs import check_format
 from conveyor.version import __version__
 
 __all__ = ["State", "app", "main"]
@@ -57,6 +58,15 @@ def _global_options(
             help="Your Conveyor app with its tasks, as module:attribute (e.g. myproject.tasks:app).",
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="CONVEYOR_LOG_FORMAT",
+            help="Log lines as 'text' (Rich on a terminal, timestamped lines otherwise) or 'json' (one object per "
+            "line, uvicorn's included).",
+        ),
+    ] = "text",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -65,6 +75,11 @@ def _global_options(
     state = get_state(ctx)
     state.store_url = store
     state.app_spec = app_spec
+    try:
+        state.log_format = check_format(log_format)
+    except ValueError as exc:
+        fail(f"--log-format: {exc}", EXIT_USAGE)
+    setup_logging(state.log_format, "WARNING")  # every command's warnings in the chosen format; worker/serve: INFO
 
 
 _BUILT_IN = ("jobs", "admin", "run")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sqlite3
 import sys
@@ -23,11 +24,13 @@ from typing import NoReturn, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.logging import RichHandler
 from rich.markup import escape as rich_escape
 
 from conveyor.app import Conveyor
 from conveyor.demo import register_demo
 from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
+from conveyor.logs import LogFormat, check_level, configure, make_handler
 from conveyor.logsafe import printable
 from conveyor.loops import run_async
 from conveyor.store import DEFAULT_URL
@@ -73,10 +76,28 @@ class State:
 
     store_url: str | None = None  # given with --store / CONVEYOR_URL; None means the default
     app_spec: str | None = None  # --app module:attr / CONVEYOR_APP
+    log_format: LogFormat = "text"  # --log-format / CONVEYOR_LOG_FORMAT
 
     @property
     def url(self) -> str:
         return self.store_url or DEFAULT_URL
+
+
+def setup_logging(fmt: LogFormat, level: str) -> None:
+    """Log lines on stderr so stdout stays the jobs' own output (the demo task prints there). Text: Rich's handler on
+    a terminal, plain timestamped lines when stderr is a file or a pipe (log collectors, systemd, docker); JSON: one
+    object per line whatever stderr is. Uvicorn's loggers go through the same handler (conveyor.logs.configure)."""
+    try:
+        numeric = check_level(level)
+    except ValueError as exc:
+        fail(f"--log-level: {exc}", EXIT_USAGE)
+    handler: logging.Handler
+    if fmt == "text" and err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = make_handler(fmt)
+    configure(numeric, handler)
 
 
 def get_state(ctx: typer.Context) -> State:

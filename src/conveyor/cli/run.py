@@ -9,38 +9,20 @@ import logging
 from typing import Annotated, Any
 
 import typer
-from rich.logging import RichHandler
 
 from conveyor.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     console,
-    err_console,
     fail,
     get_state,
     handle_errors,
     load_app,
     run,
+    setup_logging,
 )
 from conveyor.store.urls import redact
 from conveyor.worker import Worker
-
-
-def setup_logging(level: str) -> None:
-    """Log lines on stderr so stdout stays the jobs' own output (the demo task prints there): Rich's handler on a
-    terminal, plain timestamped lines when stderr is a file or a pipe (log collectors, systemd, docker)."""
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        fail(f"--log-level {level!r} is not one of DEBUG, INFO, WARNING, ERROR", EXIT_USAGE)
-    handler: logging.Handler
-    if err_console.is_terminal:
-        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False, markup=False)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=numeric, format=fmt, handlers=[handler], force=True)
-
 
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
@@ -82,7 +64,7 @@ def worker(
     """Run a worker until SIGTERM/SIGINT: running jobs get --grace-period to finish, the rest are handed back."""
     if isolation not in ("thread", "process"):
         fail(f"--isolation must be 'thread' or 'process', got {isolation!r}", EXIT_USAGE)
-    setup_logging(log_level)
+    setup_logging(get_state(ctx).log_format, log_level)
     app = load_app(ctx, demo=demo)
     if not app.tasks:
         fail(
@@ -210,7 +192,7 @@ def serve(
     serve_fn = getattr(server, "serve", None)
     if not callable(serve_fn):
         fail("the HTTP server is not available yet: conveyor.server has no serve()", EXIT_FAILED)
-    setup_logging(log_level)
+    setup_logging(get_state(ctx).log_format, log_level)
     app = load_app(ctx, demo=demo)
     candidates: dict[str, Any] = {
         "app": app,
@@ -231,6 +213,7 @@ def serve(
         "header_timeout": header_timeout,
         "request_timeout": request_timeout,
         "metrics_token": metrics_token,
+        "own_logging": True,
     }
     accepted = inspect.signature(serve_fn).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())

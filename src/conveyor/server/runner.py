@@ -6,7 +6,6 @@ finish within the grace period (then hand them back), close the store, exit 0.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import signal
@@ -94,8 +93,11 @@ def build_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     limits: ConnectionLimits | None = None,
     metrics_token: str | None = None,
+    own_logging: bool = False,
 ) -> uvicorn.Server:
-    """The configured uvicorn server (not started): `await server.serve()` or `server.run()`."""
+    """The configured uvicorn server (not started): `await server.serve()` or `server.run()`. `own_logging`: the
+    caller configured logging (the CLI's --log-format), so uvicorn installs no handlers or format of its own and
+    its lines come out in the caller's format."""
     if app is None:
         app = load_app(app_spec) if app_spec else Conveyor(url)
     options: dict[str, Any] = {"concurrency": concurrency, "grace_period": grace_period}
@@ -118,6 +120,7 @@ def build_server(
         host=host,
         port=port,
         log_level=log_level.lower(),
+        log_config=None if own_logging else uvicorn.config.LOGGING_CONFIG,
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=int(max(grace_period, 1.0)) + 5,
@@ -148,6 +151,7 @@ def serve(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     metrics_token: str | None = None,
+    own_logging: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT (blocking). `url` picks the store (default sqlite:///conveyor.db) unless `app`
     or `app_spec` ("module:attribute") gives the app whose tasks the workers run."""
@@ -169,6 +173,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         limits=ConnectionLimits(max_header_bytes, header_timeout, request_timeout),
         metrics_token=metrics_token,
+        own_logging=own_logging,
     )
     where = f"http://{host}:{port}"
     print(
@@ -176,4 +181,4 @@ def serve(
         + ("" if workers else " — API only, no workers"),
         flush=True,
     )
-    asyncio.run(server.serve())
+    server.run()  # uvicorn picks the loop (uvloop when installed), which asyncio.run(server.serve()) would bypass

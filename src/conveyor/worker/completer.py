@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.events import Event
-from conveyor.execution import refused_message
+from conveyor.execution import log_outcome, refused_message
 from conveyor.model import Finish, Job, JobFilter, JobStatus, Lease
 from conveyor.worker.outage import MAX_BACKOFF, Outage
 from conveyor.worker.state import RunState, WorkerSettings
@@ -104,8 +104,10 @@ class Completer:
                 refused: list[tuple[Finish, Job]] = []
                 for (finish, job), ok in zip(batch, applied, strict=False):
                     attempt = finish.attempt
-                    if ok and attempt is not None and publish is not None:
-                        publish(job, attempt.status_code, attempt.outcome.value)
+                    if ok and attempt is not None:
+                        log_outcome(finish, job)
+                        if publish is not None:
+                            publish(job, attempt.status_code, attempt.outcome.value)
                     if job.group_key is not None or job.user_id is not None or job.concurrency_key is not None:
                         wake_after = True  # the next job of its lane, or of its concurrency key, may be claimable now
                     elif finish.status is JobStatus.PENDING and not finish.release and finish.run_at is not None:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from conveyor.context import JobContext
-from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_TIMEOUT, execute, overrun
+from conveyor.execution import REASON_CANCEL, REASON_LOST, REASON_TIMEOUT, execute, log_outcome, overrun
 from conveyor.isolation import ProcessPool, is_isolated, isolated_handlers
 from conveyor.model import Job
 from conveyor.worker.completer import Completer
@@ -138,10 +138,17 @@ class Executor:
             # Reported all the same: the store refuses it (the lease is gone) and keeps the try as a LOST record of
             # its own claim, so the history shows this run even when nobody else recorded it (a claim lost in a
             # crash of the store); the completer logs the refusal.
-            log.info("job %s (%s): lease lost while running; stopped", job.id, job.task)
+            log.warning(
+                "job %s (%s) try %d: lease lost while running; stopped (another worker has it, or will)",
+                job.id,
+                job.task,
+                job.attempts,
+                extra={"job_id": job.id, "task": job.task, "try": job.attempts, "outcome": "lost"},
+            )
         if execution.committed:
             self.committed += 1
             if execution.applied and finish.attempt is not None:
+                log_outcome(finish, job)
                 runtime.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
             elif not execution.applied:
                 self.completer.log_refused([(finish, job)])
