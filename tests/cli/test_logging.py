@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.logs import JsonFormatter, check_format, check_level, configure, make_handler
+from conveyor.logs import check_format, check_level, configure, make_handler
 from tests.cli.conftest import REPO, SAMPLE_APP, Cli, WorkerProcess, wait_for
 
 
@@ -162,7 +162,7 @@ def test_run_worker_in_a_plain_script_shows_its_start_line(tmp_path: Path) -> No
             f"""
             import os, signal, threading
             from conveyor import Conveyor
-            app = Conveyor("sqlite:///{tmp_path / 'script.db'}")
+            app = Conveyor("sqlite:///{tmp_path / "script.db"}")
 
             @app.task("noop")
             def noop(payload):
