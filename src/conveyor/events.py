@@ -14,22 +14,70 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from conveyor.model import JSON, Job, utcnow
+from conveyor.model import Attempt, Job, utcnow
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """`type` is one of: push (a job was queued), run (a job was executed), cancel (cancel requested),
-    completed, failed, retry. `data` is the JSON body sent to subscribers. `lease_token` (cancel events of a running
-    job) names the claim the cancel was meant for; it stays inside the process, never in `data`."""
+    """Something that happened to a job: `type` is push (queued), run (a try ended: `attempt` says how) or cancel
+    (cancel requested). Typed all the way: the `Job` snapshot, the `Attempt` of a run, and the durations derived
+    from them; the wire shapes (SSE, webhook bodies, GS2 notifications) are made at each edge by one function
+    (`conveyor.server.notify.sse_data`, `conveyor.webhooks.webhook_body`), never here.
+
+    `origin` is None for an event of this process, else the id of the process that published it through the store
+    (`conveyor.relay`): such an event's `job` holds only the fields the transport carries (id, namespace, queue,
+    task, user, run_at, try number, started_at, status; payload None). Metrics and the webhook dispatcher count
+    their own process's events only, so a cluster counts and delivers each event once."""
 
     type: str
-    namespace: str
-    user_id: str | None
-    job_id: str | None
-    data: dict[str, JSON] = field(default_factory=dict)
+    job: Job
+    attempt: Attempt | None = None
     at: datetime = field(default_factory=utcnow)
-    lease_token: str | None = None
+    origin: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.job.namespace
+
+    @property
+    def user_id(self) -> str | None:
+        return self.job.user_id
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def lease_token(self) -> str | None:
+        """Of a cancel event: the claim the cancel was meant for (a local worker stops the job only if it still
+        holds that claim). Never part of a wire body."""
+        return self.job.lease_token
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the run of a `run` event started."""
+        if self.attempt is not None:
+            return self.attempt.started_at
+        return self.job.started_at
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds from the start of the run to its end (`run` events)."""
+        if self.attempt is None:
+            return None
+        return max(self.attempt.duration, 0.0)
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds from when the job was due (enqueue or run_at) to the start of the run (`run` events)."""
+        started = self.started_at
+        if self.type != "run" or started is None:
+            return None
+        return max((started - self.job.run_at).total_seconds(), 0.0)
+
+    @property
+    def remote(self) -> bool:
+        return self.origin is not None
 
 
 class Subscription:
@@ -113,49 +161,13 @@ class EventBus:
         for sub in subs:
             sub._offer(event)
 
-    # helpers for the standard events
+    # the standard events
 
     def publish_push(self, job: Job) -> None:
-        self.publish(
-            Event(
-                "push",
-                job.namespace,
-                job.user_id,
-                job.id,
-                {
-                    "namespaceName": job.namespace,
-                    "userId": job.user_id,
-                    "jobName": job.id,
-                    "task": job.task,
-                    "queue": job.queue,
-                },
-            )
-        )
+        self.publish(Event("push", job))
 
-    def publish_run(self, job: Job, status_code: int, outcome: str) -> None:
-        self.publish(
-            Event(
-                "run",
-                job.namespace,
-                job.user_id,
-                job.id,
-                {
-                    "namespaceName": job.namespace,
-                    "userId": job.user_id,
-                    "jobName": job.id,
-                    "task": job.task,
-                    "statusCode": status_code,
-                    "outcome": outcome,
-                    # for metrics (run duration, enqueue-to-start latency) and webhook receivers
-                    "queue": job.queue,
-                    "tryNumber": job.try_number,
-                    "startedAt": job.started_at.isoformat() if job.started_at else None,
-                    "runAt": job.run_at.isoformat(),
-                },
-            )
-        )
+    def publish_run(self, job: Job, attempt: Attempt) -> None:
+        self.publish(Event("run", job, attempt))
 
     def publish_cancel(self, job: Job) -> None:
-        self.publish(
-            Event("cancel", job.namespace, job.user_id, job.id, {"jobName": job.id}, lease_token=job.lease_token)
-        )
+        self.publish(Event("cancel", job))

@@ -573,7 +573,7 @@ async def run_user_job(
         log.warning("%s", refused_message(finish, job, await store.get_job(job.id)))
     elif finish.attempt is not None:
         log_outcome(finish, job)
-        rt.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+        rt.events.publish_run(job, finish.attempt)
     is_last = not await store.has_pending_job(namespace, user_id)
     after = await store.get_job(job.id)
     return RunResult(job=after or job, attempt=finish.attempt, is_last=is_last)

@@ -220,7 +220,7 @@ async def _drain(
         attempt = finish.attempt
         if attempt is None:
             continue
-        app.events.publish_run(job, attempt.status_code, attempt.outcome.value)
+        app.events.publish_run(job, attempt)
         ran.append(attempt)
         if raise_errors and not attempt.succeeded:
             raise AssertionError(

@@ -276,8 +276,33 @@ def register_webhook_task(app: SupportsRuntime) -> None:
 
 
 def is_system_event(event: Event) -> bool:
-    task = event.data.get("task")
-    return isinstance(task, str) and task.startswith(SYSTEM_TASK_PREFIX)
+    return event.job.task.startswith(SYSTEM_TASK_PREFIX)
+
+
+def webhook_body(event: Event) -> dict[str, JSON]:
+    """The one place an event becomes a webhook's JSON body: its type, GS2's key names, and `at` in RFC 3339 with
+    milliseconds (`startedAt`/`runAt` of a run in Python's ISO format, as the SSE stream has them)."""
+    job = event.job
+    body: dict[str, JSON] = {
+        "type": event.type,
+        "namespaceName": job.namespace,
+        "userId": job.user_id,
+        "jobName": job.id,
+        "task": job.task,
+    }
+    attempt = event.attempt
+    if event.type == "run" and attempt is not None:
+        body["statusCode"] = attempt.status_code
+        body["outcome"] = attempt.outcome.value
+        body["queue"] = job.queue
+        body["tryNumber"] = job.try_number
+        body["startedAt"] = job.started_at.isoformat() if job.started_at else None
+        body["runAt"] = job.run_at.isoformat()
+    else:
+        body["queue"] = job.queue
+    at = event.at.astimezone(UTC)
+    body["at"] = f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
+    return body
 
 
 class WebhookDispatcher:
@@ -288,6 +313,7 @@ class WebhookDispatcher:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Namespace | None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._refreshing: set[str] = set()
 
     def start(self) -> None:
         sub = self.runtime.events.subscribe(self._wants, maxsize=100_000)
@@ -297,12 +323,18 @@ class WebhookDispatcher:
         """Runs in the publisher's thread for every event (the worker's per-job hot path): an event of a namespace
         known, within the cache's life, to have no webhook is dropped here, without a hop to the dispatcher's
         loop. Unknown or stale namespaces pass, and the dispatcher refreshes them."""
-        if event.type not in ("push", "run") or is_system_event(event):
-            return False
+        if event.origin is not None or event.type not in ("push", "run") or is_system_event(event):
+            return False  # a remote event is the publishing process's to deliver
         cached = self._cache.get(event.namespace)
-        if cached is None or time.monotonic() - cached[0] >= self.cache_seconds:
+        if cached is None:
             return True
         ns = cached[1]
+        if time.monotonic() - cached[0] >= self.cache_seconds and event.namespace not in self._refreshing:
+            # Stale: this event goes to the dispatcher's loop, which re-reads the namespace; the events meanwhile
+            # keep the last answer. So a worker with no webhook configured makes one cross-thread call per
+            # namespace every cache_seconds, not one per job.
+            self._refreshing.add(event.namespace)
+            return True
         return ns is not None and bool(ns.webhook_url)
 
     async def stop(self) -> None:
@@ -317,7 +349,10 @@ class WebhookDispatcher:
         cached = self._cache.get(name)
         if cached is not None and now - cached[0] < self.cache_seconds:
             return cached[1]
-        ns = await _namespace_of(self.runtime, name)
+        try:
+            ns = await _namespace_of(self.runtime, name)
+        finally:
+            self._refreshing.discard(name)
         self._cache[name] = (now, ns)
         return ns
 
@@ -340,9 +375,7 @@ class WebhookDispatcher:
             return
         if (event.type == "push" and not ns.push_notification) or (event.type == "run" and not ns.run_notification):
             return
-        at = event.at.astimezone(UTC)
-        stamp = f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
-        body = {"type": event.type, **event.data, "at": stamp}
+        body = webhook_body(event)
         record = {"namespace": event.namespace, "type": event.type, "event": body}
         job_id = new_job_id()
         rt = self.runtime

@@ -337,4 +337,4 @@ async def test_worker_publishes_run_events(worker_app: Conveyor) -> None:
             event = await asyncio.wait_for(sub.get(), 10)
     finally:
         sub.close()
-    assert (event.job_id, event.user_id, event.data["statusCode"]) == (job.id, "p1", 200)
+    assert (event.job_id, event.user_id, event.attempt and event.attempt.status_code) == (job.id, "p1", 200)

@@ -142,5 +142,5 @@ async def test_run_publishes_a_run_event(worker_app: Conveyor) -> None:
     finally:
         sub.close()
     assert event.job_id == job.id
-    assert event.data["statusCode"] == 200
+    assert event.attempt is not None and event.attempt.status_code == 200
     assert event.user_id == "p1"

@@ -218,3 +218,40 @@ async def test_worker_only_process_delivers_webhooks(sqlite_url: str) -> None:
         assert json.loads(body)["jobName"] == job.id and json.loads(body)["type"] == "run"
     finally:
         receiver.close()
+
+
+def test_event_wire_formats() -> None:
+    """The SSE data and webhook bodies made from typed events, key by key (the wire formats clients parse)."""
+    from datetime import UTC, datetime
+
+    from conveyor.events import Event
+    from conveyor.model import Attempt, AttemptOutcome, Job, JobStatus
+    from conveyor.server.notify import sse_data
+    from conveyor.webhooks import webhook_body
+
+    due = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    started = datetime(2026, 1, 2, 3, 4, 6, 654321, tzinfo=UTC)
+    at = datetime(2026, 1, 2, 3, 4, 7, 999999, tzinfo=UTC)
+    job = Job(
+        "j1", "game", "q", "echo", None, JobStatus.PROCESSING, 0, due, 1, 3, 1, due, due, user_id="u",
+        started_at=started, lease_token="t" * 32,
+    )  # fmt: skip
+    attempt = Attempt("j1", 1, AttemptOutcome.COMPLETED, 200, started, at)
+    push, run, cancel = Event("push", job, at=at), Event("run", job, attempt, at=at), Event("cancel", job, at=at)
+    common = {"namespaceName": "game", "userId": "u", "jobName": "j1", "task": "echo"}
+    assert list(sse_data(push).items()) == [*common.items(), ("queue", "q"), ("at", "2026-01-02T03:04:07.999Z")]
+    assert list(sse_data(run).items()) == [
+        *common.items(),
+        ("statusCode", 200),
+        ("outcome", "completed"),
+        ("queue", "q"),
+        ("tryNumber", 1),
+        ("startedAt", "2026-01-02T03:04:06.654321+00:00"),
+        ("runAt", "2026-01-02T03:04:05.123456+00:00"),
+        ("at", "2026-01-02T03:04:07.999Z"),
+    ]
+    assert sse_data(cancel) == {"jobName": "j1", "at": "2026-01-02T03:04:07.999Z"}
+    assert webhook_body(push) == {"type": "push", **sse_data(push)}
+    assert list(webhook_body(run)) == ["type", *sse_data(run)] and webhook_body(run) == {"type": "run", **sse_data(run)}
+    assert run.run_time == (at - started).total_seconds() and run.queue_wait == (started - due).total_seconds()
+    assert push.run_time is None and push.queue_wait is None

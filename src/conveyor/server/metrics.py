@@ -17,7 +17,6 @@ With a metrics token configured (`create_app(metrics_token=...)`, `CONVEYOR_METR
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
@@ -93,16 +92,21 @@ class Metrics:
         return queue if isinstance(queue, str) and queue in self._queues else OTHER
 
     def on_event(self, event: Event) -> None:
-        """Bus listener: must be quick and never raise (the bus swallows errors anyway)."""
-        data = event.data
-        task = self.task_label(data.get("task"))
-        queue = self.queue_label(data.get("queue"))
+        """Bus listener: must be quick and never raise (the bus swallows errors anyway). Reads the event's typed
+        fields; counts this process's events only (another process's, relayed through the store, are counted by
+        that process's own metrics, so a sum over a cluster counts each job once)."""
+        if event.origin is not None:
+            return
+        job = event.job
+        task = self.task_label(job.task)
+        queue = self.queue_label(job.queue)
         if event.type == "push":
             self.enqueued.labels(task, queue).inc()
             return
-        if event.type != "run":
+        attempt = event.attempt
+        if event.type != "run" or attempt is None:
             return
-        outcome = str(data.get("outcome") or "")
+        outcome = attempt.outcome.value
         outcome = outcome if outcome in OUTCOMES else OTHER
         self.runs.labels(task, queue, outcome).inc()
         if outcome == "completed":
@@ -111,12 +115,12 @@ class Metrics:
             self.failed.labels(task, queue).inc()
         elif outcome in ("retry", "timeout", "lost"):
             self.retried.labels(task, queue).inc()
-        started = _parse(data.get("startedAt"))
-        if started is not None:
-            self.duration.labels(task, queue).observe(max((event.at - started).total_seconds(), 0.0))
-            due = _parse(data.get("runAt"))
-            if due is not None:
-                self.latency.labels(task, queue).observe(max((started - due).total_seconds(), 0.0))
+        run_time = event.run_time
+        if run_time is not None:
+            self.duration.labels(task, queue).observe(run_time)
+        wait = event.queue_wait
+        if wait is not None:
+            self.latency.labels(task, queue).observe(wait)
 
     async def refresh_depths(self, app: Conveyor) -> None:
         """Read queue depths from the store, at most once a second however often /metrics is called (it may be
@@ -142,15 +146,6 @@ class Metrics:
         self.depth.clear()
         for (namespace, queue, status), count in totals.items():
             self.depth.labels(namespace, queue, status).set(count)
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 @router.get(

@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from conveyor.errors import ValidationError
 from conveyor.events import Event
+from conveyor.model import JSON
 from conveyor.server.auth import Principal
 from conveyor.server.common import ERROR_RESPONSES, reject_nul, rfc3339
 from conveyor.server.deps import ServerContext, get_context, get_principal
@@ -39,11 +40,36 @@ __all__ = [
     "register_webhook_task",
     "router",
     "sign_webhook",
+    "sse_data",
     "verify_webhook",
     "webhook_notifications",
 ]
 
 EVENT_TYPES = ("push", "run", "cancel")
+
+
+def sse_data(event: Event) -> dict[str, JSON]:
+    """The one place an event becomes an SSE message's `data` (GS2's key names; times as the wire always had them:
+    `startedAt`/`runAt` in Python's ISO format, `at` RFC 3339 with milliseconds)."""
+    job = event.job
+    if event.type == "cancel":
+        return {"jobName": job.id, "at": rfc3339(event.at)}
+    data: dict[str, JSON] = {"namespaceName": job.namespace, "userId": job.user_id, "jobName": job.id, "task": job.task}
+    attempt = event.attempt
+    if event.type == "run" and attempt is not None:
+        started = job.started_at
+        data["statusCode"] = attempt.status_code
+        data["outcome"] = attempt.outcome.value
+        data["queue"] = job.queue
+        data["tryNumber"] = job.try_number
+        data["startedAt"] = started.isoformat() if started else None
+        data["runAt"] = job.run_at.isoformat()
+    else:
+        data["queue"] = job.queue
+    data["at"] = rfc3339(event.at)
+    return data
+
+
 KEEPALIVE_SECONDS = 15.0
 
 router = APIRouter(tags=["events"])
@@ -107,9 +133,7 @@ async def events(
                     continue
                 event = getter.result()
                 seq += 1
-                data = dict(event.data)
-                data.setdefault("at", rfc3339(event.at))
-                payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+                payload = json.dumps(sse_data(event), separators=(",", ":"), ensure_ascii=False)
                 yield f"event: {event.type}\nid: {seq}\ndata: {payload}\n\n".encode()
         finally:
             stop.cancel()

@@ -107,7 +107,7 @@ class Completer:
                     if ok and attempt is not None:
                         log_outcome(finish, job)
                         if publish is not None:
-                            publish(job, attempt.status_code, attempt.outcome.value)
+                            publish(job, attempt)
                     if job.group_key is not None or job.user_id is not None or job.concurrency_key is not None:
                         wake_after = True  # the next job of its lane, or of its concurrency key, may be claimable now
                     elif finish.status is JobStatus.PENDING and not finish.release and finish.run_at is not None:

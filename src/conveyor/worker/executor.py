@@ -149,7 +149,7 @@ class Executor:
             self.committed += 1
             if execution.applied and finish.attempt is not None:
                 log_outcome(finish, job)
-                runtime.events.publish_run(job, finish.attempt.status_code, finish.attempt.outcome.value)
+                runtime.events.publish_run(job, finish.attempt)
             elif not execution.applied:
                 self.completer.log_refused([(finish, job)])
             return
