@@ -122,12 +122,24 @@ SIGNED = Rule(
     "no token: the request carries its own credential, which the endpoint verifies (a signed stamp sheet or "
     "task, a signed login body, or a signed, expiring download/upload URL that an admin call handed out)",
 )
+GS2_WEB_SOCKET = Rule(
+    Kind.PUBLIC,
+    ALLOWED,
+    ALLOWED,
+    ALLOWED,
+    ALLOWED,
+    "GS2's WebSocket: anyone may connect; each message carries its token and is answered by the REST route the "
+    "SDK's REST client would call, under that route's rule",
+)
 
 _V1 = "/api/v1"
 _V1_USER = _V1 + "/namespaces/{namespace}/users/{user_id}"
 _GS2 = "/job-queue"
 _GS2_USER = _GS2 + "/{namespaceName}/user/{userId}"
 _GS2_ME = _GS2 + "/{namespaceName}/user/me"
+_GW = "/gateway"
+_GW_USER = _GW + "/{namespaceName}/session/user/{userId}"
+_GW_ME = _GW + "/{namespaceName}/session/user/me"
 ANY_METHOD = "*"
 
 MATRIX: dict[tuple[str, str], Rule] = {
@@ -245,6 +257,23 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/federation"): GS2_ADMIN,
     ("POST", "/auth/timeoffset/token"): GS2_ADMIN,
     ("GET", "/auth/system/version"): GS2_ADMIN,
+    # ---- GS2-Gateway: the WebSocket (each message carries its own credentials and is answered by the REST route
+    # below or above that the SDK's REST client would call, through this same guard) and the gateway calls -------
+    ("WS", "/"): GS2_WEB_SOCKET,
+    ("GET", _GW + "/system/version"): GS2_ADMIN,
+    ("GET", _GW + "/"): GS2_ADMIN,
+    ("POST", _GW + "/"): GS2_ADMIN,
+    ("GET", _GW + "/{namespaceName}/status"): GS2_ADMIN,
+    ("GET", _GW + "/{namespaceName}"): GS2_ADMIN,
+    ("PUT", _GW + "/{namespaceName}"): GS2_ADMIN,
+    ("DELETE", _GW + "/{namespaceName}"): GS2_ADMIN,
+    ("GET", _GW_ME): GS2_ME,  # DescribeWebSocketSessions: the access token's own sessions
+    ("POST", _GW_ME + "/user"): GS2_ME,  # SetUserId: binds the WebSocket connection it came over
+    ("GET", _GW_USER): GS2_USER,
+    ("POST", _GW_USER + "/user"): GS2_ADMIN,
+    ("POST", _GW_USER + "/notification"): GS2_ADMIN,
+    ("DELETE", _GW_USER): GS2_ADMIN,
+    ("DELETE", _GW + "/{namespaceName}/session"): GS2_ADMIN,
     # ---- operations Conveyor does not offer answer GS2's "not supported" 404 to anyone ------------------------
     **{
         (method, prefix + "/{rest:path}"): PUBLIC

@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
 
@@ -40,6 +40,7 @@ from conveyor.server.common import (
     install_error_handlers,
 )
 from conveyor.server.deps import ServerContext
+from conveyor.server.gs2_gateway import GatewayHub, WebSocketDispatcher
 from conveyor.server.gs2_models import Grn
 from conveyor.server.metrics import Metrics
 from conveyor.server.schemas import HealthOut
@@ -188,25 +189,19 @@ class LazyAuth:
         return auth.issue(user_id, ttl=ttl)
 
 
-def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn) -> list[APIRouter]:
+def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn, hub: GatewayHub) -> list[APIRouter]:
     """The GS2-compatible surface: `/job-queue/...` (with stamp sheets and user data), `/auth/...`, the
-    identifier login, Conveyor's own `/api/v1/gs2/...` (keys, issuing sheets), and GS2-format 404s under
-    `/gateway/...` (its WebSocket and calls are not served yet)."""
-    from conveyor.server import gs2, gs2_admin, gs2_auth, gs2_common
+    identifier login, Conveyor's own `/api/v1/gs2/...` (keys, issuing sheets), and GS2-Gateway's `/gateway/...`
+    (its WebSocket is mounted at `/` by `create_app`)."""
+    from conveyor.server import gs2, gs2_admin, gs2_auth, gs2_gateway
 
     auth = LazyAuth(ctx)
-    gateway = APIRouter(prefix="/gateway", route_class=gs2_common.GS2Route, include_in_schema=False)
-    gateway.add_api_route(
-        "/{rest:path}",
-        gs2_common.unsupported_route("/gateway", "gateway"),
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-    )
     return [
         gs2.build_router(app, auth, grn=grn),
         gs2.build_identifier_router(auth),
         gs2_auth.build_auth_router(app, auth, grn),
         gs2_admin.build_admin_router(grn),
-        gateway,
+        gs2_gateway.build_gateway_router(app, hub, grn),
     ]
 
 
@@ -246,6 +241,7 @@ def create_app(
         register_demo(conveyor_app)
     metrics = Metrics(conveyor_app)
     conveyor_app.events.add_listener(metrics.on_event)
+    hub = GatewayHub(conveyor_app, grn)  # GS2-Gateway's WebSocket sessions and their notifications
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -255,6 +251,7 @@ def create_app(
         except StoreUnavailable as exc:
             log.warning("store unavailable at start (%s); requests answer 503 until it is back", exc.message)
         webhooks.acquire_dispatcher(conveyor_app)  # push events of this API; the worker shares it for run events
+        hub.start()
         worker_task: asyncio.Task[None] | None = None
         worker: Any = None
         if run_worker:
@@ -266,6 +263,7 @@ def create_app(
             yield
         finally:
             ctx.shutdown.set()
+            await hub.stop()
             if worker is not None and worker_task is not None:
                 worker.stop()
                 # The worker bounds its own shutdown by its grace period; this bound keeps a stuck store call
@@ -312,7 +310,14 @@ def create_app(
     if demo:
         api.include_router(demo_routes.router)
     gs2_prefixes: list[str] = []  # answered in GS2's error format, and its bodies read by its own routers
-    for router in _gs2_routers(conveyor_app, ctx, grn):
+    dispatcher = WebSocketDispatcher(hub)
+
+    async def gs2_web_socket(websocket: WebSocket) -> None:
+        """GS2's WebSocket (`Gs2WebSocketSession(..., steady_endpoint=\"http://HOST:PORT\")` connects here)."""
+        await dispatcher(websocket)
+
+    api.add_api_websocket_route("/", gs2_web_socket)
+    for router in _gs2_routers(conveyor_app, ctx, grn, hub):
         api.include_router(router)
         if router.route_class is not APIRoute and router.prefix:
             gs2_prefixes.append(router.prefix + "/")

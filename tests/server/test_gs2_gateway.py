@@ -1,0 +1,311 @@
+"""Issue 11 item 6: GS2-Gateway, driven by the OFFICIAL `gs2` SDK's own WebSocket session (`Gs2WebSocketSession`)
+and its gateway/job-queue clients against a real `conveyor serve` process, on SQLite and on PostgreSQL.
+
+Login handshake (client id/secret) · set_user_id binds the session · a push by user id through REST reaches that
+user's session as GS2's notification (OnPushNotification), a Run as OnRunNotification · another user's session gets
+nothing · notifications off in the namespace → nothing · send_notification arrives · disconnect_by_user_id closes
+the session · the job-queue API over the WebSocket client · allow_concurrent_access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gs2.core import BasicGs2Credential, Gs2RestSession, ProjectTokenGs2Credential
+from gs2.core.exception import BadRequestException, ConflictException, NotFoundException, UnauthorizedException
+from gs2.core.web_socket import Gs2WebSocketSession
+from gs2.gateway import Gs2GatewayRestClient, Gs2GatewayWebSocketClient
+from gs2.gateway import request as gw
+from gs2.job_queue import Gs2JobQueueRestClient, Gs2JobQueueWebSocketClient
+from gs2.job_queue import request as jq
+from gs2.job_queue.model import JobEntry, NotificationSetting
+
+from tests.conftest import backend
+from tests.server.test_serve_process import ServeProcess
+
+ADMIN = "cva_gateway-admin-token"
+REGION = "ap-northeast-1"
+OWNER = "owner-gw"
+
+
+class Session(Gs2WebSocketSession):
+    """The SDK's session; a game keeps notifications by overriding `on_notification` (the SDK's hook)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notifications: list[dict[str, Any]] = []
+        self.seen = threading.Event()
+
+    def on_notification(self, message: Any) -> None:
+        self.notifications.append(message)
+        self.seen.set()
+
+    def wait_for(self, issuer: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in self.notifications:
+                if n.get("issuer") == issuer:
+                    return n
+            time.sleep(0.02)
+        raise AssertionError(f"no {issuer} notification within {timeout} s; got {self.notifications}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServeProcess]:
+    module = backend(request.param)
+    url = module.fresh_url(tmp_path)
+    env = {
+        "CONVEYOR_ADMIN_TOKEN": ADMIN,
+        "CONVEYOR_URL": url,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    process = ServeProcess(
+        url,
+        "--no-worker",
+        "--gs2-region",
+        REGION,
+        "--gs2-owner-id",
+        OWNER,
+        env=env,
+        global_args=("--app", "tests.server.gs2_scenario_app:app"),
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+        asyncio.run(module.cleanup(url))
+
+
+@pytest.fixture
+def rest(served: ServeProcess) -> Iterator[Gs2RestSession]:
+    s = Gs2RestSession(ProjectTokenGs2Credential(OWNER, ADMIN), REGION, steady_endpoint=served.base_url)
+    s.connect()
+    try:
+        yield s
+    finally:
+        s.disconnect()
+
+
+@pytest.fixture
+def connect(served: ServeProcess) -> Iterator[Callable[..., Session]]:
+    sessions: list[Session] = []
+
+    def make(client_id: str = "game-server", secret: str = ADMIN) -> Session:
+        s = Session(BasicGs2Credential(client_id, secret), REGION, steady_endpoint=served.base_url)
+        s.connect()  # the login handshake: identifier/projectToken/login over the WebSocket
+        sessions.append(s)
+        return s
+
+    yield make
+    for s in sessions:
+        s.disconnect()
+
+
+def _token(rest: Gs2RestSession, user: str) -> str:
+    from gs2.auth import Gs2AuthRestClient
+    from gs2.auth.request import LoginRequest
+
+    token: str = Gs2AuthRestClient(rest).login(LoginRequest().with_user_id(user)).token
+    return token
+
+
+def _setup(rest: Gs2RestSession, ns: str = "game", *, push: bool = True, run: bool = True) -> None:
+    gateway = Gs2GatewayRestClient(rest)
+    gateway.create_namespace(gw.CreateNamespaceRequest().with_name("gw"))
+    gw_id = f"grn:gs2:{REGION}:{OWNER}:gateway:gw"
+    jobs = Gs2JobQueueRestClient(rest)
+    jobs.create_namespace(
+        jq.CreateNamespaceRequest()
+        .with_name(ns)
+        .with_push_notification(
+            NotificationSetting().with_gateway_namespace_id(gw_id).with_enable("Enabled" if push else "Disabled")
+        )
+        .with_run_notification(
+            NotificationSetting().with_gateway_namespace_id(gw_id).with_enable("Enabled" if run else "Disabled")
+        )
+    )
+
+
+def _bind(session: Session, token: str, **options: Any) -> Any:
+    request = gw.SetUserIdRequest().with_namespace_name("gw").with_access_token(token)
+    if "allow" in options:
+        request = request.with_allow_concurrent_access(options["allow"])
+    if "force" in options:
+        request = request.with_force(options["force"])
+    return Gs2GatewayWebSocketClient(session).set_user_id(request).item
+
+
+def _push(rest: Gs2RestSession, user: str, ns: str = "game") -> Any:
+    return Gs2JobQueueRestClient(rest).push_by_user_id(
+        jq.PushByUserIdRequest()
+        .with_namespace_name(ns)
+        .with_user_id(user)
+        .with_jobs([JobEntry().with_script_id("grant").with_args('{"item": "sword"}')])
+    )
+
+
+def test_push_and_run_reach_the_users_session_only(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    _setup(rest)
+    alice, bob = connect(), connect()
+    assert alice.project_token == ADMIN  # the handshake's answer became the session's project token
+    bound = _bind(alice, _token(rest, "alice"))
+    assert bound.user_id == "alice" and bound.namespace_name == "gw" and bound.connection_id
+    _bind(bob, _token(rest, "bob"))
+
+    pushed = _push(rest, "alice").items[0]
+    note = alice.wait_for("Gs2JobQueue:PushNotification")
+    assert json.loads(note["payload"]) == {"namespaceName": "game", "userId": "alice"}
+
+    ran = Gs2JobQueueRestClient(rest).run_by_user_id(
+        jq.RunByUserIdRequest().with_namespace_name("game").with_user_id("alice")
+    )
+    assert ran.item.name == pushed.name and ran.result.status_code == 200
+    note = alice.wait_for("Gs2JobQueue:RunNotification")
+    assert json.loads(note["payload"]) == {"namespaceName": "game", "userId": "alice", "jobName": pushed.name}
+    time.sleep(0.3)
+    assert bob.notifications == []  # another user's session hears nothing
+
+    # the sessions as the gateway lists them
+    client = Gs2GatewayRestClient(rest)
+    listed = client.describe_web_socket_sessions_by_user_id(
+        gw.DescribeWebSocketSessionsByUserIdRequest().with_namespace_name("gw").with_user_id("alice")
+    ).items
+    assert [s.connection_id for s in listed] == [bound.connection_id]
+    mine = Gs2GatewayWebSocketClient(alice).describe_web_socket_sessions(
+        gw.DescribeWebSocketSessionsRequest().with_namespace_name("gw").with_access_token(_token(rest, "alice"))
+    )
+    assert [s.user_id for s in mine.items] == ["alice"]
+
+
+def test_notifications_off_in_the_namespace_send_nothing(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    _setup(rest, push=False, run=False)
+    alice = connect()
+    _bind(alice, _token(rest, "alice"))
+    _push(rest, "alice")
+    Gs2JobQueueRestClient(rest).run_by_user_id(
+        jq.RunByUserIdRequest().with_namespace_name("game").with_user_id("alice")
+    )
+    time.sleep(0.5)
+    assert alice.notifications == []
+
+
+def test_send_notification_and_disconnect_by_user_id(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    _setup(rest)
+    alice, bob = connect(), connect()
+    _bind(alice, _token(rest, "alice"))
+    _bind(bob, _token(rest, "bob"))
+    client = Gs2GatewayRestClient(rest)
+    sent = client.send_notification(
+        gw.SendNotificationRequest()
+        .with_namespace_name("gw")
+        .with_user_id("alice")
+        .with_subject("mail")
+        .with_payload('{"n": 1}')
+    )
+    assert sent.protocol == "websocket" and len(sent.send_connection_ids) == 1
+    note = alice.wait_for("Gs2Gateway:SendNotification")
+    assert note["subject"] == "mail" and note["payload"] == '{"n": 1}'
+
+    # the same over the WebSocket client of the admin's own session
+    server = connect()
+    Gs2GatewayWebSocketClient(server).send_notification(
+        gw.SendNotificationRequest().with_namespace_name("gw").with_user_id("bob").with_subject("hi").with_payload("x")
+    )
+    assert bob.wait_for("Gs2Gateway:SendNotification")["subject"] == "hi"
+    assert [n for n in alice.notifications if n["subject"] == "hi"] == []
+
+    gone = client.disconnect_by_user_id(gw.DisconnectByUserIdRequest().with_namespace_name("gw").with_user_id("alice"))
+    assert [s.user_id for s in gone.items] == ["alice"]
+    deadline = time.monotonic() + 10
+    while alice.connection is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alice.connection is None  # the SDK saw the server close it
+    assert bob.connection is not None
+    left = client.describe_web_socket_sessions_by_user_id(
+        gw.DescribeWebSocketSessionsByUserIdRequest().with_namespace_name("gw").with_user_id("alice")
+    )
+    assert left.items == []
+
+
+def test_job_queue_calls_over_the_web_socket_client(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    ws = Gs2JobQueueWebSocketClient(connect())
+    ws.create_namespace(jq.CreateNamespaceRequest().with_name("wsq"))
+    assert ws.get_namespace(jq.GetNamespaceRequest().with_namespace_name("wsq")).item.name == "wsq"
+    assert ws.get_service_version(jq.GetServiceVersionRequest()).item
+    pushed = ws.push_by_user_id(
+        jq.PushByUserIdRequest()
+        .with_namespace_name("wsq")
+        .with_user_id("carol")
+        .with_jobs([JobEntry().with_script_id("grant").with_args('{"item":  "bow"}')])
+    ).items
+    assert pushed[0].args == '{"item":  "bow"}'  # the exact text, as over REST
+    listed = ws.describe_jobs_by_user_id(
+        jq.DescribeJobsByUserIdRequest().with_namespace_name("wsq").with_user_id("carol")
+    )
+    assert [j.name for j in listed.items] == [pushed[0].name]
+    # Run with the player's access token (the "me" call) over the same socket
+    ran = ws.run(jq.RunRequest().with_namespace_name("wsq").with_access_token(_token(rest, "carol")))
+    assert ran.item.name == pushed[0].name and ran.is_last_job is True
+    result = ws.get_job_result_by_user_id(
+        jq.GetJobResultByUserIdRequest().with_namespace_name("wsq").with_user_id("carol").with_job_name(ran.item.name)
+    ).item
+    assert result.status_code == 200 and json.loads(result.result)["granted"] == "bow"
+    # errors come back as the SDK's exceptions, with GS2's error list
+    with pytest.raises(NotFoundException) as caught:
+        ws.get_namespace(jq.GetNamespaceRequest().with_namespace_name("nope"))
+    assert caught.value.errors[0].component == "namespace"
+    with pytest.raises(UnauthorizedException):  # Run needs the player's token, as over REST
+        ws.run(jq.RunRequest().with_namespace_name("wsq"))
+
+    # a user token as client secret: user calls work, admin calls are refused as over REST
+    player = Gs2JobQueueWebSocketClient(connect("dave", _token(rest, "dave")))
+    with pytest.raises(UnauthorizedException):
+        player.push_by_user_id(
+            jq.PushByUserIdRequest()
+            .with_namespace_name("wsq")
+            .with_user_id("dave")
+            .with_jobs([JobEntry().with_script_id("grant")])
+        )
+    assert (
+        player.describe_jobs_by_user_id(
+            jq.DescribeJobsByUserIdRequest().with_namespace_name("wsq").with_user_id("dave")
+        ).items
+        == []
+    )
+
+
+def test_login_with_a_bad_secret_is_refused(served: ServeProcess) -> None:
+    s = Session(BasicGs2Credential("x", "not-a-token"), REGION, steady_endpoint=served.base_url)
+    with pytest.raises(UnauthorizedException):
+        s.connect()
+
+
+def test_concurrent_access_rules(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    _setup(rest)
+    token = _token(rest, "erin")
+    first, second = connect(), connect()
+    _bind(first, token, allow=False)
+    with pytest.raises(ConflictException):
+        _bind(second, token, allow=False)
+    _bind(second, token, allow=False, force=True)  # force disconnects the first
+    deadline = time.monotonic() + 10
+    while first.connection is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.connection is None
+    third = connect()
+    with pytest.raises(ConflictException):  # the bound session disallowed concurrency
+        _bind(third, token)
+    # over plain HTTP there is no connection to bind
+    with pytest.raises(BadRequestException):
+        Gs2GatewayRestClient(rest).set_user_id_by_user_id(
+            gw.SetUserIdByUserIdRequest().with_namespace_name("gw").with_user_id("erin")
+        )
+    with pytest.raises(NotFoundException):
+        Gs2GatewayRestClient(rest).get_namespace(gw.GetNamespaceRequest().with_namespace_name("nope"))
