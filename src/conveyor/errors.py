@@ -156,6 +156,21 @@ REQUIRE_TRANSACTION_HINT = (
 )
 
 
+class AddressInUse(ConveyorError):
+    """`conveyor serve` could not listen: another process has the port (or the address is not this machine's).
+    Raised before anything is printed or opened, so a supervisor sees one clear failure."""
+
+    code = "address_in_use"
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {host}:{port} ({reason}); is another server running there? "
+            "Stop it, or pick another port with --port"
+        )
+        self.host = host
+        self.port = port
+
+
 class UnsupportedURL(ConveyorError):
     code = "unsupported_url"
 

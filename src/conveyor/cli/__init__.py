@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperOption
 
 from conveyor.cli.common import EXIT_USAGE, State, console, fail, get_state, setup_logging
 from conveyor.logs import check_format
@@ -101,6 +102,20 @@ def _register_all() -> None:
 _register_all()
 
 
+def _hide_flag_types() -> None:
+    """Help shows `<int>`, `<str>` beside options that take a value; a flag takes none, so Typer's `<bool>` beside
+    `--json`, `--version` or `--help` only misleads (it reads as "pass true or false"). Typer offers no setting for
+    it (and builds `--help` itself), so the console script replaces the one method that renders the type: flags
+    render none. Only the `conveyor` process is affected, never a program that imports this package."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def main() -> None:
     """Console-script entry point (`conveyor`)."""
+    _hide_flag_types()
     app(prog_name="conveyor")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, run
+from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, run, warn
 from conveyor.cli.output import (
     STATUS_STYLE,
     ago,
@@ -181,14 +181,29 @@ def set_queue(
 def _set_paused(ctx: typer.Context, queue: str, namespace: str, paused: bool) -> None:
     app = load_app(ctx)
 
-    async def body() -> None:
+    async def body() -> list[str]:
         async with app:
+            notes: list[str] = []
+            known_ns = {ns.name for ns in await app.alist_namespaces()}
+            queues = await app.alist_queues(namespace)
+            if namespace not in known_ns and not queues:
+                notes.append(
+                    f"namespace {namespace!r} does not exist (see `conveyor namespaces list`); "
+                    f"the queue is {'paused' if paused else 'resumed'} there all the same"
+                )
+            elif queue not in {q.name for q in queues}:
+                notes.append(
+                    f"queue {queue!r} has no jobs and no settings in namespace {namespace!r} — a typo? "
+                    f"It is {'paused' if paused else 'resumed'} all the same, for jobs that come later"
+                )
             if paused:
                 await app.apause_queue(queue, namespace)
             else:
                 await app.aresume_queue(queue, namespace)
+            return notes
 
-    run(body)
+    for note in run(body):
+        warn(note)
     console.print(f"Queue {namespace}/{queue} {'paused: workers stop claiming from it' if paused else 'resumed'}.")
 
 
@@ -308,6 +323,15 @@ def list_namespaces(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     console.print(_namespace_table(found))
 
 
+def _setting_text(value: JSON) -> str:
+    """A setting as a person reads it: yes/no, '-' for unset, numbers and text as they are."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == {}:
+        return "-"
+    return str(value)
+
+
 def show_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
     """One namespace's settings."""
     app = load_app(ctx)
@@ -326,7 +350,7 @@ def show_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()], a
     for key, value in namespace_dict(ns).items():
         if key in ("completed_retention", "failed_retention") and isinstance(value, int | float):
             value = human_seconds(float(value))
-        grid.add_row(key, escape("-" if value is None or value == {} else str(value)))
+        grid.add_row(key, escape(_setting_text(value)))
     console.print(grid)
 
 

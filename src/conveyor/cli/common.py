@@ -29,7 +29,7 @@ from rich.markup import escape as rich_escape
 
 from conveyor.app import Conveyor
 from conveyor.demo import register_demo
-from conveyor.errors import ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
+from conveyor.errors import AddressInUse, ConveyorError, NotFound, StoreUnavailable, UnsupportedURL
 from conveyor.logs import LogFormat, check_level, configure, make_handler
 from conveyor.logsafe import printable
 from conveyor.loops import run_async
@@ -43,6 +43,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
+EXIT_ADDRESS_IN_USE = 5
 
 PIPE_WIDTH = 200
 
@@ -143,6 +144,8 @@ def exit_code_for(exc: BaseException) -> int | None:
     """The documented exit code for an expected error, or None for a bug (which keeps its traceback)."""
     if isinstance(exc, UnsupportedURL):
         return EXIT_USAGE
+    if isinstance(exc, AddressInUse):
+        return EXIT_ADDRESS_IN_USE
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
     if _unavailable_text(exc) is not None:

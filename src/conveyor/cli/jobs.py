@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -24,7 +26,7 @@ from conveyor.cli.output import (
     styled_status,
     when,
 )
-from conveyor.errors import JobNotFound, ValidationError
+from conveyor.errors import InvalidTransition, JobNotFound, NamespaceNotFound, ValidationError
 from conveyor.logsafe import printable
 from conveyor.model import (
     JSON,
@@ -134,11 +136,20 @@ def enqueue(
     async def body() -> tuple[Job, list[str]]:
         async with app:
             job = await app.aenqueue(task, value, **options)
-            return job, await app.aunserved_tasks([job.task])
+            notes = [unserved_warning(name) for name in await app.aunserved_tasks([job.task])]
+            try:
+                await app.aget_namespace(job.namespace)
+            except NamespaceNotFound:
+                notes.append(
+                    f"namespace {job.namespace!r} does not exist: the job was stored and runs with a namespace's "
+                    f"default settings; a typo? `conveyor namespaces list` shows those that exist, "
+                    f"`conveyor namespaces create {job.namespace}` makes it"
+                )
+            return job, notes
 
-    job, unserved = run(body)
-    for name in unserved:
-        warn(unserved_warning(name))
+    job, notes = run(body)
+    for note in notes:
+        warn(note)
     if as_json:
         print_json(job_dict(job))
         return
@@ -170,6 +181,9 @@ def list_jobs(
     search: Annotated[
         str | None, typer.Option("--search", help="Text in the payload (case-insensitive).", show_default=False)
     ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-w", help="Every column, whatever the terminal's width.", show_default=False)
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first, with filters and paging."""
@@ -198,29 +212,87 @@ def list_jobs(
     if not items:
         console.print(f"No jobs{' on this page' if total else ''} (total {total}).")
         return
-    table = Table(title=f"{len(items)} of {total} jobs", title_justify="left")
-    table.add_column("id", no_wrap=True)
-    table.add_column("task", overflow="fold")
-    table.add_column("status")
-    table.add_column("tries", justify="right")
-    table.add_column("ns/queue", overflow="fold")
-    table.add_column("user", overflow="fold")
-    table.add_column("run at (UTC)", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    for job in items:
-        table.add_row(
-            job.id,
-            escape(job.task),
-            styled_status(job),
-            f"{job.attempts}/{job.max_attempts}",
-            escape(f"{job.namespace}/{job.queue}"),
-            escape(job.user_id or job.group_key or "-"),
-            when(job.run_at),
-            ago(job.created),
-        )
-    console.print(table)
+    table = jobs_table(items, f"{len(items)} of {total} jobs", wide=wide, width=console.width)
+    if wide:  # every column at its natural width; the terminal wraps what does not fit
+        natural = console.measure(table, options=console.options.update(width=10_000)).maximum
+        Console(
+            file=sys.stdout,
+            width=max(console.width, natural),
+            highlight=False,
+            color_system=console.color_system,  # type: ignore[arg-type]
+            force_terminal=console.is_terminal,
+        ).print(table)
+    else:
+        console.print(table)
     if next_cursor is not None:
         console.print(f"Next page: --cursor {next_cursor}", markup=False, soft_wrap=True)
+
+
+_JOB_COLUMNS: tuple[tuple[str, int], ...] = (
+    # (header, the width it needs), most important first: what fits the terminal is shown, in this order's
+    # priority; the rest need --wide. The id is never cut (it is what every other command takes).
+    ("id", 36),
+    ("status", 10),
+    ("task", 10),
+    ("tries", 5),
+    ("created", 8),
+    ("ns/queue", 14),
+    ("run at (UTC)", 19),
+    ("user", 8),
+)
+_TASK_WIDTH = dict(_JOB_COLUMNS)["task"]
+_ORDER = ("id", "task", "status", "tries", "ns/queue", "user", "run at (UTC)", "created")
+
+
+def job_columns(width: int, *, wide: bool = False) -> list[str]:
+    """The columns of `jobs list` that fit `width` (all with `wide`), in display order."""
+    return list(_fit(width, wide=wide))
+
+
+def _fit(width: int, *, wide: bool) -> dict[str, int | None]:
+    """Column → the widest it may be (None: its natural width), chosen by priority to fit `width`; the width left
+    over goes to the task name, the column most worth reading in full."""
+    if wide:
+        return dict.fromkeys(_ORDER)
+    chosen: dict[str, int | None] = {}
+    used = 0
+    for header, need in _JOB_COLUMNS:
+        cost = need + 2  # a space of padding on each side
+        if chosen and used + cost > width:
+            continue
+        chosen[header] = need
+        used += cost
+    if "task" in chosen:
+        chosen["task"] = _TASK_WIDTH + max(0, width - used)
+    return {header: chosen[header] for header in _ORDER if header in chosen}
+
+
+def jobs_table(items: list[Job], title: str, *, wide: bool, width: int) -> Table:
+    """`jobs list`'s table: no vertical rules, columns chosen by priority to fit the terminal (--wide: all)."""
+    columns = _fit(width, wide=wide)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+    for header, widest in columns.items():
+        if header == "id":
+            table.add_column(header, no_wrap=True, min_width=36)
+        elif header in ("task", "ns/queue", "user"):
+            table.add_column(header, overflow="fold" if wide else "ellipsis", no_wrap=not wide, max_width=widest)
+        elif header == "tries":
+            table.add_column(header, justify="right", no_wrap=True)
+        else:
+            table.add_column(header, no_wrap=True)
+    for job in items:
+        cells = {
+            "id": job.id,
+            "task": escape(job.task),
+            "status": styled_status(job),
+            "tries": f"{job.attempts}/{job.max_attempts}",
+            "ns/queue": escape(f"{job.namespace}/{job.queue}"),
+            "user": escape(job.user_id or job.group_key or "-"),
+            "run at (UTC)": when(job.run_at),
+            "created": ago(job.created),
+        }
+        table.add_row(*(cells[header] for header in columns))
+    return table
 
 
 def show_job(
@@ -313,7 +385,10 @@ def _change(ctx: typer.Context, job_id: str, action: str, as_json: bool, *, forc
                 return await app.acancel(job_id)
             if action == "run-now":
                 return await app.arun_now(job_id)
-            return await app.adelete(job_id, force=force)
+            try:
+                return await app.adelete(job_id, force=force)
+            except InvalidTransition as exc:
+                raise InvalidTransition(f"{exc.message}; add --force to delete it whatever its status") from None
 
     job = run(body)
     if as_json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from conveyor.app import Conveyor
+from conveyor.errors import AddressInUse
 from conveyor.server.deps import ServerContext
 from conveyor.server.factory import DEFAULT_MAX_BODY_BYTES, create_app
 from conveyor.server.protocol import (
@@ -130,6 +132,25 @@ def build_server(
     return ConveyorServer(config, api.state.conveyor)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now (as uvicorn would bind it: SO_REUSEADDR, the host's address family), so
+    that `serve` can refuse a busy port before it prints or opens anything — and nobody can take the port between
+    a check and uvicorn's own bind."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except socket.gaierror as exc:
+        raise AddressInUse(host, port, f"unknown host: {exc.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise AddressInUse(host, port, exc.strerror or str(exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     url: str | None = None,
     *,
@@ -175,10 +196,13 @@ def serve(
         metrics_token=metrics_token,
         own_logging=own_logging,
     )
+    listening = bind_socket(host, port)  # before the banner: a busy port fails first, with one clear error
+    port = listening.getsockname()[1]
     where = f"http://{host}:{port}"
     print(
         f"Conveyor API on {where} (admin UI: {where}/ui/, OpenAPI: {where}/openapi.json, docs: {where}/docs)"
         + ("" if workers else " — API only, no workers"),
         flush=True,
     )
-    server.run()  # uvicorn picks the loop (uvloop when installed), which asyncio.run(server.serve()) would bypass
+    # Server.run: uvicorn picks the loop (uvloop when installed); asyncio.run(server.serve()) would bypass that.
+    server.run(sockets=[listening])

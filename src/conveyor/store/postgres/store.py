@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import psycopg.errors
@@ -165,6 +166,8 @@ class PostgresStore(PgHandOff):
         if self._pool is not None:
             return
         self._closed = False
+        if not self.lazy:
+            await self._probe()
         pool = AsyncConnectionPool(
             self.conninfo,
             kwargs=self._connect_kwargs(),
@@ -191,6 +194,20 @@ class PostgresStore(PgHandOff):
             raise
         if self._listen_enabled:
             self._listener.start()
+
+    async def _probe(self) -> None:
+        """One direct connection before the pool exists: a wrong port, host or password fails at once with one
+        clear StoreUnavailable, instead of the pool retrying (and logging a warning per try) until its timeout.
+        A lazy store (a worker that rides out an outage) skips it and lets the pool keep trying."""
+        wait = max(2, int(min(self._timeout, 5)))  # libpq's connect_timeout: whole seconds, at least 2
+        kwargs = self._connect_kwargs()
+        if "connect_timeout" not in kwargs and "connect_timeout=" not in urlsplit(self.conninfo).query:
+            kwargs["connect_timeout"] = wait
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, **kwargs)
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+        await conn.close()
 
     async def close(self) -> None:
         self._closed = True
