@@ -32,7 +32,7 @@ from conveyor.model import (
     RawJSON,
     Stats,
 )
-from conveyor.tasks import EnqueueOptions, EnqueueSpec, RunResult, TaskSpec
+from conveyor.tasks import EnqueueOptions, EnqueueSpec, RunResult, TaskSpec, UniqueOptions
 from conveyor.version import __version__
 from conveyor.worker import Worker
 
@@ -68,6 +68,7 @@ __all__ = [
     "StoreUnavailable",
     "TaskNotRegistered",
     "TaskSpec",
+    "UniqueOptions",
     "ValidationError",
     "Worker",
     "__version__",

@@ -66,6 +66,7 @@ from conveyor.tasks import (
     JobOptions,
     RunResult,
     TaskSpec,
+    UniqueOptions,
     WorkerOptions,
     check_options,
 )
@@ -171,6 +172,7 @@ class Conveyor:
         priority: int = 0,
         transactional: bool = False,
         isolation: str | None = None,
+        unique: UniqueOptions | bool | None = None,
     ) -> Callable[[Handler], Handler]: ...
 
     def task(
@@ -184,6 +186,7 @@ class Conveyor:
         priority: int = 0,
         transactional: bool = False,
         isolation: str | None = None,
+        unique: UniqueOptions | bool | None = None,
     ) -> Handler | Callable[[Handler], Handler]:
         """Register a handler: `@app.task`, `@app.task("name")` or `@app.task("name", max_attempts=5, ...)`.
 
@@ -192,7 +195,9 @@ class Conveyor:
 
         `isolation="process"` runs a plain function in a child process that the worker kills when the task times
         out or is cancelled (a hard timeout; a thread cannot be stopped). The function must then be defined at the
-        top level of a module, as multiprocessing requires. None follows the worker's default."""
+        top level of a module, as multiprocessing requires. None follows the worker's default.
+
+        `unique=` gives the task's jobs a uniqueness rule by default (`UniqueOptions`, docs/unique.md)."""
         if callable(name):
             self.register(name.__name__, name)
             return name
@@ -208,6 +213,7 @@ class Conveyor:
                 priority=priority,
                 transactional=transactional,
                 isolation=isolation,
+                unique=unique,
             )
             return fn
 
@@ -225,6 +231,7 @@ class Conveyor:
         priority: int = 0,
         transactional: bool = False,
         isolation: str | None = None,
+        unique: UniqueOptions | bool | None = None,
     ) -> TaskSpec:
         """Register `fn` as the handler of task `name` (what `@app.task` does). Names starting with `conveyor:`
         are reserved for Conveyor's own tasks."""
@@ -238,6 +245,7 @@ class Conveyor:
             priority=priority,
             transactional=transactional,
             isolation=isolation,
+            unique=unique,
         )
 
     # ---- cron ----------------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ def build_job(rt: Runtime, task: str, payload: JSON, options: Mapping[str, Any],
         values["priority"] = spec.priority if spec is not None else 0
     if spec is not None and spec.max_attempts is not None and values.get("max_attempts") is None:
         values["max_attempts"] = spec.max_attempts
+    # the task's `unique=` rule, unless the enqueue gave its own (or a unique_key, which stands instead)
+    has_own = values.get("unique") is not None or values.get("unique_key") is not None
+    if spec is not None and spec.unique is not None and not has_own:
+        values["unique"] = spec.unique
     if "max_payload_bytes" not in values:
         values["max_payload_bytes"] = rt.max_payload_bytes
     return NewJob.build(task, payload, **values)

@@ -7,6 +7,7 @@ same types. Times are timezone-aware UTC `datetime`s; stores choose their own st
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 from conveyor.errors import PayloadTooLarge, ValidationError
 from conveyor.ids import new_job_id
@@ -271,6 +272,14 @@ class NewJob:
     group_key: str | None = None
     unique_key: str | None = None
     concurrency_key: str | None = None
+    unique_hash: str | None = None
+    """The job's uniqueness (`unique=`, see `UniqueOptions`): a digest of what it is unique by, with the period's
+    bucket. Another job of the namespace with the same hash, in one of *its* `unique_states`, makes this one a
+    duplicate. None: no such rule (the plain `unique_key` rule is apart)."""
+    unique_states: int = 0
+    """The statuses (bits of UNIQUE_STATE_BITS) in which this job keeps others of its `unique_hash` out."""
+    unique_replace: int = 0
+    """What a duplicate of this enqueue changes on a *pending* holder: REPLACE_PAYLOAD | REPLACE_RUN_AT."""
 
     @property
     def serial_key(self) -> str | None:
@@ -292,6 +301,7 @@ class NewJob:
         group_key: str | None = None,
         unique_key: str | None = None,
         concurrency_key: str | None = None,
+        unique: UniqueOptions | bool | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         now: datetime | None = None,
         job_id: str | None = None,
@@ -360,7 +370,16 @@ class NewJob:
             payload, payload_json = payload.decode(max_payload_bytes), payload.stored_text
         else:
             payload_json = encode_payload(payload, max_payload_bytes)
-        return cls(
+        rule = None
+        if unique is not None and unique is not False:
+            if unique_key is not None:
+                raise ValidationError(
+                    "give unique_key or unique, not both (unique_key is unique among active jobs: "
+                    "unique={'by': [...], 'states': ['pending', 'processing']} says the same by other fields)",
+                    field="unique",
+                )
+            rule = UniqueRule.parse({} if unique is True else unique)
+        job = cls(
             id=job_id or new_job_id(),
             namespace=namespace,
             queue=queue,
@@ -376,6 +395,11 @@ class NewJob:
             unique_key=unique_key,
             concurrency_key=concurrency_key,
         )
+        if rule is not None:
+            job.unique_hash = rule.digest(job)
+            job.unique_states = rule.states
+            job.unique_replace = rule.replace
+        return job
 
     def to_job(self) -> Job:
         """The Job as it looks right after enqueue (what stores return)."""
@@ -399,6 +423,154 @@ class NewJob:
             payload_json=self.payload_json,
             concurrency_key=self.concurrency_key,
         )
+
+
+UniqueBy = Literal["task", "queue", "payload", "user"]
+UniqueState = Literal["pending", "processing", "completed", "failed", "cancelled"]
+UniqueReplace = Literal["payload", "run_at"]
+
+UNIQUE_STATE_BITS: dict[str, int] = {"pending": 1, "processing": 2, "completed": 4, "failed": 8, "cancelled": 16}
+"""A status's bit in `NewJob.unique_states` (the stores keep the mask as an integer column / hash field)."""
+UNIQUE_ACTIVE = 3  # pending | processing: always part of a rule (a job moves between them by itself)
+REPLACE_PAYLOAD = 1
+REPLACE_RUN_AT = 2
+UNIQUE_BY_DEFAULT: tuple[UniqueBy, ...] = ("task", "queue", "payload")
+UNIQUE_STATES_DEFAULT: tuple[UniqueState, ...] = ("pending", "processing", "completed")
+
+
+class UniqueOptions(TypedDict, total=False):
+    """`unique=` of an enqueue or a task: at most one job of the namespace with the same (`by`) values, created in
+    the same `period`, in any of `states` (docs/unique.md). Each key may be left out; `unique=True` takes every
+    default.
+
+    - `by`: what makes two jobs the same — any of "task", "queue", "payload", "user" (user_id); default task,
+      queue and payload.
+    - `fields`: compare only these top-level fields of the payload (an object), not the whole payload.
+    - `period`: seconds (or a timedelta); the periods are aligned to the Unix epoch on the job's creation time
+      (86400 is the UTC day). None (default): no period — unique for as long as a matching job is kept.
+    - `states`: the statuses in which an existing job counts; pending and processing always do; add "completed",
+      "failed", "cancelled". Default pending, processing, completed.
+    - `replace`: on a duplicate whose holder is still pending, write this enqueue's "payload" and/or "run_at" on
+      the holder (which is returned, `duplicate=True`)."""
+
+    by: Sequence[UniqueBy]
+    fields: Sequence[str]
+    period: float | timedelta | None
+    states: Sequence[UniqueState]
+    replace: Sequence[UniqueReplace]
+
+
+_UNIQUE_KEYS = frozenset(UniqueOptions.__annotations__)
+
+
+def _names(value: object, allowed: Sequence[str] | frozenset[str], what: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence | frozenset | set):
+        raise ValidationError(f"{what} must be a list of names (from {', '.join(allowed)}), got {value!r}", field=what)
+    out = list(value)
+    bad = [v for v in out if v not in allowed]
+    if bad:
+        raise ValidationError(f"{what}: unknown {bad[0]!r}; choose from {', '.join(allowed)}", field=what)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueRule:
+    """A checked `UniqueOptions`: what `NewJob.build` turns into the job's hash, states and replace bits."""
+
+    by: tuple[str, ...]
+    fields: tuple[str, ...] | None
+    period_us: int | None
+    states: int
+    replace: int
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> UniqueRule:
+        if not isinstance(options, Mapping):
+            raise ValidationError(
+                f"unique must be true or an object with by, fields, period, states, replace; got {options!r}",
+                field="unique",
+            )
+        unknown = [k for k in options if k not in _UNIQUE_KEYS]
+        if unknown:
+            raise ValidationError(
+                f"unique: unknown option {unknown[0]!r}; the options are {', '.join(sorted(_UNIQUE_KEYS))}",
+                field=f"unique.{unknown[0]}",
+            )
+        by = _names(options.get("by", UNIQUE_BY_DEFAULT), ("task", "queue", "payload", "user"), "unique.by")
+        if not by:
+            raise ValidationError("unique.by must name at least one of task, queue, payload, user", field="unique.by")
+        fields: tuple[str, ...] | None = None
+        if options.get("fields") is not None:
+            raw = options["fields"]
+            if isinstance(raw, str) or not isinstance(raw, Sequence) or not raw:
+                raise ValidationError(
+                    f"unique.fields must be a non-empty list of top-level payload field names, got {raw!r}",
+                    field="unique.fields",
+                )
+            if not all(isinstance(f, str) and f for f in raw):
+                raise ValidationError("unique.fields must hold non-empty strings", field="unique.fields")
+            fields = tuple(sorted(set(raw)))
+            if "payload" not in by:
+                by.append("payload")
+        period = options.get("period")
+        period_us: int | None = None
+        if period is not None:
+            seconds = period.total_seconds() if isinstance(period, timedelta) else period
+            if (
+                not isinstance(seconds, int | float)
+                or isinstance(seconds, bool)
+                or not 0.001 <= seconds <= MAX_DELAY_SECONDS
+            ):
+                raise ValidationError(
+                    f"unique.period must be a number of seconds from 0.001 to {MAX_DELAY_SECONDS:.0f} (or null: no "
+                    f"period), got {period!r}",
+                    field="unique.period",
+                )
+            period_us = round(seconds * 1_000_000)
+        names = _names(options.get("states", UNIQUE_STATES_DEFAULT), tuple(UNIQUE_STATE_BITS), "unique.states")
+        states = 0
+        for name in names:
+            states |= UNIQUE_STATE_BITS[name]
+        if states & UNIQUE_ACTIVE != UNIQUE_ACTIVE:
+            raise ValidationError(
+                "unique.states must include pending and processing (a job moves between them by itself); add "
+                "completed, failed or cancelled to also count finished jobs",
+                field="unique.states",
+            )
+        replace_bits = 0
+        for name in _names(options.get("replace", ()), ("payload", "run_at"), "unique.replace"):
+            replace_bits |= REPLACE_PAYLOAD if name == "payload" else REPLACE_RUN_AT
+        return cls(tuple(sorted(set(by))), fields, period_us, states, replace_bits)
+
+    def digest(self, job: NewJob) -> str:
+        """The job's unique hash: what it is unique by, hashed, then the period and the bucket of its creation."""
+        scope: dict[str, Any] = {}
+        if "task" in self.by:
+            scope["task"] = job.task
+        if "queue" in self.by:
+            scope["queue"] = job.queue
+        if "user" in self.by:
+            scope["user"] = job.user_id
+        if "payload" in self.by:
+            if self.fields is None:
+                scope["payload"] = job.payload
+            elif not isinstance(job.payload, dict):
+                raise ValidationError(
+                    f"unique.fields compares payload fields, but the payload is a {type(job.payload).__name__}, "
+                    f"not an object",
+                    field="unique.fields",
+                )
+            else:
+                scope["fields"] = [[f, f in job.payload, job.payload.get(f)] for f in self.fields]
+        text = json.dumps(scope, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        if self.period_us is None:
+            return digest
+        created_us = (job.created - _EPOCH) // timedelta(microseconds=1)
+        return f"{digest}/{self.period_us}/{created_us // self.period_us}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RawJSON:

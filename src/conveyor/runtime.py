@@ -33,6 +33,8 @@ from conveyor.model import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_QUEUE,
     DEFAULT_TIMEOUT,
+    UniqueOptions,
+    UniqueRule,
     check_public_task_name,
     is_reserved_task,
     validate_name,
@@ -131,6 +133,7 @@ class Runtime:
         priority: int = 0,
         transactional: bool = False,
         isolation: str | None = None,
+        unique: UniqueOptions | bool | None = None,
         system: bool = False,
     ) -> TaskSpec:
         """Register `fn` as the handler of task `name`. Names starting with `conveyor:` are Conveyor's own tasks:
@@ -143,6 +146,8 @@ class Runtime:
         validate_task_name(name)
         validate_name(queue, "queue")
         validate_isolation(isolation)
+        if unique is not None and unique is not False:
+            UniqueRule.parse({} if unique is True else unique)  # a bad rule fails at registration, not enqueue
         is_async = inspect.iscoroutinefunction(fn)
         if isolation == PROCESS and (is_async or transactional):
             raise ValidationError(
@@ -176,6 +181,7 @@ class Runtime:
             transactional=transactional,
             takes_context=takes_context(fn),
             isolation=isolation,
+            unique=unique,
         )
         self.tasks[name] = spec
         return spec

@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 from conveyor.backoff import DEFAULT_BACKOFF, Backoff
 from conveyor.errors import ValidationError
 from conveyor.model import DEFAULT_NAMESPACE, DEFAULT_QUEUE, DEFAULT_TIMEOUT, JSON, Attempt, Job
+from conveyor.model import UniqueOptions as UniqueOptions  # the enqueue options' vocabulary, re-exported
 
 Handler = Callable[..., Any]
 
@@ -55,6 +56,8 @@ class TaskSpec:
     takes_context: bool = True
     isolation: str | None = None
     """"thread" or "process" for a sync handler; None: the worker's default (`Worker(isolation=...)`, "thread")."""
+    unique: UniqueOptions | bool | None = None
+    """The default `unique=` of the task's jobs (an enqueue's own `unique=` replaces it; `unique=False` drops it)."""
 
 
 def takes_context(fn: Handler) -> bool:
@@ -92,6 +95,7 @@ class EnqueueOptions(TypedDict, total=False):
     group_key: str | None
     unique_key: str | None
     concurrency_key: str | None
+    unique: UniqueOptions | bool | None
 
 
 class JobOptions(EnqueueOptions, total=False):
@@ -147,6 +151,7 @@ class EnqueueSpec:
     group_key: str | None = None
     unique_key: str | None = None
     concurrency_key: str | None = None
+    unique: UniqueOptions | bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,6 +169,7 @@ class EnqueueSpec:
             "group_key": self.group_key,
             "unique_key": self.unique_key,
             "concurrency_key": self.concurrency_key,
+            "unique": self.unique,
             **self.extra,
         }
         return {k: v for k, v in values.items() if v is not None or k in ("task", "payload")}

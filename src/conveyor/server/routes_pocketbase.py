@@ -28,7 +28,16 @@ from conveyor.server.common import (
 )
 from conveyor.server.deps import ServerContext, get_context
 from conveyor.server.idempotency import idempotent
-from conveyor.server.schemas import OkAnswer, PBBatchAnswer, PBEnqueue, PBEnqueueBatch, PBJob, PBJobList, PBStats
+from conveyor.server.schemas import (
+    OkAnswer,
+    PBBatchAnswer,
+    PBEnqueue,
+    PBEnqueueBatch,
+    PBJob,
+    PBJobList,
+    PBStats,
+    unique_option,
+)
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs (PocketBase)"])
 
@@ -58,10 +67,14 @@ def enqueue_options(body: PBEnqueue, max_bytes: int, where: str = "") -> tuple[s
         "group_key",
         "unique_key",
         "concurrency_key",
+        "unique",
         "run_at",
     ):
-        value = getattr(body, name)
+        value = unique_option(body.unique) if name == "unique" else getattr(body, name)
         if value is not None:
+            if name == "unique":  # its strings are checked by the model (fields: NUL too, as payload keys)
+                options[name] = value
+                continue
             reject_nul(value, f"{where}{name}")
             options[name] = value
     if body.max_retries is not None and body.max_retries > 0:

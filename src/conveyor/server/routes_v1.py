@@ -79,6 +79,7 @@ from conveyor.server.schemas import (
     TokenOut,
     UserPushBody,
     WorkerList,
+    unique_option,
 )
 
 admin = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
@@ -100,11 +101,15 @@ def _job_options(body: NewJobBody, max_bytes: int) -> dict[str, Any]:
         "group_key",
         "unique_key",
         "concurrency_key",
+        "unique",
         "run_at",
         "max_attempts",
     ):
-        value = getattr(body, name)
+        value = unique_option(body.unique) if name == "unique" else getattr(body, name)
         if value is not None:
+            if name == "unique":  # its strings are checked by the model (fields: NUL too, as payload keys)
+                options[name] = value
+                continue
             reject_nul(value, name)
             options[name] = value
     return options

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from conveyor.model import MAX_DELAY_SECONDS, MAX_INT_PARAMETER, MAX_TASK_NAME, NAME_PATTERN
+from conveyor.model import MAX_DELAY_SECONDS, MAX_INT_PARAMETER, MAX_TASK_NAME, NAME_PATTERN, UniqueOptions
 
 MAX_BATCH = 1000
 
@@ -54,6 +54,57 @@ STRICT = ConfigDict(strict=True)
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
+class UniqueBody(BaseModel):
+    """`unique`: at most one job with the same `by` values created in one `period`, in any of `states`
+    (docs/unique.md). Every field may be left out; `true` instead of an object takes every default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    by: list[Literal["task", "queue", "payload", "user"]] | None = Field(
+        None, min_length=1, description="What makes two jobs the same (default task, queue, payload)"
+    )
+    fields: list[Key] | None = Field(
+        None, min_length=1, max_length=64, description="Compare only these top-level payload fields"
+    )
+    period: float | None = Field(
+        None, ge=0.001, le=MAX_DELAY_SECONDS, description="Seconds, aligned to the Unix epoch (null: no period)"
+    )
+    states: list[Literal["pending", "processing", "completed", "failed", "cancelled"]] | None = Field(
+        None, description="Statuses in which a job counts (pending and processing always; default + completed)"
+    )
+    replace: list[Literal["payload", "run_at"]] | None = Field(
+        None, description="What a duplicate writes on a pending holder"
+    )
+
+    def options(self) -> UniqueOptions:
+        out: UniqueOptions = {}
+        if self.by is not None:
+            out["by"] = self.by
+        if self.fields is not None:
+            out["fields"] = self.fields
+        if self.period is not None:
+            out["period"] = self.period
+        if self.states is not None:
+            out["states"] = self.states
+        if self.replace is not None:
+            out["replace"] = self.replace
+        return out
+
+
+def unique_option(value: UniqueBody | None) -> UniqueOptions | None:
+    """A body's `unique` as the enqueue option."""
+    return None if value is None else value.options()
+
+
+def _unique_shorthand(value: Any) -> Any:
+    """`"unique": true` is the rule with every default (a union type would put its member names in error paths)."""
+    if value is True:
+        return {}
+    if value is False:
+        raise ValueError("give a rule object, true (every default), or null/nothing for no rule of this request's own")
+    return value
+
+
 class JobOptions(BaseModel):
     """Conveyor's optional fields, accepted by every enqueue endpoint."""
 
@@ -68,6 +119,11 @@ class JobOptions(BaseModel):
     unique_key: Key | None = Field(None, description="An active job with this key makes the enqueue a no-op")
     concurrency_key: Key | None = Field(
         None, description="Jobs of one queue with this key run at most the queue's key_concurrency at once"
+    )
+    unique: Annotated[UniqueBody | None, BeforeValidator(_unique_shorthand)] = Field(
+        None,
+        description="A job matching this rule makes the enqueue answer the existing job with duplicate=true "
+        "(not with unique_key)",
     )
 
 

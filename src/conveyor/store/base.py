@@ -57,6 +57,12 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
 * **Unique keys.** Enqueuing a job whose (namespace, unique_key) matches an *active* job (pending or
   processing) stores nothing and returns that existing job with `duplicate=True`. Within one enqueue batch the
   first of equal keys wins.
+* **Unique jobs** (`unique=`, docs/unique.md). A NewJob may carry `unique_hash`, `unique_states` (status bits,
+  model.UNIQUE_STATE_BITS) and `unique_replace`. A stored job *holds* its hash while its status is among its own
+  states. Enqueuing a job whose (namespace, unique_hash) is held stores nothing and returns the holder with
+  `duplicate=True`, after writing the new job's payload and/or run_at on it when `unique_replace` asks and the
+  holder is pending. Check and insert are atomic (ten concurrent enqueues store one job); within a batch the first of
+  equal hashes wins. `requeue` drops the job's rule; `restore_jobs` stores none.
 * **Rescue.** `rescue` finds processing jobs whose lease expired, records a LOST attempt (status code 0, the
   job's worker_id and started_at, error "lease expired: worker … stopped heartbeating"), and moves each to
   `pending` when attempts < max_attempts, else to `failed` (last_error set). A rescued job keeps its `run_at`, and

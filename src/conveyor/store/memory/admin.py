@@ -161,6 +161,7 @@ class MemoryAdmin(Store):
                     )
             now = utcnow()
             d._unindex(rec)
+            d.uniq_of.pop(rec.id, None)  # a requeued job leaves its `unique=` rule behind (never a conflict)
             rec.status = JobStatus.PENDING
             rec.attempts = 0
             rec.run_at = now

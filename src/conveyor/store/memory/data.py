@@ -12,6 +12,9 @@ from typing import Any
 
 from conveyor.codec import copier
 from conveyor.model import (
+    REPLACE_PAYLOAD,
+    REPLACE_RUN_AT,
+    UNIQUE_STATE_BITS,
     Attempt,
     AttemptOutcome,
     Job,
@@ -19,9 +22,11 @@ from conveyor.model import (
     JobStatus,
     Lease,
     Namespace,
+    NewJob,
     QueueSettings,
     WorkerInfo,
     not_applied,
+    utcnow,
 )
 from conveyor.store.wake import LocalWaker
 
@@ -75,6 +80,8 @@ class DataSet:
     lane_pending: dict[LaneKey, list[LaneOrder]] = field(default_factory=dict)
     lane_processing: dict[LaneKey, set[str]] = field(default_factory=dict)
     unique: dict[tuple[str, str], str] = field(default_factory=dict)
+    uniq: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, unique hash) -> the job holding it
+    uniq_of: dict[str, tuple[str, int]] = field(default_factory=dict)  # job id -> (unique hash, state bits)
     key_processing: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (ns, queue, concurrency key)
     counts: Counter[tuple[str, str, str, JobStatus]] = field(default_factory=Counter)
     # everything else
@@ -104,6 +111,10 @@ class DataSet:
                 self.key_processing[(rec.namespace, rec.queue, rec.concurrency_key)] += 1
         if rec.unique_key is not None and not rec.status.is_final:
             self.unique[(rec.namespace, rec.unique_key)] = rec.id
+        if self.uniq_of:
+            rule = self.uniq_of.get(rec.id)
+            if rule is not None and UNIQUE_STATE_BITS[rec.status] & rule[1]:
+                self.uniq.setdefault((rec.namespace, rule[0]), rec.id)
 
     def _unindex(self, rec: Job) -> None:
         qk = (rec.namespace, rec.queue)
@@ -127,6 +138,10 @@ class DataSet:
                     del self.key_processing[kk]
         if rec.unique_key is not None and self.unique.get((rec.namespace, rec.unique_key)) == rec.id:
             del self.unique[(rec.namespace, rec.unique_key)]
+        if self.uniq_of:
+            rule = self.uniq_of.get(rec.id)
+            if rule is not None and self.uniq.get((rec.namespace, rule[0])) == rec.id:
+                del self.uniq[(rec.namespace, rule[0])]
 
     # ---- lanes ------------------------------------------------------------------------------------------------
 
@@ -158,6 +173,26 @@ class DataSet:
         self._unindex(rec)
         del self.jobs[rec.id]
         self.attempts.pop(rec.id, None)
+        self.uniq_of.pop(rec.id, None)
+
+    def unique_holder(self, new: NewJob) -> Job | None:
+        """The job whose unique hash `new` shares while in one of that job's states, if any (`unique=`)."""
+        if new.unique_hash is None:
+            return None
+        holder = self.uniq.get((new.namespace, new.unique_hash))
+        return None if holder is None else self.jobs[holder]
+
+    def replace_pending(self, holder: Job, new: NewJob) -> None:
+        """A duplicate's `unique.replace`: its payload and/or run_at written on a pending holder."""
+        if holder.status is not JobStatus.PENDING or not new.unique_replace:
+            return
+        self._unindex(holder)
+        if new.unique_replace & REPLACE_PAYLOAD:
+            holder.payload, holder.payload_json = new.payload, new.payload_json
+        if new.unique_replace & REPLACE_RUN_AT:
+            holder.run_at = new.run_at
+        holder.updated = utcnow()
+        self._index(holder)
 
     def held(self, lease: Lease) -> Job | None:
         """The job when `lease` still holds it (fencing on the token), else None."""

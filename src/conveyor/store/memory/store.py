@@ -147,6 +147,13 @@ class MemoryStore(MemoryAdmin):
                     if uk in batch_unique:  # first of equal keys in one batch wins
                         out.append(clone_job(batch_unique[uk], duplicate=True))
                         continue
+                if new.unique_hash is not None:
+                    holder = d.unique_holder(new)  # an earlier job of this batch is indexed already
+                    if holder is not None:
+                        d.replace_pending(holder, new)
+                        out.append(clone_job(holder, duplicate=True))
+                        continue
+                    d.uniq_of[new.id] = (new.unique_hash, new.unique_states)
                 rec = new.to_job()
                 if new.unique_key is not None:
                     batch_unique[(new.namespace, new.unique_key)] = rec

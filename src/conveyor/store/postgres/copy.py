@@ -14,7 +14,7 @@ COPY_THRESHOLD = 64  # below this a one-statement INSERT is as fast and simpler
 
 
 def use_copy(jobs: Sequence[NewJob]) -> bool:
-    return len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs)
+    return len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None and j.unique_hash is None for j in jobs)
 
 
 def copy_text(jobs: Sequence[NewJob]) -> str:

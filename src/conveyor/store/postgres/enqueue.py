@@ -10,11 +10,17 @@ import psycopg
 import psycopg.errors
 
 from conveyor.errors import ValidationError
-from conveyor.model import Job, NewJob
+from conveyor.model import Job, JobStatus, NewJob
 from conveyor.store.caller import check_sqlalchemy
 from conveyor.store.postgres.caller import caller_failed, check_caller, unwrap_async
 from conveyor.store.postgres.copy import copy_text, use_copy
-from conveyor.store.postgres.params import enqueue_params, existing_params
+from conveyor.store.postgres.params import (
+    enqueue_params,
+    enqueue_unique_params,
+    existing_params,
+    replace_params,
+    unique_existing_params,
+)
 from conveyor.store.postgres.pool import PgConnections
 from conveyor.store.postgres.rows import collect_existing, collect_inserted, decode_job
 
@@ -56,6 +62,13 @@ class PgEnqueue(PgConnections):
         """Store `jobs`. `inserted`: the ids a first ENQUEUE of them already stored (the hand-off's pipeline);
         only the jobs it skipped for a held unique key are left to resolve."""
         q = self._q
+        if inserted is None and any(j.unique_hash is not None for j in jobs):
+            async with conn.transaction():  # all or nothing, as one statement is
+                plain = [j for j in jobs if j.unique_hash is None]
+                done = {job.id: job for job in await self._aenqueue(conn, plain)} if plain else {}
+                unique = [j for j in jobs if j.unique_hash is not None]
+                done.update(await self._aenqueue_unique(conn, unique))
+            return [done[j.id] for j in jobs]
         if inserted is None and use_copy(jobs):
             try:
                 async with conn.cursor() as cur, cur.copy(q.ENQUEUE_COPY) as copy:
@@ -82,6 +95,80 @@ class PgEnqueue(PgConnections):
                 break
         return [found[j.id] for j in jobs]
 
+    async def _aenqueue_unique(self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]) -> dict[str, Job]:
+        """Store jobs with `unique=`: ON CONFLICT on jobs_unique_hash skips a job whose hash is held; it is answered
+        with the holder (after `unique.replace` on a pending one). A holder that left its states before we read it
+        (finished, deleted) frees the hash: those jobs are inserted again."""
+        q = self._q
+        found: dict[str, Job] = {}
+        todo = list(jobs)
+        for _ in range(3):
+            try:
+                cur = await conn.execute(q.ENQUEUE_UNIQUE, enqueue_unique_params(todo))
+            except psycopg.errors.UniqueViolation as exc:
+                raise duplicate_id(exc) from None
+            todo = collect_inserted(todo, {row[0] for row in await cur.fetchall()}, found)
+            if not todo:
+                break
+            cur = await conn.execute(q.ENQUEUE_UNIQUE_EXISTING, unique_existing_params(todo))
+            holders = {(row[1], row[-1]): row[:-1] for row in await cur.fetchall()}
+            rest: list[NewJob] = []
+            replaced = False
+            for j in todo:
+                row = holders.get((j.namespace, j.unique_hash))
+                if row is None:
+                    rest.append(j)
+                    continue
+                holder = decode_job(row, duplicate=True)
+                if j.unique_replace and holder.status is JobStatus.PENDING:
+                    cur = await conn.execute(q.REPLACE_PENDING, replace_params(holder.id, j))
+                    new_row = await cur.fetchone()
+                    if new_row is not None:
+                        holder = decode_job(new_row, duplicate=True)
+                        holders[(j.namespace, j.unique_hash)] = new_row
+                        replaced = True
+                found[j.id] = holder
+            if replaced:
+                await conn.execute(q.NOTIFY_JOBS)  # a sooner run_at: idle workers elsewhere re-read next_due
+            todo = rest
+            if not todo:
+                break
+        return found
+
+    def _enqueue_unique_sync(self, cur: psycopg.Cursor[Any], jobs: Sequence[NewJob]) -> dict[str, Job]:
+        """_aenqueue_unique on a caller's (sync) connection."""
+        q = self._q
+        found: dict[str, Job] = {}
+        todo = list(jobs)
+        for _ in range(3):
+            try:
+                cur.execute(q.ENQUEUE_UNIQUE, enqueue_unique_params(todo))
+            except psycopg.errors.UniqueViolation as exc:
+                raise duplicate_id(exc) from None
+            todo = collect_inserted(todo, {row[0] for row in cur.fetchall()}, found)
+            if not todo:
+                break
+            cur.execute(q.ENQUEUE_UNIQUE_EXISTING, unique_existing_params(todo))
+            holders = {(row[1], row[-1]): row[:-1] for row in cur.fetchall()}
+            rest: list[NewJob] = []
+            for j in todo:
+                row = holders.get((j.namespace, j.unique_hash))
+                if row is None:
+                    rest.append(j)
+                    continue
+                holder = decode_job(row, duplicate=True)
+                if j.unique_replace and holder.status is JobStatus.PENDING:
+                    cur.execute(q.REPLACE_PENDING, replace_params(holder.id, j))
+                    new_row = cur.fetchone()
+                    if new_row is not None:
+                        holder = decode_job(new_row, duplicate=True)
+                        holders[(j.namespace, j.unique_hash)] = new_row
+                found[j.id] = holder
+            todo = rest
+            if not todo:
+                break
+        return found
+
     def enqueue_on_connection(
         self, connection: Any, jobs: Sequence[NewJob], *, require_transaction: bool = True
     ) -> list[Job]:
@@ -106,7 +193,12 @@ class PgEnqueue(PgConnections):
                     raise duplicate_id(exc) from None
                 return [j.to_job() for j in jobs]
             with connection.cursor() as cur:
+                if any(j.unique_hash is not None for j in jobs):
+                    found.update(self._enqueue_unique_sync(cur, [j for j in jobs if j.unique_hash is not None]))
+                    todo = [j for j in jobs if j.unique_hash is None]
                 for _ in range(3):
+                    if not todo:
+                        break
                     try:
                         cur.execute(q.ENQUEUE, enqueue_params(todo))
                     except psycopg.errors.UniqueViolation as exc:

@@ -209,4 +209,18 @@ ALTER TABLE {schema}.jobs ADD COLUMN concurrency_key text;
 ALTER TABLE {schema}.queue_settings ADD COLUMN key_concurrency integer;
 """,
     ),
+    (
+        7,
+        "0007_unique_periods",
+        """
+-- Unique jobs with a period and states (issue 13): a job's unique hash (what it is unique by, with its period's
+-- bucket) and the statuses in which it keeps others of that hash out (bits of model.UNIQUE_STATE_BITS). The unique
+-- index holds only rows whose status is among their own states, so it is the ON CONFLICT arbiter of an enqueue
+-- with `unique=`: the check and the insert are one atomic step under any number of concurrent enqueues.
+ALTER TABLE {schema}.jobs ADD COLUMN unique_hash text COLLATE "C", ADD COLUMN unique_states smallint;
+CREATE UNIQUE INDEX jobs_unique_hash ON {schema}.jobs (namespace, unique_hash)
+    WHERE unique_hash IS NOT NULL AND (unique_states & CASE status WHEN 'pending' THEN 1 WHEN 'processing' THEN 2
+        WHEN 'completed' THEN 4 WHEN 'failed' THEN 8 ELSE 16 END) <> 0;
+""",
+    ),
 )

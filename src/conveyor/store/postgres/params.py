@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.errors import ValidationError
-from conveyor.model import AttemptOutcome, Finish, JobStatus, NewJob, not_applied
+from conveyor.model import REPLACE_PAYLOAD, REPLACE_RUN_AT, AttemptOutcome, Finish, JobStatus, NewJob, not_applied
 
 __all__ = [
     "arms_params",
@@ -96,6 +96,46 @@ def enqueue_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
         )
         records.append(head[:-1] + ',"payload":' + j.payload_json + "}")
     return {"batch": "[" + ",".join(records) + "]"}
+
+
+def enqueue_unique_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    """ENQUEUE_UNIQUE's batch: enqueue_params' records with the unique hash and states."""
+    records = []
+    for ord_, j in enumerate(jobs, 1):
+        head = dumps(
+            {
+                "ord": ord_,
+                "id": j.id,
+                "namespace": j.namespace,
+                "queue": j.queue,
+                "task": j.task,
+                "priority": j.priority,
+                "run_at": j.run_at.isoformat(),
+                "max_attempts": j.max_attempts,
+                "created": j.created.isoformat(),
+                "user_id": j.user_id,
+                "group_key": j.group_key,
+                "serial_key": j.serial_key,
+                "concurrency_key": j.concurrency_key,
+                "unique_hash": j.unique_hash,
+                "unique_states": j.unique_states,
+            }
+        )
+        records.append(head[:-1] + ',"payload":' + j.payload_json + "}")
+    return {"batch": "[" + ",".join(records) + "]"}
+
+
+def unique_existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    return {"namespaces": [j.namespace for j in jobs], "hashes": [j.unique_hash for j in jobs]}
+
+
+def replace_params(holder_id: str, new: NewJob) -> dict[str, Any]:
+    """REPLACE_PENDING's values: what `unique.replace` takes from the duplicate (None keeps the holder's)."""
+    return {
+        "id": holder_id,
+        "payload": new.payload_json if new.unique_replace & REPLACE_PAYLOAD else None,
+        "run_at": new.run_at if new.unique_replace & REPLACE_RUN_AT else None,
+    }
 
 
 def existing_params(jobs: Sequence[NewJob]) -> dict[str, Any]:

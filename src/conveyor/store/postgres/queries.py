@@ -110,6 +110,43 @@ WHERE (namespace, unique_key) IN (SELECT * FROM unnest(%(namespaces)s::text[], %
   AND status IN ('pending', 'processing')
 """
 
+# Unique jobs (`unique=`): the partial unique index jobs_unique_hash (migration 7) holds a row while its status is
+# among its own states; it is the ON CONFLICT arbiter, so check and insert are one atomic step. Skipped rows are
+# answered with their holder (ENQUEUE_UNIQUE_EXISTING), whose payload/run_at a duplicate may replace while it is
+# pending (REPLACE_PENDING).
+_UNIQUE_HELD = """unique_hash IS NOT NULL AND (unique_states & CASE status WHEN 'pending' THEN 1
+        WHEN 'processing' THEN 2 WHEN 'completed' THEN 4 WHEN 'failed' THEN 8 ELSE 16 END) <> 0"""
+
+ENQUEUE_UNIQUE = f"""
+INSERT INTO {{schema}}.jobs (id, namespace, queue, task, payload, priority, run_at, max_attempts, created, updated,
+                           user_id, group_key, serial_key, concurrency_key, unique_hash, unique_states)
+SELECT n.id, n.namespace, n.queue, n.task, n.payload, n.priority, n.run_at, n.max_attempts, n.created, n.created,
+       n.user_id, n.group_key, n.serial_key, n.concurrency_key, n.unique_hash, n.unique_states
+FROM json_to_recordset(%(batch)s::json)
+     AS n(ord integer, id text, namespace text, queue text, task text, payload json, priority smallint,
+          run_at timestamptz, max_attempts integer, created timestamptz, user_id text, group_key text,
+          serial_key text, concurrency_key text, unique_hash text, unique_states smallint)
+ORDER BY n.ord
+ON CONFLICT (namespace, unique_hash) WHERE {_UNIQUE_HELD}
+DO NOTHING
+RETURNING id
+"""
+
+ENQUEUE_UNIQUE_EXISTING = f"""
+SELECT {{job_columns}}, unique_hash
+FROM {{schema}}.jobs
+WHERE (namespace, unique_hash) IN (SELECT * FROM unnest(%(namespaces)s::text[], %(hashes)s::text[]))
+  AND {_UNIQUE_HELD}
+"""
+
+REPLACE_PENDING = """
+UPDATE {schema}.jobs
+SET payload = coalesce(%(payload)s::json, payload), run_at = coalesce(%(run_at)s, run_at),
+    updated = statement_timestamp()
+WHERE id = %(id)s AND status = 'pending'
+RETURNING {job_columns}
+"""
+
 JOBS_BY_ID = "SELECT {job_columns} FROM {schema}.jobs WHERE id = ANY(%(ids)s::text[])"
 
 # ---- claims -----------------------------------------------------------------------------------------------------
@@ -759,7 +796,9 @@ SET status = 'pending',
     last_error = NULL,
     finished_at = NULL,
     cancel_requested = false,
-    updated = statement_timestamp()
+    updated = statement_timestamp(),
+    unique_hash = NULL,
+    unique_states = NULL
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING {job_columns}
 """

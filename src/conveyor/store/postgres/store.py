@@ -305,11 +305,12 @@ class PostgresStore(PgHandOff):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
-        idle = self._idle.take(jobs) if self._idle else None
+        unique = any(j.unique_hash is not None for j in jobs)  # no hand-off: _aenqueue_unique's several steps
+        idle = self._idle.take(jobs) if self._idle and not unique else None
         if idle is not None:
             return await self._enqueue_handing_off(jobs, idle)
         out = await self._run_enqueue(jobs, lambda conn: self._aenqueue(conn, jobs))
-        if any(not job.duplicate for job in out):
+        if any(not job.duplicate for job in out) or any(j.unique_replace for j in jobs):
             self._waker.notify()
         return out
 

@@ -36,6 +36,9 @@ P:qtat                                 HASH    <pair> -> the rate limiter's theo
 P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)
 P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `head` = its job in the claim index
 P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it
+P:uniqh:<ns>                           HASH    unique hash (`unique=`) -> id of the job holding it: one with that
+                                               hash whose status is among its `unique_states` (bits; both are
+                                               fields of its job hash, kept by transition in common.lua)
 P:user:<ns>:<user_id>                  ZSET    the user's jobs by created (list filter user_id)
 P:leases                               ZSET    processing jobs by lease_expires_at (rescue)
 P:done:<ns>:completed                  ZSET    completed jobs of a namespace by finished_at (prune)

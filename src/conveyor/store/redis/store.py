@@ -245,6 +245,9 @@ class RedisStore(RedisAdmin):
                     new.group_key,
                     new.unique_key,
                     new.concurrency_key,
+                    new.unique_hash,
+                    None if new.unique_hash is None else str(new.unique_states),
+                    str(new.unique_replace),
                 ]
             )
         idle = self._idle.take(jobs) if self._idle else None
@@ -278,7 +281,7 @@ class RedisStore(RedisAdmin):
             else:
                 out.append(decode_job(item, duplicate=True))
         # After a hand-off the script says whether claimable work remains for the other waiters of this process.
-        if stored and (idle is None or reply[3] == 1):
+        if (stored or any(new.unique_replace for new in jobs)) and (idle is None or reply[3] == 1):
             self._waker.notify()
         return out
 

@@ -12,11 +12,15 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.model import (
+    REPLACE_PAYLOAD,
+    REPLACE_RUN_AT,
     Job,
+    JobStatus,
     NewJob,
 )
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.rows import (
+    clock_us,
     dumps,
     job_from_row,
     to_us,
@@ -44,14 +48,28 @@ def insert_jobs(
     rows there are never deleted)."""
     out: list[Job] = []
     rows: list[list[Any]] = []
+    places: list[int] = []  # rows[i] is out[places[i]]
     ranges: set[tuple[str, str, str]] = set()
     batch_unique: dict[tuple[str, str], Job] = {}
+    batch_hash: dict[tuple[str, str], int] = {}  # (namespace, unique hash) -> its holder's place in rows / out
     seen: set[str] = set()
     for new in jobs:
         if new.id in seen:
             raise ValidationError(f"a job with id {new.id} already exists", field="id")
         seen.add(new.id)
-        if new.unique_key is not None:
+        if new.unique_hash is not None:
+            hkey = (new.namespace, new.unique_hash)
+            place = batch_hash.get(hkey)
+            if place is not None:  # an earlier job of this batch holds it (pending: replace applies to it)
+                out.append(_replace_in_batch(rows[place], out, places[place], new))
+                continue
+            row = conn.execute(q.SELECT_UNIQUE_HOLDER, hkey).fetchone()
+            if row is not None:
+                out.append(_replace_stored(conn, job_from_row(row, duplicate=True), new))
+                continue
+            batch_hash[hkey] = len(rows)
+            job = new.to_job()
+        elif new.unique_key is not None:
             key = (new.namespace, new.unique_key)
             prior = batch_unique.get(key)
             if prior is not None:
@@ -80,10 +98,13 @@ def insert_jobs(
                 new.group_key,
                 new.unique_key,
                 new.concurrency_key,
+                new.unique_hash,
+                new.unique_states if new.unique_hash is not None else None,
             ]
         )
         ranges.add((new.namespace, new.queue, new.task))
         out.append(job)
+        places.append(len(out) - 1)
     if rows:
         try:
             conn.execute(q.INSERT_JOBS, (dumps(rows),))
@@ -98,3 +119,25 @@ def insert_jobs(
             conn.execute(q.REGISTER_QUEUE, (ns, queue))
             conn.execute(q.REGISTER_QUEUE_TASK, (queue, task, ns))
     return out
+
+
+def _replace_in_batch(row: list[Any], out: list[Job], place: int, new: NewJob) -> Job:
+    """A duplicate of an earlier job of the same batch: apply its `unique.replace` to that job's row and answer it."""
+    held = out[place]
+    if new.unique_replace & REPLACE_PAYLOAD:
+        row[4] = new.payload_json
+        held = out[place] = replace(held, payload=new.payload, payload_json=new.payload_json)
+    if new.unique_replace & REPLACE_RUN_AT:
+        row[6] = to_us(new.run_at)
+        held = out[place] = replace(held, run_at=new.run_at)
+    return replace(held, duplicate=True)
+
+
+def _replace_stored(conn: sqlite3.Connection, holder: Job, new: NewJob) -> Job:
+    """A duplicate of a stored job: apply its `unique.replace` when the holder is pending (in this transaction)."""
+    if not new.unique_replace or holder.status is not JobStatus.PENDING:
+        return holder
+    payload = new.payload_json if new.unique_replace & REPLACE_PAYLOAD else None
+    run_at = to_us(new.run_at) if new.unique_replace & REPLACE_RUN_AT else None
+    row = conn.execute(q.REPLACE_PENDING, (holder.id, payload, run_at, clock_us())).fetchone()
+    return holder if row is None else job_from_row(row, duplicate=True)

@@ -328,6 +328,22 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    # Unique jobs with a period and states (issue 13): a job's unique hash (what it is unique by, with its period's
+    # bucket) and the statuses in which it keeps others of that hash out (bits). The enqueue reads the holder of a
+    # hash through this index in its write transaction.
+    Migration(
+        7,
+        "unique_periods",
+        (
+            "ALTER TABLE conveyor_jobs ADD COLUMN unique_hash TEXT",
+            "ALTER TABLE conveyor_jobs ADD COLUMN unique_states INTEGER",
+            "CREATE INDEX conveyor_jobs_unique_hash ON conveyor_jobs (namespace, unique_hash) "
+            "WHERE unique_hash IS NOT NULL",
+        ),
+    ),
+)
+
 CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS conveyor_schema_migrations (
     version    INTEGER PRIMARY KEY,

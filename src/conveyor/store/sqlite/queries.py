@@ -27,16 +27,38 @@ ATTEMPT_COLUMNS = ", ".join(column_names(STORED_ATTEMPT_FIELDS))
 # ---- enqueue ------------------------------------------------------------------------------------------------------
 
 # ?1: JSON array of [id, namespace, queue, task, payload_json, priority, run_at, max_attempts, created, user_id,
-# group_key, unique_key, concurrency_key].
+# group_key, unique_key, concurrency_key, unique_hash, unique_states] (the last two: null, or both set).
 INSERT_JOBS = """
 INSERT INTO conveyor_jobs (id, namespace, queue, task, payload, status, priority, run_at, attempts, max_attempts,
-                           try_number, created, updated, user_id, group_key, unique_key, concurrency_key)
+                           try_number, created, updated, user_id, group_key, unique_key, concurrency_key,
+                           unique_hash, unique_states)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), 'pending', json_extract(value, '$[5]'),
        json_extract(value, '$[6]'), 0, json_extract(value, '$[7]'), 0, json_extract(value, '$[8]'),
        json_extract(value, '$[8]'), json_extract(value, '$[9]'), json_extract(value, '$[10]'),
-       json_extract(value, '$[11]'), json_extract(value, '$[12]')
+       json_extract(value, '$[11]'), json_extract(value, '$[12]'), json_extract(value, '$[13]'),
+       json_extract(value, '$[14]')
 FROM json_each(?1)
+"""
+
+# Unique jobs (`unique=`): the job holding a hash is one with that hash whose status is among its own states (bits
+# of model.UNIQUE_STATE_BITS). Read inside the enqueue's write transaction, so nothing slips in between.
+UNIQUE_STATE_BIT = (
+    "CASE status WHEN 'pending' THEN 1 WHEN 'processing' THEN 2 WHEN 'completed' THEN 4 WHEN 'failed' THEN 8 "
+    "ELSE 16 END"
+)
+SELECT_UNIQUE_HOLDER = f"""
+SELECT {JOB_JSON} FROM conveyor_jobs
+WHERE namespace = ? AND unique_hash = ? AND (unique_states & {UNIQUE_STATE_BIT}) <> 0
+LIMIT 1
+"""
+# A duplicate's `unique.replace` on a pending holder: ?2 payload (JSON text) or null to keep it, ?3 run_at µs or
+# null to keep it, ?4 now µs.
+REPLACE_PENDING = f"""
+UPDATE conveyor_jobs
+SET payload = coalesce(?2, payload), run_at = coalesce(?3, run_at), updated = ?4
+WHERE id = ?1 AND status = 'pending'
+RETURNING {JOB_JSON}
 """
 
 SELECT_ACTIVE_BY_UNIQUE_KEY = f"""
@@ -398,7 +420,7 @@ LIMIT 1
 REQUEUE = f"""
 UPDATE conveyor_jobs
 SET status = 'pending', attempts = 0, run_at = ?1, last_error = NULL, finished_at = NULL, cancel_requested = 0,
-    updated = ?1
+    updated = ?1, unique_hash = NULL, unique_states = NULL
 WHERE id = ?2 AND status IN ('failed', 'cancelled')
 RETURNING {JOB_JSON}
 """

@@ -222,7 +222,7 @@ class SQLiteStore(SQLiteAdmin):
 
         def after_commit(out: list[Job]) -> None:
             registered.update((job.namespace, job.queue, job.task) for job in out)
-            if _any_new(out):
+            if _any_new(out) or any(job.unique_replace for job in jobs):  # a replaced run_at may be sooner
                 self._wake_due = True
 
         writer, _ = await self._ensure_ready()

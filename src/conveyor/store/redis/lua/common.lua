@@ -62,6 +62,7 @@ local function counts_of(ns_q_base, task)
 end
 
 local ACTIVE = { pending = true, processing = true }
+local UNIQUE_BIT = { pending = 1, processing = 2, completed = 4, failed = 8, cancelled = 16 }  -- model's bits
 local FINAL_SET = { completed = 'completed', failed = 'failed', cancelled = 'failed' }
 -- Finished jobs by finished_at, per namespace and kind (completed | failed, which holds cancelled too): prune
 -- works namespace by namespace, each with its own retention, without stepping over other namespaces' jobs.
@@ -98,6 +99,15 @@ local function transition(j, new, ch)
       redis.call('HINCRBY', kb, j.concurrency_key, 1)
     elseif redis.call('HINCRBY', kb, j.concurrency_key, -1) <= 0 then
       redis.call('HDEL', kb, j.concurrency_key)
+    end
+  end
+  if j.unique_hash then  -- `unique=`: the job holds its hash while its status is among its own states (bits)
+    local hk = P .. ':uniqh:' .. ns
+    local bit = new and UNIQUE_BIT[new]
+    if bit and math.floor(tonumber(j.unique_states) / bit) % 2 == 1 then
+      redis.call('HSETNX', hk, j.unique_hash, id)
+    elseif redis.call('HGET', hk, j.unique_hash) == id then
+      redis.call('HDEL', hk, j.unique_hash)
     end
   end
   if j.unique_key then

@@ -36,5 +36,5 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
 end
 for skey in pairs(lanes) do redis.call('DEL', lane_keys(ns, skey)) end
 for user in pairs(users) do redis.call('DEL', P .. ':user:' .. ns .. ':' .. user) end
-redis.call('DEL', P .. ':uniq:' .. ns, done_key(ns, 'completed'), done_key(ns, 'failed'))
+redis.call('DEL', P .. ':uniq:' .. ns, P .. ':uniqh:' .. ns, done_key(ns, 'completed'), done_key(ns, 'failed'))
 return found

@@ -1,7 +1,7 @@
 -- enqueue.lua: store a batch of new jobs, all or nothing.
 -- ARGV: prefix, JSON list with one list of strings per job: id, namespace, queue, task, payload JSON, priority,
 --       run_at µs, max_attempts, created µs, user_id, group_key, unique_key, concurrency_key (the last four may
---       be null)
+--       be null), unique_hash, unique_states, unique_replace (`unique=`: null, null, 0 without it)
 --       and the hand-off: '' or JSON {"worker", "limit", "lease" (µs), "queues", "namespaces", "exclude", "tasks",
 --       "tokens"}, an idle worker of the enqueuing process to claim for in this same step (claim_due, the rules of
 --       claim.lua: served tasks, auto_run, lanes, pauses, caps)
@@ -27,8 +27,30 @@ for _, r in ipairs(rows) do
   }
   local holder = false
   if j.unique_key then holder = redis.call('HGET', P .. ':uniq:' .. j.namespace, j.unique_key) end
+  local uhash = nul(r[14])
+  if uhash then
+    j.unique_hash, j.unique_states = uhash, r[15]
+    holder = redis.call('HGET', P .. ':uniqh:' .. j.namespace, uhash)
+  end
   if holder then
-    out[#out + 1] = load(holder)  -- within a batch the first of equal keys already holds it
+    local h = load(holder)  -- within a batch the first of equal keys already holds it
+    local rep = tonumber(r[16] or 0)
+    if uhash and rep > 0 and h.status == 'pending' then  -- unique.replace: 1 payload, 2 run_at
+      local ch = { updated = num(now) }
+      if rep % 2 == 1 then ch.payload = j.payload end
+      if rep >= 2 then ch.run_at = j.run_at end
+      local indexed = ch.run_at and is_indexed(h)
+      if indexed then qunindex(h) end
+      put(h, ch)
+      if ch.run_at then
+        redis.call('ZADD', qkey(h.namespace, h.queue, 'pend'), h.run_at, h.id)
+        if indexed then
+          local q = qindex(h, now)
+          if q then note(woken, q) elseif tonumber(h.run_at) > now then note(later, h.queue) end
+        end
+      end
+    end
+    out[#out + 1] = h
   else
     if j.group_key then j.skey = 'g:' .. j.group_key elseif j.user_id then j.skey = 'u:' .. j.user_id end
     local fields = {
@@ -36,7 +58,8 @@ for _, r in ipairs(rows) do
       'priority', j.priority, 'run_at', j.run_at, 'attempts', '0', 'max_attempts', j.max_attempts,
       'try_number', '0', 'created', j.created, 'updated', j.created,
     }
-    for _, k in ipairs({ 'user_id', 'group_key', 'unique_key', 'skey', 'concurrency_key' }) do
+    for _, k in ipairs({ 'user_id', 'group_key', 'unique_key', 'skey', 'concurrency_key', 'unique_hash',
+                         'unique_states' }) do
       if j[k] then
         fields[#fields + 1] = k
         fields[#fields + 1] = j[k]

@@ -9,6 +9,12 @@ if j.unique_key then
   if holder and holder ~= id then return { 'unique', holder } end
 end
 local now = now_us()
+if j.unique_hash then  -- a requeued job leaves its `unique=` rule behind (never a conflict)
+  if redis.call('HGET', P .. ':uniqh:' .. j.namespace, j.unique_hash) == id then
+    redis.call('HDEL', P .. ':uniqh:' .. j.namespace, j.unique_hash)
+  end
+  put(j, { unique_hash = false, unique_states = false })
+end
 transition(j, 'pending', {
   attempts = '0', run_at = num(now), last_error = false, finished_at = false, cancel_requested = false,
   updated = num(now),
