@@ -258,6 +258,13 @@ def prepare_special(world: World, method: str, path: str) -> Case | None:
         return Case(f"{base}/import/user/alice/{_user_data_flow(world, 'import')['upload_token']}")
     if path.endswith("/{uploadToken}/report"):
         return Case(_local(_user_data_flow(world, "import")["report_url"]))
+    if "/firebase/token" in path and not path.endswith("/notification"):
+        url = path.replace("{namespaceName}", "game").replace("{userId}", "alice")
+        if method == "PUT":
+            return Case(url, {"token": "device-token"})
+        put = world.anon.put("/gateway/game/user/alice/firebase/token", json={"token": "t"}, headers=_gs2_admin(world))
+        assert put.status_code == 200, put.text
+        return Case(url)
     if path == "/job-queue/stamp/job":
         world.clear_alice()
         key = _signing_key(world)
@@ -406,6 +413,7 @@ ROUTES = sorted((m, p) for (m, p) in MATRIX if m not in (ANY_METHOD, "WS"))  # t
 WEB_SOCKET_BINDS = {  # SetUserId binds the WebSocket connection it came over: over plain HTTP it is a 400
     ("POST", "/gateway/{namespaceName}/session/user/me/user"),
     ("POST", "/gateway/{namespaceName}/session/user/{userId}/user"),
+    ("POST", "/gateway/{namespaceName}/user/{userId}/firebase/token/notification"),  # no mobile push: a 400
 }
 
 

@@ -142,6 +142,14 @@ def _bind(session: Session, token: str, **options: Any) -> Any:
     return Gs2GatewayWebSocketClient(session).set_user_id(request).item
 
 
+def _closed(session: Session, timeout: float = 10.0) -> bool:
+    """Whether the SDK saw its socket closed by the server within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while session.connection is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return session.connection is None
+
+
 def _push(rest: Gs2RestSession, user: str, ns: str = "game") -> Any:
     return Gs2JobQueueRestClient(rest).push_by_user_id(
         jq.PushByUserIdRequest()
@@ -309,3 +317,107 @@ def test_concurrent_access_rules(rest: Gs2RestSession, connect: Callable[..., Se
         )
     with pytest.raises(NotFoundException):
         Gs2GatewayRestClient(rest).get_namespace(gw.GetNamespaceRequest().with_namespace_name("nope"))
+
+
+async def test_async_twins_disconnect_all_and_auth_over_the_socket(
+    rest: Gs2RestSession, connect: Callable[..., Session]
+) -> None:
+    from gs2.auth import Gs2AuthWebSocketClient
+    from gs2.auth.request import LoginRequest
+
+    _setup(rest)
+    server = connect()
+    # GS2-Auth over the socket: the game server obtains a player's token
+    token = Gs2AuthWebSocketClient(server).login(LoginRequest().with_user_id("frank")).token
+    player = connect()
+    gateway = Gs2GatewayWebSocketClient(player)
+    bound = (
+        await gateway.set_user_id_async(gw.SetUserIdRequest().with_namespace_name("gw").with_access_token(token))
+    ).item
+    assert bound.user_id == "frank"
+    jobs = Gs2JobQueueWebSocketClient(server)
+    await jobs.push_by_user_id_async(
+        jq.PushByUserIdRequest()
+        .with_namespace_name("game")
+        .with_user_id("frank")
+        .with_jobs([JobEntry().with_script_id("grant")])
+    )
+    assert json.loads(player.wait_for("Gs2JobQueue:PushNotification")["payload"])["userId"] == "frank"
+    # the namespace settings as GS2 echoes them, changed over the socket: run notifications off
+    jobs_ns = await jobs.get_namespace_async(jq.GetNamespaceRequest().with_namespace_name("game"))
+    assert jobs_ns.item.run_notification.enable == "Enabled"
+    await jobs.update_namespace_async(
+        jq.UpdateNamespaceRequest()
+        .with_namespace_name("game")
+        .with_run_notification(NotificationSetting().with_enable("Disabled"))
+    )
+    await asyncio.sleep(1.1)  # the hub re-reads a namespace's settings within a second
+    await jobs.run_async(jq.RunRequest().with_namespace_name("game").with_access_token(token))
+    await asyncio.sleep(0.5)
+    assert [n for n in player.notifications if n["issuer"] == "Gs2JobQueue:RunNotification"] == []
+
+    updated = Gs2GatewayWebSocketClient(server).update_namespace(
+        gw.UpdateNamespaceRequest().with_namespace_name("gw").with_description("players")
+    )
+    assert updated.item.description == "players" and updated.item.revision == 1
+    listed = Gs2GatewayRestClient(rest).describe_namespaces(gw.DescribeNamespacesRequest())
+    assert [n.name for n in listed.items] == ["gw"]
+    Gs2GatewayRestClient(rest).disconnect_all(gw.DisconnectAllRequest().with_namespace_name("gw"))
+    assert await asyncio.to_thread(_closed, player)
+    assert server.connection is not None  # never bound: not a session of the namespace
+
+
+def test_a_job_run_by_the_servers_worker_notifies(tmp_path: Path) -> None:
+    """With auto-run on, the worker of `conveyor serve` runs the job and its run event reaches the session."""
+    module = backend("sqlite")
+    url = module.fresh_url(tmp_path)
+    env = {"CONVEYOR_ADMIN_TOKEN": ADMIN, "CONVEYOR_URL": url, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = ServeProcess(url, env=env, global_args=("--app", "tests.server.gs2_scenario_app:app"))
+    try:
+        rest = Gs2RestSession(ProjectTokenGs2Credential(OWNER, ADMIN), REGION, steady_endpoint=process.base_url)
+        rest.connect()
+        Gs2GatewayRestClient(rest).create_namespace(gw.CreateNamespaceRequest().with_name("gw"))
+        Gs2JobQueueRestClient(rest).create_namespace(
+            jq.CreateNamespaceRequest()
+            .with_name("auto")
+            .with_enable_auto_run(True)
+            .with_run_notification(NotificationSetting().with_enable("Enabled"))
+        )
+        session = Session(BasicGs2Credential("game", ADMIN), REGION, steady_endpoint=process.base_url)
+        session.connect()
+        try:
+            _bind(session, _token(rest, "gina"))
+            pushed = _push(rest, "gina", ns="auto").items[0]
+            note = session.wait_for("Gs2JobQueue:RunNotification", timeout=20)
+            assert json.loads(note["payload"])["jobName"] == pushed.name
+        finally:
+            session.disconnect()
+            rest.disconnect()
+    finally:
+        process.stop()
+        asyncio.run(module.cleanup(url))
+
+
+def test_firebase_tokens_are_kept_and_mobile_push_is_refused(
+    rest: Gs2RestSession, connect: Callable[..., Session]
+) -> None:
+    _setup(rest)
+    token = _token(rest, "hana")
+    player = Gs2GatewayWebSocketClient(connect())
+    kept = player.set_firebase_token(
+        gw.SetFirebaseTokenRequest().with_namespace_name("gw").with_access_token(token).with_token("device-1")
+    ).item
+    assert kept.user_id == "hana" and kept.token == "device-1"
+    admin = Gs2GatewayRestClient(rest)
+    read = admin.get_firebase_token_by_user_id(
+        gw.GetFirebaseTokenByUserIdRequest().with_namespace_name("gw").with_user_id("hana")
+    ).item
+    assert read.token == "device-1"
+    with pytest.raises(BadRequestException) as caught:
+        admin.send_mobile_notification_by_user_id(
+            gw.SendMobileNotificationByUserIdRequest().with_namespace_name("gw").with_user_id("hana").with_subject("s")
+        )
+    assert caught.value.errors[0].component == "firebase"
+    player.delete_firebase_token(gw.DeleteFirebaseTokenRequest().with_namespace_name("gw").with_access_token(token))
+    with pytest.raises(NotFoundException):
+        player.get_firebase_token(gw.GetFirebaseTokenRequest().with_namespace_name("gw").with_access_token(token))

@@ -274,6 +274,13 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", _GW_USER + "/notification"): GS2_ADMIN,
     ("DELETE", _GW_USER): GS2_ADMIN,
     ("DELETE", _GW + "/{namespaceName}/session"): GS2_ADMIN,
+    ("PUT", _GW + "/{namespaceName}/user/me/firebase/token"): GS2_ME,
+    ("GET", _GW + "/{namespaceName}/user/me/firebase/token"): GS2_ME,
+    ("DELETE", _GW + "/{namespaceName}/user/me/firebase/token"): GS2_ME,
+    ("PUT", _GW + "/{namespaceName}/user/{userId}/firebase/token"): GS2_USER,
+    ("GET", _GW + "/{namespaceName}/user/{userId}/firebase/token"): GS2_USER,
+    ("DELETE", _GW + "/{namespaceName}/user/{userId}/firebase/token"): GS2_USER,
+    ("POST", _GW + "/{namespaceName}/user/{userId}/firebase/token/notification"): GS2_ADMIN,
     # ---- operations Conveyor does not offer answer GS2's "not supported" 404 to anyone ------------------------
     **{
         (method, prefix + "/{rest:path}"): PUBLIC

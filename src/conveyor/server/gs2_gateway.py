@@ -660,6 +660,64 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---- Firebase tokens (kv) --------------------------------------------------------------------------------------
+
+_FIREBASE_KEY = "gs2:gateway:firebase:"
+
+
+def _firebase_key(namespace: str, user_id: str) -> str:
+    return f"{_FIREBASE_KEY}{namespace}:{user_id}"  # namespace names hold no ':', so the key is unambiguous
+
+
+class FirebaseTokens:
+    """A user's device token for mobile push, per gateway namespace (GS2's FirebaseToken), kept for the game to
+    read back; Conveyor itself sends no mobile push (see `send_mobile_notification_by_user_id`)."""
+
+    def __init__(self, app: Conveyor, grn: Grn) -> None:
+        self.app = app
+        self.grn = grn
+
+    def to_gs2(self, namespace: str, doc: dict[str, Any]) -> dict[str, JSON]:
+        return {
+            "firebaseTokenId": f"grn:gs2:{self.grn.region}:{self.grn.owner_id}:gateway:{namespace}"
+            f":user:{doc['userId']}:firebase",
+            "userId": doc["userId"],
+            "token": doc["token"],
+            "locale": doc.get("locale"),
+            "createdAt": doc["createdAt"],
+            "updatedAt": doc["updatedAt"],
+            "revision": doc["revision"],
+        }
+
+    async def get(self, namespace: str, user_id: str) -> dict[str, Any] | None:
+        raw = await self.app.akv_get(_firebase_key(namespace, user_id))
+        return None if raw is None else dict(json.loads(raw))
+
+    async def put(self, namespace: str, user_id: str, token: Any, locale: Any) -> dict[str, Any]:
+        if not isinstance(token, str) or not 1 <= len(token) <= 1024:
+            raise GS2Error(400, "token", "token must be a string of 1 to 1024 characters", "gateway.token.error")
+        if locale is not None and (not isinstance(locale, str) or len(locale) > 8):
+            raise GS2Error(400, "locale", "locale must be a string of at most 8 characters", "gateway.locale.error")
+        now = _ms(utcnow())
+        old = await self.get(namespace, user_id)
+        doc = {
+            "userId": user_id,
+            "token": token,
+            "locale": locale,
+            "createdAt": old["createdAt"] if old else now,
+            "updatedAt": now,
+            "revision": int(old["revision"]) + 1 if old else 0,
+        }
+        await self.app.akv_set(_firebase_key(namespace, user_id), json.dumps(doc))
+        return doc
+
+    async def delete(self, namespace: str, user_id: str) -> dict[str, Any] | None:
+        doc = await self.get(namespace, user_id)
+        if doc is not None:
+            await self.app.akv_delete(_firebase_key(namespace, user_id))
+        return doc
+
+
 # ---- the REST router ---------------------------------------------------------------------------------------------
 
 _NAMESPACE_BODY: dict[str, Any] = {
@@ -833,6 +891,63 @@ def build_gateway_router(app: Conveyor, hub: GatewayHub, grn: Grn) -> APIRouter:
             await hub.disconnect(conn)
         return {}
 
+    firebase = FirebaseTokens(app, grn)
+
+    async def firebase_token(namespace: str, user_id: str) -> dict[str, Any]:
+        check_user_id(user_id)
+        await namespaces.get(namespace)
+        doc = await firebase.get(namespace, user_id)
+        if doc is None:
+            raise GS2Error(404, "firebaseToken", f"no firebase token for {user_id}", "gateway.firebaseToken.notFound")
+        return doc
+
+    async def put_token(request: Request, namespace: str, user_id: str) -> dict[str, JSON]:
+        check_user_id(user_id)
+        body = await json_body(request)
+        await namespaces.get(namespace)
+        doc = await firebase.put(namespace, user_id, body.get("token"), body.get("locale"))
+        return {"item": firebase.to_gs2(namespace, doc)}
+
+    async def delete_token(namespace: str, user_id: str) -> dict[str, JSON]:
+        await firebase_token(namespace, user_id)
+        doc = await firebase.delete(namespace, user_id)
+        if doc is None:  # deleted meanwhile
+            raise GS2Error(404, "firebaseToken", f"no firebase token for {user_id}", "gateway.firebaseToken.notFound")
+        return {"item": firebase.to_gs2(namespace, doc)}
+
+    async def set_firebase_token(request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        return await put_token(request, namespaceName, path_user(request))
+
+    async def set_firebase_token_by_user_id(request: Request, namespaceName: str, userId: str) -> dict[str, JSON]:  # noqa: N803
+        return await put_token(request, namespaceName, userId)
+
+    async def get_firebase_token(request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        user_id = path_user(request)
+        return {"item": firebase.to_gs2(namespaceName, await firebase_token(namespaceName, user_id))}
+
+    async def get_firebase_token_by_user_id(request: Request, namespaceName: str, userId: str) -> dict[str, JSON]:  # noqa: N803
+        return {"item": firebase.to_gs2(namespaceName, await firebase_token(namespaceName, userId))}
+
+    async def delete_firebase_token(request: Request, namespaceName: str) -> dict[str, JSON]:  # noqa: N803
+        return await delete_token(namespaceName, path_user(request))
+
+    async def delete_firebase_token_by_user_id(request: Request, namespaceName: str, userId: str) -> dict[str, JSON]:  # noqa: N803
+        return await delete_token(namespaceName, userId)
+
+    async def send_mobile_notification_by_user_id(
+        request: Request,
+        namespaceName: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> dict[str, JSON]:
+        raise GS2Error(
+            400,
+            "firebase",
+            "Conveyor sends no mobile push: it holds no Firebase credentials and calls no Firebase API. Send it "
+            "from your own push service with the token get_firebase_token_by_user_id returns, or reach an online "
+            "player with send_notification",
+            "gateway.firebase.error.notSupported",
+        )
+
     body = openapi_body
     router.add_api_route("/system/version", get_service_version, methods=["GET"])
     router.add_api_route("/", describe_namespaces, methods=["GET"])
@@ -865,6 +980,20 @@ def build_gateway_router(app: Conveyor, hub: GatewayHub, grn: Grn) -> APIRouter:
     )
     router.add_api_route("/{namespaceName}/session/user/{userId}", disconnect_by_user_id, methods=["DELETE"])
     router.add_api_route("/{namespaceName}/session", disconnect_all, methods=["DELETE"])
+    me_token, user_token = "/{namespaceName}/user/me/firebase/token", "/{namespaceName}/user/{userId}/firebase/token"
+    token_body = body({"token": {"type": "string", "maxLength": 1024}, "locale": {"type": "string"}}, "token")
+    router.add_api_route(me_token, set_firebase_token, methods=["PUT"], openapi_extra=token_body)
+    router.add_api_route(me_token, get_firebase_token, methods=["GET"])
+    router.add_api_route(me_token, delete_firebase_token, methods=["DELETE"])
+    router.add_api_route(user_token, set_firebase_token_by_user_id, methods=["PUT"], openapi_extra=token_body)
+    router.add_api_route(user_token, get_firebase_token_by_user_id, methods=["GET"])
+    router.add_api_route(user_token, delete_firebase_token_by_user_id, methods=["DELETE"])
+    router.add_api_route(
+        user_token + "/notification",
+        send_mobile_notification_by_user_id,
+        methods=["POST"],
+        openapi_extra=body(_NOTIFICATION_BODY),
+    )
     router.add_api_route(
         "/{rest:path}",
         unsupported_route(GATEWAY_PREFIX, "gateway"),
