@@ -207,10 +207,9 @@ def _gs2_admin(world: World) -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN}"}
 
 
-def _user_data_flow(world: World, upto: str) -> dict[str, str]:
+def _user_data_flow(world: World, upto: str, base: str = "/job-queue/system") -> dict[str, str]:
     """Walk GS2's user-data flow as a game server would, as far as `upto` needs: dump, prepare an import, upload,
-    import. Answers the URLs and token that the later steps use."""
-    base = "/job-queue/system"
+    import. Answers the URLs and token that the later steps use. `base`: the service's (job queue, gateway)."""
     out: dict[str, str] = {}
     c = world.anon
     assert c.post(f"{base}/dump/user/alice", json={}, headers=_gs2_admin(world)).status_code == 200
@@ -240,7 +239,7 @@ def _signing_key(world: World) -> str:
 
 def prepare_special(world: World, method: str, path: str) -> Case | None:
     """Routes whose valid request is the product of earlier calls (signed URLs, stamp sheets, user data)."""
-    base = "/job-queue/system"
+    base = "/gateway/system" if path.startswith("/gateway/") else "/job-queue/system"
     if path.endswith("/dump/user/{userId}") and method == "GET":
         world.anon.post(f"{base}/dump/user/alice", json={}, headers=_gs2_admin(world))
         return Case(f"{base}/dump/user/alice")
@@ -248,16 +247,17 @@ def prepare_special(world: World, method: str, path: str) -> Case | None:
         world.anon.post(f"{base}/clean/user/alice", json={}, headers=_gs2_admin(world))
         return Case(f"{base}/clean/user/alice")
     if path.endswith("/dump/user/{userId}/data"):
-        return Case(_local(_user_data_flow(world, "dump")["dump_url"]))
+        return Case(_local(_user_data_flow(world, "dump", base)["dump_url"]))
     if path.endswith("/upload/{uploadToken}"):
-        flow = _user_data_flow(world, "prepare")
+        flow = _user_data_flow(world, "prepare", base)
         return Case(_local(flow["upload_url"]), raw=flow["document"].encode())
     if path == base + "/import/user/{userId}":
-        return Case(f"{base}/import/user/alice", {"uploadToken": _user_data_flow(world, "upload")["upload_token"]})
+        token = _user_data_flow(world, "upload", base)["upload_token"]
+        return Case(f"{base}/import/user/alice", {"uploadToken": token})
     if path == base + "/import/user/{userId}/{uploadToken}":
-        return Case(f"{base}/import/user/alice/{_user_data_flow(world, 'import')['upload_token']}")
+        return Case(f"{base}/import/user/alice/{_user_data_flow(world, 'import', base)['upload_token']}")
     if path.endswith("/{uploadToken}/report"):
-        return Case(_local(_user_data_flow(world, "import")["report_url"]))
+        return Case(_local(_user_data_flow(world, "import", base)["report_url"]))
     if "/firebase/token" in path and not path.endswith("/notification"):
         url = path.replace("{namespaceName}", "game").replace("{userId}", "alice")
         if method == "PUT":

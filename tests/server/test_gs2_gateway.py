@@ -421,3 +421,59 @@ def test_firebase_tokens_are_kept_and_mobile_push_is_refused(
     player.delete_firebase_token(gw.DeleteFirebaseTokenRequest().with_namespace_name("gw").with_access_token(token))
     with pytest.raises(NotFoundException):
         player.get_firebase_token(gw.GetFirebaseTokenRequest().with_namespace_name("gw").with_access_token(token))
+
+
+def test_gateway_user_data_dump_clean_import(rest: Gs2RestSession, connect: Callable[..., Session]) -> None:
+    import httpx
+
+    _setup(rest)
+    admin = Gs2GatewayRestClient(rest)
+    token = _token(rest, "ivy")
+    player = connect()
+    _bind(player, token)
+    admin.set_firebase_token_by_user_id(
+        gw.SetFirebaseTokenByUserIdRequest().with_namespace_name("gw").with_user_id("ivy").with_token("device-9")
+    )
+    _push(rest, "ivy")  # job-queue data of the same user: a separate dump
+    admin.dump_user_data_by_user_id(gw.DumpUserDataByUserIdRequest().with_user_id("ivy"))
+    url = admin.check_dump_user_data_by_user_id(gw.CheckDumpUserDataByUserIdRequest().with_user_id("ivy")).url
+    document = httpx.get(url, timeout=10).json()
+    assert [(t["namespaceName"], t["token"]) for t in document["firebaseTokens"]] == [("gw", "device-9")]
+    assert [s["userId"] for s in document["webSocketSessions"]] == ["ivy"]
+    jobs = Gs2JobQueueRestClient(rest)
+    jobs.dump_user_data_by_user_id(jq.DumpUserDataByUserIdRequest().with_user_id("ivy"))
+    job_dump = jobs.check_dump_user_data_by_user_id(jq.CheckDumpUserDataByUserIdRequest().with_user_id("ivy")).url
+    assert "firebaseTokens" not in httpx.get(job_dump, timeout=10).json()
+
+    admin.clean_user_data_by_user_id(gw.CleanUserDataByUserIdRequest().with_user_id("ivy"))
+    admin.check_clean_user_data_by_user_id(gw.CheckCleanUserDataByUserIdRequest().with_user_id("ivy"))
+    assert _closed(player)
+    with pytest.raises(NotFoundException):
+        admin.get_firebase_token_by_user_id(
+            gw.GetFirebaseTokenByUserIdRequest().with_namespace_name("gw").with_user_id("ivy")
+        )
+    # the job queue's data is the job queue's: the gateway's clean left the job
+    left = jobs.describe_jobs_by_user_id(
+        jq.DescribeJobsByUserIdRequest().with_namespace_name("game").with_user_id("ivy")
+    )
+    assert len(left.items) == 1
+
+    prepared = admin.prepare_import_user_data_by_user_id(gw.PrepareImportUserDataByUserIdRequest().with_user_id("ivy"))
+    assert httpx.put(prepared.upload_url, content=json.dumps(document).encode(), timeout=10).status_code == 200
+    admin.import_user_data_by_user_id(
+        gw.ImportUserDataByUserIdRequest().with_user_id("ivy").with_upload_token(prepared.upload_token)
+    )
+    assert admin.check_import_user_data_by_user_id(
+        gw.CheckImportUserDataByUserIdRequest().with_user_id("ivy").with_upload_token(prepared.upload_token)
+    ).url
+    back = admin.get_firebase_token_by_user_id(
+        gw.GetFirebaseTokenByUserIdRequest().with_namespace_name("gw").with_user_id("ivy")
+    ).item
+    assert back.token == "device-9"
+    # another user's dump is refused
+    other = admin.prepare_import_user_data_by_user_id(gw.PrepareImportUserDataByUserIdRequest().with_user_id("jack"))
+    httpx.put(other.upload_url, content=json.dumps(document).encode(), timeout=10)
+    with pytest.raises(BadRequestException):
+        admin.import_user_data_by_user_id(
+            gw.ImportUserDataByUserIdRequest().with_user_id("jack").with_upload_token(other.upload_token)
+        )

@@ -201,7 +201,7 @@ def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn, hub: GatewayHub) -
         gs2.build_identifier_router(auth),
         gs2_auth.build_auth_router(app, auth, grn),
         gs2_admin.build_admin_router(grn),
-        gs2_gateway.build_gateway_router(app, hub, grn),
+        gs2_gateway.build_gateway_router(app, auth, hub, grn),
     ]
 
 

@@ -41,8 +41,9 @@ from conveyor.events import Event, Subscription
 from conveyor.ids import uuid7
 from conveyor.model import JSON, decode_name_cursor, encode_name_cursor, utcnow, validate_name
 from conveyor.server.access import path_user
-from conveyor.server.gs2_common import GS2_RESPONSES, GS2Route, json_body, openapi_body, unsupported_route
+from conveyor.server.gs2_common import GS2_RESPONSES, GS2Auth, GS2Route, json_body, openapi_body, unsupported_route
 from conveyor.server.gs2_models import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Grn, GS2Error, check_user_id, error_body
+from conveyor.server.gs2_userdata import UserDataSource, add_user_data_routes
 from conveyor.version import __version__
 from conveyor.webhooks import is_system_event
 
@@ -718,6 +719,66 @@ class FirebaseTokens:
         return doc
 
 
+# ---- user data -----------------------------------------------------------------------------------------------
+
+
+def gateway_user_data(app: Conveyor, hub: GatewayHub, grn: Grn) -> UserDataSource:
+    """GS2-Gateway's data of a user, for `*_user_data_by_user_id` under `/gateway/system/...`: the Firebase tokens
+    kept in every gateway namespace, and (in the dump, for the record) the user's live sessions. Clean deletes the
+    tokens and disconnects the sessions; import restores the tokens of namespaces that exist (re-running either is
+    harmless: they converge)."""
+    namespaces = GatewayNamespaces(app, grn)
+    firebase = FirebaseTokens(app, grn)
+
+    async def dump(user_id: str) -> dict[str, JSON]:
+        check_user_id(user_id)
+        tokens: list[JSON] = []
+        for name in await namespaces.names():
+            doc = await firebase.get(name, user_id)
+            if doc is not None:
+                tokens.append({"namespaceName": name, **doc})
+        return {
+            "format": "conveyor-gs2-gateway-user-data",
+            "version": 1,
+            "userId": user_id,
+            "firebaseTokens": tokens,
+            "webSocketSessions": [hub.to_gs2(c) for c in hub.sessions(None, user_id)],
+        }
+
+    async def clean(user_id: str) -> int:
+        check_user_id(user_id)
+        deleted = 0
+        for name in await namespaces.names():
+            if await firebase.delete(name, user_id) is not None:
+                deleted += 1
+        for conn in hub.sessions(None, user_id):
+            await hub.disconnect(conn)
+        return deleted
+
+    async def restore(user_id: str, document: Any) -> dict[str, JSON]:
+        check_user_id(user_id)
+        if not isinstance(document, dict) or document.get("format") != "conveyor-gs2-gateway-user-data":
+            raise ValidationError("not a GS2-Gateway user-data dump of Conveyor", field="format")
+        if document.get("userId") != user_id:
+            raise ValidationError(f"this dump is of user {document.get('userId')!r}, not {user_id!r}", field="userId")
+        tokens = document.get("firebaseTokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+            raise ValidationError("firebaseTokens must be a list of objects", field="firebaseTokens")
+        known = set(await namespaces.names())
+        restored: list[JSON] = []
+        skipped: list[JSON] = []
+        for token in tokens:
+            name = token.get("namespaceName")
+            if name not in known:
+                skipped.append(name)
+                continue
+            await firebase.put(str(name), user_id, token.get("token"), token.get("locale"))
+            restored.append(name)
+        return {"userId": user_id, "restoredFirebaseTokens": restored, "skippedNamespaces": skipped}
+
+    return UserDataSource(dump, clean, restore)
+
+
 # ---- the REST router ---------------------------------------------------------------------------------------------
 
 _NAMESPACE_BODY: dict[str, Any] = {
@@ -765,7 +826,7 @@ def _page(items: list[Any], key: Callable[[Any], str], after: str | None, limit:
     return page, encode_name_cursor(key(page[-1])) if len(rest) > limit else None
 
 
-def build_gateway_router(app: Conveyor, hub: GatewayHub, grn: Grn) -> APIRouter:
+def build_gateway_router(app: Conveyor, auth: GS2Auth, hub: GatewayHub, grn: Grn) -> APIRouter:
     """GS2-Gateway's REST calls under `/gateway` (namespaces, sessions, notifications). Who may call which is the
     access matrix's (conveyor.server.access)."""
     router = APIRouter(prefix=GATEWAY_PREFIX, route_class=GS2Route, tags=["gs2"], responses=GS2_RESPONSES)
@@ -994,6 +1055,7 @@ def build_gateway_router(app: Conveyor, hub: GatewayHub, grn: Grn) -> APIRouter:
         methods=["POST"],
         openapi_extra=body(_NOTIFICATION_BODY),
     )
+    add_user_data_routes(router, app, auth, grn, service="gateway", source=gateway_user_data(app, hub, grn))
     router.add_api_route(
         "/{rest:path}",
         unsupported_route(GATEWAY_PREFIX, "gateway"),

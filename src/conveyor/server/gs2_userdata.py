@@ -21,6 +21,8 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -71,9 +73,29 @@ async def _check_signature(app: Conveyor, request: Request) -> None:
         raise _not_found("url", "this URL has expired; call the check method again for a new one")
 
 
-def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: Grn, *, service: str) -> None:
-    """Add the user-data routes to a GS2 service router (before its catch-all)."""
+@dataclass(frozen=True, slots=True)
+class UserDataSource:
+    """What a GS2 service dumps, cleans and restores of one user. The job queue's is `conveyor.userdata`'s (every
+    job, attempt and dead letter); GS2-Gateway's is its own (`conveyor.server.gs2_gateway`). `restore` refuses a
+    document of another user or service with a 400 `ConveyorError` before changing anything."""
+
+    dump: Callable[[str], Awaitable[dict[str, JSON]]]
+    clean: Callable[[str], Awaitable[Any]]
+    restore: Callable[[str, Any], Awaitable[dict[str, JSON]]]
+
+
+def add_user_data_routes(
+    router: APIRouter, app: Conveyor, auth: GS2Auth, grn: Grn, *, service: str, source: UserDataSource | None = None
+) -> None:
+    """Add the user-data routes to a GS2 service router (before its catch-all). `source` says what the service's
+    user data is (default: the user's jobs); each service keeps its dumps, cleans and uploads under its own keys."""
     prefix = router.prefix
+    data = source or UserDataSource(
+        lambda user_id: dump_user(app, user_id),
+        lambda user_id: clean_user(app, user_id),
+        lambda user_id, document: import_user(app, user_id, document),
+    )
+    kv = "gs2:userdata:" if service == "job-queue" else f"gs2:userdata:{service}:"
 
     def user(user_id: str) -> str:
         try:
@@ -83,46 +105,46 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         return user_id
 
     async def dump(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        document = await _guard(dump_user(app, user(userId)))
-        await app.akv_set(f"gs2:userdata:dump:{userId}", json.dumps(document, ensure_ascii=False), ttl=KEEP)
+        document = await _guard(data.dump(user(userId)))
+        await app.akv_set(f"{kv}dump:{userId}", json.dumps(document, ensure_ascii=False), ttl=KEEP)
         return {}
 
     async def check_dump(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        if await app.akv_get(f"gs2:userdata:dump:{user(userId)}") is None:
+        if await app.akv_get(f"{kv}dump:{user(userId)}") is None:
             raise _not_found("dump", f"no dump of user {userId} (call dump_user_data_by_user_id first)")
         return {"url": await _signed_url(app, request, f"{prefix}/system/dump/user/{userId}/data")}
 
     async def download_dump(request: Request, userId: str) -> Response:  # noqa: N803
         await _check_signature(app, request)
-        text = await app.akv_get(f"gs2:userdata:dump:{user(userId)}")
+        text = await app.akv_get(f"{kv}dump:{user(userId)}")
         if text is None:
             raise _not_found("dump", f"the dump of user {userId} is no longer kept; dump again")
         return Response(text, media_type="application/json")
 
     async def clean(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        deleted = await _guard(clean_user(app, user(userId)))
+        deleted = await _guard(data.clean(user(userId)))
         record = json.dumps({"deleted": deleted, "at": time.time()})
-        await app.akv_set(f"gs2:userdata:clean:{userId}", record, ttl=KEEP)
+        await app.akv_set(f"{kv}clean:{userId}", record, ttl=KEEP)
         return {}
 
     async def check_clean(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
-        if await app.akv_get(f"gs2:userdata:clean:{user(userId)}") is None:
+        if await app.akv_get(f"{kv}clean:{user(userId)}") is None:
             raise _not_found("clean", f"no clean of user {userId} was run (call clean_user_data_by_user_id)")
         return {}
 
     async def prepare_import(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
         token = secrets.token_urlsafe(24)
-        await app.akv_set(f"gs2:userdata:upload:{token}", json.dumps({"userId": user(userId)}), ttl=UPLOAD_LIFETIME)
+        await app.akv_set(f"{kv}upload:{token}", json.dumps({"userId": user(userId)}), ttl=UPLOAD_LIFETIME)
         url = await _signed_url(app, request, f"{prefix}/system/import/user/{userId}/upload/{token}")
         return {"uploadToken": token, "uploadUrl": url}
 
     async def upload(request: Request, userId: str, uploadToken: str) -> Response:  # noqa: N803
         await _check_signature(app, request)
-        await _upload_owner(app, uploadToken, userId)
-        data = await request.body()
-        if len(data) > MAX_UPLOAD_BYTES:
+        await _upload_owner(app, kv, uploadToken, userId)
+        raw = await request.body()
+        if len(raw) > MAX_UPLOAD_BYTES:
             raise GS2Error(400, "body", f"an upload holds at most {MAX_UPLOAD_BYTES} bytes", "jobQueue.body.tooLarge")
-        await app.akv_set(f"gs2:userdata:upload:{uploadToken}:data", data.decode("utf-8", "replace"), ttl=KEEP)
+        await app.akv_set(f"{kv}upload:{uploadToken}:data", raw.decode("utf-8", "replace"), ttl=KEEP)
         return JSONResponse({})
 
     async def run_import(request: Request, userId: str) -> dict[str, JSON]:  # noqa: N803
@@ -130,27 +152,27 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
         token = body.get("uploadToken")
         if not isinstance(token, str) or not token:
             raise GS2Error(400, "uploadToken", "uploadToken is required", "jobQueue.uploadToken.error.required")
-        await _upload_owner(app, token, user(userId))
-        text = await app.akv_get(f"gs2:userdata:upload:{token}:data")
+        await _upload_owner(app, kv, token, user(userId))
+        text = await app.akv_get(f"{kv}upload:{token}:data")
         if text is None:
             raise _not_found("upload", "nothing was uploaded with this token (PUT the dump to uploadUrl first)")
         try:
             document = json.loads(text)
         except ValueError:
             raise GS2Error(400, "upload", "the upload is not JSON", "jobQueue.upload.error.invalid") from None
-        report = await _guard(import_user(app, userId, document))
-        await app.akv_set(f"gs2:userdata:import:{token}", json.dumps(report, ensure_ascii=False), ttl=KEEP)
+        report = await _guard(data.restore(userId, document))
+        await app.akv_set(f"{kv}import:{token}", json.dumps(report, ensure_ascii=False), ttl=KEEP)
         return {}
 
     async def check_import(request: Request, userId: str, uploadToken: str) -> dict[str, JSON]:  # noqa: N803
-        await _upload_owner(app, uploadToken, user(userId), kept=True)
-        if await app.akv_get(f"gs2:userdata:import:{uploadToken}") is None:
+        await _upload_owner(app, kv, uploadToken, user(userId), kept=True)
+        if await app.akv_get(f"{kv}import:{uploadToken}") is None:
             raise _not_found("import", "no import ran with this token (call import_user_data_by_user_id)")
         return {"url": await _signed_url(app, request, f"{prefix}/system/import/user/{userId}/{uploadToken}/report")}
 
     async def download_report(request: Request, userId: str, uploadToken: str) -> Response:  # noqa: N803
         await _check_signature(app, request)
-        text = await app.akv_get(f"gs2:userdata:import:{uploadToken}")
+        text = await app.akv_get(f"{kv}import:{uploadToken}")
         if text is None:
             raise _not_found("import", "the import report is no longer kept")
         return Response(text, media_type="application/json")
@@ -168,9 +190,9 @@ def add_user_data_routes(router: APIRouter, app: Conveyor, auth: GS2Auth, grn: G
     add("/system/import/user/{userId}/{uploadToken}/report", download_report, methods=["GET"])
 
 
-async def _upload_owner(app: Conveyor, token: str, user_id: str, *, kept: bool = False) -> None:
-    raw = await app.akv_get(f"gs2:userdata:upload:{token}")
-    if raw is None and kept and await app.akv_get(f"gs2:userdata:import:{token}") is not None:
+async def _upload_owner(app: Conveyor, kv: str, token: str, user_id: str, *, kept: bool = False) -> None:
+    raw = await app.akv_get(f"{kv}upload:{token}")
+    if raw is None and kept and await app.akv_get(f"{kv}import:{token}") is not None:
         return
     if raw is None or json.loads(raw).get("userId") != user_id:
         raise _not_found("uploadToken", "no such upload token for this user (prepare the import first)")
