@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from conveyor import enqueue as _enqueue
 from conveyor.backoff import Backoff
@@ -56,6 +56,7 @@ from conveyor.model import (
     validate_namespace,
 )
 from conveyor.runtime import Runtime
+from conveyor.schedules import Schedules
 from conveyor.store import DEFAULT_URL, Store, open_store
 from conveyor.tasks import (
     THREAD,
@@ -108,6 +109,7 @@ class Conveyor:
         self.runtime.app = self
         self._run_pool: ProcessPool | None = None  # children for process-isolated tasks run by run_next
         self._served_cache: tuple[float, frozenset[str] | None] | None = None  # aunserved_tasks
+        self._schedules: Schedules | None = None
 
     # ---- what the runtime holds, as the app's attributes ------------------------------------------------------
 
@@ -148,8 +150,13 @@ class Conveyor:
         return self.runtime.tasks
 
     @property
-    def schedules(self) -> dict[str, CronSchedule]:
-        return self.runtime.schedules
+    def schedules(self) -> Schedules:
+        """Every cron schedule: a mapping of those declared in code (`app.cron`), and the management of the ones
+        made at runtime and kept in the store (`create`, `update`, `pause`, `resume`, `delete`, `trigger`, `list`,
+        `runs`; conveyor/schedules.py, docs/cron.md)."""
+        if self._schedules is None:
+            self._schedules = Schedules(self.runtime)
+        return self._schedules
 
     @property
     def events(self) -> EventBus:
@@ -252,7 +259,16 @@ class Conveyor:
 
     @overload
     def cron(
-        self, spec: str, task: str, payload: JSON = None, *, name: str | None = None, **options: Unpack[CronOptions]
+        self,
+        spec: str,
+        task: str,
+        payload: JSON = None,
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        backfill: Literal["none", "latest", "all"] = "none",
+        backfill_window: timedelta | float | None = None,
+        **options: Unpack[CronOptions],
     ) -> None: ...
 
     @overload
@@ -263,6 +279,9 @@ class Conveyor:
         payload: JSON = None,
         *,
         name: str | None = None,
+        timezone: str | None = None,
+        backfill: Literal["none", "latest", "all"] = "none",
+        backfill_window: timedelta | float | None = None,
         **options: Unpack[CronOptions],
     ) -> Callable[[Handler], Handler]: ...
 
@@ -273,22 +292,40 @@ class Conveyor:
         payload: JSON = None,
         *,
         name: str | None = None,
+        timezone: str | None = None,
+        backfill: Literal["none", "latest", "all"] = "none",
+        backfill_window: timedelta | float | None = None,
         **options: Unpack[CronOptions],
     ) -> Callable[[Handler], Handler] | None:
         """Enqueue `task` on a schedule: `app.cron("*/5 * * * *", "cleanup", {"days": 7})`, or as a decorator on a
         sync or async handler, `@app.cron("@hourly")`, which also registers it as a task. Specs: 5-field crontab,
-        @hourly/@daily/@weekly/@monthly/@yearly, or `@every 10m` (UTC). Workers (maintenance on) enqueue each
-        occurrence exactly once across processes. `options` are enqueue options (queue, priority, namespace…)."""
+        @hourly/@daily/@weekly/@monthly/@yearly, or `@every 10m`, read on `timezone`'s wall clock (an IANA name,
+        UTC by default; the DST rules are in docs/cron.md). Workers (maintenance on) enqueue each occurrence exactly
+        once across processes. `backfill` says what happens to occurrences missed while no scheduler ran ("none",
+        "latest", "all" within `backfill_window`, 24 h by default). `options` are enqueue options (queue,
+        priority, namespace…)."""
+
+        def build(task_name: str) -> CronSchedule:
+            return make_schedule(
+                spec,
+                task_name,
+                payload,
+                name,
+                options,
+                timezone=timezone,
+                backfill=backfill,
+                backfill_window=backfill_window,
+            )
 
         def add(task_name: str) -> None:
-            self.runtime.add_schedule(make_schedule(spec, task_name, payload, name, options))
+            self.runtime.add_schedule(build(task_name))
 
         if task is not None:
             add(task)
             return None
 
         def decorator(fn: Handler) -> Handler:
-            make_schedule(spec, fn.__name__, payload, name, options)  # validate before registering the task
+            build(fn.__name__)  # validate before registering the task
             if fn.__name__ not in self.tasks:
                 self.register(fn.__name__, fn)
             add(fn.__name__)

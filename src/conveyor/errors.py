@@ -233,3 +233,41 @@ class Fail(Exception):
         self.reason = reason
         self.status_code = status_code
         self.result = result
+
+
+class ScheduleNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Schedule not found: {name!r}. `conveyor schedules list` shows the schedules there are.")
+        self.name = name
+
+
+class ScheduleExists(ConveyorError):
+    """A runtime schedule was created under a name a schedule has already (one made at runtime, or one declared in
+    code with `app.cron`): nothing was changed."""
+
+    status_code = 409
+    code = "schedule_exists"
+
+    def __init__(self, name: str, *, in_code: bool = False) -> None:
+        where = (
+            "is declared in code (app.cron); give the runtime schedule another name"
+            if in_code
+            else "exists already; update it instead of creating it"
+        )
+        super().__init__(f"Schedule {name!r} {where}.")
+        self.name = name
+        self.in_code = in_code
+
+
+class ScheduleDeclaredInCode(ConveyorError):
+    """A change was asked of a schedule declared in code (`app.cron`): such schedules are read-only at runtime."""
+
+    status_code = 409
+    code = "schedule_declared_in_code"
+
+    def __init__(self, name: str, action: str) -> None:
+        super().__init__(
+            f"Schedule {name!r} is declared in code (app.cron) and cannot be {action} at runtime: change or remove it "
+            "in the app (trigger and history work for it)."
+        )
+        self.name = name

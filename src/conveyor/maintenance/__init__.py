@@ -44,8 +44,7 @@ def default_services(
         Rescuer(app, interval=rescue_interval),
         Pruner(app),
     ]
-    if app.runtime.schedules:
-        services.append(Scheduler(app, owner=worker_id))
+    services.append(Scheduler(app, owner=worker_id))  # schedules may be made at runtime: always there
     return services
 
 
@@ -57,9 +56,10 @@ def elected_services(
     rescue_interval: float | None = None,
     on_change: Callable[[str, bool], None] | None = None,
 ) -> list[Elected]:
-    """The elected roles a standard worker campaigns for: "maintenance" (rescuer, pruner) always, "scheduler"
-    (cron) when the app registered schedules. A new scheduler catches up on occurrences missed while no process
-    led (a fail-over takes at most one lease), never further back than that."""
+    """The elected roles a standard worker campaigns for: "maintenance" (rescuer, pruner) and "scheduler" (cron:
+    code schedules and the ones made at runtime, which may appear at any time). A new scheduler catches up on
+    occurrences missed while no process led (a fail-over takes at most one lease); older missed ones follow each
+    schedule's back-fill policy (maintenance/scheduler.py)."""
 
     def maintenance() -> list[Service]:
         return [Rescuer(app, interval=rescue_interval), Pruner(app)]
@@ -67,7 +67,7 @@ def elected_services(
     def scheduler() -> list[Service]:
         return [Scheduler(app, owner=candidate, catch_up=2 * ttl + 2.0)]
 
-    roles = [Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change)]
-    if app.runtime.schedules:
-        roles.append(Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change))
-    return roles
+    return [
+        Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change),
+        Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change),
+    ]

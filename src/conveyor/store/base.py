@@ -133,6 +133,7 @@ from typing import Any
 
 from conveyor.errors import NamespaceNotFound, RevisionConflict, Unsupported, ValidationError
 from conveyor.model import (
+    SCHEDULE_RUNS_KEPT,
     Attempt,
     Finish,
     Job,
@@ -149,6 +150,8 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    ScheduleRecord,
+    ScheduleRun,
     Stats,
     WorkerInfo,
     dashed_prefix,
@@ -700,6 +703,35 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def kv_delete(self, key: str) -> None: ...
+
+    # ---- cron schedules made at runtime and the runs of every schedule (issue 13 item 5) ------------------------
+
+    @abc.abstractmethod
+    async def put_schedule(self, record: ScheduleRecord, *, create: bool) -> bool:
+        """Store a runtime schedule (its `to_doc()` under its name). `create=True` inserts only when no schedule has
+        that name (False: one has, nothing written); `create=False` replaces only an existing one (False: none).
+        Atomic: of concurrent creates of one name exactly one returns True."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every runtime schedule, by name."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a runtime schedule and its run records; False when there was none."""
+
+    @abc.abstractmethod
+    async def record_schedule_run(self, run: ScheduleRun, *, keep: int = SCHEDULE_RUNS_KEPT) -> bool:
+        """Record that an occurrence of `run.schedule` was handled, keyed by (schedule, occurrence): only the first
+        record of an occurrence is kept, and True says this call wrote it (atomic: of concurrent records of one
+        occurrence exactly one returns True). Then only the `keep` newest runs of the schedule are kept."""
+
+    @abc.abstractmethod
+    async def schedule_runs(self, name: str, limit: int = 20) -> list[ScheduleRun]:
+        """The run records of a schedule (runtime or declared in code), newest occurrence first."""
 
 
 JOB_STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)

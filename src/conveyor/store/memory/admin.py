@@ -18,6 +18,7 @@ from conveyor.errors import (
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
+    SCHEDULE_RUNS_KEPT,
     Attempt,
     Job,
     JobFilter,
@@ -30,11 +31,14 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    ScheduleRecord,
+    ScheduleRun,
     Stats,
     WorkerInfo,
     attempt_order,
     check_queue_settings,
     job_sort_key,
+    occurrence_us,
     utcnow,
 )
 from conveyor.store.base import Store, check_after, check_restore
@@ -435,6 +439,47 @@ class MemoryAdmin(Store):
     async def kv_delete(self, key: str) -> None:
         with self._data.lock:
             self._data.kv.pop(key, None)
+
+    # ---- cron schedules --------------------------------------------------------------------------------------
+
+    async def put_schedule(self, record: ScheduleRecord, *, create: bool) -> bool:
+        with self._data.lock:
+            if (record.name in self._data.schedules) == create:
+                return False
+            self._data.schedules[record.name] = record.to_doc()
+            return True
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        with self._data.lock:
+            doc = self._data.schedules.get(name)
+        return None if doc is None else ScheduleRecord.from_doc(doc)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        with self._data.lock:
+            docs = [self._data.schedules[name] for name in sorted(self._data.schedules)]
+        return [ScheduleRecord.from_doc(doc) for doc in docs]
+
+    async def delete_schedule(self, name: str) -> bool:
+        with self._data.lock:
+            self._data.schedule_runs.pop(name, None)
+            return self._data.schedules.pop(name, None) is not None
+
+    async def record_schedule_run(self, run: ScheduleRun, *, keep: int = SCHEDULE_RUNS_KEPT) -> bool:
+        key = occurrence_us(run.occurrence)
+        with self._data.lock:
+            runs = self._data.schedule_runs.setdefault(run.schedule, {})
+            if key in runs:
+                return False
+            runs[key] = run.to_doc()
+            for old in sorted(runs)[: max(0, len(runs) - keep)]:
+                del runs[old]
+            return True
+
+    async def schedule_runs(self, name: str, limit: int = 20) -> list[ScheduleRun]:
+        with self._data.lock:
+            runs = self._data.schedule_runs.get(name, {})
+            docs = [runs[k] for k in sorted(runs, reverse=True)[: max(0, limit)]]
+        return [ScheduleRun.from_doc(doc) for doc in docs]
 
 
 def _zero_counts() -> dict[str, int]:

@@ -92,6 +92,8 @@ class DataSet:
     kv: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # key -> (value, monotonic expiry)
     leaders: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # role -> (holder, term, expiry)
     terms: dict[str, int] = field(default_factory=dict)  # role -> last term given (outlives lapsed leases)
+    schedules: dict[str, str] = field(default_factory=dict)  # runtime cron schedule name -> its document
+    schedule_runs: dict[str, dict[int, str]] = field(default_factory=dict)  # name -> occurrence µs -> run doc
 
     # ---- index maintenance ------------------------------------------------------------------------------------
 

@@ -223,4 +223,23 @@ CREATE UNIQUE INDEX jobs_unique_hash ON {schema}.jobs (namespace, unique_hash)
         WHEN 'completed' THEN 4 WHEN 'failed' THEN 8 ELSE 16 END) <> 0;
 """,
     ),
+    (
+        8,
+        "0008_cron_schedules",
+        """
+-- Cron (issue 13 item 5): schedules made at runtime, one JSON document per name (ScheduleRecord.to_doc, kept as
+-- text: read and written whole), and the run records of every schedule, keyed by (schedule, occurrence µs since
+-- the epoch): an occurrence is recorded once.
+CREATE TABLE {schema}.schedules (
+    name text PRIMARY KEY,
+    doc  text NOT NULL
+);
+CREATE TABLE {schema}.schedule_runs (
+    schedule   text NOT NULL,
+    occurrence bigint NOT NULL,
+    doc        text NOT NULL,
+    PRIMARY KEY (schedule, occurrence)
+);
+""",
+    ),
 )

@@ -1065,6 +1065,38 @@ WHERE key = %(key)s AND (expires_at IS NULL OR expires_at > statement_timestamp(
 
 KV_DELETE = "DELETE FROM {schema}.kv WHERE key = %(key)s"
 
+# ---- cron schedules (runtime ones as documents; the runs of every schedule) ------------------------------------
+
+SCHEDULE_INSERT = """
+INSERT INTO {schema}.schedules (name, doc) VALUES (%(name)s, %(doc)s) ON CONFLICT (name) DO NOTHING RETURNING true
+"""
+SCHEDULE_UPDATE = "UPDATE {schema}.schedules SET doc = %(doc)s WHERE name = %(name)s RETURNING true"
+SCHEDULE_GET = "SELECT doc FROM {schema}.schedules WHERE name = %(name)s"
+SCHEDULE_LIST = "SELECT doc FROM {schema}.schedules ORDER BY name"
+# A schedule goes with its run records.
+SCHEDULE_DELETE = """
+WITH runs AS (DELETE FROM {schema}.schedule_runs WHERE schedule = %(name)s)
+DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING true
+"""
+# The first record of an occurrence stays.
+SCHEDULE_RUN_INSERT = """
+INSERT INTO {schema}.schedule_runs (schedule, occurrence, doc) VALUES (%(schedule)s, %(occurrence)s, %(doc)s)
+ON CONFLICT (schedule, occurrence) DO NOTHING
+RETURNING true
+"""
+# Keep the newest `keep` runs of a schedule (run after the insert, in its transaction, so it sees the new row; no
+# row at that offset: fewer runs, nothing deleted).
+SCHEDULE_RUNS_TRIM = """
+DELETE FROM {schema}.schedule_runs
+WHERE schedule = %(schedule)s AND occurrence < (
+    SELECT occurrence FROM {schema}.schedule_runs WHERE schedule = %(schedule)s
+    ORDER BY occurrence DESC OFFSET %(keep)s - 1 LIMIT 1
+)
+"""
+SCHEDULE_RUNS = """
+SELECT doc FROM {schema}.schedule_runs WHERE schedule = %(name)s ORDER BY occurrence DESC LIMIT %(limit)s
+"""
+
 # drop(): the whole schema goes, with every table, index, function and trigger Conveyor made in it.
 DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 

@@ -37,6 +37,7 @@ from conveyor.errors import (
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
+    SCHEDULE_RUNS_KEPT,
     Attempt,
     Finish,
     Job,
@@ -54,9 +55,12 @@ from conveyor.model import (
     QueueInfo,
     QueueSettings,
     RateLimit,
+    ScheduleRecord,
+    ScheduleRun,
     Stats,
     WorkerInfo,
     check_queue_settings,
+    occurrence_us,
     rate_from_columns,
 )
 from conveyor.store.base import (
@@ -880,6 +884,43 @@ class PostgresStore(PgHandOff):
 
     async def kv_delete(self, key: str) -> None:
         await self._run(lambda conn: conn.execute(self._q.KV_DELETE, {"key": key}))
+
+    # ---- cron schedules --------------------------------------------------------------------------------------
+
+    async def put_schedule(self, record: ScheduleRecord, *, create: bool) -> bool:
+        query = self._q.SCHEDULE_INSERT if create else self._q.SCHEDULE_UPDATE
+        return await self._one(query, {"name": record.name, "doc": record.to_doc()}) is not None
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        row = await self._one(self._q.SCHEDULE_GET, {"name": name})
+        return None if row is None else ScheduleRecord.from_doc(row[0])
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [ScheduleRecord.from_doc(row[0]) for row in await self._all(self._q.SCHEDULE_LIST)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._one(self._q.SCHEDULE_DELETE, {"name": name}) is not None
+
+    async def record_schedule_run(self, run: ScheduleRun, *, keep: int = SCHEDULE_RUNS_KEPT) -> bool:
+        params = {
+            "schedule": run.schedule,
+            "occurrence": occurrence_us(run.occurrence),
+            "doc": run.to_doc(),
+            "keep": max(1, keep),
+        }
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
+            async with conn.transaction():
+                if await (await conn.execute(self._q.SCHEDULE_RUN_INSERT, params)).fetchone() is None:
+                    return False
+                await conn.execute(self._q.SCHEDULE_RUNS_TRIM, params)
+                return True
+
+        return await self._run(go)
+
+    async def schedule_runs(self, name: str, limit: int = 20) -> list[ScheduleRun]:
+        rows = await self._all(self._q.SCHEDULE_RUNS, {"name": name, "limit": max(0, limit)})
+        return [ScheduleRun.from_doc(row[0]) for row in rows]
 
 
 class _PgHandlerTransaction(HandlerTransaction):

@@ -23,6 +23,7 @@ from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
     KEEP,
+    SCHEDULE_RUNS_KEPT,
     Attempt,
     Job,
     JobFilter,
@@ -35,11 +36,14 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    ScheduleRecord,
+    ScheduleRun,
     Stats,
     WorkerInfo,
     attempt_order,
     check_queue_settings,
     job_sort_key,
+    occurrence_us,
     utcnow,
 )
 from conveyor.store.base import check_after, check_restore, stats_from_counts
@@ -447,6 +451,39 @@ class RedisAdmin(RedisConnections):
 
     async def kv_delete(self, key: str) -> None:
         await self._do(lambda c: c.delete(self.keys.kv(key)))
+
+    # ---- cron schedules (lua/schedules.lua) ------------------------------------------------------------------
+
+    async def put_schedule(self, record: ScheduleRecord, *, create: bool) -> bool:
+        op = "create" if create else "update"
+        return bool(int(await self._run("schedules", [op, record.name, record.to_doc()])))
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        doc: str | None = await self._do(lambda c: c.hget(self.keys.schedules, name))
+        return None if doc is None else ScheduleRecord.from_doc(doc)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        docs: dict[str, str] = await self._do(lambda c: c.hgetall(self.keys.schedules))
+        return [ScheduleRecord.from_doc(docs[name]) for name in sorted(docs)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(int(await self._run("schedules", ["delete", name])))
+
+    async def record_schedule_run(self, run: ScheduleRun, *, keep: int = SCHEDULE_RUNS_KEPT) -> bool:
+        args = ["run", run.schedule, str(occurrence_us(run.occurrence)), run.to_doc(), str(max(1, keep))]
+        return bool(int(await self._run("schedules", args)))
+
+    async def schedule_runs(self, name: str, limit: int = 20) -> list[ScheduleRun]:
+        if limit <= 0:
+            return []
+
+        async def read(c: aioredis.Redis) -> list[Any]:
+            members = [str(m) for m in await c.zrevrange(self.keys.schedule_runs(name), 0, limit - 1)]
+            if not members:
+                return []
+            return list(await c.hmget(self.keys.schedule_run_docs(name), members))
+
+        return [ScheduleRun.from_doc(doc) for doc in await self._do(read) if doc is not None]
 
 
 def glob_escape(text: str) -> str:

@@ -52,6 +52,10 @@ P:wake:<queue>                         LIST    wake tokens: scripts LPUSH (cappe
 P:leader:<role>                        HASH    `holder`, `term` of an elected role; its key expiry is the lease
 P:leaderterms                          HASH    role -> last term given (never expires: terms never repeat)
 P:leadernames                          SET     every role ever held (leaders() lists the live ones)
+P:cron:defs                            HASH    runtime cron schedule name -> ScheduleRecord JSON document
+P:cron:runs:<schedule>                 ZSET    the schedule's run records: member and score = occurrence µs
+P:cron:run:<schedule>                  HASH    occurrence µs -> ScheduleRun JSON (first record kept; the
+                                               newest 200 stay; schedules.lua keeps both in step)
 =====================================  ======  ===============================================================
 
 Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its
@@ -80,6 +84,7 @@ class Keys:
         self.qconc = f"{prefix}:qconc"
         self.namespaces = f"{prefix}:ns"
         self.workers = f"{prefix}:workers"
+        self.schedules = f"{prefix}:cron:defs"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -95,6 +100,12 @@ class Keys:
 
     def kv(self, key: str) -> str:
         return f"{self.prefix}:kv:{key}"
+
+    def schedule_runs(self, name: str) -> str:
+        return f"{self.prefix}:cron:runs:{name}"
+
+    def schedule_run_docs(self, name: str) -> str:
+        return f"{self.prefix}:cron:run:{name}"
 
     def lane(self, namespace: str, serial_key: str) -> str:
         return f"{self.prefix}:lane:{namespace}:{serial_key}"

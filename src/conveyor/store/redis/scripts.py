@@ -156,6 +156,7 @@ SCRIPTS = (
     "migrate",
     "kv_setdefault",
     "queue_settings",
+    "schedules",
 )
 """Every transition script (lua/<name>.lua), loaded by each ScriptRunner."""
 

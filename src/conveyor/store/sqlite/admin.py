@@ -22,6 +22,7 @@ from conveyor.errors import (
 from conveyor.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_NAMESPACE_SETTINGS,
+    SCHEDULE_RUNS_KEPT,
     Attempt,
     Job,
     JobFilter,
@@ -35,9 +36,12 @@ from conveyor.model import (
     QueueInfo,
     QueueSettings,
     RateLimit,
+    ScheduleRecord,
+    ScheduleRun,
     Stats,
     WorkerInfo,
     check_queue_settings,
+    occurrence_us,
     rate_from_columns,
     utcnow,
 )
@@ -443,6 +447,43 @@ class SQLiteAdmin(SQLiteConnections):
 
     async def kv_delete(self, key: str) -> None:
         await self._write(lambda conn: conn.execute(q.KV_DELETE, (key,)).rowcount)
+
+    # ---- cron schedules --------------------------------------------------------------------------------------
+
+    async def put_schedule(self, record: ScheduleRecord, *, create: bool) -> bool:
+        doc = record.to_doc()
+        query = q.SCHEDULE_INSERT if create else q.SCHEDULE_UPDATE
+        return await self._write(lambda conn: conn.execute(query, (record.name, doc)).rowcount > 0)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        rows = await self._read(lambda conn: conn.execute(q.SCHEDULE_GET, (name,)).fetchall())
+        return ScheduleRecord.from_doc(rows[0][0]) if rows else None
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._read(lambda conn: conn.execute(q.SCHEDULE_LIST).fetchall())
+        return [ScheduleRecord.from_doc(row[0]) for row in rows]
+
+    async def delete_schedule(self, name: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(q.SCHEDULE_RUNS_DELETE, (name,))
+            return conn.execute(q.SCHEDULE_DELETE, (name,)).rowcount > 0
+
+        return await self._write(run)
+
+    async def record_schedule_run(self, run: ScheduleRun, *, keep: int = SCHEDULE_RUNS_KEPT) -> bool:
+        params = (run.schedule, occurrence_us(run.occurrence), run.to_doc())
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if conn.execute(q.SCHEDULE_RUN_INSERT, params).rowcount == 0:
+                return False
+            conn.execute(q.SCHEDULE_RUNS_TRIM, (run.schedule, max(1, keep)))
+            return True
+
+        return await self._write(write)
+
+    async def schedule_runs(self, name: str, limit: int = 20) -> list[ScheduleRun]:
+        rows = await self._read(lambda conn: conn.execute(q.SCHEDULE_RUNS, (name, max(0, limit))).fetchall())
+        return [ScheduleRun.from_doc(row[0]) for row in rows]
 
 
 def _zero_counts() -> dict[str, int]:

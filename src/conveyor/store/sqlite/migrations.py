@@ -342,6 +342,28 @@ MIGRATIONS += (
             "WHERE unique_hash IS NOT NULL",
         ),
     ),
+    # Cron (issue 13 item 5): schedules made at runtime, one JSON document per name (ScheduleRecord.to_doc), and the
+    # run records of every schedule, keyed by (schedule, occurrence µs): an occurrence is recorded once.
+    Migration(
+        8,
+        "cron_schedules",
+        (
+            """
+            CREATE TABLE conveyor_schedules (
+                name TEXT PRIMARY KEY,
+                doc  TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE conveyor_schedule_runs (
+                schedule   TEXT NOT NULL,
+                occurrence INTEGER NOT NULL,
+                doc        TEXT NOT NULL,
+                PRIMARY KEY (schedule, occurrence)
+            )
+            """,
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

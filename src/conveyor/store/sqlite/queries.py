@@ -552,6 +552,29 @@ WHERE conveyor_kv.expires_at IS NOT NULL AND conveyor_kv.expires_at <= ?4
 KV_VALUE = "SELECT value FROM conveyor_kv WHERE key = ?"
 KV_DELETE = "DELETE FROM conveyor_kv WHERE key = ?"
 
+# ---- cron schedules (runtime ones as documents; the runs of every schedule) ------------------------------------
+
+SCHEDULE_INSERT = "INSERT INTO conveyor_schedules (name, doc) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+SCHEDULE_UPDATE = "UPDATE conveyor_schedules SET doc = ?2 WHERE name = ?1"
+SCHEDULE_GET = "SELECT doc FROM conveyor_schedules WHERE name = ?"
+SCHEDULE_LIST = "SELECT doc FROM conveyor_schedules ORDER BY name"
+SCHEDULE_DELETE = "DELETE FROM conveyor_schedules WHERE name = ?"
+SCHEDULE_RUNS_DELETE = "DELETE FROM conveyor_schedule_runs WHERE schedule = ?"
+# The first record of an occurrence stays. Parameters: schedule, occurrence µs, doc.
+SCHEDULE_RUN_INSERT = """
+INSERT INTO conveyor_schedule_runs (schedule, occurrence, doc) VALUES (?, ?, ?)
+ON CONFLICT (schedule, occurrence) DO NOTHING
+"""
+# Keep the newest `keep` runs of a schedule (no row at that offset: fewer runs, nothing deleted). Parameters:
+# schedule, keep.
+SCHEDULE_RUNS_TRIM = """
+DELETE FROM conveyor_schedule_runs
+WHERE schedule = ?1 AND occurrence < (
+    SELECT occurrence FROM conveyor_schedule_runs WHERE schedule = ?1 ORDER BY occurrence DESC LIMIT 1 OFFSET ?2 - 1
+)
+"""
+SCHEDULE_RUNS = "SELECT doc FROM conveyor_schedule_runs WHERE schedule = ? ORDER BY occurrence DESC LIMIT ?"
+
 # ---- enqueue_on_connection checks ---------------------------------------------------------------------------------
 
 # drop() keeps a file that holds tables of the application's own and drops only Conveyor's tables from it
