@@ -13,8 +13,20 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from conveyor import Conveyor
+from conveyor import Conveyor, StoreUnavailable
 from conveyor.maintenance import Scheduler
+
+
+async def tick(scheduler: Scheduler, clock: datetime) -> None:
+    """One tick; a store that is busy (a loaded machine) is tried again, as the service's loop would next tick."""
+    for attempt in range(50):
+        try:
+            await scheduler.tick(clock)
+            return
+        except StoreUnavailable as exc:
+            print(f"tick at {clock.isoformat()}: {exc} (try {attempt + 1})", file=sys.stderr)
+            await asyncio.sleep(0.2)
+    raise SystemExit("the store stayed unavailable")
 
 
 async def main(url: str, start: datetime, skew: float, go: Path, out: Path) -> None:
@@ -31,7 +43,7 @@ async def main(url: str, start: datetime, skew: float, go: Path, out: Path) -> N
         scheduler = Scheduler(app, now=clock)
         for phase in range(2):
             for _ in range(30):
-                await scheduler.tick(clock)
+                await tick(scheduler, clock)
                 clock += timedelta(seconds=20)
             if phase == 0:
                 clock += timedelta(hours=1)  # the clock jumps

@@ -59,13 +59,15 @@ async def test_four_scheduler_processes_with_a_clock_jump_create_one_job_per_occ
             str(go),
             str(outs[i]),
             cwd=REPO,
+            stderr=asyncio.subprocess.PIPE,
         )
         for i in range(PROCESSES)
     ]
     await asyncio.sleep(1.0)  # let them import and open
     go.touch()
-    codes = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in children)), timeout=180)
-    assert codes == [0] * PROCESSES
+    done = await asyncio.wait_for(asyncio.gather(*(c.communicate() for c in children)), timeout=180)
+    codes = [c.returncode for c in children]
+    assert codes == [0] * PROCESSES, [err.decode()[-2000:] for _, err in done]
     reports = [json.loads(o.read_text()) for o in outs]
 
     # Together the processes handled every occurrence up to the fastest clock's last tick: start + 21 s + 10 min +
