@@ -22,7 +22,8 @@ class Event:
     """Something that happened to a job: `type` is push (queued), run (a try ended: `attempt` says how) or cancel
     (cancel requested). Typed all the way: the `Job` snapshot, the `Attempt` of a run, and the durations derived
     from them; the wire shapes (SSE, webhook bodies, GS2 notifications) are made at each edge by one function
-    (`conveyor.server.notify.sse_data`, `conveyor.webhooks.webhook_body`), never here.
+    (`conveyor.server.notify.sse_data`, `conveyor.webhooks.webhook_body`,
+    `conveyor.server.gs2_gateway.job_queue_notification`), never here.
 
     `origin` is None for an event of this process, else the id of the process that published it through the store
     (`conveyor.relay`): such an event's `job` holds only the fields the transport carries (id, namespace, queue,

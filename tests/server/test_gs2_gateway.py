@@ -477,3 +477,31 @@ def test_gateway_user_data_dump_clean_import(rest: Gs2RestSession, connect: Call
         admin.import_user_data_by_user_id(
             gw.ImportUserDataByUserIdRequest().with_user_id("jack").with_upload_token(other.upload_token)
         )
+
+
+def test_the_socket_answers_bad_messages_in_gs2s_format_and_keeps_going(served: ServeProcess) -> None:
+    import websocket
+
+    conn = websocket.create_connection(served.base_url.replace("http://", "ws://") + "/", timeout=10)
+    try:
+
+        def ask(message: dict[str, Any], *, binary: bool = False) -> dict[str, Any]:
+            text = json.dumps(message)
+            if binary:
+                conn.send_binary(text.encode())
+            else:
+                conn.send(text)
+            answer: dict[str, Any] = json.loads(conn.recv())
+            return answer
+
+        conn.send("not json")  # nothing to answer to: no requestId
+        unknown = ask({"x_gs2": {"service": "jobQueue", "function": "noSuchCall", "requestId": "r1"}})
+        assert unknown["requestId"] == "r1" and unknown["status"] == 404
+        assert json.loads(unknown["body"]["message"])[0]["component"] == "operation"
+        meta = {"service": "jobQueue", "component": "namespace", "function": "getServiceVersion", "requestId": "r2"}
+        no_token = ask({"x_gs2": meta})
+        assert no_token["status"] == 401
+        ok = ask({"x_gs2": {**meta, "requestId": "r3"}, "xGs2ProjectToken": ADMIN}, binary=True)
+        assert ok["status"] == 200 and ok["body"]["item"]
+    finally:
+        conn.close()

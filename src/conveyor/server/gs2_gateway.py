@@ -59,6 +59,8 @@ SEND_ISSUER = "Gs2Gateway:SendNotification"
 MAX_IN_FLIGHT = 16
 """Requests of one connection handled at once; more wait (a Run takes as long as its job)."""
 NAMESPACE_CACHE_SECONDS = 1.0
+SEND_TIMEOUT = 5.0
+"""A message not taken by the client's socket within this many seconds closes the connection."""
 
 # ---- the SDK's WebSocket functions → the REST routes its REST clients call (gs2 1.1.255) -------------------------
 
@@ -214,8 +216,15 @@ class Connection:
             return False
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         try:
-            async with self.lock:
-                await self.websocket.send_text(text)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                async with self.lock:
+                    await self.websocket.send_text(text)
+        except TimeoutError:  # a client that reads nothing must not hold up delivery to everyone else
+            log.warning("GS2 gateway: connection %s read nothing for %.0f s; closing it", self.id, SEND_TIMEOUT)
+            self.closed = True
+            with contextlib.suppress(Exception):
+                await self.websocket.close(1008)
+            return False
         except Exception:  # the peer went away between the check and the send
             return False
         return True
@@ -524,7 +533,12 @@ class WebSocketDispatcher:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                text = await websocket.receive_text()
+                received = await websocket.receive()
+                if received["type"] == "websocket.disconnect":
+                    break
+                text = received.get("text")
+                if text is None:  # a binary frame: the SDK sends text, but read it as UTF-8 JSON all the same
+                    text = (received.get("bytes") or b"").decode("utf-8", "replace")
                 await limit.acquire()
                 task = asyncio.create_task(self._answer(conn, text, limit))
                 tasks.add(task)
