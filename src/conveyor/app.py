@@ -52,6 +52,7 @@ from conveyor.model import (
     Stats,
     WorkerInfo,
     check_queue_settings,
+    check_rate_key,
     validate_name,
     validate_namespace,
 )
@@ -529,6 +530,7 @@ class Conveyor:
         rate_limit: RateLimit | str | Keep | None = KEEP,
         rate_burst: int | None = None,
         key_concurrency: int | Keep | None = KEEP,
+        rate_key: str | Keep | None = KEEP,
     ) -> QueueSettings:
         """Change some of a queue's settings at runtime, keeping the others; returns the settings now stored.
 
@@ -536,19 +538,34 @@ class Conveyor:
         cap). `rate_limit`: at most N claims per period, across every worker — a `RateLimit` or text such as
         "100/s", "10/m", "3/10s" (None: no limit); `rate_burst` is how many may start at once after an idle spell
         (default: N). `key_concurrency`: at most this many jobs with the same `concurrency_key` (an enqueue
-        option: per user, per tenant) processing at once, across every worker (None: no limit). Settings not
-        given are left as stored, so a pause never erases a limit. Workers apply a change at their next claim; Run
-        (GS2) ignores pauses and limits."""
+        option: per user, per tenant) processing at once, across every worker (None: no limit). `rate_key`
+        partitions the rate limit: every value of "user_id", "group_key", "concurrency_key" or "payload.<field>" (a
+        top-level payload field) gets its own bucket of `rate_limit` (None: one bucket for the queue). Settings not
+        given are left as stored, so a pause never erases a limit. `rate_burst` alone changes the burst of the
+        stored rate limit. Workers apply a change at their next claim; Run (GS2) ignores pauses and limits."""
         validate_name(queue, "queue")
         validate_name(namespace, "namespace")
+        if not isinstance(rate_key, Keep):
+            check_rate_key(rate_key)
         if isinstance(rate_limit, str):
             rate_limit = RateLimit.parse(rate_limit, rate_burst)
         elif rate_burst is not None:
+            if rate_limit is KEEP:  # the burst of the stored limit
+                stored = (await self._on_home(lambda: self.store.get_queue_settings(namespace, queue))).rate_limit
+                if stored is None:
+                    raise ValidationError(
+                        f"queue {queue!r} has no rate limit: give rate_limit with rate_burst", field="rate_burst"
+                    )
+                rate_limit = stored
             if not isinstance(rate_limit, RateLimit):
                 raise ValidationError("rate_burst needs a rate_limit to go with it", field="rate_burst")
             rate_limit = RateLimit(rate_limit.limit, rate_limit.period, rate_burst)
         change = QueueChange(
-            paused=paused, concurrency=concurrency, rate_limit=rate_limit, key_concurrency=key_concurrency
+            paused=paused,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            key_concurrency=key_concurrency,
+            rate_key=rate_key,
         )
         check_queue_settings(change.apply(QueueSettings(namespace, queue)))
         return await self._on_home(lambda: self.store.update_queue_settings(namespace, queue, change))
@@ -726,6 +743,7 @@ class Conveyor:
         rate_limit: RateLimit | str | Keep | None = KEEP,
         rate_burst: int | None = None,
         key_concurrency: int | Keep | None = KEEP,
+        rate_key: str | Keep | None = KEEP,
     ) -> QueueSettings:
         """Sync twin of `aupdate_queue`: e.g. `app.update_queue("emails", rate_limit="100/s", concurrency=20)`."""
         return self._sync(
@@ -737,6 +755,7 @@ class Conveyor:
                 rate_limit=rate_limit,
                 rate_burst=rate_burst,
                 key_concurrency=key_concurrency,
+                rate_key=rate_key,
             )
         )
 

@@ -1075,6 +1075,56 @@ def rate_advance(rate: RateLimit, tat_us: int | None, now_us: int, taken: int) -
     return tat + taken * rate.interval_us
 
 
+RATE_KEY_FIELDS = ("user_id", "group_key", "concurrency_key")
+_RATE_KEY_PAYLOAD = re.compile(r"payload\.([A-Za-z_][A-Za-z0-9_]{0,63})")
+RATE_KEY_FORMS = "'user_id', 'group_key', 'concurrency_key' or 'payload.<field>' (a top-level payload field)"
+
+
+def check_rate_key(value: object) -> str | None:
+    """A queue's `rate_key` (what partitions its rate limit into one bucket per value), or None for one bucket for
+    the whole queue: a job column (`user_id`, `group_key`, `concurrency_key`) or `payload.<field>`, a top-level
+    field of the payload whose name is letters, digits and `_` (at most 64)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and (value in RATE_KEY_FIELDS or _RATE_KEY_PAYLOAD.fullmatch(value)):
+        return value
+    raise ValidationError(f"rate_key must be {RATE_KEY_FORMS} (or null for none), got {value!r}", field="rate_key")
+
+
+def rate_key_value(
+    rate_key: str, user_id: str | None, group_key: str | None, concurrency_key: str | None, payload: object
+) -> str:
+    """The rate-limit bucket of a job in a queue partitioned by `rate_key` (the memory and SQLite stores call this;
+    PostgreSQL's rate_key_of function and Redis's rate_key_of in common.lua compute the same). A payload field
+    counts when it is a string or an integer (written as its decimal digits); any other value, a missing field and
+    an empty string all mean the one shared bucket of jobs without a key, `""`."""
+    if rate_key == "user_id":
+        value: object = user_id
+    elif rate_key == "group_key":
+        value = group_key
+    elif rate_key == "concurrency_key":
+        value = concurrency_key
+    else:
+        value = payload.get(rate_key[8:]) if isinstance(payload, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value) if abs(value) < 2**53 else ""
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """A queue's rate limiter state as stored (`Store.rate_state`), read by the store's clock `now_us`: the queue's
+    own bucket (`queue_tat`: its theoretical arrival time, None = a full bucket) and, for a queue partitioned by
+    `rate_key`, how many keys hold state (a key whose bucket is full again holds none: it is forgotten) and the
+    `keys` (key, tat) furthest behind, the most limited first. `model.rate_allowance` turns a tat into tokens left
+    and the wait for the next one."""
+
+    now_us: int
+    queue_tat: int | None = None
+    key_count: int = 0
+    keys: Sequence[tuple[str, int]] = ()
+
+
 class Keep(Enum):
     KEEP = "keep"
 
@@ -1094,6 +1144,7 @@ class QueueSettings:
     concurrency: int | None = None  # max processing jobs across all workers; None = unlimited
     rate_limit: RateLimit | None = None  # max claims per period across all workers; None = unlimited
     key_concurrency: int | None = None  # max processing jobs per Job.concurrency_key; None = unlimited
+    rate_key: str | None = None  # partitions rate_limit: one bucket per value (check_rate_key); None = one bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -1105,6 +1156,7 @@ class QueueChange:
     concurrency: int | Keep | None = KEEP
     rate_limit: RateLimit | Keep | None = KEEP
     key_concurrency: int | Keep | None = KEEP
+    rate_key: str | Keep | None = KEEP
 
     def apply(self, settings: QueueSettings) -> QueueSettings:
         return QueueSettings(
@@ -1114,6 +1166,7 @@ class QueueChange:
             concurrency=settings.concurrency if self.concurrency is KEEP else self.concurrency,
             rate_limit=settings.rate_limit if self.rate_limit is KEEP else self.rate_limit,
             key_concurrency=settings.key_concurrency if self.key_concurrency is KEEP else self.key_concurrency,
+            rate_key=settings.rate_key if self.rate_key is KEEP else self.rate_key,
         )
 
 
@@ -1124,6 +1177,7 @@ def check_queue_settings(settings: QueueSettings) -> None:
             raise ValidationError(f"queue {name} must be ≥ 0 (or None for no limit)", field=name)
     if settings.rate_limit is not None and not isinstance(settings.rate_limit, RateLimit):
         raise ValidationError("rate_limit must be a RateLimit (or None for no limit)", field="rate_limit")
+    check_rate_key(settings.rate_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1135,6 +1189,7 @@ class QueueInfo:
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
     key_concurrency: int | None = None
+    rate_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,6 +221,20 @@ def test_queues_set_limits(cli: Cli) -> None:
     assert job["concurrency_key"] == "tenant-1"
 
 
+def test_queues_set_rate_keys(cli: Cli) -> None:
+    got = cli.json("queues", "set", "mail", "--rate", "10/m", "--burst", "2", "--rate-key", "payload.account")
+    assert got["rate_key"] == "payload.account" and got["rate_limit"] == {"limit": 10, "period": 60.0, "burst": 2}
+    assert "10/60s (burst 2) per payload.account" in cli.ok("queues", "list").stdout
+    got = cli.json("queues", "set", "mail", "--burst", "5")  # the stored limit's burst
+    assert got["rate_limit"]["burst"] == 5 and got["rate_key"] == "payload.account"
+    cli.ok("queues", "pause", "mail")
+    cli.ok("queues", "resume", "mail")
+    assert {q["name"]: q for q in cli.json("queues", "list")}["mail"]["rate_key"] == "payload.account"
+    bad = cli("queues", "set", "mail", "--rate-key", "payload.")
+    assert bad.exit_code != 0 and "rate_key" in bad.stdout + bad.stderr
+    assert cli.json("queues", "set", "mail", "--rate-key", "none")["rate_key"] is None
+
+
 def test_namespaces(cli: Cli) -> None:
     assert [ns["name"] for ns in cli.json("namespaces", "list")] == ["default"]
     created = cli.json(

@@ -189,9 +189,33 @@ def test_queue_limits_are_set_at_runtime_and_kept_across_pause(server: LiveServe
     bad = admin.patch("/api/v1/queues/mail", json={"rate_limit": "lots"})
     assert bad.status_code == 400 and bad.json()["field"] == "rate_limit"
     assert admin.patch("/api/v1/queues/mail", json={"concurrency": -1}).status_code in (400, 422)
-    assert admin.patch("/api/v1/queues/mail", json={"rate_burst": 2}).status_code == 400
+    alone = admin.patch("/api/v1/queues/mail", json={"rate_burst": 2})  # the stored limit's burst
+    assert alone.status_code == 200 and alone.json()["rate_limit"] == {"limit": 3, "period": 60.0, "burst": 2}
+    no_rate = admin.patch("/api/v1/queues/other", json={"rate_burst": 2})
+    assert no_rate.status_code == 400 and no_rate.json()["field"] == "rate_burst"
+    mixed = admin.patch("/api/v1/queues/mail", json={"rate_limit": {"limit": 3}, "rate_burst": 2})
+    assert mixed.status_code == 400 and mixed.json()["field"] == "rate_burst"
     assert admin.patch("/api/v1/queues/mail", json={"speed": 2}).status_code in (400, 422)
     assert server.client(server.user_token("alice")).patch("/api/v1/queues/mail", json={}).status_code == 403
+
+
+def test_rate_keys_over_http(server: LiveServer) -> None:
+    admin = server.admin
+    got = admin.patch("/api/v1/queues/mail", json={"rate_limit": "10/m", "rate_burst": 2, "rate_key": "user_id"})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["rate_key"] == "user_id" and body["rate_limit"] == {"limit": 10, "period": 60.0, "burst": 2}
+    paused = admin.post("/api/v1/queues/mail/pause").json()
+    assert paused["rate_key"] == "user_id"
+    listed = {q["name"]: q for q in admin.get("/api/v1/queues").json()["items"]}["mail"]
+    assert listed["rate_key"] == "user_id"
+    got = admin.patch("/api/v1/queues/mail", json={"rate_key": "payload.account"}).json()
+    assert got["rate_key"] == "payload.account" and got["rate_limit"]["limit"] == 10
+    for bad_key in ("payload.", "user", "payload.a.b"):
+        bad = admin.patch("/api/v1/queues/mail", json={"rate_key": bad_key})
+        assert bad.status_code == 400 and bad.json()["field"] == "rate_key", bad.text
+        assert "payload.<field>" in bad.text
+    assert admin.patch("/api/v1/queues/mail", json={"rate_key": None}).json()["rate_key"] is None
 
 
 def test_concurrency_keys_over_http(server: LiveServer) -> None:

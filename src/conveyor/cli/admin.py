@@ -22,7 +22,7 @@ from conveyor.cli.output import (
     when,
 )
 from conveyor.errors import NamespaceExists, ValidationError
-from conveyor.model import JSON, KEEP, Keep, Namespace, QueueInfo, QueueSettings, Stats, WorkerInfo, utcnow
+from conveyor.model import JSON, KEEP, Keep, Namespace, QueueInfo, QueueSettings, RateLimit, Stats, WorkerInfo, utcnow
 from conveyor.store.urls import redact
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
@@ -107,10 +107,17 @@ def list_queues(
             "[red]paused[/]" if q.paused else "[green]active[/]",
             *(str(q.counts.get(name, 0)) for name in columns),
             "-" if q.concurrency is None else str(q.concurrency),
-            "-" if q.rate_limit is None else escape(str(q.rate_limit)),
+            "-" if q.rate_limit is None else escape(rate_text(q.rate_limit, q.rate_key)),
             "-" if q.key_concurrency is None else str(q.key_concurrency),
         )
     console.print(table)
+
+
+def rate_text(rate: RateLimit | None, rate_key: str | None) -> str:
+    """A rate limit as the CLI shows it: `10/60s (burst 2) per user_id`."""
+    if rate is None:
+        return "unlimited" if rate_key is None else f"unlimited (rate key {rate_key}, unused)"
+    return str(rate) + ("" if rate_key is None else f" per {rate_key}")
 
 
 def _limit(text: str | None, what: str) -> int | Keep | None:
@@ -137,7 +144,18 @@ def set_queue(
         typer.Option("--rate", "-r", help="Max claims per period: '100/s', '10/m', '3/10s'; 'none' removes it."),
     ] = None,
     burst: Annotated[
-        int | None, typer.Option("--burst", help="With --rate: claims that may start at once (default: N).")
+        int | None,
+        typer.Option(
+            "--burst", help="Claims that may start at once (default: N); alone, changes the stored rate's burst."
+        ),
+    ] = None,
+    rate_key: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-key",
+            help="Partition the rate limit, one bucket per value: user_id, group_key, concurrency_key or "
+            "payload.<field>; 'none' for one bucket per queue.",
+        ),
     ] = None,
     key_concurrency: Annotated[
         str | None,
@@ -148,21 +166,30 @@ def set_queue(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a queue's limits at runtime; what you do not name stays as it is (a pause keeps the limits too)."""
-    if concurrency is None and rate is None and key_concurrency is None:
-        fail("nothing to change: give --concurrency, --rate or --key-concurrency", code=EXIT_USAGE)
+    if concurrency is None and rate is None and key_concurrency is None and rate_key is None and burst is None:
+        fail("nothing to change: give --concurrency, --rate, --burst, --rate-key or --key-concurrency", code=EXIT_USAGE)
     cap = _limit(concurrency, "--concurrency")
     key_cap = _limit(key_concurrency, "--key-concurrency")
     rate_limit: str | Keep | None = KEEP
     if rate is not None:
         rate_limit = None if rate.strip().lower() in ("none", "off", "-") else rate
-    if burst is not None and not isinstance(rate_limit, str):
-        fail("--burst goes with --rate N/period", code=EXIT_USAGE)
+    if burst is not None and rate_limit is None:
+        fail("--burst goes with --rate N/period (not with --rate none)", code=EXIT_USAGE)
+    partition: str | Keep | None = KEEP
+    if rate_key is not None:
+        partition = None if rate_key.strip().lower() in ("none", "off", "-") else rate_key.strip()
     app = load_app(ctx)
 
     async def body() -> QueueSettings:
         async with app:
             return await app.aupdate_queue(
-                queue, namespace, concurrency=cap, rate_limit=rate_limit, rate_burst=burst, key_concurrency=key_cap
+                queue,
+                namespace,
+                concurrency=cap,
+                rate_limit=rate_limit,
+                rate_burst=burst,
+                key_concurrency=key_cap,
+                rate_key=partition,
             )
 
     stored = run(body)
@@ -172,7 +199,7 @@ def set_queue(
     console.print(
         f"Queue {escape(namespace)}/{escape(queue)}: "
         f"concurrency {'unlimited' if stored.concurrency is None else stored.concurrency}, "
-        f"rate {'unlimited' if stored.rate_limit is None else escape(str(stored.rate_limit))}, "
+        f"rate {escape(rate_text(stored.rate_limit, stored.rate_key))}, "
         f"per key {'unlimited' if stored.key_concurrency is None else stored.key_concurrency}"
         f"{', paused' if stored.paused else ''}."
     )

@@ -358,6 +358,7 @@ def queue_json(q: QueueInfo) -> dict[str, JSON]:
         "concurrency": q.concurrency,
         "rate_limit": rate_json(q.rate_limit),
         "key_concurrency": q.key_concurrency,
+        "rate_key": q.rate_key,
         "counts": dict(q.counts),
     }
 

@@ -430,6 +430,7 @@ async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONR
             "concurrency": None,
             "rate_limit": None,
             "key_concurrency": None,
+            "rate_key": None,
             "counts": {},
         }
     )
@@ -442,8 +443,13 @@ async def update_queue(
     """Set or remove the queue's concurrency cap and rate limit, or pause it; omitted fields keep their value (a
     pause keeps the limits). Workers apply the change at their next claim; Run ignores pauses and limits."""
     given = body.model_fields_set
-    if "rate_burst" in given and body.rate_burst is not None and not isinstance(body.rate_limit, str):
-        raise ValidationError("rate_burst goes with a text rate_limit such as '100/s'", field="rate_burst")
+    burst_given = "rate_burst" in given and body.rate_burst is not None
+    if burst_given and "rate_limit" in given and not isinstance(body.rate_limit, str):
+        raise ValidationError(
+            "rate_burst goes with a text rate_limit such as '100/s' (an object rate_limit has its own burst), "
+            "or alone to change the stored limit's burst",
+            field="rate_burst",
+        )
     rate: RateLimit | str | Keep | None = KEEP
     if "rate_limit" in given:
         r = body.rate_limit
@@ -458,6 +464,7 @@ async def update_queue(
         key_concurrency=body.key_concurrency if "key_concurrency" in given else KEEP,
         rate_limit=rate,
         rate_burst=body.rate_burst,
+        rate_key=body.rate_key if "rate_key" in given else KEEP,
     )
     return await _queue_answer(ctx, namespace, queue)
 

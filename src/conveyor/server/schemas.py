@@ -399,6 +399,7 @@ class QueueOut(BaseModel):
     concurrency: int | None = None
     rate_limit: RateLimitOut | None = None
     key_concurrency: int | None = None
+    rate_key: str | None = None
     counts: dict[str, int]
 
 
@@ -414,7 +415,15 @@ class QueuePatch(BaseModel):
     rate_limit: str | RateLimitOut | None = Field(
         None, description="Max claims per period across all workers: '100/s', '10/m', '3/10s' or an object; null: none"
     )
-    rate_burst: int | None = Field(None, ge=1, le=2**31 - 1, description="With a text rate_limit: its burst")
+    rate_burst: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="The rate limit's burst (alone: changes the stored limit's burst)"
+    )
+    rate_key: str | None = Field(
+        None,
+        max_length=80,
+        description="Partitions rate_limit, one bucket per value: 'user_id', 'group_key', 'concurrency_key' or "
+        "'payload.<field>'; null: one bucket for the queue",
+    )
     key_concurrency: int | None = Field(
         None, ge=0, le=2**31 - 1, description="Max processing jobs per concurrency_key; null: no limit"
     )

@@ -35,6 +35,11 @@ written outside this repository runs it with `pytest --pyargs conveyor.conforman
   and process. Jobs over the limit stay pending and burn no attempt; `next_due` reports the time of the next
   allowed claim, so workers sleep until then. `claim_user` (Run) ignores rate limits as it ignores pauses. The
   arrival time is kept by every settings write (changing the limit does not reset the bucket).
+  With `QueueSettings.rate_key` the limit holds per key instead (`model.rate_key_value`: a job column or a
+  top-level payload field; jobs without a value share the bucket `""`): one GCRA state per (namespace, queue, key),
+  the claim passes over the jobs of keys without a token to the jobs behind them, and `next_due` ignores them up
+  to their key's next token. A key's state is dropped once its bucket is full again (its arrival time passed), so
+  the stored state is bounded by the keys claimed within one burst's time; `rate_state` reports it.
 * **Concurrency per key** (Job.concurrency_key, QueueSettings.key_concurrency): `claim` (hand-off included) never
   leaves more than `key_concurrency` jobs of one (namespace, queue, concurrency key) processing, counted inside its
   own atomic step; it passes over the jobs of keys at their limit to the jobs behind them (a blocked key's backlog
@@ -150,6 +155,7 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    RateState,
     ScheduleRecord,
     ScheduleRun,
     Stats,
@@ -647,6 +653,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
         """The queue's stored settings, or the defaults (not paused, no limits) when it has none."""
+
+    @abc.abstractmethod
+    async def rate_state(self, namespace: str, queue: str, limit: int = 10) -> RateState:
+        """The queue's rate limiter state by the store's clock: its own bucket, how many keys hold state (`rate_key`
+        queues) and the `limit` keys with the latest arrival time (the most limited). Keys whose bucket is full
+        again are not counted (they hold no state, or are about to be dropped)."""
 
     @abc.abstractmethod
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:

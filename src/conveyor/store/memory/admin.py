@@ -31,6 +31,7 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    RateState,
     ScheduleRecord,
     ScheduleRun,
     Stats,
@@ -46,6 +47,7 @@ from conveyor.store.memory.data import (
     DataSet,
     QueueKey,
     clone_job,
+    epoch_us,
     matches_filter,
 )
 
@@ -298,6 +300,7 @@ class MemoryAdmin(Store):
             for qk in [qk for qk in d.queue_settings if qk[0] == name]:
                 del d.queue_settings[qk]
                 d.rate_tat.pop(qk, None)
+                d.rate_key_tat.pop(qk, None)
             return d.namespaces.pop(name, None) is not None or bool(doomed)
 
     # ---- queues ----------------------------------------------------------------------------------------------
@@ -349,9 +352,18 @@ class MemoryAdmin(Store):
                         concurrency=None if settings is None else settings.concurrency,
                         rate_limit=None if settings is None else settings.rate_limit,
                         key_concurrency=None if settings is None else settings.key_concurrency,
+                        rate_key=None if settings is None else settings.rate_key,
                     )
                 )
             return out
+
+    async def rate_state(self, namespace: str, queue: str, limit: int = 10) -> RateState:
+        d = self._data
+        with d.lock:
+            now_us = epoch_us(utcnow())
+            keys = [(k, t) for k, t in d.rate_key_tat.get((namespace, queue), {}).items() if t > now_us]
+            keys.sort(key=lambda kt: (-kt[1], kt[0]))
+            return RateState(now_us, d.rate_tat.get((namespace, queue)), len(keys), keys[: max(0, limit)])
 
     # ---- workers ---------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import bisect
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.codec import copier
@@ -66,6 +66,14 @@ def lane_key(job: Job) -> LaneKey | None:
     return None if key is None else (job.namespace, key)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (the rate limiter's clock)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
 @dataclass(slots=True)
 class DataSet:
     """One data set: what a `memory://NAME` URL names. Shared by every MemoryStore opened on that URL."""
@@ -88,6 +96,7 @@ class DataSet:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     queue_settings: dict[QueueKey, QueueSettings] = field(default_factory=dict)
     rate_tat: dict[QueueKey, int] = field(default_factory=dict)  # rate limiter state (µs), kept across writes
+    rate_key_tat: dict[QueueKey, dict[str, int]] = field(default_factory=dict)  # per rate key (rate_key queues)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     kv: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # key -> (value, monotonic expiry)
     leaders: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # role -> (holder, term, expiry)

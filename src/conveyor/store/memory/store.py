@@ -7,7 +7,7 @@ import heapq
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -30,6 +30,7 @@ from conveyor.model import (
     new_lease_tokens,
     rate_advance,
     rate_allowance,
+    rate_key_value,
     utcnow,
 )
 from conveyor.store.base import IdleClaim, refuse_default
@@ -41,16 +42,12 @@ from conveyor.store.memory.data import (
     LaneKey,
     QueueKey,
     clone_job,
+    epoch_us,
     lane_key,
 )
 from conveyor.store.urls import take_options
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (the rate limiter's clock)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+_us = epoch_us
 
 
 __all__ = ["CONFLICT_MESSAGE", "MemoryStore"]
@@ -229,6 +226,7 @@ class MemoryStore(MemoryAdmin):
         sources: list[list[ClaimKey]] = []
         room: dict[QueueKey, int | None] = {}  # how many more a queue may start (None = unlimited)
         rated: dict[QueueKey, RateLimit] = {}  # rate-limited queues of this claim
+        rate_keyed: dict[QueueKey, tuple[RateLimit, str, dict[str, int]]] = {}  # partitioned: rate, rate_key, tats
         key_limits: dict[QueueKey, int] = {}  # queues with a limit per concurrency key
         for (ns, q, task), keys in d.pending.items():
             if q not in wanted_queues or ns in excluded or (wanted_ns is not None and ns not in wanted_ns):
@@ -245,7 +243,12 @@ class MemoryStore(MemoryAdmin):
                     cap -= len(d.processing.get(qk, ()))
                     if cap <= 0:
                         continue
-                if settings is not None and settings.rate_limit is not None:
+                if settings is not None and settings.rate_limit is not None and settings.rate_key is not None:
+                    tats = d.rate_key_tat.setdefault(qk, {})
+                    for k in [k for k, t in tats.items() if t <= now_us]:  # full buckets again: forgotten
+                        del tats[k]
+                    rate_keyed[qk] = (settings.rate_limit, settings.rate_key, tats)
+                elif settings is not None and settings.rate_limit is not None:
                     allowed, _ = rate_allowance(settings.rate_limit, d.rate_tat.get(qk), now_us)
                     if allowed <= 0:
                         continue
@@ -259,6 +262,7 @@ class MemoryStore(MemoryAdmin):
             return []
         lanes_taken: set[LaneKey] = set()
         keys_taken: Counter[tuple[str, str, str]] = Counter()
+        rate_taken: Counter[tuple[str, str, str]] = Counter()  # (ns, queue, rate key) -> started by this claim
         chosen: list[Job] = []
         # Choose first, start afterwards: starting changes the indexes that the merge is walking.
         for _, run_at, job_id in heapq.merge(*sources):
@@ -274,6 +278,13 @@ class MemoryStore(MemoryAdmin):
                 kk = (rec.namespace, rec.queue, rec.concurrency_key)
                 if d.key_processing[kk] + keys_taken[kk] >= key_limits[qk]:
                     continue
+            rk = None
+            if qk in rate_keyed:
+                rate, rate_key, tats = rate_keyed[qk]
+                value = rate_key_value(rate_key, rec.user_id, rec.group_key, rec.concurrency_key, rec.payload)
+                rk = (rec.namespace, rec.queue, value)
+                if rate_allowance(rate, tats.get(value), now_us)[0] <= rate_taken[rk]:
+                    continue
             lk = lane_key(rec)
             if lk is not None:
                 if lk in lanes_taken or d.lane_busy(lk) or d.lane_head(lk) is not rec:
@@ -283,6 +294,8 @@ class MemoryStore(MemoryAdmin):
                 room[qk] = free - 1
             if kk is not None:
                 keys_taken[kk] += 1
+            if rk is not None:
+                rate_taken[rk] += 1
             chosen.append(rec)
             if len(chosen) >= limit:
                 break
@@ -293,6 +306,9 @@ class MemoryStore(MemoryAdmin):
             for qk, rate in rated.items():
                 if taken[qk]:
                     d.rate_tat[qk] = rate_advance(rate, d.rate_tat.get(qk), now_us, taken[qk])
+        for (ns, q, value), n in rate_taken.items():
+            rate, _, tats = rate_keyed[(ns, q)]
+            tats[value] = rate_advance(rate, tats.get(value), now_us, n)
         return [clone_job(rec) for rec in chosen]
 
     async def claim_user(self, namespace: str, user_id: str, worker_id: str, lease: timedelta) -> Job | None:
@@ -413,7 +429,10 @@ class MemoryStore(MemoryAdmin):
                 key_limit = None if settings is None else settings.key_concurrency
                 # a rate-limited queue's jobs are claimable no sooner than its next token
                 floor: datetime | None = None
-                if settings is not None and settings.rate_limit is not None:
+                rate_keyed: tuple[RateLimit, str, dict[str, int]] | None = None
+                if settings is not None and settings.rate_limit is not None and settings.rate_key is not None:
+                    rate_keyed = (settings.rate_limit, settings.rate_key, d.rate_key_tat.get(qk, {}))
+                elif settings is not None and settings.rate_limit is not None:
                     _, wait_us = rate_allowance(settings.rate_limit, d.rate_tat.get(qk), _us(now))
                     if wait_us:
                         floor = now + timedelta(microseconds=wait_us)
@@ -426,13 +445,25 @@ class MemoryStore(MemoryAdmin):
                         if best is not None and at >= best:
                             break
                         rec = d.jobs[job_id]
+                        held = False  # by its rate key: a later job of another key may come sooner
+                        if rate_keyed is not None:  # no sooner than its key's next token
+                            rate, rate_key, tats = rate_keyed
+                            value = rate_key_value(
+                                rate_key, rec.user_id, rec.group_key, rec.concurrency_key, rec.payload
+                            )
+                            _, wait_us = rate_allowance(rate, tats.get(value), _us(now))
+                            held = wait_us > 0 and now + timedelta(microseconds=wait_us) > at
+                            at = max(at, now + timedelta(microseconds=wait_us))
+                            if best is not None and at >= best:
+                                continue
                         ck = rec.concurrency_key
                         if key_limit is not None and ck is not None and d.key_processing[(ns, q, ck)] >= key_limit:
                             continue  # its key is at its limit: claim skips it
                         lk = lane_key(rec)
                         if lk is None or (not d.lane_busy(lk) and d.lane_head(lk) is rec):
                             best = at
-                            break
+                            if not held:
+                                break
                     i = end
         return None if best is None else (best - now).total_seconds()
 

@@ -242,4 +242,22 @@ CREATE TABLE {schema}.schedule_runs (
 );
 """,
     ),
+    (
+        9,
+        "0009_rate_keys",
+        """
+-- Rate limits per key (issue 13): a queue's rate_key partitions its rate limit; each key's GCRA state (the
+-- theoretical arrival time, µs) is a row, kept only while that key's bucket is not full again: the claim deletes the
+-- rows whose time has passed through rate_keys_tat, so the table holds at most the keys claimed within one burst.
+ALTER TABLE {schema}.queue_settings ADD COLUMN rate_key text;
+CREATE TABLE {schema}.rate_keys (
+    namespace text NOT NULL,
+    queue     text NOT NULL,
+    key       text NOT NULL,
+    tat       bigint NOT NULL,
+    PRIMARY KEY (namespace, queue, key)
+);
+CREATE INDEX rate_keys_tat ON {schema}.rate_keys (namespace, queue, tat);
+""",
+    ),
 )

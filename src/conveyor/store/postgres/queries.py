@@ -75,6 +75,36 @@ LANGUAGE sql VOLATILE AS $$
 $$
 """
 
+# A job's rate-limit bucket in a queue partitioned by rate_key (model.rate_key_value): a job column, or a top-level
+# payload field when it is a string or an integer below 2^53 (its digits); '' for none. Inlined by the planner.
+CREATE_RATE_KEY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.rate_key_of(p_kind text, p_user text, p_group text, p_ckey text, p_payload json)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(CASE p_kind
+        WHEN 'user_id' THEN p_user
+        WHEN 'group_key' THEN p_group
+        WHEN 'concurrency_key' THEN p_ckey
+        ELSE CASE json_typeof(p_payload -> substr(p_kind, 9))
+             WHEN 'string' THEN p_payload ->> substr(p_kind, 9)
+             WHEN 'number' THEN CASE WHEN (p_payload ->> substr(p_kind, 9)) ~ '^-?[0-9]{1,16}$'
+                                      AND abs((p_payload ->> substr(p_kind, 9))::numeric) < 9007199254740992
+                                     THEN ((p_payload ->> substr(p_kind, 9))::numeric)::text END
+             END
+        END, '')
+$$
+"""
+
+# A rate_key queue's keys that hold state (arrival time after p_now: their bucket is not full), with a fresh
+# snapshot like running_jobs: the claim calls it after locking the queue's settings row.
+CREATE_RATE_KEYS_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.rate_keys_held(p_namespace text, p_queue text, p_now bigint)
+RETURNS TABLE (key text, tat bigint)
+LANGUAGE sql VOLATILE AS $$
+    SELECT key, tat FROM {schema}.rate_keys WHERE namespace = p_namespace AND queue = p_queue AND tat > p_now
+$$
+"""
+
 # ---- enqueue ----------------------------------------------------------------------------------------------------
 
 # One statement for the whole batch, in input order so that the first of equal unique keys wins. Rows whose
@@ -224,15 +254,17 @@ commit_mode AS MATERIALIZED (
     WHERE s.queue = ANY(%(queues)s::text[]) AND s.paused
 ),
 capped AS MATERIALIZED (
-    SELECT c.namespace, c.queue, c.rate_interval, c.rate_from, c.key_concurrency,
+    SELECT c.namespace, c.queue, c.rate_interval, c.rate_from, c.key_concurrency, c.rate_key, c.rate_tolerance,
+           c.now_us,
            least(CASE WHEN c.concurrency IS NOT NULL
                       THEN c.concurrency - {schema}.running_jobs(c.namespace, c.queue) END,
-                 CASE WHEN c.rate_interval IS NULL THEN NULL
+                 CASE WHEN c.rate_interval IS NULL OR c.rate_key IS NOT NULL THEN NULL
                       WHEN c.now_us + c.rate_tolerance < c.rate_from THEN 0
                       ELSE (c.now_us + c.rate_tolerance - c.rate_from) / c.rate_interval + 1 END) AS room
     FROM (
         SELECT s.namespace, s.queue, s.concurrency, s.rate_interval, s.rate_tolerance, s.key_concurrency, t.now_us,
-               greatest(coalesce(s.rate_tat, 0), t.now_us) AS rate_from
+               greatest(coalesce(s.rate_tat, 0), t.now_us) AS rate_from,
+               CASE WHEN s.rate_interval IS NOT NULL THEN s.rate_key END AS rate_key
         FROM {schema}.queue_settings s,
              (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
         WHERE s.queue = ANY(%(queues)s::text[])
@@ -247,11 +279,21 @@ key_busy AS MATERIALIZED (
     FROM capped c CROSS JOIN LATERAL {schema}.running_keys(c.namespace, c.queue) k
     WHERE c.key_concurrency IS NOT NULL
 ),
+key_tat AS MATERIALIZED (
+    SELECT c.namespace, c.queue, k.key, k.tat,
+           CASE WHEN c.now_us + c.rate_tolerance < k.tat THEN 0
+                ELSE (c.now_us + c.rate_tolerance - k.tat) / c.rate_interval + 1 END AS allowed
+    FROM capped c CROSS JOIN LATERAL {schema}.rate_keys_held(c.namespace, c.queue, c.now_us) k
+    WHERE c.rate_key IS NOT NULL
+),
 picked AS (
-    SELECT p.id, p.namespace, p.queue, p.priority, p.run_at, p.concurrency_key
+    SELECT p.id, p.namespace, p.queue, p.priority, p.run_at, p.concurrency_key, p.rate_key
     FROM arms a
     CROSS JOIN LATERAL (
-        SELECT j.id, j.namespace, j.queue, j.priority, j.run_at, j.concurrency_key
+        SELECT j.id, j.namespace, j.queue, j.priority, j.run_at, j.concurrency_key,
+               (SELECT {schema}.rate_key_of(x.rate_key, j.user_id, j.group_key, j.concurrency_key, j.payload)
+                FROM capped x WHERE x.namespace = j.namespace AND x.queue = j.queue AND x.rate_key IS NOT NULL)
+               AS rate_key
         FROM {schema}.jobs j
         WHERE j.status = 'pending'
           AND j.queue = a.queue
@@ -269,6 +311,12 @@ picked AS (
                      AND x.key_concurrency <= coalesce((SELECT kb.n FROM key_busy kb
                                                         WHERE kb.namespace = j.namespace AND kb.queue = j.queue
                                                           AND kb.key = j.concurrency_key), 0)))
+          AND NOT EXISTS (
+                   SELECT 1 FROM capped x JOIN key_tat kt ON kt.namespace = x.namespace AND kt.queue = x.queue
+                   WHERE x.namespace = j.namespace AND x.queue = j.queue AND x.rate_key IS NOT NULL
+                     AND kt.allowed <= 0
+                     AND kt.key = {schema}.rate_key_of(x.rate_key, j.user_id, j.group_key, j.concurrency_key,
+                                                       j.payload))
           AND (j.serial_key IS NULL OR (
                    NOT EXISTS (SELECT 1 FROM {schema}.jobs h
                                WHERE h.status = 'pending' AND h.namespace = j.namespace
@@ -282,17 +330,21 @@ picked AS (
     ) p
 ),
 chosen AS (
-    SELECT r.id, r.namespace, r.queue
+    SELECT r.id, r.namespace, r.queue, r.rate_key
     FROM (
         SELECT p.*, row_number() OVER (PARTITION BY p.namespace, p.queue ORDER BY p.priority, p.run_at, p.id) AS n,
                row_number() OVER (PARTITION BY p.namespace, p.queue, p.concurrency_key
-                                  ORDER BY p.priority, p.run_at, p.id) AS kn
+                                  ORDER BY p.priority, p.run_at, p.id) AS kn,
+               row_number() OVER (PARTITION BY p.namespace, p.queue, p.rate_key
+                                  ORDER BY p.priority, p.run_at, p.id) AS rn
         FROM picked p
     ) r
     LEFT JOIN capped x ON x.namespace = r.namespace AND x.queue = r.queue
     LEFT JOIN key_busy kb ON kb.namespace = r.namespace AND kb.queue = r.queue AND kb.key = r.concurrency_key
+    LEFT JOIN key_tat kt ON kt.namespace = r.namespace AND kt.queue = r.queue AND kt.key = r.rate_key
     WHERE (x.room IS NULL OR r.n <= x.room)
       AND (r.concurrency_key IS NULL OR x.key_concurrency IS NULL OR r.kn <= x.key_concurrency - coalesce(kb.n, 0))
+      AND (r.rate_key IS NULL OR r.rn <= coalesce(kt.allowed, x.rate_tolerance / x.rate_interval + 1))
     ORDER BY r.priority, r.run_at, r.id
     LIMIT %(limit)s
 ),
@@ -302,7 +354,23 @@ rated AS (
     FROM capped x
     JOIN (SELECT c.namespace, c.queue, count(*) AS taken FROM chosen c GROUP BY c.namespace, c.queue) n
       ON n.namespace = x.namespace AND n.queue = x.queue
-    WHERE x.rate_interval IS NOT NULL AND s.namespace = x.namespace AND s.queue = x.queue
+    WHERE x.rate_interval IS NOT NULL AND x.rate_key IS NULL AND s.namespace = x.namespace AND s.queue = x.queue
+),
+rated_keys AS (
+    INSERT INTO {schema}.rate_keys (namespace, queue, key, tat)
+    SELECT n.namespace, n.queue, n.rate_key, greatest(coalesce(kt.tat, 0), x.now_us) + n.taken * x.rate_interval
+    FROM (SELECT c.namespace, c.queue, c.rate_key, count(*) AS taken FROM chosen c
+          WHERE c.rate_key IS NOT NULL GROUP BY c.namespace, c.queue, c.rate_key) n
+    JOIN capped x ON x.namespace = n.namespace AND x.queue = n.queue
+    LEFT JOIN key_tat kt ON kt.namespace = n.namespace AND kt.queue = n.queue AND kt.key = n.rate_key
+    ON CONFLICT (namespace, queue, key) DO UPDATE SET tat = excluded.tat
+),
+forgotten_keys AS (
+    DELETE FROM {schema}.rate_keys d
+    USING capped x
+    WHERE x.rate_key IS NOT NULL AND d.namespace = x.namespace AND d.queue = x.queue AND d.tat <= x.now_us
+      AND NOT EXISTS (SELECT 1 FROM chosen c
+                      WHERE c.namespace = d.namespace AND c.queue = d.queue AND c.rate_key = d.key)
 )
 """
 
@@ -452,7 +520,17 @@ rate_wait AS MATERIALIZED (
            greatest(coalesce(s.rate_tat, 0), t.now_us) - s.rate_tolerance - t.now_us AS wait_us
     FROM {schema}.queue_settings s,
          (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
-    WHERE s.queue = ANY(%(queues)s::text[]) AND s.rate_interval IS NOT NULL
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.rate_interval IS NOT NULL AND s.rate_key IS NULL
+),
+key_dry AS MATERIALIZED (
+    SELECT s.namespace, s.queue, s.rate_key AS kind, k.key, k.tat - s.rate_tolerance - t.now_us AS wait_us
+    FROM {schema}.queue_settings s
+    CROSS JOIN (SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us) t
+    CROSS JOIN LATERAL {schema}.rate_keys_held(s.namespace, s.queue, t.now_us) k
+    WHERE s.queue = ANY(%(queues)s::text[]) AND s.rate_interval IS NOT NULL AND s.rate_key IS NOT NULL
+      AND NOT s.paused AND k.tat - s.rate_tolerance > t.now_us
+      AND (%(namespaces)s::text[] IS NULL OR s.namespace = ANY(%(namespaces)s::text[]))
+      AND s.namespace <> ALL(%(exclude)s::text[])
 ),
 key_full AS MATERIALIZED (
     SELECT s.namespace, s.queue, k.key
@@ -474,7 +552,16 @@ rate_blocked AS MATERIALIZED (
       AND EXISTS (SELECT 1 FROM arms a JOIN {schema}.jobs j ON j.queue = a.queue AND j.task = a.task
                   WHERE a.queue = w.queue AND j.status = 'pending' AND j.namespace = w.namespace)
 )
-SELECT extract(epoch FROM least(min(first.run_at), (SELECT min(b.at) FROM rate_blocked b))
+SELECT extract(epoch FROM least(min(first.run_at), (SELECT min(b.at) FROM rate_blocked b),
+                                (SELECT statement_timestamp() + min(d.wait_us) * interval '1 microsecond'
+                                 FROM key_dry d
+                                 WHERE NOT EXISTS (SELECT 1 FROM blocked x
+                                                   WHERE x.namespace = d.namespace AND x.queue = d.queue)
+                                   AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = d.namespace)
+                                   AND EXISTS (SELECT 1 FROM arms a JOIN {schema}.jobs j
+                                                 ON j.queue = a.queue AND j.task = a.task
+                                               WHERE a.queue = d.queue AND j.status = 'pending'
+                                                 AND j.namespace = d.namespace)))
                           - statement_timestamp())::float8
 FROM prio
 CROSS JOIN LATERAL (
@@ -486,6 +573,10 @@ CROSS JOIN LATERAL (
       AND NOT EXISTS (SELECT 1 FROM off x WHERE x.name = j.namespace)
       AND NOT EXISTS (SELECT 1 FROM blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
       AND NOT EXISTS (SELECT 1 FROM rate_blocked x WHERE x.namespace = j.namespace AND x.queue = j.queue)
+      AND NOT EXISTS (SELECT 1 FROM key_dry x
+                      WHERE x.namespace = j.namespace AND x.queue = j.queue
+                        AND x.key = {schema}.rate_key_of(x.kind, j.user_id, j.group_key, j.concurrency_key,
+                                                         j.payload))
       AND (j.concurrency_key IS NULL OR (
                NOT EXISTS (SELECT 1 FROM key_full x WHERE x.namespace = j.namespace AND x.queue = j.queue
                                                       AND x.key = j.concurrency_key)
@@ -897,6 +988,9 @@ gone_attempts AS (
 gone_settings AS (
     DELETE FROM {schema}.queue_settings WHERE namespace = %(name)s
 ),
+gone_rate_keys AS (
+    DELETE FROM {schema}.rate_keys WHERE namespace = %(name)s
+),
 gone AS (
     DELETE FROM {schema}.namespaces WHERE name = %(name)s RETURNING name
 )
@@ -907,13 +1001,13 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_jobs)
 # GCRA constants in µs (model.RateLimit computes them, so every store applies one formula).
 PUT_QUEUE_SETTINGS = """
 INSERT INTO {schema}.queue_settings (namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst,
-                                     rate_interval, rate_tolerance, key_concurrency)
+                                     rate_interval, rate_tolerance, key_concurrency, rate_key)
 VALUES (%(namespace)s, %(queue)s, %(paused)s, %(concurrency)s, %(rate_limit)s, %(rate_period)s, %(rate_burst)s,
-        %(rate_interval)s, %(rate_tolerance)s, %(key_concurrency)s)
+        %(rate_interval)s, %(rate_tolerance)s, %(key_concurrency)s, %(rate_key)s)
 ON CONFLICT (namespace, queue) DO UPDATE
 SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
     rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, rate_interval = excluded.rate_interval,
-    rate_tolerance = excluded.rate_tolerance, key_concurrency = excluded.key_concurrency
+    rate_tolerance = excluded.rate_tolerance, key_concurrency = excluded.key_concurrency, rate_key = excluded.rate_key
 """
 
 # update_queue_settings: the row is created if missing, then locked (FOR UPDATE) and read in the caller's
@@ -923,12 +1017,12 @@ INSERT INTO {schema}.queue_settings (namespace, queue) VALUES (%(namespace)s, %(
 ON CONFLICT (namespace, queue) DO NOTHING
 """
 LOCK_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM {schema}.queue_settings
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key FROM {schema}.queue_settings
 WHERE namespace = %(namespace)s AND queue = %(queue)s
 FOR UPDATE
 """
 GET_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM {schema}.queue_settings
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key FROM {schema}.queue_settings
 WHERE namespace = %(namespace)s AND queue = %(queue)s
 """
 
@@ -942,15 +1036,29 @@ WITH counts AS (
     GROUP BY namespace, queue, status
 ),
 settings AS (
-    SELECT namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency
+    SELECT namespace, queue, paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key
     FROM {schema}.queue_settings
     WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
 )
 SELECT coalesce(c.namespace, s.namespace), coalesce(c.queue, s.queue), c.status, coalesce(c.n, 0),
        coalesce(c.scheduled, 0), coalesce(s.paused, false), s.concurrency, s.rate_limit, s.rate_period,
-       s.rate_burst, s.key_concurrency
+       s.rate_burst, s.key_concurrency, s.rate_key
 FROM counts c
 FULL JOIN settings s ON s.namespace = c.namespace AND s.queue = c.queue
+"""
+
+# Store.rate_state: the queue's own bucket, the keys holding state and the most limited of them.
+RATE_STATE = """
+SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
+       (SELECT rate_tat FROM {schema}.queue_settings WHERE namespace = %(namespace)s AND queue = %(queue)s),
+       (SELECT count(*) FROM {schema}.rate_keys
+        WHERE namespace = %(namespace)s AND queue = %(queue)s
+          AND tat > (extract(epoch FROM statement_timestamp()) * 1000000)::bigint),
+       (SELECT coalesce(json_agg(json_build_array(k.key, k.tat)), '[]'::json) FROM (
+            SELECT key, tat FROM {schema}.rate_keys
+            WHERE namespace = %(namespace)s AND queue = %(queue)s
+              AND tat > (extract(epoch FROM statement_timestamp()) * 1000000)::bigint
+            ORDER BY tat DESC, key LIMIT %(limit)s) k)
 """
 
 REGISTER_WORKER = """

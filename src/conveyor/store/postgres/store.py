@@ -55,6 +55,7 @@ from conveyor.model import (
     QueueInfo,
     QueueSettings,
     RateLimit,
+    RateState,
     ScheduleRecord,
     ScheduleRun,
     Stats,
@@ -266,6 +267,8 @@ class PostgresStore(PgHandOff):
             # Functions and the trigger are (re)created every time: cheap, and they always match this code.
             await conn.execute(q.CREATE_RUNNING_FUNCTION)
             await conn.execute(q.CREATE_RUNNING_KEYS_FUNCTION)
+            await conn.execute(q.CREATE_RATE_KEY_FUNCTION)
+            await conn.execute(q.CREATE_RATE_KEYS_FUNCTION)
             await conn.execute(q.CREATE_NOTIFY_TRIGGER)
         if applied:
             logger.info("applied migrations to schema %s: %s", self.schema, ", ".join(applied))
@@ -776,8 +779,9 @@ class PostgresStore(PgHandOff):
     async def list_queues(self, namespace: str | None = None) -> list[QueueInfo]:
         rows = await self._all(self._q.LIST_QUEUES, {"namespace": namespace})
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None]] = {}
-        for ns, queue, status, n, scheduled, paused, concurrency, rate_limit, rate_period, rate_burst, kc in rows:
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None, str | None]] = {}
+        for row in rows:
+            ns, queue, status, n, scheduled, paused, concurrency, rate_limit, rate_period, rate_burst, kc, rk = row
             c = counts.setdefault((ns, queue), {s.value: 0 for s in JobStatus} | {"scheduled": 0})
             if status is not None:
                 c[status] += int(n)
@@ -787,6 +791,7 @@ class PostgresStore(PgHandOff):
                 concurrency,
                 rate_from_columns(rate_limit, rate_period, rate_burst),
                 kc,
+                rk,
             )
         return [
             QueueInfo(
@@ -797,9 +802,17 @@ class PostgresStore(PgHandOff):
                 concurrency=settings[k][1],
                 rate_limit=settings[k][2],
                 key_concurrency=settings[k][3],
+                rate_key=settings[k][4],
             )
             for k in sorted(counts)
         ]
+
+    async def rate_state(self, namespace: str, queue: str, limit: int = 10) -> RateState:
+        params = {"namespace": namespace, "queue": queue, "limit": max(0, limit)}
+        row = await self._one(self._q.RATE_STATE, params)
+        assert row is not None
+        now, tat, count, keys = row
+        return RateState(int(now), None if tat is None else int(tat), int(count), [(k, int(t)) for k, t in keys])
 
     # ---- workers ---------------------------------------------------------------------------------------------
 
@@ -974,7 +987,7 @@ def _stored_values(value: Any, fields: Sequence[FieldSpec]) -> tuple[Any, ...]:
 
 
 def _queue_settings_row(namespace: str, queue: str, row: Sequence[Any]) -> QueueSettings:
-    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency = row
+    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key = row
     return QueueSettings(
         namespace,
         queue,
@@ -982,6 +995,7 @@ def _queue_settings_row(namespace: str, queue: str, row: Sequence[Any]) -> Queue
         concurrency,
         rate_from_columns(rate_limit, rate_period, rate_burst),
         key_concurrency,
+        rate_key,
     )
 
 
@@ -998,4 +1012,5 @@ def _queue_settings_params(settings: QueueSettings) -> dict[str, Any]:
         "rate_interval": None if rate is None else rate.interval_us,
         "rate_tolerance": None if rate is None else rate.tolerance_us,
         "key_concurrency": settings.key_concurrency,
+        "rate_key": settings.rate_key,
     }

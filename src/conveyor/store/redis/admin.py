@@ -36,6 +36,7 @@ from conveyor.model import (
     QueueChange,
     QueueInfo,
     QueueSettings,
+    RateState,
     ScheduleRecord,
     ScheduleRun,
     Stats,
@@ -326,7 +327,13 @@ class RedisAdmin(RedisConnections):
 
     async def put_queue_settings(self, settings: QueueSettings) -> QueueSettings:
         check_queue_settings(settings)
-        change = QueueChange(paused=settings.paused, concurrency=settings.concurrency, rate_limit=settings.rate_limit)
+        change = QueueChange(
+            paused=settings.paused,
+            concurrency=settings.concurrency,
+            rate_limit=settings.rate_limit,
+            key_concurrency=settings.key_concurrency,
+            rate_key=settings.rate_key,
+        )
         return await self.update_queue_settings(settings.namespace, settings.name, change)
 
     async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
@@ -342,6 +349,7 @@ class RedisAdmin(RedisConnections):
             ""
             if change.key_concurrency is KEEP
             else ("-" if change.key_concurrency is None else str(change.key_concurrency)),
+            "" if change.rate_key is KEEP else ("-" if change.rate_key is None else "=" + change.rate_key),
         ]
         doc = await self._run("queue_settings", args)
         self._waker.notify()  # a resumed queue or a raised limit may free jobs
@@ -372,10 +380,16 @@ class RedisAdmin(RedisConnections):
                     key_concurrency=None
                     if doc is None or doc.get("key_concurrency") is None
                     else int(doc["key_concurrency"]),
+                    rate_key=None if doc is None else doc.get("rate_key"),
                 )
             )
         out.sort(key=lambda qi: (qi.namespace, qi.name))
         return out
+
+    async def rate_state(self, namespace: str, queue: str, limit: int = 10) -> RateState:
+        now, tat, count, flat = await self._run("rate_state", [pair(namespace, queue), str(max(0, limit))])
+        keys = [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return RateState(int(now), None if tat is None else int(tat), int(count), keys)
 
     # ---- workers ---------------------------------------------------------------------------------------------
 

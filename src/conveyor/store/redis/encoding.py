@@ -193,4 +193,5 @@ def decode_queue_settings(namespace: str, queue: str, text: str) -> QueueSetting
         concurrency=None if concurrency is None else int(concurrency),
         rate_limit=decode_rate(doc),
         key_concurrency=None if key_concurrency is None else int(key_concurrency),
+        rate_key=doc.get("rate_key"),
     )

@@ -33,6 +33,10 @@ P:kbusy:<pair>                         HASH    concurrency key -> its processing
                                                transition in common.lua)
 P:qtat                                 HASH    <pair> -> the rate limiter's theoretical arrival time, µs (claim_due
                                                advances it; absent = a full bucket)
+P:qrkey                                HASH    <pair> -> its rate_key (read by claim_due: the rate limit holds per
+                                               key; the setting itself is also in qset)
+P:rtat:<pair>                          ZSET    rate key -> its limiter's theoretical arrival time, µs, only while
+                                               that key's bucket is not full (claim_due drops passed members)
 P:lane:<ns>:<serial key>               ZSET    the lane's pending jobs: score priority, member id (head first)
 P:lanest:<ns>:<serial key>             HASH    `busy` = its processing job, `head` = its job in the claim index
 P:uniq:<ns>                            HASH    unique_key -> id of the active job holding it

@@ -157,6 +157,7 @@ SCRIPTS = (
     "kv_setdefault",
     "queue_settings",
     "schedules",
+    "rate_state",
 )
 """Every transition script (lua/<name>.lua), loaded by each ScriptRunner."""
 

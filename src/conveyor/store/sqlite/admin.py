@@ -36,6 +36,7 @@ from conveyor.model import (
     QueueInfo,
     QueueSettings,
     RateLimit,
+    RateState,
     ScheduleRecord,
     ScheduleRun,
     Stats,
@@ -313,6 +314,7 @@ class SQLiteAdmin(SQLiteConnections):
             conn.execute(q.DELETE_ATTEMPTS_OF_NAMESPACE, (name,))
             jobs = conn.execute(q.DELETE_JOBS_OF_NAMESPACE, (name,)).rowcount
             conn.execute(q.RESET_QUEUES_OF_NAMESPACE, (name,))
+            conn.execute(q.DELETE_RATE_KEYS_OF_NAMESPACE, (name,))
             return conn.execute(q.DELETE_NAMESPACE, (name,)).rowcount > 0 or jobs > 0
 
         return await self._write(run)
@@ -358,13 +360,14 @@ class SQLiteAdmin(SQLiteConnections):
             counts.setdefault((ns, queue), _zero_counts())[status] += n
         for ns, queue, n in scheduled_rows:
             counts.setdefault((ns, queue), _zero_counts())["scheduled"] += n
-        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None]] = {}
-        for ns, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_cap in setting_rows:
+        settings: dict[tuple[str, str], tuple[bool, int | None, RateLimit | None, int | None, str | None]] = {}
+        for row in setting_rows:
+            ns, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_cap, rate_key = row
             rate = rate_from_columns(rate_limit, rate_period, rate_burst)
-            settings[(ns, name)] = (bool(paused), concurrency, rate, key_cap)
+            settings[(ns, name)] = (bool(paused), concurrency, rate, key_cap, rate_key)
             if configured:
                 counts.setdefault((ns, name), _zero_counts())
-        none: tuple[bool, int | None, RateLimit | None, int | None] = (False, None, None, None)
+        none: tuple[bool, int | None, RateLimit | None, int | None, str | None] = (False, None, None, None, None)
         return [
             QueueInfo(
                 namespace=key[0],
@@ -374,9 +377,18 @@ class SQLiteAdmin(SQLiteConnections):
                 concurrency=settings.get(key, none)[1],
                 rate_limit=settings.get(key, none)[2],
                 key_concurrency=settings.get(key, none)[3],
+                rate_key=settings.get(key, none)[4],
             )
             for key in sorted(counts)
         ]
+
+    async def rate_state(self, namespace: str, queue: str, limit: int = 10) -> RateState:
+        def run(conn: sqlite3.Connection) -> RateState:
+            now = clock_us()
+            tat, count, keys = conn.execute(q.RATE_STATE, (namespace, queue, now, max(0, limit))).fetchone()
+            return RateState(now, tat, count, [(k, t) for k, t in json.loads(keys)])
+
+        return await self._read(run, snapshot=True)
 
     # ---- workers ---------------------------------------------------------------------------------------------
 
@@ -524,7 +536,7 @@ def _queue_settings(conn: sqlite3.Connection, namespace: str, queue: str) -> Que
     row = conn.execute(q.SELECT_ONE_QUEUE_SETTINGS, (namespace, queue)).fetchone()
     if row is None:
         return QueueSettings(namespace, queue)
-    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency = row
+    paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key = row
     return QueueSettings(
         namespace,
         queue,
@@ -532,6 +544,7 @@ def _queue_settings(conn: sqlite3.Connection, namespace: str, queue: str) -> Que
         concurrency,
         rate_from_columns(rate_limit, rate_period, rate_burst),
         key_concurrency,
+        rate_key,
     )
 
 
@@ -548,5 +561,6 @@ def _upsert_queue_settings(conn: sqlite3.Connection, settings: QueueSettings) ->
             None if rate is None else float(rate.period),
             None if rate is None else rate.burst,
             settings.key_concurrency,
+            settings.rate_key,
         ),
     )

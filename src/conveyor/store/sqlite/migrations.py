@@ -364,6 +364,25 @@ MIGRATIONS += (
             """,
         ),
     ),
+    # Rate limits per key (issue 13): a queue's rate_key partitions its rate limit; each key's GCRA state (the
+    # theoretical arrival time, µs) is a row, kept only while that key's bucket is not full again (the claim deletes
+    # rows whose time has passed, through the (namespace, queue, tat) index), so the table holds at most the keys
+    # claimed within one burst's time.
+    Migration(
+        9,
+        "rate_keys",
+        (
+            "ALTER TABLE conveyor_queues ADD COLUMN rate_key TEXT",
+            """CREATE TABLE conveyor_rate_keys (
+                namespace TEXT NOT NULL,
+                queue     TEXT NOT NULL,
+                key       TEXT NOT NULL,
+                tat       INTEGER NOT NULL,
+                PRIMARY KEY (namespace, queue, key)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX conveyor_rate_keys_tat ON conveyor_rate_keys (namespace, queue, tat)",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

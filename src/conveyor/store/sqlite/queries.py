@@ -71,6 +71,15 @@ REGISTER_QUEUE = "INSERT OR IGNORE INTO conveyor_queues (namespace, name) VALUES
 # Parameters: queue, task, namespace.
 REGISTER_QUEUE_TASK = "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, namespace) VALUES (?, ?, ?)"
 
+# A job's key: the bucket the claim charges (model.rate_key_value). ?K: the queue's rate_key; ?P: '$.<field>' for
+# a payload field (else NULL). A payload field counts when it is text or an integer below 10^15.
+RATE_KEY_OF = """coalesce(CASE {k} WHEN 'user_id' THEN {t}user_id WHEN 'group_key' THEN {t}group_key
+         WHEN 'concurrency_key' THEN {t}concurrency_key
+         ELSE CASE json_type({t}payload, {p})
+              WHEN 'text' THEN json_extract({t}payload, {p})
+              WHEN 'integer' THEN CASE WHEN abs(json_extract({t}payload, {p})) < 9007199254740992
+                                       THEN CAST(json_extract({t}payload, {p}) AS TEXT) END END END, '')"""
+
 # ---- claim --------------------------------------------------------------------------------------------------------
 
 # The claim's plan: every (namespace, queue, task) range it may read, with its queue's cap and rate limit (limit,
@@ -80,7 +89,7 @@ REGISTER_QUEUE_TASK = "INSERT OR IGNORE INTO conveyor_queue_tasks (queue, task, 
 # before a job was enqueued always governs that job's claim).
 SELECT_CLAIM_ARMS = """
 SELECT json_group_array(json_array(t.namespace, t.queue, t.task, q.concurrency, q.rate_limit, q.rate_period,
-                                    q.rate_burst, q.rate_tat, q.key_concurrency))
+                                    q.rate_burst, q.rate_tat, q.key_concurrency, q.rate_key))
 FROM conveyor_queue_tasks AS t
 JOIN conveyor_queues AS q ON q.namespace = t.namespace AND q.name = t.queue
 WHERE t.queue IN (SELECT value FROM json_each(?1))
@@ -127,10 +136,15 @@ JOIN conveyor_jobs ON conveyor_jobs.rowid = c.rid
 
 # CLAIM_CANDIDATES for the ranges of one queue with a limit per concurrency key: ?5 is a JSON array of the keys at
 # their limit, whose jobs the range scan passes over (so a blocked key's backlog never hides the jobs behind it).
+# With a rate_key also (?6 the rate key, ?7 its payload path or NULL, ?8 a JSON array of the keys out of tokens),
+# it passes over the jobs of keys out of tokens as well.
 CLAIM_CANDIDATES_KEYED = CLAIM_CANDIDATES.replace(
     "AND y.eligible = 1 AND y.run_at <= ?2",
     "AND y.eligible = 1 AND y.run_at <= ?2\n"
-    "          AND (y.concurrency_key IS NULL OR y.concurrency_key NOT IN (SELECT value FROM json_each(?5)))",
+    "          AND (y.concurrency_key IS NULL OR y.concurrency_key NOT IN (SELECT value FROM json_each(?5)))\n"
+    "          AND (?6 IS NULL OR "
+    + RATE_KEY_OF.format(k="?6", p="?7", t="y.")
+    + " NOT IN (SELECT value FROM json_each(?8)))",
 )
 assert CLAIM_CANDIDATES_KEYED != CLAIM_CANDIDATES
 
@@ -147,6 +161,26 @@ WHERE conveyor_jobs.rowid = json_extract(c.value, '$[0]') AND +conveyor_jobs.sta
 # A rate-limited queue's limiter after a claim started jobs from it (same transaction). Parameters: tat, namespace,
 # queue.
 ADVANCE_RATE = "UPDATE conveyor_queues SET rate_tat = ? WHERE namespace = ? AND name = ?"
+
+# ---- rate limits per key (a queue with rate_key) ----
+# Forget the keys whose bucket is full again (their arrival time passed), then read the rest: the keys that may be
+# out of tokens. Parameters: namespace, queue, now.
+EXPIRE_RATE_KEYS = "DELETE FROM conveyor_rate_keys WHERE namespace = ? AND queue = ? AND tat <= ?"
+SELECT_RATE_KEYS = "SELECT key, tat FROM conveyor_rate_keys WHERE namespace = ? AND queue = ? AND tat > ?"
+# A key's limiter after a claim started jobs of it. Parameters: namespace, queue, key, tat.
+ADVANCE_RATE_KEY = """
+INSERT INTO conveyor_rate_keys (namespace, queue, key, tat) VALUES (?, ?, ?, ?)
+ON CONFLICT (namespace, queue, key) DO UPDATE SET tat = excluded.tat
+"""
+# Store.rate_state: the queue's own bucket, the keys holding state and the most limited of them.
+# Parameters: namespace, queue, now, limit.
+RATE_STATE = """
+SELECT (SELECT rate_tat FROM conveyor_queues WHERE namespace = ?1 AND name = ?2),
+       (SELECT count(*) FROM conveyor_rate_keys WHERE namespace = ?1 AND queue = ?2 AND tat > ?3),
+       (SELECT json_group_array(json_array(key, tat)) FROM (
+            SELECT key, tat FROM conveyor_rate_keys WHERE namespace = ?1 AND queue = ?2 AND tat > ?3
+            ORDER BY tat DESC, key LIMIT ?4))
+"""
 
 SELECT_JOBS_BY_ROWID = f"""
 SELECT json_group_array({JOB_JSON}) FROM conveyor_jobs WHERE rowid IN (SELECT value FROM json_each(?))
@@ -213,10 +247,12 @@ SELECT MIN((SELECT MIN(run_at) FROM conveyor_jobs
 FROM prio WHERE prio.p IS NOT NULL
 """
 
-# NEXT_DUE_IN_RANGE for a queue with a limit per concurrency key: ?4 is a JSON array of the keys at their limit.
+# NEXT_DUE_IN_RANGE for a queue with a limit per concurrency key or a rate key: ?4 is a JSON array of the keys at
+# their limit, ?5 the rate key (or NULL), ?6 its payload path, ?7 a JSON array of the rate keys out of tokens.
 NEXT_DUE_IN_RANGE_KEYED = NEXT_DUE_IN_RANGE.replace(
     "AND eligible = 1",
-    "AND eligible = 1 AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?4)))",
+    "AND eligible = 1 AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?4)))"
+    " AND (?5 IS NULL OR " + RATE_KEY_OF.format(k="?5", p="?6", t="") + " NOT IN (SELECT value FROM json_each(?7)))",
 )
 
 # ---- finish -------------------------------------------------------------------------------------------------------
@@ -465,27 +501,28 @@ DELETE_JOBS_OF_NAMESPACE = "DELETE FROM conveyor_jobs WHERE namespace = ?"
 RESET_QUEUES_OF_NAMESPACE = """
 UPDATE conveyor_queues
 SET paused = 0, concurrency = NULL, configured = 0, rate_limit = NULL, rate_period = NULL, rate_burst = NULL,
-    rate_tat = NULL, key_concurrency = NULL
+    rate_tat = NULL, key_concurrency = NULL, rate_key = NULL
 WHERE namespace = ?
 """
+DELETE_RATE_KEYS_OF_NAMESPACE = "DELETE FROM conveyor_rate_keys WHERE namespace = ?"
 
 # ---- queues -------------------------------------------------------------------------------------------------------
 
 # Every setting at once; the limiter's state (rate_tat) is kept. Parameters: namespace, name, paused, concurrency,
-# rate_limit, rate_period, rate_burst, key_concurrency.
+# rate_limit, rate_period, rate_burst, key_concurrency, rate_key.
 UPSERT_QUEUE_SETTINGS = """
 INSERT INTO conveyor_queues (namespace, name, paused, concurrency, rate_limit, rate_period, rate_burst,
-                             key_concurrency, configured)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+                             key_concurrency, rate_key, configured)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (namespace, name) DO UPDATE
 SET paused = excluded.paused, concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
     rate_period = excluded.rate_period, rate_burst = excluded.rate_burst, key_concurrency = excluded.key_concurrency,
-    configured = 1
+    rate_key = excluded.rate_key, configured = 1
 """
 
 # One queue's settings (update_queue_settings reads them in its write transaction, then upserts).
 SELECT_ONE_QUEUE_SETTINGS = """
-SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency FROM conveyor_queues
+SELECT paused, concurrency, rate_limit, rate_period, rate_burst, key_concurrency, rate_key FROM conveyor_queues
 WHERE namespace = ? AND name = ?
 """
 
@@ -502,7 +539,8 @@ GROUP BY namespace, queue
 """
 
 SELECT_QUEUE_SETTINGS = """
-SELECT namespace, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_concurrency
+SELECT namespace, name, paused, concurrency, configured, rate_limit, rate_period, rate_burst, key_concurrency,
+       rate_key
 FROM conveyor_queues
 {where}
 """

@@ -25,9 +25,12 @@ from conveyor.model import (
 __all__ = [
     "CONCURRENCY_KEY_AT",
     "EPOCH",
+    "GROUP_KEY_AT",
     "ONE_US",
     "OUTCOME",
+    "PAYLOAD_AT",
     "STATUS",
+    "USER_ID_AT",
     "attempt_params",
     "claim_order",
     "clock_us",
@@ -40,6 +43,7 @@ __all__ = [
     "jobs_from_aggregate",
     "namespace_doc",
     "namespace_from_doc",
+    "rate_key_path",
     "seconds_us",
     "started_job",
     "to_us",
@@ -112,6 +116,13 @@ _STATUS_AT, _ATTEMPTS_AT, _TRY_AT, _UPDATED_AT, _STARTED_AT, _EXPIRES_AT, _WORKE
 )
 CONCURRENCY_KEY_AT = field_index(STORED_JOB_FIELDS, "concurrency_key")
 """Where a claim candidate row (STORED_JOB_FIELDS order) holds the job's concurrency key."""
+USER_ID_AT, GROUP_KEY_AT, PAYLOAD_AT = (field_index(STORED_JOB_FIELDS, n) for n in ("user_id", "group_key", "payload"))
+"""Where it holds what a rate key may name (model.rate_key_value)."""
+
+
+def rate_key_path(rate_key: str) -> str | None:
+    """The JSON path of a `payload.<field>` rate key (q.RATE_KEY_OF's ?P), None for a job column."""
+    return "$." + rate_key[8:] if rate_key.startswith("payload.") else None
 
 
 def started_job(r: list[Any], now: int, worker_id: str, expires: int, token: str) -> Job:

@@ -70,6 +70,7 @@ from conveyor.model import (
     rate_advance,
     rate_allowance,
     rate_from_columns,
+    rate_key_value,
 )
 from conveyor.store.base import DEFAULT_SPACE, refuse_default
 from conveyor.store.sqlite import queries as q
@@ -80,12 +81,16 @@ from conveyor.store.sqlite.insert import insert_jobs
 from conveyor.store.sqlite.migrations import MIGRATIONS
 from conveyor.store.sqlite.rows import (
     CONCURRENCY_KEY_AT,
+    GROUP_KEY_AT,
+    PAYLOAD_AT,
+    USER_ID_AT,
     attempt_params,
     claim_order,
     clock_us,
     dumps,
     job_from_row,
     jobs_from_aggregate,
+    rate_key_path,
     seconds_us,
     started_job,
     to_us,
@@ -337,20 +342,28 @@ class SQLiteStore(SQLiteAdmin):
             groups: dict[int, list[list[str]]] = {}
             rooms: dict[tuple[str, str], int] = {}
             rated: dict[tuple[str, str], tuple[RateLimit, int | None]] = {}
-            keyed: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}  # limit per key, processing per key
+            keyed: dict[tuple[str, str], tuple[int | None, dict[str, int]]] = {}  # limit per key, processing per key
+            # rate_key queues: rate, rate_key, stored tat per key (keys not listed: full buckets), taken per key
+            rate_keyed: dict[tuple[str, str], tuple[RateLimit, str, dict[str, int], dict[str, int]]] = {}
             keyed_ranges: dict[tuple[str, str], list[list[str]]] = {}
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()
-            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap in json.loads(plan):
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap, rate_key in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 room = limit
-                if cap is not None or rate_limit is not None:
+                rate = rate_from_columns(rate_limit, rate_period, rate_burst)
+                if rate is not None and rate_key is not None:  # a bucket per key: read apart, below
+                    if (ns, queue) not in rate_keyed:
+                        conn.execute(q.EXPIRE_RATE_KEYS, (ns, queue, now))
+                        tats = dict(conn.execute(q.SELECT_RATE_KEYS, (ns, queue, now)).fetchall())
+                        rate_keyed[(ns, queue)] = (rate, rate_key, tats, {})
+                    rate = None
+                if cap is not None or rate is not None:
                     if (ns, queue) not in rooms:
                         free = limit
                         if cap is not None:
                             busy = conn.execute(q.COUNT_PROCESSING_IN_QUEUE, (ns, queue)).fetchone()[0]
                             free = cap - busy
-                        rate = rate_from_columns(rate_limit, rate_period, rate_burst)
                         if rate is not None:
                             free = min(free, rate_allowance(rate, tat, now)[0])
                             rated[(ns, queue)] = (rate, tat)
@@ -358,9 +371,9 @@ class SQLiteStore(SQLiteAdmin):
                     room = min(limit, rooms[(ns, queue)])
                     if room <= 0:
                         continue
-                if key_cap is not None:  # read apart, passing over the keys at their limit
+                if key_cap is not None or (ns, queue) in rate_keyed:  # read apart, passing over blocked keys
                     if (ns, queue) not in keyed:
-                        busy_keys = conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue)).fetchall()
+                        busy_keys = [] if key_cap is None else conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue))
                         keyed[(ns, queue)] = (key_cap, dict(busy_keys))
                     keyed_ranges.setdefault((ns, queue), []).append([ns, queue, task])
                     continue
@@ -374,13 +387,18 @@ class SQLiteStore(SQLiteAdmin):
                     found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
             for pair_key, ranges in keyed_ranges.items():
                 key_cap, busy = keyed[pair_key]
-                full = dumps([k for k, n in busy.items() if n >= key_cap])
+                full = dumps([] if key_cap is None else [k for k, n in busy.items() if n >= key_cap])
                 room = min(limit, rooms.get(pair_key, limit))
-                params = (dumps(ranges), now, room, limit, full)
+                rate_key, path, dry = None, None, "[]"
+                if pair_key in rate_keyed:
+                    rate, rate_key, tats, _ = rate_keyed[pair_key]
+                    path = rate_key_path(rate_key)
+                    dry = dumps([k for k, t in tats.items() if rate_allowance(rate, t, now)[0] <= 0])
+                params = (dumps(ranges), now, room, limit, full, rate_key, path, dry)
                 rowids, rows = conn.execute(q.CLAIM_CANDIDATES_KEYED, params).fetchone()
                 if rowids != "[]":
                     found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
-            if rooms or keyed:  # merge in claim order, honouring each capped queue's room across all its ranges
+            if rooms or keyed or rate_keyed:  # merge in claim order, honouring each capped queue's room and the keys
                 found.sort(key=lambda c: (c[1][6], c[1][7], c[1][0]))
                 taken: list[tuple[int, list[Any]]] = []
                 for rid, r in found:
@@ -388,11 +406,18 @@ class SQLiteStore(SQLiteAdmin):
                     if key in rooms and rooms[key] <= 0:
                         continue
                     ck = r[CONCURRENCY_KEY_AT]
-                    if ck is not None and key in keyed:
+                    if key in rate_keyed:
+                        rate, rate_key, tats, spent = rate_keyed[key]
+                        rk = rate_key_value(rate_key, r[USER_ID_AT], r[GROUP_KEY_AT], ck, r[PAYLOAD_AT])
+                        if rate_allowance(rate, tats.get(rk), now)[0] <= spent.get(rk, 0):
+                            continue
+                    if ck is not None and key in keyed and keyed[key][0] is not None:
                         key_cap, busy = keyed[key]
-                        if busy.get(ck, 0) >= key_cap:
+                        if busy.get(ck, 0) >= (key_cap or 0):
                             continue
                         busy[ck] = busy.get(ck, 0) + 1
+                    if key in rate_keyed:
+                        spent[rk] = spent.get(rk, 0) + 1
                     if key in rooms:
                         rooms[key] -= 1
                     taken.append((rid, r))
@@ -400,6 +425,16 @@ class SQLiteStore(SQLiteAdmin):
             found = found[:limit]
             if not found:
                 return []
+            if rate_keyed:  # advance each key's limiter by what this claim starts of it
+                for pair_key, (rate, rate_key, tats, _) in rate_keyed.items():
+                    started_of: dict[str, int] = {}
+                    for _, r in found:
+                        if (r[1], r[2]) == pair_key:
+                            ck = r[CONCURRENCY_KEY_AT]
+                            rk = rate_key_value(rate_key, r[USER_ID_AT], r[GROUP_KEY_AT], ck, r[PAYLOAD_AT])
+                            started_of[rk] = started_of.get(rk, 0) + 1
+                    for rk, n in started_of.items():
+                        conn.execute(q.ADVANCE_RATE_KEY, (*pair_key, rk, rate_advance(rate, tats.get(rk), now, n)))
             if rated:  # advance each rate-limited queue's limiter by what this claim starts from it
                 started_in: dict[tuple[str, str], int] = {}
                 for _, r in found:
@@ -585,7 +620,7 @@ class SQLiteStore(SQLiteAdmin):
             (plan,) = conn.execute(q.SELECT_CLAIM_ARMS, (queues_json, tasks_json)).fetchone()  # claim's own plan
             now = clock_us()
             full_keys: dict[tuple[str, str], str] = {}
-            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap in json.loads(plan):
+            for ns, queue, task, cap, rate_limit, rate_period, rate_burst, tat, key_cap, rate_key in json.loads(plan):
                 if ns in excluded or (wanted is not None and ns not in wanted):
                     continue
                 if cap is not None:
@@ -594,15 +629,31 @@ class SQLiteStore(SQLiteAdmin):
                         full[(ns, queue)] = busy >= cap
                     if full[(ns, queue)]:
                         continue
-                if key_cap is None:
-                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
-                else:  # jobs of keys at their limit do not count
-                    if (ns, queue) not in full_keys:
-                        busy_keys = conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue)).fetchall()
-                        full_keys[(ns, queue)] = dumps([k for k, n in busy_keys if n >= key_cap])
-                    params = (ns, queue, task, full_keys[(ns, queue)])
-                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE_KEYED, params).fetchone()
                 rate = rate_from_columns(rate_limit, rate_period, rate_burst)
+                dry: dict[str, int] = {}  # rate keys out of tokens -> µs until their next one
+                if rate is not None and rate_key is not None:
+                    for k, t in conn.execute(q.SELECT_RATE_KEYS, (ns, queue, now)).fetchall():
+                        wait = rate_allowance(rate, t, now)[1]
+                        if wait > 0:
+                            dry[k] = wait
+                if key_cap is None and not dry:
+                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
+                else:  # jobs of keys at their limit or out of rate tokens do not count
+                    if (ns, queue) not in full_keys:
+                        busy_keys = [] if key_cap is None else conn.execute(q.COUNT_PROCESSING_PER_KEY, (ns, queue))
+                        at_limit = [k for k, n in busy_keys if key_cap is not None and n >= key_cap]
+                        full_keys[(ns, queue)] = dumps(at_limit)
+                    path = None if rate_key is None else rate_key_path(rate_key)
+                    dry_key = rate_key if dry else None
+                    params = (ns, queue, task, full_keys[(ns, queue)], dry_key, path, dumps(list(dry)))
+                    (first,) = conn.execute(q.NEXT_DUE_IN_RANGE_KEYED, params).fetchone()
+                    if dry:  # the jobs of dry keys: no sooner than the first of those keys' next tokens (a bound)
+                        (any_first,) = conn.execute(q.NEXT_DUE_IN_RANGE, (ns, queue, task)).fetchone()
+                        if any_first is not None:
+                            held = max(any_first, now + min(dry.values()))
+                            first = held if first is None else min(first, held)
+                if rate_key is not None:
+                    rate = None  # applied per key above
                 if first is not None and rate is not None:  # no sooner than the queue's next rate token
                     first = max(first, now + rate_allowance(rate, tat, now)[1])
                 if first is not None and (best is None or first < best):

@@ -293,30 +293,107 @@ local function rate_advance(pair, now, interval, tat, taken)
   redis.call('HSET', P .. ':qtat', pair, num(tat + taken * interval))
 end
 
+-- ---- rate limits per key (a pair with a rate_key) -----------------------------------------------------------------
+-- P:qrkey holds a rate-limited pair's rate_key; P:rtat:<pair> is a ZSET: key -> its theoretical arrival time (µs)
+-- while its bucket is not full again. claim_due drops the members whose time has passed, so the set holds at most
+-- the keys claimed within one burst's time. The key of a job is model.rate_key_value.
+
+local function rate_key_of(kind, id)
+  local v = nil
+  if kind == 'user_id' or kind == 'group_key' or kind == 'concurrency_key' then
+    v = redis.call('HGET', jkey(id), kind)
+  else
+    local text = redis.call('HGET', jkey(id), 'payload')
+    local ok, p = false, nil
+    if text then ok, p = pcall(cjson.decode, text) end
+    if ok and type(p) == 'table' then
+      v = p[string.sub(kind, 9)]
+      if type(v) == 'number' then
+        if v == math.floor(v) and math.abs(v) < 9007199254740992 then
+          if v == 0 then v = 0 end  -- no '-0'
+          v = string.format('%.0f', v)
+        else
+          v = nil
+        end
+      elseif type(v) ~= 'string' then
+        v = nil
+      end
+    end
+  end
+  return v or ''
+end
+
+-- the pair's per-key limiter for this script (nil when the pair has no rate limit or no rate_key); `forget` drops
+-- the keys whose bucket is full again (claim_due; next_due only reads)
+local function key_rates(pair, now, forget)
+  local r = redis.call('HGET', P .. ':qrate', pair)
+  if not r then return nil end
+  local kind = redis.call('HGET', P .. ':qrkey', pair)
+  if not kind then return nil end
+  local interval, tol = string.match(r, '^(%d+)|(%d+)$')
+  local zset = P .. ':rtat:' .. pair
+  if forget then redis.call('ZREMRANGEBYSCORE', zset, '-inf', num(now)) end
+  return { kind = kind, interval = tonumber(interval), tol = tonumber(tol), zset = zset, now = now,
+           tats = {}, spent = {}, started = {} }
+end
+
+-- claims a key may still start now: its tokens less what this script already set aside for it
+local function key_room(kr, key)
+  local tat = kr.tats[key]
+  if tat == nil then
+    tat = tonumber(redis.call('ZSCORE', kr.zset, key) or '0')
+    kr.tats[key] = tat
+  end
+  local from = tat
+  if from < kr.now then from = kr.now end
+  local slack = kr.now + kr.tol - from
+  if slack < 0 then return 0 end
+  return math.floor(slack / kr.interval) + 1 - (kr.spent[key] or 0)
+end
+
+local function key_rates_advance(kr)
+  for key, n in pairs(kr.started) do
+    local tat = kr.tats[key]
+    if tat < kr.now then tat = kr.now end
+    redis.call('ZADD', kr.zset, num(tat + n * kr.interval), key)
+  end
+end
+
 -- ---- concurrency per key ------------------------------------------------------------------------------------------
 -- P:qkey holds a pair's limit of processing jobs per concurrency key, P:kbusy:<pair> its processing jobs per key
 -- (kept by transition). A keyed pair's ready set is walked past the members of keys at their limit, at most
 -- KEY_SCAN members per claim: a blocked key's backlog longer than that hides the jobs behind it until it drains.
 local KEY_SCAN = 2000
 
--- up to `want` ready members of a keyed pair's task whose key has room, at most `room[key]` per key, in claim order;
--- returns {member, score} pairs
-local function keyed_ready(base, task, pair, want, key_cap)
+-- up to `want` ready members of a keyed pair's task whose concurrency key has room (key_cap, or nil for no limit)
+-- and whose rate key has a token (kr from key_rates, or nil), in claim order; returns {member, score, rate key}
+local function keyed_ready(base, task, pair, want, key_cap, kr)
   local busy = {}
-  local flat = redis.call('HGETALL', P .. ':kbusy:' .. pair)
-  for i = 1, #flat, 2 do busy[flat[i]] = tonumber(flat[i + 1]) end
+  if key_cap then
+    local flat = redis.call('HGETALL', P .. ':kbusy:' .. pair)
+    for i = 1, #flat, 2 do busy[flat[i]] = tonumber(flat[i + 1]) end
+  end
   local out, seen = {}, 0
   local page = math.max(want * 2, 32)
   while #out < want and seen < KEY_SCAN do
     local r = redis.call('ZRANGE', base .. 'ready:' .. task, seen, seen + page - 1, 'WITHSCORES')
     if #r == 0 then break end
     for i = 1, #r, 2 do
-      local ck = redis.call('HGET', jkey(string.sub(r[i], 18)), 'concurrency_key')
-      if not ck then
-        out[#out + 1] = { r[i], r[i + 1] }
-      elseif (busy[ck] or 0) < key_cap then
-        busy[ck] = (busy[ck] or 0) + 1
-        out[#out + 1] = { r[i], r[i + 1] }
+      local id = string.sub(r[i], 18)
+      local ok, rk = true, nil
+      if kr then
+        rk = rate_key_of(kr.kind, id)
+        ok = key_room(kr, rk) > 0
+      end
+      local ck = nil
+      if ok and key_cap then
+        ck = redis.call('HGET', jkey(id), 'concurrency_key')
+        ok = not ck or (busy[ck] or 0) < key_cap
+      end
+      if ok then
+        if ck then busy[ck] = (busy[ck] or 0) + 1 end
+        if rk then kr.spent[rk] = (kr.spent[rk] or 0) + 1 end
+        out[#out + 1] = { r[i], r[i + 1], rk }
       end
       if #out >= want then break end
     end
@@ -349,7 +426,7 @@ end
 -- enqueuing process (hand-off).
 local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
   local cands, room, lists = {}, {}, 0
-  local rated = {}
+  local rated, keyed_rates = {}, {}
   local any_rated = redis.call('EXISTS', P .. ':qrate') == 1
   for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     if in_scope(pair) and redis.call('SISMEMBER', P .. ':qpaused', pair) == 0 then
@@ -360,7 +437,10 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
         local busy = counts_of(base, nil).processing or 0
         free = math.min(free, tonumber(cap) - busy)
       end
-      if any_rated and free > 0 then
+      local kr = nil
+      if any_rated and free > 0 then kr = key_rates(pair, now, true) end
+      if kr then keyed_rates[pair] = kr end
+      if any_rated and free > 0 and not kr then
         local allowed, _, interval, tat = rate_state(pair, now)
         if allowed then
           free = math.min(free, allowed)
@@ -379,11 +459,11 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
               redis.call('ZADD', base .. 'ready:' .. task, f[1], rmember(f[2], id))
             end
             local key_cap = redis.call('HGET', P .. ':qkey', pair)
-            if key_cap then
-              local r = keyed_ready(base, task, pair, free, tonumber(key_cap))
+            if key_cap or kr then
+              local r = keyed_ready(base, task, pair, free, key_cap and tonumber(key_cap), kr)
               if #r > 0 then lists = lists + 1 end
               for _, c in ipairs(r) do
-                cands[#cands + 1] = { prio = tonumber(c[2]), m = c[1], pair = pair }
+                cands[#cands + 1] = { prio = tonumber(c[2]), m = c[1], pair = pair, rk = c[3] }
               end
             else
               local r = redis.call('ZRANGE', base .. 'ready:' .. task, 0, free - 1, 'WITHSCORES')
@@ -415,11 +495,16 @@ local function claim_due(worker, limit, lease_us, in_scope, served, now, tokens)
       start(j, worker, now, lease_us, string.sub(tokens, 32 * n + 1, 32 * n + 32), true)
       out[#out + 1] = j
       if rated[c.pair] then rated[c.pair].taken = rated[c.pair].taken + 1 end
+      if c.rk then
+        local started = keyed_rates[c.pair].started
+        started[c.rk] = (started[c.rk] or 0) + 1
+      end
     end
   end
   for pair, r in pairs(rated) do
     if r.taken > 0 then rate_advance(pair, now, r.interval, r.tat, r.taken) end
   end
+  for _, kr in pairs(keyed_rates) do key_rates_advance(kr) end
   return out
 end
 

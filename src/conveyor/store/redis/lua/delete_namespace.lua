@@ -31,6 +31,8 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     redis.call('HDEL', P .. ':qrate', pair)
     redis.call('HDEL', P .. ':qtat', pair)
     redis.call('HDEL', P .. ':qkey', pair)
+    redis.call('HDEL', P .. ':qrkey', pair)
+    redis.call('DEL', P .. ':rtat:' .. pair)
     redis.call('DEL', P .. ':kbusy:' .. pair)
   end
 end

@@ -16,14 +16,27 @@ for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
     if open then
       -- a rate-limited pair's jobs are claimable no sooner than its next token
       local floor = now
-      local allowed, wait = rate_state(pair, now)
-      if allowed then floor = now + wait end
+      local kr = key_rates(pair, now, false)
+      if not kr then
+        local allowed, wait = rate_state(pair, now)
+        if allowed then floor = now + wait end
+      end
       local key_cap = redis.call('HGET', P .. ':qkey', pair)
       for _, task in ipairs(redis.call('SMEMBERS', base .. 'tasks')) do
         if served(task) then
           local ready
-          if key_cap then  -- jobs of keys at their limit do not count
-            ready = #keyed_ready(base, task, pair, 1, tonumber(key_cap)) > 0
+          if key_cap or kr then  -- jobs of keys at their limit or out of rate tokens do not count
+            ready = #keyed_ready(base, task, pair, 1, key_cap and tonumber(key_cap), kr) > 0
+            if kr then kr.spent = {} end
+            if not ready and kr and redis.call('ZCARD', base .. 'ready:' .. task) > 0 then
+              -- held by their rate keys: no sooner than the first of the dry keys' next tokens (a bound)
+              local dry = redis.call('ZRANGEBYSCORE', kr.zset, '(' .. num(now + kr.tol), '+inf', 'WITHSCORES',
+                                     'LIMIT', 0, 1)
+              if dry[2] then
+                local t = tonumber(dry[2]) - kr.tol
+                if best == nil or t < best then best = t end
+              end
+            end
           else
             ready = redis.call('ZCARD', base .. 'ready:' .. task) > 0
           end
