@@ -178,7 +178,10 @@ class EnqueueSpec:
 class WorkerOptions(TypedDict, total=False):
     """The keyword arguments of `Worker(app, ...)`, taken by `run_worker`/`arun_worker` (see conveyor.worker)."""
 
-    queues: Sequence[str]
+    queues: Sequence[str] | Mapping[str, int]
+    """Queues to serve: a list, or {queue: weight} for weighted claims (docs/weighted-queues.md)."""
+    strict: bool
+    """Claim from the queues in their given order: a lower one only when every higher one has nothing claimable."""
     namespaces: Sequence[str] | None
     concurrency: int
     poll_interval: float

@@ -27,11 +27,42 @@ from conveyor.worker import Worker
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
 
+def queue_option(values: list[str]) -> tuple[str, ...] | dict[str, int]:
+    """`-q` values: plain names (a list), or every one NAME,WEIGHT (weights); a mix is refused."""
+    weights: dict[str, int] = {}
+    names: list[str] = []
+    for value in values:
+        name, sep, weight = value.partition(",")
+        if not sep:
+            names.append(value)
+            continue
+        if not weight.strip().isdigit() or int(weight) < 1:
+            fail(
+                f"-q {value!r}: the weight after the comma must be a whole number ≥ 1 (e.g. -q critical,6)", EXIT_USAGE
+            )
+        weights[name.strip()] = int(weight)
+    if weights and names:
+        fail(f"-q: give every queue a weight or none ({', '.join(names)} has none)", EXIT_USAGE)
+    return weights if weights else tuple(names)
+
+
 def worker(
     ctx: typer.Context,
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="Queue to serve; repeat for several (default: default).")
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            "-q",
+            help="Queue to serve; repeat for several (default: default). NAME,WEIGHT weights it: "
+            "-q critical,6 -q default,3 -q low,1 claims from each in proportion to its weight.",
+        ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Claim from the -q queues in the given order: a lower one only when the higher are empty."
+        ),
+    ] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once.")] = 10,
     namespace: Annotated[
         list[str] | None,
@@ -74,7 +105,8 @@ def worker(
     from datetime import timedelta
 
     options: dict[str, Any] = {
-        "queues": tuple(queue or ("default",)),
+        "queues": queue_option(queue or ["default"]),
+        "strict": strict,
         "namespaces": tuple(namespace) if namespace else None,
         "concurrency": concurrency,
         "poll_interval": poll_interval,

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.outage import MAX_BACKOFF, Outage
 from conveyor.worker.producer import BUFFER_WAIT, Producer
 from conveyor.worker.signals import Signal, install_signal_handlers, remove_signal_handlers, signal_name
-from conveyor.worker.state import RunState
+from conveyor.worker.state import QueuePlan, RunState
 
 if TYPE_CHECKING:
     from conveyor.maintenance import Elected
@@ -50,7 +50,7 @@ class Worker:
         self,
         app: SupportsRuntime,
         *,
-        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        queues: Sequence[str] | Mapping[str, int] = (DEFAULT_QUEUE,),
         namespaces: Sequence[str] | None = None,
         concurrency: int = 10,
         poll_interval: float = 1.0,
@@ -65,6 +65,7 @@ class Worker:
         prefetch: int | None = None,
         leader_lease: float | None = None,
         isolation: str = "thread",
+        strict: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -79,6 +80,9 @@ class Worker:
         or anything else with a runtime."""
         self.store = runtime.store
         self.queues: list[str] = list(queues) or [DEFAULT_QUEUE]
+        self.queue_plan: QueuePlan | None = QueuePlan.build(queues, strict)
+        """Weighted (`queues={"critical": 6, "low": 1}`) or strict (`strict=True`) order of the queues' claims;
+        None: one claim across every queue (docs/weighted-queues.md)."""
         self.namespaces: list[str] | None = list(namespaces) if namespaces is not None else None
         self.tasks: tuple[str, ...] = tuple(runtime.tasks)
         """The task names this worker claims: those registered on the app when it starts running."""
@@ -121,6 +125,14 @@ class Worker:
         self.heartbeat = Heartbeat(self, self.outage, self.producer, self.executor, self.completer, version=__version__)
         self._services: list[Elected] = []
         self._ran = False
+
+    def _queues_text(self) -> str:
+        plan = self.queue_plan
+        if plan is None:
+            return ",".join(self.queues)
+        if plan.strict:
+            return " > ".join(plan.queues) + " (strict)"
+        return ",".join(f"{q}:{w}" for q, w in zip(plan.queues, plan.weights, strict=True)) + " (weighted)"
 
     # The completer and the executor reach the producer through these (it is built after them).
     def _wake_at(self, when: datetime) -> bool:
@@ -248,7 +260,7 @@ class Worker:
             log.info(
                 "worker %s started: queues=%s tasks=%s concurrency=%d store=%s",
                 self.worker_id,
-                ",".join(self.queues),
+                self._queues_text(),
                 ",".join(self.tasks) or "(none)",
                 self.concurrency,
                 self.store.scheme,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from conveyor.execution import cancelled_finish
 from conveyor.model import Finish, Job, JobStatus, Lease, utcnow
-from conveyor.store.base import IdleClaim
+from conveyor.store.base import IdleClaim, Store
 from conveyor.worker.completer import MAX_FLUSH, Completer
 from conveyor.worker.executor import FAST_JOB, Executor
 from conveyor.worker.outage import MAX_BACKOFF, Outage
@@ -29,6 +30,26 @@ from conveyor.worker.state import RunState, WorkerSettings
 log = logging.getLogger("conveyor.worker")
 
 BUFFER_WAIT = 1.0  # seconds: prefetched jobs still waiting for a slot after this are handed back
+
+
+async def claim_in_order(
+    store: Store,
+    order: Sequence[str],
+    worker_id: str,
+    want: int,
+    lease: timedelta,
+    *,
+    tasks: Sequence[str] | None = None,
+    namespaces: Sequence[str] | None = None,
+) -> list[Job]:
+    """Weighted or strict queues (QueuePlan): fill the claim from the first queue of `order` that has claimable
+    jobs, then from the next, one store claim per queue tried (a queue that answers nothing costs a round trip)."""
+    jobs: list[Job] = []
+    for queue in order:
+        jobs += await store.claim(worker_id, [queue], want - len(jobs), lease, tasks=tasks, namespaces=namespaces)
+        if len(jobs) >= want:
+            break
+    return jobs
 
 
 class Producer:
@@ -84,14 +105,25 @@ class Producer:
                     self._full = True
                     break
                 try:
-                    jobs = await store.claim(
-                        settings.worker_id,
-                        settings.queues,
-                        want,
-                        settings.lease,
-                        tasks=settings.tasks,
-                        namespaces=settings.namespaces,
-                    )
+                    if settings.queue_plan is None:  # one claim across every queue (the common case)
+                        jobs = await store.claim(
+                            settings.worker_id,
+                            settings.queues,
+                            want,
+                            settings.lease,
+                            tasks=settings.tasks,
+                            namespaces=settings.namespaces,
+                        )
+                    else:
+                        jobs = await claim_in_order(
+                            store,
+                            settings.queue_plan.order(),
+                            settings.worker_id,
+                            want,
+                            settings.lease,
+                            tasks=settings.tasks,
+                            namespaces=settings.namespaces,
+                        )
                 except Exception as exc:
                     self.outage.unavailable(exc, "claiming jobs")
                     await state.sleep_or_stop(delay)
