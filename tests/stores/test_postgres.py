@@ -22,7 +22,7 @@ from tests.backends import postgres as backend
 
 from conveyor import Conveyor
 from conveyor.errors import CallerConnectionError, StoreUnavailable
-from conveyor.model import Attempt, AttemptOutcome, Finish, JobStatus, NewJob, QueueSettings, utcnow
+from conveyor.model import Attempt, AttemptOutcome, Finish, Job, JobStatus, NewJob, QueueSettings, utcnow
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.postgres.migrations import MIGRATIONS
 
@@ -400,6 +400,35 @@ async def test_enqueue_on_an_async_connection_is_invisible_until_commit(store: P
         (gone,) = await store.aenqueue_on_connection(conn, [_new(payload="rolled back")], require_transaction=False)
         await conn.rollback()
     assert await store.get_job(gone.id) is None
+
+
+async def test_unique_jobs_on_the_callers_connections(store: PostgresStore, url: str) -> None:
+    """`unique=` through a caller's transaction (sync and async): the duplicate is answered with the holder, a
+    pending holder's payload replaced, and nothing is visible until the caller commits."""
+    conninfo, _ = backend_parse(url)
+    rule: Any = {"by": ["task"], "replace": ["payload"]}
+
+    def sync_scenario() -> tuple[Job, Job, Job]:
+        with psycopg.connect(conninfo) as conn:
+            conn.execute("SELECT 1")
+            first, plain, dup = store.enqueue_on_connection(
+                conn, [_new(payload=1, unique=rule), _new(payload="plain"), _new(payload=2, unique=rule)]
+            )
+            conn.commit()
+        return first, plain, dup
+
+    first, plain, dup = await asyncio.to_thread(sync_scenario)
+    assert not first.duplicate and not plain.duplicate
+    assert dup.duplicate and dup.id == first.id
+    stored = await store.get_job(first.id)
+    assert stored is not None and stored.payload == 2
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await conn.execute("SELECT 1")
+        (again,) = await store.aenqueue_on_connection(conn, [_new(payload=3, unique=rule)])
+        assert again.duplicate and again.id == first.id and again.payload == 3
+        await conn.rollback()  # the replace goes with the caller's transaction
+    stored = await store.get_job(first.id)
+    assert stored is not None and stored.payload == 2
 
 
 async def test_the_callers_connection_rules(store: PostgresStore, url: str) -> None:

@@ -33,6 +33,8 @@ _MEMORY_STATE = (
     "lane_pending",
     "lane_processing",
     "unique",
+    "uniq",
+    "uniq_of",
     "counts",
     "namespaces",
     "queue_settings",
