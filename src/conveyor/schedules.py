@@ -31,7 +31,7 @@ from conveyor.errors import ScheduleDeclaredInCode, ScheduleExists, ScheduleNotF
 from conveyor.model import JSON, Job, ScheduleRecord, ScheduleRun, utcnow
 from conveyor.runtime import Runtime
 
-__all__ = ["CODE", "RUNTIME", "ScheduleInfo", "Schedules", "from_record"]
+__all__ = ["CODE", "RUNTIME", "UNSET", "ScheduleInfo", "Schedules", "all_schedules", "from_record"]
 
 CODE = "code"
 RUNTIME = "runtime"

@@ -301,6 +301,14 @@ def prepare_special(world: World, method: str, path: str) -> Case | None:
         if path.endswith("sheets"):
             return Case(path, {"key": key, "namespace": "game", "user_id": "alice", "jobs": [{"scriptId": "echo"}]})
         return Case(path, {"key": key, "namespace": "game", "user_id": "alice", "job_name": world.alice_job()})
+    if path.startswith("/api/v1/schedules/{name}"):
+        name = world.fresh("sched")
+        made = world.admin.post("/api/v1/schedules", json={"name": name, "spec": "@daily", "task": "echo"})
+        assert made.status_code == 201, made.text
+        body = {"spec": "@hourly"} if method == "PATCH" else {} if method == "POST" else None
+        return Case(path.replace("{name}", name), body)
+    if path == "/api/v1/schedules" and method == "POST":
+        return Case(path, {"name": world.fresh("sched"), "spec": "@daily", "task": "echo"})
     if path == "/api/v1/users/{user_id}/data":
         url = "/api/v1/users/alice/data"
         document = world.admin.get(url).json() if method == "POST" else None

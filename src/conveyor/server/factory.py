@@ -29,7 +29,7 @@ from conveyor.errors import ConveyorError, StoreUnavailable
 from conveyor.model import find_bad_text
 from conveyor.server import demo as demo_routes
 from conveyor.server import metrics as metrics_routes
-from conveyor.server import notify, routes_pocketbase, routes_v1
+from conveyor.server import notify, routes_pocketbase, routes_schedules, routes_v1
 from conveyor.server.access import Guard
 from conveyor.server.auth import IssuedToken, Principal
 from conveyor.server.common import (
@@ -305,6 +305,7 @@ def create_app(
     api.include_router(routes_pocketbase.router)
     api.include_router(routes_v1.admin)
     api.include_router(routes_v1.users)
+    api.include_router(routes_schedules.router)
     api.include_router(notify.router)
     api.include_router(metrics_routes.router)
     if demo:

@@ -34,7 +34,6 @@ from conveyor.model import (
     encode_cursor,
     id_fragment,
     parse_json_path,
-    utcnow,
     validate_name,
 )
 from conveyor.server import tokens
@@ -490,39 +489,6 @@ async def resume_queue(
 async def list_workers(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
     """Registrations with a live heartbeat, and the ids of the jobs each is running."""
     return JSONResponse({"items": [worker_json(w) for w in await ctx.app.alist_workers()]})
-
-
-class ScheduleOut(BaseModel):
-    name: str
-    spec: str
-    task: str
-    payload: Any = None
-    namespace: str
-    queue: str | None = None
-    next_run_at: str
-
-
-class ScheduleList(BaseModel):
-    items: list[ScheduleOut]
-
-
-@admin.get("/schedules", response_model=ScheduleList, tags=["schedules"], summary="Cron schedules")
-async def list_schedules(ctx: ServerContext = Depends(get_context)) -> JSONResponse:
-    """The cron entries registered in this server's app (`app.cron`), with each one's next occurrence."""
-    now = utcnow()
-    items = [
-        {
-            "name": cron.name,
-            "spec": cron.spec,
-            "task": cron.task,
-            "payload": cron.payload,
-            "namespace": cron.options.get("namespace", DEFAULT_NAMESPACE),
-            "queue": cron.options.get("queue"),
-            "next_run_at": rfc3339(cron.next_after(now)) or "",
-        }
-        for cron in sorted(ctx.app.schedules.values(), key=lambda c: c.name)
-    ]
-    return JSONResponse({"items": items})
 
 
 # ---- namespaces ------------------------------------------------------------------------------------------------
