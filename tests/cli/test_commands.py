@@ -262,9 +262,41 @@ def test_namespaces(cli: Cli) -> None:
 def test_schedules_of_the_loaded_app(cli: Cli) -> None:
     (entry,) = cli.json("schedules", app=SAMPLE_APP)
     assert entry["name"] == "every-5-minutes" and entry["spec"] == "*/5 * * * *" and entry["task"] == "echo"
-    assert entry["next_run"]
+    assert entry["next_run_at"] and entry["source"] == "code" and entry["timezone"] == "UTC"
     assert "every-5-minutes" in cli.ok("schedules", app=SAMPLE_APP).stdout
+    assert "every-5-minutes" in cli.ok("schedules", "list", app=SAMPLE_APP).stdout
     assert cli.json("schedules") == []
+
+
+def test_runtime_schedules_from_the_command_line(cli: Cli) -> None:
+    made = cli.json(
+        "schedules", "create", "reset-berlin", "30 2 * * *", "echo", "--payload", '{"scope": "daily"}',
+        "--tz", "Europe/Berlin", "--queue", "maintenance", "--backfill", "latest", "--backfill-window", "6h",
+    )  # fmt: skip
+    assert (made["source"], made["timezone"], made["backfill"], made["backfill_window"]) == (
+        "runtime",
+        "Europe/Berlin",
+        "latest",
+        6 * 3600,
+    )
+    assert [s["name"] for s in cli.json("schedules", "list")] == ["reset-berlin"]
+    assert cli.json("schedules", "update", "reset-berlin", "--spec", "0 3 * * *", "--queue", "")["queue"] is None
+    assert cli.json("schedules", "pause", "reset-berlin")["paused"] is True
+    assert cli.json("schedules", "resume", "reset-berlin")["paused"] is False
+    job = cli.json("schedules", "trigger", "reset-berlin")
+    assert job["payload"] == {"scope": "daily"}
+    (run,) = cli.json("schedules", "runs", "reset-berlin")
+    assert run["manual"] is True and run["job_id"] == job["id"]
+    assert "reset-berlin" in cli.ok("schedules", "show", "reset-berlin").stdout
+    # a bad zone names the field; a code schedule's name is refused; unknown names exit 3
+    bad = cli("schedules", "create", "x", "@daily", "echo", "--tz", "Mars/Base")
+    assert bad.exit_code == 1 and "timezone" in bad.stderr
+    taken = cli("schedules", "create", "every-5-minutes", "@daily", "echo", app=SAMPLE_APP)
+    assert taken.exit_code == 1 and "declared in code" in taken.stderr
+    assert cli("schedules", "delete", "every-5-minutes", app=SAMPLE_APP).exit_code == 1
+    assert cli("schedules", "show", "nope").exit_code == 3
+    cli.ok("schedules", "delete", "reset-berlin")
+    assert cli.json("schedules", "list") == []
 
 
 def test_workers_empty(cli: Cli) -> None:

@@ -83,7 +83,7 @@ def _global_options(
     setup_logging(state.log_format, "WARNING")  # every command's warnings in the chosen format; worker/serve: INFO
 
 
-_BUILT_IN = ("jobs", "admin", "run")
+_BUILT_IN = ("jobs", "admin", "schedules", "run")
 _NOT_COMMANDS = frozenset({"common", "output", "loop", "__main__"})
 
 

@@ -1,15 +1,14 @@
-"""`conveyor stats | queues | workers | namespaces | schedules | migrate`: look after the queue as a whole."""
+"""`conveyor stats | queues | workers | namespaces | migrate`: look after the queue as a whole."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, run, warn
+from conveyor.cli.common import EXIT_USAGE, console, escape, fail, load_app, run, warn
 from conveyor.cli.output import (
     STATUS_STYLE,
     ago,
@@ -19,7 +18,6 @@ from conveyor.cli.output import (
     parse_duration,
     print_json,
     stats_dict,
-    when,
 )
 from conveyor.errors import NamespaceExists, ValidationError
 from conveyor.model import JSON, KEEP, Keep, Namespace, QueueInfo, QueueSettings, RateLimit, Stats, WorkerInfo, utcnow
@@ -540,48 +538,6 @@ def delete_namespace(ctx: typer.Context, name: Annotated[str, typer.Argument()])
     console.print(f"Deleted namespace {name!r}.", markup=False)
 
 
-# ---- schedules ---------------------------------------------------------------------------------------------------
-
-
-def schedules(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """The cron schedules the loaded app (--app) declares, with their next run."""
-    app = load_app(ctx)
-    now = utcnow()
-    rows: list[dict[str, JSON]] = [
-        {
-            "name": entry.name,
-            "spec": entry.spec,
-            "task": entry.task,
-            "payload": jsonable(entry.payload),
-            "options": jsonable(entry.options),
-            "next_run": entry.next_after(now).isoformat(),
-        }
-        for entry in app.schedules.values()
-    ]
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        hint = "" if get_state(ctx).app_spec else " (load your app with --app module:attr)"
-        console.print(f"No cron schedules declared{hint}.")
-        return
-    table = Table(title="Cron schedules", title_justify="left")
-    table.add_column("name", overflow="fold")
-    table.add_column("spec", no_wrap=True)
-    table.add_column("task", overflow="fold")
-    table.add_column("next run (UTC)", no_wrap=True)
-    table.add_column("payload / options", overflow="fold")
-    for entry in app.schedules.values():
-        nxt = entry.next_after(now)
-        extra = json.dumps(entry.payload, default=str)
-        if entry.options:
-            extra += " " + json.dumps(entry.options, default=str)
-        table.add_row(
-            escape(entry.name), escape(entry.spec), escape(entry.task), f"{when(nxt)} ({ago(nxt, now)})", escape(extra)
-        )
-    console.print(table)
-
-
 # ---- migrate -----------------------------------------------------------------------------------------------------
 
 
@@ -624,5 +580,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queues_app)
     app.command("workers")(workers)
     app.add_typer(namespaces_app)
-    app.command("schedules")(schedules)
     app.command("migrate")(migrate)
