@@ -320,15 +320,71 @@ def test_schedules_trigger_now_enqueues_the_schedules_job(page: Page, live: Live
     go(page, live, "schedules")
     row = page.locator("tr[data-schedule=yearly-report]")
     expect(row).to_contain_text("0 0 1 1 *")
-    expect(row.locator("time")).to_have_count(1)
-    expect(page.locator(".needs")).to_contain_text("schedule")
+    expect(row).to_contain_text("in code")
+    expect(row.locator("button[data-delete]")).to_have_count(0)  # declared in code: read-only here
+    expect(page.locator(".needs")).to_have_count(0)  # the server has history and runtime management
     row.locator("button[data-trigger]").click()
     dialog = page.locator("dialog.confirm")
-    expect(dialog).to_contain_text("as an ordinary job")
+    expect(dialog).to_contain_text("recorded in the schedule's history")
     dialog.locator("button[type=submit]").click()
-    expect(page.locator(".toast")).to_contain_text("Enqueued echo now")
+    expect(page.locator(".toast")).to_contain_text("yearly-report triggered")
     jobs = live.admin.get("/api/v1/jobs", params={"task": "echo"}).json()["items"]
     assert [j["payload"] for j in jobs] == [{"report": "yearly"}]
+    row.locator("button:has-text('History')").click()
+    history = page.locator("[data-history=yearly-report]")
+    expect(history.locator("[data-run=manual]")).to_have_count(1)
+    expect(history.locator("[data-run=manual] a")).to_have_count(1)  # a link to the job
+
+
+def test_schedules_created_paused_edited_and_deleted_in_the_browser(
+    page: Page, live: LiveServer, problems: Problems
+) -> None:
+    problems.allowed.extend(["400", "409"])  # the browser logs the refused requests the test makes on purpose
+    sign_in(page, live)
+    go(page, live, "schedules")
+    page.click("button:has-text('New schedule')")
+    form = page.locator("#schedule-form")
+    form.locator("input[name=name]").fill("reset-berlin")
+    form.locator("input[name=spec]").fill("30 2 * * *")
+    form.locator("input[name=timezone]").fill("Mars/Base")
+    form.locator("input[name=task]").fill("echo")
+    form.locator("textarea[name=payload]").fill('{"scope": "daily"}')
+    form.locator("select[name=backfill]").select_option("latest")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#schedule-error")).to_contain_text("Time zone: unknown timezone 'Mars/Base'")
+    form.locator("input[name=timezone]").fill("Europe/Berlin")
+    form.locator("button[type=submit]").click()
+    row = page.locator("tr[data-schedule=reset-berlin]")
+    expect(row).to_contain_text("Europe/Berlin")
+    expect(row).to_contain_text("runtime")
+    made = live.admin.get("/api/v1/schedules/reset-berlin").json()
+    assert (made["payload"], made["backfill"], made["source"]) == ({"scope": "daily"}, "latest", "runtime")
+
+    page.click("button:has-text('New schedule')")  # a code schedule's name is refused in the form's words
+    page.fill("#schedule-form input[name=name]", "yearly-report")
+    page.fill("#schedule-form input[name=spec]", "@daily")
+    page.fill("#schedule-form input[name=task]", "echo")
+    page.click("#schedule-form button[type=submit]")
+    expect(page.locator("#schedule-error")).to_contain_text("declared in the app's code")
+    page.click("#schedule-form button:has-text('Close')")
+
+    row.locator("button[data-pause]").click()
+    expect(row).to_contain_text("paused")
+    assert live.admin.get("/api/v1/schedules/reset-berlin").json()["paused"] is True
+    row.locator("button[data-pause]").click()
+    expect(row.locator("button[data-pause]")).to_have_text("Pause")
+
+    row.locator("button[data-edit]").click()
+    page.fill("#schedule-form input[name=spec]", "0 3 * * *")
+    page.click("#schedule-form button[type=submit]")
+    expect(row).to_contain_text("0 3 * * *")
+    assert live.admin.get("/api/v1/schedules/reset-berlin").json()["payload"] == {"scope": "daily"}
+
+    row.locator("button[data-delete]").click()
+    page.locator("dialog.confirm button[type=submit]").click()
+    expect(page.locator("tr[data-schedule=reset-berlin]")).to_have_count(0)
+    assert live.admin.get("/api/v1/schedules/reset-berlin").status_code == 404
+    shot(page, "schedules")
 
 
 def test_namespaces_counts_create_and_errors_in_the_uis_words(page: Page, live: LiveServer, problems: Problems) -> None:

@@ -239,6 +239,33 @@ export function triggerSchedule(name) {
   return request("POST", `/api/v1/schedules/${enc(name)}/trigger`);
 }
 
+function manage(what) {
+  need(needs.scheduleManage(), `${what} (POST /api/v1/schedules)`);
+}
+
+export const schedules = {
+  create(body) {
+    manage("creating schedules at runtime");
+    return request("POST", "/api/v1/schedules", { body });
+  },
+  update(name, body) {
+    manage("changing schedules at runtime");
+    return request("PATCH", `/api/v1/schedules/${enc(name)}`, { body });
+  },
+  pause(name) {
+    manage("pausing schedules");
+    return request("POST", `/api/v1/schedules/${enc(name)}/pause`);
+  },
+  resume(name) {
+    manage("resuming schedules");
+    return request("POST", `/api/v1/schedules/${enc(name)}/resume`);
+  },
+  remove(name) {
+    manage("deleting schedules");
+    return request("DELETE", `/api/v1/schedules/${enc(name)}`);
+  },
+};
+
 export function workflow(id) {
   need(needs.workflows(), "workflows (GET /api/v1/workflows/{workflow_id})");
   return request("GET", `/api/v1/workflows/${enc(id)}`);
