@@ -10,6 +10,7 @@ requests answer 503 until it is back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import json
 import logging
@@ -259,6 +260,11 @@ def create_app(
             worker = Worker(conveyor_app, **options)
             api.state.worker = worker
             worker_task = asyncio.create_task(worker.run(), name="conveyor-worker")
+        # Everything alive now (modules, routes, schemas, the app) lives as long as the server: move it out of the
+        # collector's generations, so a full collection scans only what requests create. Without it each full
+        # collection walked ~90k start-up objects (~29 ms every ~0.8 s under load: the whole p99 of enqueue).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

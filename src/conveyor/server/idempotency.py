@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from conveyor.errors import ValidationError
@@ -23,6 +24,30 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
 MAX_KEY_LENGTH = 255
+HEADER = "Idempotency-Key"
+
+OPENAPI_HEADER: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "description": "A retried request with the same key returns the first answer instead of enqueuing "
+            "twice (Idempotent-Replayed: true); the same key with a different body is refused with 422.",
+        }
+    ]
+}
+"""The header in the OpenAPI document of the enqueue routes (`openapi_extra=`): they read it from the request
+themselves (`key_of`) rather than as a FastAPI `Header` parameter, which costs a dependency-solving pass per
+request on the hottest routes there are."""
+
+
+def key_of(request: Request) -> str | None:
+    """The request's Idempotency-Key, if it sent one."""
+    return request.headers.get(HEADER)
+
+
 IdempotencyMismatch = KeyReused
 """The 422 answer's error (kept under its former name)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from conveyor.errors import InvalidTransition, JobNotFound, PayloadTooLarge, ValidationError
@@ -26,8 +26,8 @@ from conveyor.server.common import (
     pocketbase_job,
     reject_nul,
 )
-from conveyor.server.deps import ServerContext, get_context
-from conveyor.server.idempotency import idempotent
+from conveyor.server.deps import ServerContext, context_of, get_context
+from conveyor.server.idempotency import OPENAPI_HEADER, idempotent, key_of
 from conveyor.server.schemas import (
     OkAnswer,
     PBBatchAnswer,
@@ -88,15 +88,14 @@ def _prefix_field(exc: ValidationError, where: str) -> ValidationError:
     return exc
 
 
-@router.post("/enqueue", response_model=PBJob, responses=ERROR_RESPONSES, summary="Enqueue a job")
-async def enqueue(
-    body: PBEnqueue,
-    request: Request,
-    ctx: ServerContext = Depends(get_context),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
-) -> JSONResponse:
+@router.post(
+    "/enqueue", response_model=PBJob, responses=ERROR_RESPONSES, summary="Enqueue a job", openapi_extra=OPENAPI_HEADER
+)
+async def enqueue(body: PBEnqueue, request: Request) -> JSONResponse:
     """PocketBase's enqueue (200 with the job). Extra fields: namespace, queue, priority, delay, user_id,
     group_key, unique_key. `Idempotency-Key` makes a retried request return the first answer."""
+    ctx = context_of(request)
+    idempotency_key = key_of(request)
     task, payload, options = enqueue_options(body, ctx.app.max_payload_bytes)
 
     async def run() -> JSONResponse:
@@ -110,14 +109,20 @@ async def enqueue(
     return await idempotent(ctx.app, idempotency_key, "pb-enqueue", await request.body(), ctx.idempotency_ttl, run)
 
 
-@router.post("/enqueue/batch", response_model=PBBatchAnswer, responses=ERROR_RESPONSES, summary="Enqueue several jobs")
+@router.post(
+    "/enqueue/batch",
+    response_model=PBBatchAnswer,
+    responses=ERROR_RESPONSES,
+    summary="Enqueue several jobs",
+    openapi_extra=OPENAPI_HEADER,
+)
 async def enqueue_batch(
     body: PBEnqueueBatch,
     request: Request,
-    ctx: ServerContext = Depends(get_context),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Enqueue up to 1000 jobs in one round trip, all or nothing; answers in input order."""
+    ctx = context_of(request)
+    idempotency_key = key_of(request)
     specs: list[dict[str, Any]] = []
     for index, item in enumerate(body.jobs):
         where = f"jobs.{index}."

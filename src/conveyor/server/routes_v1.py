@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,8 +53,8 @@ from conveyor.server.common import (
     visible_job,
     worker_json,
 )
-from conveyor.server.deps import ServerContext, get_context, get_principal, get_user
-from conveyor.server.idempotency import idempotent
+from conveyor.server.deps import ServerContext, context_of, get_context, get_principal, get_user
+from conveyor.server.idempotency import OPENAPI_HEADER, idempotent, key_of
 from conveyor.server.schemas import (
     MAX_BATCH,
     AttemptList,
@@ -129,13 +129,20 @@ async def _get_job(ctx: ServerContext, job_id: str) -> Job:
 # ---- jobs (admin) -----------------------------------------------------------------------------------------------
 
 
-@admin.post("/jobs", response_model=JobOut, status_code=201, tags=["jobs"], summary="Enqueue a job")
+@admin.post(
+    "/jobs",
+    response_model=JobOut,
+    status_code=201,
+    tags=["jobs"],
+    summary="Enqueue a job",
+    openapi_extra=OPENAPI_HEADER,
+)
 async def create_job(
     body: NewJobBody,
     request: Request,
-    ctx: ServerContext = Depends(get_context),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
+    ctx = context_of(request)
+    idempotency_key = key_of(request)
     options = _job_options(body, ctx.app.max_payload_bytes)
 
     async def run() -> JSONResponse:
@@ -149,14 +156,21 @@ async def create_job(
     return await idempotent(ctx.app, idempotency_key, "v1-job", await request.body(), ctx.idempotency_ttl, run)
 
 
-@admin.post("/jobs/batch", response_model=JobList, status_code=201, tags=["jobs"], summary="Enqueue many jobs")
+@admin.post(
+    "/jobs/batch",
+    response_model=JobList,
+    status_code=201,
+    tags=["jobs"],
+    summary="Enqueue many jobs",
+    openapi_extra=OPENAPI_HEADER,
+)
 async def create_jobs(
     body: list[NewJobBody],
     request: Request,
-    ctx: ServerContext = Depends(get_context),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """All or nothing, in one store round trip (1 to 1000 jobs)."""
+    ctx = context_of(request)
+    idempotency_key = key_of(request)
     if not 1 <= len(body) <= MAX_BATCH:
         raise ValidationError(f"give 1 to {MAX_BATCH} jobs, got {len(body)}", field="body")
     specs = []
@@ -655,16 +669,22 @@ async def whoami(principal: Principal = Depends(get_principal)) -> dict[str, Any
 USER = "/namespaces/{namespace}/users/{user_id}"
 
 
-@users.post(USER + "/jobs", response_model=JobsAnswer, status_code=201, summary="Push 1–10 jobs for a user")
+@users.post(
+    USER + "/jobs",
+    response_model=JobsAnswer,
+    status_code=201,
+    summary="Push 1–10 jobs for a user",
+    openapi_extra=OPENAPI_HEADER,
+)
 async def push_user_jobs(
     namespace: str,
     user_id: str,
     body: UserPushBody,
     request: Request,
-    ctx: ServerContext = Depends(get_context),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Admin only (GS2 PushByUserId): the user's jobs run one at a time, oldest first."""
+    ctx = context_of(request)
+    idempotency_key = key_of(request)
     _name(namespace, "namespace")
     if user_id == "me":
         raise ValidationError(
