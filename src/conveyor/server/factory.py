@@ -10,8 +10,8 @@ requests answer 503 until it is back.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import json
 import logging
 import os
