@@ -73,6 +73,7 @@ class Producer:
         self._timer: asyncio.TimerHandle | None = None  # wakes the fetch loop when the next known job is due
         self._due_stale = True  # something may have changed when the next job is due: ask next_due again
         self._due_spins = 0
+        self._refreshing: asyncio.Task[None] | None = None  # a next_due asked after a hand-off
 
     # ---- claiming ------------------------------------------------------------------------------------------
 
@@ -260,6 +261,8 @@ class Producer:
     def cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
 
     # ---- hand-off ------------------------------------------------------------------------------------------
 
@@ -302,10 +305,25 @@ class Producer:
             self.outage.recovered()
         self.handed_off += len(jobs)
         self.start_jobs(jobs)
-        if self._offer is not None:  # still waiting: offer the slots that are left
+        offer = self._offer
+        if offer is not None:  # still waiting: offer the slots that are left
             self.withdraw_idle()
             self._offer_idle()
+        if (offer is None or len(jobs) < offer.limit) and self.state.loop is not None:
+            # The enqueue may have left jobs this worker can claim only later (a rate limit's next token, a delay)
+            # and, having handed some over, woke nobody: ask when the next one falls due, as after a claim.
+            self.state.loop.call_soon_threadsafe(self._refresh_due_soon)
         return True
+
+    def _refresh_due_soon(self) -> None:
+        if self.state.stopping or self.state.closed or self._refreshing is not None:
+            return
+        assert self.state.loop is not None
+        self._refreshing = self.state.loop.create_task(self._refresh_due())
+        self._refreshing.add_done_callback(self._refreshed)
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self._refreshing = None
 
     # ---- the buffer ----------------------------------------------------------------------------------------
 
