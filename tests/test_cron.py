@@ -307,3 +307,18 @@ def test_the_sync_twins(tmp_path: object) -> None:
         assert app.schedules.list() == []
     finally:
         app.close()
+
+
+async def test_a_stored_schedule_that_no_longer_validates_is_left_out_not_fatal(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conveyor.model import ScheduleRecord
+
+    await app.store.put_schedule(ScheduleRecord("broken", "@daily", "t", timezone="Gone/Zone"), create=True)
+    await app.schedules.acreate("fine", "@every 60s", "t")
+    assert [s.name for s in await app.schedules.alist()] == ["fine"]
+    scheduler = Scheduler(app)
+    await scheduler.tick(datetime.now(UTC) + timedelta(minutes=2))
+    await scheduler.tick(datetime.now(UTC) + timedelta(minutes=3))
+    assert scheduler.enqueued >= 2
+    assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 1  # said once, not at every tick

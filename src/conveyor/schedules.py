@@ -19,6 +19,7 @@ within about a second in whichever process leads.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,9 @@ from conveyor.model import JSON, Job, ScheduleRecord, ScheduleRun, utcnow
 from conveyor.runtime import Runtime
 
 __all__ = ["CODE", "RUNTIME", "UNSET", "ScheduleInfo", "Schedules", "all_schedules", "from_record"]
+
+log = logging.getLogger("conveyor.scheduler")
+_REPORTED: set[tuple[str, datetime]] = set()
 
 CODE = "code"
 RUNTIME = "runtime"
@@ -131,15 +135,18 @@ def to_record(schedule: CronSchedule) -> ScheduleRecord:
 
 async def all_schedules(rt: Runtime) -> list[CronSchedule]:
     """Code schedules and the store's runtime ones, by name (a stored record that no longer validates, e.g. its
-    zone left the zone database, is left out; `Schedules.list` shows why it is missing through the error log)."""
+    zone left the zone database, is left out, and the error log says why)."""
     merged: dict[str, CronSchedule] = dict(rt.schedules)
     for record in await rt.store.list_schedules():
         if record.name in merged:
             continue  # a code schedule took the name after the runtime one was made: code wins
         try:
             merged[record.name] = from_record(record)
-        except (ValidationError, TypeError):
-            continue
+        except (ValidationError, TypeError) as exc:
+            key = (record.name, record.updated_at)
+            if key not in _REPORTED:  # once per stored version, not at every tick
+                _REPORTED.add(key)
+                log.error("runtime schedule %r left out: its stored definition is invalid (%s)", record.name, exc)
     return [merged[name] for name in sorted(merged)]
 
 
