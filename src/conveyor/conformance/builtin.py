@@ -46,7 +46,10 @@ _MEMORY_STATE = (
 def _memory_data(url: str) -> Any:
     from conveyor.store.memory import MemoryStore
 
-    return MemoryStore._registry[MemoryStore._name(url) or ""]
+    data = MemoryStore.shared_data(url)
+    if data is None:
+        raise LookupError(f"no memory store has opened {url!r} in this process")
+    return data
 
 
 async def _memory_snapshot(url: str) -> object:

@@ -7,7 +7,7 @@ suite, so it aims to be obviously correct first and reasonably fast second:
   (`_clone`, generated from the Job's field list by conveyor.codec), so a new Job field needs nothing here.
 * Small indexes (pending jobs per (namespace, queue, task) in claim order — per task so that a claim skips the
   jobs of tasks it does not serve without walking them —, lanes, processing sets, unique keys, status counts) are
-  kept in step by the only two functions that touch them, `_index` and `_unindex`: every change un-indexes a
+  kept in step by the only two functions that touch them, `index_job` and `unindex_job`: every change un-indexes a
   record, mutates it, and indexes it again. No method awaits in the middle of a change, and a `threading.Lock`
   guards each data set, so every state change is atomic even when several event loops (threads) share one
   named store.

@@ -139,11 +139,11 @@ class MemoryAdmin(Store):
             rec = self._get(job_id)
             now = utcnow()
             if rec.status is JobStatus.PENDING:
-                d._unindex(rec)
+                d.unindex_job(rec)
                 rec.status = JobStatus.CANCELLED
                 rec.finished_at = now
                 rec.updated = now
-                d._index(rec)
+                d.index_job(rec)
             elif rec.status is JobStatus.PROCESSING:
                 rec.cancel_requested = True  # not indexed
                 rec.updated = now
@@ -166,7 +166,7 @@ class MemoryAdmin(Store):
                         f"Job cannot be requeued: active job {holder} holds its unique key {rec.unique_key!r}"
                     )
             now = utcnow()
-            d._unindex(rec)
+            d.unindex_job(rec)
             d.uniq_of.pop(rec.id, None)  # a requeued job leaves its `unique=` rule behind (never a conflict)
             rec.status = JobStatus.PENDING
             rec.attempts = 0
@@ -175,7 +175,7 @@ class MemoryAdmin(Store):
             rec.finished_at = None
             rec.cancel_requested = False
             rec.updated = now
-            d._index(rec)
+            d.index_job(rec)
             job = clone_job(rec)
         d.waker.notify()
         return job
@@ -199,10 +199,10 @@ class MemoryAdmin(Store):
                     f"Job cannot be run now (must be in 'pending' status; it is {rec.status.value!r})"
                 )
             now = utcnow()
-            d._unindex(rec)
+            d.unindex_job(rec)
             rec.run_at = min(rec.run_at, now)  # a job already due keeps its place
             rec.updated = now
-            d._index(rec)
+            d.index_job(rec)
             job = clone_job(rec)
         d.waker.notify()
         return job
@@ -225,7 +225,7 @@ class MemoryAdmin(Store):
             for j in records:
                 rec = clone_job(j)
                 d.jobs[rec.id] = rec
-                d._index(rec)
+                d.index_job(rec)
             for a in attempts:
                 d.attempts.setdefault(a.job_id, {})[a.lease_token or f"try-{a.try_number}"] = a
             out = [clone_job(d.jobs[j.id]) for j in records]

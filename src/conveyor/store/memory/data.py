@@ -82,7 +82,7 @@ class DataSet:
     waker: LocalWaker = field(default_factory=LocalWaker)
     jobs: dict[str, Job] = field(default_factory=dict)  # changed in place only by DataSet's methods, never handed out
     attempts: dict[str, dict[str, Attempt]] = field(default_factory=dict)  # job id -> lease token -> record
-    # indexes, maintained only by _index/_unindex
+    # indexes, maintained only by index_job/unindex_job
     pending: dict[ReadyKey, list[ClaimKey]] = field(default_factory=dict)
     processing: dict[QueueKey, set[str]] = field(default_factory=dict)
     lane_pending: dict[LaneKey, list[LaneOrder]] = field(default_factory=dict)
@@ -106,7 +106,7 @@ class DataSet:
 
     # ---- index maintenance ------------------------------------------------------------------------------------
 
-    def _index(self, rec: Job) -> None:
+    def index_job(self, rec: Job) -> None:
         qk = (rec.namespace, rec.queue)
         lk = lane_key(rec)
         self.counts[(rec.namespace, rec.queue, rec.task, rec.status)] += 1
@@ -127,7 +127,7 @@ class DataSet:
             if rule is not None and UNIQUE_STATE_BITS[rec.status] & rule[1]:
                 self.uniq.setdefault((rec.namespace, rule[0]), rec.id)
 
-    def _unindex(self, rec: Job) -> None:
+    def unindex_job(self, rec: Job) -> None:
         qk = (rec.namespace, rec.queue)
         lk = lane_key(rec)
         ck = (rec.namespace, rec.queue, rec.task, rec.status)
@@ -168,7 +168,7 @@ class DataSet:
 
     def start(self, rec: Job, worker_id: str, lease: timedelta, now: datetime, token: str) -> None:
         """pending → processing (a claim) under the fresh fencing token `token`."""
-        self._unindex(rec)
+        self.unindex_job(rec)
         rec.status = JobStatus.PROCESSING
         rec.attempts += 1
         rec.try_number += 1
@@ -178,10 +178,10 @@ class DataSet:
         rec.lease_expires_at = now + lease
         rec.updated = now
         rec.cancel_requested = False
-        self._index(rec)
+        self.index_job(rec)
 
     def delete(self, rec: Job) -> None:
-        self._unindex(rec)
+        self.unindex_job(rec)
         del self.jobs[rec.id]
         self.attempts.pop(rec.id, None)
         self.uniq_of.pop(rec.id, None)
@@ -197,13 +197,13 @@ class DataSet:
         """A duplicate's `unique.replace`: its payload and/or run_at written on a pending holder."""
         if holder.status is not JobStatus.PENDING or not new.unique_replace:
             return
-        self._unindex(holder)
+        self.unindex_job(holder)
         if new.unique_replace & REPLACE_PAYLOAD:
             holder.payload, holder.payload_json = new.payload, new.payload_json
         if new.unique_replace & REPLACE_RUN_AT:
             holder.run_at = new.run_at
         holder.updated = utcnow()
-        self._index(holder)
+        self.index_job(holder)
 
     def held(self, lease: Lease) -> Job | None:
         """The job when `lease` still holds it (fencing on the token), else None."""

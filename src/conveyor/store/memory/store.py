@@ -89,6 +89,14 @@ class MemoryStore(MemoryAdmin):
         return name or None
 
     @classmethod
+    def shared_data(cls, url: str) -> DataSet | None:
+        """The data set a `memory://NAME` URL names in this process (None: no store has opened it). For the
+        conformance suite's simulated crash of the store, which copies and puts back the whole data set."""
+        name = cls._name(url)
+        with cls._registry_lock:
+            return None if name is None else cls._registry.get(name)
+
+    @classmethod
     def forget(cls, url: str) -> None:
         """Drop the data set a `memory://NAME` URL names (tests call this to clean up). Stores already open on
         it keep their (now private) data."""
@@ -155,7 +163,7 @@ class MemoryStore(MemoryAdmin):
                 if new.unique_key is not None:
                     batch_unique[(new.namespace, new.unique_key)] = rec
                 d.jobs[rec.id] = rec
-                d._index(rec)
+                d.index_job(rec)
                 out.append(clone_job(rec))
             stored = any(not job.duplicate for job in out)
             idle = self._idle.take(jobs) if stored else None
@@ -359,7 +367,7 @@ class MemoryStore(MemoryAdmin):
                         d.record_stale(f.attempt, f.lease.token)
                     out.append(False)
                     continue
-                d._unindex(rec)
+                d.unindex_job(rec)
                 rec.status = f.status
                 rec.updated = now
                 rec.lease_expires_at = None
@@ -389,7 +397,7 @@ class MemoryStore(MemoryAdmin):
                     if f.attempt is not None:
                         d.record(f.attempt, f.lease.token)
                 rec.finished_at = now if rec.status.is_final else None
-                d._index(rec)
+                d.index_job(rec)
                 out.append(True)
         if woke:
             d.waker.notify()
@@ -505,7 +513,7 @@ class MemoryStore(MemoryAdmin):
                     ),
                     rec.lease_token or "",
                 )
-                d._unindex(rec)
+                d.unindex_job(rec)
                 rec.lease_expires_at = None
                 rec.worker_id = None
                 rec.lease_token = None
@@ -516,7 +524,7 @@ class MemoryStore(MemoryAdmin):
                 else:
                     rec.status = JobStatus.FAILED
                     rec.finished_at = now
-                d._index(rec)
+                d.index_job(rec)
                 out.append(clone_job(rec))
         if any(job.status is JobStatus.PENDING for job in out):
             d.waker.notify()

@@ -33,7 +33,7 @@ class PgHandOff(PgEnqueue):
 
     _idle: IdleClaims  # workers of this process waiting for jobs
     _handoffs: set[asyncio.Future[list[Job]]]  # hand-off enqueues under way; close() waits for them
-    _waker: LocalWaker
+    waker: LocalWaker
 
     def offer_idle(self, claim: IdleClaim) -> None:
         if not self._closed:
@@ -81,7 +81,7 @@ class PgHandOff(PgEnqueue):
         if not hand_over(idle, done.claimed) and done.claimed:
             await self._hand_back(idle, done.claimed)
         if done.woke and done.inserted:
-            self._waker.notify()
+            self.waker.notify()
         if done.jobs is not None:
             return done.jobs
         # Jobs skipped for a held unique key are looked up (and stored after all when the holder just finished) the

@@ -35,7 +35,7 @@ class Listener:
         self._connect_kwargs = connect_kwargs
         self._channel = channel
         self._ping = ping
-        self._waker = waker
+        self.waker = waker
         self._name = name
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -70,12 +70,12 @@ class Listener:
                     self.listening.set()
                     if down:
                         logger.warning("LISTEN connection to PostgreSQL restored")
-                        self._waker.notify()  # jobs may have arrived while nobody listened
+                        self.waker.notify()  # jobs may have arrived while nobody listened
                     down = False
                     delay = 0.1
                     while not self._closed:
                         async for _ in conn.notifies(timeout=15.0):
-                            self._waker.notify()
+                            self.waker.notify()
                         await conn.execute(self._ping)  # type: ignore[arg-type]  # a quiet spell: is the link alive?
             except asyncio.CancelledError:
                 raise

@@ -43,7 +43,7 @@ class PgConnections(Store):
         kwargs.update(self.options)
         return kwargs
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+    def unavailable_error(self, exc: BaseException) -> StoreUnavailable:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StoreUnavailable(
             f"PostgreSQL is unavailable ({detail}). Conveyor reconnects by itself; retry the call later."
@@ -80,7 +80,7 @@ class PgConnections(Store):
                     except Exception:  # the check itself may fail while the server is down
                         pass
                     continue
-                raise self._unavailable(exc) from None
+                raise self.unavailable_error(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _one(self, query: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

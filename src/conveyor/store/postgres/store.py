@@ -145,13 +145,13 @@ class PostgresStore(PgHandOff):
         self.channel = f"conveyor_{self.schema}"[:63]
         self._q = Queries(self.schema, self.channel)
         self._pool: AsyncConnectionPool | None = None
-        self._waker = LocalWaker()
+        self.waker = LocalWaker()
         self._listener = Listener(
             self.conninfo,
             self._connect_kwargs,
             self.channel,
             self._q.PING,
-            self._waker,
+            self.waker,
             f"conveyor-listen-{self.schema}",
         )
         self._migrated = False
@@ -211,7 +211,7 @@ class PostgresStore(PgHandOff):
         try:
             conn = await psycopg.AsyncConnection.connect(self.conninfo, **kwargs)
         except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
+            raise self.unavailable_error(exc) from None
         await conn.close()
 
     async def close(self) -> None:
@@ -223,7 +223,7 @@ class PostgresStore(PgHandOff):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-        self._waker.notify()
+        self.waker.notify()
 
     async def migrate(self) -> list[str]:
         if self._migrate_lock is None:
@@ -242,7 +242,7 @@ class PostgresStore(PgHandOff):
                     async with pool.connection(timeout=self._timeout) as conn:
                         applied = await self._migrate_on(conn)
             except DRIVER_ERRORS as exc:
-                raise self._unavailable(exc) from None
+                raise self.unavailable_error(exc) from None
             self._migrated = True
             return applied
 
@@ -294,7 +294,7 @@ class PostgresStore(PgHandOff):
             async with await psycopg.AsyncConnection.connect(self.conninfo, **kwargs) as conn:
                 await conn.execute(self._q.DROP_SCHEMA)
         except DRIVER_ERRORS as exc:
-            raise self._unavailable(exc) from None
+            raise self.unavailable_error(exc) from None
         self._migrated = False
 
     async def ping(self) -> None:
@@ -305,7 +305,7 @@ class PostgresStore(PgHandOff):
     async def wait_for_jobs(self, timeout: float) -> None:
         if self._closed:
             return
-        await self._waker.wait(max(0.0, timeout))
+        await self.waker.wait(max(0.0, timeout))
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 
@@ -318,7 +318,7 @@ class PostgresStore(PgHandOff):
             return await self._enqueue_handing_off(jobs, idle)
         out = await self._run_enqueue(jobs, lambda conn: self._aenqueue(conn, jobs))
         if any(not job.duplicate for job in out) or any(j.unique_replace for j in jobs):
-            self._waker.notify()
+            self.waker.notify()
         return out
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
@@ -441,14 +441,14 @@ class PostgresStore(PgHandOff):
         params = finish_params(finishes, self._worker_commit)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[bool]:
-            return await self._finish_on(conn, params, finishes)
+            return await self.finish_on_connection(conn, params, finishes)
 
         out = await self._run(go)
         if any(ok and f.status is JobStatus.PENDING for ok, f in zip(out, finishes, strict=True)):
-            self._waker.notify()
+            self.waker.notify()
         return out
 
-    async def _finish_on(
+    async def finish_on_connection(
         self, conn: psycopg.AsyncConnection[Any], params: dict[str, Any], finishes: Sequence[Finish]
     ) -> list[bool]:
         """FINISH, then (only when a report with an attempt was refused) RECORD_STALE for those attempts."""
@@ -472,13 +472,13 @@ class PostgresStore(PgHandOff):
         try:
             conn = await pool.getconn(timeout=self._timeout)
         except DRIVER_ERRORS as exc:
-            raise self._unavailable(exc) from None
+            raise self.unavailable_error(exc) from None
         tx = _PgHandlerTransaction(self, conn)
         try:
             try:
                 await conn.set_autocommit(False)
             except DRIVER_ERRORS as exc:
-                raise self._unavailable(exc) from None
+                raise self.unavailable_error(exc) from None
             try:
                 yield tx
             except BaseException:
@@ -492,7 +492,7 @@ class PostgresStore(PgHandOff):
                 try:
                     await conn.commit()
                 except DRIVER_ERRORS as exc:
-                    raise self._unavailable(exc) from None
+                    raise self.unavailable_error(exc) from None
         finally:
             try:
                 if not conn.closed:
@@ -514,7 +514,7 @@ class PostgresStore(PgHandOff):
         jobs = [decode_job(row) for row in await self._run(go)]
         jobs.sort(key=lambda j: j.id)
         if any(j.status is JobStatus.PENDING for j in jobs):
-            self._waker.notify()
+            self.waker.notify()
         return jobs
 
     async def next_lease_expiry(self) -> float | None:
@@ -610,7 +610,7 @@ class PostgresStore(PgHandOff):
         if row is None:
             await self._status_of(job_id)
             raise InvalidTransition("Job cannot be requeued (must be in 'failed' status)")
-        self._waker.notify()
+        self.waker.notify()
         return decode_job(row)
 
     async def delete(self, job_id: str, *, force: bool = False) -> Job:
@@ -625,7 +625,7 @@ class PostgresStore(PgHandOff):
         if row is None:
             status = await self._status_of(job_id)
             raise InvalidTransition(f"Job cannot be run now (must be in 'pending' status; it is {status!r})")
-        self._waker.notify()
+        self.waker.notify()
         return decode_job(row)
 
     def list_statements(
@@ -689,12 +689,12 @@ class PostgresStore(PgHandOff):
 
         await self._run(go)
         if any(j.status is JobStatus.PENDING for j in records):
-            self._waker.notify()
+            self.waker.notify()
         return [j for j in [await self.get_job(j.id) for j in records] if j is not None]
 
     async def delete_user_data(self, user_id: str) -> int:
         row = await self._one(self._q.DELETE_USER_DATA, {"user_id": user_id})
-        self._waker.notify()  # a group lane's next job may have become claimable
+        self.waker.notify()  # a group lane's next job may have become claimable
         return int(row[0]) if row else 0
 
     async def has_pending_job(self, namespace: str, user_id: str) -> bool:
@@ -752,7 +752,7 @@ class PostgresStore(PgHandOff):
         check_queue_settings(settings)
         params = _queue_settings_params(settings)
         await self._run(lambda conn: conn.execute(self._q.PUT_QUEUE_SETTINGS, params))
-        self._waker.notify()  # a resumed queue or a raised limit may free jobs
+        self.waker.notify()  # a resumed queue or a raised limit may free jobs
         return settings
 
     async def update_queue_settings(self, namespace: str, queue: str, change: QueueChange) -> QueueSettings:
@@ -769,7 +769,7 @@ class PostgresStore(PgHandOff):
             return settings
 
         settings = await self._run(go)
-        self._waker.notify()  # a resumed queue or a raised limit may free jobs
+        self.waker.notify()  # a resumed queue or a raised limit may free jobs
         return settings
 
     async def get_queue_settings(self, namespace: str, queue: str) -> QueueSettings:
@@ -950,15 +950,15 @@ class _PgHandlerTransaction(HandlerTransaction):
         conn: psycopg.AsyncConnection[Any] = self.connection
         self.done = True
         try:
-            (applied,) = await self._store._finish_on(conn, finish_params([finish], "on"), [finish])
+            (applied,) = await self._store.finish_on_connection(conn, finish_params([finish], "on"), [finish])
             if applied:
                 await conn.commit()
             else:  # the lease was lost: the handler's writes must not outlive it (exactly-once effects)
                 await conn.rollback()
         except DRIVER_ERRORS as exc:
-            raise self._store._unavailable(exc) from None
+            raise self._store.unavailable_error(exc) from None
         if applied and finish.status is JobStatus.PENDING:
-            self._store._waker.notify()
+            self._store.waker.notify()
         if not applied and finish.attempt is not None:
             # The rollback took the try's LOST record with it; keep it, outside the handler's transaction.
             try:

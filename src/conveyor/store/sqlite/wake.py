@@ -326,7 +326,7 @@ class WakeHub:
             self._warned = True
             log.info("SQLite cross-process wake-ups are off for %s (%s); %s", self.path, reason, consequence)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         """In a forked child: start from scratch (no socket, no waiters of the parent's loops, no lock held by a
         thread that is not here)."""
         self._lock = threading.Lock()
@@ -339,7 +339,7 @@ class WakeHub:
         self._drop_peers()  # our copies only: the parent's sockets stay connected
         self._checked = time.monotonic_ns() - CHECK_NS
 
-    def _exit(self) -> None:
+    def remove_own_socket(self) -> None:
         receiver = self._receiver
         if receiver is not None:
             _unlink(receiver.address)
@@ -454,13 +454,13 @@ def _reset_after_fork() -> None:
     global _hubs_lock
     _hubs_lock = threading.Lock()
     for hub in _hubs.values():
-        hub._after_fork()
+        hub.after_fork()
 
 
 def _remove_own_sockets() -> None:
     """At exit, remove this process's sockets even if no store was closed (saves the next sender a cleanup)."""
     for hub in list(_hubs.values()):
-        hub._exit()
+        hub.remove_own_socket()
 
 
 if hasattr(os, "register_at_fork"):
