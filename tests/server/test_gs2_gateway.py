@@ -368,7 +368,8 @@ async def test_async_twins_disconnect_all_and_auth_over_the_socket(
 
 
 def test_a_job_run_by_the_servers_worker_notifies(tmp_path: Path) -> None:
-    """With auto-run on, the worker of `conveyor serve` runs the job and its run event reaches the session."""
+    """With auto-run on, the worker of `conveyor serve` runs the job and its run event reaches the session (and
+    no push notification: GS2 applies pushNotification only to namespaces consumed by Run)."""
     module = backend("sqlite")
     url = module.fresh_url(tmp_path)
     env = {"CONVEYOR_ADMIN_TOKEN": ADMIN, "CONVEYOR_URL": url, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -381,6 +382,7 @@ def test_a_job_run_by_the_servers_worker_notifies(tmp_path: Path) -> None:
             jq.CreateNamespaceRequest()
             .with_name("auto")
             .with_enable_auto_run(True)
+            .with_push_notification(NotificationSetting().with_enable("Enabled"))
             .with_run_notification(NotificationSetting().with_enable("Enabled"))
         )
         session = Session(BasicGs2Credential("game", ADMIN), REGION, steady_endpoint=process.base_url)
@@ -390,6 +392,8 @@ def test_a_job_run_by_the_servers_worker_notifies(tmp_path: Path) -> None:
             pushed = _push(rest, "gina", ns="auto").items[0]
             note = session.wait_for("Gs2JobQueue:RunNotification", timeout=20)
             assert json.loads(note["payload"])["jobName"] == pushed.name
+            # GS2: pushNotification applies only when auto-run is off; here the run is what the client hears
+            assert [n for n in session.notifications if n["issuer"] == "Gs2JobQueue:PushNotification"] == []
         finally:
             session.disconnect()
             rest.disconnect()

@@ -403,7 +403,9 @@ class GatewayHub:
         ns = await self._job_queue_namespace(event.namespace)
         if ns is None:
             return []
-        enabled = ns.push_notification if event.type == "push" else ns.run_notification
+        # GS2: pushNotification applies only to namespaces consumed by Run (enableAutoRun off); with auto-run the
+        # job runs at once and runNotification tells the client
+        enabled = (ns.push_notification and not ns.auto_run) if event.type == "push" else ns.run_notification
         if not enabled:
             return []
         setting = ns.extra.get("pushNotification" if event.type == "push" else "runNotification")
