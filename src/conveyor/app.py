@@ -13,6 +13,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -46,13 +47,17 @@ from conveyor.model import (
     NewJob,
     Page,
     QueueChange,
+    QueueFlow,
     QueueInfo,
     QueueSettings,
+    RateBucket,
     RateLimit,
     Stats,
     WorkerInfo,
     check_queue_settings,
     check_rate_key,
+    rate_bucket,
+    utcnow,
     validate_name,
     validate_namespace,
 )
@@ -576,6 +581,48 @@ class Conveyor:
         validate_name(namespace, "namespace")
         return await self._on_home(lambda: self.store.get_queue_settings(namespace, queue))
 
+    async def aqueue_flow(self, queue: str, namespace: str = DEFAULT_NAMESPACE, *, top: int = 10) -> QueueFlow:
+        """What the queue's limits are doing now (`QueueFlow`): settings, processing jobs (in all and for the `top`
+        busiest concurrency keys), the rate limiter's tokens and next token (the queue's bucket, or with a rate_key
+        the number of keys holding state and the `top` most limited), and the jobs due now with the age of the
+        oldest. A few store reads: the processing jobs (at most the workers' slots), the limiter's state, the
+        queue's counts and its earliest pending job."""
+        validate_name(queue, "queue")
+        validate_name(namespace, "namespace")
+        store = self.store
+
+        async def read() -> QueueFlow:
+            settings = await store.get_queue_settings(namespace, queue)
+            running = await store.list_jobs(
+                JobFilter(namespace=namespace, queue=queue, status=JobStatus.PROCESSING), limit=1000
+            )
+            keys = Counter(j.concurrency_key for j in running.items if j.concurrency_key is not None)
+            state = await store.rate_state(namespace, queue, top)
+            rate: RateBucket | None = None
+            most_limited: list[RateBucket] = []
+            if settings.rate_limit is not None and settings.rate_key is None:
+                rate = rate_bucket(settings.rate_limit, None, state.queue_tat, state.now_us)
+            elif settings.rate_limit is not None:
+                most_limited = [rate_bucket(settings.rate_limit, k, t, state.now_us) for k, t in state.keys]
+            counts = next((q.counts for q in await store.list_queues(namespace) if q.name == queue), {})
+            first = await store.list_jobs(
+                JobFilter(namespace=namespace, queue=queue, status=JobStatus.PENDING), limit=1, sort=JobSort.RUN_AT
+            )
+            now = utcnow()
+            oldest = next((j.run_at for j in first.items if j.run_at <= now), None)
+            return QueueFlow(
+                settings=settings,
+                processing=max(running.total, len(running.items)),
+                busiest_keys=keys.most_common(max(0, top)),
+                rate=rate,
+                limited_keys=state.key_count if settings.rate_key is not None else 0,
+                most_limited=most_limited,
+                due=max(0, counts.get("pending", 0) - counts.get("scheduled", 0)),
+                oldest_due_age=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+            )
+
+        return await self._on_home(read)
+
     async def aresume_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> None:
         await self.apause_queue(queue, namespace, paused=False)
 
@@ -761,6 +808,10 @@ class Conveyor:
 
     def get_queue(self, queue: str, namespace: str = DEFAULT_NAMESPACE) -> QueueSettings:
         return self._sync(lambda: self.aget_queue(queue, namespace))
+
+    def queue_flow(self, queue: str, namespace: str = DEFAULT_NAMESPACE, *, top: int = 10) -> QueueFlow:
+        """Sync twin of `aqueue_flow`."""
+        return self._sync(lambda: self.aqueue_flow(queue, namespace, top=top))
 
     def list_workers(self) -> list[WorkerInfo]:
         return self._sync(self.alist_workers)

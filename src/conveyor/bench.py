@@ -78,6 +78,9 @@ class BenchConfig:
     keep: bool = False
     queue_rate: str | None = None  # a rate limit on the bench queue (e.g. "1000000/s": set, but not binding)
     queue_concurrency: int | None = None  # a concurrency cap on the bench queue
+    queue_rate_key: str | None = None  # partition the rate limit per key (e.g. "concurrency_key")
+    key_concurrency: int | None = None  # a limit per concurrency key on the bench queue
+    keys: int = 0  # >0: the measured jobs carry concurrency_key k<i % keys> and payload {"k": i % keys}
 
 
 # ---- isolated state ----------------------------------------------------------------------------------------------
@@ -354,12 +357,20 @@ async def _wait_completed(app: Conveyor, expected: int, timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def _enqueue_single(app: Conveyor, n: int, bar: _Progress, label: str) -> float:
+def _specs(keys: int) -> list[dict[str, Any]]:
+    """The measured jobs' enqueue specs: all alike, or (`--keys`) cycling through `keys` keys."""
+    if keys <= 0:
+        return [{"task": NOOP_TASK, "payload": {}}]
+    return [{"task": NOOP_TASK, "payload": {"k": i}, "concurrency_key": f"k{i}"} for i in range(keys)]
+
+
+async def _enqueue_single(app: Conveyor, n: int, bar: _Progress, label: str, keys: int = 0) -> float:
     task = bar.add(label, n)
-    payload: dict[str, JSON] = {}
+    specs = _specs(keys)
     start = time.perf_counter()
     for i in range(n):
-        await app.aenqueue(NOOP_TASK, payload)
+        spec = specs[i % len(specs)]
+        await app.aenqueue(NOOP_TASK, spec["payload"], concurrency_key=spec.get("concurrency_key"))
         if i % 256 == 0:
             bar.update(task, i)
     elapsed = time.perf_counter() - start
@@ -367,14 +378,14 @@ async def _enqueue_single(app: Conveyor, n: int, bar: _Progress, label: str) -> 
     return elapsed
 
 
-async def _enqueue_batches(app: Conveyor, n: int, size: int, bar: _Progress, label: str) -> float:
+async def _enqueue_batches(app: Conveyor, n: int, size: int, bar: _Progress, label: str, keys: int = 0) -> float:
     task = bar.add(label, n)
-    spec: dict[str, JSON] = {"task": NOOP_TASK, "payload": {}}
+    specs = _specs(keys)
     done = 0
     start = time.perf_counter()
     while done < n:
         count = min(size, n - done)
-        await app.aenqueue_many([spec] * count)
+        await app.aenqueue_many([specs[(done + i) % len(specs)] for i in range(count)])
         done += count
         bar.update(task, done)
     return time.perf_counter() - start
@@ -391,17 +402,24 @@ async def _run_local(config: BenchConfig, url: str, bar: _Progress) -> dict[str,
     results: dict[str, JSON] = {}
     try:
         await app.aopen()
-        if config.queue_rate is not None or config.queue_concurrency is not None:
+        limits = (config.queue_rate, config.queue_concurrency, config.queue_rate_key, config.key_concurrency)
+        if any(v is not None for v in limits):
             # Limits on the measured queue (issue 13): with values that do not bind, what checking them costs.
             settings = await app.aupdate_queue(
                 DEFAULT_QUEUE,
                 rate_limit=config.queue_rate,
                 concurrency=config.queue_concurrency,
+                rate_key=config.queue_rate_key,
+                key_concurrency=config.key_concurrency,
             )
             results["queue_limits"] = {
                 "rate_limit": None if settings.rate_limit is None else str(settings.rate_limit),
                 "concurrency": settings.concurrency,
+                "rate_key": settings.rate_key,
+                "key_concurrency": settings.key_concurrency,
             }
+        if config.keys:
+            results["keys"] = config.keys
         await _phases(app, url, config, tracker, bar, results)
     finally:
         await app.aclose()
@@ -432,9 +450,11 @@ async def _phases(
             await run.stop()
 
     n = config.jobs
-    single = await _enqueue_single(app, n, bar, "enqueue (one at a time)")
+    single = await _enqueue_single(app, n, bar, "enqueue (one at a time)", config.keys)
     results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
-    batch = await _enqueue_batches(app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})")
+    batch = await _enqueue_batches(
+        app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})", config.keys
+    )
     results["enqueue_batch"] = {
         "jobs": n,
         "batch_size": config.batch_size,

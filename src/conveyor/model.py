@@ -1125,6 +1125,46 @@ class RateState:
     keys: Sequence[tuple[str, int]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """One rate-limit bucket as `Conveyor.aqueue_flow` reports it: the queue's own (`key` None) or a rate key's;
+    `tokens` claims allowed now, `next_in` seconds until the next one (0 while tokens are left)."""
+
+    key: str | None
+    tokens: int
+    next_in: float
+
+
+def rate_bucket(rate: RateLimit, key: str | None, tat_us: int | None, now_us: int) -> RateBucket:
+    tokens, wait_us = rate_allowance(rate, tat_us, now_us)
+    return RateBucket(key, tokens, wait_us / 1e6)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFlow:
+    """What a queue's limits are doing now (`Conveyor.aqueue_flow`): its settings, processing jobs in all and for
+    the busiest concurrency keys, the rate limiter's buckets (the queue's, or with a `rate_key` how many keys hold
+    state and the most limited of them), the pending jobs due now and how long the oldest of them has waited."""
+
+    settings: QueueSettings
+    processing: int
+    busiest_keys: Sequence[tuple[str, int]]  # (concurrency key, processing jobs), most first
+    rate: RateBucket | None  # the queue's bucket (a rate limit without rate_key)
+    limited_keys: int  # rate_key queues: keys whose bucket is not full
+    most_limited: Sequence[RateBucket]  # rate_key queues: the keys furthest behind, out of tokens first
+    due: int  # pending jobs whose run_at has come (waiting for a worker, a lane or a limit)
+    oldest_due_age: float | None  # seconds since the run_at of the earliest due job, None when none is due
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the rate limit holds jobs back now: the queue's bucket, or some key's, is out of tokens."""
+        if self.settings.rate_limit is None:
+            return False
+        if self.rate is not None:
+            return self.rate.tokens == 0
+        return any(b.tokens == 0 for b in self.most_limited)
+
+
 class Keep(Enum):
     KEEP = "keep"
 

@@ -233,6 +233,12 @@ def test_queues_set_rate_keys(cli: Cli) -> None:
     bad = cli("queues", "set", "mail", "--rate-key", "payload.")
     assert bad.exit_code != 0 and "rate_key" in bad.stdout + bad.stderr
     assert cli.json("queues", "set", "mail", "--rate-key", "none")["rate_key"] is None
+    cli.ok("enqueue", "t", "--queue", "mail")
+    shown = cli.json("queues", "show", "mail")
+    assert shown["settings"]["rate_limit"]["limit"] == 10 and shown["due"] == 1 and shown["processing"] == 0
+    assert shown["rate"]["tokens"] == 5
+    text = cli.ok("queues", "show", "mail").stdout
+    assert "10/60s (burst 5)" in text and "5 left" in text and "due now" in text
 
 
 def test_namespaces(cli: Cli) -> None:

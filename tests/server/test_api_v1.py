@@ -218,6 +218,29 @@ def test_rate_keys_over_http(server: LiveServer) -> None:
     assert admin.patch("/api/v1/queues/mail", json={"rate_key": None}).json()["rate_key"] is None
 
 
+def test_a_queue_shows_its_live_limits(server: LiveServer) -> None:
+    admin = server.admin
+    admin.patch("/api/v1/queues/mail", json={"rate_limit": "2/m", "rate_burst": 1, "concurrency": 4})
+    for _ in range(2):
+        admin.post("/api/v1/jobs", json={"task": "echo", "queue": "mail", "concurrency_key": "t1"})
+    got = admin.get("/api/v1/queues/mail")
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["concurrency"] == 4 and body["rate_limit"] == {"limit": 2, "period": 60.0, "burst": 1}
+    flow = body["flow"]
+    assert flow["rate"]["tokens"] == 1 and flow["rate"]["next_at"] is None and flow["rate_keys"] == []
+    assert flow["processing"] == 0 and flow["due"] == 2 and flow["oldest_due_age"] >= 0
+    assert flow["rate_limited"] is False and flow["processing_per_key"] == []
+    keyed = admin.patch("/api/v1/queues/mail", json={"rate_key": "concurrency_key"}).json()
+    assert keyed["rate_key"] == "concurrency_key"
+    flow = admin.get("/api/v1/queues/mail").json()["flow"]
+    assert flow["rate"] is None and flow["rate_keys_limited"] == 0
+    empty = admin.get("/api/v1/queues/nothing-here").json()
+    assert empty["flow"]["due"] == 0 and empty["flow"]["rate"] is None
+    assert admin.get("/api/v1/queues/bad%20name").status_code == 400
+    assert server.client(server.user_token("alice")).get("/api/v1/queues/mail").status_code == 403
+
+
 def test_concurrency_keys_over_http(server: LiveServer) -> None:
     admin = server.admin
     got = admin.patch("/api/v1/queues/mail", json={"key_concurrency": 1}).json()

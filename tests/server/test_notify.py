@@ -174,6 +174,9 @@ def test_metrics_and_health(start_server: StartServer, store_url: str) -> None:
     assert 'conveyor_job_run_duration_seconds_count{queue="default",task="echo"} 1.0' in text
     assert 'conveyor_job_start_latency_seconds_count{queue="default",task="echo"} 1.0' in text
     assert 'conveyor_queue_jobs{namespace="default",queue="default",status="scheduled"} 1.0' in text
+    assert 'conveyor_queue_processing{namespace="default",queue="default"} 0.0' in text
+    assert 'conveyor_queue_rate_limited_jobs{namespace="default",queue="default"} 0.0' in text
+    assert 'conveyor_queue_oldest_due_age_seconds{namespace="default",queue="default"} 0.0' in text
     health = httpx.get(live.base_url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
 

@@ -20,7 +20,20 @@ from conveyor.cli.output import (
     stats_dict,
 )
 from conveyor.errors import NamespaceExists, ValidationError
-from conveyor.model import JSON, KEEP, Keep, Namespace, QueueInfo, QueueSettings, RateLimit, Stats, WorkerInfo, utcnow
+from conveyor.model import (
+    JSON,
+    KEEP,
+    Keep,
+    Namespace,
+    QueueFlow,
+    QueueInfo,
+    QueueSettings,
+    RateBucket,
+    RateLimit,
+    Stats,
+    WorkerInfo,
+    utcnow,
+)
 from conveyor.store.urls import redact
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
@@ -116,6 +129,54 @@ def rate_text(rate: RateLimit | None, rate_key: str | None) -> str:
     if rate is None:
         return "unlimited" if rate_key is None else f"unlimited (rate key {rate_key}, unused)"
     return str(rate) + ("" if rate_key is None else f" per {rate_key}")
+
+
+def show_queue(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    top: Annotated[int, typer.Option("--top", min=0, help="How many keys to list (busiest, most limited).")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """A queue's settings and what its limits are doing now: processing jobs (per key too), rate tokens left and
+    the next token, jobs due now and the oldest one's wait."""
+    app = load_app(ctx)
+
+    async def body() -> QueueFlow:
+        async with app:
+            return await app.aqueue_flow(queue, namespace, top=top)
+
+    flow = run(body)
+    if as_json:
+        print_json(jsonable(flow))
+        return
+    s = flow.settings
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("queue", escape(f"{s.namespace}/{s.name}"))
+    grid.add_row("state", "[red]paused[/]" if s.paused else "[green]active[/]")
+    grid.add_row("concurrency", "unlimited" if s.concurrency is None else str(s.concurrency))
+    grid.add_row("per key", "unlimited" if s.key_concurrency is None else str(s.key_concurrency))
+    grid.add_row("rate", escape(rate_text(s.rate_limit, s.rate_key)))
+    grid.add_row("processing", str(flow.processing))
+    if flow.busiest_keys:
+        grid.add_row("busiest keys", escape(", ".join(f"{k}: {n}" for k, n in flow.busiest_keys)))
+    if flow.rate is not None:
+        grid.add_row("tokens", _bucket_text(flow.rate))
+    if s.rate_key is not None and s.rate_limit is not None:
+        grid.add_row("limited keys", str(flow.limited_keys))
+        for b in flow.most_limited:
+            grid.add_row(f"  {escape(b.key or '(no key)')}", _bucket_text(b))
+    grid.add_row("due now", str(flow.due))
+    grid.add_row("oldest due", "-" if flow.oldest_due_age is None else human_seconds(flow.oldest_due_age))
+    console.print(grid)
+
+
+def _bucket_text(b: RateBucket) -> str:
+    if b.tokens > 0:
+        return f"{b.tokens} left"
+    return f"none left, next in {b.next_in:.3f} s"
 
 
 def _limit(text: str | None, what: str) -> int | Keep | None:
@@ -565,6 +626,7 @@ def migrate(ctx: typer.Context) -> None:
 
 
 queues_app.command("list")(list_queues)
+queues_app.command("show")(show_queue)
 queues_app.command("pause")(pause_queue)
 queues_app.command("set")(set_queue)
 queues_app.command("resume")(resume_queue)

@@ -291,6 +291,17 @@ def bench(
     queue_concurrency: Annotated[
         int | None, typer.Option("--queue-concurrency", min=0, help="Cap the measured queue's processing jobs.")
     ] = None,
+    queue_rate_key: Annotated[
+        str | None,
+        typer.Option("--queue-rate-key", help="With --queue-rate: one bucket per key (e.g. concurrency_key)."),
+    ] = None,
+    key_concurrency: Annotated[
+        int | None, typer.Option("--key-concurrency", min=0, help="Limit the measured queue's jobs per key.")
+    ] = None,
+    keys: Annotated[
+        int,
+        typer.Option("--keys", min=0, help="Give the measured jobs concurrency_key k0..k<N-1> and payload {k: i}."),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
 ) -> None:
     """Measure enqueue (single and batch), drain and enqueue-to-start latency on a fresh, isolated store."""
@@ -312,6 +323,9 @@ def bench(
         keep=keep,
         queue_rate=queue_rate,
         queue_concurrency=queue_concurrency,
+        queue_rate_key=queue_rate_key,
+        key_concurrency=key_concurrency,
+        keys=keys,
     )
     with handle_errors():
         report = benchmark.run_bench(config, show_progress=not as_json)

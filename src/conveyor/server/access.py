@@ -182,6 +182,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("DELETE", _V1 + "/dead-letters/{job_id}"): ADMIN_ONLY,
     ("GET", _V1 + "/stats"): ADMIN_ONLY,
     ("GET", _V1 + "/queues"): ADMIN_ONLY,
+    ("GET", _V1 + "/queues/{queue}"): ADMIN_ONLY,
     ("PATCH", _V1 + "/queues/{queue}"): ADMIN_ONLY,
     ("POST", _V1 + "/queues/{queue}/pause"): ADMIN_ONLY,
     ("POST", _V1 + "/queues/{queue}/resume"): ADMIN_ONLY,

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,7 +29,9 @@ from conveyor.model import (
     Job,
     JobStatus,
     Namespace,
+    QueueFlow,
     QueueInfo,
+    RateBucket,
     RateLimit,
     WorkerInfo,
     check_json_text,
@@ -360,6 +362,28 @@ def queue_json(q: QueueInfo) -> dict[str, JSON]:
         "key_concurrency": q.key_concurrency,
         "rate_key": q.rate_key,
         "counts": dict(q.counts),
+    }
+
+
+def bucket_json(bucket: RateBucket, now: datetime) -> dict[str, JSON]:
+    out: dict[str, JSON] = {"tokens": bucket.tokens, "next_in": round(bucket.next_in, 6)}
+    out["next_at"] = None if bucket.tokens > 0 else rfc3339(now + timedelta(seconds=bucket.next_in))
+    if bucket.key is not None:
+        out = {"key": bucket.key, **out}
+    return out
+
+
+def flow_json(flow: QueueFlow, now: datetime) -> dict[str, JSON]:
+    """A queue's live limits (`Conveyor.aqueue_flow`) as GET /api/v1/queues/{queue} and the UI show them."""
+    return {
+        "processing": flow.processing,
+        "processing_per_key": [{"key": k, "processing": n} for k, n in flow.busiest_keys],
+        "rate": None if flow.rate is None else bucket_json(flow.rate, now),
+        "rate_keys_limited": flow.limited_keys,
+        "rate_keys": [bucket_json(b, now) for b in flow.most_limited],
+        "rate_limited": flow.rate_limited,
+        "due": flow.due,
+        "oldest_due_age": None if flow.oldest_due_age is None else round(flow.oldest_due_age, 3),
     }
 
 

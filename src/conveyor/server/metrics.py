@@ -26,7 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from conveyor.errors import ConveyorError
 from conveyor.events import Event
-from conveyor.model import DEFAULT_QUEUE
+from conveyor.model import DEFAULT_QUEUE, QueueInfo
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -76,6 +76,28 @@ class Metrics:
             "conveyor_queue_jobs",
             "Jobs in each queue by status",
             ("namespace", "queue", "status"),
+            registry=self.registry,
+        )
+        flow_labels = ("namespace", "queue")
+        self.processing = Gauge(
+            "conveyor_queue_processing", "Jobs processing now in each queue", flow_labels, registry=self.registry
+        )
+        self.rate_limited = Gauge(
+            "conveyor_queue_rate_limited_jobs",
+            "Jobs due now in queues whose rate limit is out of tokens (the queue's bucket, or some key's)",
+            flow_labels,
+            registry=self.registry,
+        )
+        self.oldest_due = Gauge(
+            "conveyor_queue_oldest_due_age_seconds",
+            "How long the earliest due pending job of each queue has waited since its run_at (0: none due)",
+            flow_labels,
+            registry=self.registry,
+        )
+        self.rate_tokens = Gauge(
+            "conveyor_queue_rate_tokens",
+            "Claims a rate-limited queue may start now (its own bucket; queues with a rate_key: not reported)",
+            flow_labels,
             registry=self.registry,
         )
         self.store_up = Gauge("conveyor_store_up", "1 when the store answered the last scrape", registry=self.registry)
@@ -146,6 +168,36 @@ class Metrics:
         self.depth.clear()
         for (namespace, queue, status), count in totals.items():
             self.depth.labels(namespace, queue, status).set(count)
+        await self._refresh_flow(app, queues, namespaces)
+
+    async def _refresh_flow(self, app: Conveyor, queues: list[QueueInfo], namespaces: set[str]) -> None:
+        """Per queue: processing jobs, due jobs held by the rate limit, the oldest due job's wait, rate tokens left
+        (`Conveyor.aqueue_flow`, a few store reads per queue, at most once a second)."""
+        processing: dict[tuple[str, str], float] = {}
+        limited: dict[tuple[str, str], float] = {}
+        oldest: dict[tuple[str, str], float] = {}
+        tokens: dict[tuple[str, str], float] = {}
+        for q in queues:
+            key = (q.namespace if q.namespace in namespaces else OTHER, self.queue_label(q.name))
+            try:
+                flow = await app.aqueue_flow(q.name, q.namespace, top=1)
+            except ConveyorError:
+                self.store_up.set(0)
+                return
+            processing[key] = processing.get(key, 0) + flow.processing
+            limited[key] = limited.get(key, 0) + (flow.due if flow.rate_limited else 0)
+            oldest[key] = max(oldest.get(key, 0.0), flow.oldest_due_age or 0.0)
+            if flow.rate is not None:
+                tokens[key] = tokens.get(key, 0) + flow.rate.tokens
+        for gauge, values in (
+            (self.processing, processing),
+            (self.rate_limited, limited),
+            (self.oldest_due, oldest),
+            (self.rate_tokens, tokens),
+        ):
+            gauge.clear()
+            for (namespace, queue), value in values.items():
+                gauge.labels(namespace, queue).set(value)
 
 
 @router.get(

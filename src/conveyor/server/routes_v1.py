@@ -34,6 +34,7 @@ from conveyor.model import (
     encode_cursor,
     id_fragment,
     parse_json_path,
+    utcnow,
     validate_name,
 )
 from conveyor.server import tokens
@@ -44,6 +45,7 @@ from conveyor.server.common import (
     check_job_id,
     check_payload,
     enqueue_warnings,
+    flow_json,
     job_json,
     namespace_json,
     queue_json,
@@ -68,6 +70,7 @@ from conveyor.server.schemas import (
     NamespaceOut,
     NewJobBody,
     OkAnswer,
+    QueueDetail,
     QueueList,
     QueueOut,
     QueuePatch,
@@ -431,22 +434,38 @@ async def list_queues(ctx: ServerContext = Depends(get_context), namespace: str 
     return JSONResponse({"items": [queue_json(q) for q in await ctx.app.alist_queues(namespace)]})
 
 
-async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONResponse:
+async def _queue_body(ctx: ServerContext, namespace: str, queue: str) -> dict[str, Any]:
     for q in await ctx.app.alist_queues(namespace):
         if q.name == queue:
-            return JSONResponse(queue_json(q))
-    return JSONResponse(
-        {
-            "namespace": namespace,
-            "name": queue,
-            "paused": False,
-            "concurrency": None,
-            "rate_limit": None,
-            "key_concurrency": None,
-            "rate_key": None,
-            "counts": {},
-        }
-    )
+            return queue_json(q)
+    return {
+        "namespace": namespace,
+        "name": queue,
+        "paused": False,
+        "concurrency": None,
+        "rate_limit": None,
+        "key_concurrency": None,
+        "rate_key": None,
+        "counts": {},
+    }
+
+
+async def _queue_answer(ctx: ServerContext, namespace: str, queue: str) -> JSONResponse:
+    return JSONResponse(await _queue_body(ctx, namespace, queue))
+
+
+@admin.get("/queues/{queue}", response_model=QueueDetail, tags=["queues"], summary="A queue and its live limits")
+async def get_queue(
+    queue: str, ctx: ServerContext = Depends(get_context), namespace: str = DEFAULT_NAMESPACE
+) -> JSONResponse:
+    """The queue's settings and counts (as in the list), with `flow`: processing jobs in all and for the busiest
+    concurrency keys, the rate limiter's tokens left and next token (`rate`: the queue's bucket; `rate_keys`: with a
+    rate_key, the most limited keys, and `rate_keys_limited`: how many keys hold state), whether the rate limit holds
+    jobs back now, and the jobs due now with the age of the oldest."""
+    answer = await _queue_body(ctx, namespace, queue)
+    flow = await ctx.app.aqueue_flow(queue, namespace)
+    answer["flow"] = flow_json(flow, utcnow())
+    return JSONResponse(answer)
 
 
 @admin.patch("/queues/{queue}", response_model=QueueOut, tags=["queues"], summary="Change a queue's settings")

@@ -403,6 +403,33 @@ class QueueOut(BaseModel):
     counts: dict[str, int]
 
 
+class RateBucketOut(BaseModel):
+    key: str | None = None
+    tokens: int
+    next_in: float
+    next_at: str | None = None
+
+
+class KeyLoadOut(BaseModel):
+    key: str
+    processing: int
+
+
+class QueueFlowOut(BaseModel):
+    processing: int
+    processing_per_key: list[KeyLoadOut]
+    rate: RateBucketOut | None = None
+    rate_keys_limited: int
+    rate_keys: list[RateBucketOut]
+    rate_limited: bool
+    due: int
+    oldest_due_age: float | None = None
+
+
+class QueueDetail(QueueOut):
+    flow: QueueFlowOut
+
+
 class QueuePatch(BaseModel):
     """A queue's settings to change; omitted fields keep their stored value, `null` removes a limit."""
 
