@@ -8,11 +8,12 @@ Each function takes the runtime; none needs the public facade.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from conveyor.errors import REQUIRE_TRANSACTION_HINT, CallerConnectionError, ValidationError
+from conveyor.errors import REQUIRE_TRANSACTION_HINT, CallerConnectionError, Unsupported, ValidationError
 from conveyor.ids import new_job_ids
 from conveyor.model import (
     DEFAULT_NAMESPACE,
@@ -108,9 +109,14 @@ async def store_jobs(
     if connection is not None:
         if is_async_connection(connection):
             checked = check_sqlalchemy(connection, require_transaction)
-            return await rt.store.aenqueue_on_connection(
+            stored = await rt.store.aenqueue_on_connection(
                 connection, built, require_transaction=require_transaction and not checked
             )
+            messages = rt.relay.published_on_connection(stored)
+            if messages:  # inside the caller's transaction: sent at its commit (conveyor.relay)
+                with contextlib.suppress(Unsupported):
+                    await rt.store.apublish_events_on_connection(connection, messages)
+            return stored
         return enqueue_on_connection(rt, built, connection, require_transaction)
 
     async def go() -> list[Job]:
@@ -128,7 +134,12 @@ async def store_jobs(
 def enqueue_on_connection(rt: Runtime, built: list[NewJob], connection: Any, require_transaction: bool) -> list[Job]:
     """Insert through a caller's sync connection (psycopg, sqlite3, SQLAlchemy), in the caller's transaction."""
     raw, checked = unwrap_connection(connection, require_transaction)
-    return rt.store.enqueue_on_connection(raw, built, require_transaction=require_transaction and not checked)
+    stored = rt.store.enqueue_on_connection(raw, built, require_transaction=require_transaction and not checked)
+    messages = rt.relay.published_on_connection(stored)
+    if messages:  # inside the caller's transaction: sent at its commit (conveyor.relay)
+        with contextlib.suppress(Unsupported):
+            rt.store.publish_events_on_connection(raw, messages)
+    return stored
 
 
 async def enqueue_many(

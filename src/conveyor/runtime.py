@@ -40,6 +40,7 @@ from conveyor.model import (
     validate_name,
     validate_task_name,
 )
+from conveyor.relay import EventRelay
 from conveyor.store import Store
 from conveyor.tasks import PROCESS, Handler, TaskSpec, takes_context, validate_isolation
 
@@ -107,6 +108,9 @@ class Runtime:
         self.tasks: dict[str, TaskSpec] = {}
         self.schedules: dict[str, CronSchedule] = {}  # cron entries (app.cron), run by workers' schedulers
         self.events = EventBus()
+        self.relay = EventRelay(self)
+        """Events across processes (conveyor.relay): this runtime's events go out through the store; `relay.listen()`
+        puts other processes' events on `events` too."""
         self.app: Any = None
         """The public facade this runtime serves (a `Conveyor`), handed to handlers as `ctx.app`; typed loosely
         because the core sits below the facade and does not import it."""
@@ -294,12 +298,14 @@ class Runtime:
     async def aclose(self) -> None:
         """Close the store (on the home loop) if it was opened; the runtime can be opened again."""
         if self._opened is not None:
+            await self.on_home(self.relay.aclose)
             await self.on_home(self.store.close)
             self._opened = None
 
     def close(self) -> None:
         """Close the store and stop the portal thread, if any."""
         if self._opened is not None:
+            self.call_sync(self.relay.aclose)
             self.call_sync(self.store.close)
             self._opened = None
         if self._portal is not None:

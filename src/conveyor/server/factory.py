@@ -190,6 +190,44 @@ class LazyAuth:
         return auth.issue(user_id, ttl=ttl)
 
 
+class _EventsFromOtherProcesses:
+    """The server's subscription to other processes' events (conveyor.relay): subscribed before the first request is
+    served, so an SSE stream opened later misses none of them; a store that is down at start-up is retried in the
+    background (its events are missed until then) rather than keeping the server from starting."""
+
+    def __init__(self, app: Conveyor) -> None:
+        self.relay = app.runtime.relay
+        self.listening = False
+        self._retry: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            self.listening = await self.relay.listen()
+        except ConveyorError as exc:
+            log.warning("events of other processes are not received yet (%s); retrying in the background", exc)
+            self._retry = asyncio.create_task(self._again(), name="conveyor-relay-listen")
+
+    async def _again(self) -> None:
+        delay = 1.0
+        while not self.listening:
+            await asyncio.sleep(delay)
+            try:
+                self.listening = await self.relay.listen()
+                log.warning("events of other processes are received now")
+            except ConveyorError:
+                delay = min(delay * 2, 30.0)
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        if self.listening:
+            self.listening = False
+            with contextlib.suppress(Exception):
+                await self.relay.unlisten()
+
+
 def _gs2_routers(app: Conveyor, ctx: ServerContext, grn: Grn, hub: GatewayHub) -> list[APIRouter]:
     """The GS2-compatible surface: `/job-queue/...` (with stamp sheets and user data), `/auth/...`, the
     identifier login, Conveyor's own `/api/v1/gs2/...` (keys, issuing sheets), and GS2-Gateway's `/gateway/...`
@@ -253,6 +291,8 @@ def create_app(
             log.warning("store unavailable at start (%s); requests answer 503 until it is back", exc.message)
         webhooks.acquire_dispatcher(conveyor_app)  # push events of this API; the worker shares it for run events
         hub.start()
+        relaying = _EventsFromOtherProcesses(conveyor_app)  # workers elsewhere, transactional enqueues → SSE
+        await relaying.start()
         worker_task: asyncio.Task[None] | None = None
         worker: Any = None
         if run_worker:
@@ -283,6 +323,7 @@ def create_app(
                 elif not worker_task.cancelled() and worker_task.exception() is not None:
                     log.error("worker stopped with an error", exc_info=worker_task.exception())
             await webhooks.release_dispatcher(conveyor_app)
+            await relaying.stop()
             with contextlib.suppress(Exception):
                 await conveyor_app.aclose()
 

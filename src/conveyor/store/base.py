@@ -166,6 +166,7 @@ from conveyor.model import (
     path_values,
     prefix_upper_bound,
 )
+from conveyor.store.feed import EventFeed
 
 DEFAULT_SPACE = "conveyor"
 """The label of every store's default space (schema `conveyor`, prefix `conveyor`, `conveyor.db`): what a URL
@@ -398,6 +399,32 @@ class Store(abc.ABC):
     ) -> list[Job]:
         """Async twin of enqueue_on_connection, for async driver connections (psycopg AsyncConnection)."""
         raise Unsupported(f"{type(self).__name__} does not support enqueue on a caller's connection")
+
+    # ---- events across processes ----------------------------------------------------------------------------
+    # The core's events (push, run, cancel: conveyor.relay) reach the event buses of every process on this store's
+    # space through these: messages are opaque texts of at most EVENT_MESSAGE_MAX_BYTES (store/feed.py).
+
+    async def publish_events(self, messages: Sequence[str]) -> None:
+        """Send each message to every feed of `subscribe_events` open on this store's space, in every process
+        (this one included), in order. At most once: a feed whose connection is down meanwhile misses them.
+        Raises StoreUnavailable when the store cannot be reached."""
+        raise Unsupported(f"{type(self).__name__} does not carry events between processes")
+
+    async def subscribe_events(self) -> EventFeed:
+        """Open a feed of the messages published on this space. Returns once subscribed: every message published
+        after it returns is delivered to it (unless its connection drops; it reconnects by itself). Close it with
+        `aclose()`. Raises StoreUnavailable when the store cannot be reached now."""
+        raise Unsupported(f"{type(self).__name__} does not carry events between processes")
+
+    def publish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
+        """Publish through the caller's own (sync) connection, inside its transaction (after
+        `enqueue_on_connection`): the messages go out if and only if the caller commits, and only then. A store
+        without a transactional way to do it raises Unsupported (the caller's events are then not published)."""
+        raise Unsupported(f"{type(self).__name__} cannot publish events on a caller's connection")
+
+    async def apublish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
+        """Async twin of publish_events_on_connection (async driver connections)."""
+        raise Unsupported(f"{type(self).__name__} cannot publish events on a caller's connection")
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from conveyor.model import (
     not_applied,
     utcnow,
 )
+from conveyor.store.feed import EventFeed
 from conveyor.store.wake import LocalWaker
 
 __all__ = [
@@ -92,6 +93,7 @@ class DataSet:
     uniq_of: dict[str, tuple[str, int]] = field(default_factory=dict)  # job id -> (unique hash, state bits)
     key_processing: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (ns, queue, concurrency key)
     counts: Counter[tuple[str, str, str, JobStatus]] = field(default_factory=Counter)
+    event_feeds: list[EventFeed] = field(default_factory=list)  # Store.subscribe_events of this data set
     # everything else
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     queue_settings: dict[QueueKey, QueueSettings] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from conveyor.model import (
     utcnow,
 )
 from conveyor.store.base import IdleClaim, refuse_default
+from conveyor.store.feed import EventFeed
 from conveyor.store.handoff import IdleClaims, covers, hand_over
 from conveyor.store.memory.admin import CONFLICT_MESSAGE, MemoryAdmin
 from conveyor.store.memory.data import (
@@ -129,6 +130,28 @@ class MemoryStore(MemoryAdmin):
         self.forget(self.url)
         old, self._data = self._data, DataSet()
         old.waker.notify()
+
+    # ---- events across processes (here: across the stores of this process on one data set) ------------------
+
+    async def publish_events(self, messages: Sequence[str]) -> None:
+        with self._data.lock:
+            feeds = list(self._data.event_feeds)
+        for feed in feeds:
+            for message in messages:
+                feed.deliver(message)
+
+    async def subscribe_events(self) -> EventFeed:
+        data = self._data
+
+        async def unsubscribe() -> None:
+            with data.lock:
+                if feed in data.event_feeds:
+                    data.event_feeds.remove(feed)
+
+        feed = EventFeed(unsubscribe)
+        with data.lock:
+            data.event_feeds.append(feed)
+        return feed
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 

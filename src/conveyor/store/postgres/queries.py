@@ -1209,3 +1209,13 @@ SELECT doc FROM {schema}.schedule_runs WHERE schedule = %(name)s ORDER BY occurr
 DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 
 PING = "SELECT 1"
+
+# ---- events across processes (store/base.py publish_events / subscribe_events; store/postgres/events.py) ----------
+# One NOTIFY per message on the events channel (not the jobs' wake-up channel, whose listeners would wake for every
+# event), in the order given. Inside a transaction (the caller's connection) PostgreSQL sends them at its commit,
+# and never when it rolls back.
+PUBLISH_EVENTS = """
+SELECT pg_notify({events_channel}, m.message)
+FROM unnest(%s::text[]) WITH ORDINALITY AS m(message, n)
+ORDER BY m.n
+"""

@@ -3,9 +3,20 @@ once, when the store is built (queries.py stays plain SQL text)."""
 
 from __future__ import annotations
 
+import hashlib
+
 from conveyor.store.postgres import queries as sqlq
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "events_channel"]
+
+
+def events_channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's events (store/postgres/events.py): at most 63 bytes, a hash of the schema
+    name when the name itself would not fit, so two long schema names never share a channel."""
+    name = f"conveyor_events_{schema}"
+    if len(name.encode()) <= 63:
+        return name
+    return "conveyor_events_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
 
 
 class Queries:
@@ -18,6 +29,7 @@ class Queries:
             "job_columns": ", ".join(sqlq.JOB_COLUMNS),
             "j_job_columns": ", ".join(f"j.{c}" for c in sqlq.JOB_COLUMNS),
             "channel": "'" + channel.replace("'", "''") + "'",
+            "events_channel": "'" + events_channel(schema).replace("'", "''") + "'",
         }
 
         def fill(text: str) -> str:

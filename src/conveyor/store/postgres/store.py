@@ -72,15 +72,18 @@ from conveyor.store.base import (
     refuse_default,
     stats_from_counts,
 )
+from conveyor.store.feed import EventFeed
 from conveyor.store.handoff import IdleClaims
+from conveyor.store.postgres import events as pg_events
 from conveyor.store.postgres import queries as sqlq
+from conveyor.store.postgres.caller import caller_failed, unwrap_async
 from conveyor.store.postgres.handoff import PgHandOff
 from conveyor.store.postgres.listen import Listener
 from conveyor.store.postgres.migrations import MIGRATIONS
 from conveyor.store.postgres.params import arms_params, claim_params, dumps, finish_params, stale_batch
 from conveyor.store.postgres.pool import DRIVER_ERRORS
 from conveyor.store.postgres.rows import PAYLOAD_TEXT, claim_order, decode_attempt, decode_job
-from conveyor.store.postgres.statements import Queries
+from conveyor.store.postgres.statements import Queries, events_channel
 from conveyor.store.postgres.url import SYSTEM_SCHEMAS, read_keywords, read_url
 from conveyor.store.urls import with_param
 from conveyor.store.wake import LocalWaker
@@ -320,6 +323,35 @@ class PostgresStore(PgHandOff):
         if any(not job.duplicate for job in out) or any(j.unique_replace for j in jobs):
             self.waker.notify()
         return out
+
+    # ---- events across processes (store/postgres/events.py) ---------------------------------------------------
+
+    async def publish_events(self, messages: Sequence[str]) -> None:
+        if messages:
+            await self._run(lambda conn: conn.execute(self._q.PUBLISH_EVENTS, (list(messages),)))
+
+    async def subscribe_events(self) -> EventFeed:
+        channel = events_channel(self.schema)
+        return await pg_events.subscribe(self.conninfo, self._connect_kwargs, channel, self._q.PING, self._unavailable)
+
+    def publish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
+        if not messages:
+            return
+        try:
+            with connection.cursor() as cur:
+                cur.execute(self._q.PUBLISH_EVENTS, (list(messages),))
+        except psycopg.Error as exc:
+            raise caller_failed(exc) from None
+
+    async def apublish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
+        if not messages:
+            return
+        connection = await unwrap_async(connection)
+        try:
+            async with connection.cursor() as cur:
+                await cur.execute(self._q.PUBLISH_EVENTS, (list(messages),))
+        except psycopg.Error as exc:
+            raise caller_failed(exc) from None
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ P:cron:defs                            HASH    runtime cron schedule name -> Sch
 P:cron:runs:<schedule>                 ZSET    the schedule's run records: member and score = occurrence µs
 P:cron:run:<schedule>                  HASH    occurrence µs -> ScheduleRun JSON (first record kept; the
                                                newest 200 stay; schedules.lua keeps both in step)
+P:events                               channel pub/sub channel (no key): events across processes (store/redis/events.py)
 =====================================  ======  ===============================================================
 
 Invariants the scripts keep (lua/common.lua): a pending job without a serial key is in exactly one of its
@@ -89,6 +90,7 @@ class Keys:
         self.namespaces = f"{prefix}:ns"
         self.workers = f"{prefix}:workers"
         self.schedules = f"{prefix}:cron:defs"
+        self.events = f"{prefix}:events"  # a pub/sub channel, not a key
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

@@ -52,7 +52,9 @@ from conveyor.model import (
     new_lease_tokens,
 )
 from conveyor.store.base import IdleClaim, refuse_default
+from conveyor.store.feed import EventFeed
 from conveyor.store.handoff import IdleClaims, hand_over
+from conveyor.store.redis import events as redis_events
 from conveyor.store.redis.admin import RedisAdmin, glob_escape
 from conveyor.store.redis.connections import CONFLICT_MESSAGE, CONNECTION_ERRORS, UNAVAILABLE
 from conveyor.store.redis.encoding import (
@@ -303,6 +305,28 @@ class RedisStore(RedisAdmin):
         jobs = [decode_job(h) for h in json.loads(reply[2])]
         if not hand_over(idle, jobs) and jobs:
             self._release(jobs)
+
+    # ---- events across processes (store/redis/events.py) -----------------------------------------------------
+
+    async def publish_events(self, messages: Sequence[str]) -> None:
+        if not messages:
+            return
+        channel = self.keys.events
+
+        async def publish(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+
+        await self._do(publish)
+
+    async def subscribe_events(self) -> EventFeed:
+        if self._closed and self._client is None:
+            raise StoreUnavailable(UNAVAILABLE)
+        return await redis_events.subscribe(
+            self._connect, self.keys.events, CONNECTION_ERRORS, lambda: StoreUnavailable(UNAVAILABLE)
+        )
 
     # ---- the worker's calls ---------------------------------------------------------------------------------
 

@@ -383,6 +383,15 @@ MIGRATIONS += (
             "CREATE INDEX conveyor_rate_keys_tat ON conveyor_rate_keys (namespace, queue, tat)",
         ),
     ),
+    # Events across processes (store/sqlite/events.py): each published message is a row, read by every subscribed
+    # process by polling `seq > last seen`. Seqs follow commit order (one writer at a time), so a poller never skips
+    # a row committed after its last read; the prune always keeps the newest row, so a seq is never reused (no
+    # AUTOINCREMENT, whose sqlite_sequence table would outlive drop() in a file shared with the application).
+    Migration(
+        10,
+        "events",
+        ("CREATE TABLE conveyor_events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, message TEXT NOT NULL)",),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """

@@ -649,3 +649,9 @@ RESTORE_JOB = (
 RESTORE_ATTEMPT = (
     f"INSERT INTO conveyor_attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' for _ in STORED_ATTEMPT_FIELDS)})"
 )
+
+# ---- events across processes (store/sqlite/events.py) ------------------------------------------------------------
+EVENTS_INSERT = "INSERT INTO conveyor_events (at, message) VALUES (?, ?)"
+EVENTS_PRUNE = "DELETE FROM conveyor_events WHERE at < ? AND seq < (SELECT max(seq) FROM conveyor_events)"
+EVENTS_LAST = "SELECT coalesce(max(seq), 0) FROM conveyor_events"
+EVENTS_AFTER = "SELECT seq, message FROM conveyor_events WHERE seq > ? ORDER BY seq LIMIT 1000"

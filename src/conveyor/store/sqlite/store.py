@@ -73,6 +73,8 @@ from conveyor.model import (
     rate_key_value,
 )
 from conveyor.store.base import DEFAULT_SPACE, refuse_default
+from conveyor.store.feed import EventFeed
+from conveyor.store.sqlite import events as sqlite_events
 from conveyor.store.sqlite import queries as q
 from conveyor.store.sqlite.admin import SQLiteAdmin
 from conveyor.store.sqlite.checkpoint import Checkpointer
@@ -144,6 +146,7 @@ class SQLiteStore(SQLiteAdmin):
         self._checkpointer: Checkpointer | None = None
         self._reader: ConnectionThread | None = None
         self._ready = False
+        self._events_pruned = 0.0  # monotonic time of the last prune of conveyor_events (publish_events)
         self._registered_ranges: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
@@ -217,6 +220,33 @@ class SQLiteStore(SQLiteAdmin):
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM conveyor_schema_migrations").fetchall())
+
+    # ---- events across processes (store/sqlite/events.py) ----------------------------------------------------
+
+    async def publish_events(self, messages: Sequence[str]) -> None:
+        if not messages:
+            return
+        now = time.monotonic()
+        prune = now - self._events_pruned >= sqlite_events.PRUNE_EVERY
+        if prune:
+            self._events_pruned = now
+        await self._write(lambda conn: sqlite_events.insert(conn, messages, prune))
+
+    async def subscribe_events(self) -> EventFeed:
+        return await sqlite_events.subscribe(self._read, lambda: self._ready)
+
+    def publish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
+        if not messages:
+            return
+        if not isinstance(connection, sqlite3.Connection):
+            raise ValidationError(
+                f"SQLiteStore.publish_events_on_connection needs a sqlite3.Connection, got {type(connection).__name__}",
+                field="connection",
+            )
+        try:
+            sqlite_events.insert(connection, messages, prune=False)
+        except sqlite3.Error as exc:
+            raise CallerConnectionError(f"publishing events on the caller's sqlite3 connection failed: {exc}") from None
 
     # ---- enqueue --------------------------------------------------------------------------------------------
 
