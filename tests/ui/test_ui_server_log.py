@@ -1,10 +1,9 @@
 """A real `conveyor serve` process behind the UI: closing tabs (each holding the live event stream) must leave no
 "Task was destroyed but it is pending!" in the server's log.
 
-Today it does: the event route's generator (`conveyor/server/notify.py`) cancels its shutdown waiter when the
-client goes away but not the `sub.get()` task it was waiting on, which is then garbage-collected pending. The fix is
-in the server (docs/ui-api-needs.md, "Closing a tab"); this test is marked xfail(strict) until it lands, so it
-turns red — and must be unmarked — the day the server is fixed."""
+It used to: the event route's generator (`conveyor/server/notify.py`) cancelled its shutdown waiter when the
+client went away but not the `sub.get()` task it was waiting on, which was then garbage-collected pending. The
+generator now cancels and awaits both (docs/ui-api-needs.md, "Closing a tab")."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.ui.conftest import Problems, new_page
@@ -31,7 +29,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.xfail(strict=True, reason="server fix needed: docs/ui-api-needs.md, 'Closing a tab'")
 def test_closing_tabs_leaves_no_pending_task_in_the_server_log(
     browser: Browser, problems: Problems, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -116,27 +117,34 @@ async def events(
     shutdown = ctx.shutdown
 
     async def stream() -> AsyncIterator[bytes]:
+        # One getter task at a time, kept across keep-alives; when the client goes away (Starlette cancels or closes
+        # this generator mid-wait) the finally block cancels and awaits both tasks, so none is left pending for
+        # the garbage collector ("Task was destroyed but it is pending!", docs/ui-api-needs.md "Closing a tab").
         seq = 0
         stop = asyncio.ensure_future(shutdown.wait())
+        getter: asyncio.Future[Event] | None = None
         try:
             yield b": connected\n\n"
             while not shutdown.is_set():
-                getter = asyncio.ensure_future(sub.get())
-                done, _ = await asyncio.wait(
-                    {getter, stop}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    if stop in done:
-                        break
+                if getter is None:
+                    getter = asyncio.ensure_future(sub.get())
+                waiting: set[asyncio.Future[Any]] = {getter, stop}
+                done, _ = await asyncio.wait(waiting, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    event = getter.result()
+                    getter = None
+                    seq += 1
+                    payload = json.dumps(sse_data(event), separators=(",", ":"), ensure_ascii=False)
+                    yield f"event: {event.type}\nid: {seq}\ndata: {payload}\n\n".encode()
+                elif stop in done:
+                    break
+                else:
                     yield b": keep-alive\n\n"
-                    continue
-                event = getter.result()
-                seq += 1
-                payload = json.dumps(sse_data(event), separators=(",", ":"), ensure_ascii=False)
-                yield f"event: {event.type}\nid: {seq}\ndata: {payload}\n\n".encode()
         finally:
-            stop.cancel()
+            pending = [task for task in (getter, stop) if task is not None]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             sub.close()
 
     return StreamingResponse(
