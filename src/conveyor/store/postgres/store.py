@@ -332,7 +332,9 @@ class PostgresStore(PgHandOff):
 
     async def subscribe_events(self) -> EventFeed:
         channel = events_channel(self.schema)
-        return await pg_events.subscribe(self.conninfo, self._connect_kwargs, channel, self._q.PING, self._unavailable)
+        return await pg_events.subscribe(
+            self.conninfo, self._connect_kwargs, channel, self._q.PING, self.unavailable_error
+        )
 
     def publish_events_on_connection(self, connection: Any, messages: Sequence[str]) -> None:
         if not messages:
