@@ -88,7 +88,8 @@ class Subscription:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
         self._predicate = predicate
 
-    def _offer(self, event: Event) -> None:
+    def offer(self, event: Event) -> None:
+        """Hand `event` to this subscription from any thread (the bus calls it); it lands on the subscriber's loop."""
         if self._predicate is not None and not self._predicate(event):
             return
         try:
@@ -160,7 +161,7 @@ class EventBus:
             except Exception:  # a broken listener must never break enqueue or the worker
                 pass
         for sub in subs:
-            sub._offer(event)
+            sub.offer(event)
 
     # the standard events
 
