@@ -81,6 +81,7 @@ class BenchConfig:
     queue_rate_key: str | None = None  # partition the rate limit per key (e.g. "concurrency_key")
     key_concurrency: int | None = None  # a limit per concurrency key on the bench queue
     keys: int = 0  # >0: the measured jobs carry concurrency_key k<i % keys> and payload {"k": i % keys}
+    drain_only: bool = False  # skip the one-at-a-time enqueue and the latency phases (limits: the drain is the cost)
 
 
 # ---- isolated state ----------------------------------------------------------------------------------------------
@@ -450,8 +451,11 @@ async def _phases(
             await run.stop()
 
     n = config.jobs
-    single = await _enqueue_single(app, n, bar, "enqueue (one at a time)", config.keys)
-    results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
+    if config.drain_only:  # the drain's first half enqueued in batches, untimed
+        await _enqueue_batches(app, n, config.batch_size, bar, "enqueue (batches, for the drain)", config.keys)
+    else:
+        single = await _enqueue_single(app, n, bar, "enqueue (one at a time)", config.keys)
+        results["enqueue_single"] = {"jobs": n, "seconds": round(single, 4), "jobs_per_s": _rate(n, single)}
     batch = await _enqueue_batches(
         app, n, config.batch_size, bar, f"enqueue (batches of {config.batch_size})", config.keys
     )
@@ -478,6 +482,8 @@ async def _phases(
             "seconds": round(drained, 4),
             "jobs_per_s": _rate(total, drained),
         }
+        if config.drain_only:
+            return
 
         count = max(1, round(config.rate * config.duration))
         tracker.reset(count)

@@ -286,13 +286,22 @@ def test_queues_pause_resume_settings_and_what_needs_the_server(page: Page, live
     row.locator("button:has-text('Settings')").click()
     settings = page.locator("#queue-settings")  # PATCH /api/v1/queues/{queue} is served (issue 13): editable
     expect(settings.locator(".needs")).to_have_count(0)
+    expect(settings.locator("[data-flow-due]")).to_have_text("0")  # GET /api/v1/queues/{queue}: the live limits
     settings.locator("input[name=concurrency]").fill("7")
+    settings.locator("input[name=key_concurrency]").fill("2")
     settings.locator("input[name=rate_limit]").fill("3/10s")
+    settings.locator("input[name=rate_burst]").fill("2")
+    settings.locator("input[name=rate_key]").fill("payload.account")
     settings.locator("button[type=submit]").click()
     expect(page.locator(".toast", has_text="Queue mail saved")).to_be_visible()
     mail = next(q for q in live.admin.get("/api/v1/queues").json()["items"] if q["name"] == "mail")
     assert mail["concurrency"] == 7 and mail["rate_limit"]["limit"] == 3 and mail["rate_limit"]["period"] == 10
-    expect(row).to_contain_text("3/10s")
+    assert mail["rate_limit"]["burst"] == 2 and mail["rate_key"] == "payload.account" and mail["key_concurrency"] == 2
+    expect(row).to_contain_text("3/10s (burst 2) per payload.account")
+    row.locator("button:has-text('Settings')").click()
+    expect(settings.locator("[data-flow-keys]")).to_have_text("0")
+    expect(settings.locator("input[name=rate_key]")).to_have_value("payload.account")
+    settings.locator("button:has-text('Close')").click()
     row.locator("button[data-clear]").click()
     expect(page.locator(".toast.error")).to_contain_text("bulk endpoint")
 

@@ -302,6 +302,9 @@ def bench(
         int,
         typer.Option("--keys", min=0, help="Give the measured jobs concurrency_key k0..k<N-1> and payload {k: i}."),
     ] = 0,
+    drain_only: Annotated[
+        bool, typer.Option("--drain-only", help="Only the batch enqueue and the drain (no single enqueue, latency).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
 ) -> None:
     """Measure enqueue (single and batch), drain and enqueue-to-start latency on a fresh, isolated store."""
@@ -326,6 +329,7 @@ def bench(
         queue_rate_key=queue_rate_key,
         key_concurrency=key_concurrency,
         keys=keys,
+        drain_only=drain_only,
     )
     with handle_errors():
         report = benchmark.run_bench(config, show_progress=not as_json)

@@ -1,6 +1,8 @@
-// Queues: counts, latency (the oldest due job's age), pause/resume, clear, and settings (concurrency cap, rate
-// limit) when the server offers them.
+// Queues: counts, latency (the oldest due job's age), pause/resume, clear, and settings (concurrency caps, rate
+// limit with its burst and key) with what the limits are doing now (GET /api/v1/queues/{queue}: flow) when the
+// server offers them.
 
+import { Fragment } from "preact";
 import { useState } from "preact/hooks";
 import { api, bulk, needs, updateQueue } from "../api.js";
 import { Confirm, Empty, ErrorNote, NeedsServer, PageTitle, TableWrap } from "../components.jsx";
@@ -50,9 +52,10 @@ export function QueueTable({ queues, actions = true, reload, onSettings, onClear
                 {has(q, "oldest_due_age") ? (q.oldest_due_age === null ? <span class="muted">none due</span> : duration(q.oldest_due_age))
                   : <span class="muted" title="needs the queue's oldest due age from the server (GET /api/v1/queues: oldest_due_age)">n/a</span>}
               </td>
-              <td class="opt small">
+              <td class="opt small" data-limits>
                 {q.concurrency ? `at most ${num(q.concurrency)} at once` : "no cap"}
-                {q.rate_limit ? <div>{rateText(q.rate_limit)}</div> : null}
+                {q.key_concurrency !== null && q.key_concurrency !== undefined ? <div>{`at most ${num(q.key_concurrency)} per key`}</div> : null}
+                {q.rate_limit ? <div>{rateText(q.rate_limit)}{q.rate_limit.burst ? ` (burst ${num(q.rate_limit.burst)})` : ""}{q.rate_key ? ` per ${q.rate_key}` : ""}</div> : null}
               </td>
               {actions ? (
                 <td class="actions">
@@ -85,15 +88,44 @@ function rateText(r) {
   return `${r.limit}/${unit}`;
 }
 
+const RATE_KEYS = ["user_id", "group_key", "concurrency_key", "payload."];
+
+function bucketText(b) {
+  return b.tokens > 0 ? `${num(b.tokens)} left` : `none left, next in ${duration(b.next_in)}`;
+}
+
+// What the limits are doing now: GET /api/v1/queues/{queue} answers it as `flow`.
+function Flow({ q }) {
+  const { data, error } = useData(() => api.queue(q), `queue-flow-${q.namespace}/${q.name}`);
+  if (error) return <ErrorNote error={error} />;
+  if (!data) return null;
+  const f = data.flow;
+  return (
+    <dl class="facts" data-flow>
+      <dt>Processing</dt><dd data-flow-processing>{num(f.processing)}</dd>
+      {f.processing_per_key.length ? (<><dt>Busiest keys</dt><dd>{f.processing_per_key.map((k) => `${k.key}: ${num(k.processing)}`).join(", ")}</dd></>) : null}
+      {f.rate ? (<><dt>Rate tokens</dt><dd data-flow-tokens>{bucketText(f.rate)}</dd></>) : null}
+      {data.rate_key && data.rate_limit ? (<><dt>Keys holding state</dt><dd data-flow-keys>{num(f.rate_keys_limited)}</dd></>) : null}
+      {f.rate_keys.map((b) => (<Fragment key={b.key}><dt class="muted">{b.key || "(no key)"}</dt><dd>{bucketText(b)}</dd></Fragment>))}
+      <dt>Due now</dt><dd data-flow-due>{num(f.due)}{f.rate_limited ? " (held by the rate limit)" : ""}</dd>
+      <dt>Oldest due</dt><dd>{f.oldest_due_age === null ? "none due" : duration(f.oldest_due_age)}</dd>
+    </dl>
+  );
+}
+
 function Settings({ q, reload, onClose }) {
   const editable = needs.queueSettings();
   const submit = (e) => {
     e.preventDefault();
     const f = new FormData(e.currentTarget);
+    const number = (name) => (f.get(name) ? Number(f.get(name)) : null);
     const body = {
-      concurrency: f.get("concurrency") ? Number(f.get("concurrency")) : null,
+      concurrency: number("concurrency"),
+      key_concurrency: number("key_concurrency"),
       rate_limit: f.get("rate_limit") || null,
+      rate_key: f.get("rate_key") || null,
     };
+    if (body.rate_limit && f.get("rate_burst")) body.rate_burst = number("rate_burst");
     act(() => updateQueue(q, body), `Queue ${q.name} saved`, () => { reload(); onClose(); });
   };
   return (
@@ -105,9 +137,16 @@ function Settings({ q, reload, onClose }) {
       <fieldset disabled={!editable}>
         <div class="form-grid">
           <label>Concurrency cap (jobs at once, empty: none)<input name="concurrency" type="number" min="1" defaultValue={q.concurrency ?? ""} /></label>
+          <label>Per key (jobs at once with the same concurrency key; empty: none)<input name="key_concurrency" type="number" min="0" defaultValue={q.key_concurrency ?? ""} /></label>
           <label>Rate limit (e.g. 100/s, 10/m, 3/10s; empty: none)<input name="rate_limit" pattern="\d+/\d*(s|m|h)" defaultValue={rateText(q.rate_limit)} /></label>
+          <label>Burst (claims at once after an idle spell; empty: the limit)<input name="rate_burst" type="number" min="1" defaultValue={q.rate_limit?.burst ?? ""} /></label>
+          <label>Rate key (one bucket per user_id, group_key, concurrency_key or payload.&lt;field&gt;; empty: one for the queue)
+            <input name="rate_key" list="rate-keys" pattern="(user_id|group_key|concurrency_key|payload\.[A-Za-z_][A-Za-z0-9_]{0,63})" defaultValue={q.rate_key ?? ""} />
+            <datalist id="rate-keys">{RATE_KEYS.map((k) => <option value={k} key={k} />)}</datalist>
+          </label>
         </div>
       </fieldset>
+      {needs.queueFlow() ? <Flow q={q} /> : null}
       <div class="form-buttons">
         {editable ? <button class="primary" type="submit">Save</button> : null}
         <button type="button" onClick={onClose}>Close</button>

@@ -167,9 +167,11 @@ ADVANCE_RATE = "UPDATE conveyor_queues SET rate_tat = ? WHERE namespace = ? AND 
 # out of tokens. Parameters: namespace, queue, now.
 EXPIRE_RATE_KEYS = "DELETE FROM conveyor_rate_keys WHERE namespace = ? AND queue = ? AND tat <= ?"
 SELECT_RATE_KEYS = "SELECT key, tat FROM conveyor_rate_keys WHERE namespace = ? AND queue = ? AND tat > ?"
-# A key's limiter after a claim started jobs of it. Parameters: namespace, queue, key, tat.
-ADVANCE_RATE_KEY = """
-INSERT INTO conveyor_rate_keys (namespace, queue, key, tat) VALUES (?, ?, ?, ?)
+# The keys' limiters after a claim started jobs of them, in one statement. ?1 namespace, ?2 queue, ?3 a JSON array
+# of [key, tat].
+ADVANCE_RATE_KEYS = """
+INSERT INTO conveyor_rate_keys (namespace, queue, key, tat)
+SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3) WHERE true
 ON CONFLICT (namespace, queue, key) DO UPDATE SET tat = excluded.tat
 """
 # Store.rate_state: the queue's own bucket, the keys holding state and the most limited of them.
