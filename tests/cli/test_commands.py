@@ -194,12 +194,12 @@ def test_stats(cli: Cli) -> None:
 def test_queues_list_pause_resume(cli: Cli) -> None:
     cli.ok("enqueue", "t", "--queue", "mail")
     assert "paused" in cli.ok("queues", "pause", "mail").stdout
-    queues = {q["name"]: q for q in cli.json("queues", "list")}
+    queues = {q["name"]: q for q in cli.json("queues", "list")["items"]}
     assert queues["mail"]["paused"] is True
     assert queues["mail"]["counts"]["pending"] == 1
     assert "paused" in cli.ok("queues", "list").stdout
     cli.ok("queues", "resume", "mail")
-    assert {q["name"]: q for q in cli.json("queues", "list")}["mail"]["paused"] is False
+    assert {q["name"]: q for q in cli.json("queues", "list")["items"]}["mail"]["paused"] is False
 
 
 def test_queues_set_limits(cli: Cli) -> None:
@@ -207,7 +207,7 @@ def test_queues_set_limits(cli: Cli) -> None:
     assert got["rate_limit"] == {"limit": 10, "period": 60.0, "burst": None} and got["concurrency"] == 4
     cli.ok("queues", "pause", "mail")
     cli.ok("queues", "resume", "mail")
-    listed = {q["name"]: q for q in cli.json("queues", "list")}["mail"]
+    listed = {q["name"]: q for q in cli.json("queues", "list")["items"]}["mail"]
     assert listed["concurrency"] == 4 and listed["rate_limit"]["limit"] == 10
     assert "10/60s" in cli.ok("queues", "list").stdout
     assert cli("queues", "set", "mail", "--rate", "none", "--burst", "2").exit_code != 0
@@ -229,7 +229,7 @@ def test_queues_set_rate_keys(cli: Cli) -> None:
     assert got["rate_limit"]["burst"] == 5 and got["rate_key"] == "payload.account"
     cli.ok("queues", "pause", "mail")
     cli.ok("queues", "resume", "mail")
-    assert {q["name"]: q for q in cli.json("queues", "list")}["mail"]["rate_key"] == "payload.account"
+    assert {q["name"]: q for q in cli.json("queues", "list")["items"]}["mail"]["rate_key"] == "payload.account"
     bad = cli("queues", "set", "mail", "--rate-key", "payload.")
     assert bad.exit_code != 0 and "rate_key" in bad.stdout + bad.stderr
     assert cli.json("queues", "set", "mail", "--rate-key", "none")["rate_key"] is None
@@ -242,7 +242,7 @@ def test_queues_set_rate_keys(cli: Cli) -> None:
 
 
 def test_namespaces(cli: Cli) -> None:
-    assert [ns["name"] for ns in cli.json("namespaces", "list")] == ["default"]
+    assert [ns["name"] for ns in cli.json("namespaces", "list")["items"]] == ["default"]
     created = cli.json(
         "namespaces", "create", "game", "--no-auto-run", "--max-attempts", "5", "--completed-retention", "2d"
     )
@@ -266,12 +266,12 @@ def test_namespaces(cli: Cli) -> None:
 
 
 def test_schedules_of_the_loaded_app(cli: Cli) -> None:
-    (entry,) = cli.json("schedules", app=SAMPLE_APP)
+    (entry,) = cli.json("schedules", app=SAMPLE_APP)["items"]
     assert entry["name"] == "every-5-minutes" and entry["spec"] == "*/5 * * * *" and entry["task"] == "echo"
     assert entry["next_run_at"] and entry["source"] == "code" and entry["timezone"] == "UTC"
     assert "every-5-minutes" in cli.ok("schedules", app=SAMPLE_APP).stdout
     assert "every-5-minutes" in cli.ok("schedules", "list", app=SAMPLE_APP).stdout
-    assert cli.json("schedules") == []
+    assert cli.json("schedules")["items"] == []
 
 
 def test_runtime_schedules_from_the_command_line(cli: Cli) -> None:
@@ -285,13 +285,13 @@ def test_runtime_schedules_from_the_command_line(cli: Cli) -> None:
         "latest",
         6 * 3600,
     )
-    assert [s["name"] for s in cli.json("schedules", "list")] == ["reset-berlin"]
+    assert [s["name"] for s in cli.json("schedules", "list")["items"]] == ["reset-berlin"]
     assert cli.json("schedules", "update", "reset-berlin", "--spec", "0 3 * * *", "--queue", "")["queue"] is None
     assert cli.json("schedules", "pause", "reset-berlin")["paused"] is True
     assert cli.json("schedules", "resume", "reset-berlin")["paused"] is False
     job = cli.json("schedules", "trigger", "reset-berlin")
     assert job["payload"] == {"scope": "daily"}
-    (run,) = cli.json("schedules", "runs", "reset-berlin")
+    (run,) = cli.json("schedules", "runs", "reset-berlin")["items"]
     assert run["manual"] is True and run["job_id"] == job["id"]
     assert "reset-berlin" in cli.ok("schedules", "show", "reset-berlin").stdout
     # a bad zone names the field; a code schedule's name is refused; unknown names exit 3
@@ -302,11 +302,11 @@ def test_runtime_schedules_from_the_command_line(cli: Cli) -> None:
     assert cli("schedules", "delete", "every-5-minutes", app=SAMPLE_APP).exit_code == 1
     assert cli("schedules", "show", "nope").exit_code == 3
     cli.ok("schedules", "delete", "reset-berlin")
-    assert cli.json("schedules", "list") == []
+    assert cli.json("schedules", "list")["items"] == []
 
 
 def test_workers_empty(cli: Cli) -> None:
-    assert cli.json("workers") == []
+    assert cli.json("workers")["items"] == []
     assert "No live workers" in cli.ok("workers").stdout
 
 

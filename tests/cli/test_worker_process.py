@@ -42,7 +42,7 @@ def test_enqueue_then_worker_runs_it_and_show_prints_the_attempts(cli: Cli, work
     text = cli.ok("jobs", "show", bad_id).stdout
     assert "Traceback of try #1" in text and "RuntimeError: boom" in text
 
-    live = cli.json("workers")
+    live = cli.json("workers")["items"]
     assert len(live) == 1 and live[0]["concurrency"] == 2
     assert cli.json("stats")["success_rate"] == 0.5
 
@@ -52,7 +52,7 @@ def test_enqueue_then_worker_runs_it_and_show_prints_the_attempts(cli: Cli, work
 
     assert worker.stop() == 0, worker.stderr
     assert "Traceback" not in worker.stderr
-    wait_for(lambda: cli.json("workers") == [], 30, "the worker to unregister")
+    wait_for(lambda: cli.json("workers")["items"] == [], 30, "the worker to unregister")
 
 
 @SHARED

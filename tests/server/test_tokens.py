@@ -117,7 +117,7 @@ def test_cli_and_server_with_configured_token_agree(start_server: StartServer, s
     """The server runs with CONVEYOR_ADMIN_TOKEN; the operator's shell does not have it. Tokens created there are
     accepted by the server, the configured one is listed and can be revoked, and stays revoked after a restart."""
     live = start_server(sqlite_url, admin_token=CONFIGURED)
-    listed = json.loads(ok(conveyor(sqlite_url, "token", "list", "--json")))
+    listed = json.loads(ok(conveyor(sqlite_url, "token", "list", "--json")))["items"]
     assert [(t["name"], t["source"], t["active"]) for t in listed] == [("CONVEYOR_ADMIN_TOKEN", "configured", True)]
     assert listed[0]["hint"] is None  # a hand-chosen token: not even its end is shown
 

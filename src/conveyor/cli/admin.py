@@ -17,6 +17,7 @@ from conveyor.cli.output import (
     namespace_dict,
     parse_duration,
     print_json,
+    print_list,
     stats_dict,
 )
 from conveyor.errors import NamespaceExists, ValidationError
@@ -96,7 +97,7 @@ def list_queues(
 
     queues = run(body)
     if as_json:
-        print_json([jsonable(q) for q in queues])
+        print_list([jsonable(q) for q in queues])
         return
     if not queues:
         console.print("No queues yet (a queue appears with its first job).")
@@ -324,7 +325,7 @@ def workers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     found = run(body)
     if as_json:
-        print_json([jsonable(w) for w in found])
+        print_list([jsonable(w) for w in found])
         return
     if not found:
         console.print("No live workers.")
@@ -404,7 +405,7 @@ def list_namespaces(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     found = run(body)
     if as_json:
-        print_json([namespace_dict(ns) for ns in found])
+        print_list([namespace_dict(ns) for ns in found])
         return
     console.print(_namespace_table(found))
 

@@ -68,6 +68,12 @@ def namespace_dict(namespace: Namespace) -> dict[str, JSON]:
     return data
 
 
+def print_list(items: list[JSON], **more: JSON) -> None:
+    """Every list command's `--json`: one shape, `{"items": [...], "total": N}` (plus paging fields where the list
+    pages: `jobs list` adds limit, offset and next_cursor), so a script reads any list the same way."""
+    print_json({"items": items, "total": len(items) if "total" not in more else more.pop("total"), **more})
+
+
 def print_json(data: JSON) -> None:
     """Plain JSON on stdout (no colour, no wrapping), one document per command."""
     console.print_json(json.dumps(data, ensure_ascii=False, default=str), indent=2, highlight=False)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from conveyor.cli.common import EXIT_USAGE, console, escape, fail, get_state, load_app, run
-from conveyor.cli.output import ago, job_dict, parse_duration, print_json, when
+from conveyor.cli.output import ago, job_dict, parse_duration, print_json, print_list, when
 from conveyor.model import JSON, Job, ScheduleRun, utcnow
 from conveyor.schedules import UNSET, ScheduleInfo
 
@@ -111,7 +111,7 @@ def list_schedules(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     items = run(body)
     if as_json:
-        print_json([schedule_dict(i) for i in items])
+        print_list([schedule_dict(i) for i in items])
         return
     if not items:
         hint = "" if get_state(ctx).app_spec else " (load your app with --app module:attr for its code schedules)"
@@ -289,7 +289,7 @@ def schedule_runs(
 
     runs = run(body)
     if as_json:
-        print_json(
+        print_list(
             [
                 {
                     "occurrence": r.occurrence.isoformat(),

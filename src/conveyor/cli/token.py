@@ -15,7 +15,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from conveyor.cli.common import EXIT_USAGE, console, err_console, fail, load_app, run
-from conveyor.cli.output import print_json
+from conveyor.cli.output import print_json, print_list
 
 if TYPE_CHECKING:
     from conveyor.server.auth import IssuedToken
@@ -136,7 +136,7 @@ def list_tokens(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     found = run(body)
     if as_json:
-        print_json([t.public() for t in found])
+        print_list([t.public() for t in found])
         return
     table = Table(title=f"{sum(t.active for t in found)} active admin token(s)", title_justify="left")
     for column in ("name", "source", "created", "hint", "state"):
