@@ -429,8 +429,11 @@ class SQLiteStore(SQLiteAdmin):
                     rate, rate_key, tats, _ = rate_keyed[pair_key]
                     path = rate_key_path(rate_key)
                     dry = dumps([k for k, t in tats.items() if rate_allowance(rate, t, now)[0] <= 0])
-                params = (dumps(ranges), now, room, limit, full, rate_key, path, dry)
-                rowids, rows = conn.execute(q.CLAIM_CANDIDATES_KEYED, params).fetchone()
+                if full == "[]" and dry == "[]":  # no key is blocked: the plain scan (the merge below still counts)
+                    rowids, rows = conn.execute(q.CLAIM_CANDIDATES, (dumps(ranges), now, room, limit)).fetchone()
+                else:
+                    params = (dumps(ranges), now, room, limit, full, rate_key, path, dry)
+                    rowids, rows = conn.execute(q.CLAIM_CANDIDATES_KEYED, params).fetchone()
                 if rowids != "[]":
                     found.extend(zip(json.loads(rowids), json.loads(rows), strict=True))
             if rooms or keyed or rate_keyed:  # merge in claim order, honouring each capped queue's room and the keys
