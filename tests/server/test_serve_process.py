@@ -59,7 +59,12 @@ class ServeProcess:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        wait_for(self._healthy, timeout=60, interval=0.1)
+        try:
+            wait_for(self._healthy, timeout=60, interval=0.1)
+        except BaseException:  # never leave a server running that no test will stop
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
