@@ -240,7 +240,6 @@ _JOB_COLUMNS: tuple[tuple[str, int], ...] = (
     ("run at (UTC)", 19),
     ("user", 8),
 )
-_TASK_WIDTH = dict(_JOB_COLUMNS)["task"]
 _ORDER = ("id", "task", "status", "tries", "ns/queue", "user", "run at (UTC)", "created")
 
 
@@ -251,7 +250,7 @@ def job_columns(width: int, *, wide: bool = False) -> list[str]:
 
 def _fit(width: int, *, wide: bool) -> dict[str, int | None]:
     """Column → the widest it may be (None: its natural width), chosen by priority to fit `width`; the width left
-    over goes to the task name, the column most worth reading in full."""
+    over may be taken by the task name, namespace/queue and user (cut with an ellipsis beyond it)."""
     if wide:
         return dict.fromkeys(_ORDER)
     chosen: dict[str, int | None] = {}
@@ -262,8 +261,10 @@ def _fit(width: int, *, wide: bool) -> dict[str, int | None]:
             continue
         chosen[header] = need
         used += cost
-    if "task" in chosen:
-        chosen["task"] = _TASK_WIDTH + max(0, width - used)
+    spare = max(0, width - used)  # the free width: any flexible column may grow into it (Rich shares it out)
+    for header in ("task", "ns/queue", "user"):
+        if header in chosen:
+            chosen[header] = (chosen[header] or 0) + spare
     return {header: chosen[header] for header in _ORDER if header in chosen}
 
 
