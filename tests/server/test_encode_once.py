@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor import model
+from conveyor.model import text as model_text
 from tests.server.conftest import LiveServer
 
 PAYLOAD = {"item": "sword", "n": 1, "tags": ["a", "b"]}
@@ -15,15 +16,15 @@ PAYLOAD = {"item": "sword", "n": 1, "tags": ["a", "b"]}
 
 @pytest.fixture
 def encodes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every payload model._encode_json is given while the test runs (the server runs in this process)."""
+    """Every payload model_text._encode_json is given while the test runs (the server runs in this process)."""
     seen: list[Any] = []
-    original = model._encode_json  # noqa: SLF001 - the one encoder every payload goes through is what is counted
+    original = model_text._encode_json  # noqa: SLF001 - the one encoder every payload goes through is what is counted
 
     def counting(payload: Any) -> str:
         seen.append(payload)
         return original(payload)
 
-    monkeypatch.setattr(model, "_encode_json", counting)
+    monkeypatch.setattr(model_text, "_encode_json", counting)
     return seen
 
 
