@@ -14,6 +14,13 @@ and returns once subscribed; every message from another origin is decoded into t
 and published on the bus. A process drops its own messages (its bus had them already), so every subscriber of
 the bus gets each event once.
 
+**Only when someone listens.** Encoding and sending every event of every job costs the hot paths (a NOTIFY or a
+row per batch, ~20 µs of CPU per job): a process sends nothing while no process listens. A listener keeps the
+store key LISTENERS_KEY alive (TTL LISTENERS_TTL, refreshed every LISTENERS_REFRESH); a sender reads it at most
+every AUDIENCE_CHECK seconds while it has events to send (PRESENT_FOR once it found a listener), and drops the
+batch unencoded when nobody listens. So a process that starts listening may miss up to AUDIENCE_CHECK seconds of
+other processes' events — the HTTP server listens before it reports healthy, so its clients never see that gap.
+
 **Guarantees.** At most once, per bus subscription: an event is lost when the store is unreachable while it is
 sent (it is not retried), when the subscribing connection is down (it reconnects by itself), or when the process
 ends before its batch went out (`aclose` sends what is queued). Order is kept per publishing process, not across
@@ -51,6 +58,15 @@ EXPORTED_TYPES = frozenset({"push", "run", "cancel"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _WARN_EVERY = 30.0
+LISTENERS_KEY = "conveyor:events:listeners"
+"""A store key that exists while some process listens to other processes' events (any value; it expires)."""
+LISTENERS_TTL = 15.0
+LISTENERS_REFRESH = 5.0
+AUDIENCE_CHECK = 0.5
+"""Seconds a sender trusts "nobody listens" before it asks the store again."""
+PRESENT_FOR = 5.0
+"""Seconds a sender trusts "someone listens" (a listener's key lives LISTENERS_TTL, refreshed every
+LISTENERS_REFRESH)."""
 
 
 class RelayHost(Protocol):
@@ -169,6 +185,9 @@ class EventRelay:
         self._listen_lock: asyncio.Lock | None = None
         self._feed: EventFeed | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._presence: asyncio.Task[None] | None = None
+        self._audience: bool = False
+        self._audience_until = 0.0  # monotonic time until which `_audience` is trusted
         host.events.add_listener(self._on_event)
 
     # ---- out -----------------------------------------------------------------------------------------------
@@ -210,8 +229,23 @@ class EventRelay:
                 self._scheduled = False
             return batch
 
+    async def _someone_listens(self) -> bool:
+        """Whether any process listens (this one included), from the store at most every AUDIENCE_CHECK seconds."""
+        now = time.monotonic()
+        if now < self._audience_until:
+            return self._audience
+        try:
+            present = self._feed is not None or await self.host.store.kv_get(LISTENERS_KEY) is not None
+        except Exception:  # the store is down: the send would fail too; try again soon
+            present = False
+        self._audience = present
+        self._audience_until = now + (PRESENT_FOR if present else AUDIENCE_CHECK)
+        return present
+
     async def _flush(self) -> None:
         while batch := self._take():
+            if not await self._someone_listens():
+                continue  # nobody anywhere would receive them: not even encoded
             messages = encode_events(batch, self.origin)
             try:
                 await self.host.on_home(functools.partial(self.host.store.publish_events, messages))
@@ -238,7 +272,7 @@ class EventRelay:
         with self._lock:
             batch = list(self._pending)
             self._pending.clear()
-        if not batch:
+        if not batch or not await self._someone_listens():
             return
         store = self.host.store
         try:
@@ -277,7 +311,19 @@ class EventRelay:
             self._feed = feed
             self._users = 1
             self._reader = asyncio.create_task(self._read(feed), name="conveyor-relay")
+            await self._announce()  # before returning: senders that look now find a listener
+            self._presence = asyncio.create_task(self._keep_announcing(), name="conveyor-relay-presence")
             return True
+
+    async def _announce(self) -> None:
+        with contextlib.suppress(Exception):  # the store is down: the feed reconnects, the next refresh retries
+            await self.host.store.kv_set(LISTENERS_KEY, self.origin, ttl=LISTENERS_TTL)
+        self._audience, self._audience_until = True, time.monotonic() + PRESENT_FOR
+
+    async def _keep_announcing(self) -> None:
+        while True:
+            await asyncio.sleep(LISTENERS_REFRESH)
+            await self._announce()
 
     async def unlisten(self) -> None:
         """One `listen()` less; the last one closes the subscription."""
@@ -291,6 +337,11 @@ class EventRelay:
             return
         feed, self._feed = self._feed, None
         reader, self._reader = self._reader, None
+        presence, self._presence = self._presence, None
+        if presence is not None:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
         await feed.aclose()
         if reader is not None:
             reader.cancel()
