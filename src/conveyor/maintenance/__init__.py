@@ -56,18 +56,23 @@ def elected_services(
     rescue_interval: float | None = None,
     on_change: Callable[[str, bool], None] | None = None,
 ) -> list[Elected]:
-    """The elected roles a standard worker campaigns for: "maintenance" (rescuer, pruner) and "scheduler" (cron:
-    code schedules and the ones made at runtime, which may appear at any time). A new scheduler catches up on
-    occurrences missed while no process led (a fail-over takes at most one lease); older missed ones follow each
-    schedule's back-fill policy (maintenance/scheduler.py)."""
+    """The elected roles a standard worker campaigns for: "maintenance" (rescuer, pruner) always, "scheduler" (cron:
+    code and runtime schedules) when the app declares schedules in code. An app without code schedules still runs
+    the schedules made at runtime: its maintenance leader runs the scheduler too (no second election, which cost a
+    Redis worker's shutdown time). Two schedulers may then run at once (one per kind of process): harmless, each
+    occurrence is one job by the store's insert. A new scheduler catches up on occurrences missed while no process
+    led (a fail-over takes at most one lease); older missed ones follow each schedule's back-fill policy."""
 
     def maintenance() -> list[Service]:
-        return [Rescuer(app, interval=rescue_interval), Pruner(app)]
+        services: list[Service] = [Rescuer(app, interval=rescue_interval), Pruner(app)]
+        if not app.runtime.schedules:  # runtime schedules only: the maintenance leader runs them (no second role)
+            services.append(Scheduler(app, owner=candidate, catch_up=2 * ttl + 2.0))
+        return services
 
     def scheduler() -> list[Service]:
         return [Scheduler(app, owner=candidate, catch_up=2 * ttl + 2.0)]
 
-    return [
-        Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change),
-        Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change),
-    ]
+    roles = [Elected(app, MAINTENANCE, candidate, maintenance, ttl=ttl, on_change=on_change)]
+    if app.runtime.schedules:
+        roles.append(Elected(app, SCHEDULER, candidate, scheduler, ttl=ttl, on_change=on_change))
+    return roles
