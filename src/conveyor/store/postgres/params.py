@@ -74,54 +74,38 @@ def dumps(value: Any) -> str:
 
 def enqueue_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
     """One JSON array of job records; each payload is spliced in as the JSON text it was validated to."""
-    records = []
-    for ord_, j in enumerate(jobs, 1):
-        head = dumps(
-            {
-                "ord": ord_,
-                "id": j.id,
-                "namespace": j.namespace,
-                "queue": j.queue,
-                "task": j.task,
-                "priority": j.priority,
-                "run_at": j.run_at.isoformat(),
-                "max_attempts": j.max_attempts,
-                "created": j.created.isoformat(),
-                "user_id": j.user_id,
-                "group_key": j.group_key,
-                "unique_key": j.unique_key,
-                "serial_key": j.serial_key,
-                "concurrency_key": j.concurrency_key,
-            }
-        )
-        records.append(head[:-1] + ',"payload":' + j.payload_json + "}")
-    return {"batch": "[" + ",".join(records) + "]"}
+    return _batch(jobs, unique=False)
 
 
 def enqueue_unique_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
     """ENQUEUE_UNIQUE's batch: enqueue_params' records with the unique hash and states."""
+    return _batch(jobs, unique=True)
+
+
+def _batch(jobs: Sequence[NewJob], *, unique: bool) -> dict[str, Any]:
+    """The records ENQUEUE and ENQUEUE_UNIQUE read with json_to_recordset (each reads the keys it names)."""
     records = []
     for ord_, j in enumerate(jobs, 1):
-        head = dumps(
-            {
-                "ord": ord_,
-                "id": j.id,
-                "namespace": j.namespace,
-                "queue": j.queue,
-                "task": j.task,
-                "priority": j.priority,
-                "run_at": j.run_at.isoformat(),
-                "max_attempts": j.max_attempts,
-                "created": j.created.isoformat(),
-                "user_id": j.user_id,
-                "group_key": j.group_key,
-                "serial_key": j.serial_key,
-                "concurrency_key": j.concurrency_key,
-                "unique_hash": j.unique_hash,
-                "unique_states": j.unique_states,
-            }
-        )
-        records.append(head[:-1] + ',"payload":' + j.payload_json + "}")
+        fields: dict[str, Any] = {
+            "ord": ord_,
+            "id": j.id,
+            "namespace": j.namespace,
+            "queue": j.queue,
+            "task": j.task,
+            "priority": j.priority,
+            "run_at": j.run_at.isoformat(),
+            "max_attempts": j.max_attempts,
+            "created": j.created.isoformat(),
+            "user_id": j.user_id,
+            "group_key": j.group_key,
+            "unique_key": j.unique_key,
+            "serial_key": j.serial_key,
+            "concurrency_key": j.concurrency_key,
+        }
+        if unique:
+            fields["unique_hash"] = j.unique_hash
+            fields["unique_states"] = j.unique_states
+        records.append(dumps(fields)[:-1] + ',"payload":' + j.payload_json + "}")
     return {"batch": "[" + ",".join(records) + "]"}
 
 
